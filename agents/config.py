@@ -1,0 +1,814 @@
+"""The training configuration: ASSUME's ``learning_config`` as a validated dataclass.
+
+One :class:`LearningConfig` field per key of ASSUME's ``learning_config`` block (as read
+from a scenario's ``config.yaml``), plus a few keys of marketzoo's own. Each field has a
+docstring under it giving its meaning, unit and default; the rules that check and coerce
+the values live in one table (``_RULES``) next to the class, so the two cannot drift.
+
+Reading::
+
+    cfg = LearningConfig.from_dict(yaml_dict["base"]["learning_config"],
+                                   source="example_02a/config.yaml [base]")
+    cfg = cfg.with_overrides(["batch_size=256", "train_freq=24h"])   # from --set
+    cfg.save(run_dir / "config.yaml")                               # resolved config
+
+* Values are coerced the way YAML and a command line give them: ``1`` for a float field,
+  ``1.0`` or ``"5e5"`` for an int field (PyYAML reads ``5e5`` as a string), ``"true"`` /
+  ``"false"`` for a bool, ``"100h"`` / ``"1d"`` for ``train_freq``, a list for a tuple.
+* Wrong types or ranges raise one :class:`ConfigError` (a ``ValueError``) listing every
+  bad key with its value and what is allowed, and naming where the values came from.
+* Keys that are not known are not an error in a file (ASSUME grows keys; other tools put
+  their own there): they are kept in :attr:`LearningConfig.unknown_keys` and reported
+  with :func:`warnings.warn` (category :class:`UnknownConfigKeyWarning`) together with
+  the closest known key. On the command line (:meth:`LearningConfig.with_overrides`) an
+  unknown key is an error, since it is almost always a typo.
+
+The config is frozen: derive changed copies with :meth:`LearningConfig.with_overrides`
+or :func:`dataclasses.replace` (both validate again).
+
+This module imports neither torch nor anything else heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import difflib
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "LearningConfig",
+    "UnknownConfigKeyWarning",
+    "parse_duration_hours",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigProblem(NamedTuple):
+    """One refused value: which key, the value given, and what would be allowed."""
+
+    key: str
+    value: Any
+    allowed: str
+
+
+class ConfigError(ValueError):
+    """Bad configuration values. The message names the source, each key, each bad value
+    and what is allowed; the same facts are in :attr:`source` and :attr:`problems`."""
+
+    def __init__(self, source: str, problems: Iterable[ConfigProblem]):
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__(self._format())
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys that were refused, in the order they were checked."""
+        return tuple(p.key for p in self.problems)
+
+    def _format(self) -> str:
+        def one(p: ConfigProblem) -> str:
+            if p.value is _MISSING:
+                return f"{p.key!r}: {p.allowed}"
+            return (
+                f"{p.key!r} = {p.value!r} ({type(p.value).__name__}) is not allowed; "
+                f"expected {p.allowed}"
+            )
+
+        if len(self.problems) == 1:
+            return f"{self.source}: {one(self.problems[0])}"
+        lines = [f"{self.source}: {len(self.problems)} invalid entries:"]
+        lines += [f"  - {one(p)}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class UnknownConfigKeyWarning(UserWarning):
+    """A configuration file holds keys that marketzoo does not know (they are ignored)."""
+
+
+class _Bad(Exception):
+    """Raised by a coercer; carries the description of what is allowed."""
+
+    def __init__(self, allowed: str):
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<no value>"
+
+
+_MISSING: Any = _Missing()
+
+
+# --------------------------------------------------------------------------- the config
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearningConfig:
+    """Hyperparameters and switches of a MATD3 training run (ASSUME's ``learning_config``).
+
+    Build it with :meth:`from_dict` (a mapping read from YAML) or with keywords; every
+    value is checked and coerced on construction, so an instance is always valid.
+    """
+
+    # ---- mode and persistence (ASSUME) ----
+    learning_mode: bool = True
+    """Train the learning units (True) or only run them with fixed policies (False).
+    Default: True."""
+
+    continue_learning: bool = False
+    """Start training from the policies in `trained_policies_load_path` (or the save
+    path when no load path is given) instead of from fresh networks. Default: False."""
+
+    trained_policies_save_path: str | None = None
+    """Folder the trained policies are written to. None: the trainer picks one inside
+    the run's output folder. Default: None."""
+
+    trained_policies_load_path: str | None = None
+    """Folder to load policies from, for evaluation or `continue_learning`. None: use
+    `trained_policies_save_path`. Default: None."""
+
+    # ---- market and algorithm ----
+    max_bid_price: float = 100.0
+    """Price that an action of +1 maps to, in EUR/MWh (actions in [-1, 1] are scaled by
+    it); also the scale of price observations. Must be > 0. Default: 100.0."""
+
+    algorithm: str = "matd3"
+    """Learning algorithm. Only "matd3" (multi-agent TD3 with centralised critics) is
+    implemented; any other name is refused rather than silently replaced.
+    Default: "matd3"."""
+
+    actor_architecture: str = "mlp"
+    """Actor network type. Only "mlp" is supported ("lstm", which ASSUME offers, is
+    refused with a clear message). Default: "mlp"."""
+
+    learning_rate: float = 1e-3
+    """Adam step size of actors and critics (initial value when a schedule is used).
+    Must be > 0. Default: 0.001."""
+
+    learning_rate_schedule: str | None = None
+    """How the learning rate changes over training: None or "constant" keep it fixed;
+    "linear" decays it linearly from `learning_rate` towards 0 over the training
+    episodes. Default: None."""
+
+    training_episodes: int = 100
+    """Number of training episodes (each one a pass over the scenario horizon).
+    Must be >= 1. Default: 100."""
+
+    episodes_collecting_initial_experience: int = 5
+    """Number of first episodes in which actions are random exploration (no policy, no
+    gradient updates) to fill the replay buffer. Must be >= 0. Default: 5."""
+
+    train_freq: int = 100
+    """Simulated time between two policy updates, in hours. Accepts an int (hours) or
+    a duration string such as "100h", "24h", "1d", "1w" (whole hours only); always
+    stored as int hours. Must be >= 1 hour. Default: 100 (ASSUME's "100h")."""
+
+    gradient_steps: int = 10
+    """Gradient steps per policy update. Must be >= 1, or -1 meaning "as many as
+    `train_freq` hours" (one step per simulated hour, ASSUME's convention): -1 is
+    resolved on construction, so the stored value is always >= 1. Default: 10."""
+
+    batch_size: int = 128
+    """Transitions per gradient step, sampled from the replay buffer. Must be >= 1.
+    Default: 128."""
+
+    gamma: float = 0.99
+    """Discount factor per market step (hour), in [0, 1]. Default: 0.99."""
+
+    device: str = "cpu"
+    """Torch device of the networks: "cpu", "cuda", "cuda:N" or "auto" (cuda when
+    available, else cpu). Default: "cpu"."""
+
+    # ---- exploration noise ----
+    noise_sigma: float = 0.1
+    """Standard deviation of the Gaussian action noise, in action units ([-1, 1]).
+    Must be >= 0. Default: 0.1."""
+
+    noise_scale: float = 1.0
+    """Multiplier of the action noise (the value the schedule starts from).
+    Must be >= 0. Default: 1.0."""
+
+    noise_dt: float = 1.0
+    """Per-draw decay factor of the noise scale (ASSUME's `dt`; 1.0 = no decay).
+    Must be > 0. Default: 1.0."""
+
+    action_noise_schedule: str | None = None
+    """How the exploration noise changes over training: None or "constant" keep it
+    fixed; "linear" decays it linearly to 0 over the training episodes.
+    Default: None."""
+
+    # ---- validation and early stopping ----
+    validation_episodes_interval: int = 5
+    """Run a deterministic validation episode every this many training episodes (after
+    initial exploration); the best policies are chosen on these. Must be >= 1.
+    Default: 5."""
+
+    early_stopping_steps: int | None = None
+    """Stop training after this many validation runs in a row without an improvement of
+    at least `early_stopping_threshold`. None: never stop early. Must be >= 1.
+    Default: None."""
+
+    early_stopping_threshold: float = 0.05
+    """Smallest relative improvement of the validation reward that counts as progress
+    for early stopping (0.05 = 5 %). Must be >= 0. Default: 0.05."""
+
+    # ---- TD3 ----
+    tau: float = 0.005
+    """Polyak coefficient of the target-network update (target <- tau*online +
+    (1-tau)*target), in (0, 1]. Default: 0.005."""
+
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update. Must be >= 1. Default: 2."""
+
+    target_policy_noise: float = 0.2
+    """Standard deviation of the smoothing noise added to target actions, in action
+    units. Must be >= 0. Default: 0.2."""
+
+    target_noise_clip: float = 0.5
+    """Clip of the target smoothing noise, in action units. Must be >= 0.
+    Default: 0.5."""
+
+    replay_buffer_size: int = 500_000
+    """Capacity of the replay buffer, in transitions (market steps, all agents
+    together). Must be >= `batch_size`. Default: 500000."""
+
+    # ---- marketzoo's own keys ----
+    actor_hidden_sizes: tuple[int, ...] = (256, 128)
+    """Widths of the actor's hidden layers (a list in YAML). Each >= 1, at least one
+    layer. Fixed here rather than chosen by agent count. Default: (256, 128)."""
+
+    critic_hidden_sizes: tuple[int, ...] = (256, 128)
+    """Widths of each critic's hidden layers. Each >= 1, at least one layer.
+    Default: (256, 128)."""
+
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping: maximal global L2 norm of each network's gradient. 0 or None
+    disables clipping. Must be >= 0. Default: 1.0."""
+
+    regret_scale: float = 0.0
+    """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
+    reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
+
+    seed: int | None = None
+    """Seed of every random generator of the run (env, noise, networks, buffer).
+    None: drawn from the OS, so the run is not reproducible. Must be >= 0.
+    Default: None."""
+
+    num_envs: int = 1
+    """Copies of the market collected in parallel by the vector env (each step adds
+    `num_envs` transitions). Must be >= 1. Default: 1."""
+
+    torch_threads: int | None = None
+    """Threads torch may use on the CPU. None: the trainer picks a default.
+    Must be >= 1. Default: None."""
+
+    unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+    """Keys of the source mapping that are not known and were ignored (not part of
+    the configuration; left out of :meth:`to_dict`)."""
+
+    _gradient_steps_auto: bool = field(default=False, init=False, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ construction
+
+    def __post_init__(self) -> None:
+        given = {name: getattr(self, name) for name in _FIELD_NAMES}
+        values = _check(given, "LearningConfig")
+        auto = values["gradient_steps"] == -1
+        if auto:
+            values["gradient_steps"] = values["train_freq"]
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "unknown_keys", tuple(str(k) for k in self.unknown_keys))
+        object.__setattr__(self, "_gradient_steps_auto", auto)
+
+    @classmethod
+    def from_dict(
+        cls, d: Mapping[str, Any] | None, *, source: str = "learning_config"
+    ) -> LearningConfig:
+        """Build a config from a mapping such as a YAML ``learning_config`` block.
+
+        Missing keys take their defaults; values are coerced (see the module docstring).
+        Unknown keys are kept in ``unknown_keys`` and reported with one warning
+        (:class:`UnknownConfigKeyWarning`) that suggests the closest known key.
+
+        Args:
+            d: the mapping (``None``, as YAML gives for an empty block, means ``{}``).
+            source: where the values come from, used in messages (e.g. a file name).
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, or values have wrong types/ranges.
+        """
+        if d is None:
+            d = {}
+        if not isinstance(d, Mapping):
+            raise ConfigError(
+                source, [ConfigProblem("learning_config", d, "a mapping of key: value")]
+            )
+        known: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in d.items():
+            if isinstance(key, str) and key in _FIELD_NAMES:
+                known[key] = value
+            else:
+                unknown.append(str(key))
+        if unknown:
+            hints = ", ".join(f"{k!r}{_hint(k)}" for k in unknown)
+            warnings.warn(
+                f"{source}: unknown key(s) ignored: {hints}",
+                UnknownConfigKeyWarning,
+                stacklevel=2,
+            )
+        return cls._build(known, source, tuple(unknown))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, study_case: str | None = None) -> LearningConfig:
+        """Read a config from a YAML or JSON file.
+
+        The file may hold the keys directly (as :meth:`save` writes them), a
+        ``learning_config`` mapping, or an ASSUME scenario ``config.yaml`` with study
+        cases (``study_case`` picks one; default: the only one, else ``"base"``).
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                str(path), [ConfigProblem("file", _MISSING, f"cannot be read ({exc})")]
+            ) from exc
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(
+                str(path), [ConfigProblem("file", _MISSING, f"is not valid YAML/JSON ({exc})")]
+            ) from exc
+        source = str(path)
+        if isinstance(data, Mapping) and "learning_config" not in data and not (
+            set(data) & _FIELD_NAMES
+        ):
+            cases = [k for k, v in data.items() if isinstance(v, Mapping)]
+            case = study_case or (cases[0] if len(cases) == 1 else "base")
+            if case not in data or not isinstance(data[case], Mapping):
+                raise ConfigError(
+                    source,
+                    [ConfigProblem("study_case", case, f"one of the study cases {cases}")],
+                )
+            data = data[case]
+            source = f"{path} [{case}]"
+        if isinstance(data, Mapping) and "learning_config" in data:
+            data = data["learning_config"]
+            source = f"{source} learning_config"
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def _build(
+        cls, values: Mapping[str, Any], source: str, unknown: tuple[str, ...] = ()
+    ) -> LearningConfig:
+        # Check with the caller's source first, so errors name it; __post_init__ then
+        # re-checks (idempotent) and resolves gradient_steps=-1.
+        return cls(**_check(values, source), unknown_keys=unknown)
+
+    def with_overrides(self, items: Iterable[str] | Mapping[str, Any]) -> LearningConfig:
+        """Return a copy with ``KEY=VALUE`` overrides applied (``train.py --set``).
+
+        Each VALUE is parsed with ``yaml.safe_load`` (so ``256`` is an int, ``1e-3`` a
+        float, ``true`` a bool, ``[64, 64]`` a list, ``null`` or an empty value None)
+        and then checked like :meth:`from_dict`. ``-`` in keys is read as ``_``.
+        If this config's ``gradient_steps`` came from -1, it follows a new
+        ``train_freq`` unless ``gradient_steps`` is overridden too. A mapping of
+        already-parsed values is accepted as well.
+
+        Raises:
+            ConfigError: an item without ``=``, an unknown key (with the closest known
+                key as hint), an unparsable value, or a value of wrong type/range.
+        """
+        source = "--set"
+        if isinstance(items, (str, bytes)):
+            items = [items]  # one item, not its characters
+        problems: list[ConfigProblem] = []
+        overrides: dict[str, Any] = {}
+        pairs: Iterable[tuple[Any, Any]]
+        if isinstance(items, Mapping):
+            pairs = [(str(k).strip().replace("-", "_"), v) for k, v in items.items()]
+        else:
+            pairs = []
+            for item in items:
+                text = str(item)
+                key, sep, raw = text.partition("=")
+                key = key.strip().replace("-", "_")
+                if not sep or not key:
+                    problems.append(
+                        ConfigProblem(text, _MISSING, "is malformed; expected KEY=VALUE")
+                    )
+                    continue
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError as exc:
+                    problems.append(
+                        ConfigProblem(key, raw, f"a YAML value (parse error: {exc})")
+                    )
+                    continue
+                pairs.append((key, value))
+        for key, value in pairs:
+            if key not in _FIELD_NAMES:
+                problems.append(
+                    ConfigProblem(key, _MISSING, f"is not a learning_config key{_hint(key)}")
+                )
+            else:
+                overrides[key] = value
+        if problems:
+            raise ConfigError(source, problems)
+        merged: dict[str, Any] = self.to_dict()
+        if self._gradient_steps_auto and "gradient_steps" not in overrides:
+            merged["gradient_steps"] = -1
+        merged.update(overrides)
+        return type(self)._build(merged, source, self.unknown_keys)
+
+    # ------------------------------------------------------------------ output
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain, JSON/YAML-able dict (tuples become lists;
+        ``unknown_keys`` is left out). ``from_dict(cfg.to_dict()) == cfg``."""
+        out: dict[str, Any] = {}
+        for name in _FIELD_ORDER:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` to ``path`` atomically (a temporary file in the same
+        folder, then :func:`os.replace`): JSON if the suffix is ``.json``, else YAML.
+        Creates missing parent folders. Returns the path written."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        if path.suffix.lower() == ".json":
+            text = json.dumps(data, indent=2) + "\n"
+        else:
+            text = yaml.safe_dump(data, sort_keys=False)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return path
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def gradient_steps_from_train_freq(self) -> bool:
+        """True when ``gradient_steps`` was given as -1 (= ``train_freq`` hours)."""
+        return self._gradient_steps_auto
+
+    def resolved_device(self) -> str:
+        """The concrete torch device string: "auto" becomes "cuda" when available,
+        else "cpu". Imports torch lazily. Raises :class:`ConfigError` when a cuda
+        device is asked for but not available."""
+        import torch  # noqa: PLC0415 - lazy on purpose
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    "learning_config",
+                    [
+                        ConfigProblem(
+                            "device", self.device, "'cpu' or 'auto' (CUDA is not available)"
+                        )
+                    ],
+                )
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            if index >= torch.cuda.device_count():
+                raise ConfigError(
+                    "learning_config",
+                    [
+                        ConfigProblem(
+                            "device",
+                            self.device,
+                            f"a CUDA index below {torch.cuda.device_count()}",
+                        )
+                    ],
+                )
+        return self.device
+
+
+# --------------------------------------------------------------------------- coercers
+
+
+_TRUE = {"true", "yes", "on", "1", "y", "t"}
+_FALSE = {"false", "no", "off", "0", "n", "f"}
+_NONE_STRINGS = {"none", "null", "~", ""}
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    raise _Bad("a boolean (true/false)")
+
+
+def _number(v: Any) -> float | int:
+    """A real number from an int, float or numeric string; bools are refused."""
+    if isinstance(v, bool):
+        raise TypeError
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, str):
+        s = v.strip().replace("_", "")
+        try:
+            return int(s)
+        except ValueError:
+            return float(s)
+    raise TypeError
+
+
+def _int(minimum: int | None = None, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
+    desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    if extra:
+        desc += " or " + " or ".join(str(e) for e in extra)
+
+    def coerce(v: Any) -> int:
+        try:
+            x = _number(v)
+        except (TypeError, ValueError):
+            raise _Bad(desc) from None
+        if isinstance(x, float):
+            if not (math.isfinite(x) and x.is_integer()):
+                raise _Bad(desc)
+            x = int(x)
+        if x in extra:
+            return x
+        if minimum is not None and x < minimum:
+            raise _Bad(desc)
+        return x
+
+    return coerce
+
+
+def _float(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> Callable[[Any], float]:
+    if low is not None and high is not None:
+        desc = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        desc = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        desc = "a finite number"
+
+    def coerce(v: Any) -> float:
+        try:
+            x = float(_number(v))
+        except (TypeError, ValueError, OverflowError):
+            raise _Bad(desc) from None
+        if not math.isfinite(x):
+            raise _Bad(desc)
+        if low is not None and (x <= low if low_open else x < low):
+            raise _Bad(desc)
+        if high is not None and x > high:
+            raise _Bad(desc)
+        return x
+
+    return coerce
+
+
+def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def coerce(v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in _NONE_STRINGS):
+            return None
+        try:
+            return inner(v)
+        except _Bad as bad:
+            raise _Bad(f"{bad.allowed}, or null") from None
+
+    return coerce
+
+
+def _path(v: Any) -> str:
+    if isinstance(v, (str, os.PathLike)):
+        return os.fspath(v)
+    raise _Bad("a folder path (string) or null")
+
+
+def _choice(*options: str, refused: Mapping[str, str] | None = None) -> Callable[[Any], str]:
+    desc = "one of " + ", ".join(repr(o) for o in options)
+
+    def coerce(v: Any) -> str:
+        if isinstance(v, str):
+            s = v.strip().lower()
+            if s in options:
+                return s
+            if refused and s in refused:
+                raise _Bad(refused[s])
+        raise _Bad(desc)
+
+    return coerce
+
+
+def _schedule(v: Any) -> str | None:
+    if v is None or (isinstance(v, str) and v.strip().lower() in _NONE_STRINGS):
+        return None
+    try:
+        return _choice("linear", "constant")(v)
+    except _Bad:
+        raise _Bad("null, 'linear' or 'constant'") from None
+
+
+_DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+
+def _device(v: Any) -> str:
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if _DEVICE_RE.match(s):
+            return s
+    raise _Bad("'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+
+def _sizes(v: Any) -> tuple[int, ...]:
+    desc = "a non-empty list of integers >= 1, e.g. [256, 128]"
+    if isinstance(v, str):
+        parts = [p for p in v.strip().strip("[]()").replace(",", " ").split()]
+        v = parts
+    elif isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _Bad(desc)
+    to_int = _int(1)
+    try:
+        return tuple(to_int(x) for x in v)
+    except _Bad:
+        raise _Bad(desc) from None
+
+
+_DURATION_RE = re.compile(
+    r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*"
+    r"(h|hr|hrs|hour|hours|d|day|days|w|wk|week|weeks|min|mins|minute|minutes|t)?\s*$",
+    re.IGNORECASE,
+)
+_HOURS_PER_UNIT = {
+    "h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1,
+    "d": 24, "day": 24, "days": 24,
+    "w": 168, "wk": 168, "week": 168, "weeks": 168,
+    "min": 1 / 60, "mins": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60, "t": 1 / 60,
+}
+_DURATION_DESC = "whole hours >= 1: an integer or a duration like '100h', '24h', '1d', '1w'"
+
+
+def parse_duration_hours(v: Any) -> int:
+    """Hours from an int, a :class:`datetime.timedelta`, or a string such as ``"100h"``,
+    ``"24H"``, ``"1d"``, ``"2w"``, ``"120min"`` or ``"48"`` (a bare number is hours).
+    The result must be a whole number of hours >= 1; anything else raises ConfigError."""
+    try:
+        return _train_freq(v)
+    except _Bad as bad:
+        raise ConfigError("duration", [ConfigProblem("train_freq", v, bad.allowed)]) from None
+
+
+def _train_freq(v: Any) -> int:
+    if isinstance(v, bool):
+        raise _Bad(_DURATION_DESC)
+    if isinstance(v, _dt.timedelta):
+        hours = v.total_seconds() / 3600
+    elif isinstance(v, (int, float)):
+        hours = float(v)
+    elif isinstance(v, str):
+        m = _DURATION_RE.match(v)
+        if not m:
+            raise _Bad(_DURATION_DESC)
+        unit = (m.group(2) or "h").lower()
+        hours = float(m.group(1)) * _HOURS_PER_UNIT[unit]
+    else:
+        raise _Bad(_DURATION_DESC)
+    if not math.isfinite(hours) or hours < 1:
+        raise _Bad(_DURATION_DESC)
+    rounded = round(hours)
+    if abs(hours - rounded) > 1e-9:
+        raise _Bad(_DURATION_DESC)
+    return int(rounded)
+
+
+# One rule per field: the coercer that checks the value and returns it in stored form.
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "learning_mode": _to_bool,
+    "continue_learning": _to_bool,
+    "trained_policies_save_path": _optional(_path),
+    "trained_policies_load_path": _optional(_path),
+    "max_bid_price": _float(0.0, low_open=True),
+    "algorithm": _choice(
+        "matd3",
+        refused={
+            name: f"'matd3' (the only algorithm marketzoo implements; {name!r} is not supported)"
+            for name in ("ppo", "mappo", "maddpg", "td3", "ddpg", "sac", "masac")
+        },
+    ),
+    "actor_architecture": _choice(
+        "mlp",
+        refused={
+            "lstm": "'mlp' ('lstm' actors are not supported by marketzoo)"
+        },
+    ),
+    "learning_rate": _float(0.0, low_open=True),
+    "learning_rate_schedule": _schedule,
+    "training_episodes": _int(1),
+    "episodes_collecting_initial_experience": _int(0),
+    "train_freq": _train_freq,
+    "gradient_steps": _int(1, extra=(-1,)),
+    "batch_size": _int(1),
+    "gamma": _float(0.0, 1.0),
+    "device": _device,
+    "noise_sigma": _float(0.0),
+    "noise_scale": _float(0.0),
+    "noise_dt": _float(0.0, low_open=True),
+    "action_noise_schedule": _schedule,
+    "validation_episodes_interval": _int(1),
+    "early_stopping_steps": _optional(_int(1)),
+    "early_stopping_threshold": _float(0.0),
+    "tau": _float(0.0, 1.0, low_open=True),
+    "policy_delay": _int(1),
+    "target_policy_noise": _float(0.0),
+    "target_noise_clip": _float(0.0),
+    "replay_buffer_size": _int(1),
+    "actor_hidden_sizes": _sizes,
+    "critic_hidden_sizes": _sizes,
+    "max_grad_norm": _optional(_float(0.0)),
+    "regret_scale": _float(0.0),
+    "seed": _optional(_int(0)),
+    "num_envs": _int(1),
+    "torch_threads": _optional(_int(1)),
+}
+
+_FIELD_ORDER: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(LearningConfig) if f.init and f.name != "unknown_keys"
+)
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
+assert _FIELD_NAMES == set(_RULES), "every LearningConfig field needs exactly one rule"
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(LearningConfig) if f.name in _FIELD_NAMES
+}
+
+
+def _check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Coerce every field (defaults for the missing ones) and check cross-field rules;
+    raise one ConfigError listing all problems. Does not resolve gradient_steps=-1."""
+    problems: list[ConfigProblem] = []
+    out: dict[str, Any] = {}
+    for name in _FIELD_ORDER:
+        raw = values.get(name, _DEFAULTS[name])
+        try:
+            out[name] = _RULES[name](raw)
+        except _Bad as bad:
+            problems.append(ConfigProblem(name, raw, bad.allowed))
+    if not problems and out["replay_buffer_size"] < out["batch_size"]:
+        problems.append(
+            ConfigProblem(
+                "replay_buffer_size",
+                values.get("replay_buffer_size", _DEFAULTS["replay_buffer_size"]),
+                f"an integer >= batch_size ({out['batch_size']})",
+            )
+        )
+    if problems:
+        raise ConfigError(source, problems)
+    return out
+
+
+def _hint(key: str) -> str:
+    """' (did you mean 'x'?)' for the closest known key, or ''."""
+    probe = str(key).strip().lower().replace("-", "_")
+    match = difflib.get_close_matches(probe, sorted(_FIELD_NAMES), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,868 @@
+"""Read a scenario folder in the ASSUME format into a :class:`envs.data.Scenario`.
+
+A scenario folder holds ``config.yaml`` (study cases) and CSV tables of units and time
+series; ``envs/SCENARIOS.md`` documents the format as read here. The two public
+functions are :func:`load_scenario` and :func:`list_builtin_scenarios`.
+
+Everything is parsed and checked first; the :class:`Scenario` is only built once every
+input is valid, so a bad input raises one :class:`ScenarioError` and returns nothing.
+Each message names the file, the row (line number and unit) or column, what is wrong
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
+
+__all__ = ["load_scenario", "list_builtin_scenarios"]
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
+
+CONFIG_FILE = "config.yaml"
+POWERPLANT_FILE = "powerplant_units.csv"
+STORAGE_FILE = "storage_units.csv"
+DEMAND_UNITS_FILE = "demand_units.csv"
+DEMAND_SERIES_FILE = "demand_df.csv"
+FUEL_FILE = "fuel_prices_df.csv"
+AVAILABILITY_FILE = "availability_df.csv"
+_KNOWN_FILES = (
+    CONFIG_FILE,
+    POWERPLANT_FILE,
+    STORAGE_FILE,
+    DEMAND_UNITS_FILE,
+    DEMAND_SERIES_FILE,
+    FUEL_FILE,
+    AVAILABILITY_FILE,
+)
+
+RENEWABLE_FUEL = "renewable"
+MECHANISMS = ("pay_as_clear", "pay_as_bid")
+
+_NS_PER_HOUR = 3_600 * 10**9
+_NS_PER_UNIT = {
+    "s": 10**9, "sec": 10**9, "second": 10**9, "seconds": 10**9,
+    "t": 60 * 10**9, "m": 60 * 10**9, "min": 60 * 10**9, "mins": 60 * 10**9,
+    "minute": 60 * 10**9, "minutes": 60 * 10**9,
+    "h": _NS_PER_HOUR, "hr": _NS_PER_HOUR, "hour": _NS_PER_HOUR, "hours": _NS_PER_HOUR,
+    "d": 24 * _NS_PER_HOUR, "day": 24 * _NS_PER_HOUR, "days": 24 * _NS_PER_HOUR,
+    "w": 168 * _NS_PER_HOUR, "week": 168 * _NS_PER_HOUR, "weeks": 168 * _NS_PER_HOUR,
+}
+
+
+# --------------------------------------------------------------------------- public
+
+
+def list_builtin_scenarios() -> list[str]:
+    """Names of the scenarios shipped in ``envs/scenarios/`` (folders with a
+    ``config.yaml``), sorted."""
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def load_scenario(path_or_name: str | os.PathLike[str], study_case: str = "base") -> Scenario:
+    """Load one study case of a scenario.
+
+    ``path_or_name`` is a scenario folder (``str`` or ``Path``) or the name of a built-in
+    scenario (see :func:`list_builtin_scenarios`); a plain string without a path
+    separator that names a built-in scenario resolves to the built-in one. The result is
+    cached on (folder, study case, file modification times); every call returns fresh
+    copies of the arrays and of ``learning_config``, so callers may modify them.
+
+    Raises :class:`ScenarioError` for any bad input.
+    """
+    folder, name = _resolve(path_or_name)
+    if not isinstance(study_case, str) or not study_case:
+        raise ScenarioError(f"study_case must be a non-empty string, got {study_case!r}")
+    scenario = _load_cached(str(folder), name, study_case, _fingerprint(folder))
+    return _fresh_copy(scenario)
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _resolve(path_or_name: Any) -> tuple[Path, str]:
+    builtins = list_builtin_scenarios()
+    hint = f"built-in scenarios: {', '.join(builtins) or '(none)'}"
+    if isinstance(path_or_name, str):
+        if not path_or_name.strip():
+            raise ScenarioError(f"empty scenario name; give a folder path or one of the {hint}")
+        is_bare = os.sep not in path_or_name and "/" not in path_or_name
+        if is_bare and path_or_name in builtins:
+            return BUILTIN_DIR / path_or_name, path_or_name
+        path = Path(path_or_name)
+    elif isinstance(path_or_name, os.PathLike):
+        path = Path(path_or_name)
+    else:
+        raise ScenarioError(
+            f"scenario must be a folder path or a built-in name, got {type(path_or_name).__name__}; {hint}"
+        )
+    path = path.expanduser()
+    if not path.exists():
+        raise ScenarioError(
+            f"unknown scenario {str(path_or_name)!r}: no such folder and not a built-in name; {hint}"
+        )
+    if not path.is_dir():
+        raise ScenarioError(f"scenario {str(path)!r} is not a folder; give the folder that holds {CONFIG_FILE}; {hint}")
+    path = path.resolve()
+    if not (path / CONFIG_FILE).is_file():
+        raise ScenarioError(f"{path / CONFIG_FILE}: missing file; a scenario folder needs {CONFIG_FILE} with study cases")
+    return path, path.name
+
+
+def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for fname in _KNOWN_FILES:
+        try:
+            st = (folder / fname).stat()
+        except OSError:
+            continue
+        out.append((fname, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(folder: str, name: str, study_case: str, fingerprint: tuple) -> Scenario:
+    return _Loader(Path(folder), name, study_case).load()
+
+
+def _fresh_copy(sc: Scenario) -> Scenario:
+    def copy_table(table: Any) -> Any:
+        changes = {
+            f.name: getattr(table, f.name).copy()
+            for f in dataclasses.fields(table)
+            if isinstance(getattr(table, f.name), np.ndarray)
+        }
+        return dataclasses.replace(table, **changes)
+
+    return dataclasses.replace(
+        sc,
+        times=sc.times.copy(),
+        plants=copy_table(sc.plants),
+        renewables=copy_table(sc.renewables),
+        storages=copy_table(sc.storages),
+        demands=copy_table(sc.demands),
+        learning_config=copy.deepcopy(sc.learning_config),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fmt_ns(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns").astype("datetime64[s]")).replace("T", " ")
+
+
+def _fmt_step(ns: int) -> str:
+    return str(pd.Timedelta(int(ns), unit="ns"))
+
+
+def _parse_time_step(value: Any) -> int | None:
+    """Time step in ns, or None if unparsable."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", value)
+    if m and m.group(2).lower() in _NS_PER_UNIT:
+        ns = float(m.group(1)) * _NS_PER_UNIT[m.group(2).lower()]
+        return int(round(ns))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(pd.Timedelta(value).value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _parse_date(value: Any) -> int | None:
+    """Naive timestamp in ns since epoch, None if unparsable, -1 sentinel never used."""
+    if value is None or isinstance(value, bool) or isinstance(value, (int, float)):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ts = pd.Timestamp(value if not isinstance(value, str) else value.strip())
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT or pd.isna(ts):
+        return None
+    if ts.tzinfo is not None:
+        raise _TzAware()
+    return int(ts.as_unit("ns").value)
+
+
+class _TzAware(Exception):
+    pass
+
+
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, skipinitialspace=True, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ScenarioError(f"{path}: the file is empty; it needs a header row and data rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ScenarioError(f"{path}: cannot be parsed as CSV ({exc}); check the separators (comma) and quoting") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    dup = [c for c in set(df.columns) if list(df.columns).count(c) > 1]
+    if dup:
+        raise ScenarioError(f"{path}: column {dup[0]!r} appears more than once; keep one column per name")
+    return df
+
+
+def _line(i: int) -> int:
+    """File line number of data row ``i`` (header is line 1)."""
+    return i + 2
+
+
+# --------------------------------------------------------------------------- unit tables
+
+
+class _UnitTable:
+    """A unit CSV read as text, with checked accessors that report file/line/unit/column."""
+
+    def __init__(self, path: Path, required: Iterable[str], kind: str):
+        self.path = path
+        self.kind = kind
+        df = _read_csv(path, dtype=str, keep_default_na=False)
+        df = df.apply(lambda col: col.str.strip())
+        self.df = df
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            raise ScenarioError(
+                f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+                f"(columns present: {', '.join(df.columns)}); add the column(s) to the header and a value in every row"
+            )
+        self.names = tuple(self._text_raw("name"))
+        for i, n in enumerate(self.names):
+            if not n:
+                raise ScenarioError(f"{path}: line {_line(i)}, column 'name': empty unit name; give every unit a unique name")
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def where(self, i: int, col: str) -> str:
+        return f"{self.path}: line {_line(i)}, unit {self.names[i]!r}, column {col!r}"
+
+    def _text_raw(self, col: str) -> list[str]:
+        return [str(v) for v in self.df[col].tolist()]
+
+    def text(self, col: str) -> tuple[str, ...]:
+        vals = self._text_raw(col)
+        for i, v in enumerate(vals):
+            if v == "" or v.lower() in ("nan", "none", "null", "na", "n/a"):
+                raise ScenarioError(f"{self.where(i, col)}: empty cell; fill in a value")
+        return tuple(vals)
+
+    def num(self, col: str, default: float | None = None) -> np.ndarray:
+        """Float column. A missing column or an empty cell gives ``default`` when one is
+        given (optional column), else an error."""
+        if col not in self.df.columns:
+            if default is None:
+                raise ScenarioError(f"{self.path}: missing column {col!r}; add it to the header")
+            return np.full(len(self), float(default))
+        out = np.empty(len(self))
+        for i, v in enumerate(self._text_raw(col)):
+            if v == "" or v.lower() in ("nan", "none", "null", "na", "n/a"):
+                if default is None:
+                    raise ScenarioError(f"{self.where(i, col)}: empty cell; fill in a number")
+                out[i] = default
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                raise ScenarioError(f"{self.where(i, col)}: {v!r} is not a number; write a plain number such as 1.5") from None
+            if not np.isfinite(x):
+                raise ScenarioError(f"{self.where(i, col)}: {v!r} is not a finite number; write a plain number")
+            out[i] = x
+        return out
+
+    def check(self, values: np.ndarray, col: str, ok: np.ndarray, problem: str, fix: str) -> None:
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            i = int(bad[0])
+            raise ScenarioError(f"{self.where(i, col)}: {problem} (got {values[i]:g}); {fix}")
+
+    def bidding_column(self, market: str) -> str:
+        cols = [c for c in self.df.columns if c.startswith("bidding_")]
+        preferred = f"bidding_{market}"
+        if preferred in cols:
+            return preferred
+        if "bidding_EOM" in cols:
+            return "bidding_EOM"
+        if len(cols) == 1:
+            return cols[0]
+        if not cols:
+            raise ScenarioError(
+                f"{self.path}: missing column {preferred!r}; add a bidding strategy column for the energy market "
+                f"(e.g. 'powerplant_energy_naive', or a name containing 'learning' for learning units)"
+            )
+        raise ScenarioError(
+            f"{self.path}: several bidding columns ({', '.join(cols)}) and none named {preferred!r}; "
+            f"name the energy-market column {preferred!r}"
+        )
+
+
+# --------------------------------------------------------------------------- time series
+
+
+class _Horizon:
+    def __init__(self, start_ns: int, end_ns: int, step_ns: int):
+        self.start = start_ns
+        self.end = end_ns
+        self.step = step_ns
+        self.times_ns = np.arange(start_ns, end_ns, step_ns, dtype=np.int64)
+        self.n = len(self.times_ns)
+
+    def describe(self) -> str:
+        return f"{_fmt_ns(self.start)} .. {_fmt_ns(self.end)} (end exclusive, step {_fmt_step(self.step)})"
+
+
+def _parse_index(path: Path, raw: pd.Series) -> np.ndarray:
+    """First column of a series file -> int64 ns, with errors naming the line."""
+    col = raw.name
+    text = raw.astype(str).str.strip()
+    empty = raw.isna().to_numpy() | (text == "").to_numpy()
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise ScenarioError(f"{path}: line {_line(i)}, column {col!r}: empty timestamp; every row needs a date and time")
+    parsed = None
+    for kwargs in ({}, {"format": "ISO8601"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                cand = pd.to_datetime(text, errors="coerce", **kwargs)
+            except (ValueError, TypeError):
+                continue
+        if not isinstance(cand.dtype, pd.DatetimeTZDtype) and cand.dtype == object:
+            continue
+        if parsed is None or cand.isna().sum() < parsed.isna().sum():
+            parsed = cand
+        if not parsed.isna().any():
+            break
+    if parsed is None:
+        raise ScenarioError(f"{path}: column {col!r}: the first column must hold timestamps such as 2019-01-01 00:00:00")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        raise ScenarioError(
+            f"{path}: column {col!r}: timestamps with a time zone are not supported; write naive local timestamps "
+            "such as 2019-01-01 00:00:00"
+        )
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ScenarioError(
+            f"{path}: line {_line(i)}, column {col!r}: cannot parse {text.iloc[i]!r} as a date; "
+            "write timestamps such as 2019-01-01 00:00:00"
+        )
+    return parsed.dt.as_unit("ns").to_numpy().astype(np.int64)
+
+
+def _load_series(path: Path, columns: list[str], hz: _Horizon, what: str) -> dict[str, np.ndarray]:
+    """Read a time-series CSV (datetime first column) and return ``{column: (T,)}`` for
+    ``columns`` on the horizon grid: finer data averaged over each time step, coarser
+    data repeated (step function). Checks dates, regularity (no gaps), coverage, NaNs."""
+    df = _read_csv(path)
+    if df.shape[1] < 2:
+        raise ScenarioError(f"{path}: needs a datetime column followed by one column per {what}")
+    if len(df) < 2:
+        raise ScenarioError(f"{path}: needs at least two rows to determine its time resolution")
+    ns = _parse_index(path, df.iloc[:, 0])
+    tcol = df.columns[0]
+    diffs = np.diff(ns)
+    nonpos = np.flatnonzero(diffs <= 0)
+    if nonpos.size:
+        j = int(nonpos[0])
+        kind = "duplicate" if diffs[j] == 0 else "out-of-order"
+        raise ScenarioError(
+            f"{path}: line {_line(j + 1)}, column {tcol!r}: {kind} timestamp {_fmt_ns(ns[j + 1])} after "
+            f"{_fmt_ns(ns[j])}; timestamps must be strictly increasing"
+        )
+    step = int(diffs.min())
+    irregular = np.flatnonzero(diffs != step)
+    if irregular.size:
+        j = int(irregular[0])
+        raise ScenarioError(
+            f"{path}: gap in column {tcol!r}: missing timestamps between {_fmt_ns(ns[j])} (line {_line(j)}) and "
+            f"{_fmt_ns(ns[j + 1])} (line {_line(j + 1)}); the file must have a row every {_fmt_step(step)} without gaps"
+        )
+    first, stop = int(ns[0]), int(ns[-1]) + step
+    covers = f"{_fmt_ns(first)} .. {_fmt_ns(ns[-1])} (every {_fmt_step(step)})"
+    if hz.start < first or hz.end > stop:
+        raise ScenarioError(
+            f"{path}: the file covers {covers} but the study case needs {hz.describe()}; "
+            "extend the file or change start_date/end_date in config.yaml"
+        )
+    if step <= hz.step:
+        if hz.step % step:
+            raise ScenarioError(
+                f"{path}: time resolution {_fmt_step(step)} does not divide the time step {_fmt_step(hz.step)}; "
+                "not supported, resample the file to a divisor of the time step"
+            )
+        if (hz.start - first) % step:
+            raise ScenarioError(
+                f"{path}: timestamps ({covers}) are not aligned with start_date {_fmt_ns(hz.start)}; "
+                "shift the timestamps or the start date"
+            )
+        k = hz.step // step
+        i0 = (hz.start - first) // step
+        rows = np.arange(i0, i0 + hz.n * k)
+    else:
+        if step % hz.step:
+            raise ScenarioError(
+                f"{path}: time resolution {_fmt_step(step)} is not a multiple of the time step {_fmt_step(hz.step)}; "
+                "not supported, resample the file"
+            )
+        k = 1
+        rows = (hz.times_ns - first) // step
+
+    out: dict[str, np.ndarray] = {}
+    for col in columns:
+        series = df[col]
+        if not pd.api.types.is_numeric_dtype(series.dtype):
+            conv = pd.to_numeric(series, errors="coerce")
+            bad = (conv.isna() & series.notna()).to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ScenarioError(
+                    f"{path}: line {_line(i)}, column {col!r}: {series.iloc[i]!r} is not a number; write plain numbers"
+                )
+            series = conv
+        vals = series.to_numpy(dtype=float)[rows]
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            i = int(rows[np.flatnonzero(bad)[0]])
+            raise ScenarioError(
+                f"{path}: line {_line(i)}, column {col!r}: empty or NaN value at {_fmt_ns(ns[i])}; "
+                "fill in every value in the study case's horizon"
+            )
+        out[col] = vals.reshape(hz.n, k).mean(axis=1) if k > 1 else vals.astype(float)
+    return out
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+class _Loader:
+    def __init__(self, folder: Path, name: str, study_case: str):
+        self.folder = folder
+        self.name = name
+        self.study_case = study_case
+
+    def file(self, fname: str) -> Path:
+        return self.folder / fname
+
+    # -- config ----------------------------------------------------------------------
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.file(CONFIG_FILE)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cfg = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"{path}: invalid YAML ({exc}); fix the syntax") from None
+        if not isinstance(cfg, dict) or not cfg:
+            raise ScenarioError(f"{path}: expected study cases at the top level (e.g. 'base:' with start_date, end_date, ...)")
+        cases = [str(k) for k, v in cfg.items() if isinstance(v, dict)]
+        if self.study_case not in cfg or not isinstance(cfg[self.study_case], dict):
+            raise ScenarioError(
+                f"{path}: unknown study case {self.study_case!r}; available study cases: {', '.join(cases) or '(none)'}"
+            )
+        return cfg[self.study_case]
+
+    def horizon(self, case: dict[str, Any]) -> _Horizon:
+        path = self.file(CONFIG_FILE)
+        where = f"{path}: study case {self.study_case!r}"
+        dates = {}
+        for key in ("start_date", "end_date"):
+            if key not in case:
+                raise ScenarioError(f"{where}: missing key {key!r}; add e.g. '{key}: 2019-03-01 00:00'")
+            try:
+                ns = _parse_date(case[key])
+            except _TzAware:
+                raise ScenarioError(f"{where}, key {key!r}: time zones are not supported; write a naive date such as 2019-03-01 00:00") from None
+            if ns is None:
+                raise ScenarioError(f"{where}, key {key!r}: cannot parse {case[key]!r} as a date; write e.g. 2019-03-01 00:00")
+            dates[key] = ns
+        raw_step = case.get("time_step", "1h")
+        step = _parse_time_step(raw_step)
+        if step is None or step <= 0:
+            raise ScenarioError(f"{where}, key 'time_step': cannot parse {raw_step!r} as a positive duration; write e.g. 1h")
+        if step % _NS_PER_HOUR:
+            raise ScenarioError(
+                f"{where}, key 'time_step': {raw_step!r} is not supported; only whole hours (1h, 2h, ...) are supported"
+            )
+        start, end = dates["start_date"], dates["end_date"]
+        if end <= start:
+            raise ScenarioError(f"{where}: end_date {_fmt_ns(end)} must be after start_date {_fmt_ns(start)}")
+        if (end - start) % step:
+            raise ScenarioError(
+                f"{where}: end_date - start_date ({_fmt_step(end - start)}) is not a whole number of time steps "
+                f"({raw_step}); adjust end_date"
+            )
+        return _Horizon(start, end, step)
+
+    def market(self, case: dict[str, Any]) -> MarketConfig:
+        path = self.file(CONFIG_FILE)
+        mc = case.get("markets_config")
+        if mc is None:
+            return MarketConfig()
+        if not isinstance(mc, dict) or not mc:
+            raise ScenarioError(f"{path}: study case {self.study_case!r}, key 'markets_config': expected a mapping of markets (e.g. EOM: ...)")
+        name, spec = next(iter(mc.items()))
+        spec = spec or {}
+        where = f"{path}: study case {self.study_case!r}, markets_config.{name}"
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"{where}: expected a mapping of market settings")
+        default = MarketConfig()
+
+        def number(key: str, fallback: float) -> float:
+            v = spec.get(key, fallback)
+            if v is None:
+                return fallback
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise ScenarioError(f"{where}, key {key!r}: {v!r} is not a number") from None
+            if not np.isfinite(x):
+                raise ScenarioError(f"{where}, key {key!r}: {v!r} is not a finite number")
+            return x
+
+        cap = number("maximum_bid_price", default.price_cap)
+        floor = number("minimum_bid_price", default.price_floor)
+        vol = number("maximum_bid_volume", default.max_bid_volume)
+        mech = spec.get("market_mechanism", default.mechanism)
+        if mech not in MECHANISMS:
+            raise ScenarioError(f"{where}, key 'market_mechanism': {mech!r} is not supported; use one of {', '.join(MECHANISMS)}")
+        if cap <= floor:
+            raise ScenarioError(f"{where}: maximum_bid_price {cap:g} must be above minimum_bid_price {floor:g}")
+        if vol <= 0:
+            raise ScenarioError(f"{where}, key 'maximum_bid_volume': must be positive (got {vol:g})")
+        return MarketConfig(name=str(name), price_cap=cap, price_floor=floor, mechanism=mech, max_bid_volume=vol)
+
+    def seed(self, case: dict[str, Any]) -> int | None:
+        s = case.get("seed")
+        if s is None:
+            return None
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ScenarioError(f"{self.file(CONFIG_FILE)}: study case {self.study_case!r}, key 'seed': {s!r} is not an integer (or null)")
+        return s
+
+    def learning_config(self, case: dict[str, Any]) -> dict[str, Any]:
+        lc = case.get("learning_config")
+        if lc is None:
+            return {}
+        if not isinstance(lc, dict):
+            raise ScenarioError(f"{self.file(CONFIG_FILE)}: study case {self.study_case!r}, key 'learning_config': expected a mapping")
+        return copy.deepcopy(lc)
+
+    # -- units -----------------------------------------------------------------------
+
+    def require(self, fname: str, what: str) -> Path:
+        path = self.file(fname)
+        if not path.is_file():
+            raise ScenarioError(f"{path}: missing file; every scenario needs {fname} ({what})")
+        return path
+
+    def load(self) -> Scenario:
+        case = self.read_config()
+        hz = self.horizon(case)
+        market = self.market(case)
+        seed = self.seed(case)
+        learning_config = self.learning_config(case)
+        T = hz.n
+
+        # ---- power plants and renewables
+        pp_path = self.require(POWERPLANT_FILE, "the power plants, one row per unit")
+        pp = _UnitTable(
+            pp_path,
+            ["name", "technology", "fuel_type", "emission_factor", "max_power", "min_power", "efficiency",
+             "additional_cost", "unit_operator"],
+            "power plant",
+        )
+        bid_col = pp.bidding_column(market.name)
+        technology = pp.text("technology")
+        fuel_type = pp.text("fuel_type")
+        operator = pp.text("unit_operator")
+        bidding = pp.text(bid_col)
+        max_power = pp.num("max_power")
+        min_power = pp.num("min_power")
+        efficiency = pp.num("efficiency")
+        emission = pp.num("emission_factor")
+        add_cost = pp.num("additional_cost")
+        if "start_up_cost" in pp.df.columns:
+            su_col = "start_up_cost"
+        elif "hot_start_cost" in pp.df.columns:
+            su_col = "hot_start_cost"
+        else:
+            su_col = "start_up_cost"
+        start_up = pp.num(su_col, default=0.0)
+        pp.check(max_power, "max_power", max_power > 0, "max_power must be positive", "give the installed capacity in MW")
+        pp.check(min_power, "min_power", min_power >= 0, "min_power must not be negative", "use 0 or a positive MW value")
+        pp.check(min_power, "min_power", min_power <= max_power, "min_power is above max_power",
+                 "min_power must be between 0 and max_power")
+        pp.check(efficiency, "efficiency", (efficiency > 0) & (efficiency <= 1), "efficiency must be in (0, 1]",
+                 "write it as a fraction, e.g. 0.45 for 45 %")
+        pp.check(emission, "emission_factor", emission >= 0, "emission_factor must not be negative",
+                 "give t CO2 per MWh of fuel (0 for none)")
+        pp.check(start_up, su_col, start_up >= 0, f"{su_col} must not be negative", "give EUR per start (0 for none)")
+
+        is_ren = np.array([f.strip().lower() == RENEWABLE_FUEL for f in fuel_type], dtype=bool)
+        ren_idx = np.flatnonzero(is_ren)
+        th_idx = np.flatnonzero(~is_ren)
+        learning_pp = np.array(["learning" in b.lower() for b in bidding], dtype=bool)
+
+        # ---- storage (optional)
+        st_path = self.file(STORAGE_FILE)
+        storages: dict[str, Any] | None = None
+        st: _UnitTable | None = None
+        if st_path.is_file():
+            st = _UnitTable(
+                st_path,
+                ["name", "technology", "max_power_charge", "max_power_discharge", "efficiency_charge",
+                 "efficiency_discharge", "min_soc", "max_soc", "capacity", "initial_soc", "unit_operator"],
+                "storage",
+            )
+            sbid = st.bidding_column(market.name)
+            s = {
+                "technology": st.text("technology"),
+                "operator": st.text("unit_operator"),
+                "bidding": st.text(sbid),
+                "max_power_charge": np.abs(st.num("max_power_charge")),
+                "max_power_discharge": np.abs(st.num("max_power_discharge")),
+                "efficiency_charge": st.num("efficiency_charge"),
+                "efficiency_discharge": st.num("efficiency_discharge"),
+                "min_soc": st.num("min_soc"),
+                "max_soc": st.num("max_soc"),
+                "capacity": st.num("capacity"),
+                "initial_soc": st.num("initial_soc"),
+                "additional_cost_charge": st.num("additional_cost_charge", default=0.0),
+                "additional_cost_discharge": st.num("additional_cost_discharge", default=0.0),
+            }
+            for col in ("max_power_charge", "max_power_discharge"):
+                st.check(s[col], col, s[col] > 0, f"{col} must be non-zero", "give the power in MW")
+            st.check(s["capacity"], "capacity", s["capacity"] > 0, "capacity must be positive", "give the energy capacity in MWh")
+            for col in ("efficiency_charge", "efficiency_discharge"):
+                st.check(s[col], col, (s[col] > 0) & (s[col] <= 1), f"{col} must be in (0, 1]", "write it as a fraction, e.g. 0.9")
+            soc_fix = "state of charge is a fraction of capacity in [0, 1] (divide MWh values by capacity)"
+            for col in ("min_soc", "max_soc", "initial_soc"):
+                st.check(s[col], col, (s[col] >= 0) & (s[col] <= 1), f"{col} must be in [0, 1]", soc_fix)
+            st.check(s["max_soc"], "max_soc", s["max_soc"] >= s["min_soc"], "max_soc is below min_soc", "need min_soc <= max_soc")
+            st.check(s["initial_soc"], "initial_soc", (s["initial_soc"] >= s["min_soc"]) & (s["initial_soc"] <= s["max_soc"]),
+                     "initial_soc is outside [min_soc, max_soc]", "set initial_soc between min_soc and max_soc")
+            s["learning"] = np.array(["learning" in b.lower() for b in s["bidding"]], dtype=bool)
+            storages = s
+
+        # ---- demand units
+        du = _UnitTable(self.require(DEMAND_UNITS_FILE, "the demand units, one row per unit"), ["name", "technology"], "demand")
+        if len(du) == 0:
+            raise ScenarioError(f"{du.path}: no demand units; add at least one row")
+        d_tech = du.text("technology")
+
+        # ---- duplicate names across all unit files
+        seen: dict[str, str] = {}
+        tables = [t for t in (pp, st, du) if t is not None]
+        for table in tables:
+            for i, n in enumerate(table.names):
+                here = f"{table.path.name} line {_line(i)}"
+                if n in seen:
+                    raise ScenarioError(
+                        f"{table.path}: line {_line(i)}, column 'name': duplicate unit name {n!r} (also at {seen[n]}); "
+                        "unit names must be unique across powerplant_units.csv, storage_units.csv and demand_units.csv"
+                    )
+                seen[n] = here
+
+        # ---- demand series
+        ds_path = self.require(DEMAND_SERIES_FILE, "the demand time series, one column per demand unit")
+        ds_cols = _read_csv(ds_path, nrows=0).columns.tolist()
+        for i, n in enumerate(du.names):
+            if n not in ds_cols[1:]:
+                raise ScenarioError(
+                    f"{ds_path}: no column for demand unit {n!r} (from {du.path.name} line {_line(i)}); "
+                    f"add a column named {n!r} (columns present: {', '.join(ds_cols)})"
+                )
+        dseries = _load_series(ds_path, list(du.names), hz, "demand unit")
+        volume = np.abs(np.stack([dseries[n] for n in du.names], axis=1))
+
+        # ---- fuel prices -> marginal costs
+        th_names = [pp.names[i] for i in th_idx]
+        fuel_path = self.file(FUEL_FILE)
+        mc = np.zeros((T, len(th_idx)))
+        if len(th_idx):
+            if not fuel_path.is_file():
+                raise ScenarioError(
+                    f"{fuel_path}: missing file; plants {', '.join(th_names[:5])}{' ...' if len(th_names) > 5 else ''} "
+                    f"in {POWERPLANT_FILE} need fuel prices (fuel_type other than 'renewable')"
+                )
+            prices, fuels_in_file = self.fuel_prices(
+                fuel_path, hz, {fuel_type[i].strip().lower() for i in th_idx},
+                needs_co2=bool((emission[th_idx] > 0).any()),
+            )
+            for j, i in enumerate(th_idx):
+                key = fuel_type[i].strip().lower()
+                if key not in prices:
+                    avail = ", ".join(k for k in fuels_in_file if k != "co2")
+                    raise ScenarioError(
+                        f"{pp.where(int(i), 'fuel_type')}: unknown fuel {fuel_type[i]!r}: {FUEL_FILE} has no price for it "
+                        f"(fuels there: {avail}); add a {fuel_type[i]!r} column to {FUEL_FILE} or fix the fuel_type"
+                    )
+                co2 = prices.get("co2", np.zeros(T))
+                mc[:, j] = (prices[key] + emission[i] * co2) / efficiency[i] + add_cost[i]
+
+        # ---- availability (optional)
+        p_avail = np.ones((T, len(th_idx)))
+        r_avail = np.ones((T, len(ren_idx)))
+        av_path = self.file(AVAILABILITY_FILE)
+        if av_path.is_file():
+            av_cols = _read_csv(av_path, nrows=0).columns.tolist()[1:]
+            pos = {pp.names[i]: ("plant", j) for j, i in enumerate(th_idx)}
+            pos.update({pp.names[i]: ("renewable", j) for j, i in enumerate(ren_idx)})
+            used = [c for c in av_cols if c in pos]
+            ignored = [c for c in av_cols if c not in pos]
+            if ignored:
+                warnings.warn(
+                    f"{av_path}: columns {', '.join(ignored)} match no power plant or renewable unit and are ignored",
+                    stacklevel=3,
+                )
+            if used:
+                av = _load_series(av_path, used, hz, "unit")
+                for c in used:
+                    v = av[c]
+                    bad = np.flatnonzero((v < 0) | (v > 1))
+                    if bad.size:
+                        t = int(bad[0])
+                        raise ScenarioError(
+                            f"{av_path}: column {c!r}: availability {v[t]:g} at {_fmt_ns(hz.times_ns[t])} is outside [0, 1]; "
+                            "availability is a fraction of max_power"
+                        )
+                    kind, j = pos[c]
+                    (p_avail if kind == "plant" else r_avail)[:, j] = v
+
+        # ---- build everything
+        def pick(seq: tuple[str, ...], idx: np.ndarray) -> tuple[str, ...]:
+            return tuple(seq[i] for i in idx)
+
+        plants = Plants(
+            names=pick(pp.names, th_idx),
+            technology=pick(technology, th_idx),
+            fuel_type=pick(fuel_type, th_idx),
+            operator=pick(operator, th_idx),
+            bidding=pick(bidding, th_idx),
+            max_power=max_power[th_idx],
+            min_power=min_power[th_idx],
+            efficiency=efficiency[th_idx],
+            emission_factor=emission[th_idx],
+            additional_cost=add_cost[th_idx],
+            start_up_cost=start_up[th_idx],
+            marginal_cost=mc,
+            availability=p_avail,
+            learning=learning_pp[th_idx],
+        )
+        renewables = Renewables(
+            names=pick(pp.names, ren_idx),
+            technology=pick(technology, ren_idx),
+            operator=pick(operator, ren_idx),
+            bidding=pick(bidding, ren_idx),
+            capacity=max_power[ren_idx],
+            availability=r_avail,
+            marginal_cost=add_cost[ren_idx],
+            learning=learning_pp[ren_idx],
+        )
+        if storages is not None and st is not None:
+            storage_table = Storages(names=st.names, **storages)
+        else:
+            empty = np.zeros(0)
+            storage_table = Storages(
+                names=(), technology=(), operator=(), bidding=(),
+                max_power_charge=empty, max_power_discharge=empty.copy(), efficiency_charge=empty.copy(),
+                efficiency_discharge=empty.copy(), min_soc=empty.copy(), max_soc=empty.copy(), capacity=empty.copy(),
+                initial_soc=empty.copy(), additional_cost_charge=empty.copy(), additional_cost_discharge=empty.copy(),
+                learning=np.zeros(0, dtype=bool),
+            )
+        demands = Demands(
+            names=du.names,
+            technology=d_tech,
+            volume=volume,
+            price=np.full(len(du), market.price_cap),
+        )
+        return Scenario(
+            name=self.name,
+            study_case=self.study_case,
+            source=str(self.folder),
+            times=hz.times_ns.astype("datetime64[ns]"),
+            time_step_hours=hz.step / _NS_PER_HOUR,
+            plants=plants,
+            renewables=renewables,
+            storages=storage_table,
+            demands=demands,
+            market=market,
+            learning_config=learning_config,
+            seed=seed,
+        )
+
+    # -- fuel prices -----------------------------------------------------------------
+
+    def fuel_prices(
+        self, path: Path, hz: _Horizon, needed: set[str], needs_co2: bool
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """``({fuel (lower case): (T,) price}, fuel names in the file)``; ``co2`` is in the
+        dict when present. Returns an empty dict when a needed fuel is missing (the caller
+        reports it against the plant's row)."""
+        head = _read_csv(path, nrows=0).columns.tolist()
+        if not head:
+            raise ScenarioError(f"{path}: empty header; expected 'fuel,<fuel names>...' or 'datetime,<fuel names>...'")
+        T = hz.n
+        out: dict[str, np.ndarray] = {}
+        if head[0].strip().lower() == "fuel":
+            df = _read_csv(path, dtype=str, keep_default_na=False)
+            df = df.apply(lambda col: col.str.strip())
+            keys = [str(v).lower() for v in df.iloc[:, 0]]
+            if len(df.columns) == 2 and df.columns[1].lower() == "price" and "price" not in keys:
+                # long form: fuel,price / uranium,0.9 / ...
+                items = [(str(df.iloc[i, 0]), df.iloc[i, 1], i, "price") for i in range(len(df))]
+            else:
+                # ASSUME's wide form: fuel,uranium,...,co2 / price,0.9,...
+                if "price" in keys:
+                    r = keys.index("price")
+                elif len(df) == 1:
+                    r = 0
+                else:
+                    raise ScenarioError(f"{path}: several rows and none named 'price'; keep one row 'price,<values>'")
+                items = [(c, df.iloc[r, k], r, c) for k, c in enumerate(df.columns) if k > 0]
+            for fuel, raw, r, col in items:
+                where = f"{path}: line {_line(r)}, column {col!r}"
+                if raw == "" or raw.lower() in ("nan", "none", "null"):
+                    raise ScenarioError(f"{where}: empty price for fuel {fuel!r}; fill in a price in EUR/MWh")
+                try:
+                    x = float(raw)
+                except ValueError:
+                    raise ScenarioError(f"{where}: {raw!r} is not a number; write the price in EUR/MWh") from None
+                key = fuel.strip().lower()
+                if key in out:
+                    raise ScenarioError(f"{where}: fuel {fuel!r} appears twice; keep one price per fuel")
+                out[key] = np.full(T, x)
+        else:
+            lower = {c.strip().lower(): c for c in head[1:]}
+            if len(lower) != len(head) - 1:
+                raise ScenarioError(f"{path}: fuel columns differ only in upper/lower case; keep one column per fuel")
+            missing = sorted(needed - set(lower))
+            if missing:
+                return {}, list(lower)  # the caller reports the unknown fuel with the plant's row
+            cols = [lower[k] for k in sorted(needed | {"co2"}) if k in lower]
+            series = _load_series(path, cols, hz, "fuel")
+            out = {c.strip().lower(): v for c, v in series.items()}
+        if needs_co2 and "co2" not in out:
+            raise ScenarioError(
+                f"{path}: missing column 'co2'; plants with emission_factor > 0 need a CO2 price (EUR/t); add a 'co2' column"
+            )
+        return out, [k for k in out if k != "co2"]
