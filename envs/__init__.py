@@ -1,0 +1,20 @@
+"""marketzoo's market: scenarios, clearing, the PettingZoo env and the vector env.
+
+Imports neither torch nor the trainer package (``agents``).
+"""
+
+from .core import MarketCore, agent_name
+from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
+from .market import ClearingResult, clear_market, reference_clear
+from .parallel import MarketParallelEnv, env, parallel_env, raw_env
+from .record import EpisodeRecord
+from .scenario import list_builtin_scenarios, load_scenario
+from .vector import VectorMarketEnv
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClearingResult", "Demands", "EpisodeRecord", "MarketConfig", "MarketCore", "MarketParallelEnv", "Plants",
+    "Renewables", "Scenario", "ScenarioError", "Storages", "VectorMarketEnv", "agent_name", "clear_market",
+    "env", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
+]

@@ -106,6 +106,9 @@ def _resolve(path_or_name: Any) -> tuple[Path, str]:
         path = Path(path_or_name)
     elif isinstance(path_or_name, os.PathLike):
         path = Path(path_or_name)
+        bare = str(path)
+        if not path.exists() and bare in builtins:  # Path("tiny") with no such folder here
+            return BUILTIN_DIR / bare, bare
     else:
         raise ScenarioError(
             f"scenario must be a folder path or a built-in name, got {type(path_or_name).__name__}; {hint}"
@@ -167,7 +170,11 @@ def _fmt_ns(ns: int) -> str:
 
 
 def _fmt_step(ns: int) -> str:
-    return str(pd.Timedelta(int(ns), unit="ns"))
+    ns = int(ns)
+    for unit, size in (("d", 24 * _NS_PER_HOUR), ("h", _NS_PER_HOUR), ("min", 60 * 10**9), ("s", 10**9)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return str(pd.Timedelta(ns, unit="ns"))
 
 
 def _parse_time_step(value: Any) -> int | None:
@@ -187,7 +194,8 @@ def _parse_time_step(value: Any) -> int | None:
 
 
 def _parse_date(value: Any) -> int | None:
-    """Naive timestamp in ns since epoch, None if unparsable, -1 sentinel never used."""
+    """Naive timestamp in ns since the epoch, or None if unparsable; raises _TzAware for
+    timestamps with a time zone."""
     if value is None or isinstance(value, bool) or isinstance(value, (int, float)):
         return None
     try:
@@ -304,9 +312,10 @@ class _UnitTable:
         if len(cols) == 1:
             return cols[0]
         if not cols:
+            example = "storage_energy_naive" if self.kind == "storage" else "powerplant_energy_naive"
             raise ScenarioError(
                 f"{self.path}: missing column {preferred!r}; add a bidding strategy column for the energy market "
-                f"(e.g. 'powerplant_energy_naive', or a name containing 'learning' for learning units)"
+                f"(e.g. {example!r}, or a name containing 'learning' for learning units)"
             )
         raise ScenarioError(
             f"{self.path}: several bidding columns ({', '.join(cols)}) and none named {preferred!r}; "
@@ -704,18 +713,23 @@ class _Loader:
                     f"{fuel_path}: missing file; plants {', '.join(th_names[:5])}{' ...' if len(th_names) > 5 else ''} "
                     f"in {POWERPLANT_FILE} need fuel prices (fuel_type other than 'renewable')"
                 )
-            prices, fuels_in_file = self.fuel_prices(
+            def check_fuels(fuels_in_file: Iterable[str]) -> None:
+                have = set(fuels_in_file)
+                for i in th_idx:
+                    if fuel_type[i].strip().lower() not in have:
+                        avail = ", ".join(k for k in fuels_in_file if k != "co2")
+                        raise ScenarioError(
+                            f"{pp.where(int(i), 'fuel_type')}: unknown fuel {fuel_type[i]!r}: {fuel_path} has no price "
+                            f"for it (fuels there: {avail}); add a {fuel_type[i]!r} column to {FUEL_FILE} or fix the "
+                            "fuel_type"
+                        )
+
+            prices = self.fuel_prices(
                 fuel_path, hz, {fuel_type[i].strip().lower() for i in th_idx},
-                needs_co2=bool((emission[th_idx] > 0).any()),
+                needs_co2=bool((emission[th_idx] > 0).any()), check_fuels=check_fuels,
             )
             for j, i in enumerate(th_idx):
                 key = fuel_type[i].strip().lower()
-                if key not in prices:
-                    avail = ", ".join(k for k in fuels_in_file if k != "co2")
-                    raise ScenarioError(
-                        f"{pp.where(int(i), 'fuel_type')}: unknown fuel {fuel_type[i]!r}: {FUEL_FILE} has no price for it "
-                        f"(fuels there: {avail}); add a {fuel_type[i]!r} column to {FUEL_FILE} or fix the fuel_type"
-                    )
                 co2 = prices.get("co2", np.zeros(T))
                 mc[:, j] = (prices[key] + emission[i] * co2) / efficiency[i] + add_cost[i]
 
@@ -813,11 +827,10 @@ class _Loader:
     # -- fuel prices -----------------------------------------------------------------
 
     def fuel_prices(
-        self, path: Path, hz: _Horizon, needed: set[str], needs_co2: bool
-    ) -> tuple[dict[str, np.ndarray], list[str]]:
-        """``({fuel (lower case): (T,) price}, fuel names in the file)``; ``co2`` is in the
-        dict when present. Returns an empty dict when a needed fuel is missing (the caller
-        reports it against the plant's row)."""
+        self, path: Path, hz: _Horizon, needed: set[str], needs_co2: bool, check_fuels: Any
+    ) -> dict[str, np.ndarray]:
+        """``{fuel (lower case): (T,) price}``, ``co2`` included when present.
+        ``check_fuels(names in the file)`` raises for plants whose fuel is missing."""
         head = _read_csv(path, nrows=0).columns.tolist()
         if not head:
             raise ScenarioError(f"{path}: empty header; expected 'fuel,<fuel names>...' or 'datetime,<fuel names>...'")
@@ -851,13 +864,12 @@ class _Loader:
                 if key in out:
                     raise ScenarioError(f"{where}: fuel {fuel!r} appears twice; keep one price per fuel")
                 out[key] = np.full(T, x)
+            check_fuels(list(out))
         else:
             lower = {c.strip().lower(): c for c in head[1:]}
             if len(lower) != len(head) - 1:
                 raise ScenarioError(f"{path}: fuel columns differ only in upper/lower case; keep one column per fuel")
-            missing = sorted(needed - set(lower))
-            if missing:
-                return {}, list(lower)  # the caller reports the unknown fuel with the plant's row
+            check_fuels(list(lower))
             cols = [lower[k] for k in sorted(needed | {"co2"}) if k in lower]
             series = _load_series(path, cols, hz, "fuel")
             out = {c.strip().lower(): v for c, v in series.items()}
@@ -865,4 +877,4 @@ class _Loader:
             raise ScenarioError(
                 f"{path}: missing column 'co2'; plants with emission_factor > 0 need a CO2 price (EUR/t); add a 'co2' column"
             )
-        return out, [k for k in out if k != "co2"]
+        return out

@@ -106,7 +106,7 @@ def make_default(out: Path) -> dict:
     times = pd.date_range("2023-03-06 00:00", periods=24 * days, freq="h")  # starts on a Monday
     T = len(times)
     hour = times.hour.to_numpy()
-    dow = times.dayofweek.to_numpy()
+    dow = times.day_of_week.to_numpy()
     day = np.arange(T) // 24
 
     prices = {"uranium": 1.0, "lignite": 1.8, "hard coal": 9.5, "natural gas": 25.0, "oil": 40.0, "co2": 30.0}
@@ -133,8 +133,8 @@ def make_default(out: Path) -> dict:
         pp("ocgt_1", "open cycle gas turbine", "natural gas", 0.201, 400, 40, 0.38, 5.0, 8000),
         pp("ocgt_2", "open cycle gas turbine", "natural gas", 0.201, 400, 40, 0.36, 6.0, 8000),
         pp("oil_1", "oil", "oil", 0.267, 300, 30, 0.35, 8.0, 4500),
-        pp("wind_1", "wind onshore", "renewable", 0.0, 3500, 0, 1.0, 0.0, 0),
-        pp("solar_1", "solar", "renewable", 0.0, 3000, 0, 1.0, 0.0, 0),
+        pp("wind_1", "wind onshore", "renewable", 0.0, 2500, 0, 1.0, 0.0, 0),
+        pp("solar_1", "solar", "renewable", 0.0, 2000, 0, 1.0, 0.0, 0),
     ]
     pd.DataFrame(units, columns=PP_COLUMNS).to_csv(out / "powerplant_units.csv", index=False, lineterminator="\n")
 
@@ -160,7 +160,7 @@ def make_default(out: Path) -> dict:
     noise = np.zeros(T)
     for t in range(1, T):
         noise[t] = 0.9 * noise[t - 1] + rng.normal(0.0, 0.006)
-    demand = 7300.0 * daily[hour] * weekly * trend * (1.0 + noise)
+    demand = 7000.0 * daily[hour] * weekly * trend * (1.0 + noise)
     write_series(out / "demand_df.csv", times, {"demand_EOM": demand}, 1)
 
     # solar: bell between ~6:30 and ~18:30, daily cloudiness (autocorrelated) and hourly noise
@@ -180,7 +180,7 @@ def make_default(out: Path) -> dict:
     z[0] = rng.normal(0.0, 1.0)
     for t in range(1, T):
         z[t] = 0.97 * z[t - 1] + np.sqrt(1 - 0.97**2) * rng.normal()
-    wind = 1.0 / (1.0 + np.exp(-(1.3 * z - 0.9)))
+    wind = 1.0 / (1.0 + np.exp(-(1.2 * z - 1.1)))
     wind = np.clip(wind, 0.02, 0.95)
 
     # coal_2 has a planned outage in the third week (days 15..17), lignite_2 runs derated one weekend
@@ -203,7 +203,7 @@ def make_default(out: Path) -> dict:
     # stats for the developer
     avail = {"coal_2": coal_2, "lignite_2": lignite_2}
     thermal = sum(u["max_power"] * avail.get(u["name"], 1.0) for u in units if u["fuel_type"] != "renewable")
-    supply = thermal + 3500 * wind + 3000 * solar
+    supply = thermal + 2500 * wind + 2000 * solar
     return {
         "units": [(u["name"], u["max_power"], round(marginal_cost(u, prices), 3), u["bidding_EOM"]) for u in units],
         "demand min/mean/max": (demand.min().round(1), demand.mean().round(1), demand.max().round(1)),
@@ -211,6 +211,7 @@ def make_default(out: Path) -> dict:
         "scarce hours without storage": int((demand > supply).sum()),
         "scarce hours with full storage discharge": int((demand > supply + 400).sum()),
         "min margin MW": float((supply - demand).min().round(1)),
+        "mean residual load MW (demand - wind - solar)": float((demand - 2500 * wind - 2000 * solar).mean().round(1)),
     }
 
 

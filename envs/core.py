@@ -1,0 +1,544 @@
+"""The market core: unit logic and state for ``B`` copies of one scenario, as arrays.
+
+:class:`MarketCore` is shared by the PettingZoo :class:`~envs.parallel.MarketParallelEnv`
+(``B == 1``) and :class:`~envs.vector.VectorMarketEnv` (``B >= 1``), so both give the
+same outcomes for the same actions. It knows nothing about PettingZoo, torch or mango.
+
+Per hour, every unit that does not learn (rule-bidding plants and renewables, inelastic
+demand) submits bids that do not depend on anyone's actions; their sorted supply curve is
+computed once when the core is built. Only the learners' bids and the rule-based storage
+bids are assembled per step ("dynamic" bids), then cleared together with that curve by
+:func:`envs.market.clear_market`. All copies of a vector env are at the same hour.
+
+Dynamic bid layout (columns of the ``(B, K)`` supply and ``(B, L)`` demand arrays):
+
+* supply: learning plants' inflexible part (``min_power``), learning plants' flexible part
+  (``max_power - min_power``), learning renewables, every storage unit's discharge offer;
+* demand: every storage unit's charge bid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Scenario
+from .market import ClearingResult, clear_market
+
+KINDS = ("plant", "storage", "renewable")
+ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
+UNIQUE_OBS_LEN = 2
+
+
+def agent_name(kind: str, unit: str) -> str:
+    """Agent id of a learning unit: ``<kind>_<unit>`` with ``_`` and spaces in the unit
+    name replaced by ``-``, so the part before the last ``_`` is exactly the kind (AgileRL
+    and TorchRL group agents by that prefix; all agents of a kind share their spaces)."""
+    return f"{kind}_{unit.replace('_', '-').replace(' ', '-')}"
+
+
+@dataclass
+class StepOutcome:
+    """What one step of the core produced (arrays over the ``B`` copies)."""
+
+    price: np.ndarray  # (B,) clearing price EUR/MWh
+    profit: np.ndarray  # (B, n) EUR in this hour
+    regret: np.ndarray  # (B, n) EUR opportunity cost
+    reward: np.ndarray  # (B, n) scaled reward
+    accepted: np.ndarray  # (B, n) MW; + sold, - bought
+    bid_price: np.ndarray  # (B, n, 2) EUR/MWh bid prices (one-price units: both equal; no bid: 0)
+    volume: np.ndarray  # (B,) traded MW
+    demand: np.ndarray  # (B,) fixed demand MW
+    scarcity: np.ndarray  # (B,) bool
+    clearing: ClearingResult
+
+
+class MarketCore:
+    """``B`` synchronised copies of one scenario's market.
+
+    Args:
+        scenario: the loaded :class:`~envs.data.Scenario`.
+        num_envs: number of copies ``B``.
+        max_bid_price: action scale in EUR/MWh (default: the scenario's
+            ``learning_config.max_bid_price``, else 100).
+        foresight: hours of forecast / price history in the observation.
+        regret_scale: weight of the opportunity-cost term subtracted from the reward.
+        reward_scale: reward = (profit - regret_scale * regret) / (capacity *
+            max_bid_price) * reward_scale.
+        max_cycles: episode length in hours (default: the whole horizon).
+        start: ``"begin"`` (episodes start at the first hour) or ``"random"`` (a start
+            hour drawn from the reset generator so that the episode fits the horizon).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        num_envs: int = 1,
+        max_bid_price: float | None = None,
+        foresight: int = 12,
+        regret_scale: float = 0.0,
+        reward_scale: float = 10.0,
+        max_cycles: int | None = None,
+        start: str = "begin",
+    ):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if int(foresight) < 1:
+            raise ValueError(f"foresight must be >= 1 hour, got {foresight}")
+        if start not in ("begin", "random"):
+            raise ValueError(f"start must be 'begin' or 'random', got {start!r}")
+        sc = scenario
+        self.scenario = sc
+        self.B = int(num_envs)
+        self.T = sc.n_hours
+        if max_bid_price is None:
+            max_bid_price = float((sc.learning_config or {}).get("max_bid_price", 100.0) or 100.0)
+        if not np.isfinite(max_bid_price) or max_bid_price <= 0:
+            raise ValueError(f"max_bid_price must be a positive number, got {max_bid_price}")
+        self.max_bid_price = float(max_bid_price)
+        self.foresight = int(foresight)
+        self.regret_scale = float(regret_scale)
+        self.reward_scale = float(reward_scale)
+        if max_cycles is None:
+            max_cycles = self.T
+        if not 1 <= int(max_cycles) <= self.T:
+            raise ValueError(f"max_cycles must be in [1, {self.T}] (the scenario's hours), got {max_cycles}")
+        self.max_cycles = int(max_cycles)
+        self.start_mode = start
+        self.cap = float(sc.market.price_cap)
+        self.floor = float(sc.market.price_floor)
+        self.mechanism = sc.market.mechanism
+        self._build_units()
+        self._build_static_curves()
+        self._build_forecasts()
+        self._build_spaces()
+        self.t0 = 0
+        self.step_count = 0
+        self.recording = False
+        self._log: list[tuple] = []
+        self._alloc_state()
+
+    # ------------------------------------------------------------------ building
+    def _build_units(self) -> None:
+        sc = self.scenario
+        pl, st, rn = sc.plants, sc.storages, sc.renewables
+        self.lp = np.flatnonzero(pl.learning)  # learning plants (indices into plants)
+        self.rp = np.flatnonzero(~pl.learning)
+        self.lr = np.flatnonzero(rn.learning)
+        self.rr = np.flatnonzero(~rn.learning)
+        self.ls = np.flatnonzero(st.learning)
+        self.n_storage = len(st)
+        agents, kinds, units = [], [], []
+        for i in self.lp:
+            agents.append(agent_name("plant", pl.names[i])), kinds.append("plant"), units.append(pl.names[i])
+        for i in self.ls:
+            agents.append(agent_name("storage", st.names[i])), kinds.append("storage"), units.append(st.names[i])
+        for i in self.lr:
+            agents.append(agent_name("renewable", rn.names[i])), kinds.append("renewable"), units.append(rn.names[i])
+        if len(set(agents)) != len(agents):
+            dup = sorted({a for a in agents if agents.count(a) > 1})
+            raise ValueError(
+                f"learning units map to the same agent id {dup}: unit names that differ only in '_' vs "
+                "'-' or spaces collide; rename one of the units in the scenario files"
+            )
+        self.agents = agents
+        self.agent_kind = kinds
+        self.agent_unit = units
+        self.n = len(agents)
+        n_lp, n_ls, n_lr = len(self.lp), len(self.ls), len(self.lr)
+        self.sl_plant = slice(0, n_lp)
+        self.sl_storage = slice(n_lp, n_lp + n_ls)
+        self.sl_ren = slice(n_lp + n_ls, self.n)
+        self.act_dims = np.array([ACT_DIMS[k] for k in kinds], dtype=np.int64)
+        self.max_act = int(self.act_dims.max()) if self.n else 1
+        # capacity used to scale rewards and dispatch observations
+        cap = np.concatenate(
+            [
+                pl.max_power[self.lp],
+                np.maximum(st.max_power_charge, st.max_power_discharge)[self.ls],
+                rn.capacity[self.lr],
+            ]
+        ).astype(np.float64)
+        self.agent_capacity = cap
+        self.reward_factor = self.reward_scale / (cap * self.max_bid_price) if self.n else np.zeros(0)
+        # dynamic supply columns: plant inflex (n_lp), plant flex (n_lp), renewables (n_lr), storage discharge (S)
+        self.K = 2 * n_lp + n_lr + self.n_storage
+        self.L = self.n_storage
+        self.col_ren = slice(2 * n_lp, 2 * n_lp + n_lr)
+        self.col_dis = slice(2 * n_lp + n_lr, self.K)
+
+    def _build_static_curves(self) -> None:
+        """Rule-bidding plants (at marginal cost, whole available capacity) and
+        rule-bidding renewables, per hour: original order and sorted curve."""
+        sc = self.scenario
+        pl, rn = sc.plants, sc.renewables
+        price = np.concatenate(
+            [pl.marginal_cost[:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (self.T, len(self.rr)))], axis=1
+        )
+        vol = np.concatenate(
+            [pl.max_power[self.rp] * pl.availability[:, self.rp], rn.capacity[self.rr] * rn.availability[:, self.rr]],
+            axis=1,
+        )
+        price = np.clip(price, self.floor, self.cap)
+        self.static_names = [pl.names[i] for i in self.rp] + [rn.names[i] for i in self.rr]
+        self.static_kind = ["plant"] * len(self.rp) + ["renewable"] * len(self.rr)
+        self.static_price = price  # (T, Ns) original unit order
+        self.static_volume = vol
+        key = np.where(vol > 0, price, np.inf)
+        order = np.argsort(key, axis=1, kind="stable")
+        self.static_sorted_price = np.take_along_axis(key, order, 1)
+        self.static_sorted_volume = np.take_along_axis(np.where(vol > 0, vol, 0.0), order, 1)
+        self.fixed_demand = sc.demands.volume.sum(axis=1) if len(sc.demands) else np.zeros(self.T)
+
+    def _build_forecasts(self) -> None:
+        """Naive forecasts, as in ASSUME: the price every hour would clear at if every
+        plant and renewable bid its marginal cost (storage idle), and the residual load
+        (demand minus available renewables)."""
+        sc = self.scenario
+        pl, rn = sc.plants, sc.renewables
+        price = np.concatenate([pl.marginal_cost, np.broadcast_to(rn.marginal_cost, (self.T, len(rn)))], axis=1)
+        vol = np.concatenate([pl.max_power * pl.availability, rn.capacity * rn.availability], axis=1)
+        res = clear_market(
+            price, vol, np.zeros((self.T, 0)), np.zeros((self.T, 0)),
+            fixed_demand=self.fixed_demand, price_cap=self.cap, price_floor=self.floor,
+        )
+        self.price_forecast = res.price
+        ren = (rn.capacity * rn.availability).sum(axis=1) if len(rn) else np.zeros(self.T)
+        self.residual_load = self.fixed_demand - ren
+        self.load_scale = float(max(self.fixed_demand.max(), 1.0))
+        # padded per-hour arrays so windows never index out of range
+        F = self.foresight
+        idx_f = np.clip(np.arange(self.T + 1)[:, None] + np.arange(F)[None, :], 0, self.T - 1)
+        self._fc_block = np.concatenate(
+            [self.residual_load[idx_f] / self.load_scale, self.price_forecast[idx_f] / self.max_bid_price], axis=1
+        )  # (T+1, 2F): forecast part of the observation for hour t
+
+    def _build_spaces(self) -> None:
+        F = self.foresight
+        self.obs_dim = 3 * F + UNIQUE_OBS_LEN
+        lo_p, hi_p = self.floor / self.max_bid_price, self.cap / self.max_bid_price
+        r = float(np.ceil(max(np.abs(self.residual_load).max() / self.load_scale, 1.0)))
+        self.obs_low = np.concatenate([np.full(F, -r), np.full(2 * F, lo_p), np.full(UNIQUE_OBS_LEN, min(lo_p, -1.0))])
+        self.obs_high = np.concatenate([np.full(F, r), np.full(2 * F, hi_p), np.full(UNIQUE_OBS_LEN, max(hi_p, 1.0))])
+        self.obs_low = self.obs_low.astype(np.float32)
+        self.obs_high = self.obs_high.astype(np.float32)
+        self.state_dim = 3 * F + UNIQUE_OBS_LEN * self.n
+        self.state_low = np.concatenate([self.obs_low[: 3 * F], np.tile(self.obs_low[3 * F:], self.n)])
+        self.state_high = np.concatenate([self.obs_high[: 3 * F], np.tile(self.obs_high[3 * F:], self.n)])
+
+    def _alloc_state(self) -> None:
+        B, n = self.B, self.n
+        st = self.scenario.storages
+        self.soc = np.zeros((B, self.n_storage))  # MWh
+        self.stored_cost = np.zeros((B, self.n_storage))  # EUR/MWh average cost of stored energy
+        self.last_dispatch = np.zeros((B, n))  # MW
+        self.price_hist = np.zeros((B, self.foresight))  # last F realised prices, oldest first
+        self._soc_min = st.min_soc * st.capacity
+        self._soc_max = st.max_soc * st.capacity
+        self.done = True
+
+    # ------------------------------------------------------------------ episode
+    @property
+    def hour(self) -> int:
+        """Scenario hour index of the next market to clear."""
+        return self.t0 + self.step_count
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """Start an episode in every copy; returns observations ``(B, n, obs_dim)``."""
+        if self.start_mode == "random" and self.max_cycles < self.T:
+            self.t0 = int(rng.integers(0, self.T - self.max_cycles + 1))
+        else:
+            self.t0 = 0
+        self.step_count = 0
+        st = self.scenario.storages
+        self.soc[:] = st.initial_soc * st.capacity
+        self.stored_cost[:] = 0.0
+        self.last_dispatch[:] = 0.0
+        # before the first hour, the price history holds the forecasts of the hours before it
+        F = self.foresight
+        idx = np.clip(np.arange(self.t0 - F, self.t0), 0, self.T - 1)
+        self.price_hist[:] = self.price_forecast[idx]
+        self.done = False
+        self._log = []
+        return self.observe()
+
+    def unique_obs(self) -> np.ndarray:
+        """The agents' own values ``(B, n, 2)`` for the current hour."""
+        t = min(self.hour, self.T - 1)
+        u = np.empty((self.B, self.n, UNIQUE_OBS_LEN))
+        sc = self.scenario
+        mbp = self.max_bid_price
+        if len(self.lp):
+            u[:, self.sl_plant, 0] = self.last_dispatch[:, self.sl_plant] / self.agent_capacity[self.sl_plant]
+            u[:, self.sl_plant, 1] = sc.plants.marginal_cost[t, self.lp] / mbp
+        if len(self.ls):
+            st = sc.storages
+            u[:, self.sl_storage, 0] = self.soc[:, self.ls] / st.capacity[self.ls]
+            u[:, self.sl_storage, 1] = self.stored_cost[:, self.ls] / mbp
+        if len(self.lr):
+            u[:, self.sl_ren, 0] = self.last_dispatch[:, self.sl_ren] / self.agent_capacity[self.sl_ren]
+            u[:, self.sl_ren, 1] = sc.renewables.availability[t, self.lr]
+        return u
+
+    def observe(self) -> np.ndarray:
+        """Observations ``(B, n, obs_dim)`` float32, clipped to the observation bounds."""
+        F = self.foresight
+        obs = np.empty((self.B, self.n, self.obs_dim), dtype=np.float32)
+        obs[:, :, : 2 * F] = self._fc_block[min(self.hour, self.T)]
+        obs[:, :, 2 * F: 3 * F] = (self.price_hist / self.max_bid_price)[:, None, :]
+        obs[:, :, 3 * F:] = self.unique_obs()
+        np.clip(obs, self.obs_low, self.obs_high, out=obs)
+        return obs
+
+    def state(self) -> np.ndarray:
+        """Global state ``(B, state_dim)`` float32: the common part of the observation
+        (forecasts and price history) followed by every agent's unique values."""
+        F = self.foresight
+        s = np.empty((self.B, self.state_dim), dtype=np.float32)
+        s[:, : 2 * F] = self._fc_block[min(self.hour, self.T)]
+        s[:, 2 * F: 3 * F] = self.price_hist / self.max_bid_price
+        s[:, 3 * F:] = self.unique_obs().reshape(self.B, -1)
+        np.clip(s, self.state_low, self.state_high, out=s)
+        return s
+
+    # ------------------------------------------------------------------ bids
+    def rule_storage_direction(self, t: int) -> np.ndarray:
+        """Rule-based storage bids for hour ``t``: compare the hour's price forecast with
+        the mean forecast of the next 24 hours; below it, bid to charge at that mean
+        price, otherwise offer to discharge at it. Returns ``(price, charge?)``."""
+        window = self.price_forecast[t: min(t + 24, self.T)]
+        mean = float(window.mean())
+        return mean, bool(self.price_forecast[t] <= mean)
+
+    def build_bids(self, actions: np.ndarray, active: np.ndarray | None):
+        """Dynamic bids for the current hour from actions ``(B, n, max_act)`` in [-1, 1].
+
+        Returns ``(supply_price, supply_volume, demand_price, demand_volume, bid_price)``
+        with shapes ``(B, K)``, ``(B, K)``, ``(B, L)``, ``(B, L)``, ``(B, n, 2)``."""
+        sc = self.scenario
+        B, t, mbp = self.B, self.hour, self.max_bid_price
+        n_lp = len(self.lp)
+        sp = np.zeros((B, self.K))
+        sv = np.zeros((B, self.K))
+        dpr = np.zeros((B, self.L))
+        dvo = np.zeros((B, self.L))
+        bid_price = np.zeros((B, self.n, 2))
+        scaled = actions * mbp
+        if n_lp:
+            pl = sc.plants
+            a = scaled[:, self.sl_plant, :2]
+            lo = a.min(axis=2)
+            hi = a.max(axis=2)
+            avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
+            inflex = np.minimum(pl.min_power[self.lp], avail)
+            sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
+            sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
+            bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi
+        if len(self.lr):
+            rn = sc.renewables
+            sp[:, self.col_ren] = scaled[:, self.sl_ren, 0]
+            sv[:, self.col_ren] = rn.capacity[self.lr] * rn.availability[t, self.lr]
+            bid_price[:, self.sl_ren, :] = scaled[:, self.sl_ren, :1]
+        if self.n_storage:
+            st = sc.storages
+            # energy that can be sold / room that can be filled within this hour
+            dt = sc.time_step_hours
+            can_dis = np.minimum(st.max_power_discharge, (self.soc - self._soc_min) * st.efficiency_discharge / dt)
+            can_ch = np.minimum(st.max_power_charge, (self._soc_max - self.soc) / st.efficiency_charge / dt)
+            can_dis = np.maximum(can_dis, 0.0)
+            can_ch = np.maximum(can_ch, 0.0)
+            price_s = np.zeros((B, self.n_storage))
+            discharge = np.zeros((B, self.n_storage), dtype=bool)
+            if len(self.ls):
+                a = scaled[:, self.sl_storage, 0]
+                price_s[:, self.ls] = np.abs(a)
+                discharge[:, self.ls] = a >= 0
+                bid_price[:, self.sl_storage, :] = a[:, :, None]
+            rs = np.flatnonzero(~st.learning)
+            if len(rs):
+                mean, charge = self.rule_storage_direction(t)
+                price_s[:, rs] = mean
+                discharge[:, rs] = not charge
+            sp[:, self.col_dis] = price_s
+            sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
+            dpr[:] = price_s
+            dvo[:] = np.where(discharge, 0.0, can_ch)
+        if active is not None and not active.all():
+            # agents left out of the action dict submit no bid this hour
+            off = ~active
+            if n_lp:
+                sv[:, :n_lp] *= active[self.sl_plant]
+                sv[:, n_lp: 2 * n_lp] *= active[self.sl_plant]
+            if len(self.lr):
+                sv[:, self.col_ren] *= active[self.sl_ren]
+            if len(self.ls):
+                cols = self.ls
+                sv[:, self.col_dis.start + cols] *= active[self.sl_storage]
+                dvo[:, cols] *= active[self.sl_storage]
+            bid_price[:, off, :] = 0.0
+        return sp, sv, dpr, dvo, bid_price
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepOutcome:
+        """Clear the current hour in every copy and advance by one hour.
+
+        Args:
+            actions: ``(B, n, max_act)`` float in [-1, 1] (validated by the caller).
+            active: optional ``(n,)`` bool; inactive agents submit no bid.
+        """
+        if self.done:
+            raise RuntimeError("the episode is over: call reset() before step()")
+        sc = self.scenario
+        t = self.hour
+        B, n = self.B, self.n
+        sp, sv, dpr, dvo, bid_price = self.build_bids(actions, active)
+        res = clear_market(
+            sp, sv, dpr, dvo,
+            fixed_demand=self.fixed_demand[t],
+            static_supply=(self.static_sorted_price[t], self.static_sorted_volume[t]),
+            price_cap=self.cap, price_floor=self.floor, mechanism=self.mechanism,
+        )
+        price = res.price
+        acc_s, acc_d = res.supply_accepted, res.demand_accepted
+        pay_s = res.supply_payment
+        pay_d = res.demand_payment
+        profit = np.zeros((B, n))
+        regret = np.zeros((B, n))
+        accepted = np.zeros((B, n))
+        n_lp = len(self.lp)
+        if n_lp:
+            pl = sc.plants
+            mc = pl.marginal_cost[t, self.lp]
+            q_in, q_fx = acc_s[:, :n_lp], acc_s[:, n_lp: 2 * n_lp]
+            q = q_in + q_fx
+            revenue = q_in * pay_s[:, :n_lp] + q_fx * pay_s[:, n_lp: 2 * n_lp]
+            started = (q > 0) & (self.last_dispatch[:, self.sl_plant] <= 0)
+            profit[:, self.sl_plant] = revenue - mc * q - started * pl.start_up_cost[self.lp]
+            avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
+            regret[:, self.sl_plant] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            accepted[:, self.sl_plant] = q
+        if len(self.lr):
+            rn = sc.renewables
+            q = acc_s[:, self.col_ren]
+            mc = rn.marginal_cost[self.lr]
+            profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc)
+            avail = rn.capacity[self.lr] * rn.availability[t, self.lr]
+            regret[:, self.sl_ren] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            accepted[:, self.sl_ren] = q
+        if self.n_storage:
+            st = sc.storages
+            dt = sc.time_step_hours
+            q_dis = acc_s[:, self.col_dis]
+            q_ch = acc_d
+            money = q_dis * (pay_s[:, self.col_dis] - st.additional_cost_discharge) - q_ch * (
+                pay_d + st.additional_cost_charge
+            )
+            e_in = q_ch * st.efficiency_charge * dt
+            e_out = q_dis / st.efficiency_discharge * dt
+            new_soc = self.soc + e_in - e_out
+            # average cost of the stored energy (EUR per MWh stored)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                charged_cost = np.where(
+                    e_in > 0,
+                    (self.stored_cost * np.maximum(self.soc, 0) + q_ch * pay_d * dt) / np.maximum(self.soc + e_in, 1e-12),
+                    self.stored_cost,
+                )
+            self.stored_cost = np.where(new_soc > 1e-9, charged_cost, 0.0)
+            self.soc = np.clip(new_soc, self._soc_min, self._soc_max)
+            if len(self.ls):
+                profit[:, self.sl_storage] = money[:, self.ls]
+                accepted[:, self.sl_storage] = (q_dis - q_ch)[:, self.ls]
+        reward = (profit - self.regret_scale * regret) * self.reward_factor
+        if self.recording:
+            self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share))
+        self.last_dispatch = accepted
+        self.price_hist[:, :-1] = self.price_hist[:, 1:]
+        self.price_hist[:, -1] = price
+        self.step_count += 1
+        if self.step_count >= self.max_cycles:
+            self.done = True
+        return StepOutcome(
+            price=price, profit=profit, regret=regret, reward=reward, accepted=accepted,
+            bid_price=bid_price, volume=res.volume, demand=np.full(B, self.fixed_demand[t]),
+            scarcity=res.scarcity, clearing=res,
+        )
+
+    # ------------------------------------------------------------------ recording
+    def episode_record(self, copy: int = 0):
+        """The recorded hours of copy ``copy`` as an :class:`~envs.record.EpisodeRecord`
+        (requires ``recording = True`` during the episode)."""
+        from .record import EpisodeRecord
+
+        if not self._log:
+            raise RuntimeError("nothing recorded: create the env with record=True and step an episode first")
+        if not 0 <= copy < self.B:
+            raise ValueError(f"copy must be in [0, {self.B}), got {copy}")
+        sc = self.scenario
+        pl, rn, st = sc.plants, sc.renewables, sc.storages
+        units = list(self.static_names)
+        kinds = list(self.static_kind)
+        def add(name, kind):
+            units.append(name)
+            kinds.append(kind)
+            return len(units) - 1
+        lp_u = [add(pl.names[i], "plant") for i in self.lp]
+        lr_u = [add(rn.names[i], "renewable") for i in self.lr]
+        st_u = [add(st.names[i], "storage") for i in range(self.n_storage)]
+        ns = len(self.static_names)
+        supply_unit = np.array(list(range(ns)) + lp_u + lp_u + lr_u + st_u, dtype=np.int64)
+        demand_unit = np.array(st_u, dtype=np.int64)
+        hours = np.array([e[0] for e in self._log])
+        H = len(hours)
+        stat_p = self.static_price[hours]
+        stat_v = self.static_volume[hours]
+        stat_c = np.concatenate(
+            [pl.marginal_cost[hours][:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (H, len(self.rr)))], axis=1
+        )
+        dyn = lambda k: np.stack([e[k][copy] for e in self._log])  # noqa: E731
+        res_p = np.stack([e[5][copy] for e in self._log])
+        price_row = res_p
+        share = np.stack([e[10][copy] for e in self._log])
+        static_acc = np.where(stat_p < price_row[:, None], stat_v, 0.0) + np.where(
+            stat_p == price_row[:, None], stat_v * share[:, None], 0.0
+        )
+        dyn_cost = np.concatenate(
+            [
+                pl.marginal_cost[hours][:, self.lp], pl.marginal_cost[hours][:, self.lp],
+                np.broadcast_to(rn.marginal_cost[self.lr], (H, len(self.lr))),
+                np.broadcast_to(st.additional_cost_discharge, (H, self.n_storage)),
+            ],
+            axis=1,
+        )
+        agent_unit = np.array(lp_u + [st_u[i] for i in self.ls] + lr_u, dtype=np.int64)
+        suc = np.zeros(self.n)
+        suc[self.sl_plant] = pl.start_up_cost[self.lp]
+        return EpisodeRecord(
+            hours=hours,
+            times=sc.times[hours],
+            units=tuple(units),
+            unit_kind=tuple(kinds),
+            supply_price=np.concatenate([stat_p, dyn(1)], axis=1),
+            supply_volume=np.concatenate([stat_v, dyn(2)], axis=1),
+            supply_cost=np.concatenate([stat_c, dyn_cost], axis=1),
+            supply_unit=supply_unit,
+            demand_price=dyn(3),
+            demand_volume=dyn(4),
+            demand_cost=np.broadcast_to(st.additional_cost_charge, (H, self.n_storage)).copy(),
+            demand_unit=demand_unit,
+            fixed_demand=self.fixed_demand[hours].copy(),
+            clearing_price=res_p,
+            supply_accepted=np.concatenate([static_acc, dyn(6)], axis=1),
+            demand_accepted=dyn(7),
+            agents=tuple(self.agents),
+            agent_unit=agent_unit,
+            agent_kind=tuple(self.agent_kind),
+            agent_profit=dyn(8),
+            agent_prev_dispatch=dyn(9),
+            agent_start_up_cost=suc,
+            max_bid_price=self.max_bid_price,
+            price_cap=self.cap,
+            price_floor=self.floor,
+            mechanism=self.mechanism,
+        )

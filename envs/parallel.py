@@ -1,0 +1,291 @@
+"""marketzoo_v0 — an hourly electricity wholesale market as a PettingZoo ``ParallelEnv``.
+
+Power plants, storage units and renewables bid into a uniform-price (pay-as-clear)
+day-ahead style market, one market clearing per hour. Units marked as learning in the
+scenario are the agents; all other units bid by rule (plants and renewables at marginal
+cost, inelastic demand at the price cap, rule-based storage against the price forecast).
+
+=================  ===============================================================
+Import             ``import envs; env = envs.parallel_env("default")``
+Agents             one per learning unit: ``plant_<unit>``, ``storage_<unit>``,
+                   ``renewable_<unit>`` (``_``/spaces in unit names become ``-``)
+Parallel API       yes (AEC via ``envs.env(...)``)
+Action space       ``Box(-1, 1, (2,), float32)`` plants, ``Box(-1, 1, (1,), float32)``
+                   storage and renewables
+Observation space  ``Box(low, high, (3*foresight + 2,), float32)``, same for all agents
+State space        ``Box(float32, (3*foresight + 2*n_agents,))``
+Episode            the scenario horizon (or ``max_cycles`` hours); truncation only
+=================  ===============================================================
+
+Actions (``a`` in [-1, 1], ``m = max_bid_price``, default 100 EUR/MWh; values outside
+[-1, 1] are clipped, NaN/inf raise):
+
+* plant: two prices ``a*m``; the lower one is bid for the inflexible ``min_power`` part,
+  the higher one for the flexible ``max_power - min_power`` (available capacity).
+* storage: one signed price. ``a >= 0``: offer to discharge at ``a*m`` (as much as the
+  state of charge and power allow within the hour); ``a < 0``: bid to charge at ``|a|*m``.
+* renewable: one price ``a*m`` for the available capacity.
+* An agent left out of the action dict submits no bid that hour (its volumes are 0).
+
+Observation of every agent (``F = foresight`` hours, default 12), in ASSUME's layout:
+
+===========================  ==================================================
+``[0, F)``                   residual load forecast (demand − available
+                             renewables) for hours ``t .. t+F-1`` / max demand
+``[F, 2F)``                  price forecast for hours ``t .. t+F-1`` / ``m``
+                             (every plant and renewable bidding marginal cost)
+``[2F, 3F)``                 realised clearing prices of hours ``t-F .. t-1`` / ``m``
+                             (the forecast stands in before the episode start)
+``3F``                       plant/renewable: dispatch last hour / capacity;
+                             storage: state of charge / capacity
+``3F + 1``                   plant: marginal cost / ``m``; storage: average cost of
+                             the stored energy / ``m``; renewable: availability
+===========================  ==================================================
+
+All entries are clipped to the space bounds (prices to ``[floor, cap] / m``).
+
+Reward of agent ``i`` in an hour::
+
+    reward = (profit - regret_scale * regret) / (capacity * m) * reward_scale
+
+with ``profit`` in EUR (plant: revenue − marginal cost × dispatch − start-up cost when it
+starts; storage: revenue from discharging − cost of charging − per-MWh additional costs;
+renewable: revenue − marginal cost × dispatch), ``regret`` ASSUME's opportunity cost
+``max(price − marginal cost, 0) × unsold available capacity`` (0 for storage),
+``capacity`` the unit's max power and defaults ``regret_scale = 0``, ``reward_scale = 10``
+(with ``m = 100`` this equals ASSUME's ``0.1 × profit / max_power``).
+
+``infos[agent]`` (same keys at reset and every step, floats): ``profit`` (EUR),
+``accepted_volume`` (MW, + sold, − bought), ``clearing_price`` (EUR/MWh), ``regret``
+(EUR), ``bid_price_0``/``bid_price_1`` (EUR/MWh; equal for one-price units, 0 when the
+agent did not bid), ``marginal_cost``,
+``scarcity`` (1.0 if demand at the cap went unserved), ``hour`` (scenario hour index).
+
+Arguments of :func:`parallel_env` (and :func:`env`, :class:`~envs.vector.VectorMarketEnv`):
+``scenario`` (built-in name, folder path or :class:`~envs.data.Scenario`; default
+``"default"``), ``study_case`` (``"base"``), ``render_mode`` (``None``, ``"human"``,
+``"rgb_array"``), ``max_cycles`` (episode hours; default the horizon), ``start``
+(``"begin"`` or ``"random"``), ``max_bid_price``, ``foresight``, ``regret_scale``,
+``reward_scale``, ``record`` (keep every bid for :meth:`episode_record` and
+:mod:`envs.analysis`).
+
+Version history: v0 — first release.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from .core import MarketCore
+from .data import Scenario
+
+INFO_KEYS = (
+    "profit", "accepted_volume", "clearing_price", "regret", "bid_price_0", "bid_price_1",
+    "marginal_cost", "scarcity", "hour",
+)
+
+
+def _resolve_scenario(scenario, study_case: str) -> Scenario:
+    if isinstance(scenario, Scenario):
+        return scenario
+    from .scenario import load_scenario
+
+    return load_scenario(scenario, study_case=study_case)
+
+
+def make_core(scenario="default", *, study_case: str = "base", num_envs: int = 1, **options) -> MarketCore:
+    """Build a :class:`MarketCore` from a scenario name/path/object and env options."""
+    return MarketCore(_resolve_scenario(scenario, study_case), num_envs=num_envs, **options)
+
+
+class MarketParallelEnv(ParallelEnv):
+    """The market as a PettingZoo ``ParallelEnv``; see the module docstring for the spec."""
+
+    metadata = {
+        "name": "marketzoo_v0",
+        "render_modes": ["human", "rgb_array"],
+        "is_parallelizable": True,
+        "render_fps": 2,
+    }
+
+    def __init__(
+        self,
+        scenario="default",
+        *,
+        study_case: str = "base",
+        render_mode: str | None = None,
+        max_cycles: int | None = None,
+        record: bool = False,
+        **options: Any,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.core = make_core(scenario, study_case=study_case, num_envs=1, max_cycles=max_cycles, **options)
+        self.core.recording = bool(record)
+        self.render_mode = render_mode
+        core = self.core
+        if core.n == 0:
+            raise ValueError(
+                f"{core.scenario.summary()}: no unit is marked as learning, so the environment has no agents. "
+                "Mark units as learning (a bidding strategy containing 'learning', e.g. powerplant_energy_learning)."
+            )
+        self.possible_agents = list(core.agents)
+        self.agents: list[str] = []
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}
+        obs_space = spaces.Box(core.obs_low, core.obs_high, dtype=np.float32)
+        self.observation_spaces = {a: obs_space for a in self.possible_agents}
+        act = {d: spaces.Box(-1.0, 1.0, (d,), dtype=np.float32) for d in set(core.act_dims.tolist())}
+        self.action_spaces = {a: act[int(d)] for a, d in zip(self.possible_agents, core.act_dims)}
+        self.state_space = spaces.Box(core.state_low.astype(np.float32), core.state_high.astype(np.float32), dtype=np.float32)
+        self._rng = np.random.default_rng()
+        self._actions = np.zeros((1, core.n, core.max_act))
+        self._last: dict[str, Any] | None = None
+        self._mc_col = np.zeros(core.n)
+        self._closed = False
+
+    # -- spaces: the same object on every call ------------------------------------
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Box:
+        return self.action_spaces[agent]
+
+    @property
+    def unit_of(self) -> dict[str, str]:
+        """Scenario unit name of every agent."""
+        return dict(zip(self.possible_agents, self.core.agent_unit))
+
+    # -- episode --------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        obs = self.core.reset(self._rng)[0]
+        self.agents = list(self.possible_agents)
+        self._last = None
+        zero = {k: 0.0 for k in INFO_KEYS}
+        zero["hour"] = float(self.core.hour)
+        infos = {a: dict(zero) for a in self.agents}
+        return {a: obs[i] for i, a in enumerate(self.agents)}, infos
+
+    def _actions_from_dict(self, actions: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        core = self.core
+        buf = self._actions
+        buf.fill(0.0)
+        active = None
+        if len(actions) != core.n:
+            active = np.zeros(core.n, dtype=bool)
+        for agent, act in actions.items():
+            i = self._index.get(agent)
+            if i is None or agent not in self.agents:
+                raise KeyError(
+                    f"unknown agent {agent!r} in the action dict; the agents are {self.agents} "
+                    "(after the episode ends there are none: call reset())"
+                )
+            d = int(core.act_dims[i])
+            a = np.asarray(act, dtype=np.float64)
+            if a.shape != (d,) and not (d == 1 and a.shape == ()):
+                raise ValueError(
+                    f"action for {agent!r} has shape {a.shape}; expected ({d},) (a 0-d array or scalar "
+                    f"is accepted when the action has one element)"
+                )
+            a = a.reshape(d)
+            if not np.isfinite(a).all():
+                raise ValueError(f"action for {agent!r} is not finite: {a.tolist()}; actions must be numbers in [-1, 1]")
+            buf[0, i, :d] = a
+            if active is not None:
+                active[i] = True
+        np.clip(buf, -1.0, 1.0, out=buf)
+        return buf, active
+
+    def step(self, actions: dict):
+        if not self.agents:
+            raise RuntimeError("step() called with no agents: the episode is over or reset() was not called")
+        acts, active = self._actions_from_dict(actions)
+        core = self.core
+        t = core.hour
+        out = core.step(acts, active)
+        obs = core.observe()[0]
+        done = core.done
+        rew = out.reward[0].tolist()
+        profit = out.profit[0].tolist()
+        acc = out.accepted[0].tolist()
+        reg = out.regret[0].tolist()
+        bp = out.bid_price[0].tolist()
+        price = float(out.price[0])
+        scar = float(out.scarcity[0])
+        mc = self._marginal_costs(t)
+        agents = self.agents
+        observations = {a: obs[i] for i, a in enumerate(agents)}
+        rewards = {a: rew[i] for i, a in enumerate(agents)}
+        terminations = {a: False for a in agents}
+        truncations = {a: done for a in agents}
+        infos = {
+            a: {
+                "profit": profit[i], "accepted_volume": acc[i], "clearing_price": price, "regret": reg[i],
+                "bid_price_0": bp[i][0], "bid_price_1": bp[i][1], "marginal_cost": mc[i], "scarcity": scar,
+                "hour": float(t),
+            }
+            for i, a in enumerate(agents)
+        }
+        self._last = {"hour": t, "outcome": out}
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def _marginal_costs(self, t: int) -> list[float]:
+        core = self.core
+        sc = core.scenario
+        mc = self._mc_col
+        if len(core.lp):
+            mc[core.sl_plant] = sc.plants.marginal_cost[t, core.lp]
+        if len(core.ls):
+            mc[core.sl_storage] = sc.storages.additional_cost_discharge[core.ls]
+        if len(core.lr):
+            mc[core.sl_ren] = sc.renewables.marginal_cost[core.lr]
+        return mc.tolist()
+
+    def state(self) -> np.ndarray:
+        return self.core.state()[0]
+
+    def episode_record(self):
+        """The bids and results of the episode so far (env made with ``record=True``)."""
+        return self.core.episode_record(0)
+
+    # -- rendering --------------------------------------------------------------------
+    def render(self):
+        if self.render_mode is None:
+            import warnings
+
+            warnings.warn("render() called without render_mode; create the env with render_mode='human' or 'rgb_array'")
+            return None
+        from .render import render_rgb, render_text
+
+        if self.render_mode == "human":
+            print(render_text(self))
+            return None
+        return render_rgb(self)
+
+    def close(self):
+        self._closed = True
+        self.agents = []
+
+
+def parallel_env(scenario="default", **kwargs) -> MarketParallelEnv:
+    """A fresh, independent :class:`MarketParallelEnv` (see the module docstring)."""
+    return MarketParallelEnv(scenario, **kwargs)
+
+
+def env(scenario="default", **kwargs):
+    """The same environment in PettingZoo's AEC form (via ``parallel_to_aec``)."""
+    return parallel_to_aec(parallel_env(scenario, **kwargs))
+
+
+raw_env = functools.partial(parallel_env)
