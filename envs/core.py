@@ -289,7 +289,7 @@ class MarketCore:
         obs[:, :, : 2 * F] = self._fc_block[min(self.hour, self.T)]
         obs[:, :, 2 * F: 3 * F] = (self.price_hist / self.max_bid_price)[:, None, :]
         obs[:, :, 3 * F:] = self.unique_obs()
-        np.clip(obs, self.obs_low, self.obs_high, out=obs)
+        np.minimum(np.maximum(obs, self.obs_low, out=obs), self.obs_high, out=obs)
         return obs
 
     def state(self) -> np.ndarray:
@@ -402,8 +402,12 @@ class MarketCore:
         )
         price = res.price
         acc_s, acc_d = res.supply_accepted, res.demand_accepted
-        pay_s = res.supply_payment
-        pay_d = res.demand_payment
+        if self.mechanism == "pay_as_bid":
+            pay_s, pay_d = res.supply_payment, res.demand_payment
+        else:  # everyone is paid the clearing price
+            pay_s = np.empty((B, self.K))
+            pay_s[:] = price[:, None]
+            pay_d = price[:, None]
         profit = np.zeros((B, n))
         regret = np.zeros((B, n))
         accepted = np.zeros((B, n))

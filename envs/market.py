@@ -53,8 +53,8 @@ class ClearingResult:
     volume: np.ndarray  # (B,) traded volume Q, MW
     supply_accepted: np.ndarray  # (B, N) accepted MW per supply bid
     demand_accepted: np.ndarray  # (B, M) accepted MW per demand bid
-    supply_payment: np.ndarray  # (B, N) price each supply bid is paid, EUR/MWh
-    demand_payment: np.ndarray  # (B, M) price each demand bid pays, EUR/MWh
+    supply_payment: np.ndarray  # (B, N), or (B, 1) under pay-as-clear: price paid per bid, EUR/MWh
+    demand_payment: np.ndarray  # (B, M), or (B, 1) under pay-as-clear: price paid per bid
     scarcity: np.ndarray  # (B,) bool: demand at the cap not met
     unserved: np.ndarray  # (B,) MW of demand at the cap left unserved
     supply_share: np.ndarray  # (B,) accepted fraction of supply bids AT the clearing price
@@ -118,8 +118,8 @@ def clear_market(
         )
     # Micro-optimised: this runs once per environment step, so it uses ndarray methods
     # and plain indexing rather than the slower numpy helper functions.
-    sp = sp.clip(price_floor, price_cap)
-    dp = dp.clip(price_floor, price_cap)
+    sp = np.minimum(np.maximum(sp, price_floor), price_cap)
+    dp = np.minimum(np.maximum(dp, price_floor), price_cap)
     B, N = sp.shape
     M = dp.shape[1]
     rows = _rows(B)
@@ -200,7 +200,7 @@ def clear_market(
     v_below = cpad[rows, (ps < pcol).sum(axis=1)]
     v_at = cpad[rows, (ps <= pcol).sum(axis=1)] - v_below
     share = (volume - v_below) / np.maximum(v_at, VOLUME_TOL)
-    share = share.clip(0.0, 1.0) * (v_at > VOLUME_TOL)
+    share = np.minimum(np.maximum(share, 0.0), 1.0) * (v_at > VOLUME_TOL)
     supply_acc = (s_key < pcol) * s_vol + (s_key == pcol) * (s_vol * share[:, None])
 
     # -- demand acceptance: marginal demand price group shares the rest --------------
@@ -230,9 +230,8 @@ def clear_market(
 
     if mechanism == "pay_as_bid":
         supply_pay, demand_pay = sp, dp
-    else:  # read-only broadcast views, no copies
-        supply_pay = np.lib.stride_tricks.as_strided(price, (B, N), (price.strides[0], 0), writeable=False)
-        demand_pay = np.lib.stride_tricks.as_strided(price, (B, M), (price.strides[0], 0), writeable=False)
+    else:  # one column that broadcasts against (B, N) / (B, M)
+        supply_pay = demand_pay = pcol
     return ClearingResult(
         price=price,
         volume=volume,

@@ -200,7 +200,7 @@ class MarketParallelEnv(ParallelEnv):
             buf[0, i, :d] = a
             if active is not None:
                 active[i] = True
-        np.clip(buf, -1.0, 1.0, out=buf)
+        np.minimum(np.maximum(buf, -1.0, out=buf), 1.0, out=buf)
         return buf, active
 
     def step(self, actions: dict):

@@ -1,0 +1,781 @@
+"""MATD3 with all agents' networks stacked: one batched pass per layer, no loop over agents.
+
+:class:`MATD3` keeps every agent's actor, twin critic, their targets and the Adam state in
+tensors with a leading agent dimension and evaluates all agents at once with batched
+matrix products (``torch.baddbmm``). A gradient step costs a fixed number of kernel
+launches whatever the number of agents, performs no device synchronisation, and gives the
+same result as training each agent's own :class:`~agents.learning_utils.Actor` /
+:class:`~agents.learning_utils.CriticTD3` with its own Adam (checked against the loop
+implementation :class:`agents.matd3_reference.ReferenceMATD3` in the tests).
+
+Algorithm (one :meth:`MATD3.update` call = one gradient step)
+--------------------------------------------------------------
+For every agent ``i`` (all at once)::
+
+    a'   = clamp(actor_target_i(next_obs_i) + clip(N(0, target_policy_noise), +-target_noise_clip), -1, 1)
+    y_i  = r_i + gamma * min(Q1'_i, Q2'_i)(next_obs, a')        # no done flag: episodes only truncate
+    L_i  = MSE(Q1_i(obs, a), y_i) + MSE(Q2_i(obs, a), y_i)      # a = the sampled actions
+    critic_i <- Adam(clip_grad_norm(grad L_i, max_grad_norm))
+
+and every ``policy_delay``-th step::
+
+    J_i  = -mean Q1_i(obs, a with slot i replaced by actor_i(obs_i))
+    actor_i <- Adam(clip_grad_norm(grad J_i, max_grad_norm))
+    targets <- (1 - tau) * targets + tau * online               # actors and critics
+
+The losses of all agents are summed before ``backward()``: each agent's parameters only
+enter its own loss, so the gradients are exactly the per-agent ones. One Adam over the
+stacked tensors is exactly one Adam per agent (Adam is elementwise); gradient clipping
+computes one norm per agent (over all tensors of that agent's network).
+
+Layout
+------
+``n`` agents, ``B`` batch, ``od = obs_dim``, ``u = unique_obs_len``, ``m = max(act_dims)``.
+Activations are feature-major, ``(n, features, B)``, so weights keep ``nn.Linear``'s
+``(out, in)`` orientation and a layer is ``h = baddbmm(b, W, h)``.
+
+==========================  =================================  ==========================
+tensor                      stacked shape                      per-agent export key(s)
+==========================  =================================  ==========================
+actor layer ``l`` weight    ``(n, out_l, in_l)``               ``net.{2l}.weight``
+actor layer ``l`` bias      ``(n, out_l, 1)``                  ``net.{2l}.bias``
+critic layer 0 weight       ``(n, 2*h1, D)`` (q1 rows, q2)     ``q1.0.weight``, ``q2.0.weight``
+critic layer 0 bias         ``(n, 2*h1, 1)``                   ``q1.0.bias``, ``q2.0.bias``
+critic layer ``l>0`` weight ``(n, 2, out_l, in_l)``            ``q1.{2l}.weight``, ``q2...``
+critic layer ``l>0`` bias   ``(n, 2, out_l, 1)``               ``q1.{2l}.bias``, ``q2...``
+==========================  =================================  ==========================
+
+The critic's two heads share their input, so layer 0 computes both at once (``2*h1``
+output rows); from layer 1 on the heads run as ``2n`` "virtual agents" (a view, no copy).
+
+Critic input ``D = od + (n-1)*u + n*m``: the agent's own observation, the last ``u``
+values of every other agent's observation in agent order (skipping itself) and all
+agents' padded actions -- exactly :class:`~agents.learning_utils.CriticTD3`'s input with
+``act_dim = m``. It is built for all agents by one ``index_select`` with an index
+precomputed at construction.
+
+Heterogeneous actions
+---------------------
+Agents may have different action sizes (``act_dims``); every action is padded to ``m``.
+``action_mask`` ``(n, m)`` is 1 on an agent's real dimensions and 0 on padding. Actor
+outputs, target actions, the smoothing noise and sampled actions are multiplied by it, so
+padded dimensions are exactly 0 everywhere. The padded output rows of each actor's last
+layer are initialised to 0 and never receive gradient, so they stay 0; exports slice them
+away (``net.{2L}`` has ``act_dims[i]`` rows).
+
+Actor loss without rebuilding the critic input
+----------------------------------------------
+The critic's first layer is linear in its input, so replacing agent ``i``'s action slot
+changes its pre-activation by ``W_slot_i @ (a_pi_i - a_i)``, where ``W_slot_i`` are the
+``m`` columns of agent ``i``'s own slot. The actor step evaluates the (updated) critic's
+first layer on the sampled batch without gradient and adds that correction, so no
+per-agent copy of the action vector is built and no gradient is taken through the large
+first-layer weight. The critic's weights are detached in the actor step (no critic
+gradients are computed there).
+
+Metrics
+-------
+:meth:`MATD3.update` returns detached tensors by default (no device sync; convert when
+logging): ``losses/critic_loss`` (sum over agents, scalar), ``losses/critic_loss_per_agent``
+``(n,)``, ``losses/critic_grad_norm_per_agent`` ``(n,)`` (before clipping), and on actor
+steps ``losses/actor_loss``, ``losses/actor_loss_per_agent``,
+``losses/actor_grad_norm_per_agent``. ``update(..., as_float=True)`` returns Python floats /
+lists instead (one synchronisation). Use :func:`metrics_to_float` to convert later.
+
+Randomness
+----------
+Initial weights and the target-smoothing noise come from ``self.generator``, a
+``torch.Generator`` on ``device`` seeded with ``seed``; no global random state is used.
+Each agent's layers are drawn like ``nn.Linear``'s default (kaiming-uniform with
+``a=sqrt(5)``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias), agent after
+agent. On CPU, two instances with the same arguments and thread count produce bitwise
+identical weights.
+
+Differences from ASSUME
+-----------------------
+* One object owns all agents' networks; networks do not live on strategy objects.
+* No per-agent loop or per-agent ``.to(device)`` / ``.item()`` in a gradient step.
+* Target networks are moved with ``torch.lerp`` (``t + tau*(p - t)``), which equals
+  ``(1-tau)*t + tau*p`` up to rounding.
+* Adam's ``step`` counter is shared by all agents (they are always updated together).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["MATD3", "metrics_to_float"]
+
+_FORMAT = "marketzoo.matd3/1"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _pos_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"MATD3: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _hidden(sizes: Sequence[int], name: str) -> tuple[int, ...]:
+    sizes = tuple(sizes)
+    if not sizes:
+        raise ValueError(f"MATD3: {name} must name at least one hidden layer")
+    return tuple(_pos_int(h, f"every entry of {name}") for h in sizes)
+
+
+def _make_adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam over the stacked tensors: fused kernel where supported, else foreach."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _ensure_adam_state(opt: torch.optim.Adam) -> None:
+    """Create Adam's lazily initialised state (zeros) the way ``Adam.step`` would."""
+    for group in opt.param_groups:
+        on_device = bool(group["capturable"] or group["fused"])
+        for p in group["params"]:
+            state = opt.state[p]
+            if len(state) == 0:
+                state["step"] = (
+                    torch.zeros((), dtype=torch.float32, device=p.device)
+                    if on_device
+                    else torch.tensor(0.0, dtype=torch.float32)
+                )
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def metrics_to_float(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Tensor metrics to Python numbers (scalars -> float, vectors -> list), one sync."""
+    keys = [k for k, v in metrics.items() if isinstance(v, Tensor)]
+    out: dict[str, Any] = {k: v for k, v in metrics.items() if not isinstance(v, Tensor)}
+    if not keys:
+        return out
+    tensors = [metrics[k].detach().reshape(-1).to(torch.float64) for k in keys]
+    flat = torch.cat(tensors).cpu().tolist()
+    pos = 0
+    for k, t in zip(keys, tensors):
+        vals = flat[pos : pos + t.numel()]
+        pos += t.numel()
+        out[k] = vals[0] if metrics[k].dim() == 0 else vals
+    return out
+
+
+def _actor_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
+    """Stacked actors: ``x (n, obs_dim, B)`` -> tanh output ``(n, max_act, B)`` (unmasked)."""
+    last = len(params) // 2 - 1
+    h = x
+    for layer in range(last + 1):
+        h = torch.baddbmm(params[2 * layer + 1], params[2 * layer], h)
+        h = torch.relu(h) if layer < last else torch.tanh(h)
+    return h
+
+
+def _critic_tail(params: Sequence[Tensor], h: Tensor, heads: int) -> Tensor:
+    """Critic layers 1.. applied to the layer-0 pre-activation.
+
+    ``h``: ``(n * heads, h1, B)`` (``heads=2``: both heads as virtual agents ``2i, 2i+1``;
+    ``heads=1``: q1 only). Returns ``(n * heads, 1, B)``.
+    """
+    last = len(params) // 2 - 1
+    for layer in range(1, last + 1):
+        w, b = params[2 * layer], params[2 * layer + 1]
+        if heads == 2:
+            w = w.flatten(0, 1)
+            b = b.flatten(0, 1)
+        else:
+            w = w[:, 0]
+            b = b[:, 0]
+        h = torch.baddbmm(b, w, torch.relu(h))
+    return h
+
+
+def _critic_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
+    """Stacked twin critics: ``x (n, D, B)`` -> ``(n, 2, B)`` (q1, q2)."""
+    n, _, batch = x.shape
+    h = torch.baddbmm(params[1], params[0], x)  # (n, 2*h1, B)
+    h = h.view(2 * n, h.shape[1] // 2, batch)
+    return _critic_tail(params, h, heads=2).view(n, 2, batch)
+
+
+# --------------------------------------------------------------------------- MATD3
+
+
+class MATD3:
+    """Multi-agent TD3 for ``n_agents`` learners with stacked (batched) networks.
+
+    Args:
+        n_agents: number of learning agents ``n``.
+        obs_dim: observation length, the same for all agents; its last
+            ``unique_obs_len`` values are the agent's own ("unique") values.
+        act_dims: action length of each agent (e.g. plants 2, storage 1); actions are
+            padded to ``max_act = max(act_dims)``.
+        unique_obs_len: how many trailing observation values each critic sees of every
+            other agent (``0 <= unique_obs_len <= obs_dim``).
+        actor_hidden_sizes: hidden widths of every actor.
+        critic_hidden_sizes: hidden widths of each of the two critic heads.
+        learning_rate: Adam learning rate of actors and critics (see
+            :meth:`set_learning_rate`).
+        gamma: discount factor.
+        tau: Polyak coefficient of the target update, in ``[0, 1]``.
+        policy_delay: critic steps per actor (and target) step.
+        target_policy_noise: standard deviation of the target smoothing noise.
+        target_noise_clip: clip of that noise.
+        max_grad_norm: per-agent, per-network gradient-norm clip; ``None`` or 0 disables.
+        device: torch device of all tensors.
+        float_type: dtype of all parameters.
+        seed: seed of :attr:`generator` (initial weights and target noise).
+
+    Shapes: observations ``(B, n, obs_dim)``, actions ``(B, n, max_act)``, rewards
+    ``(B, n)``.
+    """
+
+    def __init__(
+        self,
+        n_agents: int,
+        obs_dim: int,
+        act_dims: Sequence[int],
+        unique_obs_len: int,
+        *,
+        actor_hidden_sizes: Sequence[int] = (256, 128),
+        critic_hidden_sizes: Sequence[int] = (256, 128),
+        learning_rate: float = 1e-3,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        policy_delay: int = 2,
+        target_policy_noise: float = 0.2,
+        target_noise_clip: float = 0.5,
+        max_grad_norm: float | None = 1.0,
+        device: str | torch.device = "cpu",
+        float_type: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> None:
+        self.n_agents = n = _pos_int(n_agents, "n_agents")
+        self.obs_dim = od = _pos_int(obs_dim, "obs_dim")
+        self.act_dims = tuple(_pos_int(a, "every entry of act_dims") for a in act_dims)
+        if len(self.act_dims) != n:
+            raise ValueError(f"MATD3: act_dims has {len(self.act_dims)} entries for {n} agents")
+        self.max_act = m = max(self.act_dims)
+        if isinstance(unique_obs_len, bool) or not isinstance(unique_obs_len, int) or not 0 <= unique_obs_len <= od:
+            raise ValueError(f"MATD3: unique_obs_len must be an integer in [0, obs_dim={od}], got {unique_obs_len!r}")
+        self.unique_obs_len = u = int(unique_obs_len)
+        self.actor_hidden_sizes = _hidden(actor_hidden_sizes, "actor_hidden_sizes")
+        self.critic_hidden_sizes = _hidden(critic_hidden_sizes, "critic_hidden_sizes")
+        if not isinstance(float_type, torch.dtype) or not float_type.is_floating_point:
+            raise TypeError(f"MATD3: float_type must be a torch floating dtype, got {float_type!r}")
+        self.float_type = float_type
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.gamma = float(gamma)
+        self.tau = float(tau)
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"MATD3: tau must lie in [0, 1], got {tau!r}")
+        self.policy_delay = _pos_int(policy_delay, "policy_delay")
+        self.target_policy_noise = float(target_policy_noise)
+        self.target_noise_clip = float(target_noise_clip)
+        if self.target_policy_noise < 0 or self.target_noise_clip < 0:
+            raise ValueError("MATD3: target_policy_noise and target_noise_clip must be >= 0")
+        self.max_grad_norm = None if not max_grad_norm else float(max_grad_norm)
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise ValueError(f"MATD3: max_grad_norm must be >= 0 or None, got {max_grad_norm!r}")
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self.n_updates = 0
+        """Gradient steps done (critic updates); an actor step happens when it is a
+        multiple of ``policy_delay``."""
+
+        kw = {"device": self.device, "dtype": float_type}
+        self.action_mask = torch.zeros(n, m, **kw)
+        """``(n, max_act)``: 1 on each agent's real action dimensions, 0 on padding."""
+        for i, a in enumerate(self.act_dims):
+            self.action_mask[i, :a] = 1.0
+        self._mask_fm = self.action_mask.unsqueeze(-1)  # (n, m, 1), feature-major
+
+        # critic input: rows of src = [obs (n*od) agent-major, actions (n*m)]
+        self.critic_obs_dim = od + (n - 1) * u
+        self.critic_input_dim = D = self.critic_obs_dim + n * m
+        idx = torch.empty(n, D, dtype=torch.long)
+        agents = torch.arange(n)
+        for i in range(n):  # construction only
+            others = agents[agents != i]
+            uniq = (others[:, None] * od + (od - u) + torch.arange(u)[None, :]).reshape(-1)
+            idx[i] = torch.cat([i * od + torch.arange(od), uniq, n * od + torch.arange(n * m)])
+        self._critic_index = idx.reshape(-1).to(self.device)
+        self._act_col0 = self.critic_obs_dim  # first action column of the critic input
+
+        self.actor_params = self._init_actor()
+        self.critic_params = self._init_critic()
+        self.actor_target_params = [p.detach().clone() for p in self.actor_params]
+        self.critic_target_params = [p.detach().clone() for p in self.critic_params]
+        self.learning_rate = float(learning_rate)
+        self.actor_optimizer = _make_adam(self.actor_params, self.learning_rate)
+        self.critic_optimizer = _make_adam(self.critic_params, self.learning_rate)
+        self._opt_loaded: dict[str, set[int]] = {"actor": set(), "critic": set()}
+
+    # ------------------------------------------------------------------ construction
+
+    def _uniform(self, shape: tuple[int, ...], fan_in: int) -> Tensor:
+        bound = 1.0 / math.sqrt(fan_in)
+        r = torch.rand(shape, generator=self.generator, device=self.device, dtype=self.float_type)
+        return r.mul_(2.0 * bound).sub_(bound)
+
+    def _init_actor(self) -> list[Tensor]:
+        n, m = self.n_agents, self.max_act
+        sizes = (self.obs_dim, *self.actor_hidden_sizes, m)
+        params = []
+        for fan_in, out in zip(sizes[:-1], sizes[1:]):
+            params += [
+                torch.zeros(n, out, fan_in, device=self.device, dtype=self.float_type),
+                torch.zeros(n, out, 1, device=self.device, dtype=self.float_type),
+            ]
+        with torch.no_grad():
+            for i, a in enumerate(self.act_dims):  # construction only; per-agent draws
+                for layer, fan_in in enumerate(sizes[:-1]):
+                    rows = a if layer == len(sizes) - 2 else sizes[layer + 1]
+                    params[2 * layer][i, :rows] = self._uniform((rows, fan_in), fan_in)
+                    params[2 * layer + 1][i, :rows, 0] = self._uniform((rows,), fan_in)
+        return [p.requires_grad_() for p in params]
+
+    def _init_critic(self) -> list[Tensor]:
+        n, hid = self.n_agents, self.critic_hidden_sizes
+        sizes = (self.critic_input_dim, *hid, 1)
+        kw = {"device": self.device, "dtype": self.float_type}
+        params = [torch.zeros(n, 2 * hid[0], sizes[0], **kw), torch.zeros(n, 2 * hid[0], 1, **kw)]
+        for fan_in, out in zip(sizes[1:-1], sizes[2:]):
+            params += [torch.zeros(n, 2, out, fan_in, **kw), torch.zeros(n, 2, out, 1, **kw)]
+        with torch.no_grad():
+            for i in range(n):  # construction only; agent i: q1 layers, then q2 layers
+                for head in range(2):
+                    for w, b in self._critic_layer_views(params, i, head):
+                        fan_in = w.shape[1]
+                        w.copy_(self._uniform(tuple(w.shape), fan_in))
+                        b.copy_(self._uniform(tuple(b.shape), fan_in))
+        return [p.requires_grad_() for p in params]
+
+    # ------------------------------------------------------------------ per-agent views
+
+    def _actor_layer_index(self, i: int) -> list[tuple[str, int, tuple]]:
+        """(export key, index into the stacked list, index into that tensor) for agent i."""
+        n_layers = len(self.actor_hidden_sizes) + 1
+        out = []
+        for layer in range(n_layers):
+            rows = slice(0, self.act_dims[i]) if layer == n_layers - 1 else slice(None)
+            out.append((f"net.{2 * layer}.weight", 2 * layer, (i, rows)))
+            out.append((f"net.{2 * layer}.bias", 2 * layer + 1, (i, rows, 0)))
+        return out
+
+    def _critic_layer_index(self, i: int) -> list[tuple[str, int, tuple]]:
+        h1 = self.critic_hidden_sizes[0]
+        n_layers = len(self.critic_hidden_sizes) + 1
+        out = []
+        for head in range(2):
+            rows = slice(head * h1, (head + 1) * h1)
+            out.append((f"q{head + 1}.0.weight", 0, (i, rows)))
+            out.append((f"q{head + 1}.0.bias", 1, (i, rows, 0)))
+            for layer in range(1, n_layers):
+                out.append((f"q{head + 1}.{2 * layer}.weight", 2 * layer, (i, head)))
+                out.append((f"q{head + 1}.{2 * layer}.bias", 2 * layer + 1, (i, head, slice(None), 0)))
+        return out
+
+    def _critic_layer_views(self, params: list[Tensor], i: int, head: int) -> list[tuple[Tensor, Tensor]]:
+        entries = [e for e in self._critic_layer_index(i) if e[0].startswith(f"q{head + 1}.")]
+        return [
+            (params[w_pos][w_idx], params[b_pos][b_idx])
+            for (_, w_pos, w_idx), (_, b_pos, b_idx) in zip(entries[::2], entries[1::2])
+        ]
+
+    # ------------------------------------------------------------------ acting
+
+    def _as_obs(self, obs: Any) -> tuple[Tensor, bool]:
+        obs = torch.as_tensor(obs, device=self.device, dtype=self.float_type)
+        single = obs.dim() == 2
+        if single:
+            obs = obs.unsqueeze(0)
+        if obs.dim() != 3 or obs.shape[1:] != (self.n_agents, self.obs_dim):
+            raise ValueError(
+                f"MATD3: observations must be (batch, {self.n_agents}, {self.obs_dim}) or "
+                f"({self.n_agents}, {self.obs_dim}), got {tuple(obs.shape)}"
+            )
+        return obs, single
+
+    def _act_with(self, params: list[Tensor], obs: Any) -> Tensor:
+        obs, single = self._as_obs(obs)
+        with torch.no_grad():
+            a = _actor_forward(params, obs.permute(1, 2, 0)) * self._mask_fm  # (n, m, B)
+        a = a.permute(2, 0, 1).contiguous()
+        return a[0] if single else a
+
+    def act(self, obs: Any) -> Tensor:
+        """Deterministic actions of all online actors, without gradient.
+
+        Args:
+            obs: ``(B, n, obs_dim)`` or ``(n, obs_dim)`` (tensor or array).
+
+        Returns:
+            ``(B, n, max_act)`` or ``(n, max_act)`` in ``[-1, 1]``, padded dims exactly 0.
+        """
+        return self._act_with(self.actor_params, obs)
+
+    def act_target(self, obs: Any) -> Tensor:
+        """Like :meth:`act` with the target actors (no smoothing noise)."""
+        return self._act_with(self.actor_target_params, obs)
+
+    def critic_values(self, obs: Any, actions: Any, *, target: bool = False) -> tuple[Tensor, Tensor]:
+        """Both Q-estimates of every agent, ``(B, n)`` each, without gradient.
+
+        Args:
+            obs: ``(B, n, obs_dim)``.
+            actions: ``(B, n, max_act)`` (padded dims are masked to 0).
+            target: use the target critics.
+        """
+        obs, _ = self._as_obs(obs)
+        actions = torch.as_tensor(actions, device=self.device, dtype=self.float_type)
+        batch = obs.shape[0]
+        with torch.no_grad():
+            x = self._critic_input(self._to_fm(obs), self._to_fm(actions * self.action_mask))
+            q = _critic_forward(self.critic_target_params if target else self.critic_params, x)
+        return q[:, 0].t().reshape(batch, self.n_agents), q[:, 1].t().reshape(batch, self.n_agents)
+
+    # ------------------------------------------------------------------ update
+
+    @staticmethod
+    def _to_fm(x: Tensor) -> Tensor:
+        """``(B, n, d)`` -> contiguous ``(n*d, B)`` (agent-major rows)."""
+        return x.reshape(x.shape[0], -1).t().contiguous()
+
+    def _critic_input(self, obs_fm: Tensor, act_fm: Tensor) -> Tensor:
+        """``(n*od, B)``, ``(n*m, B)`` -> all agents' critic inputs ``(n, D, B)``."""
+        src = torch.cat([obs_fm, act_fm], dim=0)
+        return src.index_select(0, self._critic_index).view(self.n_agents, self.critic_input_dim, -1)
+
+    def _own_action_columns(self, w0: Tensor) -> Tensor:
+        """Columns of agent i's own action slot in its critic layer 0: ``(n, 2*h1, m)`` view."""
+        n, m = self.n_agents, self.max_act
+        acts = w0[:, :, self._act_col0 :].unflatten(2, (n, m))  # (n, 2h1, n, m)
+        return torch.diagonal(acts, dim1=0, dim2=2).permute(2, 0, 1)
+
+    def _clip_(self, params: list[Tensor]) -> Tensor:
+        """Per-agent gradient norm over all of a network's tensors; clip in place.
+
+        Returns the norms before clipping, ``(n,)``. Same rule as
+        ``torch.nn.utils.clip_grad_norm_`` applied to each agent's network.
+        """
+        n = self.n_agents
+        grads = [p.grad for p in params]
+        norms = torch.stack([torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in grads])
+        total = torch.linalg.vector_norm(norms, dim=0)
+        if self.max_grad_norm is not None:
+            coef = (self.max_grad_norm / (total + 1e-6)).clamp_(max=1.0)
+            for g in grads:
+                g.mul_(coef.view((n,) + (1,) * (g.dim() - 1)))
+        return total
+
+    def _check_batch(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        n, od, m = self.n_agents, self.obs_dim, self.max_act
+        kw = {"device": self.device, "dtype": self.float_type}
+        obs = torch.as_tensor(batch.observations, **kw)
+        act = torch.as_tensor(batch.actions, **kw)
+        nxt = torch.as_tensor(batch.next_observations, **kw)
+        rew = torch.as_tensor(batch.rewards, **kw)
+        bsz = obs.shape[0]
+        want = {"observations": (bsz, n, od), "actions": (bsz, n, m), "next_observations": (bsz, n, od)}
+        for name, t in (("observations", obs), ("actions", act), ("next_observations", nxt)):
+            if tuple(t.shape) != want[name]:
+                raise ValueError(f"MATD3.update: {name} must be {want[name]} (batch, n_agents, dim), got {tuple(t.shape)}")
+        if rew.dim() == 3 and rew.shape[2] == 1:
+            rew = rew[..., 0]
+        if tuple(rew.shape) != (bsz, n):
+            raise ValueError(f"MATD3.update: rewards must be ({bsz}, {n}), got {tuple(rew.shape)}")
+        return obs, act, nxt, rew
+
+    def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False) -> dict[str, Any]:
+        """One gradient step for all agents (critics; actors and targets every ``policy_delay``).
+
+        Args:
+            batch: a ``ReplayBufferSamples``-like object with ``observations (B, n, obs_dim)``,
+                ``actions (B, n, max_act)``, ``next_observations (B, n, obs_dim)`` and
+                ``rewards (B, n)``.
+            target_noise: optional standard-normal draw ``(B, n, max_act)`` used instead of
+                drawing from :attr:`generator` (it is scaled by ``target_policy_noise`` and
+                clipped here).
+            as_float: return Python numbers (forces one device sync) instead of tensors.
+
+        Returns:
+            metrics, see the module docstring.
+        """
+        obs, act, nxt, rew = self._check_batch(batch)
+        n, od, m = self.n_agents, self.obs_dim, self.max_act
+        bsz = obs.shape[0]
+        self.n_updates += 1
+        self._opt_loaded = {"actor": set(), "critic": set()}
+        obs_fm, nxt_fm = self._to_fm(obs), self._to_fm(nxt)  # (n*od, B)
+        act_fm = self._to_fm(act * self.action_mask)  # (n*m, B)
+
+        # ---- critic targets
+        with torch.no_grad():
+            if target_noise is None:
+                noise = torch.randn((bsz, n, m), generator=self.generator, device=self.device, dtype=self.float_type)
+            else:
+                noise = torch.as_tensor(target_noise, device=self.device, dtype=self.float_type)
+                if tuple(noise.shape) != (bsz, n, m):
+                    raise ValueError(f"MATD3.update: target_noise must be {(bsz, n, m)}, got {tuple(noise.shape)}")
+            noise = (noise * self.target_policy_noise).clamp_(-self.target_noise_clip, self.target_noise_clip)
+            next_a = _actor_forward(self.actor_target_params, nxt_fm.view(n, od, bsz))
+            next_a = (next_a + noise.permute(1, 2, 0)).clamp_(-1.0, 1.0).mul_(self._mask_fm)  # (n, m, B)
+            q_next = _critic_forward(self.critic_target_params, self._critic_input(nxt_fm, next_a.reshape(n * m, bsz)))
+            y = torch.minimum(q_next[:, 0], q_next[:, 1]).mul_(self.gamma).add_(rew.t())  # (n, B)
+
+        # ---- critic step
+        x = self._critic_input(obs_fm, act_fm)  # (n, D, B)
+        q = _critic_forward(self.critic_params, x)  # (n, 2, B)
+        critic_loss = (q - y.unsqueeze(1)).square().mean(dim=2).sum(dim=1)  # (n,)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        critic_norm = self._clip_(self.critic_params)
+        self.critic_optimizer.step()
+        metrics: dict[str, Any] = {
+            "losses/critic_loss": critic_loss.detach().sum(),
+            "losses/critic_loss_per_agent": critic_loss.detach(),
+            "losses/critic_grad_norm_per_agent": critic_norm.detach(),
+        }
+
+        # ---- delayed actor step and target update
+        if self.n_updates % self.policy_delay == 0:
+            h1 = self.critic_hidden_sizes[0]
+            cp = [p.detach() for p in self.critic_params]
+            with torch.no_grad():
+                pre_batch = torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], x)  # (n, h1, B), updated critic
+            a_pi = _actor_forward(self.actor_params, obs_fm.view(n, od, bsz)) * self._mask_fm
+            w_slot = self._own_action_columns(cp[0])[:, :h1]  # (n, h1, m)
+            pre = torch.baddbmm(pre_batch, w_slot, a_pi - act_fm.view(n, m, bsz))
+            q1 = _critic_tail(cp, pre, heads=1).view(n, bsz)
+            actor_loss = -q1.mean(dim=1)  # (n,)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.sum().backward()
+            actor_norm = self._clip_(self.actor_params)
+            self.actor_optimizer.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
+                torch._foreach_lerp_(self.critic_target_params, self.critic_params, self.tau)
+            metrics["losses/actor_loss"] = actor_loss.detach().sum()
+            metrics["losses/actor_loss_per_agent"] = actor_loss.detach()
+            metrics["losses/actor_grad_norm_per_agent"] = actor_norm.detach()
+        return metrics_to_float(metrics) if as_float else metrics
+
+    # ------------------------------------------------------------------ schedules
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the learning rate of all actor and critic optimizers (for schedules)."""
+        lr = float(lr)
+        if not lr > 0:
+            raise ValueError(f"MATD3: learning rate must be > 0, got {lr!r}")
+        self.learning_rate = lr
+        for opt in (self.actor_optimizer, self.critic_optimizer):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    # ------------------------------------------------------------------ per-agent export
+
+    def _check_agent(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.n_agents:
+            raise IndexError(f"MATD3: agent index must be in [0, {self.n_agents}), got {i!r}")
+        return i
+
+    def _export(self, params: list[Tensor], entries) -> dict[str, Tensor]:
+        return {key: params[pos][idx].detach().clone() for key, pos, idx in entries}
+
+    def actor_state_dict(self, i: int) -> dict[str, Tensor]:
+        """Agent ``i``'s actor, loadable into ``Actor(obs_dim, act_dims[i], float_type,
+        hidden_sizes=actor_hidden_sizes)``."""
+        return self._export(self.actor_params, self._actor_layer_index(self._check_agent(i)))
+
+    def actor_target_state_dict(self, i: int) -> dict[str, Tensor]:
+        """Agent ``i``'s target actor (same keys as :meth:`actor_state_dict`)."""
+        return self._export(self.actor_target_params, self._actor_layer_index(self._check_agent(i)))
+
+    def critic_state_dict(self, i: int) -> dict[str, Tensor]:
+        """Agent ``i``'s twin critic, loadable into ``CriticTD3(n_agents, obs_dim, max_act,
+        float_type, unique_obs_len, hidden_sizes=critic_hidden_sizes)``."""
+        return self._export(self.critic_params, self._critic_layer_index(self._check_agent(i)))
+
+    def critic_target_state_dict(self, i: int) -> dict[str, Tensor]:
+        """Agent ``i``'s target critic (same keys as :meth:`critic_state_dict`)."""
+        return self._export(self.critic_target_params, self._critic_layer_index(self._check_agent(i)))
+
+    def _optimizer_state(self, opt: torch.optim.Adam, params: list[Tensor], entries) -> dict[str, Any]:
+        group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+        group.update(foreach=None, fused=None, capturable=False, differentiable=False)
+        if isinstance(group["lr"], Tensor):
+            group["lr"] = float(group["lr"])
+        group["params"] = list(range(len(entries)))
+        state: dict[int, dict[str, Tensor]] = {}
+        for k, (_, pos, idx) in enumerate(entries):
+            st = opt.state.get(params[pos])
+            if st:
+                state[k] = {
+                    "step": st["step"].detach().to("cpu", torch.float32).clone(),
+                    "exp_avg": st["exp_avg"][idx].detach().clone(),
+                    "exp_avg_sq": st["exp_avg_sq"][idx].detach().clone(),
+                }
+        return {"state": state, "param_groups": [group]}
+
+    def actor_optimizer_state(self, i: int) -> dict[str, Any]:
+        """Agent ``i``'s actor Adam state in the format of ``torch.optim.Adam(actor.parameters()).state_dict()``
+        for the exported :class:`~agents.learning_utils.Actor` (empty ``state`` before the
+        first actor step). ``step`` is the shared counter."""
+        return self._optimizer_state(self.actor_optimizer, self.actor_params, self._actor_layer_index(self._check_agent(i)))
+
+    def critic_optimizer_state(self, i: int) -> dict[str, Any]:
+        """Agent ``i``'s critic Adam state, as for ``CriticTD3.parameters()`` order."""
+        return self._optimizer_state(self.critic_optimizer, self.critic_params, self._critic_layer_index(self._check_agent(i)))
+
+    def _load_params(self, what: str, i: int, params: list[Tensor], entries, sd: Mapping[str, Tensor]) -> None:
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"MATD3.load_agent: {what} must be a state dict (mapping), got {type(sd).__name__}")
+        want = {key for key, _, _ in entries}
+        missing, unexpected = sorted(want - set(sd)), sorted(set(sd) - want)
+        if missing or unexpected:
+            raise KeyError(f"MATD3.load_agent({i}): {what} keys do not match: missing {missing}, unexpected {unexpected}")
+        for key, pos, idx in entries:
+            dst = params[pos][idx]
+            src = sd[key]
+            if not isinstance(src, Tensor) or tuple(src.shape) != tuple(dst.shape):
+                got = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
+                raise ValueError(f"MATD3.load_agent({i}): {what}[{key!r}] must have shape {tuple(dst.shape)}, got {got}")
+        with torch.no_grad():
+            for key, pos, idx in entries:
+                params[pos][idx].copy_(sd[key])
+
+    def _load_opt(self, what: str, i: int, opt: torch.optim.Adam, params: list[Tensor], entries, sd: Mapping) -> None:
+        if not isinstance(sd, Mapping) or "state" not in sd or "param_groups" not in sd:
+            raise ValueError(f"MATD3.load_agent({i}): {what} must be an Adam state dict with 'state' and 'param_groups'")
+        state = {int(k): v for k, v in sd["state"].items()}
+        if len(sd["param_groups"]) != 1 or len(sd["param_groups"][0]["params"]) != len(entries):
+            raise ValueError(f"MATD3.load_agent({i}): {what} must hold one param group of {len(entries)} tensors")
+        if not state:
+            return  # an optimizer that never stepped: nothing to restore
+        if set(state) != set(range(len(entries))):
+            raise ValueError(f"MATD3.load_agent({i}): {what} has state for tensors {sorted(state)}, expected all {len(entries)}")
+        for k, (key, pos, idx) in enumerate(entries):
+            want = tuple(params[pos][idx].shape)
+            for name in ("exp_avg", "exp_avg_sq"):
+                if name not in state[k] or tuple(state[k][name].shape) != want:
+                    raise ValueError(f"MATD3.load_agent({i}): {what} state of {key!r}: {name} must have shape {want}")
+            if "step" not in state[k]:
+                raise ValueError(f"MATD3.load_agent({i}): {what} state of {key!r} lacks 'step'")
+        steps = {float(state[k]["step"]) for k in state}
+        if len(steps) != 1:
+            raise ValueError(f"MATD3.load_agent({i}): {what} has different step counts per tensor: {sorted(steps)}")
+        step = steps.pop()
+        _ensure_adam_state(opt)
+        kind = "actor" if opt is self.actor_optimizer else "critic"
+        current = float(opt.state[params[0]]["step"])
+        if self._opt_loaded[kind] and step != current:
+            warnings.warn(
+                f"MATD3.load_agent({i}): {kind} Adam step {step:g} differs from {current:g} of agents loaded before; "
+                "the step counter is shared by all agents, the last loaded value is used",
+                stacklevel=3,
+            )
+        self._opt_loaded[kind].add(i)
+        with torch.no_grad():
+            for k, (_, pos, idx) in enumerate(entries):
+                st = opt.state[params[pos]]
+                st["exp_avg"][idx].copy_(state[k]["exp_avg"])
+                st["exp_avg_sq"][idx].copy_(state[k]["exp_avg_sq"])
+            for p in params:
+                opt.state[p]["step"].fill_(step)
+
+    def load_agent(
+        self,
+        i: int,
+        *,
+        actor: Mapping[str, Tensor] | None = None,
+        actor_target: Mapping[str, Tensor] | None = None,
+        critic: Mapping[str, Tensor] | None = None,
+        critic_target: Mapping[str, Tensor] | None = None,
+        actor_opt: Mapping[str, Any] | None = None,
+        critic_opt: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write agent ``i``'s per-agent state dicts (inverse of the exports).
+
+        Every given dict is checked completely (keys and shapes) before anything is
+        written, so a mismatch raises ``KeyError`` / ``ValueError`` and leaves that part
+        untouched. Adam's ``step`` is shared by all agents: the loaded value replaces it
+        (a warning is issued when agents loaded since the last update disagree).
+        """
+        i = self._check_agent(i)
+        a_idx, c_idx = self._actor_layer_index(i), self._critic_layer_index(i)
+        todo = [
+            ("actor", actor, self.actor_params, a_idx),
+            ("actor_target", actor_target, self.actor_target_params, a_idx),
+            ("critic", critic, self.critic_params, c_idx),
+            ("critic_target", critic_target, self.critic_target_params, c_idx),
+        ]
+        for what, sd, params, entries in todo:
+            if sd is not None:
+                self._load_params(what, i, params, entries, sd)
+        if actor_opt is not None:
+            self._load_opt("actor_opt", i, self.actor_optimizer, self.actor_params, a_idx, actor_opt)
+        if critic_opt is not None:
+            self._load_opt("critic_opt", i, self.critic_optimizer, self.critic_params, c_idx, critic_opt)
+
+    # ------------------------------------------------------------------ whole state
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_agents": self.n_agents,
+            "obs_dim": self.obs_dim,
+            "act_dims": list(self.act_dims),
+            "unique_obs_len": self.unique_obs_len,
+            "actor_hidden_sizes": list(self.actor_hidden_sizes),
+            "critic_hidden_sizes": list(self.critic_hidden_sizes),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: stacked weights, targets, Adam states, counters,
+        generator state and the dimensions (checked on load). ``torch.load(...,
+        weights_only=True)``-safe."""
+        sd: dict[str, Any] = {"format": _FORMAT, "config": self._config(), "n_updates": self.n_updates}
+        for name in ("actor", "actor_target", "critic", "critic_target"):
+            sd[name] = [p.detach().clone() for p in getattr(self, f"{name}_params")]
+        sd["actor_optimizer"] = self.actor_optimizer.state_dict()
+        sd["critic_optimizer"] = self.critic_optimizer.state_dict()
+        sd["generator"] = self.generator.get_state()
+        sd["learning_rate"] = self.learning_rate
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; refuses other dimensions with a clear error."""
+        if not isinstance(sd, Mapping) or sd.get("format") != _FORMAT:
+            raise ValueError(f"MATD3.load_state_dict: not a {_FORMAT} state dict")
+        if sd.get("config") != self._config():
+            raise ValueError(f"MATD3.load_state_dict: saved config {sd.get('config')} differs from {self._config()}")
+        for name in ("actor", "actor_target", "critic", "critic_target"):
+            mine, theirs = getattr(self, f"{name}_params"), sd[name]
+            if len(theirs) != len(mine) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(mine, theirs)):
+                raise ValueError(f"MATD3.load_state_dict: {name} tensors have other shapes")
+        with torch.no_grad():
+            for name in ("actor", "actor_target", "critic", "critic_target"):
+                for p, v in zip(getattr(self, f"{name}_params"), sd[name]):
+                    p.copy_(v)
+            for params in (self.actor_params, self.actor_target_params):  # padding stays exactly 0
+                last_w, last_b = params[-2], params[-1]
+                last_w.mul_(self._mask_fm)
+                last_b.mul_(self._mask_fm)
+        self.actor_optimizer.load_state_dict(sd["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(sd["critic_optimizer"])
+        self.generator.set_state(sd["generator"].cpu() if isinstance(sd["generator"], Tensor) else sd["generator"])
+        self.n_updates = int(sd["n_updates"])
+        self.set_learning_rate(sd.get("learning_rate", self.learning_rate))
