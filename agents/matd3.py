@@ -177,7 +177,7 @@ def _actor_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
     h = x
     for layer in range(last + 1):
         h = torch.baddbmm(params[2 * layer + 1], params[2 * layer], h)
-        h = torch.relu(h) if layer < last else torch.tanh(h)
+        h = h.relu_() if layer < last else torch.tanh(h)  # in place: baddbmm's backward needs no output
     return h
 
 
@@ -196,7 +196,7 @@ def _critic_tail(params: Sequence[Tensor], h: Tensor, heads: int) -> Tensor:
         else:
             w = w[:, 0]
             b = b[:, 0]
-        h = torch.baddbmm(b, w, torch.relu(h))
+        h = torch.baddbmm(b, w, h.relu_())
     return h
 
 

@@ -63,7 +63,9 @@ class VectorMarketEnv:
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-            self.action_space.seed(int(self._rng.integers(2**31)))
+            # seeded from ``seed`` itself, not drawn from ``self._rng``: the core's generator
+            # then sees exactly what the ParallelEnv's sees (same seed -> same start hour)
+            self.action_space.seed(int(seed))
         obs = self.core.reset(self._rng)
         self._needs_reset = False
         B, n = self.num_envs, self.n_agents

@@ -1,0 +1,113 @@
+"""PNG figures of a training run (matplotlib, Agg backend; no display needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _figure(w: float = 9, h: float = 5):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=110)
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def learning_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    fig = _figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    ep = [r["episode"] for r in history]
+    ax1.plot(ep, [r.get("train/reward", np.nan) for r in history], label="training (with noise)")
+    ev = [(r["episode"], r["eval/reward"]) for r in history if "eval/reward" in r]
+    if ev:
+        ax1.plot(*zip(*ev), "o-", label="evaluation (deterministic)")
+    ax1.set_xlabel("episode")
+    ax1.set_ylabel("mean reward per agent-hour")
+    ax1.legend()
+    ax1.set_title("learning curve")
+    br = [(r["episode"], r["eval/br_share"]) for r in history if "eval/br_share" in r]
+    if br:
+        ax2.plot(*zip(*br), "o-", color="tab:green")
+        ax2.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax2.set_ylabel("share of best-response profit")
+        ax2.set_title("profit / best-response profit (evaluation)")
+    else:
+        ax2.plot(ep, [r.get("train/mean_price", np.nan) for r in history])
+        ax2.set_ylabel("mean price EUR/MWh")
+        ax2.set_title("mean clearing price (training)")
+    ax2.set_xlabel("episode")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bids_vs_cost(ev, agents: list[str], path: Path, hours: int = 336) -> Path:
+    fig = _figure(10, 2.2 + 1.8 * len(agents))
+    axes = fig.subplots(len(agents), 1, squeeze=False)[:, 0]
+    H = min(hours, len(ev.prices))
+    x = np.arange(H)
+    for i, (ax, a) in enumerate(zip(axes, agents)):
+        ax.plot(x, ev.bids[:H, i, 1], lw=1, label="bid price (flexible / only)")
+        if not np.allclose(ev.bids[:H, i, 0], ev.bids[:H, i, 1]):
+            ax.plot(x, ev.bids[:H, i, 0], lw=1, label="bid price (inflexible)")
+        ax.plot(x, ev.marginal_cost[:H, i], "k--", lw=1, label="marginal cost")
+        ax.plot(x, ev.prices[:H], color="tab:red", lw=0.8, alpha=0.7, label="clearing price")
+        ax.set_ylabel("EUR/MWh")
+        ax.set_title(a, fontsize=9)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[-1].set_xlabel("hour of the evaluation episode")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def price_duration(ev, path: Path) -> Path:
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    p = np.sort(ev.prices)[::-1]
+    ax.plot(np.arange(1, len(p) + 1), p)
+    ax.set_xlabel("hours (sorted)")
+    ax.set_ylabel("clearing price EUR/MWh")
+    ax.set_title("price duration curve (evaluation episode)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def profit_vs_best_response(ev, agents: list[str], path: Path) -> Path:
+    fig = _figure(max(6, 1.2 * len(agents) + 3), 4.5)
+    ax = fig.subplots()
+    x = np.arange(len(agents))
+    ax.bar(x - 0.2, ev.agent_profit, 0.4, label="learned policy")
+    if ev.br_profit is not None:
+        ax.bar(x + 0.2, ev.br_profit, 0.4, label="best response (others fixed)")
+        for xi, s in zip(x, ev.br_share):
+            ax.text(xi, 0, f"{s:.0%}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, agents, rotation=20, fontsize=8)
+    ax.set_ylabel("profit over the episode (EUR)")
+    ax.set_title("profit vs exact best-response profit")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> list[Path]:
+    """Write all figures into ``run_dir/plots``; returns their paths."""
+    out = Path(run_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        learning_curves(history, out / "learning_curves.png"),
+        bids_vs_cost(ev, agents, out / "bids_vs_marginal_cost.png"),
+        price_duration(ev, out / "price_duration_curve.png"),
+        profit_vs_best_response(ev, agents, out / "profit_vs_best_response.png"),
+    ]

@@ -1,0 +1,385 @@
+"""Tests of envs.analysis: best responses against a brute-force price sweep, a hand-made
+merit order, exploitability, and records made by the env core."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from envs.analysis import (
+    best_response,
+    brute_force_best_response,
+    exploitability,
+    recorded_profit,
+)
+from envs.market import clear_market, reference_clear
+from envs.record import EpisodeRecord
+
+TICK = 0.01
+
+
+# ----------------------------------------------------------------------------- helpers
+def _profit(mechanism, sp, sv, dp, dv, fixed, cost_s, cost_d, own_s, own_d, suc, prev, cap, floor, plant):
+    """Clear the markets and return (result, agent profit per hour) like MarketCore."""
+    res = clear_market(sp, sv, dp, dv, fixed_demand=fixed, price_cap=cap, price_floor=floor, mechanism=mechanism)
+    pay_s = np.broadcast_to(res.supply_payment, sp.shape)
+    pay_d = np.broadcast_to(res.demand_payment, dp.shape)
+    acc_s, acc_d = res.supply_accepted, res.demand_accepted
+    profit = (acc_s[:, own_s] * (pay_s[:, own_s] - cost_s[:, own_s])).sum(axis=1)
+    profit -= (acc_d[:, own_d] * (pay_d[:, own_d] + cost_d[:, own_d])).sum(axis=1)
+    if plant:
+        profit -= ((acc_s[:, own_s].sum(axis=1) > 0) & (prev <= 0)) * suc
+    return res, profit
+
+
+def make_record(
+    sp, sv, dp, dv, fixed, *, cost_s, cost_d=None, supply_unit, demand_unit, unit_kind, agent_unit, agent_kind,
+    start_up=0.0, prev=None, mechanism="pay_as_clear", max_bid_price=10.0, cap=3000.0, floor=-500.0,
+) -> EpisodeRecord:
+    """An EpisodeRecord of one learning agent from bid arrays (H, N) / (H, M), cleared here."""
+    sp, sv, dp, dv = (np.atleast_2d(np.asarray(a, float)) for a in (sp, sv, dp, dv))
+    H = sp.shape[0]
+    fixed = np.broadcast_to(np.asarray(fixed, float), (H,)).copy()
+    cost_s = np.broadcast_to(np.asarray(cost_s, float), sp.shape).copy()
+    cost_d = np.zeros(dp.shape) if cost_d is None else np.broadcast_to(np.asarray(cost_d, float), dp.shape).copy()
+    supply_unit = np.asarray(supply_unit, np.int64)
+    demand_unit = np.asarray(demand_unit, np.int64)
+    prev = np.zeros(H) if prev is None else np.asarray(prev, float)
+    own_s = np.flatnonzero(supply_unit == agent_unit)
+    own_d = np.flatnonzero(demand_unit == agent_unit)
+    res, profit = _profit(
+        mechanism, sp, sv, dp, dv, fixed, cost_s, cost_d, own_s, own_d, start_up, prev, cap, floor,
+        agent_kind == "plant",
+    )
+    return EpisodeRecord(
+        hours=np.arange(H), times=np.arange(H).astype("datetime64[h]").astype("datetime64[ns]"),
+        units=tuple(f"u{k}" for k in range(len(unit_kind))), unit_kind=tuple(unit_kind),
+        supply_price=sp, supply_volume=sv, supply_cost=cost_s, supply_unit=supply_unit,
+        demand_price=dp, demand_volume=dv, demand_cost=cost_d, demand_unit=demand_unit,
+        fixed_demand=fixed, clearing_price=res.price,
+        supply_accepted=res.supply_accepted, demand_accepted=res.demand_accepted,
+        agents=(f"{agent_kind}_L",), agent_unit=np.array([agent_unit]), agent_kind=(agent_kind,),
+        agent_profit=profit[:, None], agent_prev_dispatch=prev[:, None],
+        agent_start_up_cost=np.array([start_up if agent_kind == "plant" else 0.0]),
+        max_bid_price=float(max_bid_price), price_cap=cap, price_floor=floor, mechanism=mechanism,
+    )
+
+
+def random_record(rng, kind="plant", mechanism="pay_as_clear", mbp=10.0) -> EpisodeRecord:
+    """1-3 hours, 3-8 other supply bids (prices on a 0.5 grid, so that ties happen, some
+    outside the bid range), a fixed demand, a rule storage demand bid, and one learning
+    agent of the given kind."""
+    H = int(rng.integers(1, 4))
+    n = int(rng.integers(3, 9))
+    o_p = rng.integers(-26, 27, (H, n)) / 2.0  # [-13, 13]
+    o_v = rng.uniform(10, 100, (H, n)) * (rng.random((H, n)) > 0.1)
+    st_p = rng.integers(-20, 21, (H, 1)) / 2.0
+    st_v = rng.uniform(0, 60, (H, 1))
+    fixed = rng.uniform(0.2, 0.9, H) * o_v.sum(axis=1)
+    L, S = n, n + 1  # unit indices: others 0..n-1, learner, rule storage
+    unit_kind = ["plant"] * n + [kind, "storage"]
+    if kind == "plant":
+        a = rng.uniform(-1, 1, (H, 2)) * mbp
+        l_p = np.sort(a, axis=1)
+        l_v = np.column_stack([rng.uniform(5, 30, H), rng.uniform(20, 80, H)])
+        l_c = np.repeat(rng.uniform(-3, 6, (H, 1)), 2, axis=1)
+        sp = np.hstack([o_p, l_p])
+        sv = np.hstack([o_v, l_v])
+        cs = np.hstack([np.zeros((H, n)), l_c])
+        su = list(range(n)) + [L, L]
+        dp, dv, du, cd = st_p, st_v, [S], np.zeros((H, 1))
+    elif kind == "renewable":
+        sp = np.hstack([o_p, rng.uniform(-mbp, mbp, (H, 1))])
+        sv = np.hstack([o_v, rng.uniform(20, 80, (H, 1))])
+        cs = np.hstack([np.zeros((H, n)), np.full((H, 1), rng.uniform(-1, 3))])
+        su = list(range(n)) + [L]
+        dp, dv, du, cd = st_p, st_v, [S], np.zeros((H, 1))
+    else:  # learning storage: one offer and one bid, one of them with volume
+        a = rng.uniform(-1, 1, H)
+        price = np.abs(a) * mbp
+        dis = a >= 0
+        sp = np.hstack([o_p, price[:, None]])
+        sv = np.hstack([o_v, np.where(dis, rng.uniform(10, 50, H), 0.0)[:, None]])
+        cs = np.hstack([np.zeros((H, n)), np.full((H, 1), 0.3)])
+        su = list(range(n)) + [L]
+        dp = np.hstack([st_p, price[:, None]])
+        dv = np.hstack([st_v, np.where(dis, 0.0, rng.uniform(10, 50, H))[:, None]])
+        du, cd = [S, L], np.hstack([np.zeros((H, 1)), np.full((H, 1), 0.3)])
+    prev = np.where(rng.random(H) < 0.5, 0.0, 50.0)
+    return make_record(
+        sp, sv, dp, dv, fixed, cost_s=cs, cost_d=cd, supply_unit=su, demand_unit=du, unit_kind=unit_kind,
+        agent_unit=L, agent_kind=kind, start_up=float(rng.choice([0.0, 40.0])) if kind == "plant" else 0.0,
+        prev=prev, mechanism=mechanism, max_bid_price=mbp,
+    )
+
+
+def dense_grid(record: EpisodeRecord, step: float, eps: float = 1e-7) -> np.ndarray:
+    """A uniform grid over the bid range plus every other bid's price and the points
+    just around it."""
+    mbp = record.max_bid_price
+    pts = [np.arange(-mbp, mbp + step / 2, step)]
+    for arr in (record.supply_price, record.demand_price):
+        v = arr.ravel()
+        pts += [v, v - eps, v + eps]
+    return np.unique(np.concatenate(pts))
+
+
+def own_volume(record: EpisodeRecord) -> np.ndarray:
+    i = 0
+    return (record.supply_volume[:, record.agent_supply_columns(i)].sum(axis=1)
+            + record.demand_volume[:, record.agent_demand_columns(i)].sum(axis=1))
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+@pytest.mark.parametrize("kind,seeds,step", [("plant", range(6), 0.5), ("renewable", range(8), 0.05),
+                                             ("storage", range(8), 0.05)])
+def test_matches_brute_force(kind, seeds, step, mechanism):
+    for seed in seeds:
+        rng = np.random.default_rng(1000 * seed + len(kind))
+        rec = random_record(rng, kind, mechanism)
+        br = best_response(rec, 0, tick=TICK)
+        bf = brute_force_best_response(rec, 0, dense_grid(rec, step))
+        vol = own_volume(rec)
+        # the grid holds a point in every price interval at least as good as the analytic
+        # candidate there, and the analytic one is at most tick * MW worse
+        assert np.all(br.best_profit_per_hour <= bf.best_profit_per_hour + 1e-6), (seed, br, bf)
+        assert np.all(br.best_profit_per_hour >= bf.best_profit_per_hour - TICK * vol - 1e-6), (seed, br, bf)
+        # a plain uniform grid never beats the analytic best response by more than tick * MW
+        # (implied by the check above, as the grid above contains it; run where it is cheap)
+        if kind != "plant":
+            uni = brute_force_best_response(rec, 0, np.arange(-10, 10.001, step))
+            assert np.all(br.best_profit_per_hour >= uni.best_profit_per_hour - TICK * vol - 1e-6)
+        # BR >= recorded; recorded recomputed = profit paid
+        np.testing.assert_allclose(br.recorded_profit_per_hour, rec.agent_profit[:, 0], atol=1e-9)
+        assert np.all(br.gain_per_hour >= -1e-7)
+        assert br.exact == (kind != "storage")
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_best_prices_reproduce_best_profit(mechanism):
+    """Re-clearing with the reported best prices gives the reported best profit."""
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        kind = ("plant", "renewable", "storage")[seed % 3]
+        rec = random_record(rng, kind, mechanism)
+        br = best_response(rec, 0, tick=TICK)
+        for h in range(rec.n_hours):
+            sp = rec.supply_price[h].copy()
+            dp = rec.demand_price[h].copy()
+            s, d = rec.agent_supply_columns(0), rec.agent_demand_columns(0)
+            if kind == "plant":
+                sp[s] = br.best_price[h]
+            else:
+                sp[s] = br.best_price[h, 0]
+                dp[d] = br.best_price[h, 0]
+            sup = list(zip(sp, rec.supply_volume[h]))
+            dem = [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, rec.demand_volume[h]))
+            price, _, s_acc, d_acc, _ = reference_clear(sup, dem, price_cap=rec.price_cap,
+                                                        price_floor=rec.price_floor)
+            pay = (lambda p: p) if mechanism == "pay_as_bid" else (lambda p: price)
+            prof = sum(s_acc[j] * (pay(sp[j]) - rec.supply_cost[h, j]) for j in s)
+            prof -= sum(d_acc[1 + j] * (pay(dp[j]) + rec.demand_cost[h, j]) for j in d)
+            if kind == "plant" and sum(s_acc[j] for j in s) > 0 and rec.agent_prev_dispatch[h, 0] <= 0:
+                prof -= rec.agent_start_up_cost[0]
+            assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
+            # actions map back to prices like MarketCore.build_bids
+            a = br.best_action[h]
+            if kind == "storage":
+                assert (a[0] >= 0) == (br.direction[h] >= 0) or br.best_price[h, 0] == 0
+                assert abs(a[0]) * rec.max_bid_price == pytest.approx(br.best_price[h, 0])
+            else:
+                np.testing.assert_allclose(a[np.isfinite(a)] * rec.max_bid_price,
+                                           br.best_price[h][np.isfinite(a)])
+            assert np.all(np.abs(a[np.isfinite(a)]) <= 1 + 1e-12)
+
+
+def _02a_like(learner_prices, learner_cost=55.708, mechanism="pay_as_clear"):
+    """Rule plants at 20.8, 30, 40, 85.708 (1000 MW each, the last 5000 MW), a learner
+    with 1 MW inflexible + 2499 MW flexible at marginal cost 55.708, demand 4500 MW."""
+    sp = [[20.8, 30.0, 40.0, 85.708, *learner_prices]]
+    sv = [[1000.0, 1000.0, 1000.0, 5000.0, 1.0, 2499.0]]
+    cost = [[20.8, 30.0, 40.0, 85.708, learner_cost, learner_cost]]
+    return make_record(
+        sp, sv, np.zeros((1, 0)), np.zeros((1, 0)), 4500.0, cost_s=cost, supply_unit=[0, 1, 2, 3, 4, 4],
+        demand_unit=[], unit_kind=["plant"] * 5, agent_unit=4, agent_kind="plant", prev=[100.0],
+        mechanism=mechanism, max_bid_price=100.0,
+    )
+
+
+def test_hand_computed_undercut():
+    rec = _02a_like([55.708, 55.708])  # bidding at marginal cost: price 55.708, profit 0
+    assert rec.clearing_price[0] == pytest.approx(55.708)
+    br = best_response(rec, 0, tick=TICK)
+    assert br.recorded_profit == pytest.approx(0.0, abs=1e-9)
+    # best: the learner sets the price just below the 85.708 plant and sells 1500 MW
+    assert br.best_price[0, 1] == pytest.approx(85.708 - TICK)
+    assert br.best_price[0, 0] <= br.best_price[0, 1]
+    assert br.best_profit == pytest.approx((85.698 - 55.708) * 1500.0, rel=1e-12)
+    # a finer tick gets closer to the supremum 29.99... * 1500
+    assert best_response(rec, 0, tick=1e-4).best_profit == pytest.approx((85.708 - 1e-4 - 55.708) * 1500.0)
+    # the brute-force sweep with a point just below 85.708 agrees within tick * MW
+    bf = brute_force_best_response(rec, 0, [0.0, 55.708, 85.7, 85.708 - 1e-6, 85.708, 90.0])
+    assert bf.best_profit == pytest.approx((85.708 - 1e-6 - 55.708) * 1500.0)
+    assert 0 <= bf.best_profit - br.best_profit <= TICK * 1500 + 1e-6
+    # pay as bid: both parts just below 85.708 as well (the 1500 MW are paid their bid)
+    pab = best_response(_02a_like([55.708, 55.708], mechanism="pay_as_bid"), 0, tick=TICK)
+    assert pab.best_profit == pytest.approx((85.698 - 55.708) * 1500.0)
+
+
+def test_exploitability_zero_at_best_response_and_positive_at_cost():
+    rec = _02a_like([55.708, 55.708])
+    ex = exploitability(rec)
+    assert ex.agents == ("plant_L",) and ex.exact.all()
+    assert ex.gain[0] == pytest.approx((85.698 - 55.708) * 1500.0)
+    assert ex.joint == float("inf")  # recorded profit 0, a positive gain
+    # recorded bids = the best response: nothing to gain
+    at_br = _02a_like([85.698, 85.698])
+    ex = exploitability(at_br)
+    assert ex.gain[0] == pytest.approx(0.0, abs=1e-6)
+    assert ex.joint == pytest.approx(0.0, abs=1e-9)
+    assert ex.share[0] == pytest.approx(1.0)
+    # half-way: joint = gain / |recorded|, share = recorded / BR
+    mid = _02a_like([70.0, 70.0])
+    ex = exploitability(mid)
+    rec_p, br_p = (70.0 - 55.708) * 1500, (85.698 - 55.708) * 1500
+    assert ex.recorded_profit[0] == pytest.approx(rec_p)
+    assert ex.joint == pytest.approx((br_p - rec_p) / rec_p)
+    assert ex.share[0] == pytest.approx(rec_p / br_p)
+    assert "joint exploitability" in ex.summary()
+
+
+def test_exploitability_zero_when_replaying_best_response():
+    """Random markets: re-record with the best-response prices -> gain ~ 0."""
+    for seed in range(6):
+        rng = np.random.default_rng(50 + seed)
+        kind = ("plant", "renewable")[seed % 2]
+        rec = random_record(rng, kind)
+        br = best_response(rec, 0)
+        sp = rec.supply_price.copy()
+        s = rec.agent_supply_columns(0)
+        sp[:, s] = br.best_price[:, : len(s)]
+        again = make_record(
+            sp, rec.supply_volume, rec.demand_price, rec.demand_volume, rec.fixed_demand,
+            cost_s=rec.supply_cost, cost_d=rec.demand_cost, supply_unit=rec.supply_unit,
+            demand_unit=rec.demand_unit, unit_kind=rec.unit_kind, agent_unit=int(rec.agent_unit[0]),
+            agent_kind=kind, start_up=float(rec.agent_start_up_cost[0]), prev=rec.agent_prev_dispatch[:, 0],
+            max_bid_price=rec.max_bid_price,
+        )
+        np.testing.assert_allclose(again.agent_profit[:, 0], br.best_profit_per_hour, atol=1e-6)
+        ex = exploitability(again)
+        assert abs(ex.gain[0]) <= 1e-6
+        np.testing.assert_allclose(ex.best_response_profit[0], br.best_profit, atol=1e-6)
+
+
+def test_start_up_cost_charged_against_recorded_previous_hour():
+    # same hour twice: once after an off hour (start-up charged), once after an on hour
+    sp = [[20.0, 40.0, 5.0, 5.0]] * 2
+    sv = [[100.0, 100.0, 10.0, 40.0]] * 2
+    rec = make_record(
+        sp, sv, np.zeros((2, 0)), np.zeros((2, 0)), 120.0, cost_s=[[0, 0, 30.0, 30.0]],
+        supply_unit=[0, 1, 2, 2], demand_unit=[], unit_kind=["plant"] * 3, agent_unit=2, agent_kind="plant",
+        start_up=200.0, prev=[0.0, 50.0], max_bid_price=100.0,
+    )
+    br = best_response(rec, 0)
+    # dispatch: undercut 40 -> sell 20 MW at 39.99: 9.99 * 20 = 199.8 < start-up 200 when off
+    assert br.best_profit_per_hour[1] == pytest.approx(9.99 * 20)
+    assert br.best_profit_per_hour[0] == pytest.approx(0.0, abs=1e-9)  # stay off
+    assert br.best_price[0, 0] > 20.0  # priced out of the market (not accepted)
+
+
+def test_storage_recorded_direction_only():
+    rng = np.random.default_rng(3)
+    rec = random_record(rng, "storage")
+    br = best_response(rec, 0)
+    assert not br.exact
+    sv = rec.supply_volume[:, rec.agent_supply_columns(0)[0]]
+    dv = rec.demand_volume[:, rec.agent_demand_columns(0)[0]]
+    np.testing.assert_array_equal(br.direction, np.where(sv > 0, 1, np.where(dv > 0, -1, 0)))
+    assert np.all((br.best_price[:, 0] >= 0) & (br.best_price[:, 0] <= rec.max_bid_price))
+
+
+def test_agent_by_name_and_errors():
+    rec = _02a_like([60.0, 70.0])
+    a = best_response(rec, "plant_L")
+    b = best_response(rec, 0)
+    assert a.best_profit == b.best_profit
+    with pytest.raises(KeyError):
+        best_response(rec, "nope")
+    with pytest.raises(ValueError):
+        best_response(rec, 0, tick=0.0)
+    np.testing.assert_allclose(recorded_profit(rec, 0), rec.agent_profit[:, 0])
+
+
+def test_chunking_gives_same_result(monkeypatch):
+    import envs.analysis as an
+
+    rng = np.random.default_rng(7)
+    rec = random_record(rng, "plant")
+    full = best_response(rec, 0)
+    monkeypatch.setattr(an, "MAX_ROWS", 10)
+    small = best_response(rec, 0)
+    np.testing.assert_array_equal(full.best_profit_per_hour, small.best_profit_per_hour)
+
+
+# ----------------------------------------------------------------------------- env core
+def _core_record(name, actions_fn, hours=None):
+    scenario = pytest.importorskip("envs.scenario")
+    core_mod = pytest.importorskip("envs.core")
+    sc = scenario.load_scenario(name)
+    core = core_mod.MarketCore(sc, max_cycles=hours)
+    core.recording = True
+    rng = np.random.default_rng(0)
+    core.reset(rng)
+    while not core.done:
+        core.step(actions_fn(core, rng))
+    return core, core.episode_record()
+
+
+def test_tiny_core_recorded_profit_matches_env():
+    fixed = lambda core, rng: np.full((1, core.n, core.max_act), 0.3)  # noqa: E731
+    core, rec = _core_record("tiny", fixed)
+    ex = exploitability(rec)
+    for k, a in enumerate(rec.agents):
+        r = ex.responses[a]
+        np.testing.assert_allclose(r.recorded_profit_per_hour, rec.agent_profit[:, k], rtol=1e-12, atol=1e-6)
+        assert np.all(r.gain_per_hour >= -1e-6)
+    assert ex.gain.sum() > 0  # 30 EUR/MWh is not the best response in every hour
+
+
+def test_default_core_plants_with_start_up_and_storage():
+    rand = lambda core, rng: rng.uniform(-1, 1, (1, core.n, core.max_act))  # noqa: E731
+    core, rec = _core_record("default", rand, hours=48)
+    ex = exploitability(rec)
+    for k, a in enumerate(rec.agents):
+        r = ex.responses[a]
+        np.testing.assert_allclose(r.recorded_profit_per_hour, rec.agent_profit[:, k], rtol=1e-12, atol=1e-6)
+        assert np.all(r.gain_per_hour >= -1e-6)
+        assert r.exact == (r.kind != "storage")
+    # brute force on a few hours of one plant agrees within tick * MW
+    sub = replace(rec, **{k: getattr(rec, k)[:2] for k in (
+        "hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
+        "demand_cost", "fixed_demand", "clearing_price", "supply_accepted", "demand_accepted", "agent_profit",
+        "agent_prev_dispatch")})
+    br = best_response(sub, 0)
+    grid = dense_grid(sub, 5.0)
+    grid = grid[(grid >= -100) & (grid <= 100)]
+    bf = brute_force_best_response(sub, 0, grid)
+    vol = sub.supply_volume[:, sub.agent_supply_columns(0)].sum(axis=1)
+    assert np.all(br.best_profit_per_hour <= bf.best_profit_per_hour + 1e-6)
+    assert np.all(br.best_profit_per_hour >= bf.best_profit_per_hour - TICK * vol - 1e-6)
+
+
+EX_02A = "/work/shared/scenarios/assume/example_02a"
+
+
+@pytest.mark.skipif(not os.path.isdir(EX_02A), reason="ASSUME example_02a not available")
+def test_02a_full_month():
+    core, rec = _core_record(EX_02A, lambda core, rng: rng.uniform(-1, 1, (1, core.n, core.max_act)))
+    assert rec.n_hours == 720
+    br = best_response(rec, 0)
+    np.testing.assert_allclose(br.recorded_profit_per_hour, rec.agent_profit[:, 0], rtol=1e-12, atol=1e-6)
+    assert np.all(br.gain_per_hour >= -1e-6)
