@@ -1,0 +1,372 @@
+"""Tests of the stacked MATD3 (agents.matd3) against the per-agent loop and the documented networks."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from agents.buffer import ReplayBufferSamples
+from agents.learning_utils import Actor, CriticTD3
+from agents.matd3 import MATD3, metrics_to_float
+from agents.matd3_reference import ReferenceMATD3
+
+N, OBS, UNIQ = 3, 12, 4
+ACT_DIMS = [2, 1, 2]
+HID_A, HID_C = (32, 16), (24, 16)
+
+
+def make(seed: int = 1, dtype=torch.float32, device="cpu", **kw) -> MATD3:
+    kw.setdefault("actor_hidden_sizes", HID_A)
+    kw.setdefault("critic_hidden_sizes", HID_C)
+    return MATD3(N, OBS, ACT_DIMS, UNIQ, float_type=dtype, seed=seed, device=device, **kw)
+
+
+def make_batch(seed: int, batch: int = 64, n: int = N, obs_dim: int = OBS, act: int = 2, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    b = ReplayBufferSamples(
+        torch.randn(batch, n, obs_dim, generator=g, dtype=dtype),
+        torch.rand(batch, n, act, generator=g, dtype=dtype) * 2 - 1,
+        torch.randn(batch, n, obs_dim, generator=g, dtype=dtype),
+        torch.randn(batch, n, generator=g, dtype=dtype),
+    )
+    return ReplayBufferSamples(*(t.to(device) for t in b))
+
+
+def all_tensors(m: MATD3) -> list[torch.Tensor]:
+    return m.actor_params + m.critic_params + m.actor_target_params + m.critic_target_params
+
+
+def max_diff_to_reference(m: MATD3, ref: ReferenceMATD3) -> float:
+    worst = 0.0
+    for i in range(m.n_agents):
+        pairs = [
+            (m.actor_state_dict(i), ref.actors[i].state_dict()),
+            (m.actor_target_state_dict(i), ref.actor_targets[i].state_dict()),
+            (m.critic_state_dict(i), ref.critics[i].state_dict()),
+            (m.critic_target_state_dict(i), ref.critic_targets[i].state_dict()),
+        ]
+        for ours, theirs in pairs:
+            assert ours.keys() == theirs.keys()
+            for k in ours:
+                assert ours[k].shape == theirs[k].shape, k
+                worst = max(worst, (ours[k] - theirs[k]).abs().max().item())
+        for ours, opt in (
+            (m.actor_optimizer_state(i), ref.actor_optimizers[i]),
+            (m.critic_optimizer_state(i), ref.critic_optimizers[i]),
+        ):
+            theirs = opt.state_dict()["state"]
+            assert ours["state"].keys() == theirs.keys()
+            for k, st in ours["state"].items():
+                assert float(st["step"]) == float(theirs[k]["step"])
+                for name in ("exp_avg", "exp_avg_sq"):
+                    worst = max(worst, (st[name] - theirs[k][name]).abs().max().item())
+    return worst
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_shapes_and_metrics():
+    m = make()
+    assert m.max_act == 2 and m.action_mask.tolist() == [[1, 1], [1, 0], [1, 1]]
+    b = make_batch(0, batch=16)
+    assert m.act(b.observations).shape == (16, N, 2)
+    assert m.act(b.observations[0]).shape == (N, 2)
+    assert m.act_target(b.observations).shape == (16, N, 2)
+    q1, q2 = m.critic_values(b.observations, b.actions)
+    assert q1.shape == q2.shape == (16, N)
+    assert m.critic_input_dim == OBS + (N - 1) * UNIQ + N * 2
+
+    out = m.update(b)
+    assert all(isinstance(v, torch.Tensor) for v in out.values())  # no sync by default
+    assert out["losses/critic_loss"].shape == ()
+    assert out["losses/critic_loss_per_agent"].shape == (N,)
+    assert "losses/actor_loss" not in out
+    out = m.update(b, as_float=True)
+    assert isinstance(out["losses/critic_loss"], float) and isinstance(out["losses/actor_loss"], float)
+    assert len(out["losses/actor_loss_per_agent"]) == N
+    assert out["losses/critic_loss"] == pytest.approx(sum(out["losses/critic_loss_per_agent"]))
+    assert metrics_to_float({"a": torch.tensor(2.0), "b": 3})["a"] == 2.0
+
+
+def test_bad_inputs_raise():
+    m = make()
+    b = make_batch(0, batch=8)
+    with pytest.raises(ValueError, match="actions"):
+        m.update(ReplayBufferSamples(b.observations, b.actions[..., :1], b.next_observations, b.rewards))
+    with pytest.raises(ValueError, match="rewards"):
+        m.update(ReplayBufferSamples(b.observations, b.actions, b.next_observations, b.rewards[:, :2]))
+    with pytest.raises(ValueError, match="target_noise"):
+        m.update(b, target_noise=torch.zeros(8, N, 1))
+    with pytest.raises(ValueError, match="observations"):
+        m.act(torch.zeros(4, N, OBS + 1))
+    with pytest.raises(ValueError):
+        MATD3(2, OBS, [2], UNIQ)
+    with pytest.raises(ValueError):
+        MATD3(2, OBS, [2, 1], OBS + 1)
+    with pytest.raises(ValueError):
+        MATD3(2, OBS, [2, 1], UNIQ, critic_hidden_sizes=())
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def test_padded_action_dims_are_exactly_zero():
+    m = make()
+    for k in range(6):
+        m.update(make_batch(k))
+    obs = make_batch(99).observations * 50  # large inputs saturate tanh elsewhere
+    for acts in (m.act(obs), m.act_target(obs)):
+        assert torch.all(acts[:, 1, 1] == 0)
+        assert torch.all(acts[:, 0].abs() > 0)
+    # the padded output row of agent 1's last actor layer never moved, nor did its Adam state
+    for params in (m.actor_params, m.actor_target_params):
+        assert torch.all(params[-2][1, 1] == 0) and torch.all(params[-1][1, 1] == 0)
+    st = m.actor_optimizer.state[m.actor_params[-2]]
+    assert torch.all(st["exp_avg"][1, 1] == 0) and torch.all(st["exp_avg_sq"][1, 1] == 0)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_bitwise_identical_updates():
+    a, b = make(seed=7), make(seed=7)
+    for x, y in zip(all_tensors(a), all_tensors(b)):
+        assert torch.equal(x, y)
+    for k in range(3):
+        batch = make_batch(k)
+        a.update(batch)
+        b.update(batch)
+    for x, y in zip(all_tensors(a), all_tensors(b)):
+        assert torch.equal(x, y)
+    c = make(seed=8)
+    assert not torch.equal(a.actor_params[0], c.actor_params[0])
+
+
+def test_init_matches_nn_linear_bounds():
+    m = MATD3(2, OBS, [2, 1], UNIQ, actor_hidden_sizes=(64,), critic_hidden_sizes=(64,), seed=0)
+    w0 = m.actor_params[0]
+    bound = 1 / OBS**0.5
+    assert w0.abs().max() <= bound and w0.abs().max() > 0.9 * bound
+    cw0 = m.critic_params[0]
+    assert cw0.abs().max() <= 1 / m.critic_input_dim**0.5
+    assert not torch.equal(m.actor_params[0][0], m.actor_params[0][1])  # drawn per agent
+    assert not torch.equal(cw0[0, :64], cw0[0, 64:])  # q1 and q2 drawn separately
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize(
+    ("dtype", "atol", "max_grad_norm"),
+    [(torch.float64, 1e-10, 1.0), (torch.float64, 1e-10, 0.05), (torch.float32, 1e-5, 0.05)],
+)
+def test_batched_update_equals_per_agent_reference(dtype, atol, max_grad_norm):
+    m = make(seed=3, dtype=dtype, max_grad_norm=max_grad_norm)
+    ref = ReferenceMATD3.from_matd3(m)
+    assert max_diff_to_reference(m, ref) == 0.0
+    for k in range(4):  # policy_delay 2: actor + target updates at steps 2 and 4
+        batch = make_batch(k, dtype=dtype)
+        noise = torch.randn(64, N, 2, generator=torch.Generator().manual_seed(100 + k), dtype=dtype)
+        ours = m.update(batch, target_noise=noise, as_float=True)
+        theirs = ref.update(batch, target_noise=noise)
+        assert ours["losses/critic_loss"] == pytest.approx(theirs["losses/critic_loss"], rel=1e-5)
+        if k % 2 == 1:
+            assert ours["losses/actor_loss"] == pytest.approx(theirs["losses/actor_loss"], rel=1e-5, abs=1e-6)
+    assert max_diff_to_reference(m, ref) < atol
+    if max_grad_norm == 0.05:
+        assert max(ours["losses/critic_grad_norm_per_agent"]) > 0.05  # clipping was active
+
+
+def test_reference_draws_the_same_target_noise():
+    m = make(seed=5, dtype=torch.float64)
+    ref = ReferenceMATD3.from_matd3(m)  # copies the generator state
+    for k in range(4):
+        batch = make_batch(k, dtype=torch.float64)
+        m.update(batch)
+        ref.update(batch)
+    assert max_diff_to_reference(m, ref) < 1e-10
+
+
+# --------------------------------------------------------------------------- TD3 mechanics
+
+
+def test_policy_delay():
+    m = make(policy_delay=3)
+    actor0 = [p.detach().clone() for p in m.actor_params]
+    targets0 = [p.clone() for p in m.actor_target_params + m.critic_target_params]
+    critic0 = m.critic_params[0].detach().clone()
+    for k in range(2):
+        out = m.update(make_batch(k))
+        assert "losses/actor_loss" not in out
+        assert all(torch.equal(a, p) for a, p in zip(actor0, m.actor_params))
+        assert all(torch.equal(a, p) for a, p in zip(targets0, m.actor_target_params + m.critic_target_params))
+    assert not torch.equal(critic0, m.critic_params[0])
+    out = m.update(make_batch(2))
+    assert "losses/actor_loss" in out
+    assert all(not torch.equal(a, p) for a, p in zip(actor0, m.actor_params))
+    assert all(not torch.equal(a, p) for a, p in zip(targets0, m.actor_target_params + m.critic_target_params))
+
+
+def test_targets_move_by_tau():
+    tau = 0.1
+    m = make(tau=tau, dtype=torch.float64)
+    m.update(make_batch(0, dtype=torch.float64))
+    old_a = m.actor_target_params[0].clone()
+    old_c = m.critic_target_params[2].clone()
+    m.update(make_batch(1, dtype=torch.float64))  # actor step + Polyak update
+    new_a, new_c = m.actor_params[0].detach(), m.critic_params[2].detach()
+    torch.testing.assert_close(m.actor_target_params[0], (1 - tau) * old_a + tau * new_a, rtol=0, atol=1e-15)
+    torch.testing.assert_close(m.critic_target_params[2], (1 - tau) * old_c + tau * new_c, rtol=0, atol=1e-15)
+    assert not torch.equal(m.actor_target_params[0], old_a)
+
+
+def test_gradient_clipping_bounds_each_agents_norm():
+    max_norm = 0.05
+    m = make(max_grad_norm=max_norm, dtype=torch.float64)
+    out = m.update(make_batch(0, dtype=torch.float64))
+    pre = out["losses/critic_grad_norm_per_agent"]
+    post = torch.sqrt(sum(p.grad.reshape(N, -1).square().sum(1) for p in m.critic_params))
+    assert torch.all(pre > max_norm)
+    torch.testing.assert_close(post, torch.full((N,), max_norm, dtype=torch.float64), rtol=1e-4, atol=0)
+    # a large bound leaves the gradients untouched
+    m2 = make(max_grad_norm=1e6, dtype=torch.float64)
+    out2 = m2.update(make_batch(0, dtype=torch.float64))
+    post2 = torch.sqrt(sum(p.grad.reshape(N, -1).square().sum(1) for p in m2.critic_params))
+    torch.testing.assert_close(post2, out2["losses/critic_grad_norm_per_agent"])
+    m3 = make(max_grad_norm=max_norm, dtype=torch.float64)
+    m3.update(make_batch(0, dtype=torch.float64))
+    out3 = m3.update(make_batch(1, dtype=torch.float64))
+    post3 = torch.sqrt(sum(p.grad.reshape(N, -1).square().sum(1) for p in m3.actor_params))
+    assert torch.all(post3 <= max_norm * (1 + 1e-6))
+    assert torch.all(out3["losses/actor_grad_norm_per_agent"] > 0)
+
+
+def test_set_learning_rate():
+    m = make()
+    m.set_learning_rate(3e-4)
+    assert all(g["lr"] == 3e-4 for opt in (m.actor_optimizer, m.critic_optimizer) for g in opt.param_groups)
+    with pytest.raises(ValueError):
+        m.set_learning_rate(0)
+
+
+# --------------------------------------------------------------------------- export / load
+
+
+def test_export_loads_into_documented_networks_with_same_outputs():
+    m = make(seed=4)
+    for k in range(2):
+        m.update(make_batch(k))
+    b = make_batch(50, batch=32)
+    acts = m.act(b.observations)
+    q1, q2 = m.critic_values(b.observations, b.actions)
+    tq1, _ = m.critic_values(b.observations, b.actions, target=True)
+    for i, a in enumerate(ACT_DIMS):
+        actor = Actor(OBS, a, torch.float32, hidden_sizes=HID_A)
+        actor.load_state_dict(m.actor_state_dict(i))
+        torch.testing.assert_close(actor(b.observations[:, i]), acts[:, i, :a], rtol=1e-5, atol=1e-6)
+        actor.load_state_dict(m.actor_target_state_dict(i))
+        torch.testing.assert_close(actor(b.observations[:, i]), m.act_target(b.observations)[:, i, :a], rtol=1e-5, atol=1e-6)
+
+        critic = CriticTD3(N, OBS, 2, torch.float32, UNIQ, hidden_sizes=HID_C)
+        critic.load_state_dict(m.critic_state_dict(i))
+        others = torch.cat([b.observations[:, :i, -UNIQ:], b.observations[:, i + 1 :, -UNIQ:]], dim=1)
+        cobs = torch.cat([b.observations[:, i], others.reshape(32, -1)], dim=1)
+        acts_in = (b.actions * m.action_mask).reshape(32, -1)
+        r1, r2 = critic(cobs, acts_in)
+        torch.testing.assert_close(r1[:, 0], q1[:, i], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(r2[:, 0], q2[:, i], rtol=1e-5, atol=1e-5)
+        critic.load_state_dict(m.critic_target_state_dict(i))
+        torch.testing.assert_close(critic.q1_forward(cobs, acts_in)[:, 0], tq1[:, i], rtol=1e-5, atol=1e-5)
+
+
+def test_optimizer_state_loads_into_torch_adam():
+    m = make()
+    assert m.actor_optimizer_state(0)["state"] == {}  # before the first step, like a fresh Adam
+    m.update(make_batch(0))
+    m.update(make_batch(1))
+    actor = Actor(OBS, ACT_DIMS[1], torch.float32, hidden_sizes=HID_A)
+    opt = torch.optim.Adam(actor.parameters())
+    opt.load_state_dict(m.actor_optimizer_state(1))
+    st = opt.state_dict()["state"]
+    assert float(st[0]["step"]) == 1.0  # one actor step
+    assert st[len(st) - 2]["exp_avg"].shape == (ACT_DIMS[1], HID_A[-1])
+
+
+def test_load_agent_round_trip_and_errors():
+    src = make(seed=1)
+    for k in range(4):
+        src.update(make_batch(k))
+    dst = make(seed=2)
+    for i in range(N):
+        dst.load_agent(
+            i,
+            actor=src.actor_state_dict(i),
+            actor_target=src.actor_target_state_dict(i),
+            critic=src.critic_state_dict(i),
+            critic_target=src.critic_target_state_dict(i),
+            actor_opt=src.actor_optimizer_state(i),
+            critic_opt=src.critic_optimizer_state(i),
+        )
+    for x, y in zip(all_tensors(src), all_tensors(dst)):
+        assert torch.equal(x, y)
+    dst.n_updates = src.n_updates
+    dst.generator.set_state(src.generator.get_state())
+    batch = make_batch(10)
+    src.update(batch)
+    dst.update(batch)
+    for x, y in zip(all_tensors(src), all_tensors(dst)):
+        assert torch.equal(x, y)
+
+    sd = src.actor_state_dict(0)
+    bad_key = dict(sd)
+    bad_key["net.9.weight"] = bad_key.pop("net.0.weight")
+    with pytest.raises(KeyError, match="net.0.weight"):
+        dst.load_agent(0, actor=bad_key)
+    with pytest.raises(ValueError, match="shape"):
+        dst.load_agent(1, actor=sd)  # agent 0 has 2 actions, agent 1 has 1
+    before = dst.critic_params[0].detach().clone()
+    bad_shape = dict(src.critic_state_dict(0))
+    bad_shape["q2.2.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="q2.2.weight"):
+        dst.load_agent(0, critic=bad_shape)
+    assert torch.equal(before, dst.critic_params[0])  # nothing written
+    with pytest.raises(IndexError):
+        dst.actor_state_dict(N)
+
+
+def test_state_dict_round_trip_through_torch_save():
+    a = make(seed=1)
+    for k in range(3):
+        a.update(make_batch(k))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = make(seed=9)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    for k in range(3, 5):
+        a.update(make_batch(k))
+        b.update(make_batch(k))
+    for x, y in zip(all_tensors(a), all_tensors(b)):
+        assert torch.equal(x, y)
+    other = MATD3(N, OBS, [2, 2, 2], UNIQ, actor_hidden_sizes=HID_A, critic_hidden_sizes=HID_C)
+    with pytest.raises(ValueError, match="config"):
+        other.load_state_dict(a.state_dict())
+
+
+# --------------------------------------------------------------------------- device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_reference():
+    m = make(seed=3, dtype=torch.float64, device="cuda")
+    assert all(p.is_cuda for p in all_tensors(m))
+    ref = ReferenceMATD3.from_matd3(m)
+    for k in range(4):
+        batch = make_batch(k, dtype=torch.float64, device="cuda")
+        m.update(batch)
+        ref.update(batch)
+    assert max_diff_to_reference(m, ref) < 1e-10
+    assert m.act(batch.observations).is_cuda
