@@ -52,6 +52,11 @@ from .learning_utils import NormalActionNoise
 from .matd3 import MATD3, metrics_to_float
 
 
+def agent_generators(seed: int, n: int) -> list[np.random.Generator]:
+    """Independent exploration generators for ``n`` agents, derived from the run seed."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), 1]).spawn(n)]
+
+
 def default_torch_threads() -> int:
     """Threads for torch on CPU: small networks gain nothing from many threads and lose a
     lot to their synchronisation on a busy machine; use at most 2."""
@@ -161,10 +166,13 @@ class Trainer:
             cfg.replay_buffer_size, core.obs_dim, core.max_act, core.n, self.device, torch.float32,
             num_envs=core.B, seed=int(self.rng.integers(2**31)),
         )
-        self.noise = NormalActionNoise(
-            core.B * core.n * core.max_act, mu=0.0, sigma=cfg.noise_sigma, scale=cfg.noise_scale, dt=1.0,
-            rng=np.random.default_rng(int(self.rng.integers(2**31))),
-        )
+        # one generator per agent for its exploration (initial random bids and noise), as
+        # each unit agent draws its own in the mango runtime: both runtimes draw the same
+        self.agent_rngs = agent_generators(self.seed, core.n)
+        self.noises = [
+            NormalActionNoise(core.B * core.max_act, mu=0.0, sigma=cfg.noise_sigma, scale=cfg.noise_scale, dt=1.0, rng=r)
+            for r in self.agent_rngs
+        ]
         self.mask = (np.arange(core.max_act)[None, :] < core.act_dims[:, None]).astype(np.float64)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
@@ -190,12 +198,13 @@ class Trainer:
     # ------------------------------------------------------------------ acting
     def act(self, obs: np.ndarray, *, explore: bool, random: bool = False) -> np.ndarray:
         """Actions ``(B, n, max_act)`` for observations ``(B, n, obs_dim)``."""
-        core = self.core if obs.shape[0] == self.core.B else self.eval_core
+        B, n, m = obs.shape[0], self.n, self.core.max_act
         if random:
-            return self.rng.uniform(-1.0, 1.0, size=(obs.shape[0], core.n, core.max_act)) * self.mask
+            a = np.stack([r.uniform(-1.0, 1.0, size=(B, m)) for r in self.agent_rngs], axis=1)
+            return a * self.mask
         a = self.algo.act(torch.from_numpy(obs)).cpu().numpy().astype(np.float64)
         if explore:
-            a = a + self.noise.noise().reshape(a.shape)
+            a = a + np.stack([nz.noise().reshape(B, m) for nz in self.noises], axis=1)
             np.clip(a, -1.0, 1.0, out=a)
         return a * self.mask
 
@@ -215,7 +224,9 @@ class Trainer:
         core = self.core
         ep = self.episode
         initial = ep < cfg.episodes_collecting_initial_experience
-        self.noise.scale = self.noise_scale(ep)
+        scale = self.noise_scale(ep)
+        for nz in self.noises:
+            nz.scale = scale
         lr = self.learning_rate(ep)
         self.algo.set_learning_rate(lr)
         obs = core.reset(self.rng)
@@ -251,7 +262,7 @@ class Trainer:
             "reward": float(tot_reward.mean() / hours),
             "profit": float(tot_profit.sum()),
             "mean_price": price_sum / hours,
-            "noise_scale": float(self.noise.scale),
+            "noise_scale": float(scale),
             "learning_rate": lr,
             "sim_seconds": t_sim,
             "update_seconds": t_upd,
