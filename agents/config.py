@@ -262,6 +262,12 @@ class LearningConfig:
     """Gradient clipping: maximal global L2 norm of each network's gradient. 0 or None
     disables clipping. Must be >= 0. Default: 1.0."""
 
+    actor_preactivation_penalty: float = 1e-3
+    """Weight of the mean squared pre-tanh activation added to each actor's loss; keeps
+    the deterministic policy out of tanh saturation, where its gradient vanishes and a
+    bid stuck at the price bound never comes back. 0 disables. Must be >= 0.
+    Default: 0.001."""
+
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
@@ -766,6 +772,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "actor_hidden_sizes": _sizes,
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
+    "actor_preactivation_penalty": _float(0.0),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0)),
     "num_envs": _int(1),

@@ -2,11 +2,12 @@
 
 :class:`MATD3` keeps every agent's actor, twin critic, their targets and the Adam state in
 tensors with a leading agent dimension and evaluates all agents at once with batched
-matrix products (``torch.baddbmm``). A gradient step costs a fixed number of kernel
-launches whatever the number of agents, performs no device synchronisation, and gives the
-same result as training each agent's own :class:`~agents.learning_utils.Actor` /
-:class:`~agents.learning_utils.CriticTD3` with its own Adam (checked against the loop
-implementation :class:`agents.matd3_reference.ReferenceMATD3` in the tests).
+matrix products (``torch.baddbmm`` / ``torch.bmm``). A gradient step costs a fixed number
+of kernel launches whatever the number of agents, performs no device synchronisation,
+allocates no large tensor, and gives the same result as training each agent's own
+:class:`~agents.learning_utils.Actor` / :class:`~agents.learning_utils.CriticTD3` with its
+own Adam (checked against the loop implementation
+:class:`agents.matd3_reference.ReferenceMATD3` in ``tests/test_matd3.py``).
 
 Algorithm (one :meth:`MATD3.update` call = one gradient step)
 --------------------------------------------------------------
@@ -20,13 +21,14 @@ For every agent ``i`` (all at once)::
 and every ``policy_delay``-th step::
 
     J_i  = -mean Q1_i(obs, a with slot i replaced by actor_i(obs_i))
+           [+ actor_preactivation_penalty * mean(pre_tanh_i ** 2)]
     actor_i <- Adam(clip_grad_norm(grad J_i, max_grad_norm))
     targets <- (1 - tau) * targets + tau * online               # actors and critics
 
-The losses of all agents are summed before ``backward()``: each agent's parameters only
-enter its own loss, so the gradients are exactly the per-agent ones. One Adam over the
-stacked tensors is exactly one Adam per agent (Adam is elementwise); gradient clipping
-computes one norm per agent (over all tensors of that agent's network).
+Each agent's parameters only enter its own loss, so the gradients are exactly the
+per-agent ones. One Adam over the stacked tensors is exactly one Adam per agent (Adam is
+elementwise); gradient clipping computes one norm per agent (over all tensors of that
+agent's network), the rule of ``torch.nn.utils.clip_grad_norm_``.
 
 Layout
 ------
@@ -63,24 +65,33 @@ padded dimensions are exactly 0 everywhere. The padded output rows of each actor
 layer are initialised to 0 and never receive gradient, so they stay 0; exports slice them
 away (``net.{2L}`` has ``act_dims[i]`` rows).
 
-Actor loss without rebuilding the critic input
-----------------------------------------------
-The critic's first layer is linear in its input, so replacing agent ``i``'s action slot
-changes its pre-activation by ``W_slot_i @ (a_pi_i - a_i)``, where ``W_slot_i`` are the
-``m`` columns of agent ``i``'s own slot. The actor step evaluates the (updated) critic's
-first layer on the sampled batch without gradient and adds that correction, so no
-per-agent copy of the action vector is built and no gradient is taken through the large
-first-layer weight. The critic's weights are detached in the actor step (no critic
-gradients are computed there).
+Hand-written backward pass, no allocation per step
+--------------------------------------------------
+The networks are plain MLPs, so :meth:`MATD3.update` backpropagates by hand (a few
+batched matrix products per layer) instead of through autograd. All activations and
+their gradients live in a workspace allocated once per batch size, and the parameter
+gradients in persistent ``.grad`` buffers written with ``out=``. On CPU this avoids the
+page faults of fresh large allocations on every step (several microseconds per 4 KiB page
+in a VM; they were a third of a 10-agent step) and autograd's per-op overhead. The
+parameters are plain tensors (``requires_grad=False``); the tests check the result
+against the autograd-based per-agent reference.
+
+Actor loss without rebuilding the critic input: the critic's first layer is linear, so
+replacing agent ``i``'s action slot changes its pre-activation by
+``W_slot_i @ (a_pi_i - a_i)``, where ``W_slot_i`` are the ``m`` columns of agent ``i``'s own
+slot. The actor step evaluates the (updated) q1 head's first layer on the sampled batch
+and adds that correction; no per-agent copy of the action vector is built and no critic
+gradient is computed.
 
 Metrics
 -------
-:meth:`MATD3.update` returns detached tensors by default (no device sync; convert when
-logging): ``losses/critic_loss`` (sum over agents, scalar), ``losses/critic_loss_per_agent``
-``(n,)``, ``losses/critic_grad_norm_per_agent`` ``(n,)`` (before clipping), and on actor
-steps ``losses/actor_loss``, ``losses/actor_loss_per_agent``,
-``losses/actor_grad_norm_per_agent``. ``update(..., as_float=True)`` returns Python floats /
-lists instead (one synchronisation). Use :func:`metrics_to_float` to convert later.
+:meth:`MATD3.update` returns tensors by default (no device sync; convert when logging):
+``losses/critic_loss`` (sum over agents, scalar), ``losses/critic_loss_per_agent`` ``(n,)``,
+``losses/critic_grad_norm_per_agent`` ``(n,)`` (before clipping), and on actor steps
+``losses/actor_loss``, ``losses/actor_loss_per_agent``, ``losses/actor_grad_norm_per_agent``.
+``update(..., as_float=True)`` returns Python floats / lists instead (one synchronisation);
+:func:`metrics_to_float` converts later. The tensors are fresh (not views of buffers that
+the next step overwrites).
 
 Randomness
 ----------
@@ -98,6 +109,7 @@ Differences from ASSUME
 * Target networks are moved with ``torch.lerp`` (``t + tau*(p - t)``), which equals
   ``(1-tau)*t + tau*p`` up to rounding.
 * Adam's ``step`` counter is shared by all agents (they are always updated together).
+* ``actor_preactivation_penalty`` (default 0, i.e. off) is marketzoo's own option.
 """
 
 from __future__ import annotations
@@ -171,41 +183,83 @@ def metrics_to_float(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _actor_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
-    """Stacked actors: ``x (n, obs_dim, B)`` -> tanh output ``(n, max_act, B)`` (unmasked)."""
-    last = len(params) // 2 - 1
-    h = x
-    for layer in range(last + 1):
-        h = torch.baddbmm(params[2 * layer + 1], params[2 * layer], h)
-        h = h.relu_() if layer < last else torch.tanh(h)  # in place: baddbmm's backward needs no output
-    return h
+def _stack_forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, outs: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """A stack of batched linear layers with ReLU between them (none after the last).
 
-
-def _critic_tail(params: Sequence[Tensor], h: Tensor, heads: int) -> Tensor:
-    """Critic layers 1.. applied to the layer-0 pre-activation.
-
-    ``h``: ``(n * heads, h1, B)`` (``heads=2``: both heads as virtual agents ``2i, 2i+1``;
-    ``heads=1``: q1 only). Returns ``(n * heads, 1, B)``.
+    ``weights[l]``: ``(G, out_l, in_l)``, ``biases[l]``: ``(G, out_l, 1)``, ``x``: ``(G, in_0, B)``.
+    Returns every layer's output (post-ReLU for hidden layers, pre-activation for the
+    last), written into ``outs`` when given (no allocation).
     """
-    last = len(params) // 2 - 1
-    for layer in range(1, last + 1):
-        w, b = params[2 * layer], params[2 * layer + 1]
-        if heads == 2:
-            w = w.flatten(0, 1)
-            b = b.flatten(0, 1)
-        else:
-            w = w[:, 0]
-            b = b[:, 0]
-        h = torch.baddbmm(b, w, h.relu_())
-    return h
+    h, acts = x, []
+    last = len(weights) - 1
+    for layer, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b, w, h) if outs is None else torch.baddbmm(b, w, h, out=outs[layer])
+        if layer < last:
+            h.relu_()
+        acts.append(h)
+    return acts
 
 
-def _critic_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
-    """Stacked twin critics: ``x (n, D, B)`` -> ``(n, 2, B)`` (q1, q2)."""
-    n, _, batch = x.shape
-    h = torch.baddbmm(params[1], params[0], x)  # (n, 2*h1, B)
-    h = h.view(2 * n, h.shape[1] // 2, batch)
-    return _critic_tail(params, h, heads=2).view(n, 2, batch)
+def _relu_grad_(grad: Tensor, relu_out: Tensor) -> Tensor:
+    """``grad *= (relu_out > 0)`` in place, without a temporary mask."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
+
+
+def _stack_backward(
+    weights: Sequence[Tensor],
+    x: Tensor,
+    acts: Sequence[Tensor],
+    dz: Tensor,
+    dbufs: Sequence[Tensor],
+    wgrads: Sequence[Tensor] | None,
+    bgrads: Sequence[Tensor] | None,
+    dx: Tensor | None = None,
+) -> Tensor | None:
+    """Backpropagate ``dz`` (gradient of the last layer's pre-activation) through a stack.
+
+    Writes weight / bias gradients into ``wgrads`` / ``bgrads`` (skipped when None) and,
+    when ``dx`` is given, the input gradient into it; ``dbufs[l]`` (shaped like
+    ``acts[l]``) receives the gradient of hidden layer ``l``'s pre-activation. Nothing is
+    allocated.
+    """
+    for layer in range(len(weights) - 1, -1, -1):
+        inp = x if layer == 0 else acts[layer - 1]
+        if wgrads is not None:
+            torch.bmm(dz, inp.transpose(1, 2), out=wgrads[layer])
+            torch.sum(dz, dim=2, keepdim=True, out=bgrads[layer])
+        if layer == 0:
+            if dx is None:
+                return None
+            return torch.bmm(weights[0].transpose(1, 2), dz, out=dx)
+        d = torch.bmm(weights[layer].transpose(1, 2), dz, out=dbufs[layer - 1])
+        dz = _relu_grad_(d, acts[layer - 1])
+    return None
+
+
+class _Workspace:
+    """Preallocated buffers of one batch size: a gradient step allocates no large tensor.
+
+    (Fresh large allocations cost page faults on every step -- several microseconds per
+    4 KiB page in a VM -- and dominated small steps before this.)
+    """
+
+    def __init__(self, algo: "MATD3", batch: int) -> None:
+        n, od, m, bsz = algo.n_agents, algo.obs_dim, algo.max_act, batch
+        kw = {"device": algo.device, "dtype": algo.float_type}
+        ha, hc = algo.actor_hidden_sizes, algo.critic_hidden_sizes
+        self.batch = bsz
+        self.src = torch.empty(n * od + n * m, bsz, **kw)  # [obs; actions], feature-major
+        self.x = torch.empty(n, algo.critic_input_dim, bsz, **kw)  # gathered critic inputs
+        self.noise = torch.empty(bsz, n, m, **kw)
+        self.y = torch.empty(n, bsz, **kw)
+        self.delta = torch.empty(n, m, bsz, **kw)
+        actor_out = (*ha, m)
+        self.a_acts = [torch.empty(n, h, bsz, **kw) for h in actor_out]
+        self.a_d = [torch.empty(n, h, bsz, **kw) for h in actor_out]
+        self.c0 = torch.empty(n, 2 * hc[0], bsz, **kw)
+        self.dc0 = torch.empty(n, 2 * hc[0], bsz, **kw)
+        self.c_acts = [torch.empty(2 * n, h, bsz, **kw) for h in (*hc[1:], 1)]
+        self.c_d = [torch.empty(2 * n, h, bsz, **kw) for h in (*hc[1:], 1)]
 
 
 # --------------------------------------------------------------------------- MATD3
@@ -232,6 +286,9 @@ class MATD3:
         target_policy_noise: standard deviation of the target smoothing noise.
         target_noise_clip: clip of that noise.
         max_grad_norm: per-agent, per-network gradient-norm clip; ``None`` or 0 disables.
+        actor_preactivation_penalty: weight of ``mean(pre_tanh**2)`` added to each actor's
+            loss (0 disables). A deterministic policy whose tanh saturates at a bound gets
+            no gradient back; this keeps it movable.
         device: torch device of all tensors.
         float_type: dtype of all parameters.
         seed: seed of :attr:`generator` (initial weights and target noise).
@@ -256,6 +313,7 @@ class MATD3:
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
         max_grad_norm: float | None = 1.0,
+        actor_preactivation_penalty: float = 0.0,
         device: str | torch.device = "cpu",
         float_type: torch.dtype = torch.float32,
         seed: int = 0,
@@ -289,6 +347,9 @@ class MATD3:
         self.max_grad_norm = None if not max_grad_norm else float(max_grad_norm)
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
             raise ValueError(f"MATD3: max_grad_norm must be >= 0 or None, got {max_grad_norm!r}")
+        self.actor_preactivation_penalty = float(actor_preactivation_penalty)
+        if not self.actor_preactivation_penalty >= 0:
+            raise ValueError(f"MATD3: actor_preactivation_penalty must be >= 0, got {actor_preactivation_penalty!r}")
         self.seed = int(seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
@@ -317,8 +378,12 @@ class MATD3:
 
         self.actor_params = self._init_actor()
         self.critic_params = self._init_critic()
-        self.actor_target_params = [p.detach().clone() for p in self.actor_params]
-        self.critic_target_params = [p.detach().clone() for p in self.critic_params]
+        self.actor_target_params = [p.clone() for p in self.actor_params]
+        self.critic_target_params = [p.clone() for p in self.critic_params]
+        # gradients live in persistent buffers, written by the hand-written backward pass
+        self._actor_grads = [torch.zeros_like(p) for p in self.actor_params]
+        self._critic_grads = [torch.zeros_like(p) for p in self.critic_params]
+        self._ws: _Workspace | None = None
         self.learning_rate = float(learning_rate)
         self.actor_optimizer = _make_adam(self.actor_params, self.learning_rate)
         self.critic_optimizer = _make_adam(self.critic_params, self.learning_rate)
@@ -346,7 +411,7 @@ class MATD3:
                     rows = a if layer == len(sizes) - 2 else sizes[layer + 1]
                     params[2 * layer][i, :rows] = self._uniform((rows, fan_in), fan_in)
                     params[2 * layer + 1][i, :rows, 0] = self._uniform((rows,), fan_in)
-        return [p.requires_grad_() for p in params]
+        return params
 
     def _init_critic(self) -> list[Tensor]:
         n, hid = self.n_agents, self.critic_hidden_sizes
@@ -362,7 +427,7 @@ class MATD3:
                         fan_in = w.shape[1]
                         w.copy_(self._uniform(tuple(w.shape), fan_in))
                         b.copy_(self._uniform(tuple(b.shape), fan_in))
-        return [p.requires_grad_() for p in params]
+        return params
 
     # ------------------------------------------------------------------ per-agent views
 
@@ -413,7 +478,8 @@ class MATD3:
     def _act_with(self, params: list[Tensor], obs: Any) -> Tensor:
         obs, single = self._as_obs(obs)
         with torch.no_grad():
-            a = _actor_forward(params, obs.permute(1, 2, 0)) * self._mask_fm  # (n, m, B)
+            z = self._actor_forward(params, obs.permute(1, 2, 0))[-1]
+            a = torch.tanh(z).mul_(self._mask_fm)  # (n, m, B)
         a = a.permute(2, 0, 1).contiguous()
         return a[0] if single else a
 
@@ -445,7 +511,7 @@ class MATD3:
         batch = obs.shape[0]
         with torch.no_grad():
             x = self._critic_input(self._to_fm(obs), self._to_fm(actions * self.action_mask))
-            q = _critic_forward(self.critic_target_params if target else self.critic_params, x)
+            q = self._critic_forward(self.critic_target_params if target else self.critic_params, x)
         return q[:, 0].t().reshape(batch, self.n_agents), q[:, 1].t().reshape(batch, self.n_agents)
 
     # ------------------------------------------------------------------ update
@@ -456,9 +522,24 @@ class MATD3:
         return x.reshape(x.shape[0], -1).t().contiguous()
 
     def _critic_input(self, obs_fm: Tensor, act_fm: Tensor) -> Tensor:
-        """``(n*od, B)``, ``(n*m, B)`` -> all agents' critic inputs ``(n, D, B)``."""
+        """``(n*od, B)``, ``(n*m, B)`` -> all agents' critic inputs ``(n, D, B)`` (allocates)."""
         src = torch.cat([obs_fm, act_fm], dim=0)
         return src.index_select(0, self._critic_index).view(self.n_agents, self.critic_input_dim, -1)
+
+    def _actor_forward(self, params: list[Tensor], x: Tensor, outs: Sequence[Tensor] | None = None) -> list[Tensor]:
+        """All actors on ``x (n, obs_dim, B)``; the last entry is the pre-tanh output ``(n, max_act, B)``."""
+        return _stack_forward(params[0::2], params[1::2], x, outs)
+
+    def _critic_forward(self, params: list[Tensor], x: Tensor, ws: _Workspace | None = None) -> Tensor:
+        """All twin critics on ``x (n, D, B)`` -> ``(n, 2, B)``; activations kept in ``ws`` if given."""
+        n, _, bsz = x.shape
+        h1 = self.critic_hidden_sizes[0]
+        c0 = torch.baddbmm(params[1], params[0], x) if ws is None else torch.baddbmm(params[1], params[0], x, out=ws.c0)
+        c0.relu_()
+        tail_w = [w.flatten(0, 1) for w in params[2::2]]  # (2n, out, in): heads as virtual agents
+        tail_b = [b.flatten(0, 1) for b in params[3::2]]
+        acts = _stack_forward(tail_w, tail_b, c0.view(2 * n, h1, bsz), None if ws is None else ws.c_acts)
+        return acts[-1].view(n, 2, bsz)
 
     def _own_action_columns(self, w0: Tensor) -> Tensor:
         """Columns of agent i's own action slot in its critic layer 0: ``(n, 2*h1, m)`` view."""
@@ -466,15 +547,23 @@ class MATD3:
         acts = w0[:, :, self._act_col0 :].unflatten(2, (n, m))  # (n, 2h1, n, m)
         return torch.diagonal(acts, dim1=0, dim2=2).permute(2, 0, 1)
 
-    def _clip_(self, params: list[Tensor]) -> Tensor:
+    def _workspace(self, batch: int) -> _Workspace:
+        if self._ws is None or self._ws.batch != batch:
+            self._ws = None  # free the old buffers first
+            self._ws = _Workspace(self, batch)
+        return self._ws
+
+    def _clip_(self, params: list[Tensor], grads: list[Tensor]) -> Tensor:
         """Per-agent gradient norm over all of a network's tensors; clip in place.
 
-        Returns the norms before clipping, ``(n,)``. Same rule as
-        ``torch.nn.utils.clip_grad_norm_`` applied to each agent's network.
+        Attaches ``grads`` as the parameters' ``.grad`` (for the optimizer) and returns
+        the norms before clipping, ``(n,)``. Same rule as ``torch.nn.utils.clip_grad_norm_``
+        applied to each agent's network.
         """
         n = self.n_agents
-        grads = [p.grad for p in params]
-        norms = torch.stack([torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in grads])
+        for p, g in zip(params, grads):
+            p.grad = g
+        norms = torch.stack([torch.linalg.vector_norm(g.view(n, -1), dim=1) for g in grads])
         total = torch.linalg.vector_norm(norms, dim=0)
         if self.max_grad_norm is not None:
             coef = (self.max_grad_norm / (total + 1e-6)).clamp_(max=1.0)
@@ -518,61 +607,107 @@ class MATD3:
         obs, act, nxt, rew = self._check_batch(batch)
         n, od, m = self.n_agents, self.obs_dim, self.max_act
         bsz = obs.shape[0]
+        if target_noise is not None and tuple(target_noise.shape) != (bsz, n, m):
+            raise ValueError(f"MATD3.update: target_noise must be {(bsz, n, m)}, got {tuple(target_noise.shape)}")
+        ws = self._workspace(bsz)
         self.n_updates += 1
         self._opt_loaded = {"actor": set(), "critic": set()}
-        obs_fm, nxt_fm = self._to_fm(obs), self._to_fm(nxt)  # (n*od, B)
-        act_fm = self._to_fm(act * self.action_mask)  # (n*m, B)
+        h1 = self.critic_hidden_sizes[0]
+        mask = self._mask_fm
+        obs_fm = ws.src[: n * od].view(n, od, bsz)  # the actors' input
+        act_fm = ws.src[n * od :].view(n, m, bsz)  # the action rows of the critics' input
+        x_flat = ws.x.view(n * self.critic_input_dim, bsz)
+        cp, ap = self.critic_params, self.actor_params
 
-        # ---- critic targets
-        with torch.no_grad():
-            if target_noise is None:
-                noise = torch.randn((bsz, n, m), generator=self.generator, device=self.device, dtype=self.float_type)
-            else:
-                noise = torch.as_tensor(target_noise, device=self.device, dtype=self.float_type)
-                if tuple(noise.shape) != (bsz, n, m):
-                    raise ValueError(f"MATD3.update: target_noise must be {(bsz, n, m)}, got {tuple(noise.shape)}")
-            noise = (noise * self.target_policy_noise).clamp_(-self.target_noise_clip, self.target_noise_clip)
-            next_a = _actor_forward(self.actor_target_params, nxt_fm.view(n, od, bsz))
-            next_a = (next_a + noise.permute(1, 2, 0)).clamp_(-1.0, 1.0).mul_(self._mask_fm)  # (n, m, B)
-            q_next = _critic_forward(self.critic_target_params, self._critic_input(nxt_fm, next_a.reshape(n * m, bsz)))
-            y = torch.minimum(q_next[:, 0], q_next[:, 1]).mul_(self.gamma).add_(rew.t())  # (n, B)
+        # ---- critic targets: y = r + gamma * min(Q1', Q2')(next_obs, smoothed target actions)
+        obs_fm.copy_(nxt.permute(1, 2, 0))
+        if target_noise is None:
+            torch.randn(ws.noise.shape, generator=self.generator, out=ws.noise)
+        else:
+            ws.noise.copy_(target_noise)
+        noise = ws.noise.mul_(self.target_policy_noise).clamp_(-self.target_noise_clip, self.target_noise_clip)
+        z = self._actor_forward(self.actor_target_params, obs_fm, ws.a_acts)[-1]
+        torch.tanh(z, out=act_fm).add_(noise.permute(1, 2, 0)).clamp_(-1.0, 1.0).mul_(mask)
+        torch.index_select(ws.src, 0, self._critic_index, out=x_flat)
+        q_next = self._critic_forward(self.critic_target_params, ws.x, ws)
+        y = torch.minimum(q_next[:, 0], q_next[:, 1], out=ws.y).mul_(self.gamma).add_(rew.t())  # (n, B)
 
-        # ---- critic step
-        x = self._critic_input(obs_fm, act_fm)  # (n, D, B)
-        q = _critic_forward(self.critic_params, x)  # (n, 2, B)
-        critic_loss = (q - y.unsqueeze(1)).square().mean(dim=2).sum(dim=1)  # (n,)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        critic_norm = self._clip_(self.critic_params)
+        # ---- critic step: L_i = MSE(Q1_i, y_i) + MSE(Q2_i, y_i)
+        obs_fm.copy_(obs.permute(1, 2, 0))
+        act_fm.copy_(act.permute(1, 2, 0)).mul_(mask)
+        torch.index_select(ws.src, 0, self._critic_index, out=x_flat)
+        q = self._critic_forward(cp, ws.x, ws)
+        dq = torch.sub(q, y.unsqueeze(1), out=ws.c_d[-1].view(n, 2, bsz))
+        critic_loss = dq.square().sum(dim=(1, 2)).div_(bsz)  # (n,)
+        dq.mul_(2.0 / bsz)  # dL/dq
+        g = self._critic_grads
+        h0 = ws.c0.view(2 * n, h1, bsz)
+        dh0 = ws.dc0.view(2 * n, h1, bsz)
+        _stack_backward(
+            [w.flatten(0, 1) for w in cp[2::2]], h0, ws.c_acts, ws.c_d[-1], ws.c_d[:-1],
+            [t.flatten(0, 1) for t in g[2::2]], [t.flatten(0, 1) for t in g[3::2]], dx=dh0,
+        )  # fmt: skip
+        dz0 = _relu_grad_(dh0, h0).view(n, 2 * h1, bsz)
+        torch.bmm(dz0, ws.x.transpose(1, 2), out=g[0])
+        torch.sum(dz0, dim=2, keepdim=True, out=g[1])
+        critic_norm = self._clip_(cp, g)
         self.critic_optimizer.step()
         metrics: dict[str, Any] = {
-            "losses/critic_loss": critic_loss.detach().sum(),
-            "losses/critic_loss_per_agent": critic_loss.detach(),
-            "losses/critic_grad_norm_per_agent": critic_norm.detach(),
+            "losses/critic_loss": critic_loss.sum(),
+            "losses/critic_loss_per_agent": critic_loss,
+            "losses/critic_grad_norm_per_agent": critic_norm,
         }
-
-        # ---- delayed actor step and target update
         if self.n_updates % self.policy_delay == 0:
-            h1 = self.critic_hidden_sizes[0]
-            cp = [p.detach() for p in self.critic_params]
-            with torch.no_grad():
-                pre_batch = torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], x)  # (n, h1, B), updated critic
-            a_pi = _actor_forward(self.actor_params, obs_fm.view(n, od, bsz)) * self._mask_fm
-            w_slot = self._own_action_columns(cp[0])[:, :h1]  # (n, h1, m)
-            pre = torch.baddbmm(pre_batch, w_slot, a_pi - act_fm.view(n, m, bsz))
-            q1 = _critic_tail(cp, pre, heads=1).view(n, bsz)
-            actor_loss = -q1.mean(dim=1)  # (n,)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.sum().backward()
-            actor_norm = self._clip_(self.actor_params)
-            self.actor_optimizer.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
-                torch._foreach_lerp_(self.critic_target_params, self.critic_params, self.tau)
-            metrics["losses/actor_loss"] = actor_loss.detach().sum()
-            metrics["losses/actor_loss_per_agent"] = actor_loss.detach()
-            metrics["losses/actor_grad_norm_per_agent"] = actor_norm.detach()
+            metrics.update(self._actor_step(ws, obs_fm, act_fm))
         return metrics_to_float(metrics) if as_float else metrics
+
+    def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
+        """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)); Adam; Polyak update of all targets.
+
+        Uses the critic input ``ws.x`` of the sampled batch: the q1 head's first layer is
+        evaluated on it and corrected by ``W_slot_i @ (a_pi_i - a_i)`` (see the module
+        docstring). Backpropagates by hand through the critic (no critic gradients) and
+        the actor.
+        """
+        n, m, bsz = self.n_agents, self.max_act, ws.batch
+        h1 = self.critic_hidden_sizes[0]
+        cp, ap, mask = self.critic_params, self.actor_params, self._mask_fm
+        half = n * h1 * bsz
+        pre = ws.c0.view(-1)[:half].view(n, h1, bsz)  # buffers of the critic step, free now
+        dpre = ws.dc0.view(-1)[:half].view(n, h1, bsz)
+
+        torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], ws.x, out=pre)  # q1 layer 0 on the batch
+        acts = self._actor_forward(ap, obs_fm, ws.a_acts)
+        z = acts[-1]  # pre-tanh (n, m, B)
+        t = torch.tanh(z, out=ws.a_d[-1])
+        delta = torch.mul(t, mask, out=ws.delta).sub_(act_fm)  # a_pi - a (own slot)
+        w_slot = self._own_action_columns(cp[0])[:, :h1]  # (n, h1, m)
+        pre.baddbmm_(w_slot, delta).relu_()
+        tail_w = [w[:, 0] for w in cp[2::2]]  # q1 head, (n, out, in)
+        tail_b = [b[:, 0] for b in cp[3::2]]
+        tacts = _stack_forward(tail_w, tail_b, pre, [c[:n] for c in ws.c_acts])
+        actor_loss = tacts[-1].view(n, bsz).mean(dim=1).neg_()  # (n,)
+
+        dq1 = ws.c_d[-1][:n].fill_(-1.0 / bsz)
+        _stack_backward(tail_w, pre, tacts, dq1, [c[:n] for c in ws.c_d[:-1]], None, None, dx=dpre)
+        _relu_grad_(dpre, pre)
+        da = torch.bmm(w_slot.transpose(1, 2), dpre, out=ws.delta)  # dJ/da_pi (n, m, B)
+        dz = t.square_().neg_().add_(1.0).mul_(da).mul_(mask)  # through tanh and the mask
+        if self.actor_preactivation_penalty:
+            zm = z * mask
+            actor_loss = actor_loss + self.actor_preactivation_penalty * zm.square().mean(dim=(1, 2))
+            dz.add_(zm, alpha=2.0 * self.actor_preactivation_penalty / (m * bsz))
+        g = self._actor_grads
+        _stack_backward(ap[0::2], obs_fm, acts, dz, ws.a_d[:-1], g[0::2], g[1::2])
+        actor_norm = self._clip_(ap, g)
+        self.actor_optimizer.step()
+        torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
+        torch._foreach_lerp_(self.critic_target_params, self.critic_params, self.tau)
+        return {
+            "losses/actor_loss": actor_loss.sum(),
+            "losses/actor_loss_per_agent": actor_loss,
+            "losses/actor_grad_norm_per_agent": actor_norm,
+        }
 
     # ------------------------------------------------------------------ schedules
 

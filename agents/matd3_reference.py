@@ -50,6 +50,7 @@ class ReferenceMATD3:
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
         max_grad_norm: float | None = 1.0,
+        actor_preactivation_penalty: float = 0.0,
         device: str | torch.device = "cpu",
         float_type: torch.dtype = torch.float32,
         seed: int = 0,
@@ -63,6 +64,7 @@ class ReferenceMATD3:
         self.policy_delay = policy_delay
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         self.max_grad_norm = max_grad_norm or None
+        self.actor_preactivation_penalty = actor_preactivation_penalty
         self.device = torch.device(device)
         self.float_type = float_type
         self.generator = torch.Generator(device=self.device)
@@ -99,6 +101,7 @@ class ReferenceMATD3:
             target_policy_noise=m.target_policy_noise,
             target_noise_clip=m.target_noise_clip,
             max_grad_norm=m.max_grad_norm,
+            actor_preactivation_penalty=m.actor_preactivation_penalty,
             device=m.device,
             float_type=m.float_type,
             seed=m.seed,
@@ -160,9 +163,12 @@ class ReferenceMATD3:
 
         if self.n_updates % self.policy_delay == 0:
             for i, a in enumerate(self.act_dims):
+                pre_tanh = self.actors[i].net[:-1](obs[:, i, :])
                 replaced = actions.clone()
-                replaced[:, i, :a] = self.actors[i](obs[:, i, :])
+                replaced[:, i, :a] = torch.tanh(pre_tanh)
                 loss = -self.critics[i].q1_forward(self._critic_obs(obs, i), replaced.reshape(bsz, -1)).mean()
+                if self.actor_preactivation_penalty:  # mean over (max_act, batch), padding counted as 0
+                    loss = loss + self.actor_preactivation_penalty * pre_tanh.square().sum() / (self.max_act * bsz)
                 self.actor_optimizers[i].zero_grad(set_to_none=True)
                 loss.backward()
                 self._clip(self.actors[i])

@@ -111,6 +111,71 @@ def _schedule(kind: str | None, start: float, progress: float) -> float:
     return start
 
 
+def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analysis: bool):
+    """One deterministic evaluation episode on copy 0 of ``core``, as a generator.
+
+    It yields the observations ``(B, n, obs_dim)`` of every hour and takes the actions
+    ``(B, n, max_act)`` for them through ``send()``; its return value (``StopIteration.value``,
+    see :func:`run_episode`) is the :class:`EvalResult`. :meth:`Trainer.evaluate` feeds it
+    the learner's deterministic actions, the mango runtime the unit agents' bids.
+    """
+    obs = core.reset(np.random.default_rng(seed))
+    n, H = core.n, core.max_cycles
+    rewards = np.zeros((H, n))
+    profit = np.zeros((H, n))
+    regret = np.zeros((H, n))
+    prices = np.zeros(H)
+    bids = np.zeros((H, n, 2))
+    mc = np.zeros((H, n))
+    dispatch = np.zeros(n)
+    h = 0
+    sc = scenario
+    while not core.done:
+        t = core.hour
+        a = yield obs
+        out = core.step(a)
+        obs = core.observe()
+        rewards[h], profit[h], regret[h] = out.reward[0], out.profit[0], out.regret[0]
+        prices[h] = out.price[0]
+        bids[h] = out.bid_price[0]
+        if len(core.lp):
+            mc[h, core.sl_plant] = sc.plants.marginal_cost[t, core.lp]
+        if len(core.lr):
+            mc[h, core.sl_ren] = sc.renewables.marginal_cost[core.lr]
+        dispatch += np.abs(out.accepted[0])
+        h += 1
+    plants = [i for i, k in enumerate(core.agent_kind) if k == "plant"]
+    markup = float(np.mean(bids[:, plants, 1] - mc[:, plants])) if plants else float("nan")
+    res = EvalResult(
+        reward=float(rewards.mean()), profit=float(profit.sum()), regret=float(regret.sum()),
+        mean_price=float(prices.mean()), agent_profit=profit.sum(axis=0), agent_reward=rewards.mean(axis=0),
+        markup=markup, dispatch=dispatch, prices=prices, bids=bids, marginal_cost=mc,
+    )
+    rec = core.episode_record(0)
+    res.record = rec
+    if analysis:
+        try:
+            from envs.analysis import exploitability
+        except ImportError:  # analysis module not available
+            return res
+        ex = exploitability(rec)
+        res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
+        res.br_share = np.asarray(ex.share, dtype=float)
+        res.exploitability = float(ex.joint)
+    return res
+
+
+def run_episode(episode, act) -> Any:
+    """Drive an episode generator such as :func:`evaluation_episode` with ``act(obs) ->
+    actions``; returns the generator's return value."""
+    try:
+        obs = next(episode)
+        while True:
+            obs = episode.send(act(obs))
+    except StopIteration as stop:
+        return stop.value
+
+
 class Trainer:
     """MATD3 on one scenario (see the module docstring).
 
@@ -160,7 +225,8 @@ class Trainer:
             actor_hidden_sizes=cfg.actor_hidden_sizes, critic_hidden_sizes=cfg.critic_hidden_sizes,
             learning_rate=cfg.learning_rate, gamma=cfg.gamma, tau=cfg.tau, policy_delay=cfg.policy_delay,
             target_policy_noise=cfg.target_policy_noise, target_noise_clip=cfg.target_noise_clip,
-            max_grad_norm=cfg.max_grad_norm, device=self.device, seed=self.seed,
+            max_grad_norm=cfg.max_grad_norm, actor_preactivation_penalty=cfg.actor_preactivation_penalty,
+            device=self.device, seed=self.seed,
         )
         self.buffer = ReplayBuffer(
             cfg.replay_buffer_size, core.obs_dim, core.max_act, core.n, self.device, torch.float32,
@@ -275,51 +341,9 @@ class Trainer:
 
     def evaluate(self, *, analysis: bool | None = None) -> EvalResult:
         """One deterministic episode on copy 0 (no noise); with the best-response analysis."""
-        core = self.eval_core
-        obs = core.reset(np.random.default_rng(self.seed))
-        n, H = core.n, core.max_cycles
-        rewards = np.zeros((H, n))
-        profit = np.zeros((H, n))
-        regret = np.zeros((H, n))
-        prices = np.zeros(H)
-        bids = np.zeros((H, n, 2))
-        mc = np.zeros((H, n))
-        dispatch = np.zeros(n)
-        h = 0
-        sc = self.scenario
-        while not core.done:
-            t = core.hour
-            a = self.act(obs, explore=False)
-            out = core.step(a)
-            obs = core.observe()
-            rewards[h], profit[h], regret[h] = out.reward[0], out.profit[0], out.regret[0]
-            prices[h] = out.price[0]
-            bids[h] = out.bid_price[0]
-            if len(core.lp):
-                mc[h, core.sl_plant] = sc.plants.marginal_cost[t, core.lp]
-            if len(core.lr):
-                mc[h, core.sl_ren] = sc.renewables.marginal_cost[core.lr]
-            dispatch += np.abs(out.accepted[0])
-            h += 1
-        plants = [i for i, k in enumerate(core.agent_kind) if k == "plant"]
-        markup = float(np.mean(bids[:, plants, 1] - mc[:, plants])) if plants else float("nan")
-        res = EvalResult(
-            reward=float(rewards.mean()), profit=float(profit.sum()), regret=float(regret.sum()),
-            mean_price=float(prices.mean()), agent_profit=profit.sum(axis=0), agent_reward=rewards.mean(axis=0),
-            markup=markup, dispatch=dispatch, prices=prices, bids=bids, marginal_cost=mc,
-        )
-        rec = core.episode_record(0)
-        res.record = rec
-        if self.analysis if analysis is None else analysis:
-            try:
-                from envs.analysis import exploitability
-            except ImportError:  # analysis module not available
-                return res
-            ex = exploitability(rec)
-            res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
-            res.br_share = np.asarray(ex.share, dtype=float)
-            res.exploitability = float(ex.joint)
-        return res
+        episode = evaluation_episode(self.eval_core, self.scenario, seed=self.seed,
+                                     analysis=self.analysis if analysis is None else analysis)
+        return run_episode(episode, lambda obs: self.act(obs, explore=False))
 
     # ------------------------------------------------------------------ policies
     def policy_dir(self, name: str) -> Path:
@@ -370,6 +394,46 @@ class Trainer:
                 tag = k if "/" in k else f"{prefix}/{k}"
                 self.writer.add_scalar(tag, float(v), step)
 
+    def evaluation_due(self, episode: int, total: int) -> bool:
+        """Whether training episode ``episode`` (of ``total``) is followed by an evaluation."""
+        cfg = self.config
+        first = cfg.episodes_collecting_initial_experience
+        return episode >= first and ((episode + 1 - first) % cfg.validation_episodes_interval == 0 or episode == total - 1)
+
+    def record_episode(self, episode: int, stats: dict[str, Any], ev: EvalResult | None,
+                       wall_time: float) -> tuple[dict[str, Any], bool]:
+        """Bookkeeping after training episode ``episode`` and its evaluation ``ev`` (or
+        None): TensorBoard, the history row, ``compare_and_save_policies``, early
+        stopping, ``policies/last`` and ``history.csv``. Returns ``(row, stop)``."""
+        cfg = self.config
+        ep = episode
+        stopped = False
+        row: dict[str, Any] = {"episode": ep, "wall_time": wall_time, **{f"train/{k}": v for k, v in stats.items() if "/" not in k}}
+        self._log("train", {k: v for k, v in stats.items() if "/" not in k}, ep)
+        self._log("losses", {k: v for k, v in stats.items() if k.startswith("losses/")}, ep)
+        if ev is not None:
+            m = ev.metrics()
+            self._log("eval", m, ep)
+            for i, a in enumerate(self.agents):
+                self._log("eval", {f"profit_{a}": ev.agent_profit[i], f"dispatch_{a}": ev.dispatch[i]}, ep)
+                if ev.br_share is not None:
+                    self._log("eval", {f"br_share_{a}": ev.br_share[i]}, ep)
+            row.update({f"eval/{k}": v for k, v in m.items()})
+            prev_best = self.best["reward"]
+            saved = self.compare_and_save_policies(m)
+            row["saved"] = "+".join(saved)
+            if cfg.early_stopping_steps:
+                gain = (m["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best) else math.inf
+                self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
+                if self.no_improve >= cfg.early_stopping_steps:
+                    stopped = True
+        self.history.append(row)
+        self.episode = ep + 1
+        self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if self.run_dir is not None:
+            self._write_history(self.run_dir / "history.csv")
+        return row, stopped
+
     def train(self, episodes: int | None = None) -> TrainResult:
         cfg = self.config
         total = int(episodes or cfg.training_episodes)
@@ -378,45 +442,17 @@ class Trainer:
         start = time.perf_counter()
         stopped = False
         bar = tqdm(range(self.episode, total), desc="training", unit="ep", disable=not self.progress, dynamic_ncols=True)
-        hist_path = self.run_dir / "history.csv" if self.run_dir else None
         for ep in bar:
             self.episode = ep
             stats = self.run_training_episode()
-            row: dict[str, Any] = {"episode": ep, "wall_time": time.perf_counter() - start, **{f"train/{k}": v for k, v in stats.items() if "/" not in k}}
-            self._log("train", {k: v for k, v in stats.items() if "/" not in k}, ep)
-            self._log("losses", {k: v for k, v in stats.items() if k.startswith("losses/")}, ep)
+            wall_time = time.perf_counter() - start
+            ev = self.evaluate() if self.evaluation_due(ep, total) else None
+            row, stopped = self.record_episode(ep, stats, ev, wall_time)
             postfix = {"reward": f"{stats['reward']:.3f}", "price": f"{stats['mean_price']:.1f}",
                        "profit": f"{stats['profit'] / 1e6:.2f}M"}
-            do_eval = (
-                ep >= cfg.episodes_collecting_initial_experience
-                and ((ep + 1 - cfg.episodes_collecting_initial_experience) % cfg.validation_episodes_interval == 0
-                     or ep == total - 1)
-            )
-            if do_eval:
-                ev = self.evaluate()
-                m = ev.metrics()
-                self._log("eval", m, ep)
-                for i, a in enumerate(self.agents):
-                    self._log("eval", {f"profit_{a}": ev.agent_profit[i], f"dispatch_{a}": ev.dispatch[i]}, ep)
-                    if ev.br_share is not None:
-                        self._log("eval", {f"br_share_{a}": ev.br_share[i]}, ep)
-                row.update({f"eval/{k}": v for k, v in m.items()})
-                prev_best = self.best["reward"]
-                saved = self.compare_and_save_policies(m)
-                row["saved"] = "+".join(saved)
-                if "br_share" in m:
-                    postfix["br"] = f"{m['br_share']:.2f}"
-                if cfg.early_stopping_steps:
-                    gain = (m["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best) else math.inf
-                    self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
-                    if self.no_improve >= cfg.early_stopping_steps:
-                        stopped = True
-            self.history.append(row)
+            if "eval/br_share" in row:
+                postfix["br"] = f"{row['eval/br_share']:.2f}"
             bar.set_postfix(postfix)
-            self.episode = ep + 1
-            self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))})
-            if hist_path is not None:
-                self._write_history(hist_path)
             if stopped:
                 bar.write(f"early stopping after episode {ep}: no evaluation improved the reward by more than "
                           f"{cfg.early_stopping_threshold:.0%} for {cfg.early_stopping_steps} evaluations")

@@ -3,7 +3,7 @@
 For each number of agents, both implementations start from the same weights
 (:meth:`ReferenceMATD3.from_matd3`) and train on the same random batches with the same
 network sizes, thread count and device. The machine's large-matmul rate is measured in
-the same run, and each step's FLOPs are counted analytically to give the share of that
+the same run (at the start and again before each agent count; the best is kept), and each step's FLOPs are counted analytically to give the share of that
 rate a gradient step reaches.
 
 FLOPs ("model FLOPs", multiply-add = 2): per agent and sample, with ``A`` the actor's and
@@ -141,6 +141,10 @@ def main(argv=None) -> None:
     p.add_argument("--matmul-size", type=int, default=None, help="default 1024 (cpu) / 8192 (cuda)")
     p.add_argument("--skip-loop", action="store_true", help="only time the batched implementation")
     p.add_argument("--quick", action="store_true", help="short timings (0.5 s each)")
+    p.add_argument(
+        "--no-remeasure", dest="remeasure", action="store_false",
+        help="measure the matmul rate once at the start only (default: again before each agent count, keep the best)",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -183,6 +187,8 @@ def main(argv=None) -> None:
             n, args.obs_dim, args.unique_obs_len, args.act_dim, args.actor_hidden, args.critic_hidden, args.batch, delay
         )
         exec_flops = executed_flops(m, batches)
+        # re-measure the matmul rate next to each block, so drift (turbo, other load) hits both alike
+        rate = max(rate, matmul_rate(size, device, 0.3 if args.quick else 1.0)) if args.remeasure else rate
         impls = [("batched", m)]
         if not args.skip_loop:
             impls.append(("loop", ReferenceMATD3.from_matd3(m)))
@@ -204,6 +210,7 @@ def main(argv=None) -> None:
                 "ms_per_agent_step": round(ms / n, 4),
                 "model_gflop_per_step": round(flops / 1e9, 4),
                 "model_gflops": round(flops * sps[name] / 1e9, 2),
+                "matmul_gflops": round(rate / 1e9, 2),
                 "share_of_matmul": round(flops * sps[name] / rate, 4),
             }
             if name == "batched":

@@ -180,6 +180,20 @@ def test_batched_update_equals_per_agent_reference(dtype, atol, max_grad_norm):
         assert max(ours["losses/critic_grad_norm_per_agent"]) > 0.05  # clipping was active
 
 
+def test_preactivation_penalty_matches_reference():
+    m = make(seed=6, dtype=torch.float64, actor_preactivation_penalty=0.5)
+    ref = ReferenceMATD3.from_matd3(m)
+    plain = make(seed=6, dtype=torch.float64)
+    for k in range(4):
+        batch = make_batch(k, dtype=torch.float64)
+        ours = m.update(batch, as_float=True)
+        theirs = ref.update(batch)
+        plain.update(batch)
+    assert ours["losses/actor_loss"] == pytest.approx(theirs["losses/actor_loss"], rel=1e-9)
+    assert max_diff_to_reference(m, ref) < 1e-10
+    assert not torch.equal(m.actor_params[0], plain.actor_params[0])
+
+
 def test_reference_draws_the_same_target_noise():
     m = make(seed=5, dtype=torch.float64)
     ref = ReferenceMATD3.from_matd3(m)  # copies the generator state

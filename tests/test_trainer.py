@@ -1,0 +1,204 @@
+"""The training loop, checkpoints, train.py and evaluate, on the built-in tiny scenario."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from agents.checkpoint import CheckpointError, load_checkpoint, read_manifest, save_checkpoint
+from agents.config import LearningConfig
+from agents.learning_utils import Actor, CriticTD3
+from agents.trainer import Trainer
+from envs import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "actor_hidden_sizes=[32, 32]", "critic_hidden_sizes=[32, 32]", "train_freq=12h", "gradient_steps=4",
+    "batch_size=16", "episodes_collecting_initial_experience=1", "validation_episodes_interval=1",
+    "training_episodes=3", "replay_buffer_size=10000",
+]
+
+
+def make(tmp_path=None, extra=(), seed=3, scenario="tiny"):
+    sc = load_scenario(scenario)
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + list(extra))
+    return Trainer(sc, cfg, run_dir=tmp_path, seed=seed, progress=False, tensorboard=tmp_path is not None)
+
+
+def stacked(tr):
+    return [p.detach().clone() for p in tr.algo.actor_params + tr.algo.critic_params]
+
+
+def test_same_seed_same_run_and_different_seed_differs():
+    a, b, c = make(seed=5), make(seed=5), make(seed=6)
+    for t in (a, b, c):
+        t.train(2)
+    for x, y in zip(stacked(a), stacked(b)):
+        assert torch.equal(x, y)
+    assert any(not torch.equal(x, y) for x, y in zip(stacked(a), stacked(c)))
+    assert a.n_updates == b.n_updates > 0
+
+
+def test_initial_exploration_has_no_updates_then_updates_follow_train_freq():
+    tr = make(extra=["episodes_collecting_initial_experience=2"])
+    tr.train(2)
+    assert tr.n_updates == 0
+    before = stacked(tr)
+    tr.train(3)
+    # 48 hours / train_freq 12 h = 4 update rounds x 4 gradient steps
+    assert tr.n_updates == 16
+    assert any(not torch.equal(x, y) for x, y in zip(before, stacked(tr)))
+
+
+def test_noise_schedule_linear_and_constant():
+    tr = make(extra=["action_noise_schedule=linear", "noise_scale=1.0", "training_episodes=11",
+                     "episodes_collecting_initial_experience=1"])
+    assert tr.noise_scale(1) == pytest.approx(1.0)
+    assert tr.noise_scale(6) == pytest.approx(0.5)
+    assert tr.noise_scale(11) == pytest.approx(0.0)
+    tr2 = make(extra=["noise_scale=0.7"])
+    assert tr2.noise_scale(1) == tr2.noise_scale(3) == pytest.approx(0.7)
+
+
+def test_run_folder_contents_and_checkpoint_loads_into_documented_networks(tmp_path):
+    run = tmp_path / "run"
+    tr = make(run)
+    tr.train()
+    tr.close()
+    assert (run / "config.yaml").is_file() and (run / "history.csv").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    for name in ("best", "best_profit", "best_regret", "last"):
+        assert (run / "policies" / name / "manifest.json").is_file(), name
+    hist = pd.read_csv(run / "history.csv")
+    assert len(hist) == 3 and "eval/br_share" in hist.columns
+    m = read_manifest(run / "policies" / "last")
+    assert m["agents"] == tr.agents and m["act_dims"] == [2]
+    sd = torch.load(run / "policies" / "last" / m["files"][tr.agents[0]]["actor"], weights_only=True)
+    actor = Actor(m["obs_dim"], 2, torch.float32, hidden_sizes=(32, 32))
+    actor.load_state_dict(sd["actor"])
+    obs = torch.from_numpy(tr.core.reset(np.random.default_rng(0)))[0]
+    torch.testing.assert_close(actor(obs), tr.algo.act(obs)[:, :2])
+    csd = torch.load(run / "policies" / "last" / m["files"][tr.agents[0]]["critic"], weights_only=True)
+    critic = CriticTD3(1, m["obs_dim"], m["max_act"], torch.float32, unique_obs_len=m["unique_obs_len"], hidden_sizes=(32, 32))
+    critic.load_state_dict(csd["critic"])
+    # the saved config resolves to the same values
+    saved = LearningConfig.load(run / "config.yaml")
+    assert saved.batch_size == 16 and saved.actor_hidden_sizes == (32, 32)
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    a = make()
+    a.train(2)
+    save_checkpoint(tmp_path / "ck", a.algo, a.agents)
+    b = make(seed=99)
+    load_checkpoint(tmp_path / "ck", b.algo, b.agents)
+    for x, y in zip(stacked(a), stacked(b)):
+        assert torch.equal(x, y)
+    # corrupt file -> clear error naming the file, nothing loaded
+    m = read_manifest(tmp_path / "ck")
+    bad = tmp_path / "ck" / m["files"][a.agents[0]]["critic"]
+    bad.write_bytes(b"not a torch file")
+    c = make(seed=7)
+    before = stacked(c)
+    with pytest.raises(CheckpointError, match="critic"):
+        load_checkpoint(tmp_path / "ck", c.algo, c.agents)
+    # mismatched agents without remapping
+    with pytest.raises(CheckpointError, match="agents differ"):
+        load_checkpoint(tmp_path / "ck", c.algo, ["plant_other"])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_manifest(tmp_path / "nope")
+    assert all(torch.equal(x, y) for x, y in zip(before, stacked(c)))
+
+
+def test_atomic_save_replaces_whole_folder(tmp_path):
+    a = make()
+    save_checkpoint(tmp_path / "ck", a.algo, a.agents, episode=1)
+    save_checkpoint(tmp_path / "ck", a.algo, a.agents, episode=2)
+    assert read_manifest(tmp_path / "ck")["episode"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp or old folders left
+
+
+def test_continue_learning_with_a_different_agent_set_remaps_critic_columns(tmp_path):
+    """default has 3 learners; a checkpoint of them loads into a 2-learner critic by name."""
+    from agents.checkpoint import _critic_columns, remap_critic
+
+    old, new = ["plant_a", "plant_b", "storage_c"], ["storage_c", "plant_a"]
+    od, u, m = 5, 2, 2
+    cols_old = _critic_columns(old, 0, od, u, m)
+    w = torch.arange(3 * (od + 2 * u + 3 * m), dtype=torch.float32).reshape(3, -1)
+    sd = {"q1.0.weight": w, "q2.0.weight": w + 1000, "q1.0.bias": torch.zeros(3), "q2.0.bias": torch.zeros(3)}
+    fresh = {"q1.0.weight": torch.full((3, od + u + 2 * m), -1.0), "q2.0.weight": torch.full((3, od + u + 2 * m), -1.0),
+             "q1.0.bias": torch.ones(3), "q2.0.bias": torch.ones(3)}
+    out = remap_critic(sd, fresh, old, new, "plant_a", od, u, m, m)
+    cols_new = _critic_columns(new, 1, od, u, m)
+    for key in (("own", "plant_a", 0), ("unique", "storage_c", 1), ("action", "storage_c", 0), ("action", "plant_a", 1)):
+        torch.testing.assert_close(out["q1.0.weight"][:, cols_new[key]], w[:, cols_old[key]])
+        torch.testing.assert_close(out["q2.0.weight"][:, cols_new[key]], w[:, cols_old[key]] + 1000)
+    torch.testing.assert_close(out["q1.0.bias"], torch.zeros(3))
+
+
+def test_continue_learning_from_config(tmp_path):
+    a = make(tmp_path / "r1")
+    a.train(2)
+    a.close()
+    b = make(extra=["continue_learning=true", f"trained_policies_load_path={tmp_path / 'r1' / 'policies' / 'last'}"], seed=42)
+    for x, y in zip(stacked(a), stacked(b)):
+        assert torch.equal(x, y)
+
+
+def test_train_py_and_evaluate_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--episodes", "3", "--seed", "1",
+           "--out", str(out), "--quiet"] + sum((["--set", s] for s in SMALL if not s.startswith("training_")), [])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "share" in r.stdout and (out / "summary.json").is_file()
+    for png in ("learning_curves", "bids_vs_marginal_cost", "price_duration_curve", "profit_vs_best_response"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "evaluate", "--policy", str(out / "policies" / "best"),
+                        "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    market = pd.read_csv(tmp_path / "ev" / "market.csv")
+    orders = pd.read_csv(tmp_path / "ev" / "orders.csv")
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert list(market.columns) == ["time", "clearing_price", "demand", "supply_volume"]
+    assert list(orders.columns) == ["time", "unit", "price", "volume", "accepted_volume", "clearing_price", "marginal_cost"]
+    assert len(market) == 48
+    # supply equals served demand every hour; demand rows are negative
+    assert np.allclose(market["supply_volume"], market["demand"])
+    assert (orders.loc[orders.unit == "demand", "volume"] < 0).all()
+    agent = summary["agents"]["plant_learner-1"]
+    assert agent["best_response_profit"] >= agent["profit"] - 1e-6
+    # evaluation profit of the learner from orders.csv matches the summary
+    o = orders[orders.unit == "learner_1"]
+    assert np.isclose(((o.clearing_price - o.marginal_cost) * o.accepted_volume).sum(), agent["profit"], rtol=1e-6, atol=1e-3)
+
+
+def test_bad_cli_input_gives_clear_errors(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--set", "batch_sise=3"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "batch_sise" in r.stderr and "batch_size" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "evaluate", "--policy", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+@pytest.mark.slow
+def test_learns_best_response_on_tiny():
+    """tiny: the learner's best response is to bid just below the peaker's 70 EUR/MWh. The
+    trained policy must reach >= 90 % of its exact best-response profit."""
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["training_episodes=40", "episodes_collecting_initial_experience=3", "train_freq=24h", "gradient_steps=48",
+         "validation_episodes_interval=1", "gamma=0", "actor_preactivation_penalty=0.01"])
+    tr = Trainer(sc, cfg, seed=0, progress=False, tensorboard=False)
+    tr.train()
+    best = max(r["eval/br_share"] for r in tr.history if "eval/br_share" in r)
+    assert best >= 0.9, [round(r.get("eval/br_share", -1), 3) for r in tr.history]
