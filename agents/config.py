@@ -262,11 +262,11 @@ class LearningConfig:
     """Gradient clipping: maximal global L2 norm of each network's gradient. 0 or None
     disables clipping. Must be >= 0. Default: 1.0."""
 
-    actor_preactivation_penalty: float = 1e-3
+    actor_preactivation_penalty: float = 0.01
     """Weight of the mean squared pre-tanh activation added to each actor's loss; keeps
     the deterministic policy out of tanh saturation, where its gradient vanishes and a
     bid stuck at the price bound never comes back. 0 disables. Must be >= 0.
-    Default: 0.001."""
+    Default: 0.01."""
 
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit

@@ -80,13 +80,12 @@ def _b64(data: bytes) -> str:
 def _array_to_json(a: np.ndarray) -> dict[str, Any]:
     if a.dtype.hasobject:
         raise TypeError("arrays of Python objects cannot be sent")
-    a = np.ascontiguousarray(a)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": _b64(a.tobytes())}
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": _b64(a.tobytes(order="C"))}
 
 
 def _array_from_json(d: dict[str, Any]) -> np.ndarray:
     raw = base64.b64decode(d["data"])
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(tuple(d["shape"])).copy()
 
 
 _TORCH_VIEW = {torch.bfloat16: torch.int16}  # dtypes numpy has no equivalent for

@@ -183,7 +183,9 @@ def metrics_to_float(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stack_forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, outs: Sequence[Tensor] | None = None) -> list[Tensor]:
+def _stack_forward(
+    weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, outs: Sequence[Tensor] | None = None
+) -> list[Tensor]:
     """A stack of batched linear layers with ReLU between them (none after the last).
 
     ``weights[l]``: ``(G, out_l, in_l)``, ``biases[l]``: ``(G, out_l, 1)``, ``x``: ``(G, in_0, B)``.
@@ -237,11 +239,8 @@ def _stack_backward(
 
 
 class _Workspace:
-    """Preallocated buffers of one batch size: a gradient step allocates no large tensor.
-
-    (Fresh large allocations cost page faults on every step -- several microseconds per
-    4 KiB page in a VM -- and dominated small steps before this.)
-    """
+    """Preallocated buffers of one batch size: a gradient step allocates no large tensor
+    (see "Hand-written backward pass" in the module docstring)."""
 
     def __init__(self, algo: "MATD3", batch: int) -> None:
         n, od, m, bsz = algo.n_agents, algo.obs_dim, algo.max_act, batch

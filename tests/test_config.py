@@ -80,6 +80,7 @@ def test_defaults():
         actor_hidden_sizes=[256, 128],
         critic_hidden_sizes=[256, 128],
         max_grad_norm=1.0,
+        actor_preactivation_penalty=0.01,
         regret_scale=0.0,
         seed=None,
         num_envs=1,

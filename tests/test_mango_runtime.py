@@ -1,0 +1,230 @@
+"""The mango runtime against the plain training loop, and its process handling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing as mp
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agents.config import LearningConfig
+from agents.mango_runtime import Timeline, Timeouts, run_mango_training, train_mango
+from agents.trainer import Trainer
+from envs import load_scenario
+
+SMALL = ["actor_hidden_sizes=[32,32]", "critic_hidden_sizes=[32,32]", "train_freq=6h", "gradient_steps=2",
+         "batch_size=16", "episodes_collecting_initial_experience=1", "training_episodes=3",
+         "validation_episodes_interval=1"]
+
+
+def config(sc, *extra):
+    return LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + list(extra))
+
+
+def assert_same_run(tr: Trainer, res, exact: bool = True):
+    """Same transitions in the replay buffer, same stacked weights and Adam states, same history."""
+    b1, b2 = tr.buffer, res.role.buffer
+    assert (b1.pos, b1.full, b1.size()) == (b2.pos, b2.full, b2.size())
+    for name in ("observations", "actions", "rewards", "_has_next"):
+        assert np.array_equal(getattr(b1, name), getattr(b2, name)), name
+    a1, a2 = tr.algo, res.role.rl_algorithm
+    assert a1.n_updates == a2.n_updates > 0
+    for name in ("actor_params", "critic_params", "actor_target_params", "critic_target_params"):
+        for p, q in zip(getattr(a1, name), getattr(a2, name)):
+            if exact:
+                assert torch.equal(p, q), name
+            else:
+                torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    s1, s2 = a1.state_dict(), a2.state_dict()
+    for opt in ("actor_optimizer", "critic_optimizer"):
+        for k, st in s1[opt]["state"].items():
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(st[key], s2[opt]["state"][k][key]), (opt, key)
+    keys = [k for k in tr.history[0] if k.startswith("train/") and "seconds" not in k and k != "train/sps"]
+    assert len(tr.history) == len(res.history)
+    for r1, r2 in zip(tr.history, res.history):
+        assert {k: r1.get(k) for k in keys} == {k: r2.get(k) for k in keys}
+        assert {k: v for k, v in r1.items() if k.startswith("eval/")} == {k: v for k, v in r2.items() if k.startswith("eval/")}
+        assert r1.get("saved") == r2.get("saved")
+
+
+def test_one_container_reproduces_the_training_loop():
+    sc = load_scenario("tiny")
+    cfg = config(sc)
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)
+    tr.train()
+    res = train_mango(sc, cfg, seed=3)
+    assert res.containers == 1 and res.hours == 3 * 48 + 2 * 48
+    assert res.role.policy_version == 1 + res.role.n_updates // cfg.gradient_steps
+    assert res.role.dropped_messages == 0 and res.market.dropped_messages == 0
+    assert_same_run(tr, res)
+
+
+def test_several_units_uneven_train_freq_and_every_message_through_the_codec(monkeypatch):
+    """Three units with different action sizes, train_freq not dividing the episode length
+    (evaluation slots padded), and every in-process message encoded and decoded by the
+    TCP codec on the way: still the plain loop's run, bit for bit."""
+    from mango.container.external_coupling import ExternalSchedulingContainer
+    from mango.messages.message import MangoMessage
+
+    from agents.mango_protocol import make_codec
+
+    codec = make_codec()
+    original = ExternalSchedulingContainer._send_internal_message
+    seen: set[str] = set()
+
+    def via_codec(self, message, receiver_id, priority=0, default_meta=None, inbox=None):
+        seen.add(message.get("type") if isinstance(message, dict) else type(message).__name__)
+        message = codec.decode(codec.encode(MangoMessage(message, {}))).content
+        return original(self, message, receiver_id, priority=priority, default_meta=default_meta, inbox=inbox)
+
+    monkeypatch.setattr(ExternalSchedulingContainer, "_send_internal_message", via_codec)
+    sc = load_scenario("default")
+    cfg = config(sc, "train_freq=5h", "training_episodes=4", "episodes_collecting_initial_experience=2",
+                 "validation_episodes_interval=1", "noise_scale=0.5", "action_noise_schedule=linear")
+    env = {"max_cycles": 24}
+    tr = Trainer(sc, cfg, run_dir=None, seed=11, env_options=env, progress=False, tensorboard=False, analysis=False)
+    tr.train()
+    res = train_mango(sc, cfg, seed=11, env_options=env, analysis=False)
+    assert seen == {"episode_start", "observation", "bid", "transition", "episode_end", "actor_weights", "actor_ack"}
+    assert res.hours == 4 * 24 + 2 * 24
+    assert_same_run(tr, res)
+
+
+def test_run_folder_like_the_loop(tmp_path, capsys):
+    sc = load_scenario("tiny")
+    cfg = config(sc, "training_episodes=2", "early_stopping_steps=1")
+    assert run_mango_training(sc, cfg, tmp_path / "run", seed=1, progress=False, plots=False) == 0
+    run = tmp_path / "run"
+    for path in ("config.yaml", "history.csv", "summary.json", "policies/best/manifest.json",
+                 "policies/last/manifest.json", "policies/best_profit", "policies/best_regret"):
+        assert (run / path).exists(), path
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["runtime"]["kind"] == "mango" and summary["episodes"] == 2
+    assert "plant_learner-1" in summary["agents"]
+    manifest = json.loads((run / "policies" / "last" / "manifest.json").read_text())
+    assert manifest["trainer"]["episode"] == 2 and manifest["n_updates"] > 0
+
+
+@pytest.mark.parametrize("H,f,init,total,evals,want_hour", [
+    (48, 6, 1, 3, [1, 2], 48),  # first update right after initial exploration (hour 49)
+    (48, 100, 1, 4, [1, 3], 196 + 3),  # training hour 100 comes after the first evaluation slot (100 hours)
+    (24, 5, 0, 2, [1], 4),  # no initial exploration: after hour 5
+    (24, 200, 1, 2, [1], None),  # never
+])
+def test_timeline_first_update(H, f, init, total, evals, want_hour):
+    start = dt.datetime(2023, 1, 2, tzinfo=dt.timezone.utc)
+    tl = Timeline(start, H, f, total, init, lambda ep, tot: ep in evals)
+    first = tl.first_update()
+    if want_hour is None:
+        assert first == tl.end()
+    else:
+        assert first == start + dt.timedelta(hours=want_hour, minutes=30)
+    assert tl.eval_hours % f == 0 and tl.eval_hours >= H
+
+
+def test_taken_port_fails_clearly():
+    sc = load_scenario("tiny")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="cannot open the main container"):
+            train_mango(sc, config(sc), containers=2, port=port)
+        assert time.monotonic() - t0 < 10
+    assert not mp.active_children()
+
+
+def test_unreachable_remote_worker_fails_clearly():
+    sc = load_scenario("tiny")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        with pytest.raises(ConnectionError, match="unit_host"):
+            train_mango(sc, config(sc), workers=[f"127.0.0.1:{port}"], timeouts=Timeouts(start=5))
+
+
+def test_two_processes_complete_and_learn():
+    """Market and learner here, the unit in a worker process, TCP on loopback."""
+    sc = load_scenario("tiny")
+    cfg = config(sc)
+    t0 = time.monotonic()
+    res = train_mango(sc, cfg, seed=3, containers=2, timeouts=Timeouts(start=60, step=60))
+    assert time.monotonic() - t0 < 60
+    assert res.containers == 2 and res.role.n_updates > 0
+    assert not mp.active_children()  # worker stopped by the clock manager's "stop"
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)
+    tr.train()
+    assert_same_run(tr, res)  # the protocol waits for every bid and acknowledgement: still deterministic
+
+
+@pytest.mark.slow
+def test_four_processes_on_three_units():
+    sc = load_scenario("default")
+    cfg = config(sc, "training_episodes=3")
+    env = {"max_cycles": 24}
+    res = train_mango(sc, cfg, seed=2, containers=4, env_options=env, analysis=False,
+                      timeouts=Timeouts(start=90, step=60))
+    assert res.containers == 4 and res.role.n_updates > 0
+    assert not mp.active_children()
+    tr = Trainer(sc, cfg, run_dir=None, seed=2, env_options=env, progress=False, tensorboard=False, analysis=False)
+    tr.train()
+    assert_same_run(tr, res)
+
+
+@pytest.mark.slow
+def test_dead_worker_stops_the_run_with_an_error():
+    sc = load_scenario("default")
+    cfg = config(sc, "training_episodes=50")
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            train_mango(sc, cfg, containers=2, env_options={"max_cycles": 24}, analysis=False,
+                        timeouts=Timeouts(start=90, step=30, bids=30, acks=30))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    th = threading.Thread(target=run)
+    th.start()
+    deadline = time.monotonic() + 90
+    while not mp.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(8)  # well into training
+    for p in mp.active_children():
+        p.kill()
+    t_kill = time.monotonic()
+    th.join(60)
+    assert not th.is_alive(), "the run hangs after its worker died"
+    assert time.monotonic() - t_kill < 30
+    assert errors, "no error after the worker died"
+    assert isinstance(errors[0], (RuntimeError, ConnectionError)), repr(errors[0])
+    assert "died" in str(errors[0]) or "cannot reach" in str(errors[0]), str(errors[0])
+    assert not mp.active_children()
+
+
+@pytest.mark.slow
+def test_worker_started_by_hand(tmp_path):
+    """``python -m agents.mango_runtime worker --bind HOST:PORT`` and ``workers=[...]``."""
+    proc = subprocess.Popen([sys.executable, "-m", "agents.mango_runtime", "worker", "--bind", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        addr = line.split()[-1]
+        sc = load_scenario("tiny")
+        res = train_mango(sc, config(sc, "training_episodes=2"), workers=[addr], timeouts=Timeouts(start=30, step=30))
+        assert res.containers == 2 and res.role.n_updates > 0
+        assert proc.wait(20) == 0  # stopped by the clock manager
+    finally:
+        if proc.poll() is None:
+            proc.kill()
