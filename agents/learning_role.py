@@ -73,6 +73,7 @@ from .mango_protocol import (
     POLICY,
     TRAINING,
     MessageError,
+    Recurrence,
     array_of,
     describe,
     field_of,
@@ -245,8 +246,8 @@ class Learning(Role):
     def _schedule_updates(self) -> None:
         if self._update_task is not None:
             return
-        rule = rrule.rrule(rrule.HOURLY, interval=self.learning_config.train_freq, dtstart=self.first_update,
-                           until=self.end, cache=True)
+        rule = Recurrence(rrule.HOURLY, interval=self.learning_config.train_freq, dtstart=self.first_update,
+                          until=self.end)
         self._update_task = self.context.schedule_recurrent_task(self.update_policy, rule, src=self)
 
     # ------------------------------------------------------------------ messages

@@ -43,6 +43,7 @@ from .mango_protocol import (
     POLICY,
     TRAINING,
     MessageError,
+    Recurrence,
     UnitSpec,
     array_of,
     describe,
@@ -309,7 +310,7 @@ class MarketAgent(_SafeHandler, Agent):
         if start.timestamp() <= self.current_timestamp:
             raise ValueError("MarketAgent.begin_episode: the episode must start after the current clock time")
         self.current = _Episode(episode, mode, start, float(noise_scale), learning_rate)
-        rule = rrule.rrule(rrule.HOURLY, dtstart=start, count=self.hours, cache=True)
+        rule = Recurrence(rrule.HOURLY, dtstart=start, count=self.hours)
         self.schedule_recurrent_task(self._clear_hour, rule)
 
     async def _clear_hour(self) -> None:

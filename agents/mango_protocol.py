@@ -34,6 +34,7 @@ refused by the codec: their meaning depends on the machine's ``TZ``).
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as _dt
 import logging
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from dateutil import rrule
 from mango import JSON
 
 logger = logging.getLogger("agents.mango")
@@ -148,6 +150,27 @@ def timestamp(t: _dt.datetime) -> float:
 
 def from_timestamp(ts: float) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+
+
+class Recurrence(rrule.rrule):
+    """A finite ``dateutil.rrule.rrule`` (``count`` or ``until``) whose ``after()`` bisects
+    its occurrences. mango's recurrent tasks call ``after()`` once per occurrence and
+    dateutil scans from the first occurrence every time, which makes an episode of ``H``
+    hourly steps cost O(H^2); this makes it O(H log H). ``dtstart`` must be
+    timezone-aware (mango 2.4 then reads its clock as UTC)."""
+
+    def __init__(self, freq, *, dtstart: _dt.datetime, **kwargs) -> None:
+        if kwargs.get("count") is None and kwargs.get("until") is None:
+            raise ValueError("Recurrence needs count or until")
+        super().__init__(freq, dtstart=to_utc(dtstart, "Recurrence: dtstart"), cache=True, **kwargs)
+        self._occurrences: list[_dt.datetime] | None = None
+
+    def after(self, dt, inc=False):
+        if self._occurrences is None:
+            self._occurrences = list(self)
+        times = self._occurrences
+        i = bisect.bisect_left(times, dt) if inc else bisect.bisect_right(times, dt)
+        return times[i] if i < len(times) else None
 
 
 # --------------------------------------------------------------------------- validation

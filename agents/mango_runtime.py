@@ -331,6 +331,8 @@ class _Run:
         self.scenario = scenario
         self.analysis = analysis
         self._worker_next: float | None = None
+        self._step_deadline: float | None = None
+        self._watchdog_error: BaseException | None = None
         self.workers = _Workers()
 
     # ---- pieces
@@ -369,14 +371,33 @@ class _Run:
                     pass
 
     async def _settle(self) -> None:
+        """Wait until every agent is done with the current clock time (and, with workers,
+        push the time to them and collect their next activities). Bounded by the watchdog."""
         from mango.util.termination_detection import tasks_complete_or_sleeping
 
+        self._step_deadline = time.monotonic() + self.timeouts.step
         if self.manager is None:
-            await self._guard(tasks_complete_or_sleeping(self.c0), self.timeouts.step, "a clock step")
+            await tasks_complete_or_sleeping(self.c0)
         else:
-            nxt = await self._guard(self.manager.distribute_time(), self.timeouts.step, "a distributed clock step")
+            nxt = await self.manager.distribute_time()
             self._worker_next = nxt if nxt is not None and nxt > self.clock.time else None
+        self._step_deadline = None
         self._check()
+
+    async def _watchdog(self, main: asyncio.Task) -> None:
+        """Twice a second: agent failures, dead workers, a clock step over its time limit
+        -> keep the error and cancel the run (cheaper than a timeout around every step)."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                self._check()
+                if self._step_deadline is not None and time.monotonic() > self._step_deadline:
+                    raise TimeoutError(f"mango runtime: a clock step did not finish within {self.timeouts.step:g} s "
+                                       "(an agent stopped answering?)")
+            except Exception as exc:  # noqa: BLE001 - handed to the run
+                self._watchdog_error = exc
+                main.cancel()
+                return
 
     def _next_activity(self) -> float | None:
         times = [t for t in (self.clock.get_next_activity(), self._worker_next) if t is not None]
@@ -454,8 +475,16 @@ class _Run:
             self.market.connect(units, learner.addr)
             self.role.set_unit_addresses(units)
             self.c0.on_ready()
-            await self._settle()  # workers online, initial weights delivered
-            return await self._episodes()
+            watchdog = asyncio.ensure_future(self._watchdog(asyncio.current_task()))
+            try:
+                await self._settle()  # workers online, initial weights delivered
+                return await self._episodes()
+            except asyncio.CancelledError:
+                if self._watchdog_error is not None:
+                    raise self._watchdog_error from None
+                raise
+            finally:
+                watchdog.cancel()
         finally:
             await self._shutdown()
 
