@@ -265,6 +265,17 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
             raise CheckpointError(f"{d}: agent {agent!r} has action size {old_dims[agent]} there, {algo.act_dims[i]} here")
         plan.append((i, agent))
     same_set = old_agents == list(agents) and manifest.get("max_act", algo.max_act) == algo.max_act
+    # check every tensor's name and shape for every agent before changing any weight
+    for i, agent in plan:
+        checks = [(actors[agent]["actor"], algo.actor_state_dict(i), f"actor of {agent!r}")]
+        if load_critics and same_set:
+            checks.append((critics[agent]["critic"], algo.critic_state_dict(i), f"critic of {agent!r}"))
+        for got, want, what in checks:
+            if set(got) != set(want):
+                raise CheckpointError(f"{d}: {what} has tensors {sorted(got)}, expected {sorted(want)}")
+            for k, v in want.items():
+                if tuple(got[k].shape) != tuple(v.shape):
+                    raise CheckpointError(f"{d}: {what}: {k} has shape {tuple(got[k].shape)}, expected {tuple(v.shape)}")
     try:
         for i, agent in plan:
             a = actors[agent]
