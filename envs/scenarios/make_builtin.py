@@ -35,11 +35,12 @@ LEARNING_CONFIG = """\
     train_freq: 24h
     gradient_steps: 24
     batch_size: {batch}
-    gamma: 0.99
+    gamma: 0.9
     device: cpu
-    noise_sigma: 0.1
+    noise_sigma: 0.05
     noise_scale: 1
     noise_dt: 1
+    action_noise_schedule: linear
     validation_episodes_interval: {validation}
 """
 
