@@ -202,3 +202,22 @@ def test_learns_best_response_on_tiny():
     tr.train()
     best = max(r["eval/br_share"] for r in tr.history if "eval/br_share" in r)
     assert best >= 0.9, [round(r.get("eval/br_share", -1), 3) for r in tr.history]
+
+
+def test_early_stopping_stops_when_reward_stalls():
+    tr = make(extra=["training_episodes=10", "early_stopping_steps=1", "early_stopping_threshold=1e9"])
+    res = tr.train()
+    assert res.stopped_early and res.episodes == 3  # evaluations after episodes 1 and 2, no gain -> stop
+    tr2 = make(extra=["training_episodes=4"])
+    res2 = tr2.train()
+    assert not res2.stopped_early and res2.episodes == 4
+
+
+def test_compare_and_save_policies_compares_every_metric(tmp_path):
+    tr = make(tmp_path / "run")
+    assert tr.compare_and_save_policies({"reward": 1.0, "profit": 5.0, "regret": 3.0}) == ["best", "best_profit", "best_regret"]
+    # only regret improves -> only best_regret is written
+    assert tr.compare_and_save_policies({"reward": 0.5, "profit": 4.0, "regret": 1.0}) == ["best_regret"]
+    assert tr.compare_and_save_policies({"reward": 0.4, "profit": 6.0, "regret": 2.0}) == ["best_profit"]
+    assert read_manifest(tmp_path / "run" / "policies" / "best_profit")["metrics"]["profit"] == 6.0
+    tr.close()
