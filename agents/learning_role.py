@@ -468,6 +468,10 @@ class Learning(Role):
         "critics", "target_critics"}``, each ``{unit: Actor or CriticTD3}`` (copies of
         the learner's weights), plus ``obs_dim``, ``act_dims``, ``unique_obs_len``."""
         self._need_algorithm("extract_actors_and_critics")
+        with torch.random.fork_rng(devices=[]):  # modules are built with torch's global generator: restore it
+            return self._extract()
+
+    def _extract(self) -> dict:
         algo = self.rl_algorithm
         out: dict[str, Any] = {"actors": {}, "actor_targets": {}, "critics": {}, "target_critics": {},
                                "obs_dim": self.obs_dim, "act_dims": list(self.act_dims),

@@ -72,6 +72,9 @@ class _SafeHandler:
     contexts: tuple[str, ...] = ()
     dropped_messages: int = 0
 
+    def on_register(self) -> None:
+        self.suspendable_tasks = False  # nothing suspends these agents' tasks; skip the wrapper
+
     def handle_message(self, content: Any, meta: dict) -> None:
         try:
             if not any(is_message(content, c) for c in self.contexts):
@@ -113,9 +116,11 @@ class UnitAgent(_SafeHandler, Agent):
         self.rng = agent_generators(s.seed, s.n_agents)[s.index]
         self.noise = NormalActionNoise(s.num_envs * s.max_act, mu=0.0, sigma=s.noise_sigma, scale=1.0, dt=1.0,
                                        rng=self.rng)
-        self.actor = Actor(s.obs_dim, s.act_dim, torch.float32, hidden_sizes=tuple(s.actor_hidden_sizes))
+        with torch.random.fork_rng(devices=[]):  # placeholder weights; never touch the global generator
+            self.actor = Actor(s.obs_dim, s.act_dim, torch.float32, hidden_sizes=tuple(s.actor_hidden_sizes))
         self._k = 1 if s.n_agents == 1 else 2
         self._stack = None
+        self._x = torch.zeros(s.num_envs, self._k, s.obs_dim)  # slot 0: the observations, slot 1: zero dummy
         if s.exact:
             dims = [s.act_dim] if self._k == 1 else [s.act_dim, s.max_act]
             self._stack = MATD3(self._k, s.obs_dim, dims, 0, actor_hidden_sizes=s.actor_hidden_sizes,
@@ -132,9 +137,10 @@ class UnitAgent(_SafeHandler, Agent):
         s = self.spec
         x = torch.from_numpy(np.asarray(obs, dtype=np.float32))
         if self._stack is not None:
-            stacked = torch.zeros(x.shape[0], self._k, s.obs_dim)
-            stacked[:, 0] = x
-            return self._stack.act(stacked)[:, 0].cpu().numpy().astype(np.float64)
+            if self._x.shape[0] != x.shape[0]:
+                self._x = torch.zeros(x.shape[0], self._k, s.obs_dim)
+            self._x[:, 0] = x
+            return self._stack.act(self._x)[:, 0].numpy().astype(np.float64)
         out = np.zeros((x.shape[0], s.max_act))
         with torch.no_grad():
             out[:, : s.act_dim] = self.actor(x).cpu().numpy()
@@ -145,20 +151,25 @@ class UnitAgent(_SafeHandler, Agent):
         in ``explore``, actor + noise (clipped to [-1, 1]) in ``train``, actor in ``eval``;
         padded dimensions are 0."""
         B, m = self.spec.num_envs, self.spec.max_act
+        if mode == "eval":
+            return self.deterministic_action(obs) * self.mask
         if mode == "explore":
             return self.rng.uniform(-1.0, 1.0, size=(B, m)) * self.mask
         a = self.deterministic_action(obs)
-        if mode == "train":
-            self.noise.scale = float(noise_scale)
-            a = a + self.noise.noise().reshape(B, m)
-            np.clip(a, -1.0, 1.0, out=a)
+        self.noise.scale = float(noise_scale)
+        a = a + self.noise.noise().reshape(B, m)
+        np.clip(a, -1.0, 1.0, out=a)
         return a * self.mask
 
     def load_actor(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
-        """Take new actor weights (checked completely before use)."""
-        self.actor.load_state_dict(state_dict)  # strict: raises on missing/unexpected keys or shapes
+        """Take new actor weights; keys and shapes are checked before anything is written."""
+        own = self.actor.state_dict()
+        if set(state_dict) != set(own) or any(tuple(state_dict[k].shape) != tuple(v.shape) for k, v in own.items()):
+            raise MessageError(f"actor weights for {self.spec.name!r} do not fit its actor "
+                               f"(keys {sorted(state_dict)[:6]}...)")
         if self._stack is not None:
             self._stack.load_agent(0, actor=state_dict)
+        self.actor.load_state_dict(state_dict)
         self.version = int(version)
 
     # ---- messages
@@ -167,7 +178,9 @@ class UnitAgent(_SafeHandler, Agent):
         mode = field_of(content, "mode", str)
         if mode not in MODES:
             raise MessageError(f"unknown mode {mode!r}")
-        obs = array_of(content, "obs", (s.num_envs, s.obs_dim))
+        raw = field_of(content, "obs", np.ndarray)
+        rows = raw.shape[0] if mode == "eval" and raw.ndim == 2 else s.num_envs  # evaluation: one market copy
+        obs = array_of(content, "obs", (max(rows, 1), s.obs_dim))
         scale = field_of(content, "noise_scale", float)
         if not np.isfinite(scale) or scale < 0:
             raise MessageError(f"noise_scale must be finite and >= 0, got {scale}")
@@ -283,7 +296,7 @@ class MarketAgent(_SafeHandler, Agent):
         self.outcomes: list[EpisodeOutcome] = []
         self.failure: BaseException | None = None
         self._bids: dict[str, np.ndarray] = {}
-        self._bids_ready: asyncio.Event | None = None
+        self._bids_ready: asyncio.Future | None = None
         self.hours_cleared = 0
 
     @property
@@ -378,7 +391,8 @@ class MarketAgent(_SafeHandler, Agent):
     async def _collect_bids(self, ep: _Episode) -> np.ndarray:
         obs = ep.obs  # (B, n, obs_dim)
         self._bids = {}
-        self._bids_ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._bids_ready = loop.create_future()
         now = from_timestamp(self.current_timestamp)
         for i, (unit, addr) in enumerate(self.unit_addresses.items()):
             msg = {"context": MARKET, "type": "observation", "episode": ep.episode, "hour": ep.hour, "time": now,
@@ -386,12 +400,12 @@ class MarketAgent(_SafeHandler, Agent):
             if not await self.send_message(msg, addr):
                 raise ConnectionError(f"market: cannot reach unit agent {unit!r} at {addr}")
         if len(self._bids) < len(self.unit_addresses):
+            # a bare future with a timer: cheaper than asyncio.wait_for, which wraps it in a task
+            timer = loop.call_later(self.bid_timeout, self._bids_timeout, self._bids_ready)
             try:
-                await asyncio.wait_for(self._bids_ready.wait(), self.bid_timeout)
-            except asyncio.TimeoutError:
-                missing = [u for u in self.unit_addresses if u not in self._bids]
-                raise TimeoutError(f"market: no bid from units {missing} within {self.bid_timeout:g} s "
-                                   "(process died or network down?)") from None
+                await self._bids_ready
+            finally:
+                timer.cancel()
         actions = np.stack([self._bids[u] for u in self.unit_addresses], axis=1)  # (B, n, m)
         self._bids_ready = None
         return actions
@@ -405,9 +419,16 @@ class MarketAgent(_SafeHandler, Agent):
             raise MessageError(f"stale or unexpected bid (episode {content.get('episode')}, hour {content.get('hour')})")
         if unit in self._bids:
             raise MessageError(f"second bid of {unit!r} for the same hour")
-        action = array_of(content, "action", (self.core.B, self.core.max_act))
+        rows = self.eval_core.B if ep.mode == "eval" else self.core.B
+        action = array_of(content, "action", (rows, self.core.max_act))
         if np.abs(action).max(initial=0.0) > 1.0:
             raise MessageError(f"bid of {unit!r} outside [-1, 1]")
         self._bids[unit] = action.astype(np.float64, copy=False)
-        if len(self._bids) == len(self.unit_addresses):
-            self._bids_ready.set()
+        if len(self._bids) == len(self.unit_addresses) and not self._bids_ready.done():
+            self._bids_ready.set_result(True)
+
+    def _bids_timeout(self, fut: asyncio.Future) -> None:
+        if not fut.done():
+            missing = [u for u in self.unit_addresses if u not in self._bids]
+            fut.set_exception(TimeoutError(f"market: no bid from units {missing} within {self.bid_timeout:g} s "
+                                           "(process died or network down?)"))

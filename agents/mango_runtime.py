@@ -58,7 +58,7 @@ import numpy as np
 from envs import Scenario
 
 from .config import LearningConfig
-from .mango_protocol import HOST, UnitSpec, from_timestamp, make_codec, timestamp
+from .mango_protocol import HOST, UnitSpec, make_codec, timestamp
 
 logger = logging.getLogger("agents.mango")
 

@@ -30,7 +30,13 @@ measurement, then one line of ratios (marketzoo / ASSUME, > 1 = marketzoo faster
     ``policy_delay = 2``-th; timed over an even number of steps) at the scenario's
     batch size on a replay buffer of random transitions: ASSUME's
     ``TD3.update_policy()`` with ``gradient_steps = G`` (divided by ``G``), marketzoo's
-    ``MATD3.update``. Same thread count (``torch.get_num_threads()`` as each uses by default).
+    ``MATD3.update``.
+
+Both systems train with the same number of torch threads (``--threads``, default 1 --
+marketzoo's default; ASSUME would otherwise take one per core, and on a busy 2-core
+machine two threads make every gradient step several times slower for either system).
+Timings are best-of-repeats (gradient steps) or medians (episodes); other load on the
+machine still shows, so compare ratios from one run.
 ``parity``
     Hourly clearing prices when both are fed identical bids -- every unit at its marginal
     cost: ASSUME's SQLite ``market_meta`` prices vs the marketzoo ``ParallelEnv``'s, on the
@@ -443,7 +449,8 @@ def machine() -> dict:
 
     return {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "loadavg_1min_at_start": round(os.getloadavg()[0], 2)}
 
 
 def main(argv=None) -> int:
@@ -456,8 +463,9 @@ def main(argv=None) -> int:
     p.add_argument("--skip-assume", action="store_true", help="marketzoo figures only")
     p.add_argument("--quick", action="store_true", help="example_02a only, shorter timings")
     p.add_argument("--grad-steps", type=int, default=50, help="gradient steps per timing (even)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for both systems (default: each system's own default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both systems (default 1, marketzoo's default; 0: each system's own "
+                        "default -- ASSUME then uses torch's, one per core)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per ASSUME task")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     a = p.parse_args(argv)
@@ -486,8 +494,9 @@ def main(argv=None) -> int:
         sc = envs.load_scenario(str(path), study_case=a.study_case)
         common = {"bench": "vs_assume", "scenario": path.name, "study_case": a.study_case,
                   "hours": sc.n_hours, "n_agents": len(sc.learning_units)}
+        threads = a.threads or None
         wargs = {"scenario_dir": str(path), "study_case": a.study_case, "grad_steps": G, "repeats": repeats,
-                 "threads": a.threads}
+                 "threads": threads}
         ratios = {}
 
         # ---- plain simulation + parity
@@ -522,7 +531,7 @@ def main(argv=None) -> int:
         # ---- training episode
         tf = sc.learning_config.get("train_freq", "24h") if sc.learning_config else "24h"
         tf_h = float(str(tf).rstrip("h")) if str(tf).endswith("h") else None
-        mt = mz_train(sc, _assume_train_freq_hours(sc, tf_h) if tf_h else None, a.threads)
+        mt = mz_train(sc, _assume_train_freq_hours(sc, tf_h) if tf_h else None, threads)
         emit({**common, "system": "marketzoo", "what": "train_episode", **mt,
               "collect_episode_s": mt["episode_seconds"][0],
               "learning_episode_s": statistics.median(mt["episode_seconds"][1:])})
@@ -541,7 +550,7 @@ def main(argv=None) -> int:
 
         # ---- gradient step
         batch = int((sc.learning_config or {}).get("batch_size", 128))
-        mg = mz_grad(sc, batch, G, repeats, a.threads)
+        mg = mz_grad(sc, batch, G, repeats, threads)
         emit({**common, "system": "marketzoo", "what": "grad_step", **mg})
         ag = None if why_not else run_assume(a.assume_python, "grad", wargs, a.timeout)
         if ag is not None and "error" in ag:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from mango import Agent, AgentAddress, ExternalClock, activate, agent_composed_of, create_ec_container, sender_addr
+from mango import Agent, ExternalClock, activate, agent_composed_of, create_ec_container, sender_addr
 from mango.util.termination_detection import tasks_complete_or_sleeping
 
 from agents.checkpoint import CheckpointError
@@ -302,3 +302,37 @@ def test_save_load_and_compare(tmp_path):
     assert {p.name for p in (tmp_path / "policies").iterdir()} == {"best", "best_profit", "best_regret"}
     with pytest.raises(KeyError, match="regret"):
         a.compare_and_save_policies({"reward": 1.0, "profit": 1.0})
+
+
+async def test_market_drops_bad_bids_and_clears_the_episode():
+    from envs import load_scenario
+    from agents.mango_agents import MarketAgent
+
+    sc = load_scenario("tiny")
+    clock = ExternalClock(start_time=START.timestamp() - 3600)
+    c = create_ec_container(codec=make_codec(), clock=clock, addr="world")
+    market = c.register(MarketAgent(sc, num_envs=1, seed=0, env_options={"max_cycles": 6}, analysis=False), "market")
+    learner = c.register(Peer(), "learner")
+    spec = UnitSpec("plant_learner-1", 0, 1, market.core.obs_dim, 2, 2, 1, [8], [8], 0.1, 0)
+    unit = c.register(UnitAgent(spec), "plant_learner-1")
+    intruder = c.register(Peer(), "intruder")
+    market.connect({"plant_learner-1": unit.addr}, learner.addr)
+    bid = {"context": MARKET, "type": "bid", "unit": "plant_learner-1", "episode": 0, "hour": 0, "version": 0,
+           "action": np.zeros((1, 2))}
+    bad = ["junk", {"context": MARKET}, dict(bid, unit="nobody"), bid,  # no hour open: stale
+           dict(bid, hour=5), dict(bid, action=np.full((1, 2), 2.0)), dict(bid, action=np.zeros((1, 3)))]
+    async with activate(c):
+        for content in bad:
+            await intruder.send_message(content, market.addr)
+        await settle(c)
+        market.begin_episode(0, "train", START, noise_scale=1.0, learning_rate=1e-3)
+        await settle(c)
+        while (nxt := clock.get_next_activity()) is not None:
+            clock.set_time(nxt)
+            await settle(c)
+    assert market.dropped_messages == len(bad) and market.failure is None
+    out = market.outcomes[0]
+    assert (out.episode, out.mode, out.hours) == (0, "train", 6)
+    kinds = [m["type"] for m in learner.received]
+    assert kinds == ["episode_start"] + ["transition"] * 6 + ["episode_end"]
+    assert unit.bids == 6

@@ -68,10 +68,11 @@ def test_one_container_reproduces_the_training_loop():
     assert_same_run(tr, res)
 
 
-def test_several_units_uneven_train_freq_and_every_message_through_the_codec(monkeypatch):
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_several_units_uneven_train_freq_and_every_message_through_the_codec(monkeypatch, num_envs):
     """Three units with different action sizes, train_freq not dividing the episode length
-    (evaluation slots padded), and every in-process message encoded and decoded by the
-    TCP codec on the way: still the plain loop's run, bit for bit."""
+    (evaluation slots padded), one or two market copies, and every in-process message
+    encoded and decoded by the TCP codec on the way: still the plain loop's run, bit for bit."""
     from mango.container.external_coupling import ExternalSchedulingContainer
     from mango.messages.message import MangoMessage
 
@@ -89,7 +90,8 @@ def test_several_units_uneven_train_freq_and_every_message_through_the_codec(mon
     monkeypatch.setattr(ExternalSchedulingContainer, "_send_internal_message", via_codec)
     sc = load_scenario("default")
     cfg = config(sc, "train_freq=5h", "training_episodes=4", "episodes_collecting_initial_experience=2",
-                 "validation_episodes_interval=1", "noise_scale=0.5", "action_noise_schedule=linear")
+                 "validation_episodes_interval=1", "noise_scale=0.5", "action_noise_schedule=linear",
+                 f"num_envs={num_envs}")
     env = {"max_cycles": 24}
     tr = Trainer(sc, cfg, run_dir=None, seed=11, env_options=env, progress=False, tensorboard=False, analysis=False)
     tr.train()
