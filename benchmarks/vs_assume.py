@@ -265,7 +265,8 @@ def run_assume(python: str, task: str, args: dict, timeout: float) -> dict:
         cmd = [python, str(Path(__file__).resolve()), "--assume-worker", task, json.dumps(args), str(out)]
         env = {**os.environ, "TQDM_DISABLE": "1"}
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            # cwd: importing assume creates "assume.log" in the working directory
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
         except subprocess.TimeoutExpired:
             return {"error": f"ASSUME {task} took longer than {timeout:.0f} s"}
         if p.returncode != 0 or not out.exists():
@@ -277,8 +278,9 @@ def run_assume(python: str, task: str, args: dict, timeout: float) -> dict:
 def assume_available(python: str) -> str | None:
     """``None`` if ``python`` can import assume, else the reason."""
     try:
-        p = subprocess.run([python, "-c", "import assume, assume.scenario.loader_csv"], capture_output=True,
-                           text=True, timeout=300)
+        with tempfile.TemporaryDirectory() as tmp:  # importing assume writes assume.log into the cwd
+            p = subprocess.run([python, "-c", "import assume, assume.scenario.loader_csv"], capture_output=True,
+                               text=True, timeout=300, cwd=tmp)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"cannot run {python}: {err}"
     if p.returncode != 0:
