@@ -9,12 +9,14 @@ from .market import ClearingResult, clear_market, reference_clear
 from .parallel import MarketParallelEnv, env, parallel_env, raw_env
 from .record import EpisodeRecord
 from .scenario import list_builtin_scenarios, load_scenario
+from .single_agent import SingleAgentMarketEnv, single_agent_env
 from .vector import VectorMarketEnv
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClearingResult", "Demands", "EpisodeRecord", "MarketConfig", "MarketCore", "MarketParallelEnv", "Plants",
-    "Renewables", "Scenario", "ScenarioError", "Storages", "VectorMarketEnv", "agent_name", "clear_market",
+    "Renewables", "Scenario", "ScenarioError", "SingleAgentMarketEnv", "Storages", "VectorMarketEnv", "agent_name", "clear_market",
     "env", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
+    "single_agent_env",
 ]
