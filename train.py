@@ -18,15 +18,11 @@ Also installed as the ``marketzoo`` console script.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (overrides learning_config.device)")
     p.add_argument("--runtime", choices=["loop", "mango"], default="loop", help="plain training loop, or the mango-agents runtime")
     p.add_argument("--containers", type=int, default=1, help="mango runtime: number of TCP containers (processes)")
+    p.add_argument("--mango-host", default="127.0.0.1", help="mango runtime: address the main container binds to")
+    p.add_argument("--mango-port", type=int, default=0, help="mango runtime: port of the main container (0: a free one)")
+    p.add_argument("--mango-worker", dest="mango_workers", action="append", default=None, metavar="HOST:PORT",
+                   help="mango runtime: a worker started with `python -m agents.mango_runtime worker --bind HOST:PORT` "
+                   "(repeatable; used instead of local worker processes)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<scenario>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a learning_config key, e.g. --set batch_size=256 (repeatable)")
@@ -99,11 +100,13 @@ def cmd_train(argv: list[str]) -> int:
         except ImportError as exc:
             print(f"error: the mango runtime is not available: {exc}", file=sys.stderr)
             return 2
-        return run_mango_training(sc, cfg, out, seed=seed, containers=args.containers, progress=not args.quiet)
+        return run_mango_training(sc, cfg, out, seed=seed, containers=args.containers, progress=not args.quiet,
+                                  workers=args.mango_workers, host=args.mango_host, port=args.mango_port,
+                                  plots=not args.no_plots)
     if args.containers != 1:
         print("error: --containers needs --runtime mango", file=sys.stderr)
         return 2
-    from agents.trainer import Trainer, write_json_atomic
+    from agents.trainer import Trainer, print_run_summary, run_summary, write_json_atomic
 
     trainer = Trainer(sc, cfg, run_dir=out, seed=seed, progress=not args.quiet)
     try:
@@ -120,9 +123,9 @@ def cmd_train(argv: list[str]) -> int:
     if best.exists():
         load_checkpoint(best, trainer.algo, trainer.agents)
     ev = trainer.evaluate()
-    summary = _summary(trainer, ev, result)
+    summary = run_summary(trainer, ev, result)
     write_json_atomic(out / "summary.json", summary)
-    _print_summary(summary)
+    print_run_summary(summary)
     if not args.no_plots:
         from agents.plots import make_plots
 
@@ -131,32 +134,6 @@ def cmd_train(argv: list[str]) -> int:
     print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
     print(f"evaluate:    python train.py evaluate --policy {best}")
     return 0
-
-
-def _summary(trainer, ev, result) -> dict[str, Any]:
-    agents = {}
-    for i, a in enumerate(trainer.agents):
-        row = {"unit": trainer.core.agent_unit[i], "kind": trainer.core.agent_kind[i],
-               "profit": float(ev.agent_profit[i]), "dispatch_mwh": float(ev.dispatch[i])}
-        if ev.br_profit is not None:
-            row["best_response_profit"] = float(ev.br_profit[i])
-            row["share_of_best_response"] = float(ev.br_share[i])
-        agents[a] = row
-    return {
-        "scenario": trainer.scenario.name, "study_case": trainer.scenario.study_case,
-        "episodes": result.episodes, "wall_time_s": round(result.wall_time, 2), "stopped_early": result.stopped_early,
-        "best": result.best, "evaluation": ev.metrics(), "agents": agents,
-    }
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    e = s["evaluation"]
-    print(f"\n== {s['scenario']} [{s['study_case']}]: {s['episodes']} episodes in {s['wall_time_s']:.1f} s ==")
-    print(f"evaluation (best policy): mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
-          f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
-    for a, r in s["agents"].items():
-        br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
-        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}")
 
 
 def cmd_evaluate(argv: list[str]) -> int:

@@ -9,3 +9,8 @@ from agents.learning_utils import (
     OUNoise,
     polyak_update,
 )
+
+__all__ = [
+    "Actor", "CriticTD3", "NormalActionNoise", "OUNoise", "ObsActRew", "ReplayBuffer", "ReplayBufferSamples",
+    "polyak_update",
+]

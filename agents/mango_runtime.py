@@ -609,10 +609,8 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     """``train.py --runtime mango``: train, then evaluate the best policy and write the run
     folder as the plain loop does (config.yaml, policies/{best,best_profit,best_regret,last},
     history.csv, tb/, summary.json, plots). Returns the exit code."""
-    from train import _print_summary, _summary  # the plain loop's summary, reused
-
     from .checkpoint import load_checkpoint
-    from .trainer import TrainResult, write_json_atomic
+    from .trainer import TrainResult, print_run_summary, run_summary, write_json_atomic
 
     out = Path(out)
     try:
@@ -631,11 +629,11 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
             load_checkpoint(best, tr.algo, tr.agents)
         ev = tr.evaluate()
         result = TrainResult(out, res.episodes, res.wall_time, dict(tr.best), res.history, None, res.stopped_early)
-        summary = _summary(tr, ev, result)
+        summary = run_summary(tr, ev, result)
         summary["runtime"] = {"kind": "mango", "containers": res.containers, "simulated_hours": res.hours,
                               "simulated_hours_per_s": round(res.hours / max(res.wall_time, 1e-9), 1)}
         write_json_atomic(out / "summary.json", summary)
-        _print_summary(summary)
+        print_run_summary(summary)
         if plots:
             from .plots import make_plots
 

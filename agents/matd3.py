@@ -616,7 +616,7 @@ class MATD3:
         obs_fm = ws.src[: n * od].view(n, od, bsz)  # the actors' input
         act_fm = ws.src[n * od :].view(n, m, bsz)  # the action rows of the critics' input
         x_flat = ws.x.view(n * self.critic_input_dim, bsz)
-        cp, ap = self.critic_params, self.actor_params
+        cp = self.critic_params
 
         # ---- critic targets: y = r + gamma * min(Q1', Q2')(next_obs, smoothed target actions)
         obs_fm.copy_(nxt.permute(1, 2, 0))

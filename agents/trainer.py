@@ -267,7 +267,7 @@ class Trainer:
     # ------------------------------------------------------------------ acting
     def act(self, obs: np.ndarray, *, explore: bool, random: bool = False) -> np.ndarray:
         """Actions ``(B, n, max_act)`` for observations ``(B, n, obs_dim)``."""
-        B, n, m = obs.shape[0], self.n, self.core.max_act
+        B, m = obs.shape[0], self.core.max_act
         if random:
             a = np.stack([r.uniform(-1.0, 1.0, size=(B, m)) for r in self.agent_rngs], axis=1)
             return a * self.mask
@@ -490,3 +490,31 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     os.replace(tmp, path)
+
+
+def run_summary(trainer, ev, result) -> dict[str, Any]:
+    """The JSON summary of a run: the final evaluation, per agent with its best response."""
+    agents = {}
+    for i, a in enumerate(trainer.agents):
+        row = {"unit": trainer.core.agent_unit[i], "kind": trainer.core.agent_kind[i],
+               "profit": float(ev.agent_profit[i]), "dispatch_mwh": float(ev.dispatch[i])}
+        if ev.br_profit is not None:
+            row["best_response_profit"] = float(ev.br_profit[i])
+            row["share_of_best_response"] = float(ev.br_share[i])
+        agents[a] = row
+    return {
+        "scenario": trainer.scenario.name, "study_case": trainer.scenario.study_case,
+        "episodes": result.episodes, "wall_time_s": round(result.wall_time, 2), "stopped_early": result.stopped_early,
+        "best": result.best, "evaluation": ev.metrics(), "agents": agents,
+    }
+
+
+def print_run_summary(s: dict[str, Any]) -> None:
+    """Print :func:`run_summary` as a short table."""
+    e = s["evaluation"]
+    print(f"\n== {s['scenario']} [{s['study_case']}]: {s['episodes']} episodes in {s['wall_time_s']:.1f} s ==")
+    print(f"evaluation (best policy): mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
+          f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
+    for a, r in s["agents"].items():
+        br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
+        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}")

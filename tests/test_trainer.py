@@ -63,7 +63,7 @@ def test_noise_schedule_linear_and_constant():
     assert tr.noise_scale(1) == pytest.approx(1.0)
     assert tr.noise_scale(6) == pytest.approx(0.5)
     assert tr.noise_scale(11) == pytest.approx(0.0)
-    tr2 = make(extra=["noise_scale=0.7"])
+    tr2 = make(extra=["noise_scale=0.7", "action_noise_schedule=constant"])
     assert tr2.noise_scale(1) == tr2.noise_scale(3) == pytest.approx(0.7)
 
 
