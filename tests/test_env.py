@@ -714,3 +714,13 @@ def test_episode_records_consistent_with_infos_and_between_envs():
         assert len(rec.agent_supply_columns(i)) >= 1
     with pytest.raises(ValueError, match="copy"):
         v.episode_record(3)
+
+
+def test_envs_imports_neither_torch_nor_agents_nor_mango():
+    import subprocess
+    import sys
+
+    code = ("import sys, envs, envs.analysis, envs.single_agent; "
+            "print(sorted(m for m in ('torch', 'agents', 'mango') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
