@@ -143,6 +143,8 @@ def _assume_sim(args: dict) -> dict:
                 res["hours"] = int(len(df))
                 res["times"] = pd.to_datetime(df["product_start"]).dt.strftime("%Y-%m-%dT%H:%M:%S").tolist()
                 res["prices"] = df["price"].astype(float).tolist()
+                if args.get("orders"):
+                    res["orders"] = _read_orders(eng, f"{name}_{args['study_case']}")
             out[variant] = res
     hours = out["sim_db"]["hours"]
     for v in ("sim", "sim_db"):
@@ -191,6 +193,107 @@ def _assume_train(args: dict) -> dict:
             "threads": __import__("torch").get_num_threads()}
 
 
+def _read_orders(eng, simulation: str) -> dict:
+    """ASSUME's ``market_orders`` rows of one simulation (columns as lists) and its
+    ``market_meta`` clearing prices, float64 from SQLite."""
+    import pandas as pd
+
+    q = ("SELECT start_time, unit_id, bid_id, price, volume, accepted_volume FROM market_orders "
+         "WHERE simulation = :sim")
+    od = pd.read_sql(sqlalchemy_text(q), eng, params={"sim": simulation})
+    mm = pd.read_sql(sqlalchemy_text("SELECT product_start, price FROM market_meta WHERE simulation = :sim"), eng,
+                     params={"sim": simulation})
+    od["start_time"] = pd.to_datetime(od["start_time"]).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    mm["product_start"] = pd.to_datetime(mm["product_start"]).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return {"orders": {c: od[c].tolist() for c in od.columns},
+            "market": {c: mm[c].tolist() for c in mm.columns}}
+
+
+def sqlalchemy_text(q: str):
+    import sqlalchemy
+
+    return sqlalchemy.text(q)
+
+
+def _assume_quality(args: dict) -> dict:
+    """Train with the scenario's own learning_config for about ``budget`` wall-clock
+    seconds (``run_learning``'s episode loop is cut before the episode that would end
+    further past the budget than it starts before it), save the last policies, then
+    ASSUME's own final run -- learning off, the trained policies loaded, no noise --
+    written to SQLite; returns that run's orders and prices."""
+    import sqlalchemy
+
+    import assume.scenario.loader_csv as loader
+
+    src = Path(args["scenario_dir"])
+    name = src.name
+    budget = float(args["budget"])
+    episodes: list[float] = []
+    state: dict = {"stopped_before": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs"
+        # relative to the scenario folder (ASSUME prefixes every *_path with it)
+        overrides = {"trained_policies_save_path": "trained_policies", "device": "cpu", "continue_learning": False}
+        if args.get("training_episodes"):
+            overrides["training_episodes"] = int(args["training_episodes"])
+        _assume_copy(src, inputs / name, naive=False, overrides=overrides)
+        os.chdir(tmp)
+        db = f"sqlite:///{tmp}/out/assume.db"
+        world = _assume_world(inputs, name, args["study_case"], db)
+
+        def last_dir() -> str:
+            return f"{world.learning_role.learning_config.trained_policies_save_path}/last_policies"
+
+        def save_last():
+            world.learning_role.rl_algorithm.save_params(directory=last_dir())
+
+        def budgeted(iterable, *_, **__):
+            start = last = time.perf_counter()
+            for ep in iterable:
+                now = time.perf_counter()
+                if ep > 1:
+                    episodes.append(now - last)
+                    if (now - start) + 0.5 * (now - last) > budget:
+                        state["stopped_before"] = ep
+                        save_last()
+                        return
+                last = now
+                yield ep
+            episodes.append(time.perf_counter() - last)
+            if not Path(last_dir()).is_dir():  # fewer episodes than ASSUME saves after
+                save_last()
+
+        orig = loader.tqdm
+        loader.tqdm = budgeted
+        try:
+            t0 = time.perf_counter()
+            loader.run_learning(world)
+            train_s = time.perf_counter() - t0
+        finally:
+            loader.tqdm = orig
+        lc = world.scenario_data["config"]["learning_config"]
+        t1 = time.perf_counter()
+        world.run()  # learning_mode off, policies from last_policies, no noise
+        eval_s = time.perf_counter() - t1
+        eng = sqlalchemy.create_engine(db)
+        sims = pd_read(eng, "SELECT DISTINCT simulation FROM market_orders")["simulation"].tolist()
+        sim = f"{name}_{args['study_case']}"
+        out = _read_orders(eng, sim)
+        eng.dispose()
+    n_done = (state["stopped_before"] - 1) if state["stopped_before"] else len(episodes)
+    return {**out, "train_s": train_s, "eval_s": eval_s, "episodes_done": n_done,
+            "episode_cycle_seconds": episodes, "stopped_by_budget": state["stopped_before"] is not None,
+            "training_episodes_config": int(lc["training_episodes"]),
+            "episodes_collecting_initial_experience": int(lc["episodes_collecting_initial_experience"]),
+            "simulations_in_db": sims, "threads": __import__("torch").get_num_threads()}
+
+
+def pd_read(eng, q: str):
+    import pandas as pd
+
+    return pd.read_sql(sqlalchemy_text(q), eng)
+
+
 def _assume_grad(args: dict) -> dict:
     """ASSUME's ``update_policy`` on a buffer of random transitions."""
     from collections import defaultdict
@@ -237,7 +340,7 @@ def _assume_grad(args: dict) -> dict:
 
 
 def assume_worker(task: str, args: dict, out_path: str) -> None:
-    fn = {"sim": _assume_sim, "train": _assume_train, "grad": _assume_grad}[task]
+    fn = {"sim": _assume_sim, "train": _assume_train, "grad": _assume_grad, "quality": _assume_quality}[task]
     if args.get("threads"):
         import torch
 
