@@ -36,7 +36,9 @@ import numpy as np
 def _frame(rows):
     import pandas as pd
 
-    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows) if not isinstance(rows, Mapping) else rows)
+    if isinstance(rows, pd.DataFrame):
+        return rows
+    return pd.DataFrame(rows if isinstance(rows, Mapping) else list(rows))
 
 
 def _bid_number(unit: str, bid_id: str) -> int:
@@ -104,6 +106,10 @@ def episode_record_from_assume(orders, market_prices, scenario, *, agents: Itera
     demand_names = set(getattr(scenario.demands, "names", ()) or ()) if getattr(scenario, "demands", None) else set()
 
     od["unit_id"] = od["unit_id"].astype(str)
+    dup = od.duplicated(["start_time", "bid_id"])
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} orders appear twice (same start_time and bid_id): "
+                         "pass the orders of one simulation run only")
     od["bid_no"] = [_bid_number(u, str(b)) for u, b in zip(od["unit_id"], od["bid_id"])]
     vol = od["volume"].astype(float).to_numpy()
     is_dem_unit = od["unit_id"].isin(demand_names).to_numpy() | ~od["unit_id"].isin(set(kind_of)).to_numpy()

@@ -2,7 +2,8 @@
 
 For each scenario (default: ASSUME's ``example_02a`` and ``example_02b`` from
 ``../shared/scenarios/assume``) it runs both systems and prints one JSON line per
-measurement, then one line of ratios (marketzoo / ASSUME, > 1 = marketzoo faster):
+measurement, then one line of ratios (ASSUME time / marketzoo time, > 1 = marketzoo faster;
+for ``quality`` marketzoo's share / ASSUME's):
 
 ``sim``
     Plain simulation, every unit bidding by rule: ASSUME's world with learning switched off
@@ -45,6 +46,29 @@ machine still shows, so compare ratios from one run.
     clear the same merit order in float64, so any difference beyond rounding is a real
     disagreement (the CSV export would round to 5 significant digits; SQLite keeps float64).
 
+``quality``
+    Learning quality after the same wall-clock budget (``--quality-budget``, default 60 s
+    of training per system; 0 skips it). ASSUME: ``run_learning`` with the scenario's own
+    learning_config (its evaluation episodes count towards the budget, they are part of
+    its training procedure); the episode loop is cut before the episode that would end
+    further past the budget than it starts before it, the last policies are saved, and
+    ASSUME's own final run (learning off, ``trained_policies_load_path`` = the last
+    policies, no noise) writes its orders to SQLite. Those orders become an
+    :class:`envs.record.EpisodeRecord` (``benchmarks/assume_record.py``: every unit's bids
+    per hour, the unit's marginal cost from the marketzoo scenario, the inelastic demand,
+    ASSUME's accepted volumes and prices; ``reclear_max_abs_diff`` checks that
+    :func:`envs.market.clear_market` re-clears them to ASSUME's prices) and
+    :func:`envs.analysis.exploitability` gives ``br_share`` (recorded profit / exact
+    per-hour best-response profit, mean over the learning units) and the joint
+    ``exploitability``. marketzoo: the :class:`agents.trainer.Trainer` with
+    ``bench_quality.RECOMMENDED`` settings (``--quality-settings assume``: the scenario's
+    learning_config), same cut rule, at most its ``training_episodes``; then
+    ``Trainer.evaluate(analysis=True)``. Seed 0 for marketzoo, ASSUME's own seeding; one
+    run each, so the figure is noisy. ``quality_summary`` puts the two shares side by side;
+    the ratio line gets ``quality_br_share`` (marketzoo / ASSUME) when ASSUME's share is
+    positive. ASSUME's evaluation covers 719 hours (its first product delivers at 01:00),
+    marketzoo's 720.
+
 ASSUME runs in a subprocess (``--assume-python``, default: this interpreter), so it can
 live in its own virtual environment when it cannot be installed next to marketzoo;
 ``assume-framework[learning]==0.6.0`` installs into marketzoo's environment
@@ -54,9 +78,10 @@ say why they are missing.
 
 Examples::
 
-    python benchmarks/vs_assume.py                     # both scenarios, ~6 minutes
+    python benchmarks/vs_assume.py                     # both scenarios, ~12 minutes (~5 of them the quality rows)
     python benchmarks/vs_assume.py --quick             # example_02a only, shorter timings
     python benchmarks/vs_assume.py --assume-python /path/to/assume-venv/bin/python
+    python benchmarks/vs_assume.py --only-quality --quality-budget 60   # the quality row only
 """
 
 from __future__ import annotations
@@ -545,6 +570,77 @@ def mz_grad(scenario, batch: int, steps: int, repeats: int, threads: int | None 
             "actor_hidden": list(tr.config.actor_hidden_sizes), "threads": torch.get_num_threads()}
 
 
+def _bench_quality():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_quality", ROOT / "benchmarks" / "bench_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def mz_quality(scenario, budget: float, settings: str = "recommended", seed: int = 0,
+               threads: int | None = 1) -> dict:
+    """Train the :class:`agents.trainer.Trainer` for about ``budget`` wall-clock seconds
+    (same cut rule as the ASSUME side: stop before the episode that would end further past
+    the budget than it starts before it; at most the config's ``training_episodes``), then
+    one deterministic evaluation episode and its exact best responses."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import torch
+
+    from agents.config import LearningConfig
+    from agents.trainer import Trainer
+    from envs.analysis import exploitability
+
+    overrides = list(_bench_quality().RECOMMENDED) if settings == "recommended" else []
+    if threads:
+        torch.set_num_threads(int(threads))
+        overrides.append(f"torch_threads={int(threads)}")
+    cfg = LearningConfig.from_dict(scenario.learning_config).with_overrides(overrides + ["device=cpu"])
+    tr = Trainer(scenario, cfg, run_dir=None, seed=seed, progress=False, tensorboard=False, analysis=False)
+    clock, times = 0.0, []
+    for ep in range(cfg.training_episodes):
+        t0 = time.perf_counter()
+        tr.episode = ep
+        tr.run_training_episode()
+        tr.episode = ep + 1
+        times.append(time.perf_counter() - t0)
+        clock += times[-1]
+        if clock + 0.5 * times[-1] > budget:
+            break
+    t1 = time.perf_counter()
+    ev = tr.evaluate(analysis=True)
+    ex = exploitability(ev.record) if ev.record is not None else None
+    eval_s = time.perf_counter() - t1
+    out = {"train_s": clock, "eval_s": eval_s, "episodes_done": len(times), "settings": settings,
+           "overrides": overrides, "training_episodes_config": cfg.training_episodes,
+           "br_share": float(np.mean(ev.br_share)), "agent_profit": ev.agent_profit.tolist(),
+           "br_profit": ev.br_profit.tolist(), "exploitability": ev.exploitability,
+           "mean_price": ev.mean_price, "eval_hours": int(len(ev.prices)) if ev.prices is not None else None}
+    if ex is not None:
+        out["br_share_recheck"] = float(np.mean(ex.share))
+    return out
+
+
+def quality_from_assume(res: dict, scenario) -> dict:
+    """ASSUME's evaluation-run orders -> EpisodeRecord -> exact best responses."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+
+    from assume_record import episode_record_from_assume, reclear_prices
+    from envs.analysis import exploitability
+
+    rec = episode_record_from_assume(res["orders"], res["market"], scenario)
+    ex = exploitability(rec)
+    reclear = float(np.abs(reclear_prices(rec) - rec.clearing_price).max())
+    return {"br_share": float(np.mean(ex.share)), "agent_share": dict(zip(ex.agents, map(float, ex.share))),
+            "agent_profit": ex.recorded_profit.tolist(), "br_profit": ex.best_response_profit.tolist(),
+            "exploitability": ex.joint, "mean_price": float(np.mean(rec.clearing_price)), "eval_hours": rec.n_hours,
+            "reclear_max_abs_diff": reclear}
+
+
 # =========================================================================== main
 
 
@@ -573,6 +669,12 @@ def main(argv=None) -> int:
                         "default -- ASSUME then uses torch's, one per core)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per ASSUME task")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    p.add_argument("--quality-budget", type=float, default=60.0,
+                   help="wall-clock training seconds per system for the learning-quality row (0: skip it)")
+    p.add_argument("--quality-settings", choices=["recommended", "assume"], default="recommended",
+                   help="marketzoo's learning settings in the quality row: bench_quality.RECOMMENDED "
+                        "(default) or the scenario's own learning_config (ASSUME always uses its own)")
+    p.add_argument("--only-quality", action="store_true", help="skip sim/train_episode/grad_step")
     a = p.parse_args(argv)
     names = a.scenarios or (["example_02a"] if a.quick else ["example_02a", "example_02b"])
     min_time = 1.0 if a.quick else 3.0
@@ -604,6 +706,44 @@ def main(argv=None) -> int:
                  "threads": threads}
         ratios = {}
 
+        if not a.only_quality:
+            ratios.update(_speed_rows(a, sc, common, wargs, why_not, emit, min_time, repeats, G, threads))
+
+        # ---- learning quality after the same wall-clock budget
+        if a.quality_budget > 0:
+            mq = mz_quality(sc, a.quality_budget, a.quality_settings, threads=threads)
+            emit({**common, "system": "marketzoo", "what": "quality", "budget_s": a.quality_budget, **mq})
+            aq = None if why_not else run_assume(a.assume_python, "quality", {**wargs, "budget": a.quality_budget},
+                                                 a.timeout + a.quality_budget)
+            if aq is not None and "error" in aq:
+                emit({**common, "system": "assume", "what": "quality", "budget_s": a.quality_budget, **aq})
+            elif aq is not None:
+                q = quality_from_assume(aq, sc)
+                keep = ("train_s", "eval_s", "episodes_done", "stopped_by_budget", "training_episodes_config",
+                        "episodes_collecting_initial_experience", "assume_version", "threads")
+                emit({**common, "system": "assume", "what": "quality", "budget_s": a.quality_budget,
+                      **{k: aq[k] for k in keep if k in aq}, **q})
+                emit({**common, "system": "both", "what": "quality_summary", "budget_s": a.quality_budget,
+                      "marketzoo_br_share": round(mq["br_share"], 4), "assume_br_share": round(q["br_share"], 4),
+                      "marketzoo_train_s": round(mq["train_s"], 1), "assume_train_s": round(aq["train_s"], 1),
+                      "marketzoo_exploitability": mq["exploitability"], "assume_exploitability": q["exploitability"],
+                      "marketzoo_settings": a.quality_settings})
+                # a ratio only means something when ASSUME's policy earns money
+                if q["br_share"] > 0:
+                    ratios["quality_br_share"] = mq["br_share"] / q["br_share"]
+        if ratios:
+            emit({**common, "system": "both", "what": "ratios (marketzoo speed-up: ASSUME time / marketzoo time; "
+                                                      "quality: marketzoo share / ASSUME share)",
+                  **{k: round(v, 2) for k, v in ratios.items()}})
+    if sink:
+        sink.close()
+    return 0
+
+
+def _speed_rows(a, sc, common, wargs, why_not, emit, min_time, repeats, G, threads) -> dict:
+    """sim + parity, train_episode and grad_step rows; returns their ratios."""
+    ratios = {}
+    if True:
         # ---- plain simulation + parity
         mz = mz_sim(sc, min_time)
         for rec in mz:
@@ -663,12 +803,7 @@ def main(argv=None) -> int:
         elif ag is not None:
             emit({**common, "system": "assume", "what": "grad_step", **ag})
             ratios["grad_step"] = ag["seconds_per_step"] / mg["seconds_per_step"]
-        if ratios:
-            emit({**common, "system": "both", "what": "ratios (marketzoo speed-up: ASSUME time / marketzoo time)",
-                  **{k: round(v, 2) for k, v in ratios.items()}})
-    if sink:
-        sink.close()
-    return 0
+    return ratios
 
 
 if __name__ == "__main__":
