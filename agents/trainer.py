@@ -92,7 +92,10 @@ class EvalResult:
             "markup": self.markup,
         }
         if self.br_share is not None:
-            out["br_share"] = float(np.mean(self.br_share))
+            # all agents together: total profit / total best-response profit (a mean of
+            # per-agent ratios explodes when one agent's best response is near zero)
+            total_br = float(np.sum(self.br_profit))
+            out["br_share"] = float(np.sum(self.agent_profit)) / total_br if total_br > 0 else float("nan")
             out["exploitability"] = float(self.exploitability)
         return out
 
