@@ -1,9 +1,9 @@
 """AgileRL: its MATD3 trains on the default scenario and the evaluation return rises."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _examples import load_example
 
 pytest.importorskip("agilerl")
 try:  # AgileRL 2.50-2.58 imports peft at start-up (only its llm extra installs it)
@@ -14,11 +14,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed versio
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_matd3_evaluation_return_rises_on_default():

@@ -1,21 +1,16 @@
 """RLlib: ParallelPettingZooEnv rollout and one PPO training iteration."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+from _examples import load_example
 
 pytest.importorskip("ray.rllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_rollout_through_the_rllib_wrapper():

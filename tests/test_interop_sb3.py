@@ -1,20 +1,15 @@
 """Gymnasium + Stable-Baselines3: TD3 on the single-agent view of ``tiny`` learns a markup."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _examples import load_example
 
 pytest.importorskip("stable_baselines3")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_td3_beats_its_initial_policy_on_tiny():

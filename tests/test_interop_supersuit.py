@@ -1,10 +1,10 @@
 """SuperSuit: pettingzoo_env_to_vec_env_v1 + concat_vec_envs_v1 over 8 copies."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _examples import load_example
 
 ss = pytest.importorskip("supersuit")
 
@@ -13,11 +13,6 @@ import envs  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_concat_vec_env_matches_parallel_env_on_tiny():

@@ -1,10 +1,10 @@
 """TorchRL: PettingZooWrapper around the ParallelEnv passes check_env_specs and rolls out."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _examples import load_example
 
 pytest.importorskip("torchrl")
 
@@ -13,11 +13,6 @@ import envs  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_check_env_specs_and_rollout_replays_exactly():
