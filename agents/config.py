@@ -801,6 +801,16 @@ def _check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             out[name] = _RULES[name](raw)
         except _Bad as bad:
             problems.append(ConfigProblem(name, raw, bad.allowed))
+    if not problems and out["continue_learning"] and not (out["trained_policies_load_path"]
+                                                         or out["trained_policies_save_path"]):
+        problems.append(ConfigProblem(
+            "continue_learning", True,
+            "false, or a folder to continue from in trained_policies_load_path (or trained_policies_save_path)"))
+    if not problems and not out["learning_mode"] and not (out["trained_policies_load_path"]
+                                                          or out["trained_policies_save_path"]):
+        problems.append(ConfigProblem(
+            "learning_mode", False,
+            "true, or the folder of the policies to run in trained_policies_load_path (or trained_policies_save_path)"))
     if not problems and out["replay_buffer_size"] < out["batch_size"]:
         problems.append(
             ConfigProblem(
