@@ -342,12 +342,13 @@ class Learning(Role):
     # ------------------------------------------------------------------ learning
 
     async def update_policy(self) -> None:
-        """One scheduled policy update: after the initial-exploration episodes and
-        outside evaluation, ``gradient_steps`` MATD3 updates on batches of
+        """One scheduled policy update: in ``learning_mode``, after the initial-exploration
+        episodes and outside evaluation, ``gradient_steps`` MATD3 updates on batches of
         ``batch_size`` (skipped while the buffer holds fewer transitions), then the new
         actor weights go to the unit agents. Exceptions are caught and kept in
         :attr:`failure`."""
-        if self.evaluation_mode or self.initial_exploration or self.failure is not None:
+        if (self.evaluation_mode or self.initial_exploration or self.failure is not None
+                or not self.learning_config.learning_mode):  # learning_mode false: fixed policies
             return
         if self.learner is None or self.buffer.size() < self.batch_size:
             return

@@ -16,8 +16,8 @@ from agents.checkpoint import CheckpointError
 from agents.config import LearningConfig
 from agents.learning_role import Learning
 from agents.learning_utils import Actor, CriticTD3
-from agents.mango_agents import UnitAgent
-from agents.mango_protocol import MARKET, POLICY, TRAINING, UnitSpec, make_codec
+from agents.mango.agents import UnitAgent
+from agents.mango.protocol import MARKET, POLICY, TRAINING, UnitSpec, make_codec
 
 UTC = dt.timezone.utc
 START = dt.datetime(2023, 3, 25, 22, tzinfo=UTC)  # the night Europe and (earlier) the US change to summer time
@@ -306,7 +306,7 @@ def test_save_load_and_compare(tmp_path):
 
 async def test_market_drops_bad_bids_and_clears_the_episode():
     from envs import load_scenario
-    from agents.mango_agents import MarketAgent
+    from agents.mango.agents import MarketAgent
 
     sc = load_scenario("tiny")
     clock = ExternalClock(start_time=START.timestamp() - 3600)

@@ -300,6 +300,9 @@ class _Run:
         from ..recorder import RunRecorder
         from ..trainer import env_options_for, resolve_seed
 
+        if not cfg.learning_mode:
+            raise ValueError("learning_mode is false: nothing to train; `python train.py` (without --runtime mango) "
+                             "runs the loaded policies")
         self.seed = resolve_seed(seed, cfg, scenario)
         self.cfg = cfg = cfg.with_overrides({"seed": self.seed}) if cfg.seed != self.seed else cfg
         configure_torch_threads(cfg)
