@@ -68,12 +68,15 @@ def configure_torch_threads(config: LearningConfig) -> int:
 
 def policy_load_path(config: LearningConfig) -> Path | None:
     """Where the run loads policies from: ``trained_policies_load_path``, else
-    ``trained_policies_save_path``, when ``continue_learning`` is on or
+    ``trained_policies_save_path/best``, when ``continue_learning`` is on or
     ``learning_mode`` is off (the config refuses either without a path); else ``None``."""
     if config.learning_mode and not config.continue_learning:
         return None
-    path = config.trained_policies_load_path or config.trained_policies_save_path
-    return Path(path) if path else None
+    if config.trained_policies_load_path:
+        return Path(config.trained_policies_load_path)
+    if config.trained_policies_save_path:
+        return Path(config.trained_policies_save_path) / "best"
+    return None
 
 
 def warm_start_path(config: LearningConfig) -> Path | None:
