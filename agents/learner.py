@@ -199,9 +199,10 @@ class Learner:
         """``"explore"`` during initial exploration, else ``"train"``."""
         return "explore" if episode < self.config.episodes_collecting_initial_experience else "train"
 
-    def noise_scale(self, episode: int) -> float:
-        """Scale of the first noise draw of training episode ``episode``."""
-        return float(self.noise_scales(episode, 1)[0])
+    def noise_scale(self, episode: int, hours: int) -> float:
+        """Scale of the first noise draw of training episode ``episode`` (episodes of
+        ``hours`` hours)."""
+        return float(self.noise_scales(episode, hours)[0])
 
     def noise_scales(self, episode: int, hours: int) -> np.ndarray:
         """Noise scale of every hour of training episode ``episode`` (``hours`` long): the

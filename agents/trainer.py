@@ -146,7 +146,8 @@ class Trainer:
         return self.learner.mask
 
     def noise_scale(self, episode: int) -> float:
-        return self.learner.noise_scale(episode)
+        """Scale of the first noise draw of training episode ``episode``."""
+        return self.learner.noise_scale(episode, self.core.max_cycles)
 
     def learning_rate(self, episode: int) -> float:
         return self.learner.learning_rate(episode)

@@ -147,6 +147,25 @@ async def test_transitions_update_and_weights_to_units():
     assert role.failure is None
 
 
+async def test_learning_mode_false_never_updates():
+    role = Learning(LearningConfig.from_dict({**CFG, "learning_mode": False, "trained_policies_load_path": "x"}),
+                    START, END, first_update=START + dt.timedelta(hours=6))
+    role.register_units(AGENTS, OBS, ACTS)
+    role.create_actors_and_critics()
+    before = [p.clone() for p in role.rl_algorithm.actor_params]
+    w = World(role)
+    rng = np.random.default_rng(0)
+    async with activate(w.c):
+        await settle(w.c)
+        await w.send({"context": TRAINING, "type": "episode_start", "episode": 1, "mode": "train",
+                      "learning_rate": 1e-3})
+        for _ in range(10):
+            await w.send(transition(rng))
+        await w.advance(13)
+    assert role.transitions == 10 and role.buffer.size() >= 4 and role.n_updates == 0 and role.failure is None
+    assert all(torch.equal(p, q) for p, q in zip(before, role.rl_algorithm.actor_params))
+
+
 async def test_missing_acknowledgement_is_a_failure_not_a_hang():
     role = make_role(ack_timeout=0.3)
     w = World(role, ack=False)

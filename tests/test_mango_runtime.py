@@ -58,7 +58,7 @@ def assert_same_run(tr: Trainer, res, exact: bool = True):
 
 def test_one_container_reproduces_the_training_loop():
     sc = load_scenario("tiny")
-    cfg = config(sc)
+    cfg = config(sc, "noise_dt=0.999")  # per-draw noise decay: the market sends each hour's scale
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)
     tr.train()
     res = train_mango(sc, cfg, seed=3)
@@ -66,6 +66,14 @@ def test_one_container_reproduces_the_training_loop():
     assert res.role.policy_version == 1 + res.role.n_updates // cfg.gradient_steps
     assert res.role.dropped_messages == 0 and res.market.dropped_messages == 0
     assert_same_run(tr, res)
+    assert tr.history[-1]["train/noise_scale"] < tr.history[1]["train/noise_scale"]
+
+
+def test_learning_mode_false_is_refused_by_the_mango_runtime(tmp_path):
+    sc = load_scenario("tiny")
+    cfg = config(sc, "learning_mode=false", f"trained_policies_load_path={tmp_path}")
+    with pytest.raises(ValueError, match="learning_mode is false"):
+        train_mango(sc, cfg)
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
