@@ -73,8 +73,18 @@ their gradients live in a workspace allocated once per batch size, and the param
 gradients in persistent ``.grad`` buffers written with ``out=``. On CPU this avoids the
 page faults of fresh large allocations on every step (several microseconds per 4 KiB page
 in a VM; they were a third of a 10-agent step) and autograd's per-op overhead. The
-parameters are plain tensors (``requires_grad=False``); the tests check the result
-against the autograd-based per-agent reference.
+parameters are plain tensors (``requires_grad=False``).
+
+Two kernels compute the same step (``MATD3(kernel=...)``): ``"hand"``, the hand-written
+pass above, and ``"autograd"``, which builds the same losses from the same stacked
+tensors and lets autograd differentiate them. The autograd kernel is the in-package
+reference: new losses or layers are written there first, then by hand, and
+``tests/test_matd3.py`` checks the two against each other over agent counts, depths,
+``unique_obs_len``, clipping, the pre-activation penalty and batch-size changes (and the
+autograd kernel against the per-agent loop :class:`agents.matd3_reference.ReferenceMATD3`).
+The hand-written pass is 1.3-1.5x faster on CPU (``benchmarks/RESULTS.md``). The private
+torch calls it needs live in :mod:`agents._torch_private`, which checks them at import;
+``kernel="auto"`` (default) falls back to autograd, with one warning, when one is missing.
 
 Actor loss without rebuilding the critic input: the critic's first layer is linear, so
 replacing agent ``i``'s action slot changes its pre-activation by
@@ -122,7 +132,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MATD3", "metrics_to_float"]
+from ._torch_private import MISSING as _MISSING_INTERNALS
+from ._torch_private import ensure_adam_state as _ensure_adam_state
+from ._torch_private import hand_kernel_available, lerp_all_
+from ._torch_private import relu_grad_ as _relu_grad_
+
+__all__ = ["KERNELS", "MATD3", "metrics_to_float"]
+
+KERNELS = ("auto", "hand", "autograd")
 
 _FORMAT = "marketzoo.matd3/1"
 
@@ -149,22 +166,6 @@ def _make_adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def _ensure_adam_state(opt: torch.optim.Adam) -> None:
-    """Create Adam's lazily initialised state (zeros) the way ``Adam.step`` would."""
-    for group in opt.param_groups:
-        on_device = bool(group["capturable"] or group["fused"])
-        for p in group["params"]:
-            state = opt.state[p]
-            if len(state) == 0:
-                state["step"] = (
-                    torch.zeros((), dtype=torch.float32, device=p.device)
-                    if on_device
-                    else torch.tensor(0.0, dtype=torch.float32)
-                )
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def metrics_to_float(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,11 +201,6 @@ def _stack_forward(
             h.relu_()
         acts.append(h)
     return acts
-
-
-def _relu_grad_(grad: Tensor, relu_out: Tensor) -> Tensor:
-    """``grad *= (relu_out > 0)`` in place, without a temporary mask."""
-    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
 
 
 def _stack_backward(
@@ -291,6 +287,11 @@ class MATD3:
         device: torch device of all tensors.
         float_type: dtype of all parameters.
         seed: seed of :attr:`generator` (initial weights and target noise).
+        kernel: how gradients are computed: ``"hand"`` (the hand-written batched backward
+            pass), ``"autograd"`` (autograd over the same stacked tensors: the in-package
+            reference) or ``"auto"`` (``"hand"`` unless the torch internals it needs are
+            missing, see :mod:`agents._torch_private`). Both give the same step up to
+            floating-point rounding (tested).
 
     Shapes: observations ``(B, n, obs_dim)``, actions ``(B, n, max_act)``, rewards
     ``(B, n)``.
@@ -316,7 +317,15 @@ class MATD3:
         device: str | torch.device = "cpu",
         float_type: torch.dtype = torch.float32,
         seed: int = 0,
+        kernel: str = "auto",
     ) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"MATD3: kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel == "hand" and not hand_kernel_available():
+            raise ValueError("MATD3: kernel='hand' needs torch internals this torch lacks: "
+                             + "; ".join(_MISSING_INTERNALS) + " (use kernel='auto' or 'autograd')")
+        self.kernel = ("hand" if hand_kernel_available() else "autograd") if kernel == "auto" else kernel
+        """The kernel in use: ``"hand"`` or ``"autograd"``."""
         self.n_agents = n = _pos_int(n_agents, "n_agents")
         self.obs_dim = od = _pos_int(obs_dim, "obs_dim")
         self.act_dims = tuple(_pos_int(a, "every entry of act_dims") for a in act_dims)
@@ -635,20 +644,23 @@ class MATD3:
         obs_fm.copy_(obs.permute(1, 2, 0))
         act_fm.copy_(act.permute(1, 2, 0)).mul_(mask)
         torch.index_select(ws.src, 0, self._critic_index, out=x_flat)
-        q = self._critic_forward(cp, ws.x, ws)
-        dq = torch.sub(q, y.unsqueeze(1), out=ws.c_d[-1].view(n, 2, bsz))
-        critic_loss = dq.square().sum(dim=(1, 2)).div_(bsz)  # (n,)
-        dq.mul_(2.0 / bsz)  # dL/dq
         g = self._critic_grads
-        h0 = ws.c0.view(2 * n, h1, bsz)
-        dh0 = ws.dc0.view(2 * n, h1, bsz)
-        _stack_backward(
-            [w.flatten(0, 1) for w in cp[2::2]], h0, ws.c_acts, ws.c_d[-1], ws.c_d[:-1],
-            [t.flatten(0, 1) for t in g[2::2]], [t.flatten(0, 1) for t in g[3::2]], dx=dh0,
-        )  # fmt: skip
-        dz0 = _relu_grad_(dh0, h0).view(n, 2 * h1, bsz)
-        torch.bmm(dz0, ws.x.transpose(1, 2), out=g[0])
-        torch.sum(dz0, dim=2, keepdim=True, out=g[1])
+        if self.kernel == "autograd":
+            critic_loss = self._critic_grads_autograd(ws.x, y, g)
+        else:
+            q = self._critic_forward(cp, ws.x, ws)
+            dq = torch.sub(q, y.unsqueeze(1), out=ws.c_d[-1].view(n, 2, bsz))
+            critic_loss = dq.square().sum(dim=(1, 2)).div_(bsz)  # (n,)
+            dq.mul_(2.0 / bsz)  # dL/dq
+            h0 = ws.c0.view(2 * n, h1, bsz)
+            dh0 = ws.dc0.view(2 * n, h1, bsz)
+            _stack_backward(
+                [w.flatten(0, 1) for w in cp[2::2]], h0, ws.c_acts, ws.c_d[-1], ws.c_d[:-1],
+                [t.flatten(0, 1) for t in g[2::2]], [t.flatten(0, 1) for t in g[3::2]], dx=dh0,
+            )  # fmt: skip
+            dz0 = _relu_grad_(dh0, h0).view(n, 2 * h1, bsz)
+            torch.bmm(dz0, ws.x.transpose(1, 2), out=g[0])
+            torch.sum(dz0, dim=2, keepdim=True, out=g[1])
         critic_norm = self._clip_(cp, g)
         self.critic_optimizer.step()
         metrics: dict[str, Any] = {
@@ -657,8 +669,60 @@ class MATD3:
             "losses/critic_grad_norm_per_agent": critic_norm,
         }
         if self.n_updates % self.policy_delay == 0:
-            metrics.update(self._actor_step(ws, obs_fm, act_fm))
+            step = self._actor_step_autograd if self.kernel == "autograd" else self._actor_step
+            metrics.update(step(ws, obs_fm, act_fm))
         return metrics_to_float(metrics) if as_float else metrics
+
+    # ---- the autograd kernel: the reference for the hand-written pass (same tensors, same
+    # ---- losses, gradients by autograd); new losses or layers are written here first
+
+    def _critic_grads_autograd(self, x: Tensor, y: Tensor, out: list[Tensor]) -> Tensor:
+        """L_i = MSE(Q1_i(x_i), y_i) + MSE(Q2_i(x_i), y_i); writes dL/dθ into ``out``."""
+        bsz = x.shape[2]
+        params = [p.detach().requires_grad_() for p in self.critic_params]
+        with torch.enable_grad():
+            q = self._critic_forward(params, x)  # (n, 2, B)
+            loss = (q - y.unsqueeze(1)).square().sum(dim=(1, 2)) / bsz
+            grads = torch.autograd.grad(loss.sum(), params)
+        for o, g in zip(out, grads):
+            o.copy_(g)
+        return loss.detach()
+
+    def _actor_step_autograd(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
+        """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)) [+ penalty]: the critic
+        input is rebuilt with each agent's own action slot replaced; autograd; Adam;
+        Polyak update of all targets."""
+        n, m, bsz = self.n_agents, self.max_act, ws.batch
+        h1 = self.critic_hidden_sizes[0]
+        cp, mask, col0 = self.critic_params, self._mask_fm, self._act_col0
+        params = [p.detach().requires_grad_() for p in self.actor_params]
+        eye = torch.eye(n, device=self.device, dtype=self.float_type).view(n, n, 1, 1)
+        x = ws.x  # the sampled batch's critic inputs (n, D, B)
+        with torch.enable_grad():
+            z = self._actor_forward(params, obs_fm)[-1]  # pre-tanh (n, m, B)
+            a_pi = torch.tanh(z) * mask
+            slots = x[:, col0:].reshape(n, n, m, bsz)  # [agent i's critic, slot j]
+            slots = slots * (1.0 - eye) + eye * a_pi.unsqueeze(1)  # slot i <- actor i
+            x_pi = torch.cat([x[:, :col0], slots.reshape(n, n * m, bsz)], dim=1)
+            h = torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], x_pi).relu()
+            q1 = _stack_forward([w[:, 0] for w in cp[2::2]], [b[:, 0] for b in cp[3::2]], h)[-1].view(n, bsz)
+            loss = -q1.mean(dim=1)
+            if self.actor_preactivation_penalty:
+                loss = loss + self.actor_preactivation_penalty * (z * mask).square().mean(dim=(1, 2))
+            grads = torch.autograd.grad(loss.sum(), params)
+        g = self._actor_grads
+        for o, gr in zip(g, grads):
+            o.copy_(gr)
+        actor_norm = self._clip_(self.actor_params, g)
+        self.actor_optimizer.step()
+        lerp_all_(self.actor_target_params, self.actor_params, self.tau)
+        lerp_all_(self.critic_target_params, self.critic_params, self.tau)
+        actor_loss = loss.detach()
+        return {
+            "losses/actor_loss": actor_loss.sum(),
+            "losses/actor_loss_per_agent": actor_loss,
+            "losses/actor_grad_norm_per_agent": actor_norm,
+        }
 
     def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
         """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)); Adam; Polyak update of all targets.
@@ -700,8 +764,8 @@ class MATD3:
         _stack_backward(ap[0::2], obs_fm, acts, dz, ws.a_d[:-1], g[0::2], g[1::2])
         actor_norm = self._clip_(ap, g)
         self.actor_optimizer.step()
-        torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
-        torch._foreach_lerp_(self.critic_target_params, self.critic_params, self.tau)
+        lerp_all_(self.actor_target_params, self.actor_params, self.tau)
+        lerp_all_(self.critic_target_params, self.critic_params, self.tau)
         return {
             "losses/actor_loss": actor_loss.sum(),
             "losses/actor_loss_per_agent": actor_loss,
