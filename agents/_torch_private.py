@@ -1,8 +1,8 @@
 """The private torch internals the hand-written MATD3 kernel uses, in one place.
 
-:class:`agents.matd3.MATD3`'s hand-written backward pass (``kernel="hand"``) is 1.3-1.5x
-faster than autograd on the same stacked tensors (``benchmarks/RESULTS.md``), but leans
-on three things torch does not promise to keep:
+:class:`agents.matd3.MATD3`'s hand-written backward pass (``kernel="hand"``) is 1.1-1.2x
+faster than autograd on the same stacked tensors at 3-10 agents on CPU
+(``benchmarks/RESULTS.md``), but leans on three things torch does not promise to keep:
 
 * ``torch.ops.aten.threshold_backward.grad_input`` -- ReLU's backward, in place, with no
   temporary mask (:func:`relu_grad_`);
@@ -91,7 +91,7 @@ MISSING: tuple[str, ...] = tuple(_probe())
 if MISSING:
     warnings.warn(
         "marketzoo MATD3: the hand-written backward pass needs torch internals that this torch lacks ("
-        + "; ".join(MISSING) + "); using the autograd kernel (same results, about 1.3-1.5x slower)",
+        + "; ".join(MISSING) + "); using the autograd kernel (same results, slower: see benchmarks/RESULTS.md)",
         TorchInternalsWarning, stacklevel=2,
     )
 

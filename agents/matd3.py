@@ -82,7 +82,7 @@ reference: new losses or layers are written there first, then by hand, and
 ``tests/test_matd3.py`` checks the two against each other over agent counts, depths,
 ``unique_obs_len``, clipping, the pre-activation penalty and batch-size changes (and the
 autograd kernel against the per-agent loop :class:`agents.matd3_reference.ReferenceMATD3`).
-The hand-written pass is 1.3-1.5x faster on CPU (``benchmarks/RESULTS.md``). The private
+The hand-written pass is 1.1-1.2x faster on CPU at 3-10 agents (``benchmarks/RESULTS.md``). The private
 torch calls it needs live in :mod:`agents._torch_private`, which checks them at import;
 ``kernel="auto"`` (default) falls back to autograd, with one warning, when one is missing.
 
