@@ -373,7 +373,9 @@ def test_default_core_plants_with_start_up_and_storage():
     assert np.all(br.best_profit_per_hour >= bf.best_profit_per_hour - TICK * vol - 1e-6)
 
 
-EX_02A = "/work/shared/scenarios/assume/example_02a"
+from _examples import ASSUME_DIR  # noqa: E402 - the one helper for the shared ASSUME examples
+
+EX_02A = str(ASSUME_DIR / "example_02a")
 
 
 @pytest.mark.skipif(not os.path.isdir(EX_02A), reason="ASSUME example_02a not available")

@@ -14,7 +14,7 @@ import pytest
 from envs.data import Scenario, ScenarioError
 from envs.scenario import BUILTIN_DIR, _load_cached, list_builtin_scenarios, load_scenario
 
-ASSUME_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "assume"
+from _examples import ASSUME_DIR  # the one helper for the shared ASSUME examples
 
 
 def assume(name: str) -> Path:
