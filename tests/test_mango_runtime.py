@@ -273,10 +273,20 @@ def test_four_processes_on_three_units():
 
 
 @pytest.mark.slow
-def test_dead_worker_stops_the_run_with_an_error():
+def test_dead_worker_stops_the_run_with_an_error(monkeypatch):
+    from agents.mango import runtime
+
     sc = load_scenario("default")
     cfg = config(sc, "training_episodes=50")
     errors: list[BaseException] = []
+    ready = threading.Event()
+    start = runtime._Workers.start
+
+    def start_and_tell(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        ready.set()
+
+    monkeypatch.setattr(runtime._Workers, "start", start_and_tell)
 
     def run():
         try:
@@ -287,10 +297,8 @@ def test_dead_worker_stops_the_run_with_an_error():
 
     th = threading.Thread(target=run)
     th.start()
-    deadline = time.monotonic() + 90
-    while not mp.active_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(8)  # well into training
+    assert ready.wait(120), "the worker process did not start"
+    time.sleep(5)  # well into training (the worker is up: a busy machine may take long to start it)
     for p in mp.active_children():
         p.kill()
     t_kill = time.monotonic()
