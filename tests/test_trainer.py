@@ -390,3 +390,86 @@ def test_help_lists_the_evaluate_command():
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "evaluate", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "--policy" in r.stdout
+
+
+# Where each learning_config key's behaviour is tested (a new key needs an entry).
+KEY_TESTS = {
+    "learning_mode": "test_learning_mode_false_runs_the_loaded_policies_without_training",
+    "continue_learning": "test_continue_learning_falls_back_to_the_save_path_and_fails_in_one_line_without",
+    "trained_policies_save_path": "test_trained_policies_save_path_sets_where_policies_go",
+    "trained_policies_load_path": "test_continue_learning_from_config",
+    "max_bid_price": "test_every_key_reaches_the_object_it_configures",
+    "algorithm": "tests/test_config.py::test_wrong_values_name_source_key_value_and_allowed",
+    "actor_architecture": "tests/test_config.py::test_wrong_values_name_source_key_value_and_allowed",
+    "learning_rate": "test_every_key_reaches_the_object_it_configures",
+    "learning_rate_schedule": "test_every_key_reaches_the_object_it_configures",
+    "training_episodes": "test_early_stopping_stops_when_reward_stalls",
+    "episodes_collecting_initial_experience": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "train_freq": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "gradient_steps": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "batch_size": "test_every_key_reaches_the_object_it_configures",
+    "gamma": "test_every_key_reaches_the_object_it_configures",
+    "device": "tests/test_matd3.py::test_cuda_matches_reference",
+    "noise_sigma": "test_every_key_reaches_the_object_it_configures",
+    "noise_scale": "test_noise_schedule_linear_and_constant",
+    "noise_dt": "test_noise_dt_decays_the_scale_per_draw",
+    "action_noise_schedule": "test_noise_schedule_linear_and_constant",
+    "validation_episodes_interval": "test_every_key_reaches_the_object_it_configures",
+    "early_stopping_steps": "test_early_stopping_stops_when_reward_stalls",
+    "early_stopping_threshold": "test_early_stopping_stops_when_reward_stalls",
+    "tau": "test_every_key_reaches_the_object_it_configures",
+    "policy_delay": "test_every_key_reaches_the_object_it_configures",
+    "target_policy_noise": "test_every_key_reaches_the_object_it_configures",
+    "target_noise_clip": "test_every_key_reaches_the_object_it_configures",
+    "replay_buffer_size": "test_every_key_reaches_the_object_it_configures",
+    "actor_hidden_sizes": "test_run_folder_contents_and_checkpoint_loads_into_documented_networks",
+    "critic_hidden_sizes": "test_run_folder_contents_and_checkpoint_loads_into_documented_networks",
+    "max_grad_norm": "test_every_key_reaches_the_object_it_configures",
+    "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
+    "regret_scale": "test_every_key_reaches_the_object_it_configures",
+    "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
+    "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
+    "torch_threads": "test_every_key_reaches_the_object_it_configures",
+}
+
+
+def test_every_config_key_has_a_behaviour_test():
+    fields = {f.name for f in dataclasses.fields(LearningConfig) if f.init and f.name != "unknown_keys"}
+    assert set(KEY_TESTS) == fields
+    for key, where in KEY_TESTS.items():
+        path, _, name = where.rpartition("::")
+        source = (ROOT / path).read_text() if path else Path(__file__).read_text()
+        assert f"def {name}(" in source, (key, where)
+
+
+def test_every_key_reaches_the_object_it_configures():
+    import torch as _torch
+
+    before = _torch.get_num_threads()
+    extra = [
+        "max_bid_price=250", "learning_rate=0.004", "learning_rate_schedule=linear", "training_episodes=4",
+        "batch_size=8", "gamma=0.5", "noise_sigma=0.3", "validation_episodes_interval=2", "tau=0.2",
+        "policy_delay=3", "target_policy_noise=0.4", "target_noise_clip=0.1", "replay_buffer_size=640",
+        "max_grad_norm=0.7", "actor_preactivation_penalty=0.05", "torch_threads=1",
+    ]
+    tr = make(extra=extra + ["regret_scale=0.5"])
+    try:
+        a, core = tr.algo, tr.core
+        assert (core.max_bid_price, core.regret_scale) == (250.0, 0.5)
+        assert (a.gamma, a.tau, a.policy_delay, a.target_policy_noise, a.target_noise_clip, a.max_grad_norm,
+                a.actor_preactivation_penalty) == (0.5, 0.2, 3, 0.4, 0.1, 0.7, 0.05)
+        assert tr.buffer.buffer_size == 640 and all(nz.sigma == 0.3 for nz in tr.learner.noises)
+        assert _torch.get_num_threads() == 1
+        # learning-rate schedule: linear from 0.004 towards 0 over the episodes, applied per episode
+        assert [tr.learning_rate(e) for e in (0, 2)] == [pytest.approx(0.004), pytest.approx(0.002)]
+        tr.train(3)
+        assert a.learning_rate == pytest.approx(0.004 * (1 - 2 / 4))
+        assert all(g["lr"] == pytest.approx(0.002) for g in a.actor_optimizer.param_groups)
+        # batch size: the workspace of the last gradient step; evaluations every 2 episodes after exploration
+        assert a._ws.batch == 8
+        assert [r["episode"] for r in tr.history if "eval/reward" in r] == [2]
+        # regret_scale: the same (random) first episode earns the same profit, but a lower reward
+        plain = make(extra=extra + ["regret_scale=0"]).run_episode()
+        assert plain["profit"] == tr.history[0]["train/profit"] and plain["reward"] > tr.history[0]["train/reward"]
+    finally:
+        _torch.set_num_threads(before)
