@@ -273,6 +273,7 @@ def test_gradient_steps_refused(bad):
         ("learning_mode", "maybe", "boolean"),
         ("learning_mode", 2, "boolean"),
         ("algorithm", "ppo", "matd3"),
+        ("actor_architecture", "lstm", "mlp"),
         ("algorithm", "foo", "matd3"),
         ("algorithm", 3, "matd3"),
         ("device", "gpu", "cuda:N"),
