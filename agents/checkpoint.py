@@ -263,7 +263,10 @@ def save_checkpoint(
     target.parent.mkdir(parents=True, exist_ok=True)
     agents = list(agents)
     stems = file_stems(agents)
-    recover_checkpoint(target)  # a crashed earlier save: restore / clean up first
+    try:
+        recover_checkpoint(target)  # a crashed earlier save: restore / clean up first
+    except OSError:
+        pass  # a concurrent recovery won the race, or a leftover cannot be removed: save anyway
     key = _key(target)
     with _IN_FLIGHT_LOCK:
         _IN_FLIGHT.add(key)

@@ -18,7 +18,9 @@ Episode            the scenario horizon (or ``max_cycles`` hours); truncation on
 =================  ===============================================================
 
 Actions (``a`` in [-1, 1], ``m = max_bid_price``, default 100 EUR/MWh; values outside
-[-1, 1] are clipped, NaN/inf raise):
+[-1, 1] are clipped, NaN/inf raise; anything but real numbers -- text, complex, bool,
+None -- raises ``TypeError`` naming the agent). ``reset(seed=...)`` takes ``None`` or an
+integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
 
 * plant: two prices ``a*m``; the lower one is bid for the inflexible ``min_power`` part,
   the higher one for the flexible ``max_power - min_power`` (available capacity).
