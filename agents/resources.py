@@ -25,7 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["MemoryEstimate", "ResourceError", "estimate_training_memory", "available_memory_bytes", "check_memory"]
+__all__ = [
+    "MemoryEstimate", "ResourceError", "estimate_training_memory", "estimate_for_config", "available_memory_bytes",
+    "check_memory", "check_training_memory",
+]
 
 GiB = 1024**3
 
@@ -155,4 +158,44 @@ def check_memory(estimate: MemoryEstimate, available: int | None = None, *, what
         raise ResourceError(
             f"{what} needs at least {estimate.describe()} but only {_fmt(available)} of memory is available; {fix}"
         )
+    return estimate
+
+
+def estimate_for_config(cfg, n_agents: int, obs_dim: int, act_dims: Sequence[int] | int,
+                        unique_obs_len: int = 2) -> MemoryEstimate:
+    """:func:`estimate_training_memory` with the sizes of a learning config (anything
+    with ``actor_hidden_sizes``, ``critic_hidden_sizes``, ``replay_buffer_size`` and
+    ``batch_size`` attributes, e.g. :class:`agents.config.LearningConfig`)."""
+    return estimate_training_memory(
+        n_agents, obs_dim, act_dims, unique_obs_len=unique_obs_len,
+        actor_hidden_sizes=cfg.actor_hidden_sizes, critic_hidden_sizes=cfg.critic_hidden_sizes,
+        buffer_size=cfg.replay_buffer_size, batch_size=cfg.batch_size,
+    )
+
+
+def check_training_memory(estimate: MemoryEstimate, device: str = "cpu", *, host_available: int | None = None,
+                          device_available: int | None = None) -> MemoryEstimate:
+    """Check ``estimate`` where each part lives: everything in host memory for a CPU
+    device; for a CUDA device the networks, gradients, optimizers and workspace in the
+    GPU's free memory (``torch.cuda.mem_get_info``) and the replay buffer (a NumPy
+    array) in host memory. Raises :class:`ResourceError` (one line) when a part does not
+    fit; returns ``estimate``."""
+    dev = str(device)
+    if not dev.startswith("cuda"):
+        return check_memory(estimate, host_available)
+    on_gpu = MemoryEstimate(estimate.networks, estimate.gradients, estimate.optimizers, estimate.workspace, 0,
+                            estimate.n_params)
+    if device_available is None:
+        try:
+            import torch
+
+            index = int(dev.split(":")[1]) if ":" in dev else torch.cuda.current_device()
+            device_available = int(torch.cuda.mem_get_info(index)[0])
+        except Exception:  # noqa: BLE001 - no CUDA: the device check is left to torch
+            device_available = None
+    if device_available is not None:
+        check_memory(on_gpu, device_available, what=f"training on {dev}",
+                     fix="reduce the hidden sizes, batch_size or the number of learning units")
+    buf = MemoryEstimate(0, 0, 0, 0, estimate.buffer, 0)
+    check_memory(buf, host_available, what="the replay buffer", fix="reduce replay_buffer_size")
     return estimate

@@ -35,7 +35,8 @@ from agents.jsonio import dump_json_strict, to_json_safe, write_json_strict
 from agents.buffer import ReplayBufferSamples
 from agents.matd3 import MATD3
 from agents.resources import (
-    ResourceError, available_memory_bytes, check_memory, estimate_training_memory,
+    ResourceError, available_memory_bytes, check_memory, check_training_memory, estimate_for_config,
+    estimate_training_memory,
 )
 from envs.data import ScenarioError
 from envs.parallel import parallel_env
@@ -656,3 +657,22 @@ def test_available_memory_falls_back_to_proc_meminfo_without_psutil(monkeypatch)
     monkeypatch.setitem(sys.modules, "psutil", None)
     avail = available_memory_bytes()
     assert isinstance(avail, int) and avail > 0
+
+
+def test_memory_estimate_from_a_learning_config_and_device_split():
+    from agents.config import LearningConfig
+
+    cfg = LearningConfig()
+    est = estimate_for_config(cfg, 1000, 38, 2)
+    assert est == estimate_training_memory(1000, 38, 2, buffer_size=cfg.replay_buffer_size, batch_size=cfg.batch_size,
+                                           actor_hidden_sizes=cfg.actor_hidden_sizes,
+                                           critic_hidden_sizes=cfg.critic_hidden_sizes)
+    # on a GPU the networks must fit the GPU and the buffer the host
+    with pytest.raises(ResourceError, match=r"training on cuda:0 needs") as e:
+        check_training_memory(est, "cuda:0", host_available=10**15, device_available=40 * 1024**3)
+    one_line(e)
+    with pytest.raises(ResourceError, match=r"the replay buffer needs .* reduce replay_buffer_size"):
+        check_training_memory(est, "cuda:0", host_available=1024**3, device_available=10**15)
+    assert check_training_memory(est, "cuda:0", host_available=10**15, device_available=10**15) is est
+    with pytest.raises(ResourceError, match=r"^training needs"):
+        check_training_memory(est, "cpu", host_available=64 * 1024**3)
