@@ -141,7 +141,9 @@ def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
 def _load_cached(folder: str, name: str, study_case: str, fingerprint: tuple) -> Scenario:
     from .validate import validate_scenario  # every number finite and bounded (issue 10)
 
-    return validate_scenario(_Loader(Path(folder), name, study_case).load())
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are reported by validate_scenario
+        scenario = _Loader(Path(folder), name, study_case).load()
+    return validate_scenario(scenario)
 
 
 def _fresh_copy(sc: Scenario) -> Scenario:
