@@ -643,6 +643,14 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
             f"or a different order); continue learning with remapping (continue_learning with a changed agent set) "
             "or use a checkpoint of this scenario"
         )
+    shared = [a for a in agents if a in actors]
+    if not shared:
+        raise CheckpointError(
+            f"{d}: shares no agent with the environment (checkpoint: {old_agents[:5]}"
+            f"{' ...' if len(old_agents) > 5 else ''}; environment: {list(agents)[:5]}"
+            f"{' ...' if len(agents) > 5 else ''}); nothing would be loaded. Use a checkpoint of this scenario's "
+            "learning units, or start without one"
+        )
     critics = load_critic_files(d)[1] if load_critics else {}
     old_dims = dict(zip(old_agents, manifest["act_dims"]))
     plan = []

@@ -158,6 +158,16 @@ def test_an_old_checkpoint_whose_agents_share_one_file_is_refused(tmp_path):
     assert same(before, actor_weights(b, 1))
 
 
+def test_continuing_from_a_checkpoint_that_shares_no_agent_is_an_error(tmp_path):
+    save_checkpoint(tmp_path / "ck", make_algo(2), ["plant_a", "plant_b"])
+    b = make_algo(2, seed=4)
+    before = actor_weights(b, 0)
+    with pytest.raises(CheckpointError, match=r"shares no agent with the environment") as e:
+        load_checkpoint(tmp_path / "ck", b, ["plant_c", "plant_d"], remap=True)
+    assert "plant_a" in one_line(e) and "plant_c" in str(e.value)
+    assert same(before, actor_weights(b, 0))
+
+
 # --------------------------------------------------------------------------- class 3: the swap
 
 
