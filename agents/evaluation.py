@@ -172,9 +172,31 @@ def orders_frame(record: EpisodeRecord) -> pd.DataFrame:
     return df
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    """``value`` with a leading ``'`` when it is text that a spreadsheet would run as a
+    formula (starts with ``= + - @``, tab or carriage return); other values unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column names are :func:`neutralise_cell`-ed
+    (numbers untouched: a negative volume stays a number), against CSV formula injection
+    through unit names."""
+    out = df.rename(columns=neutralise_cell)
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(neutralise_cell)
+    return out
+
+
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
+    neutralise_frame(df).to_csv(tmp, index=False)
     os.replace(tmp, path)
 
 

@@ -18,7 +18,9 @@ Episode            the scenario horizon (or ``max_cycles`` hours); truncation on
 =================  ===============================================================
 
 Actions (``a`` in [-1, 1], ``m = max_bid_price``, default 100 EUR/MWh; values outside
-[-1, 1] are clipped, NaN/inf raise):
+[-1, 1] are clipped, NaN/inf raise; anything but real numbers -- text, complex, bool,
+None -- raises ``TypeError`` naming the agent). ``reset(seed=...)`` takes ``None`` or an
+integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
 
 * plant: two prices ``a*m``; the lower one is bid for the inflexible ``min_power`` part,
   the higher one for the flexible ``max_power - min_power`` (available capacity).
@@ -84,6 +86,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from .core import MarketCore
 from .data import Scenario
+from .validate import check_env_options, check_seed, validate_scenario
 
 INFO_KEYS = (
     "profit", "accepted_volume", "clearing_price", "regret", "bid_price_0", "bid_price_1",
@@ -93,7 +96,7 @@ INFO_KEYS = (
 
 def _resolve_scenario(scenario, study_case: str) -> Scenario:
     if isinstance(scenario, Scenario):
-        return scenario
+        return validate_scenario(scenario)  # loaded ones are checked by load_scenario
     from .scenario import load_scenario
 
     return load_scenario(scenario, study_case=study_case)
@@ -101,7 +104,19 @@ def _resolve_scenario(scenario, study_case: str) -> Scenario:
 
 def make_core(scenario="default", *, study_case: str = "base", num_envs: int = 1, **options) -> MarketCore:
     """Build a :class:`MarketCore` from a scenario name/path/object and env options."""
+    check_env_options({"num_envs": num_envs, **options})
     return MarketCore(_resolve_scenario(scenario, study_case), num_envs=num_envs, **options)
+
+
+def _numeric_action(what: str, a: np.ndarray, shape: str) -> np.ndarray:
+    """The slow path of action checking: integer actions as float64; anything that is
+    not a real number (text, complex, bool, None, objects) raises naming ``what`` (the
+    agent)."""
+    if a.dtype.kind in "iu":
+        return a.astype(np.float64)
+    kind = {"c": "complex", "b": "bool", "U": "text", "S": "bytes", "O": "object"}.get(a.dtype.kind, str(a.dtype))
+    shown = repr(a.tolist()) if a.size <= 8 else f"array of shape {a.shape}"
+    raise TypeError(f"{what} is of type {kind} ({shown}); expected real numbers in [-1, 1] of shape {shape}")
 
 
 class MarketParallelEnv(ParallelEnv):
@@ -164,7 +179,7 @@ class MarketParallelEnv(ParallelEnv):
     # -- episode --------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng(check_seed(seed))
         obs = self.core.reset(self._rng)[0]
         self.agents = list(self.possible_agents)
         self._last = None
@@ -188,7 +203,9 @@ class MarketParallelEnv(ParallelEnv):
                     "(after the episode ends there are none: call reset())"
                 )
             d = int(core.act_dims[i])
-            a = np.asarray(act, dtype=np.float64)
+            a = np.asarray(act)
+            if a.dtype.kind != "f":  # ints are converted; text, complex, bool, None refused
+                a = _numeric_action(f"action for {agent!r}", a, f"({d},)")
             if a.shape != (d,) and not (d == 1 and a.shape == ()):
                 raise ValueError(
                     f"action for {agent!r} has shape {a.shape}; expected ({d},) (a 0-d array or scalar "

@@ -139,7 +139,11 @@ def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(folder: str, name: str, study_case: str, fingerprint: tuple) -> Scenario:
-    return _Loader(Path(folder), name, study_case).load()
+    from .validate import validate_scenario  # every number finite and bounded (issue 10)
+
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are reported by validate_scenario
+        scenario = _Loader(Path(folder), name, study_case).load()
+    return validate_scenario(scenario)
 
 
 def _fresh_copy(sc: Scenario) -> Scenario:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .parallel import make_core
+from .parallel import _numeric_action, make_core
+from .validate import check_seed
 
 
 class VectorMarketEnv:
@@ -62,6 +63,7 @@ class VectorMarketEnv:
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
+            seed = check_seed(seed)
             self._rng = np.random.default_rng(seed)
             # seeded from ``seed`` itself, not drawn from ``self._rng``: the core's generator
             # then sees exactly what the ParallelEnv's sees (same seed -> same start hour)
@@ -80,7 +82,10 @@ class VectorMarketEnv:
             if self.autoreset and self.core.step_count > 0:
                 return (*self.reset()[:1], *self._empty_step())
             raise RuntimeError("call reset() before step() (the episode is over or was never started)")
-        a = np.asarray(actions, dtype=np.float64)
+        a = np.asarray(actions)
+        if a.dtype.kind != "f":
+            a = _numeric_action("the actions array", a, "(num_envs, n_agents, max_act)")
+        a = a.astype(np.float64, copy=False)
         want = (self.num_envs, self.n_agents, self.max_act)
         if a.shape != want:
             if self.max_act == 1 and a.shape == want[:2]:
