@@ -12,7 +12,9 @@ Agents             one per learning unit: ``plant_<unit>``, ``storage_<unit>``,
 Parallel API       yes (AEC via ``envs.env(...)``)
 Action space       ``Box(-1, 1, (2,), float32)`` plants, ``Box(-1, 1, (1,), float32)``
                    storage and renewables
+                   (``uniform_spaces=True``: ``Box(-1, 1, (2,), float32)`` for all)
 Observation space  ``Box(low, high, (3*foresight + 2,), float32)``, same for all agents
+                   (``uniform_spaces=True``: 3 more entries, the agent kind one-hot)
 State space        ``Box(float32, (3*foresight + 2*n_agents,))``
 Episode            the scenario horizon (or ``max_cycles`` hours); truncation only
 =================  ===============================================================
@@ -44,6 +46,18 @@ Observation of every agent (``F = foresight`` hours, default 12), in ASSUME's la
 
 All entries are clipped to the space bounds (prices to ``[floor, cap] / m``).
 
+Uniform spaces (``uniform_spaces=True``), for libraries and shared policies that need
+every agent to have the same spaces (SuperSuit's vectorisation, Tianshou, one SB3
+policy for all agents):
+
+* every action space is ``Box(-1, 1, (2,), float32)``: plants use both entries as
+  above; storage and renewables use entry 0 only and **ignore entry 1** (any finite
+  value; it changes nothing);
+* every observation has 3 more entries ``[3F + 2, 3F + 5)``: the agent's kind as a
+  one-hot over ``("plant", "storage", "renewable")`` (bounds 0 and 1), so one policy
+  can tell the kinds apart (``env.agent_kind`` maps agent -> kind);
+* rewards, infos, state and everything else are unchanged.
+
 Reward of agent ``i`` in an hour::
 
     reward = (profit - regret_scale * regret) / (capacity * m) * reward_scale
@@ -67,7 +81,7 @@ Arguments of :func:`parallel_env` (and :func:`env`, :class:`~envs.vector.VectorM
 ``"rgb_array"``), ``max_cycles`` (episode hours; default the horizon), ``start``
 (``"begin"`` or ``"random"``), ``max_bid_price``, ``foresight``, ``regret_scale``,
 ``reward_scale``, ``record`` (keep every bid for :meth:`episode_record` and
-:mod:`envs.analysis`).
+:mod:`envs.analysis`), ``uniform_spaces`` (see above; ``False`` by default).
 
 Version history: v0 — first release.
 """
@@ -82,8 +96,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from .core import MarketCore
+from .core import ACT_DIMS, KINDS, MarketCore
 from .data import Scenario
+
+UNIFORM_ACT_DIM = max(ACT_DIMS.values())
+"""Action width of every agent with ``uniform_spaces=True`` (the widest kind: plants' 2 prices)."""
 
 INFO_KEYS = (
     "profit", "accepted_volume", "clearing_price", "regret", "bid_price_0", "bid_price_1",
@@ -122,6 +139,7 @@ class MarketParallelEnv(ParallelEnv):
         render_mode: str | None = None,
         max_cycles: int | None = None,
         record: bool = False,
+        uniform_spaces: bool = False,
         **options: Any,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -138,10 +156,28 @@ class MarketParallelEnv(ParallelEnv):
         self.possible_agents = list(core.agents)
         self.agents: list[str] = []
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
-        obs_space = spaces.Box(core.obs_low, core.obs_high, dtype=np.float32)
+        self.uniform_spaces = bool(uniform_spaces)
+        # every agent's own action size, and the size it must send (the padded width when uniform)
+        self._act_dim = {a: int(d) for a, d in zip(self.possible_agents, core.act_dims)}
+        if self.uniform_spaces:
+            # the agent's kind as a one-hot over KINDS, appended to the core observation
+            n_k = len(KINDS)
+            self._kind_onehot = np.zeros((core.n, n_k), dtype=np.float32)
+            self._kind_onehot[np.arange(core.n), [KINDS.index(k) for k in core.agent_kind]] = 1.0
+            obs_space = spaces.Box(
+                np.concatenate([core.obs_low, np.zeros(n_k, np.float32)]),
+                np.concatenate([core.obs_high, np.ones(n_k, np.float32)]), dtype=np.float32,
+            )
+            act_space = spaces.Box(-1.0, 1.0, (UNIFORM_ACT_DIM,), dtype=np.float32)
+            self.action_spaces = {a: act_space for a in self.possible_agents}
+            self._send_dim = {a: UNIFORM_ACT_DIM for a in self.possible_agents}
+        else:
+            self._kind_onehot = None
+            obs_space = spaces.Box(core.obs_low, core.obs_high, dtype=np.float32)
+            act = {d: spaces.Box(-1.0, 1.0, (d,), dtype=np.float32) for d in set(core.act_dims.tolist())}
+            self.action_spaces = {a: act[int(d)] for a, d in zip(self.possible_agents, core.act_dims)}
+            self._send_dim = dict(self._act_dim)
         self.observation_spaces = {a: obs_space for a in self.possible_agents}
-        act = {d: spaces.Box(-1.0, 1.0, (d,), dtype=np.float32) for d in set(core.act_dims.tolist())}
-        self.action_spaces = {a: act[int(d)] for a, d in zip(self.possible_agents, core.act_dims)}
         self.state_space = spaces.Box(core.state_low.astype(np.float32), core.state_high.astype(np.float32), dtype=np.float32)
         self._rng = np.random.default_rng()
         self._actions = np.zeros((1, core.n, core.max_act))
@@ -157,6 +193,23 @@ class MarketParallelEnv(ParallelEnv):
         return self.action_spaces[agent]
 
     @property
+    def agent_kind(self) -> dict[str, str]:
+        """Kind of every agent: ``"plant"``, ``"storage"`` or ``"renewable"``."""
+        return dict(zip(self.possible_agents, self.core.agent_kind))
+
+    @property
+    def action_dims(self) -> dict[str, int]:
+        """Number of action entries each agent's bid uses (2 for plants, 1 otherwise);
+        with ``uniform_spaces=True`` the entries after these are ignored."""
+        return dict(self._act_dim)
+
+    def _with_kind(self, obs: np.ndarray) -> np.ndarray:
+        """``(n, obs_dim)`` core observations, plus the kind one-hot when uniform."""
+        if self._kind_onehot is None:
+            return obs
+        return np.concatenate([obs, self._kind_onehot], axis=1)
+
+    @property
     def unit_of(self) -> dict[str, str]:
         """Scenario unit name of every agent."""
         return dict(zip(self.possible_agents, self.core.agent_unit))
@@ -165,7 +218,7 @@ class MarketParallelEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        obs = self.core.reset(self._rng)[0]
+        obs = self._with_kind(self.core.reset(self._rng)[0])
         self.agents = list(self.possible_agents)
         self._last = None
         zero = {k: 0.0 for k in INFO_KEYS}
@@ -187,7 +240,7 @@ class MarketParallelEnv(ParallelEnv):
                     f"unknown agent {agent!r} in the action dict; the agents are {self.agents} "
                     "(after the episode ends there are none: call reset())"
                 )
-            d = int(core.act_dims[i])
+            d = self._send_dim[agent]
             a = np.asarray(act, dtype=np.float64)
             if a.shape != (d,) and not (d == 1 and a.shape == ()):
                 raise ValueError(
@@ -197,7 +250,8 @@ class MarketParallelEnv(ParallelEnv):
             a = a.reshape(d)
             if not np.isfinite(a).all():
                 raise ValueError(f"action for {agent!r} is not finite: {a.tolist()}; actions must be numbers in [-1, 1]")
-            buf[0, i, :d] = a
+            u = self._act_dim[agent]
+            buf[0, i, :u] = a[:u]  # with uniform spaces, the padding entries are ignored
             if active is not None:
                 active[i] = True
         np.minimum(np.maximum(buf, -1.0, out=buf), 1.0, out=buf)
@@ -210,7 +264,7 @@ class MarketParallelEnv(ParallelEnv):
         core = self.core
         t = core.hour
         out = core.step(acts, active)
-        obs = core.observe()[0]
+        obs = self._with_kind(core.observe()[0])
         done = core.done
         rew = out.reward[0].tolist()
         profit = out.profit[0].tolist()
@@ -278,14 +332,14 @@ class MarketParallelEnv(ParallelEnv):
         self.agents = []
 
 
-def parallel_env(scenario="default", **kwargs) -> MarketParallelEnv:
+def parallel_env(scenario="default", study_case: str = "base", **kwargs) -> MarketParallelEnv:
     """A fresh, independent :class:`MarketParallelEnv` (see the module docstring)."""
-    return MarketParallelEnv(scenario, **kwargs)
+    return MarketParallelEnv(scenario, study_case=study_case, **kwargs)
 
 
-def env(scenario="default", **kwargs):
+def env(scenario="default", study_case: str = "base", **kwargs):
     """The same environment in PettingZoo's AEC form (via ``parallel_to_aec``)."""
-    return parallel_to_aec(parallel_env(scenario, **kwargs))
+    return parallel_to_aec(parallel_env(scenario, study_case, **kwargs))
 
 
 raw_env = functools.partial(parallel_env)
