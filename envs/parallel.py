@@ -98,6 +98,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from .core import ACT_DIMS, KINDS, MarketCore
 from .data import Scenario
+from .fast import FastStep
 
 UNIFORM_ACT_DIM = max(ACT_DIMS.values())
 """Action width of every agent with ``uniform_spaces=True`` (the widest kind: plants' 2 prices)."""
@@ -183,6 +184,13 @@ class MarketParallelEnv(ParallelEnv):
         self._actions = np.zeros((1, core.n, core.max_act))
         self._last: dict[str, Any] | None = None
         self._mc_col = np.zeros(core.n)
+        # the fused single-copy step (envs/fast.py); False forces the generic array path
+        self.use_fast_path = True
+        self._fast = FastStep(core)
+        self._fast.obs_tail = self._kind_onehot
+        self._send_list = [self._send_dim[a] for a in self.possible_agents]
+        self._used_list = [self._act_dim[a] for a in self.possible_agents]
+        self._zero_acts = [[0.0] * d for d in self._used_list]
         self._closed = False
 
     # -- spaces: the same object on every call ------------------------------------
@@ -257,9 +265,44 @@ class MarketParallelEnv(ParallelEnv):
         np.minimum(np.maximum(buf, -1.0, out=buf), 1.0, out=buf)
         return buf, active
 
+    def _action_lists(self, actions: dict) -> tuple[list, list | None]:
+        """The fast path's form of the action dict: per agent a list of its used entries,
+        validated and clipped exactly as :meth:`_actions_from_dict` does."""
+        n = self.core.n
+        acts = self._zero_acts[:]  # agents left out keep zeros (they do not bid anyway)
+        active = None if len(actions) == n else [False] * n
+        index, send, used = self._index, self._send_list, self._used_list
+        for agent, act in actions.items():
+            i = index.get(agent)
+            if i is None:
+                raise KeyError(
+                    f"unknown agent {agent!r} in the action dict; the agents are {self.agents} "
+                    "(after the episode ends there are none: call reset())"
+                )
+            d = send[i]
+            if type(act) is np.ndarray and act.shape == (d,) and act.dtype.kind == "f":
+                vals = act.tolist()
+            else:
+                a = np.asarray(act, dtype=np.float64)
+                if a.shape != (d,) and not (d == 1 and a.shape == ()):
+                    raise ValueError(
+                        f"action for {agent!r} has shape {a.shape}; expected ({d},) (a 0-d array or scalar "
+                        f"is accepted when the action has one element)"
+                    )
+                vals = a.reshape(d).tolist()
+            for x in vals:
+                if x - x != 0.0:  # NaN or +-inf
+                    raise ValueError(f"action for {agent!r} is not finite: {vals}; actions must be numbers in [-1, 1]")
+            acts[i] = [-1.0 if x < -1.0 else (1.0 if x > 1.0 else float(x)) for x in vals[: used[i]]]
+            if active is not None:
+                active[i] = True
+        return acts, active
+
     def step(self, actions: dict):
         if not self.agents:
             raise RuntimeError("step() called with no agents: the episode is over or reset() was not called")
+        if self.use_fast_path and self._fast.supported():
+            return self._step_fast(actions)
         acts, active = self._actions_from_dict(actions)
         core = self.core
         t = core.hour
@@ -293,6 +336,45 @@ class MarketParallelEnv(ParallelEnv):
         if self.render_mode == "human":
             self.render()
         return observations, rewards, terminations, truncations, infos
+
+    def _step_fast(self, actions: dict):
+        """:meth:`step` through the fused single-copy path (:mod:`envs.fast`); the same
+        results as the generic path, several times fewer NumPy calls."""
+        acts, active = self._action_lists(actions)
+        out = self._fast.step(acts, active)
+        obs = out.obs
+        agents = self.agents
+        done = self.core.done
+        observations = dict(zip(agents, obs))
+        rewards = dict(zip(agents, out.reward))
+        terminations = dict.fromkeys(agents, False)
+        truncations = dict.fromkeys(agents, done)
+        price = out.price
+        scar = 1.0 if out.scarcity else 0.0
+        hour = float(out.hour)
+        keys = INFO_KEYS
+        infos = {
+            a: dict(zip(keys, (p, q, price, g, b[0], b[1], m, scar, hour)))
+            for a, p, q, g, b, m in zip(agents, out.profit, out.accepted, out.regret, out.bid_price, out.marginal_cost)
+        }
+        self._last = {"hour": out.hour, "fast": out}
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    @property
+    def _last(self) -> dict[str, Any] | None:
+        """The last cleared hour ``{"hour", "outcome"}`` (for rendering)."""
+        raw = self._last_raw
+        if raw is not None and "fast" in raw:
+            raw = self._last_raw = {"hour": raw["hour"], "outcome": raw["fast"].to_outcome(self.core)}
+        return raw
+
+    @_last.setter
+    def _last(self, value) -> None:
+        self._last_raw = value
 
     def _marginal_costs(self, t: int) -> list[float]:
         core = self.core
