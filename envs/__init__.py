@@ -4,6 +4,7 @@ Imports neither torch nor the trainer package (``agents``).
 """
 
 from .core import MarketCore, agent_name
+from .episodes import EPISODE_CONFIG_KEYS, episode_options
 from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
 from .market import ClearingResult, clear_market, reference_clear
 from .parallel import MarketParallelEnv, env, parallel_env, raw_env
@@ -15,8 +16,8 @@ from .vector import VectorMarketEnv
 __version__ = "0.1.0"
 
 __all__ = [
-    "ClearingResult", "Demands", "EpisodeRecord", "MarketConfig", "MarketCore", "MarketParallelEnv", "Plants",
+    "ClearingResult", "Demands", "EPISODE_CONFIG_KEYS", "EpisodeRecord", "MarketConfig", "MarketCore", "MarketParallelEnv", "Plants",
     "Renewables", "Scenario", "ScenarioError", "SingleAgentMarketEnv", "Storages", "VectorMarketEnv", "agent_name", "clear_market",
-    "env", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
+    "env", "episode_options", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
     "single_agent_env",
 ]

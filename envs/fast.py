@@ -106,12 +106,15 @@ class FastStep:
         avail = pl.max_power[lp] * pl.availability[:, lp]
         inflex = np.minimum(pl.min_power[lp], avail)
         ren_avail = rn.capacity[lr] * rn.availability[:, lr]
-        if c.n_storage and not st.learning.all():
-            rs = [c.rule_storage_direction(t) for t in range(T)]
-            rs_mean = np.array([m for m, _ in rs])
-            rs_charge = np.array([float(ch) for _, ch in rs])
-        else:
-            rs_mean = rs_charge = np.zeros(T)
+        rs_key = (id(c.price_forecast), T)
+        if getattr(self, "_rs_key", None) != rs_key:  # the rule storage's signal, per hour (noise leaves it)
+            if c.n_storage and not st.learning.all():
+                rs = [c.rule_storage_direction(t) for t in range(T)]
+                self._rs = np.array([[m for m, _ in rs], [float(ch) for _, ch in rs]])
+            else:
+                self._rs = np.zeros((2, T))
+            self._rs_key = rs_key
+        rs_mean, rs_charge = self._rs
         Ns = c.static_sorted_price.shape[1]
         parts = [avail, inflex, pl.marginal_cost[:, lp], ren_avail, rn.availability[:, lr],
                  c.fixed_demand[:, None], rs_mean[:, None], rs_charge[:, None],

@@ -16,7 +16,8 @@ Action space       ``Box(-1, 1, (2,), float32)`` plants, ``Box(-1, 1, (1,), floa
 Observation space  ``Box(low, high, (3*foresight + 2,), float32)``, same for all agents
                    (``uniform_spaces=True``: 3 more entries, the agent kind one-hot)
 State space        ``Box(float32, (3*foresight + 2*n_agents,))``
-Episode            the scenario horizon (or ``max_cycles`` hours); truncation only
+Episode            the scenario horizon (or ``episode_hours`` hours, at a start drawn
+                   from the reset seed with ``random_start``); truncation only
 =================  ===============================================================
 
 Actions (``a`` in [-1, 1], ``m = max_bid_price``, default 100 EUR/MWh; values outside
@@ -75,11 +76,26 @@ renewable: revenue − marginal cost × dispatch), ``regret`` ASSUME's opportuni
 agent did not bid), ``marginal_cost``,
 ``scarcity`` (1.0 if demand at the cap went unserved), ``hour`` (scenario hour index).
 
+Episodes that depend on the seed (all off by default, so that ``reset(seed=s)`` gives
+the same episode for every ``s``, as before these options existed):
+
+* ``episode_hours=168, random_start=True``: a window of 168 hours starting at an hour
+  drawn from the reset generator (``max_cycles``/``start="random"`` are the old names);
+* ``demand_noise=0.05, availability_noise=0.05``: demand and renewables' availability
+  of the episode's hours times log-normal factors with mean 1 and these standard
+  deviations, drawn at every reset (availability clipped to [0, 1]; the forecasts in the
+  observation stay noise-free);
+* ``holdout_hours=H``: episodes stay within the hours before the last ``H``; with
+  ``eval_window=True`` they run on those last ``H`` hours instead (train on three
+  weeks, evaluate on the fourth). :func:`envs.episode_options` builds both sets of
+  options from a ``learning_config``.
+
 Arguments of :func:`parallel_env` (and :func:`env`, :class:`~envs.vector.VectorMarketEnv`):
 ``scenario`` (built-in name, folder path or :class:`~envs.data.Scenario`; default
 ``"default"``), ``study_case`` (``"base"``), ``render_mode`` (``None``, ``"human"``,
-``"rgb_array"``), ``max_cycles`` (episode hours; default the horizon), ``start``
-(``"begin"`` or ``"random"``), ``max_bid_price``, ``foresight``, ``regret_scale``,
+``"rgb_array"``), ``max_cycles``/``episode_hours`` (episode hours; default the horizon), ``start``
+(``"begin"`` or ``"random"``)/``random_start``, ``demand_noise``, ``availability_noise``,
+``holdout_hours``, ``eval_window``, ``max_bid_price``, ``foresight``, ``regret_scale``,
 ``reward_scale``, ``record`` (keep every bid for :meth:`episode_record` and
 :mod:`envs.analysis`), ``uniform_spaces`` (see above; ``False`` by default).
 
