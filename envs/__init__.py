@@ -21,3 +21,18 @@ __all__ = [
     "env", "episode_options", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
     "single_agent_env",
 ]
+
+
+def _register_ids() -> None:
+    """PettingZoo registry ids (PettingZoo >= 1.27; see :mod:`envs.registry`)."""
+    try:
+        from .registry import register_envs
+
+        register_envs()
+    except Exception as e:  # a registry we do not know must not break `import envs`
+        import warnings
+
+        warnings.warn(f"marketzoo: could not register the PettingZoo ids ({e!r}); use envs.parallel_env(...)")
+
+
+_register_ids()
