@@ -8,7 +8,9 @@ Measurements (one JSON line each):
   ``variant="generic"`` (the same env with ``use_fast_path = False``: the array path)
   and, with ``--ref GITREF``, ``variant="ref:GITREF"``: the env as committed at that
   git revision (its ``envs/`` exported with ``git archive`` and run in a subprocess), so
-  before/after figures come from one run on one machine.
+  before/after figures come from one run on one machine. ``steps_per_s`` is wall-clock;
+  ``steps_per_cpu_s`` divides by the process's CPU time instead, which is closer to an
+  idle machine's wall-clock rate when other processes share the cores.
 * ``parallel_dict``: the PettingZoo ``ParallelEnv`` through its dict API (one dict of
   actions per step, as an RL library drives it); ``B = 1``.
 * ``core``: the raw :class:`envs.MarketCore` with ``B = 1`` (actions as one array; no
@@ -122,8 +124,10 @@ def _timed(step, reset, min_time: float) -> tuple[int, float]:
     """Call ``step(k)`` (returns True when the episode ended) until ``min_time`` passed."""
     reset()
     step(0)  # warm-up
+    global LAST_CPU_SECONDS
     reset()
     k = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     while True:
         for _ in range(16):
@@ -132,7 +136,11 @@ def _timed(step, reset, min_time: float) -> tuple[int, float]:
             k += 1
         dt = time.perf_counter() - t0
         if dt >= min_time:
+            LAST_CPU_SECONDS = time.process_time() - c0
             return k, dt
+
+
+LAST_CPU_SECONDS = float("nan")  # CPU time of the last _timed loop (this process)
 
 
 def bench_parallel(sc: Scenario, min_time: float, fast: bool = True) -> tuple[int, float, int]:
@@ -234,21 +242,25 @@ def headline(min_time: float, rounds: int, ref: str | None, emit) -> None:
         for scenario in _headline_scenarios():
             sc = envs.load_scenario(scenario)
             rates: dict[str, list[float]] = {}
+            cpu_rates: dict[str, list[float]] = {}
             n = 0
             for _ in range(rounds):
                 for variant in ("fast", "generic") + ((f"ref:{ref}",) if ref else ()):
                     if variant.startswith("ref:"):
                         r = _ref_probe(Path(tmp.name), scenario, min_time)
-                        rate = r["steps_per_s"]
+                        rate, cpu_rate = r["steps_per_s"], r["steps_per_cpu_s"]
                     else:
                         steps, dt, n = bench_parallel(sc, min_time, fast=variant == "fast")
-                        rate = steps / dt
+                        rate, cpu_rate = steps / dt, steps / LAST_CPU_SECONDS
                     rates.setdefault(variant, []).append(rate)
+                    cpu_rates.setdefault(variant, []).append(cpu_rate)
             for variant, rs in rates.items():
                 emit({"bench": "env", "what": "headline", "variant": variant, "scenario": sc.name, "n_agents": n,
                       "B": 1, "rounds": rounds, "steps_per_s_median": round(float(np.median(rs)), 1),
                       "steps_per_s_rounds": [round(r, 1) for r in rs],
-                      "speedup_vs_fast": round(float(np.median(rates["fast"]) / np.median(rs)), 2)})
+                      "steps_per_cpu_s_median": round(float(np.median(cpu_rates[variant])), 1),
+                      "speedup_vs_fast": round(float(np.median(rates["fast"]) / np.median(rs)), 2),
+                      "load_avg_1min": round(os.getloadavg()[0], 2)})
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -276,7 +288,8 @@ def main(argv=None) -> int:
     if args.ref_probe:  # child process measuring another revision's env (see --ref)
         name, mt = args.ref_probe
         steps, dt, n = bench_parallel(envs.load_scenario(name), float(mt))
-        print(json.dumps({"steps_per_s": steps / dt, "n_agents": n, "envs": str(Path(envs.__file__).parent)}))
+        print(json.dumps({"steps_per_s": steps / dt, "steps_per_cpu_s": steps / LAST_CPU_SECONDS, "n_agents": n,
+                          "envs": str(Path(envs.__file__).parent)}))
         return 0
 
     min_time = args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0)
