@@ -56,7 +56,7 @@ def test_clear_single_equals_clear_market_on_random_markets():
     assert n_scarce > 100 and n_demand > 100  # the random markets exercise both branches
 
 
-def mixed_scenario(T: int = 120, seed: int = 0) -> Scenario:
+def mixed_scenario(T: int = 120, seed: int = 0, time_step_hours: float = 1.0) -> Scenario:
     """Every unit kind, learning and rule-bidding: 4 plants (2 learning, min_power > 0,
     availability < 1 at times), 3 renewables (1 learning), 3 storage units (2 learning,
     one rule-based), demand with a daily swing that sometimes exceeds the supply."""
@@ -90,13 +90,13 @@ def mixed_scenario(T: int = 120, seed: int = 0) -> Scenario:
     dem = Demands(names=("d",), technology=("inflex",), price=np.array([3000.0]),
                   volume=(900 + 500 * np.sin(2 * np.pi * hour / 24))[:, None])
     times = np.datetime64("2023-01-02T00:00", "ns") + hour * np.timedelta64(1, "h")
-    return Scenario(name="mixed", study_case="base", source="tests", times=times, time_step_hours=1.0,
+    return Scenario(name="mixed", study_case="base", source="tests", times=times, time_step_hours=time_step_hours,
                     plants=plants, renewables=ren, storages=sto, demands=dem,
                     market=MarketConfig(price_cap=500.0, price_floor=-100.0), learning_config={"max_bid_price": 200.0})
 
 
 def _scenarios():
-    out = ["default", "tiny", "mixed"]
+    out = ["default", "tiny", "mixed", "mixed_quarter_hour"]
     for name in ("example_02a", "example_02b", "example_02e"):
         out.append(ASSUME_DIR / name)
     return out
@@ -105,7 +105,11 @@ def _scenarios():
 def _load(sc):
     if isinstance(sc, Path) and not (sc / "config.yaml").is_file():
         pytest.skip(f"ASSUME reference scenario not available at {sc}")
-    return mixed_scenario() if sc == "mixed" else sc
+    if sc == "mixed":
+        return mixed_scenario()
+    if sc == "mixed_quarter_hour":  # a 15-minute time step: every dt-dependent term must agree too
+        return mixed_scenario(time_step_hours=0.25)
+    return sc
 
 
 @pytest.mark.parametrize("scenario", _scenarios(), ids=lambda s: s if isinstance(s, str) else s.name)
