@@ -99,7 +99,12 @@ Arguments of :func:`parallel_env` (and :func:`env`, :class:`~envs.vector.VectorM
 ``reward_scale``, ``record`` (keep every bid for :meth:`episode_record` and
 :mod:`envs.analysis`), ``uniform_spaces`` (see above; ``False`` by default).
 
-Version history: v0 — first release.
+Speed: a step goes through the fused single-copy path of :mod:`envs.fast` (the same
+results as the array path of :class:`~envs.core.MarketCore`, tested equal) unless the
+env records bids, the market is pay-as-bid or the hour has more than 512 bids;
+``env.use_fast_path = False`` forces the array path.
+
+Version history: v0 — first release (later options are off by default and leave it as it was).
 """
 
 from __future__ import annotations
