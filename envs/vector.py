@@ -45,7 +45,18 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
+
+try:  # Gymnasium >= 1.1
+    from gymnasium.vector import AutoresetMode
+except ImportError:  # older Gymnasium: the same names and values
+    from enum import Enum
+
+    class AutoresetMode(Enum):
+        """Stand-in for ``gymnasium.vector.AutoresetMode`` (Gymnasium < 1.1)."""
+
+        NEXT_STEP = "NextStep"
+        SAME_STEP = "SameStep"
+        DISABLED = "Disabled"
 
 from .parallel import make_core
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode
-
 import envs
+from envs.vector import AutoresetMode  # gymnasium.vector.AutoresetMode where Gymnasium has it
 
 
 def make(**kw):
@@ -91,3 +90,10 @@ def test_reset_seed_list():
     assert v.core.t0 == t_list
     with pytest.raises(ValueError, match="one seed decides them all"):
         v.reset(seed=[1, 2])
+
+
+def test_autoreset_mode_is_gymnasiums_own_when_available():
+    gv = pytest.importorskip("gymnasium.vector")
+    if not hasattr(gv, "AutoresetMode"):
+        pytest.skip("Gymnasium < 1.1 has no AutoresetMode")
+    assert AutoresetMode is gv.AutoresetMode
