@@ -170,3 +170,11 @@ def test_fast_path_falls_back_when_recording_or_pay_as_bid():
     assert env._fast.supported()
     env.core.recording = True  # switched on later: the next step goes the generic way
     assert not env._fast.supported()
+    from dataclasses import replace
+
+    sc = mixed_scenario()
+    pab = envs.parallel_env(replace(sc, market=replace(sc.market, mechanism="pay_as_bid")), max_cycles=5)
+    assert not pab._fast.supported()
+    pab.reset(seed=0)
+    while pab.agents:  # the generic path serves it
+        pab.step({a: pab.action_space(a).sample() for a in pab.agents})
