@@ -194,7 +194,11 @@ def test_core_step_observe_equals_step_then_observe(scenario):
     for episode in range(2):
         np.testing.assert_array_equal(a.reset(np.random.default_rng(episode)), b.reset(np.random.default_rng(episode)))
         while not a.done:
-            acts = np.clip(rng.uniform(-1.2, 1.2, (1, a.n, a.max_act)), -1, 1)
+            acts = rng.uniform(-1.2, 1.2, (1, a.n, a.max_act))  # unclipped, as rule_actions may give
+            if rng.random() < 0.5:
+                acts = np.clip(acts, -1, 1)
+            if rng.random() < 0.1:
+                acts *= 40.0  # beyond the price cap / floor
             active = None if rng.random() < 0.8 else rng.random(a.n) < 0.5
             oa, obs_a = a.step_observe(acts, active)
             ob = b.step(acts, active)
