@@ -207,3 +207,129 @@ def run_assume(python: str, task: str, args: dict, timeout: float = 1800) -> dic
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--assume-worker":
     assume_worker(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4])
     sys.exit(0)
+
+
+# =========================================================================== marketzoo side
+
+
+def ref_path(example: str, case: str) -> Path:
+    return DATA_DIR / f"assume_prices_{example}_{case}.csv"
+
+
+def write_refs(python: str, cases) -> int:
+    """Run ASSUME on every case and store its hourly prices (``datetime,node,price``)."""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for ex, case in cases:
+        res = run_assume(python, "prices", {"scenario_dir": str(ASSUME_DIR / ex), "study_case": case})
+        if "error" in res:
+            print(json.dumps({"case": f"{ex}/{case}", "error": res["error"]}))
+            failed += 1
+            continue
+        lines = ["datetime,node,price"] + [f"{t},{n},{p!r}" for t, n, p in zip(res["times"], res["nodes"], res["prices"])]
+        out = ref_path(ex, case)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, out)
+        print(json.dumps({"case": f"{ex}/{case}", "rows": len(res["prices"]), "file": str(out.relative_to(ROOT)),
+                          "assume_version": res.get("assume_version")}))
+    return failed
+
+
+def _mz_bench(example: str, case: str, min_time: float) -> tuple[list[dict], dict]:
+    """marketzoo rows: one hour per call (B = 1) and a batch of 64 hours per call."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from envs import load_scenario
+    from envs.network import clear_network, marginal_cost_bids
+
+    sc = load_scenario(str(ASSUME_DIR / example), case)
+    net, m = sc.network, sc.market
+    sp, sv, s_node, dp, dv, d_node = marginal_cost_bids(sc)
+    T = sc.n_hours
+    rows = []
+    for B in (1, 64):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            h = (n // 1) % T
+            idx = (np.arange(B) + h) % T
+            clear_network(net, sp[idx], sv[idx], s_node, dp[idx], dv[idx], d_node, price_cap=m.price_cap,
+                          price_floor=m.price_floor)
+            n += B
+            dt = time.perf_counter() - t0
+            if dt >= min_time:
+                break
+        rows.append({"system": "marketzoo", "impl": f"clear_network_B{B}", "clearings": n, "seconds": dt,
+                     "clearings_per_s": n / dt})
+    # the same orders for ASSUME's role (unit, bus/zone name as ASSUME's orders carry it, price, volume)
+    pl, rn, dm = sc.plants, sc.renewables, sc.demands
+    names = list(pl.names) + list(rn.names)
+    node_name = [net.buses[int(np.flatnonzero(net.bus_node == k)[0])] for k in range(net.n_nodes)]
+    hours = []
+    for t in range(min(T, 24)):
+        o = [[u, node_name[s_node[i]], float(np.clip(sp[t, i], m.price_floor, m.price_cap)), float(sv[t, i])]
+             for i, u in enumerate(names)]
+        o += [[u, node_name[d_node[j]], float(dp[t, j]), -float(dv[t, j])] for j, u in enumerate(dm.names)]
+        hours.append(o)
+    zid = None
+    if net.kind == "zonal":
+        import yaml
+
+        cfg = yaml.safe_load((ASSUME_DIR / example / "config.yaml").read_text())[case]
+        spec = next(iter(cfg["markets_config"].values()))
+        z = (spec.get("param_dict") or {}).get("zones_identifier")
+        import pandas as pd
+
+        if z and z in pd.read_csv(ASSUME_DIR / example / "buses.csv", nrows=0).columns:
+            zid = z
+    args = {"mechanism": net.mechanism, "network_dir": str(ASSUME_DIR / example), "zones_identifier": zid,
+            "cap": m.price_cap, "floor": m.price_floor, "hours": hours, "min_time": min_time}
+    return rows, args
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--assume-python", default=None, help="interpreter with assume-framework 0.6 (and pypsa)")
+    ap.add_argument("--write-refs", action="store_true", help="store ASSUME's prices in tests/data/")
+    ap.add_argument("--min-time", type=float, default=3.0, help="seconds per timed row")
+    args = ap.parse_args(argv)
+    if args.write_refs:
+        if not args.assume_python:
+            ap.error("--write-refs needs --assume-python")
+        return 1 if write_refs(args.assume_python, NETWORK_CASES + PLAIN_CASES) else 0
+    import platform
+
+    print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                      "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}))
+    for label, (ex, case) in BENCH_CASES.items():
+        rows, assume_args = _mz_bench(ex, case, args.min_time)
+        for r in rows:
+            print(json.dumps({"market": label, "case": f"{ex}/{case}", **r}))
+        if args.assume_python:
+            res = run_assume(args.assume_python, "speed", assume_args, timeout=600)
+            if "error" in res:
+                print(json.dumps({"market": label, "system": "assume", "error": res["error"]}))
+                continue
+            # same orders, same prices: check before reporting the speed
+            import numpy as np
+
+            sys.path.insert(0, str(ROOT))
+            from envs import load_scenario
+            from envs.network import marginal_cost_prices
+
+            sc = load_scenario(str(ASSUME_DIR / ex), case)
+            ours = marginal_cost_prices(sc)[: len(res["prices"])]
+            node_name = [sc.network.buses[int(np.flatnonzero(sc.network.bus_node == k)[0])]
+                         for k in range(sc.network.n_nodes)]
+            diff = max(abs(ours[t, k] - hp.get(node_name[k], hp.get(sc.network.nodes[k], np.nan)))
+                       for t, hp in enumerate(res["prices"]) for k in range(sc.network.n_nodes))
+            print(json.dumps({"market": label, "case": f"{ex}/{case}", "system": "assume",
+                              "impl": f"{sc.network.mechanism}_role_B1", "clearings": res["clearings"],
+                              "seconds": res["seconds"], "clearings_per_s": res["clearings_per_s"],
+                              "max_price_diff": float(diff), "assume_version": res.get("assume_version")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
