@@ -60,6 +60,8 @@ renewable: revenue − marginal cost × dispatch), ``regret`` ASSUME's opportuni
 (EUR), ``bid_price_0``/``bid_price_1`` (EUR/MWh; equal for one-price units, 0 when the
 agent did not bid), ``marginal_cost``,
 ``scarcity`` (1.0 if demand at the cap went unserved), ``hour`` (scenario hour index).
+In a zonal/nodal market (:mod:`envs.network`) ``clearing_price`` is the demand-weighted
+mean of the zone/bus prices and ``node_price`` is the price of the agent's own zone/bus.
 
 Arguments of :func:`parallel_env` (and :func:`env`, :class:`~envs.vector.VectorMarketEnv`):
 ``scenario`` (built-in name, folder path or :class:`~envs.data.Scenario`; default
@@ -170,6 +172,8 @@ class MarketParallelEnv(ParallelEnv):
         self._last = None
         zero = {k: 0.0 for k in INFO_KEYS}
         zero["hour"] = float(self.core.hour)
+        if self.core.net is not None:  # zonal/nodal market: also the agent's own zone/bus price
+            zero["node_price"] = 0.0
         infos = {a: dict(zero) for a in self.agents}
         return {a: obs[i] for i, a in enumerate(self.agents)}, infos
 
@@ -233,6 +237,9 @@ class MarketParallelEnv(ParallelEnv):
             }
             for i, a in enumerate(agents)
         }
+        if out.node_price is not None:  # zonal/nodal market: each agent's own zone/bus price
+            for i, a in enumerate(agents):
+                infos[a]["node_price"] = float(out.node_price[0, self.core.agent_node[i]])
         self._last = {"hour": t, "outcome": out}
         if done:
             self.agents = []
