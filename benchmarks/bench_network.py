@@ -145,14 +145,17 @@ def _assume_clear_speed(args: dict) -> dict:
     pdict = {"grid_data": read_grid(args["network_dir"]), "solver": "highs", "pricing_mechanism": "pay_as_clear"}
     if args.get("zones_identifier"):
         pdict["zones_identifier"] = args["zones_identifier"]
+    from dateutil import rrule
+
+    start = datetime(2020, 1, 1)
     mc = MarketConfig(
-        market_id="DAM", market_products=[MarketProduct(timedelta(hours=1), 1, timedelta(hours=1))],
+        market_id="DAM", opening_hours=rrule.rrule(rrule.HOURLY, dtstart=start, until=start + timedelta(days=30)),
+        market_products=[MarketProduct(timedelta(hours=1), 1, timedelta(hours=1))],
         maximum_bid_price=args["cap"], minimum_bid_price=args["floor"], maximum_bid_volume=1e5,
         additional_fields=["node"], market_mechanism=mech, param_dict=pdict,
     )
     role = clearing_mechanisms[mech](mc)
     hours = args["hours"]  # list of [[unit, node, price, volume], ...] per hour
-    start = datetime(2020, 1, 1)
     books = []
     for h, orders in enumerate(hours):
         t = start + timedelta(hours=h)

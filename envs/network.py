@@ -365,8 +365,6 @@ def clear_network(
     Returns:
         :class:`NetworkResult` with the price of every zone/bus (balance duals).
     """
-    from scipy.optimize import linprog
-
     sp = np.atleast_2d(np.asarray(supply_price, np.float64))
     sv = np.atleast_2d(np.asarray(supply_volume, np.float64))
     dp = np.atleast_2d(np.asarray(demand_price, np.float64))
@@ -400,17 +398,82 @@ def clear_network(
         hi[:, N + M + L:] = np.inf
         lo[:, N + M + L + ref] = 0.0
         hi[:, N + M + L + ref] = 0.0
-    res = linprog(cost.ravel(), A_eq=A, b_eq=np.zeros(ne * B), bounds=np.stack([lo.ravel(), hi.ravel()], axis=1),
-                  method="highs")
-    if res.status != 0 or res.x is None:
-        raise RuntimeError(f"network clearing: HiGHS did not solve the LP ({res.message})")
-    x = res.x.reshape(B, nv)
-    duals = res.eqlin.marginals.reshape(B, ne)
+    xs, ys = _solve(cost.ravel(), A, ne * B, lo.ravel(), hi.ravel())
+    x = xs.reshape(B, nv)
+    duals = ys.reshape(B, ne)
     price = duals[:, :Z] + 0.0  # + 0.0 turns -0.0 into 0.0
     s_acc = _share_ties(x[:, :N].copy(), sp, sv, s_node, price)
     d_acc = _share_ties(x[:, N:N + M].copy(), dp, dv, d_node, price)
     return NetworkResult(price=price, supply_accepted=s_acc, demand_accepted=d_acc, flow=x[:, N + M:N + M + L].copy(),
                          supply_price=sp, demand_price=dp)
+
+
+def _solve(c: np.ndarray, A, n_rows: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise ``c @ x`` s.t. ``A x = 0``, ``lo <= x <= hi`` with HiGHS; returns the
+    primal solution and the duals of the rows (d objective / d right-hand side).
+
+    Uses ``highspy`` when installed (a fresh model per call, so the answer does not
+    depend on earlier calls), else ``scipy.optimize.linprog(method="highs")``, which
+    bundles the same solver but adds a few milliseconds of input checking per call."""
+    if SOLVER == "highspy":
+        import highspy
+
+        h = _HIGHS.get("h")
+        if h is None:  # one instance (its banner printed once, muted); every call passes a fresh model
+            h = _HIGHS["h"] = _quiet(highspy.Highs)
+            h.setOptionValue("output_flag", False)
+        h.clearSolver()
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = len(c), n_rows
+        lp.col_cost_, lp.col_lower_, lp.col_upper_ = c, lo, hi
+        lp.row_lower_ = lp.row_upper_ = np.zeros(n_rows)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+        h.passModel(lp)
+        h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            raise RuntimeError(f"network clearing: HiGHS did not solve the LP ({h.modelStatusToString(h.getModelStatus())})")
+        sol = h.getSolution()
+        return np.asarray(sol.col_value), np.asarray(sol.row_dual)
+    from scipy.optimize import linprog
+
+    res = linprog(c, A_eq=A, b_eq=np.zeros(n_rows), bounds=np.stack([lo, hi], axis=1), method="highs")
+    if res.status != 0 or res.x is None:
+        raise RuntimeError(f"network clearing: HiGHS did not solve the LP ({res.message})")
+    return res.x, res.eqlin.marginals
+
+
+def _quiet(make):
+    """``make()`` with the C-level stdout muted (HiGHS prints a banner when created)."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout: nothing to mute
+        return make()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        return make()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def _default_solver() -> str:
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return "scipy"
+    return "highspy"
+
+
+_HIGHS: dict = {}
+# "highspy" or "scipy" (scipy.optimize.linprog, method="highs"); set at import, may be changed
+SOLVER = _default_solver()
 
 
 def _share_ties(acc: np.ndarray, p: np.ndarray, v: np.ndarray, node: np.ndarray, price: np.ndarray) -> np.ndarray:

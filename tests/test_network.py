@@ -287,3 +287,16 @@ def test_copper_plate_prices_match_stored_assume_prices(example):
     ref = _reference(example, "base")
     assert len(ref) == sc.n_hours - 1 and {t for t, _, _ in ref} <= set(ours)  # ASSUME's first product delivers at 01:00
     assert max(abs(ours[t] - p) for t, _, p in ref) < 1e-6
+
+
+@needs_shared
+def test_scipy_fallback_gives_the_same_prices(monkeypatch):
+    import envs.network as network
+
+    with _no_check():
+        sc = load_scenario(str(ASSUME_DIR / "example_04a"), "nodal_case")
+    monkeypatch.setattr(network, "SOLVER", "highspy")
+    a = marginal_cost_prices(sc)
+    monkeypatch.setattr(network, "SOLVER", "scipy")
+    b = marginal_cost_prices(sc)
+    assert np.abs(a - b).max() < 1e-9
