@@ -53,7 +53,8 @@ from .data import ScenarioError
 
 __all__ = [
     "ZONAL_MECHANISMS", "NODAL_MECHANISMS", "NETWORK_MECHANISMS", "Network", "NetworkResult", "load_network",
-    "clear_network", "reclear_with_bid", "best_response_on_grid",
+    "clear_network", "reclear_with_bid", "best_response_on_grid", "network_exploitability", "NetworkExploitability",
+    "marginal_cost_prices",
 ]
 
 ZONAL_MECHANISMS = ("complex_clearing", "pay_as_clear_complex")
@@ -619,3 +620,96 @@ def marginal_cost_prices(scenario: Any) -> np.ndarray:
     m = scenario.market
     return clear_network(scenario.network, sp, sv, s_node, dp, dv, d_node, price_cap=m.price_cap,
                          price_floor=m.price_floor).price
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+@dataclass(frozen=True)
+class NetworkExploitability:
+    """Per-agent best responses over a recorded episode of a zonal/nodal market.
+
+    ``recorded_profit``: the agent's profit with every bid as recorded, re-cleared on
+    the network (start-up costs left out, as the hour-by-hour search leaves them out);
+    ``best_response_profit``: the best of the recorded bids and every one-price offer on
+    the grid of :func:`best_response_on_grid`, hour by hour; ``share`` = recorded / best
+    (nan when the best response loses money); ``joint`` = sum(gain) / sum(|recorded|), as
+    :class:`envs.analysis.Exploitability` defines them. Storage agents are not searched (NaN)."""
+
+    agents: tuple[str, ...]
+    recorded_profit: np.ndarray
+    best_response_profit: np.ndarray
+    share: np.ndarray
+    joint: float
+
+    def summary(self) -> str:
+        rows = [f"{a}: profit {p:,.0f} EUR, best response {b:,.0f} EUR, share {s:.3f}"
+                for a, p, b, s in zip(self.agents, self.recorded_profit, self.best_response_profit, self.share)]
+        return "\n".join(rows + [f"joint exploitability {self.joint:.4f} (network re-clearing on a price grid)"])
+
+
+def _record_nodes(record: Any, scenario: Any) -> tuple[np.ndarray, np.ndarray]:
+    net = scenario.network
+    where: dict[str, int] = {}
+    for names, nodes in ((scenario.plants.names, net.plant_node), (scenario.renewables.names, net.renewable_node),
+                         (scenario.storages.names, net.storage_node)):
+        where.update({n: int(k) for n, k in zip(names, nodes)})
+    unit_node = np.array([where[u] for u in record.units], dtype=np.int64)
+    return unit_node[record.supply_unit], unit_node[record.demand_unit]
+
+
+def network_exploitability(record: Any, scenario: Any, *, grid=None) -> NetworkExploitability:
+    """Best responses of every plant/renewable agent of an :class:`~envs.record.EpisodeRecord`
+    of a zonal/nodal scenario, by re-clearing the network (see :func:`best_response_on_grid`
+    for the grid and its tolerance). ``scenario`` is the one the record came from (it
+    gives unit locations and the demand of every zone/bus)."""
+    net = scenario.network
+    if net is None:
+        raise ValueError("network_exploitability needs a zonal/nodal scenario (scenario.network is None); "
+                         "use envs.analysis.exploitability for a single price area")
+    s_node, d_node = _record_nodes(record, scenario)
+    dm = scenario.demands
+    n = len(record.agents)
+    rec_p = np.full(n, np.nan)
+    br_p = np.full(n, np.nan)
+    for k in range(n):
+        if record.agent_kind[k] == "storage":
+            continue
+        cols = record.agent_supply_columns(k)
+        tot_rec = tot_br = 0.0
+        for h, t in enumerate(record.hours):
+            sp, sv = record.supply_price[h], record.supply_volume[h]
+            dp = np.concatenate([dm.price, record.demand_price[h]])
+            dv = np.concatenate([dm.volume[t], record.demand_volume[h]])
+            dn = np.concatenate([net.demand_node, d_node])
+            cost = record.supply_cost[h, cols]
+            g = grid
+            if g is None:
+                g = np.unique(np.concatenate([np.clip(sp, record.price_floor, record.price_cap),
+                                              np.clip(dp, record.price_floor, record.price_cap), cost,
+                                              [record.price_floor, record.price_cap]]))
+            cand = np.concatenate([sp[cols][None, :], np.repeat(np.asarray(g, float)[:, None], len(cols), axis=1)])
+            res = reclear_with_bid(net, sp, sv, s_node, dp, dv, dn, cols, cand, price_cap=record.price_cap,
+                                   price_floor=record.price_floor)
+            acc = res.supply_accepted[:, cols]
+            if net.pricing == "pay_as_bid":
+                paid = np.clip(cand, record.price_floor, record.price_cap)
+            else:
+                paid = res.price[:, s_node[cols]]
+            prof = (acc * (paid - cost[None, :])).sum(axis=1)
+            tot_rec += prof[0]
+            tot_br += prof.max()
+        rec_p[k], br_p[k] = tot_rec, tot_br
+    # the same definitions as envs.analysis.exploitability
+    share = np.full(n, np.nan)
+    for k in range(n):
+        b, r = br_p[k], rec_p[k]
+        if b > 1e-9:
+            share[k] = r / b
+        elif abs(b) <= 1e-9 and abs(r) <= 1e-9:
+            share[k] = 1.0
+    ok = ~np.isnan(br_p)
+    denom, total = float(np.abs(rec_p[ok]).sum()), float((br_p[ok] - rec_p[ok]).sum())
+    joint = total / denom if denom > 1e-9 else (0.0 if total <= 1e-9 else float("inf"))
+    return NetworkExploitability(agents=tuple(record.agents), recorded_profit=rec_p, best_response_profit=br_p,
+                                 share=np.where(ok, share, np.nan), joint=joint)

@@ -300,3 +300,26 @@ def test_scipy_fallback_gives_the_same_prices(monkeypatch):
     monkeypatch.setattr(network, "SOLVER", "scipy")
     b = marginal_cost_prices(sc)
     assert np.abs(a - b).max() < 1e-9
+
+
+def test_network_exploitability_on_a_recorded_episode(tmp_path):
+    import envs
+    from envs.network import network_exploitability
+
+    sc = load_scenario(str(_tiny(tmp_path, "complex_clearing")))
+    env = envs.parallel_env(sc, record=True)
+    env.reset(seed=0)
+    while env.agents:  # both learners at marginal cost (cheap 10, dear 60; max_bid_price 100)
+        env.step({"plant_cheap": np.array([0.1, 0.1]), "plant_dear": np.array([0.6, 0.6])})
+    rec = env.episode_record()
+    assert np.allclose(rec.supply_accepted.sum(axis=1), sc.demands.volume.sum(axis=1))
+    ex = network_exploitability(rec, sc, grid=[60.0, 1000.0])
+    k = ex.agents.index("plant_dear")
+    # dear is alone behind the 40 MW import limit of zone Z2 (demand 70, 80, 90, 100):
+    # offering at 1000 it sells the residual 30..60 MW at 1000
+    assert np.isclose(ex.recorded_profit[k], 0.0, atol=1e-6)
+    assert np.isclose(ex.best_response_profit[k], (30 + 40 + 50 + 60) * (1000.0 - 60.0))
+    # cheap cannot gain on this grid: above 30 the rival in its zone takes its place
+    j = ex.agents.index("plant_cheap")
+    assert np.isclose(ex.best_response_profit[j], ex.recorded_profit[j])
+    assert ex.joint == float("inf")  # all recorded profits are zero, and dear can gain
