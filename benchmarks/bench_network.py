@@ -282,6 +282,26 @@ def _mz_bench(example: str, case: str, min_time: float) -> tuple[list[dict], dic
                 break
         rows.append({"system": "marketzoo", "impl": f"clear_network_B{B}", "clearings": n, "seconds": dt,
                      "clearings_per_s": n / dt})
+    # whole environment steps (2 plants made learners, random actions): parallel env and vector env
+    import dataclasses
+
+    import envs
+
+    learn = np.zeros(len(pl := sc.plants), bool)
+    learn[[0, len(pl) - 1]] = True
+    sc_l = dataclasses.replace(sc, plants=dataclasses.replace(pl, learning=learn))
+    rng = np.random.default_rng(0)
+    for B in (1, 64):
+        env = envs.VectorMarketEnv(sc_l, num_envs=B, autoreset=True)
+        env.reset(seed=0)
+        a = rng.uniform(-1, 1, (B, env.n_agents, env.core.max_act))
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < min_time:
+            env.step(a)
+            n += B
+        dt = time.perf_counter() - t0
+        rows.append({"system": "marketzoo", "impl": f"vector_env_B{B}_step", "clearings": n, "seconds": dt,
+                     "clearings_per_s": n / dt})
     # the same orders for ASSUME's role (unit, bus/zone name as ASSUME's orders carry it, price, volume)
     pl, rn, dm = sc.plants, sc.renewables, sc.demands
     names = list(pl.names) + list(rn.names)

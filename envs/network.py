@@ -672,34 +672,44 @@ def network_exploitability(record: Any, scenario: Any, *, grid=None) -> NetworkE
     n = len(record.agents)
     rec_p = np.full(n, np.nan)
     br_p = np.full(n, np.nan)
+    H = record.n_hours
+    dp_h = np.concatenate([np.broadcast_to(dm.price, (H, len(dm))), record.demand_price], axis=1)
+    dv_h = np.concatenate([dm.volume[record.hours], record.demand_volume], axis=1)
+    dn = np.concatenate([net.demand_node, d_node])
+    lo, hi = record.price_floor, record.price_cap
     for k in range(n):
         if record.agent_kind[k] == "storage":
             continue
         cols = record.agent_supply_columns(k)
-        tot_rec = tot_br = 0.0
-        for h, t in enumerate(record.hours):
-            sp, sv = record.supply_price[h], record.supply_volume[h]
-            dp = np.concatenate([dm.price, record.demand_price[h]])
-            dv = np.concatenate([dm.volume[t], record.demand_volume[h]])
-            dn = np.concatenate([net.demand_node, d_node])
-            cost = record.supply_cost[h, cols]
+        cost = record.supply_cost[:, cols]  # (H, c)
+        # candidates per hour: the recorded bids first, then one price for all columns
+        grids = []
+        for h in range(H):
             g = grid
             if g is None:
-                g = np.unique(np.concatenate([np.clip(sp, record.price_floor, record.price_cap),
-                                              np.clip(dp, record.price_floor, record.price_cap), cost,
-                                              [record.price_floor, record.price_cap]]))
-            cand = np.concatenate([sp[cols][None, :], np.repeat(np.asarray(g, float)[:, None], len(cols), axis=1)])
-            res = reclear_with_bid(net, sp, sv, s_node, dp, dv, dn, cols, cand, price_cap=record.price_cap,
-                                   price_floor=record.price_floor)
+                g = np.unique(np.concatenate([np.clip(record.supply_price[h], lo, hi), np.clip(dp_h[h], lo, hi),
+                                              cost[h], [lo, hi]]))
+            grids.append(np.asarray(g, np.float64))
+        G = 1 + max(len(g) for g in grids)
+        cand = np.empty((H, G, len(cols)))
+        for h, g in enumerate(grids):
+            cand[h, 0] = record.supply_price[h, cols]
+            cand[h, 1:1 + len(g)] = g[:, None]
+            cand[h, 1 + len(g):] = cand[h, 0]  # padding repeats the recorded bids
+        prof = np.empty((H, G))
+        per_call = max(1, 2048 // G)  # hours per LP (G blocks each)
+        for h0 in range(0, H, per_call):
+            hs = np.arange(h0, min(H, h0 + per_call))
+            sp = np.repeat(record.supply_price[hs], G, axis=0)
+            sp[:, cols] = cand[hs].reshape(-1, len(cols))
+            res = clear_network(net, sp, np.repeat(record.supply_volume[hs], G, axis=0), s_node,
+                                np.repeat(dp_h[hs], G, axis=0), np.repeat(dv_h[hs], G, axis=0), dn,
+                                price_cap=hi, price_floor=lo)
             acc = res.supply_accepted[:, cols]
-            if net.pricing == "pay_as_bid":
-                paid = np.clip(cand, record.price_floor, record.price_cap)
-            else:
-                paid = res.price[:, s_node[cols]]
-            prof = (acc * (paid - cost[None, :])).sum(axis=1)
-            tot_rec += prof[0]
-            tot_br += prof.max()
-        rec_p[k], br_p[k] = tot_rec, tot_br
+            paid = np.clip(sp[:, cols], lo, hi) if net.pricing == "pay_as_bid" else res.price[:, s_node[cols]]
+            c_rep = np.repeat(cost[hs], G, axis=0)
+            prof[hs] = (acc * (paid - c_rep)).sum(axis=1).reshape(len(hs), G)
+        rec_p[k], br_p[k] = prof[:, 0].sum(), prof.max(axis=1).sum()
     # the same definitions as envs.analysis.exploitability
     share = np.full(n, np.nan)
     for k in range(n):
