@@ -26,11 +26,14 @@ nodal price in a meshed network can lie outside them); bid prices are clipped to
 ``[price_floor, price_cap]`` before clearing, as ASSUME's order validation does.
 
 Ties: the LP's own vertex decides how much the bids at a zone's price get; marketzoo then
-shares that volume among all bids at exactly the zone's price pro rata to their volumes
-(supply and demand separately), so the outcome does not depend on bid order. Balances and
-flows are unchanged by this. When the dual itself is not unique (a zone's supply curve
-steps exactly at its demand), the price is the one HiGHS returns; on the shared example
-cases it equals ASSUME 0.6's (``tests/test_network.py``).
+shares that volume among all bids of that zone at exactly the zone's price pro rata to
+their volumes (supply and demand separately), so the outcome does not depend on bid
+order. Balances and flows are unchanged by this. When the dual itself is not unique (a
+zone's supply curve steps exactly at its demand), every demand bid is cut by
+``DEMAND_EPS`` = 1e-6 MW before solving, which makes the price that of the highest
+accepted offer (marketzoo's single-market convention; on example_01d ASSUME 0.6 returns
+the same in all 48 such zone-hours), independent of the solver's vertex and of how many
+hours are solved together. Accepted demand is therefore up to 1e-6 MW below the bid.
 
 ``B`` copies of one hour are solved as one block-diagonal LP (the blocks do not
 interact), so a vector env pays for one solver call per step, not ``B``.
@@ -63,6 +66,12 @@ NETWORK_MECHANISMS = ZONAL_MECHANISMS + NODAL_MECHANISMS
 
 # bids at a price within this of the zone price count as tied (EUR/MWh)
 PRICE_TOL = 1e-7
+# MW taken off every demand bid before solving. Where a zone's supply steps exactly at its
+# demand the balance dual is not unique (any price between the last accepted and the next
+# offer clears); this tiny cut makes the last accepted offer marginal, so the price is
+# that offer's (the convention of envs.market and what ASSUME 0.6's HiGHS solve returned
+# on every such hour of example_01d), whatever the solver's vertex and the batch size.
+DEMAND_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -391,7 +400,7 @@ def clear_network(
     lo = np.zeros((B, nv))
     hi = np.zeros((B, nv))
     hi[:, :N] = sv
-    hi[:, N:N + M] = dv
+    hi[:, N:N + M] = np.maximum(dv - DEMAND_EPS, 0.0)  # see DEMAND_EPS
     lo[:, N + M:N + M + L] = -net.line_capacity
     hi[:, N + M:N + M + L] = net.line_capacity
     if net.kind == "nodal":

@@ -92,6 +92,18 @@ def test_ties_share_pro_rata_and_batch_equals_single():
         assert np.allclose(rb.price[b], r1.price[0]) and np.allclose(rb.supply_accepted[b], r1.supply_accepted[0])
 
 
+def test_price_is_the_highest_accepted_offer_where_supply_steps_at_demand():
+    # demand 50 = the first offer exactly: any price in [10, 20] clears; marketzoo (and
+    # ASSUME's HiGHS solve on example_01d) gives 10, in a batch or alone
+    net = _net("zonal", ["A", "B"], [(0, 1, 1000.0)])
+    sp, sv = np.array([[10.0, 20.0]]), np.array([[50.0, 50.0]])
+    for B in (1, 5):
+        r = clear_network(net, np.repeat(sp, B, 0), np.repeat(sv, B, 0), [0, 1], np.full((B, 1), 3000.0),
+                          np.full((B, 1), 50.0), [1])
+        assert np.allclose(r.price, 10.0)
+        assert np.allclose(r.supply_accepted, [[50.0, 0.0]] * B, atol=1e-5)
+
+
 def test_best_response_on_grid_finds_the_withholding_price():
     # agent (column 0, 50 MW at cost 10) in zone B with 40 MW demand; the rival in A offers
     # 100 MW at 20 but only 30 MW can be imported. Bidding up to 3000 the agent still sells
@@ -254,12 +266,16 @@ def _no_check():
 
 
 @needs_shared
-def test_env_steps_at_marginal_cost_reproduce_assume_prices():
+@pytest.mark.parametrize("example, case", [("example_04a", "nodal_case"), ("example_01d", "zonal_case")])
+def test_env_steps_at_marginal_cost_reproduce_assume_prices(example, case):
+    # one hour per LP here (the parity test above solves all hours in one LP): 01d has 48
+    # zone-hours where supply steps exactly at demand, so this also checks the tie rule
     import envs
 
     with _no_check():
-        sc = load_scenario(str(ASSUME_DIR / "example_04a"), "nodal_case")
-    learn = np.array([n in ("powerplant_east_cheap", "powerplant_west_cheap") for n in sc.plants.names])
+        sc = load_scenario(str(ASSUME_DIR / example), case)
+    learn = np.zeros(len(sc.plants), bool)
+    learn[[1, len(learn) - 2]] = True
     sc = dataclasses.replace(sc, plants=dataclasses.replace(sc.plants, learning=learn))
     env = envs.parallel_env(sc)
     core = env.core
@@ -271,7 +287,7 @@ def test_env_steps_at_marginal_cost_reproduce_assume_prices():
         out = core.step(np.repeat(a[None, :, None], 2, axis=2))
         got[str(np.datetime_as_string(sc.times[t], unit="s"))] = out.node_price[0]
     nodes = list(sc.network.nodes)
-    diff = [abs(got[t][nodes.index(n)] - p) for t, n, p in _reference("example_04a", "nodal_case")]
+    diff = [abs(got[t][nodes.index(n)] - p) for t, n, p in _reference(example, case)]
     assert max(diff) < 1e-6
 
 
