@@ -28,7 +28,8 @@ nodal price in a meshed network can lie outside them); bid prices are clipped to
 Ties: the LP's own vertex decides how much the bids at a zone's price get; marketzoo then
 shares that volume among all bids of that zone at exactly the zone's price pro rata to
 their volumes (supply and demand separately), so the outcome does not depend on bid
-order. Balances and flows are unchanged by this. When the dual itself is not unique (a
+order. Balances and flows are unchanged by this. Between zones that end up at the same
+price (no congestion), how tied bids split is the LP's vertex, as in ASSUME. When the dual itself is not unique (a
 zone's supply curve steps exactly at its demand), every demand bid is cut by
 ``DEMAND_EPS`` = 1e-6 MW before solving, which makes the price that of the highest
 accepted offer (marketzoo's single-market convention; on example_01d ASSUME 0.6 returns
@@ -57,7 +58,7 @@ from .data import ScenarioError
 __all__ = [
     "ZONAL_MECHANISMS", "NODAL_MECHANISMS", "NETWORK_MECHANISMS", "Network", "NetworkResult", "load_network",
     "clear_network", "reclear_with_bid", "best_response_on_grid", "network_exploitability", "NetworkExploitability",
-    "marginal_cost_prices",
+    "marginal_cost_prices", "default_grid",
 ]
 
 ZONAL_MECHANISMS = ("complex_clearing", "pay_as_clear_complex")
@@ -550,6 +551,16 @@ def reclear_with_bid(
                          price_floor=price_floor)
 
 
+def default_grid(supply_price, demand_price, cost, price_floor: float, price_cap: float, tick: float = 0.01):
+    """Candidate offer prices for the network best-response search: every distinct bid
+    price (clipped to the limits), each also minus ``tick`` (undercutting a rival instead
+    of tying with it), the agent's costs and both price limits."""
+    base = np.concatenate([np.clip(np.asarray(supply_price, np.float64).reshape(-1), price_floor, price_cap),
+                           np.clip(np.asarray(demand_price, np.float64).reshape(-1), price_floor, price_cap),
+                           np.asarray(cost, np.float64).reshape(-1), [price_floor, price_cap]])
+    return np.unique(np.clip(np.concatenate([base, base - tick]), price_floor, price_cap))
+
+
 def best_response_on_grid(
     net: Network,
     supply_price,
@@ -562,6 +573,7 @@ def best_response_on_grid(
     agent_cost,
     *,
     grid=None,
+    tick: float = 0.01,
     price_cap: float = 3000.0,
     price_floor: float = -500.0,
     pricing: str = "pay_as_clear",
@@ -569,18 +581,21 @@ def best_response_on_grid(
     """Best one-hour response of one agent on a price grid, by re-clearing the network.
 
     The agent offers every one of its supply columns at one price ``q`` from ``grid``
-    (default: every distinct recorded bid price of the hour, plus the agent's cost,
-    ``price_floor`` and ``price_cap``; in a market where the agent's node price is
-    piecewise constant between those prices this is exact up to the tie rule). Profit
-    of a candidate = ``sum(accepted * (paid price - agent_cost))``, paid price the node
-    price (pay-as-clear) or ``q`` (pay-as-bid).
+    (default :func:`default_grid`: every distinct bid price of the hour and that price
+    minus ``tick``, the agent's cost, ``price_floor`` and ``price_cap``). Profit of a
+    candidate = ``sum(accepted * (paid price - agent_cost))``, paid price the node price
+    (pay-as-clear) or ``q`` (pay-as-bid).
 
-    Tolerance: with the default grid the best profit found is exact for price-taking
-    outcomes and for outcomes where the agent sets its node's price at a breakpoint of
-    the others' bids; where a nodal price depends continuously on the agent's bid
-    (loop flows around a congested line), the grid misses at most ``max gap * MW sold``
-    in profit, where ``max gap`` is the largest distance between neighbouring grid prices.
-    Pass a finer ``grid`` to tighten it.
+    Tolerance: the agent's profit is piecewise linear in ``q`` (prices are duals of an
+    LP), so its maximum lies where the LP's basis changes. In a zonal market and in a
+    nodal one where the agent's bid only sets its own bus's price, those points are the
+    other bids' prices, and the default grid finds the best profit to within ``tick`` x
+    the MW sold per hour (0.01 EUR/MWh, as :mod:`envs.analysis`). Where the agent's bid
+    also sets other buses' prices through loop flows (a congested meshed network) a
+    basis change can fall between grid prices; the gap to the true best is then at most
+    ``largest gap between neighbouring grid prices x MW sold`` in that hour. Pass a finer
+    ``grid`` to tighten it. The one-price offer does not search separate prices for a
+    plant's inflexible and flexible parts.
 
     Returns:
         ``(best_profit, best_prices (len(agent_columns),), best_q)``.
@@ -589,9 +604,7 @@ def best_response_on_grid(
     cols = np.atleast_1d(np.asarray(agent_columns, np.int64))
     cost = np.broadcast_to(np.asarray(agent_cost, np.float64), cols.shape)
     if grid is None:
-        grid = np.unique(np.concatenate([np.clip(sp, price_floor, price_cap),
-                                         np.clip(np.asarray(demand_price, np.float64).reshape(-1), price_floor,
-                                                 price_cap), cost, [price_floor, price_cap]]))
+        grid = default_grid(sp, demand_price, cost, price_floor, price_cap, tick)
     grid = np.asarray(grid, np.float64).reshape(-1)
     res = reclear_with_bid(net, sp, supply_volume, supply_node, demand_price, demand_volume, demand_node, cols,
                            np.repeat(grid[:, None], len(cols), axis=1), price_cap=price_cap, price_floor=price_floor)
@@ -667,7 +680,7 @@ def _record_nodes(record: Any, scenario: Any) -> tuple[np.ndarray, np.ndarray]:
     return unit_node[record.supply_unit], unit_node[record.demand_unit]
 
 
-def network_exploitability(record: Any, scenario: Any, *, grid=None) -> NetworkExploitability:
+def network_exploitability(record: Any, scenario: Any, *, grid=None, tick: float = 0.01) -> NetworkExploitability:
     """Best responses of every plant/renewable agent of an :class:`~envs.record.EpisodeRecord`
     of a zonal/nodal scenario, by re-clearing the network (see :func:`best_response_on_grid`
     for the grid and its tolerance). ``scenario`` is the one the record came from (it
@@ -694,10 +707,7 @@ def network_exploitability(record: Any, scenario: Any, *, grid=None) -> NetworkE
         # candidates per hour: the recorded bids first, then one price for all columns
         grids = []
         for h in range(H):
-            g = grid
-            if g is None:
-                g = np.unique(np.concatenate([np.clip(record.supply_price[h], lo, hi), np.clip(dp_h[h], lo, hi),
-                                              cost[h], [lo, hi]]))
+            g = grid if grid is not None else default_grid(record.supply_price[h], dp_h[h], cost[h], lo, hi, tick)
             grids.append(np.asarray(g, np.float64))
         G = 1 + max(len(g) for g in grids)
         cand = np.empty((H, G, len(cols)))

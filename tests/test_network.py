@@ -339,3 +339,15 @@ def test_network_exploitability_on_a_recorded_episode(tmp_path):
     j = ex.agents.index("plant_cheap")
     assert np.isclose(ex.best_response_profit[j], ex.recorded_profit[j])
     assert ex.joint == float("inf")  # all recorded profits are zero, and dear can gain
+
+
+def test_default_grid_is_within_tick_of_a_fine_search():
+    # the agent (50 MW, cost 10) undercuts the rival's 30 in its zone (at 30 they would
+    # share pro rata)
+    net = _net("zonal", ["A", "B"], [(0, 1, 1e4)])
+    args = (net, [10.0, 30.0], [50.0, 100.0], [1, 1], [3000.0], [40.0], [1])
+    best, _, q = best_response_on_grid(*args, [0], 10.0)
+    assert np.isclose(q, 29.99) and np.isclose(best, 40.0 * 19.99)
+    fine = np.arange(10.0, 40.0, 0.001)
+    brute, _, _ = best_response_on_grid(*args, [0], 10.0, grid=fine)
+    assert brute - 0.01 * 40.0 - 1e-6 <= best <= brute + 1e-6
