@@ -160,7 +160,8 @@ def load_network(folder: str | Path, study_case_cfg: dict[str, Any], scenario: A
         scenario: the loaded :class:`~envs.data.Scenario` (its unit tables give the order).
 
     The files come from ``param_dict.network_path`` of the energy market (relative to the
-    scenario folder; default the folder itself). A unit without a ``node`` entry sits in
+    scenario folder); without that key the market is refused (ASSUME's ``complex_clearing``
+    without a network is its block/linked-order day-ahead market, not modelled here). A unit without a ``node`` entry sits in
     the first zone/bus, with one warning (ASSUME does the same); a node that is not a bus
     of ``buses.csv`` is an error.
     """
@@ -181,6 +182,12 @@ def load_network(folder: str | Path, study_case_cfg: dict[str, Any], scenario: A
     if pricing not in ("pay_as_clear", "pay_as_bid"):
         raise ScenarioError(f"{where}, key 'param_dict.pricing_mechanism': {pricing!r} is not supported; "
                             "use pay_as_clear or pay_as_bid")
+    if "network_path" not in pdict:
+        raise ScenarioError(
+            f"{where}: {mech!r} without a network (no param_dict.network_path) is ASSUME's day-ahead market with block "
+            "and linked orders, which marketzoo does not model; use market_mechanism: pay_as_clear for one price area "
+            "with hourly bids, or give param_dict.network_path (buses.csv, lines.csv) for a zonal/nodal market"
+        )
     net_dir = folder / str(pdict.get("network_path", "."))
     bus_path, line_path = net_dir / "buses.csv", net_dir / "lines.csv"
     for p, what in ((bus_path, "the buses (name, v_nom, ...)"), (line_path, "the lines (bus0, bus1, s_nom, x)")):

@@ -351,3 +351,11 @@ def test_default_grid_is_within_tick_of_a_fine_search():
     fine = np.arange(10.0, 40.0, 0.001)
     brute, _, _ = best_response_on_grid(*args, [0], 10.0, grid=fine)
     assert brute - 0.01 * 40.0 - 1e-6 <= best <= brute + 1e-6
+
+
+def test_complex_clearing_without_a_network_is_refused(tmp_path):
+    f = _tiny(tmp_path, "complex_clearing")
+    cfg = (f / "config.yaml").read_text()
+    (f / "config.yaml").write_text(cfg.replace("        network_path: .", "        solver: highs"))
+    with pytest.raises(ScenarioError, match="without a network.*block and linked orders"):
+        load_scenario(str(f))
