@@ -261,10 +261,10 @@ class MarketCore:
         """Clear hour ``t`` of every copy on the network (one LP for the ``B`` copies).
         Returns a :class:`ClearingResult` over the dynamic columns, with ``price`` the
         demand-weighted average of the node prices, and the node prices ``(B, Z)``."""
-        from .network import clear_network
+        from .network import DEMAND_EPS, clear_network
 
         sc, net, B = self.scenario, self.net, self.B
-        ns, K = len(self.static_node), self.K
+        ns = len(self.static_node)
         s_price = np.concatenate([np.broadcast_to(self.static_price[t], (B, ns)), sp], axis=1)
         s_vol = np.concatenate([np.broadcast_to(self.static_volume[t], (B, ns)), sv], axis=1)
         D = len(sc.demands)
@@ -277,8 +277,9 @@ class MarketCore:
         node_price = r.price
         price = node_price @ self.node_weight[t]
         fixed_acc = r.demand_accepted[:, :D].sum(axis=1)
-        cap_dem = sc.demands.volume[t][sc.demands.price >= self.cap].sum()
-        unserved = np.maximum(cap_dem - r.demand_accepted[:, :D][:, sc.demands.price >= self.cap].sum(axis=1), 0.0)
+        at_cap = sc.demands.price >= self.cap  # unserved: beyond the 1e-6 MW cut of every bid (DEMAND_EPS)
+        unserved = np.maximum(sc.demands.volume[t][at_cap] - DEMAND_EPS - r.demand_accepted[:, :D][:, at_cap], 0.0)
+        unserved = unserved.sum(axis=1)
         scarcity = unserved > 1e-6
         if net.pricing == "pay_as_bid":
             pay_s, pay_d = r.supply_price[:, ns:], r.demand_price[:, D:]

@@ -359,3 +359,32 @@ def test_complex_clearing_without_a_network_is_refused(tmp_path):
     (f / "config.yaml").write_text(cfg.replace("        network_path: .", "        solver: highs"))
     with pytest.raises(ScenarioError, match="without a network.*block and linked orders"):
         load_scenario(str(f))
+
+
+def test_storage_on_a_network(tmp_path):
+    import envs
+
+    f = _tiny(tmp_path, "nodal_clearing", zones=False)
+    _write(f, "storage_units.csv", """
+name,technology,bidding_EOM,max_power_charge,max_power_discharge,efficiency_charge,efficiency_discharge,min_soc,max_soc,capacity,initial_soc,unit_operator,node
+bat_rule,battery,storage_energy_naive,10,10,1,1,0,1,40,0.5,op,s1
+bat_learn,battery,storage_energy_learning,10,10,1,1,0,1,40,0.5,op,n1
+""")
+    sc = load_scenario(str(f))
+    assert list(sc.network.storage_node) == [2, 0]
+    env = envs.parallel_env(sc)
+    core = env.core
+    env.reset(seed=0)
+    for t in range(2):  # 20 MWh stored: two hours at 10 MW
+        # the learning battery offers to discharge at 5 EUR/MWh: it sells its 10 MW at bus n1
+        acts = {a: (np.array([0.05]) if a.startswith("storage") else np.array([0.1, 0.1]) if "cheap" in a
+                    else np.array([0.6, 0.6])) for a in env.agents}
+        out_before = core.soc.copy()
+        _, _, _, _, info = env.step(acts)
+        out = env._last["outcome"]
+        r = out.clearing
+        assert np.isclose(info["storage_bat-learn"]["accepted_volume"], 10.0)
+        assert np.isclose(info["storage_bat-learn"]["node_price"], out.node_price[0, 0])
+        assert core.soc[0, 1] == pytest.approx(out_before[0, 1] - 10.0)
+        assert r.supply_accepted.shape[1] == core.K
+        assert not out.scarcity[0]  # the 1e-6 MW demand cut (DEMAND_EPS) is not unserved demand
