@@ -481,16 +481,15 @@ class MarketCore:
         t = self.hour
         B, n = self.B, self.n
         sp, sv, dpr, dvo, bid_price = self.build_bids(actions, active)
+        res = clear_market(
+            sp, sv, dpr, dvo,
+            fixed_demand=self.fixed_demand[t],
+            static_supply=(self.static_sorted_price[t], self.static_sorted_volume[t]),
+            price_cap=self.cap, price_floor=self.floor, mechanism=self.mechanism,
+        ) if self.net is None else None
         node_price = None
-        if self.net is not None:
+        if self.net is not None:  # zonal/nodal market: the network LP (envs/network.py)
             res, node_price = self._clear_network(t, sp, sv, dpr, dvo)
-        else:
-            res = clear_market(
-                sp, sv, dpr, dvo,
-                fixed_demand=self.fixed_demand[t],
-                static_supply=(self.static_sorted_price[t], self.static_sorted_volume[t]),
-                price_cap=self.cap, price_floor=self.floor, mechanism=self.mechanism,
-            )
         price = res.price
         acc_s, acc_d = res.supply_accepted, res.demand_accepted
         if self.mechanism == "pay_as_bid":
@@ -550,8 +549,9 @@ class MarketCore:
                 accepted[:, self.sl_storage] = (q_dis - q_ch)[:, self.ls]
         reward = (profit - self.regret_scale * regret) * self.reward_factor
         if self.recording:
-            self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share)
-                             + ((self._net_static_acc, node_price) if node_price is not None else ()))
+            self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share))
+            if node_price is not None:  # network: the LP's acceptance of the rule units, the node prices
+                self._log[-1] += (self._net_static_acc, node_price)
         self.last_dispatch = accepted
         self.price_hist[:, :-1] = self.price_hist[:, 1:]
         self.price_hist[:, -1] = price
