@@ -20,7 +20,8 @@ ASSUME's network markets, as marketzoo reads them:
 The clearing of one hour maximises welfare: minimise ``sum(supply price * accepted MW)
 - sum(demand price * accepted MW)`` subject to one energy balance per zone/bus (supply -
 demand + imports = 0), the bid volumes and the line limits. It is solved by HiGHS
-(``scipy.optimize.linprog(method="highs")``). The price of a zone/bus is the dual of
+through ``highspy`` (a core dependency; without it, through
+``scipy.optimize.linprog(method="highs")``, which bundles HiGHS). The price of a zone/bus is the dual of
 its balance constraint (EUR/MWh), as in ASSUME: not clipped to the price limits (a
 nodal price in a meshed network can lie outside them); bid prices are clipped to
 ``[price_floor, price_cap]`` before clearing, as ASSUME's order validation does.
@@ -311,10 +312,18 @@ def load_network(folder: str | Path, study_case_cfg: dict[str, Any], scenario: A
 _STRUCT: dict[tuple, tuple] = {}
 
 
+@dataclass(frozen=True)
+class _CSC:
+    """A sparse matrix in compressed-column form (what HiGHS takes)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+
+
 def _structure(net: Network, s_node: np.ndarray, d_node: np.ndarray, B: int):
     """Sparse equality matrix, variable layout and reference buses for ``B`` blocks."""
-    from scipy import sparse
-
     key = (id(net), s_node.tobytes(), d_node.tobytes(), B)
     hit = _STRUCT.get(key)
     if hit is not None and hit[0] is net:
@@ -338,7 +347,11 @@ def _structure(net: Network, s_node: np.ndarray, d_node: np.ndarray, B: int):
     r1, c1, v1 = np.concatenate(r), np.concatenate(c), np.concatenate(v)
     rr = (r1[None, :] + ne * np.arange(B)[:, None]).ravel()
     cc = (c1[None, :] + nv * np.arange(B)[:, None]).ravel()
-    A = sparse.csc_matrix((np.tile(v1, B), (rr, cc)), shape=(ne * B, nv * B))
+    vv = np.tile(v1, B)
+    order = np.lexsort((rr, cc))  # column-major (CSC), as HiGHS takes it
+    counts = np.bincount(cc, minlength=nv * B)
+    A = _CSC(indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int32), indices=rr[order].astype(np.int32),
+             data=vv[order], shape=(ne * B, nv * B))
     ref = np.zeros(0, dtype=np.int64)
     if nodal:  # one reference angle per island
         parent = list(range(Z))
@@ -453,8 +466,10 @@ def _solve(c: np.ndarray, A, n_rows: int, lo: np.ndarray, hi: np.ndarray) -> tup
             raise RuntimeError(f"network clearing: HiGHS did not solve the LP ({h.modelStatusToString(h.getModelStatus())})")
         sol = h.getSolution()
         return np.asarray(sol.col_value), np.asarray(sol.row_dual)
+    from scipy import sparse
     from scipy.optimize import linprog
 
+    A = sparse.csc_matrix((A.data, A.indices, A.indptr), shape=A.shape)
     res = linprog(c, A_eq=A, b_eq=np.zeros(n_rows), bounds=np.stack([lo, hi], axis=1), method="highs")
     if res.status != 0 or res.x is None:
         raise RuntimeError(f"network clearing: HiGHS did not solve the LP ({res.message})")

@@ -307,6 +307,7 @@ def test_copper_plate_prices_match_stored_assume_prices(example):
 
 @needs_shared
 def test_scipy_fallback_gives_the_same_prices(monkeypatch):
+    pytest.importorskip("scipy")
     import envs.network as network
 
     with _no_check():
