@@ -107,7 +107,12 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
             from envs.analysis import exploitability
         except ImportError:  # analysis module not available
             return res
-        ex = exploitability(rec)
+        if getattr(scenario, "network", None) is not None:  # zonal/nodal market: re-clear on the network
+            from envs.network import network_exploitability
+
+            ex = network_exploitability(rec, scenario)
+        else:
+            ex = exploitability(rec)
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
         res.br_share = np.asarray(ex.share, dtype=float)
         res.exploitability = float(ex.joint)

@@ -52,6 +52,7 @@ class StepOutcome:
     demand: np.ndarray  # (B,) fixed demand MW
     scarcity: np.ndarray  # (B,) bool
     clearing: ClearingResult
+    node_price: np.ndarray | None = None  # (B, Z) zonal/nodal markets: price per zone/bus; else None
 
 
 class MarketCore:
@@ -145,6 +146,9 @@ class MarketCore:
         self._build_units()
         self._build_static_curves()
         self._build_forecasts()
+        self.net = sc.network
+        if self.net is not None:  # zonal/nodal market (envs/network.py)
+            self._build_network()
         self._build_spaces()
         self.t0 = 0
         self.step_count = 0
@@ -306,6 +310,80 @@ class MarketCore:
             [self.residual_load[idx_f] / self.load_scale, self.price_forecast[idx_f] / self.max_bid_price], axis=1
         )  # (T+1, 2F): forecast part of the observation for hour t
 
+    def _build_network(self) -> None:
+        """Zonal/nodal market: node of every bid column and agent, per-node forecasts.
+
+        Every agent observes its own zone's/bus's forecasts (residual load of the node,
+        naive price of the node) and realised prices. The system-wide series used by
+        ``state()``, ``price`` of the step outcome and rule storage are demand-weighted
+        averages over the nodes (``node_weight``)."""
+        from .network import marginal_cost_prices
+
+        sc, net = self.scenario, self.net
+        st_node = net.storage_node
+        self.static_node = np.concatenate([net.plant_node[self.rp], net.renewable_node[self.rr]]).astype(np.int64)
+        self.dyn_node = np.concatenate(
+            [net.plant_node[self.lp], net.plant_node[self.lp], net.renewable_node[self.lr], st_node]
+        ).astype(np.int64)
+        self.agent_node = np.concatenate(
+            [net.plant_node[self.lp], st_node[self.ls], net.renewable_node[self.lr]]
+        ).astype(np.int64)
+        Z, T, F = net.n_nodes, self.T, self.foresight
+        self.node_price_forecast = marginal_cost_prices(sc)  # (T, Z)
+        dem = np.zeros((T, Z))
+        np.add.at(dem.T, net.demand_node, sc.demands.volume.T)
+        ren = np.zeros((T, Z))
+        rn = sc.renewables
+        np.add.at(ren.T, net.renewable_node, (rn.capacity * rn.availability).T)
+        self.node_residual_load = dem - ren
+        tot = dem.sum(axis=1, keepdims=True)
+        self.node_weight = np.where(tot > 0, dem / np.maximum(tot, 1e-12), 1.0 / Z)  # (T, Z)
+        self.price_forecast = (self.node_price_forecast * self.node_weight).sum(axis=1)
+        idx_f = np.clip(np.arange(T + 1)[:, None] + np.arange(F)[None, :], 0, T - 1)
+        self._fc_nodes = np.concatenate(
+            [self.node_residual_load[idx_f].transpose(2, 0, 1) / self.load_scale,
+             self.node_price_forecast[idx_f].transpose(2, 0, 1) / self.max_bid_price], axis=2,
+        )  # (Z, T+1, 2F)
+        self._fc_block = np.concatenate(
+            [self.residual_load[idx_f] / self.load_scale, self.price_forecast[idx_f] / self.max_bid_price], axis=1
+        )
+
+    def _clear_network(self, t: int, sp, sv, dpr, dvo):
+        """Clear hour ``t`` of every copy on the network (one LP for the ``B`` copies).
+        Returns a :class:`ClearingResult` over the dynamic columns, with ``price`` the
+        demand-weighted average of the node prices, and the node prices ``(B, Z)``."""
+        from .network import DEMAND_EPS, clear_network
+
+        sc, net, B = self.scenario, self.net, self.B
+        ns = len(self.static_node)
+        s_price = np.concatenate([np.broadcast_to(self.static_price[t], (B, ns)), sp], axis=1)
+        s_vol = np.concatenate([np.broadcast_to(self.static_volume[t], (B, ns)), sv], axis=1)
+        D = len(sc.demands)
+        d_price = np.concatenate([np.broadcast_to(sc.demands.price, (B, D)), dpr], axis=1)
+        d_vol = np.concatenate([np.broadcast_to(sc.demands.volume[t], (B, D)), dvo], axis=1)
+        r = clear_network(
+            net, s_price, s_vol, np.concatenate([self.static_node, self.dyn_node]), d_price, d_vol,
+            np.concatenate([net.demand_node, net.storage_node]), price_cap=self.cap, price_floor=self.floor,
+        )
+        node_price = r.price
+        price = node_price @ self.node_weight[t]
+        fixed_acc = r.demand_accepted[:, :D].sum(axis=1)
+        at_cap = sc.demands.price >= self.cap  # unserved: beyond the 1e-6 MW cut of every bid (DEMAND_EPS)
+        unserved = np.maximum(sc.demands.volume[t][at_cap] - DEMAND_EPS - r.demand_accepted[:, :D][:, at_cap], 0.0)
+        unserved = unserved.sum(axis=1)
+        scarcity = unserved > 1e-6
+        if net.pricing == "pay_as_bid":
+            pay_s, pay_d = r.supply_price[:, ns:], r.demand_price[:, D:]
+        else:
+            pay_s, pay_d = node_price[:, self.dyn_node], node_price[:, net.storage_node]
+        res = ClearingResult(
+            price=price, volume=r.supply_accepted.sum(axis=1), supply_accepted=r.supply_accepted[:, ns:],
+            demand_accepted=r.demand_accepted[:, D:], supply_payment=pay_s, demand_payment=pay_d,
+            scarcity=scarcity, unserved=unserved * scarcity, supply_share=np.full(B, np.nan), fixed_accepted=fixed_acc,
+        )
+        self._net_static_acc = r.supply_accepted[:, :ns]
+        return res, node_price
+
     def _build_spaces(self) -> None:
         F = self.foresight
         self.obs_dim = 3 * F + UNIQUE_OBS_LEN
@@ -354,6 +432,8 @@ class MarketCore:
         F = self.foresight
         idx = np.clip(np.arange(self.t0 - F, self.t0), 0, self.T - 1)
         self.price_hist[:] = self.price_forecast[idx]
+        if self.net is not None:
+            self.node_price_hist = np.repeat(self.node_price_forecast[idx].T[None], self.B, axis=0)  # (B, Z, F)
         self.done = False
         self._log = []
         return self.observe()
@@ -383,6 +463,9 @@ class MarketCore:
         obs[:, :, : 2 * F] = self._fc_block[min(self.hour, self.T)]
         obs[:, :, 2 * F: 3 * F] = (self.price_hist / self.max_bid_price)[:, None, :]
         obs[:, :, 3 * F:] = self.unique_obs()
+        if self.net is not None:  # every agent sees its own zone's/bus's forecasts and prices
+            obs[:, :, : 2 * F] = self._fc_nodes[self.agent_node, min(self.hour, self.T)][None]
+            obs[:, :, 2 * F: 3 * F] = self.node_price_hist[:, self.agent_node] / self.max_bid_price
         np.minimum(np.maximum(obs, self.obs_low, out=obs), self.obs_high, out=obs)
         return obs
 
@@ -455,6 +538,10 @@ class MarketCore:
                 mean, charge = self.rule_storage_direction(t)
                 price_s[:, rs] = mean
                 discharge[:, rs] = not charge
+                if self.net is not None:  # each rule storage follows its own node's forecast
+                    f = self.node_price_forecast[t: min(t + 24, self.T), self.net.storage_node[rs]]
+                    price_s[:, rs] = f.mean(axis=0)
+                    discharge[:, rs] = f[0] > f.mean(axis=0)
             sp[:, self.col_dis] = price_s
             sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
             dpr[:] = price_s
@@ -493,7 +580,10 @@ class MarketCore:
             fixed_demand=self.fixed_demand[t],
             static_supply=(self.static_sorted_price[t], self.static_sorted_volume[t]),
             price_cap=self.cap, price_floor=self.floor, mechanism=self.mechanism,
-        )
+        ) if self.net is None else None
+        node_price = None
+        if self.net is not None:  # zonal/nodal market: the network LP (envs/network.py)
+            res, node_price = self._clear_network(t, sp, sv, dpr, dvo)
         price = res.price
         acc_s, acc_d = res.supply_accepted, res.demand_accepted
         if self.mechanism == "pay_as_bid":
@@ -502,6 +592,9 @@ class MarketCore:
             pay_s = np.empty((B, self.K))
             pay_s[:] = price[:, None]
             pay_d = price[:, None]
+        if node_price is not None:  # each bid is paid its own zone's/bus's price (or its bid)
+            pay_s, pay_d = res.supply_payment, res.demand_payment
+        pcol = np.broadcast_to(price[:, None], (B, n)) if node_price is None else node_price[:, self.agent_node]  # (B, 1) or (B, n)
         profit = np.zeros((B, n))
         regret = np.zeros((B, n))
         accepted = np.zeros((B, n))
@@ -515,7 +608,7 @@ class MarketCore:
             started = (q > 0) & (self.last_dispatch[:, self.sl_plant] <= 0)
             profit[:, self.sl_plant] = revenue - mc * q - started * pl.start_up_cost[self.lp]
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
-            regret[:, self.sl_plant] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            regret[:, self.sl_plant] = np.maximum(pcol[:, self.sl_plant] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_plant] = q
         if len(self.lr):
             rn = sc.renewables
@@ -523,7 +616,7 @@ class MarketCore:
             mc = rn.marginal_cost[self.lr]
             profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc)
             avail = rn.capacity[self.lr] * rn.availability[t, self.lr]
-            regret[:, self.sl_ren] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            regret[:, self.sl_ren] = np.maximum(pcol[:, self.sl_ren] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_ren] = q
         if self.n_storage:
             st = sc.storages
@@ -551,16 +644,21 @@ class MarketCore:
         reward = (profit - self.regret_scale * regret) * self.reward_factor
         if self.recording:
             self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share))
+            if node_price is not None:  # network: the LP's acceptance of the rule units, the node prices
+                self._log[-1] += (self._net_static_acc, node_price)
         self.last_dispatch = accepted
         self.price_hist[:, :-1] = self.price_hist[:, 1:]
         self.price_hist[:, -1] = price
+        if node_price is not None:
+            self.node_price_hist[:, :, :-1] = self.node_price_hist[:, :, 1:]
+            self.node_price_hist[:, :, -1] = node_price
         self.step_count += 1
         if self.step_count >= self.max_cycles:
             self.done = True
         return StepOutcome(
             price=price, profit=profit, regret=regret, reward=reward, accepted=accepted,
             bid_price=bid_price, volume=res.volume, demand=np.full(B, self.fixed_demand[t]),
-            scarcity=res.scarcity, clearing=res,
+            scarcity=res.scarcity, clearing=res, node_price=node_price,
         )
 
     # ------------------------------------------------------------------ fused single-copy step
@@ -620,6 +718,8 @@ class MarketCore:
         static_acc = np.where(stat_p < price_row[:, None], stat_v, 0.0) + np.where(
             stat_p == price_row[:, None], stat_v * share[:, None], 0.0
         )
+        if self.net is not None:  # network: the LP's acceptance (clearing_price is the demand-weighted mean)
+            static_acc = np.stack([e[11][copy] for e in self._log])
         dyn_cost = np.concatenate(
             [
                 pl.marginal_cost[hours][:, self.lp], pl.marginal_cost[hours][:, self.lp],

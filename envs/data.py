@@ -134,6 +134,9 @@ class Scenario:
     market: MarketConfig
     learning_config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    # zonal/nodal markets: an envs.network.Network (buses, lines, unit locations); None
+    # for a single price area
+    network: object | None = None
 
     @property
     def n_hours(self) -> int:

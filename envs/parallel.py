@@ -77,6 +77,8 @@ renewable: revenue − marginal cost × dispatch), ``regret`` ASSUME's opportuni
 (EUR), ``bid_price_0``/``bid_price_1`` (EUR/MWh; equal for one-price units, 0 when the
 agent did not bid), ``marginal_cost``,
 ``scarcity`` (1.0 if demand at the cap went unserved), ``hour`` (scenario hour index).
+In a zonal/nodal market (:mod:`envs.network`) ``clearing_price`` is the demand-weighted
+mean of the zone/bus prices and ``node_price`` is the price of the agent's own zone/bus.
 
 Episodes that depend on the seed (all off by default, so that ``reset(seed=s)`` gives
 the same episode for every ``s``, as before these options existed):
@@ -267,6 +269,8 @@ class MarketParallelEnv(ParallelEnv):
         self._last = None
         zero = {k: 0.0 for k in INFO_KEYS}
         zero["hour"] = float(self.core.hour)
+        if self.core.net is not None:  # zonal/nodal market: also the agent's own zone/bus price
+            zero["node_price"] = 0.0
         infos = {a: dict(zero) for a in self.agents}
         return {a: obs[i] for i, a in enumerate(self.agents)}, infos
 
@@ -371,6 +375,9 @@ class MarketParallelEnv(ParallelEnv):
             }
             for i, a in enumerate(agents)
         }
+        if out.node_price is not None:  # zonal/nodal market: each agent's own zone/bus price
+            for i, a in enumerate(agents):
+                infos[a]["node_price"] = float(out.node_price[0, self.core.agent_node[i]])
         self._last = {"hour": t, "outcome": out}
         if done:
             self.agents = []

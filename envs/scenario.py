@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
+from .network import NETWORK_MECHANISMS, load_network
 
 __all__ = ["load_scenario", "list_builtin_scenarios"]
 
@@ -46,6 +47,8 @@ _KNOWN_FILES = (
     DEMAND_SERIES_FILE,
     FUEL_FILE,
     AVAILABILITY_FILE,
+    "buses.csv",  # network markets (envs/network.py)
+    "lines.csv",
 )
 
 RENEWABLE_FUEL = "renewable"
@@ -555,7 +558,7 @@ class _Loader:
         floor = number("minimum_bid_price", default.price_floor)
         vol = number("maximum_bid_volume", default.max_bid_volume)
         mech = spec.get("market_mechanism", default.mechanism)
-        if mech not in MECHANISMS:
+        if mech not in MECHANISMS + NETWORK_MECHANISMS:
             raise ScenarioError(f"{where}, key 'market_mechanism': {mech!r} is not supported; use one of {', '.join(MECHANISMS)}")
         if cap <= floor:
             raise ScenarioError(f"{where}: maximum_bid_price {cap:g} must be above minimum_bid_price {floor:g}")
@@ -813,7 +816,7 @@ class _Loader:
             volume=volume,
             price=np.full(len(du), market.price_cap),
         )
-        return Scenario(
+        sc = Scenario(
             name=self.name,
             study_case=self.study_case,
             source=str(self.folder),
@@ -827,6 +830,9 @@ class _Loader:
             learning_config=learning_config,
             seed=seed,
         )
+        if market.mechanism in NETWORK_MECHANISMS:  # zonal/nodal: envs/network.py reads the grid
+            sc = dataclasses.replace(sc, network=load_network(self.folder, case, sc))
+        return sc
 
     # -- fuel prices -----------------------------------------------------------------
 

@@ -13,6 +13,14 @@ are ignored. Shapes:
   ``(B, n)`` and ``clearing_price``, ``scarcity`` ``(B,)``;
 * ``state() -> (B, state_dim)`` float32.
 
+Zonal and nodal markets (``scenario.network``, :mod:`envs.network`): the ``B`` copies of
+an hour are cleared as ONE block-diagonal linear program (one HiGHS call per step, not
+``B``); ``clearing_price`` is then the demand-weighted mean of the zone/bus prices and
+``infos`` add ``node_price`` ``(B, Z)`` and ``agent_price`` ``(B, n)``. What is not
+batched: the LP is solved by HiGHS on the CPU, so its cost grows with ``B`` (no GPU
+path), and the solver runs once per step rather than once per episode (hours are cleared
+in order because storage and observations depend on the previous hour).
+
 When the episode ends (``truncations`` all true) call ``reset()`` before stepping again,
 or let the env reset itself (``autoreset_mode``, below).
 
@@ -181,6 +189,9 @@ class VectorMarketEnv:
             "profit": out.profit, "accepted_volume": out.accepted, "regret": out.regret,
             "clearing_price": out.price, "scarcity": out.scarcity,
         }
+        if out.node_price is not None:  # zonal/nodal market: (B, Z) price per zone/bus, (B, n) each agent's
+            infos["node_price"] = out.node_price
+            infos["agent_price"] = out.node_price[:, self.core.agent_node]
         if done and self.autoreset_mode is AutoresetMode.SAME_STEP:
             final_obs, final_info = obs, dict(infos)
             obs, infos = self.reset()
