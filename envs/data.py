@@ -50,6 +50,9 @@ class Plants:
     marginal_cost: np.ndarray  # (T, P) EUR/MWh
     availability: np.ndarray  # (T, P) in [0, 1], multiplies max_power
     learning: np.ndarray  # bool
+    # bool, learning plants bidding one price for all their capacity
+    # (powerplant_energy_learning_single_bid); None = none does
+    single_bid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,6 +118,23 @@ class Demands:
 
 
 @dataclass(frozen=True)
+class Exchanges:
+    """Cross-border exchange units (ASSUME ``exchange_units.csv`` + ``exchanges_df.csv``),
+    shape ``(X,)`` unless noted. Each hour an exchange offers its import volume as supply
+    at ``price_import`` and bids its export volume as demand at ``price_export``."""
+
+    names: tuple[str, ...]
+    operator: tuple[str, ...]
+    price_import: np.ndarray  # EUR/MWh
+    price_export: np.ndarray  # EUR/MWh
+    volume_import: np.ndarray  # (T, X) MW >= 0
+    volume_export: np.ndarray  # (T, X) MW >= 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A loaded study case: units, hourly time series and configuration.
 
@@ -134,6 +154,7 @@ class Scenario:
     market: MarketConfig
     learning_config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    exchanges: Exchanges | None = None  # None: no exchange units
 
     @property
     def n_hours(self) -> int:
