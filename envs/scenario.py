@@ -27,7 +27,7 @@ import yaml
 
 from .data import Demands, Exchanges, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
 
-__all__ = ["load_scenario", "list_builtin_scenarios"]
+__all__ = ["load_scenario", "list_builtin_scenarios", "with_learning_units", "scenario_device"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -91,6 +91,64 @@ def load_scenario(path_or_name: str | os.PathLike[str], study_case: str = "base"
         raise ScenarioError(f"study_case must be a non-empty string, got {study_case!r}")
     scenario = _load_cached(str(folder), name, study_case, _fingerprint(folder))
     return _fresh_copy(scenario)
+
+
+def with_learning_units(scenario: Scenario, names: Iterable[str] | str) -> Scenario:
+    """A copy of ``scenario`` in which the named units learn, in addition to the units
+    whose strategy already is a learning one: plants get ``powerplant_energy_learning``
+    (two prices), renewables ``renewable_energy_learning_single_bid``, storage
+    ``storage_energy_learning``. Unknown names raise :class:`ScenarioError` listing the
+    units there are."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    tables = {"plant": scenario.plants, "renewable": scenario.renewables, "storage": scenario.storages}
+    strategy = {"plant": "powerplant_energy_learning", "renewable": "renewable_energy_learning_single_bid",
+                "storage": "storage_energy_learning"}
+    where = {n: (kind, i) for kind, t in tables.items() for i, n in enumerate(t.names)}
+    unknown = [n for n in names if n not in where]
+    if unknown:
+        avail = list(where)
+        shown = ", ".join(map(repr, avail[:40])) + (f", ... ({len(avail)} units)" if len(avail) > 40 else "")
+        raise ScenarioError(
+            f"learning_units: unknown unit(s) {', '.join(map(repr, unknown))} in scenario {scenario.name!r} "
+            f"(study case {scenario.study_case!r}); units that can learn (plants, renewables, storage): {shown}"
+        )
+    changes: dict[str, Any] = {}
+    for kind, table in tables.items():
+        picked = [where[n][1] for n in names if where[n][0] == kind]
+        if not picked:
+            continue
+        learning = table.learning.copy()
+        bidding = list(table.bidding)
+        for i in picked:
+            if not learning[i]:
+                learning[i] = True
+                bidding[i] = strategy[kind]
+        extra: dict[str, Any] = {}
+        if kind == "plant" and table.single_bid is None:
+            extra["single_bid"] = np.zeros(len(table), dtype=bool)
+        key = {"plant": "plants", "renewable": "renewables", "storage": "storages"}[kind]
+        changes[key] = dataclasses.replace(table, learning=learning, bidding=tuple(bidding), **extra)
+    return dataclasses.replace(scenario, **changes) if changes else scenario
+
+
+def scenario_device(requested: str | None, *, from_scenario: bool, cuda_available: bool) -> str | None:
+    """The torch device to train on. A GPU asked for by a scenario file (ASSUME's
+    ``learning_config.device: cuda:0``, as in example_03a) falls back to ``"cpu"`` with
+    one warning line when no GPU is there; a GPU asked for on the command line
+    (``from_scenario=False``) is returned unchanged, so that the trainer fails clearly.
+    Pure logic (no torch import): pass ``torch.cuda.is_available()``."""
+    if requested is None:
+        return None
+    dev = str(requested).strip()
+    if from_scenario and dev.lower().startswith("cuda") and not cuda_available:
+        warnings.warn(
+            f"the scenario's learning_config asks for device {dev!r} but no CUDA GPU is available; training on cpu",
+            UserWarning, stacklevel=2,
+        )
+        return "cpu"
+    return dev
 
 
 # --------------------------------------------------------------------------- resolving
