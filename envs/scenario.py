@@ -304,7 +304,7 @@ def _line(i: int) -> int:
 # that refuses the ones this environment does not clear.
 _MECHANISM_FEATURE = {
     "pay_as_clear_advanced": "block and linked orders (pay_as_clear_advanced)",
-    "complex_clearing": "complex clearing (block orders / zonal prices, complex_clearing)",
+    "complex_clearing": "ASSUME's optimisation clearing with block orders (complex_clearing)",
     "pay_as_clear_complex": "zonal clearing (pay_as_clear_complex)",
     "nodal_clearing": "nodal clearing (nodal_clearing)",
     "nodal": "nodal clearing (nodal)",
@@ -329,6 +329,9 @@ def _check_market_features(path: Path, study_case: str, markets: dict[str, Any])
         mech = spec.get("market_mechanism", "pay_as_clear")
         if mech not in MECHANISMS:
             feature = _MECHANISM_FEATURE.get(str(mech), f"market_mechanism {mech!r}")
+            params = spec.get("param_dict") if isinstance(spec.get("param_dict"), dict) else {}
+            if mech == "complex_clearing" and params.get("zones_identifier"):
+                feature = "zonal clearing (complex_clearing with zones_identifier)"
             raise ScenarioError(
                 f"{where}.{name}, key 'market_mechanism': {feature} is not supported; "
                 f"use one of {', '.join(MECHANISMS)}"
@@ -942,6 +945,9 @@ class _Loader:
                     UserWarning, stacklevel=3,
                 )
 
+        # ---- operator-level strategies (unit_operators.csv)
+        self.unit_operators()
+
         # ---- exchange units (optional)
         exchanges = self.exchanges(hz, seen)
 
@@ -1066,6 +1072,29 @@ class _Loader:
             learning_config=learning_config,
             seed=seed,
             exchanges=exchanges,
+        )
+
+    # -- operators -------------------------------------------------------------------
+
+    def unit_operators(self) -> None:
+        """``unit_operators.csv`` names operator-level (portfolio) strategies. A learning
+        one (``portfolio_learning``) is refused; others are ignored with a warning: here
+        every unit bids for itself."""
+        path = self.file("unit_operators.csv")
+        if not path.is_file():
+            return
+        ops = _UnitTable(path, ["name"], "operator")
+        for col in [c for c in ops.df.columns if c.startswith("bidding_")]:
+            for i, b in enumerate(ops._text_raw(col)):
+                if "learning" in b.lower():
+                    raise ScenarioError(
+                        f"{ops.where(i, col)}: operator-level learning ({b!r}) is not supported; give the operator's "
+                        "units a unit-level learning strategy (e.g. powerplant_energy_learning) or pick learners "
+                        "with learning_units=[...]"
+                    )
+        warnings.warn(
+            f"{path}: operator-level (portfolio) strategies are not modelled; every unit bids for itself",
+            UserWarning, stacklevel=3,
         )
 
     # -- exchanges -------------------------------------------------------------------
