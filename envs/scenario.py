@@ -845,7 +845,8 @@ class _Loader:
         th_idx = np.flatnonzero(~is_ren)
         pp_kind = [strategy_kind(b, pp.where(i, bid_col)) for i, b in enumerate(bidding)]
         learning_pp = np.array([k != "rule" for k in pp_kind], dtype=bool)
-        single_pp = np.array([k == "plant_single" for k in pp_kind], dtype=bool)
+        # a renewable single-bid strategy on a thermal plant is a single-bid plant too
+        single_pp = np.array([k in ("plant_single", "renewable") for k in pp_kind], dtype=bool)
         for i, k in enumerate(pp_kind):
             if k == "storage":
                 raise ScenarioError(
