@@ -51,6 +51,7 @@ _KNOWN_FILES = (
 )
 
 RENEWABLE_FUEL = "renewable"
+DEFAULT_STUDY_CASE = "base"
 MECHANISMS = ("pay_as_clear", "pay_as_bid")
 
 _NS_PER_HOUR = 3_600 * 10**9
@@ -691,6 +692,10 @@ class _Loader:
         if not isinstance(cfg, dict) or not cfg:
             raise ScenarioError(f"{path}: expected study cases at the top level (e.g. 'base:' with start_date, end_date, ...)")
         cases = [str(k) for k, v in cfg.items() if isinstance(v, dict)]
+        if self.study_case == DEFAULT_STUDY_CASE and self.study_case not in cfg and len(cases) == 1:
+            # the default study case asked for and the file has exactly one other: use it
+            # (ASSUME takes the first study case when none is named)
+            self.study_case = cases[0]
         if self.study_case not in cfg or not isinstance(cfg[self.study_case], dict):
             raise ScenarioError(
                 f"{path}: unknown study case {self.study_case!r}; available study cases: {', '.join(cases) or '(none)'}"
