@@ -7,7 +7,8 @@ memory.
 
 Episode 0 collects experience with random bids (no updates); every later episode is a
 training episode (72 update rounds of gradient_steps each). Prints one JSON line per
-episode and a summary line with the peak resident memory and the load average. The GPU
+episode (wall time, and CPU time of the process, which a loaded machine inflates less)
+and a summary line with the peak resident memory and the load average. The GPU
 that the scenario asks for (``device: cuda:0``) falls back to the CPU with one warning
 when there is none (``envs.scenario.scenario_device``). The replay buffer is sized to
 what the run can fill (training_episodes x hours), unless ``--set replay_buffer_size=...``.
@@ -61,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                       "torch_threads": torch.get_num_threads(), "setup_s": round(setup, 2)}), flush=True)
     for ep in range(args.episodes):
         tr.episode = ep
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         stats = tr.run_training_episode()
-        wall = time.perf_counter() - t1
+        wall, cpu = time.perf_counter() - t1, time.process_time() - c1
         print(json.dumps({"episode": ep, "training": ep >= cfg.episodes_collecting_initial_experience,
-                          "wall_s": round(wall, 2), "sim_s": round(stats["sim_seconds"], 2),
+                          "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "sim_s": round(stats["sim_seconds"], 2),
                           "update_s": round(stats["update_seconds"], 2), "updates": tr.n_updates}), flush=True)
     t2 = time.perf_counter()
     tr.evaluate(analysis=False)
