@@ -387,6 +387,8 @@ class MarketCore:
                 hi = np.where(self.lp_single, one, hi)
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
             inflex = np.minimum(pl.min_power[self.lp], avail)
+            if self.lp_single.any():  # single-bid plants offer everything in their flexible column
+                inflex = np.where(self.lp_single, 0.0, inflex)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi

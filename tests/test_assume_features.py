@@ -182,6 +182,20 @@ def test_single_bid_plant_has_one_price_and_own_prefix(tmp_path):
     assert infos[0]["accepted_volume"] == 0.0 and infos[0]["clearing_price"] == 50.0
 
 
+def test_single_bid_plant_best_response_is_one_price(tmp_path):
+    from envs.analysis import exploitability
+
+    folder = write_scenario(tmp_path / "s", learner_strategy="powerplant_energy_learning_single_bid", learner_min_power=40.0)
+    env = envs.parallel_env(folder, record=True, max_cycles=4)
+    run_day(env, 0.6, 4)
+    rec = env.episode_record()
+    cols = rec.agent_supply_columns(0)
+    assert (rec.supply_volume[:, cols] > 0).sum(axis=1).tolist() == [1] * 4  # one live bid per step
+    ex = exploitability(rec)
+    # best single price: just below the rule plant's 50 -> 100 MW x (50 - 20) per hour
+    assert ex.best_response_profit[0] == pytest.approx(4 * 100 * 30, rel=1e-3)
+
+
 @pytest.mark.parametrize("strategy, agent, dim", [
     ("powerplant_energy_learning", "plant_learner", 2),
     ("pp_learning", "plant_learner", 2),
