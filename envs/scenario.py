@@ -134,19 +134,22 @@ def with_learning_units(scenario: Scenario, names: Iterable[str] | str) -> Scena
     return dataclasses.replace(scenario, **changes) if changes else scenario
 
 
-def scenario_device(requested: str | None, *, from_scenario: bool, cuda_available: bool) -> str | None:
+def scenario_device(requested: str | None, *, from_scenario: bool, cuda_available: bool,
+                    source: str = "learning_config") -> str | None:
     """The torch device to train on. A GPU asked for by a scenario file (ASSUME's
     ``learning_config.device: cuda:0``, as in example_03a) falls back to ``"cpu"`` with
     one warning line when no GPU is there; a GPU asked for on the command line
     (``from_scenario=False``) is returned unchanged, so that the trainer fails clearly.
-    Pure logic (no torch import): pass ``torch.cuda.is_available()``."""
+    Pure logic (no torch import): pass ``torch.cuda.is_available()``; ``source`` (e.g.
+    the scenario's config.yaml) starts the warning line."""
     if requested is None:
         return None
     dev = str(requested).strip()
     if from_scenario and dev.lower().startswith("cuda") and not cuda_available:
-        warnings.warn(
+        # warn_explicit with line 0: the warning prints as one line (no source line below it)
+        warnings.warn_explicit(
             f"the scenario's learning_config asks for device {dev!r} but no CUDA GPU is available; training on cpu",
-            UserWarning, stacklevel=2,
+            UserWarning, str(source), 0,
         )
         return "cpu"
     return dev
@@ -502,16 +505,18 @@ class _UnitTable:
         )
 
 
+def _warn_line(path: Path, message: str) -> None:
+    """A UserWarning about an input file that prints as one line: ``<file>:0: UserWarning: ...``."""
+    warnings.warn_explicit(message, UserWarning, str(path), 0)
+
+
 def _warn_ignored_plural(table: _UnitTable, columns: Iterable[str]) -> None:
     """Columns such as ``additional_costs`` (example_03a/03b) are no ASSUME unit parameter:
     ASSUME passes them on unread, so the parameter keeps its default. Same here, said once."""
     found = [c for c in columns if c in table.df.columns]
     if found:
-        warnings.warn(
-            f"{table.path}: column(s) {', '.join(found)} are not ASSUME unit parameters and are ignored, as ASSUME "
-            f"ignores them (their singular form, e.g. {found[0][:-1]!r}, is the parameter)",
-            UserWarning, stacklevel=4,
-        )
+        _warn_line(table.path, f"column(s) {', '.join(found)} are not ASSUME unit parameters and are ignored, as "
+                   f"ASSUME ignores them (their singular form, e.g. {found[0][:-1]!r}, is the parameter)")
 
 
 # --------------------------------------------------------------------------- time series
@@ -946,10 +951,7 @@ class _Loader:
         for key in ("industrial_dsm_units", "residential_dsm_units", "electrolyser_units", "hydrogen_units"):
             path = self.file(f"{key}.csv")
             if path.is_file():
-                warnings.warn(
-                    f"{path}: {key} (demand-side units) are not modelled by marketzoo and are left out of the market",
-                    UserWarning, stacklevel=3,
-                )
+                _warn_line(path, f"{key} (demand-side units) are not modelled by marketzoo and are left out of the market")
 
         # ---- operator-level strategies (unit_operators.csv)
         self.unit_operators()
@@ -1098,10 +1100,7 @@ class _Loader:
                         "units a unit-level learning strategy (e.g. powerplant_energy_learning) or pick learners "
                         "with learning_units=[...]"
                     )
-        warnings.warn(
-            f"{path}: operator-level (portfolio) strategies are not modelled; every unit bids for itself",
-            UserWarning, stacklevel=3,
-        )
+        _warn_line(path, "operator-level (portfolio) strategies are not modelled; every unit bids for itself")
 
     # -- exchanges -------------------------------------------------------------------
 
