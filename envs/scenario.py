@@ -766,9 +766,10 @@ class _Loader:
                 raise ScenarioError(f"{where}, key {key!r}: {v!r} is not a finite number")
             return x
 
-        cap = number("maximum_bid_price", default.price_cap)
-        floor = number("minimum_bid_price", default.price_floor)
-        vol = number("maximum_bid_volume", default.max_bid_volume)
+        # keys left out of a market entry take ASSUME's defaults (loader_csv.make_market_config)
+        cap = number("maximum_bid_price", 3000.0)
+        floor = number("minimum_bid_price", -3000.0)
+        vol = number("maximum_bid_volume", 1e6)
         mech = spec.get("market_mechanism", default.mechanism)
         _check_market_features(path, self.study_case, mc)
         if cap <= floor:
