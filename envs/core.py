@@ -73,6 +73,12 @@ class MarketCore:
         max_cycles: episode length in hours (default: the whole horizon).
         start: ``"begin"`` (episodes start at the first hour) or ``"random"`` (a start
             hour drawn from the reset generator so that the episode fits the horizon).
+        learning_units: names of rule units that learn too (see
+            :func:`envs.scenario.with_learning_units`); unknown names raise.
+
+    With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
+    and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
+    step are energy x price: MW x EUR/MWh x ``scenario.time_step_hours``.
     """
 
     def __init__(
