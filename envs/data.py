@@ -136,10 +136,12 @@ class Exchanges:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A loaded study case: units, hourly time series and configuration.
+    """A loaded study case: units, time series and configuration.
 
-    ``times`` holds the start of every market hour of the horizon (``[start_date,
-    end_date)``), as ``datetime64[ns]``; all time series have ``len(times)`` rows.
+    ``times`` holds the start of every market time step of the horizon (``[start_date,
+    end_date)``), as ``datetime64[ns]``; all time series have ``len(times)`` rows;
+    ``time_step_hours`` is the step length (1.0, or 0.25 for ``15min``). ``n_hours``
+    counts steps.
     """
 
     name: str
@@ -172,8 +174,14 @@ class Scenario:
     def summary(self) -> str:
         """One paragraph describing the scenario, for logs and the CLI."""
         t0, t1 = str(self.times[0])[:16], str(self.times[-1])[:16]
+        if self.time_step_hours == 1.0:
+            steps = f"{self.n_hours} hours"
+        elif self.time_step_hours < 1.0:
+            steps = f"{self.n_hours} steps of {self.time_step_hours * 60:g} min"
+        else:
+            steps = f"{self.n_hours} steps of {self.time_step_hours:g} h"
         return (
-            f"scenario {self.name!r} (study case {self.study_case!r}): {self.n_hours} hours "
+            f"scenario {self.name!r} (study case {self.study_case!r}): {steps} "
             f"{t0} .. {t1}; {len(self.plants)} plants, {len(self.storages)} storage, "
             f"{len(self.renewables)} renewables, {len(self.demands)} demand; "
             f"{len(self.learning_units)} learning units; price cap {self.market.price_cap:g}, "
