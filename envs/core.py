@@ -28,6 +28,10 @@ from .market import ClearingResult, clear_market
 
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
+# agent-id prefix of plants bidding one price for all their capacity
+# (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
+# dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
+SINGLE_BID_PREFIX = "plantsingle"
 UNIQUE_OBS_LEN = 2
 
 
@@ -86,6 +90,13 @@ class MarketCore:
 
     With the defaults no random number is drawn at reset, so every episode is the same
     window as before these options existed.
+
+        learning_units: names of rule units that learn too (see
+            :func:`envs.scenario.with_learning_units`); unknown names raise.
+
+    With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
+    and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
+    step are energy x price: MW x EUR/MWh x ``scenario.time_step_hours``.
     """
 
     def __init__(
@@ -105,7 +116,12 @@ class MarketCore:
         availability_noise: float = 0.0,
         holdout_hours: int | None = None,
         eval_window: bool = False,
+        learning_units=None,
     ):
+        if learning_units is not None:  # rule units named here learn too
+            from .scenario import with_learning_units
+
+            scenario = with_learning_units(scenario, learning_units)
         max_cycles, start = self._episode_options(
             scenario, max_cycles, start, episode_hours, random_start, demand_noise, availability_noise,
             holdout_hours, eval_window,
@@ -225,9 +241,12 @@ class MarketCore:
         self.rr = np.flatnonzero(~rn.learning)
         self.ls = np.flatnonzero(st.learning)
         self.n_storage = len(st)
+        single = pl.single_bid if pl.single_bid is not None else np.zeros(len(pl), dtype=bool)
+        self.lp_single = np.asarray(single, dtype=bool)[self.lp]  # (n_lp,) one price for all capacity
         agents, kinds, units = [], [], []
-        for i in self.lp:
-            agents.append(agent_name("plant", pl.names[i])), kinds.append("plant"), units.append(pl.names[i])
+        for i, one in zip(self.lp, self.lp_single):
+            agents.append(agent_name(SINGLE_BID_PREFIX if one else "plant", pl.names[i]))
+            kinds.append("plant"), units.append(pl.names[i])
         for i in self.ls:
             agents.append(agent_name("storage", st.names[i])), kinds.append("storage"), units.append(st.names[i])
         for i in self.lr:
@@ -247,6 +266,7 @@ class MarketCore:
         self.sl_storage = slice(n_lp, n_lp + n_ls)
         self.sl_ren = slice(n_lp + n_ls, self.n)
         self.act_dims = np.array([ACT_DIMS[k] for k in kinds], dtype=np.int64)
+        self.act_dims[self.sl_plant][self.lp_single] = 1
         self.max_act = int(self.act_dims.max()) if self.n else 1
         # capacity used to scale rewards and dispatch observations
         cap = np.concatenate(
@@ -260,9 +280,39 @@ class MarketCore:
         self.reward_factor = self.reward_scale / (cap * self.max_bid_price) if self.n else np.zeros(0)
         # dynamic supply columns: plant inflex (n_lp), plant flex (n_lp), renewables (n_lr), storage discharge (S)
         self.K = 2 * n_lp + n_lr + self.n_storage
-        self.L = self.n_storage
+        self._build_fixed_bids()
+        self.L = self.n_storage + self.sdem_price.shape[0]
         self.col_ren = slice(2 * n_lp, 2 * n_lp + n_lr)
         self.col_dis = slice(2 * n_lp + n_lr, self.K)
+
+    def _build_fixed_bids(self) -> None:
+        """Bids that no agent sets and that are not inelastic demand at the cap: demand
+        units bidding below the cap (ASSUME's demand ``price``) and exchange exports as
+        demand columns after the storage charge bids; exchange imports as supply."""
+        sc = self.scenario
+        dm, ex = sc.demands, sc.exchanges
+        priced = np.flatnonzero(dm.price < sc.market.price_cap) if len(dm) else np.zeros(0, dtype=np.int64)
+        fixed = np.setdiff1d(np.arange(len(dm)), priced)
+        names = [dm.names[i] for i in priced]
+        kinds = ["demand"] * len(priced)
+        prices = [dm.price[priced]]
+        vols = [dm.volume[:, priced]]
+        self.imp_names: list[str] = []
+        self.imp_price = np.zeros((self.T, 0))
+        self.imp_volume = np.zeros((self.T, 0))
+        if ex is not None and len(ex):
+            names += list(ex.names)
+            kinds += ["exchange"] * len(ex)
+            prices.append(ex.price_export)
+            vols.append(ex.volume_export)
+            self.imp_names = list(ex.names)
+            self.imp_price = np.broadcast_to(ex.price_import, (self.T, len(ex))).astype(float)
+            self.imp_volume = ex.volume_import.astype(float)
+        self.sdem_names = names
+        self.sdem_kind = kinds
+        self.sdem_price = np.concatenate(prices).astype(float)  # (Ld,) EUR/MWh
+        self.sdem_volume = np.concatenate(vols, axis=1).astype(float) if vols else np.zeros((self.T, 0))  # (T, Ld)
+        self.fixed_demand_units = fixed
 
     def _build_static_curves(self) -> None:
         """Rule-bidding plants (at marginal cost, whole available capacity) and
@@ -270,22 +320,25 @@ class MarketCore:
         sc = self.scenario
         pl, rn = sc.plants, sc.renewables
         price = np.concatenate(
-            [pl.marginal_cost[:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (self.T, len(self.rr)))], axis=1
+            [pl.marginal_cost[:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (self.T, len(self.rr))),
+             self.imp_price], axis=1
         )
         vol = np.concatenate(
-            [pl.max_power[self.rp] * pl.availability[:, self.rp], rn.capacity[self.rr] * rn.availability[:, self.rr]],
+            [pl.max_power[self.rp] * pl.availability[:, self.rp], rn.capacity[self.rr] * rn.availability[:, self.rr],
+             self.imp_volume],
             axis=1,
         )
         price = np.clip(price, self.floor, self.cap)
-        self.static_names = [pl.names[i] for i in self.rp] + [rn.names[i] for i in self.rr]
-        self.static_kind = ["plant"] * len(self.rp) + ["renewable"] * len(self.rr)
+        self.static_names = [pl.names[i] for i in self.rp] + [rn.names[i] for i in self.rr] + self.imp_names
+        self.static_kind = ["plant"] * len(self.rp) + ["renewable"] * len(self.rr) + ["exchange"] * len(self.imp_names)
         self.static_price = price  # (T, Ns) original unit order
         self.static_volume = vol
         key = np.where(vol > 0, price, np.inf)
         order = np.argsort(key, axis=1, kind="stable")
         self.static_sorted_price = np.take_along_axis(key, order, 1)
         self.static_sorted_volume = np.take_along_axis(np.where(vol > 0, vol, 0.0), order, 1)
-        self.fixed_demand = sc.demands.volume.sum(axis=1) if len(sc.demands) else np.zeros(self.T)
+        fx = self.fixed_demand_units
+        self.fixed_demand = sc.demands.volume[:, fx].sum(axis=1) if len(fx) else np.zeros(self.T)
 
     def _build_forecasts(self) -> None:
         """Naive forecasts, as in ASSUME: the price every hour would clear at if every
@@ -293,16 +346,19 @@ class MarketCore:
         (demand minus available renewables)."""
         sc = self.scenario
         pl, rn = sc.plants, sc.renewables
-        price = np.concatenate([pl.marginal_cost, np.broadcast_to(rn.marginal_cost, (self.T, len(rn)))], axis=1)
-        vol = np.concatenate([pl.max_power * pl.availability, rn.capacity * rn.availability], axis=1)
+        price = np.concatenate(
+            [pl.marginal_cost, np.broadcast_to(rn.marginal_cost, (self.T, len(rn))), self.imp_price], axis=1
+        )
+        vol = np.concatenate([pl.max_power * pl.availability, rn.capacity * rn.availability, self.imp_volume], axis=1)
         res = clear_market(
-            price, vol, np.zeros((self.T, 0)), np.zeros((self.T, 0)),
+            price, vol, np.broadcast_to(self.sdem_price, self.sdem_volume.shape), self.sdem_volume,
             fixed_demand=self.fixed_demand, price_cap=self.cap, price_floor=self.floor,
         )
         self.price_forecast = res.price
         ren = (rn.capacity * rn.availability).sum(axis=1) if len(rn) else np.zeros(self.T)
-        self.residual_load = self.fixed_demand - ren
-        self.load_scale = float(max(self.fixed_demand.max(), 1.0))
+        # residual load: all demand (exports included) minus renewables and imports
+        self.residual_load = self.fixed_demand + self.sdem_volume.sum(axis=1) - ren - self.imp_volume.sum(axis=1)
+        self.load_scale = float(max((self.fixed_demand + self.sdem_volume.sum(axis=1)).max(), 1.0))
         # padded per-hour arrays so windows never index out of range
         F = self.foresight
         idx_f = np.clip(np.arange(self.T + 1)[:, None] + np.arange(F)[None, :], 0, self.T - 1)
@@ -485,7 +541,8 @@ class MarketCore:
         """Rule-based storage bids for hour ``t``: compare the hour's price forecast with
         the mean forecast of the next 24 hours; below it, bid to charge at that mean
         price, otherwise offer to discharge at it. Returns ``(price, charge?)``."""
-        window = self.price_forecast[t: min(t + 24, self.T)]
+        day = max(1, int(round(24 / self.scenario.time_step_hours)))  # the next 24 hours, in steps
+        window = self.price_forecast[t: min(t + day, self.T)]
         mean = float(window.mean())
         return mean, bool(self.price_forecast[t] <= mean)
 
@@ -508,8 +565,14 @@ class MarketCore:
             a = scaled[:, self.sl_plant, :2]
             lo = a.min(axis=2)
             hi = a.max(axis=2)
+            if self.lp_single.any():  # one price (the first action) for all available capacity
+                one = scaled[:, self.sl_plant, 0]
+                lo = np.where(self.lp_single, one, lo)
+                hi = np.where(self.lp_single, one, hi)
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
             inflex = np.minimum(pl.min_power[self.lp], avail)
+            if self.lp_single.any():  # single-bid plants offer everything in their flexible column
+                inflex = np.where(self.lp_single, 0.0, inflex)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi
@@ -544,8 +607,11 @@ class MarketCore:
                     discharge[:, rs] = f[0] > f.mean(axis=0)
             sp[:, self.col_dis] = price_s
             sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
-            dpr[:] = price_s
-            dvo[:] = np.where(discharge, 0.0, can_ch)
+            dpr[:, : self.n_storage] = price_s
+            dvo[:, : self.n_storage] = np.where(discharge, 0.0, can_ch)
+        if self.L > self.n_storage:  # priced demand units and exchange exports
+            dpr[:, self.n_storage:] = self.sdem_price
+            dvo[:, self.n_storage:] = self.sdem_volume[t]
         if active is not None and not active.all():
             # agents left out of the action dict submit no bid this hour
             off = ~active
@@ -574,6 +640,7 @@ class MarketCore:
         sc = self.scenario
         t = self.hour
         B, n = self.B, self.n
+        dt = sc.time_step_hours  # hours per step: profits and regret are energy (MWh) x price
         sp, sv, dpr, dvo, bid_price = self.build_bids(actions, active)
         res = clear_market(
             sp, sv, dpr, dvo,
@@ -587,7 +654,7 @@ class MarketCore:
         price = res.price
         acc_s, acc_d = res.supply_accepted, res.demand_accepted
         if self.mechanism == "pay_as_bid":
-            pay_s, pay_d = res.supply_payment, res.demand_payment
+            pay_s, pay_d = res.supply_payment, res.demand_payment[:, : self.n_storage]
         else:  # everyone is paid the clearing price
             pay_s = np.empty((B, self.K))
             pay_s[:] = price[:, None]
@@ -606,7 +673,8 @@ class MarketCore:
             q = q_in + q_fx
             revenue = q_in * pay_s[:, :n_lp] + q_fx * pay_s[:, n_lp: 2 * n_lp]
             started = (q > 0) & (self.last_dispatch[:, self.sl_plant] <= 0)
-            profit[:, self.sl_plant] = revenue - mc * q - started * pl.start_up_cost[self.lp]
+            # energy = power x step length; a start costs its full amount whatever the step
+            profit[:, self.sl_plant] = (revenue - mc * q) * dt - started * pl.start_up_cost[self.lp]
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
             regret[:, self.sl_plant] = np.maximum(pcol[:, self.sl_plant] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_plant] = q
@@ -614,7 +682,7 @@ class MarketCore:
             rn = sc.renewables
             q = acc_s[:, self.col_ren]
             mc = rn.marginal_cost[self.lr]
-            profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc)
+            profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc) * dt
             avail = rn.capacity[self.lr] * rn.availability[t, self.lr]
             regret[:, self.sl_ren] = np.maximum(pcol[:, self.sl_ren] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_ren] = q
@@ -622,7 +690,7 @@ class MarketCore:
             st = sc.storages
             dt = sc.time_step_hours
             q_dis = acc_s[:, self.col_dis]
-            q_ch = acc_d
+            q_ch = acc_d[:, : self.n_storage]
             money = q_dis * (pay_s[:, self.col_dis] - st.additional_cost_discharge) - q_ch * (
                 pay_d + st.additional_cost_charge
             )
@@ -639,8 +707,9 @@ class MarketCore:
             self.stored_cost = np.where(new_soc > 1e-9, charged_cost, 0.0)
             self.soc = np.clip(new_soc, self._soc_min, self._soc_max)
             if len(self.ls):
-                profit[:, self.sl_storage] = money[:, self.ls]
+                profit[:, self.sl_storage] = money[:, self.ls] * dt
                 accepted[:, self.sl_storage] = (q_dis - q_ch)[:, self.ls]
+        regret *= dt
         reward = (profit - self.regret_scale * regret) * self.reward_factor
         if self.recording:
             self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share))
@@ -703,13 +772,17 @@ class MarketCore:
         st_u = [add(st.names[i], "storage") for i in range(self.n_storage)]
         ns = len(self.static_names)
         supply_unit = np.array(list(range(ns)) + lp_u + lp_u + lr_u + st_u, dtype=np.int64)
-        demand_unit = np.array(st_u, dtype=np.int64)
+        # priced demand units and exchange exports (an exchange's name is already a unit when it imports)
+        sd_u = [units.index(nm) if k == "exchange" and nm in units else add(nm, k)
+                for nm, k in zip(self.sdem_names, self.sdem_kind)]
+        demand_unit = np.array(st_u + sd_u, dtype=np.int64)
         hours = np.array([e[0] for e in self._log])
         H = len(hours)
         stat_p = self.static_price[hours]
         stat_v = self.static_volume[hours]
         stat_c = np.concatenate(
-            [pl.marginal_cost[hours][:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (H, len(self.rr)))], axis=1
+            [pl.marginal_cost[hours][:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (H, len(self.rr))),
+             self.imp_price[hours]], axis=1
         )
         dyn = lambda k: np.stack([e[k][copy] for e in self._log])  # noqa: E731
         res_p = np.stack([e[5][copy] for e in self._log])
@@ -742,7 +815,10 @@ class MarketCore:
             supply_unit=supply_unit,
             demand_price=dyn(3),
             demand_volume=dyn(4),
-            demand_cost=np.broadcast_to(st.additional_cost_charge, (H, self.n_storage)).copy(),
+            demand_cost=np.concatenate(
+                [np.broadcast_to(st.additional_cost_charge, (H, self.n_storage)), np.zeros((H, len(self.sdem_names)))],
+                axis=1,
+            ),
             demand_unit=demand_unit,
             fixed_demand=self.fixed_demand[hours].copy(),
             clearing_price=res_p,
@@ -758,4 +834,5 @@ class MarketCore:
             price_cap=self.cap,
             price_floor=self.floor,
             mechanism=self.mechanism,
+            dt=sc.time_step_hours,
         )

@@ -88,6 +88,9 @@ class FastStep:
         c = self.core
         return (
             c.B == 1 and c.mechanism == "pay_as_clear" and not c.recording
+            and c.net is None  # zonal/nodal markets clear by LP (envs/network.py)
+            and c.L == c.n_storage  # no priced demand units or exchange exports (dynamic demand columns)
+            and not c.lp_single.any()  # single-bid plants: one supply column per plant
             and c.static_sorted_price.shape[1] + c.K + c.L <= FAST_MAX_BIDS
         )
 
@@ -265,7 +268,7 @@ class FastStep:
             q = q_in + q_fx
             revenue = q_in * price + q_fx * price
             mc = mc_p[j]
-            pr = revenue - mc * q
+            pr = (revenue - mc * q) * dt  # energy = power x step length; a start costs its full amount
             if q > 0 and last[j] <= 0:
                 pr = pr - self.suc[j]
             else:
@@ -273,17 +276,17 @@ class FastStep:
             profit[j] = pr
             m1 = price - mc
             m2 = avail_p[j] - q
-            regret[j] = (m1 if m1 > 0.0 else 0.0) * (m2 if m2 > 0.0 else 0.0)
+            regret[j] = (m1 if m1 > 0.0 else 0.0) * (m2 if m2 > 0.0 else 0.0) * dt
             accepted[j] = q
             mcs[j] = mc
         r0 = c.sl_ren.start
         for r in range(R):
             q = acc[2 * P + r]
             mc = self.ren_mc[r]
-            profit[r0 + r] = q * (price - mc)
+            profit[r0 + r] = q * (price - mc) * dt
             m1 = price - mc
             m2 = ren_avail[r] - q
-            regret[r0 + r] = (m1 if m1 > 0.0 else 0.0) * (m2 if m2 > 0.0 else 0.0)
+            regret[r0 + r] = (m1 if m1 > 0.0 else 0.0) * (m2 if m2 > 0.0 else 0.0) * dt
             accepted[r0 + r] = q
             mcs[r0 + r] = mc
         if S:
@@ -308,7 +311,7 @@ class FastStep:
                 new_soc[s] = smax[s] if ns > smax[s] else ns
                 k = self.st_slot[s]
                 if k >= 0:
-                    profit[k] = money
+                    profit[k] = money * dt
                     accepted[k] = q_dis - q_ch
             for m, s in enumerate(self.ls):
                 mcs[P + m] = self.ls_add_dis[m]

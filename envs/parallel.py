@@ -190,7 +190,8 @@ class MarketParallelEnv(ParallelEnv):
         if core.n == 0:
             raise ValueError(
                 f"{core.scenario.summary()}: no unit is marked as learning, so the environment has no agents. "
-                "Mark units as learning (a bidding strategy containing 'learning', e.g. powerplant_energy_learning)."
+                "Mark units as learning (a learning strategy such as powerplant_energy_learning) or name them: "
+                "parallel_env(scenario, learning_units=['unit name', ...])."
             )
         self.possible_agents = list(core.agents)
         self.agents: list[str] = []

@@ -48,6 +48,7 @@ class EpisodeRecord:
     price_cap: float
     price_floor: float
     mechanism: str
+    dt: float = 1.0
 
     @property
     def n_hours(self) -> int:

@@ -96,7 +96,10 @@ class VectorMarketEnv:
         self.core.recording = bool(record)
         core = self.core
         if core.n == 0:
-            raise ValueError(f"{core.scenario.summary()}: no learning units, so there are no agents")
+            raise ValueError(
+                f"{core.scenario.summary()}: no learning units, so there are no agents; pick some with "
+                "learning_units=['unit name', ...]"
+            )
         self.num_envs = core.B
         self.agents = list(core.agents)
         self.n_agents = core.n

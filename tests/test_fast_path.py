@@ -12,7 +12,7 @@ import envs
 from envs.data import Demands, MarketConfig, Plants, Renewables, Scenario, Storages
 from envs.market import clear_market, clear_single
 
-ASSUME_DIR = Path(__file__).resolve().parents[2] / "shared/scenarios/assume"
+from _examples import ASSUME_DIR  # noqa: E402
 
 
 def _random_market(rng: np.random.Generator):

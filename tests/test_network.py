@@ -16,7 +16,7 @@ from envs.network import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSUME_DIR = ROOT.parent / "shared" / "scenarios" / "assume"
+from _examples import ASSUME_DIR  # noqa: E402
 DATA = ROOT / "tests" / "data"
 needs_shared = pytest.mark.skipif(not ASSUME_DIR.is_dir(), reason="shared ASSUME scenarios not present")
 
@@ -368,7 +368,7 @@ def test_storage_on_a_network(tmp_path):
     f = _tiny(tmp_path, "nodal_clearing", zones=False)
     _write(f, "storage_units.csv", """
 name,technology,bidding_EOM,max_power_charge,max_power_discharge,efficiency_charge,efficiency_discharge,min_soc,max_soc,capacity,initial_soc,unit_operator,node
-bat_rule,battery,storage_energy_naive,10,10,1,1,0,1,40,0.5,op,s1
+bat_rule,battery,storage_energy_heuristic_flexable,10,10,1,1,0,1,40,0.5,op,s1
 bat_learn,battery,storage_energy_learning,10,10,1,1,0,1,40,0.5,op,n1
 """)
     sc = load_scenario(str(f))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import envs
+from _examples import ASSUME_DIR
 from envs import registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def test_make_any_scenario_through_kwargs():
 
     env = pettingzoo.make("parallel", "marketzoo/Market-v0", scenario="tiny", episode_hours=24, random_start=True)
     assert env.core.max_cycles == 24 and env.core.start_mode == "random"
-    path = ROOT.parent / "shared/scenarios/assume/example_02a"
+    path = ASSUME_DIR / "example_02a"
     if (path / "config.yaml").is_file():
         env = pettingzoo.make("parallel", "marketzoo/Market-v0", scenario=str(path))
         assert env.possible_agents == ["plant_pp-6"]

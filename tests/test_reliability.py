@@ -458,8 +458,9 @@ def test_capacity_of_1e308_is_refused_naming_file_line_and_column(tmp_path):
 
 def test_nan_in_a_unit_table_is_refused(tmp_path):
     sc = tiny_copy(tmp_path)
-    edit_csv(sc / "powerplant_units.csv", 1, "additional_cost", "NaN")
-    with pytest.raises(ScenarioError, match=r"powerplant_units.csv: line 3, unit 'mid_1', column 'additional_cost'") as e:
+    # an empty/NaN cell of an optional column takes ASSUME's default; a required one is refused
+    edit_csv(sc / "powerplant_units.csv", 1, "max_power", "NaN")
+    with pytest.raises(ScenarioError, match=r"powerplant_units.csv: line 3, unit 'mid_1', column 'max_power'") as e:
         load_scenario(sc)
     one_line(e)
 
