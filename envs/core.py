@@ -545,4 +545,5 @@ class MarketCore:
             price_cap=self.cap,
             price_floor=self.floor,
             mechanism=self.mechanism,
+            dt=sc.time_step_hours,
         )

@@ -167,6 +167,7 @@ def test_best_prices_reproduce_best_profit(mechanism):
         kind = ("plant", "renewable", "storage")[seed % 3]
         rec = random_record(rng, kind, mechanism)
         br = best_response(rec, 0, tick=TICK)
+        prev_q = rec.agent_prev_dispatch[0, 0]  # the start-up state follows the best response's own path
         for h in range(rec.n_hours):
             sp = rec.supply_price[h].copy()
             dp = rec.demand_price[h].copy()
@@ -183,8 +184,9 @@ def test_best_prices_reproduce_best_profit(mechanism):
             pay = (lambda p: p) if mechanism == "pay_as_bid" else (lambda p: price)
             prof = sum(s_acc[j] * (pay(sp[j]) - rec.supply_cost[h, j]) for j in s)
             prof -= sum(d_acc[1 + j] * (pay(dp[j]) + rec.demand_cost[h, j]) for j in d)
-            if kind == "plant" and sum(s_acc[j] for j in s) > 0 and rec.agent_prev_dispatch[h, 0] <= 0:
+            if kind == "plant" and sum(s_acc[j] for j in s) > 0 and prev_q <= 0:
                 prof -= rec.agent_start_up_cost[0]
+            prev_q = sum(s_acc[j] for j in s)
             assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
             # actions map back to prices like MarketCore.build_bids
             a = br.best_action[h]
@@ -275,20 +277,67 @@ def test_exploitability_zero_when_replaying_best_response():
         np.testing.assert_allclose(ex.best_response_profit[0], br.best_profit, atol=1e-6)
 
 
-def test_start_up_cost_charged_against_recorded_previous_hour():
-    # same hour twice: once after an off hour (start-up charged), once after an on hour
+def _two_hour_start_up(prev0):
     sp = [[20.0, 40.0, 5.0, 5.0]] * 2
     sv = [[100.0, 100.0, 10.0, 40.0]] * 2
-    rec = make_record(
+    return make_record(
         sp, sv, np.zeros((2, 0)), np.zeros((2, 0)), 120.0, cost_s=[[0, 0, 30.0, 30.0]],
         supply_unit=[0, 1, 2, 2], demand_unit=[], unit_kind=["plant"] * 3, agent_unit=2, agent_kind="plant",
-        start_up=200.0, prev=[0.0, 50.0], max_bid_price=100.0,
+        start_up=200.0, prev=[prev0, 0.0], max_bid_price=100.0,
     )
-    br = best_response(rec, 0)
-    # dispatch: undercut 40 -> sell 20 MW at 39.99: 9.99 * 20 = 199.8 < start-up 200 when off
-    assert br.best_profit_per_hour[1] == pytest.approx(9.99 * 20)
-    assert br.best_profit_per_hour[0] == pytest.approx(0.0, abs=1e-9)  # stay off
-    assert br.best_price[0, 0] > 20.0  # priced out of the market (not accepted)
+
+
+def test_start_up_cost_over_the_episode():
+    """Start-up costs follow the best response's own on/off path, not the recorded one.
+    Each hour: undercut 40 -> sell 20 MW at 39.99 = 199.8 EUR, less than the 200 EUR
+    start-up. Per hour it never pays to start; over two hours it does (199.6 > 0)."""
+    br = best_response(_two_hour_start_up(0.0), 0)
+    np.testing.assert_allclose(br.best_profit_per_hour, [199.8 - 200.0, 199.8], atol=1e-9)
+    assert br.best_profit == pytest.approx(199.6)
+    assert np.all(br.best_price[:, 1] == pytest.approx(39.99))
+    # already on before the first hour: no start at all
+    br = best_response(_two_hour_start_up(50.0), 0)
+    np.testing.assert_allclose(br.best_profit_per_hour, [199.8, 199.8], atol=1e-9)
+    # the recorded prev of hour 1 (0 MW) is ignored: the path's own dispatch counts
+    rec = _two_hour_start_up(0.0)
+    rec1 = replace(rec, **{k: getattr(rec, k)[1:] for k in _HOURLY})
+    assert best_response(rec1, 0).best_profit == pytest.approx(0.0, abs=1e-9)  # one hour alone: stay off
+    assert best_response(rec1, 0).best_price[0, 0] > 20.0  # priced out of the market
+
+
+_HOURLY = ("hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
+           "demand_cost", "fixed_demand", "clearing_price", "supply_accepted", "demand_accepted", "agent_profit",
+           "agent_prev_dispatch")
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_start_up_matches_brute_force_over_patterns(mechanism):
+    """Random multi-hour markets with a start-up cost of the order of an hour's profit:
+    the on/off DP equals the enumeration of all 2**H on/off patterns (brute force)."""
+    checked = 0
+    for seed in range(12):
+        rng = np.random.default_rng(300 + seed)
+        rec = random_record(rng, "plant", mechanism)
+        H = 4
+        rec = _tile_hours(rec, H, rng)
+        rec = replace(rec, agent_start_up_cost=np.array([float(rng.uniform(5, 120))]))
+        br = best_response(rec, 0, tick=TICK)
+        bf = brute_force_best_response(rec, 0, dense_grid(rec, 1.0))
+        vol = own_volume(rec).sum()
+        assert br.best_profit <= bf.best_profit + 1e-6, seed
+        assert br.best_profit >= bf.best_profit - TICK * vol - 1e-6, seed
+        checked += 1
+    assert checked == 12
+
+
+def _tile_hours(rec, H, rng):
+    """Repeat the record's hours to ``H`` with perturbed volumes (a longer episode)."""
+    idx = np.arange(H) % rec.n_hours
+    fields = {k: getattr(rec, k)[idx].copy() for k in _HOURLY}
+    fields["hours"] = np.arange(H)
+    fields["times"] = np.arange(H).astype("datetime64[h]").astype("datetime64[ns]")
+    fields["fixed_demand"] = fields["fixed_demand"] * rng.uniform(0.6, 1.4, H)
+    return replace(rec, **fields)
 
 
 def test_storage_recorded_direction_only():
@@ -357,8 +406,11 @@ def test_default_core_plants_with_start_up_and_storage():
     for k, a in enumerate(rec.agents):
         r = ex.responses[a]
         np.testing.assert_allclose(r.recorded_profit_per_hour, rec.agent_profit[:, k], rtol=1e-12, atol=1e-6)
-        assert np.all(r.gain_per_hour >= -1e-6)
-        assert r.exact == (r.kind != "storage")
+        assert r.gain >= -1e-6  # per hour it can be negative (a start-up that pays off later)
+        assert r.exact == (r.kind != "storage")  # no scenario given: storage approximate
+    ex = exploitability(rec, scenario=core.scenario)
+    assert ex.exact.all()
+    assert np.all(ex.gain >= 0)
     # brute force on a few hours of one plant agrees within tick * MW
     sub = replace(rec, **{k: getattr(rec, k)[:2] for k in (
         "hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
