@@ -435,3 +435,143 @@ def test_02a_full_month():
     br = best_response(rec, 0)
     np.testing.assert_allclose(br.recorded_profit_per_hour, rec.agent_profit[:, 0], rtol=1e-12, atol=1e-6)
     assert np.all(br.gain_per_hour >= -1e-6)
+
+
+# ----------------------------------------------------------------------------- exact storage
+def _storage_record(o_p, o_v, fixed, *, own_cost=(0.0, 0.0), mechanism="pay_as_clear", mbp=100.0,
+                    st_p=None, st_v=None, own_price=None, own_signed=None):
+    """A record with other supply bids ``o_p``/``o_v`` ``(H, n)``, an optional rule
+    demand bid ``st_p``/``st_v`` and one learning storage unit (one offer, one bid)."""
+    o_p, o_v = np.atleast_2d(np.asarray(o_p, float)), np.atleast_2d(np.asarray(o_v, float))
+    H, n = o_p.shape
+    L = n + 1
+    a = np.zeros(H) if own_signed is None else np.asarray(own_signed, float)
+    price = np.zeros(H) if own_price is None else np.asarray(own_price, float)
+    sp = np.hstack([o_p, price[:, None]])
+    sv = np.hstack([o_v, np.maximum(a, 0)[:, None]])
+    cs = np.hstack([o_p, np.full((H, 1), own_cost[1])])
+    if st_p is None:
+        dp, dv, du, cd = price[:, None], np.maximum(-a, 0)[:, None], [L], np.full((H, 1), own_cost[0])
+    else:
+        dp = np.hstack([np.asarray(st_p, float).reshape(H, 1), price[:, None]])
+        dv = np.hstack([np.asarray(st_v, float).reshape(H, 1), np.maximum(-a, 0)[:, None]])
+        du, cd = [n, L], np.hstack([np.zeros((H, 1)), np.full((H, 1), own_cost[0])])
+    return make_record(
+        sp, sv, dp, dv, fixed, cost_s=cs, cost_d=cd, supply_unit=list(range(n)) + [L], demand_unit=du,
+        unit_kind=["plant"] * (n + 1) + ["storage"], agent_unit=L, agent_kind="storage", mechanism=mechanism,
+        max_bid_price=mbp,
+    )
+
+
+def test_storage_hand_computed_arbitrage():
+    """Cheap hour then dear hour, others' curves flat: charge 50 MW at 10, sell the 36 MW
+    it yields at 50 (the 50 EUR plant still sets the price)."""
+    from envs.analysis import StorageParams
+
+    rec = _storage_record([[10.0], [50.0]], [[1000.0], [1000.0]], [500.0, 500.0], own_cost=(1.0, 1.0))
+    par = StorageParams(max_power_charge=50.0, max_power_discharge=50.0, efficiency_charge=0.8,
+                        efficiency_discharge=0.9, soc_min=0.0, soc_max=40.0, soc_initial=0.0)
+    br = best_response(rec, 0, storage=par, soc_points=5)
+    assert br.exact and br.soc_points == 5
+    np.testing.assert_allclose(br.best_volume, [-50.0, 36.0])
+    np.testing.assert_allclose(br.soc, [0.0, 40.0, 0.0])
+    np.testing.assert_allclose(br.best_profit_per_hour, [-50 * (10 + 1), 36 * (50 - 1)])
+    assert br.best_profit == pytest.approx(1214.0)
+    np.testing.assert_array_equal(br.direction, [-1, 1])
+    assert br.best_action[0, 0] <= 0 <= br.best_action[1, 0]  # price 0 is as good here: the plants set it
+    # a finer grid cannot do better here (the power limit binds), a grid of 2 levels can
+    assert best_response(rec, 0, storage=par, soc_points=41).best_profit == pytest.approx(1214.0)
+    # time step of 30 minutes: the same MW move half the energy, profit per step halves
+    rec_half = replace(rec, dt=0.5)
+    br = best_response(rec_half, 0, storage=par, soc_points=5)
+    np.testing.assert_allclose(br.best_volume, [-50.0, 36.0])
+    np.testing.assert_allclose(br.soc, [0.0, 20.0, 0.0])
+    assert br.best_profit == pytest.approx(607.0)
+    # starting full with no later hour: sell at once, never buy
+    par_full = replace(par, soc_initial=40.0)
+    br = best_response(rec, 0, storage=par_full, soc_points=5)
+    assert br.best_volume[1] == pytest.approx(36.0) and br.best_volume[0] >= 0
+
+
+def test_storage_sets_the_price_with_what_the_residual_demand_leaves():
+    """others: 60 MW at 10, 100 MW at 80; demand 100 MW; storage full (100 MWh, 100 MW).
+    Selling 40 MW at 79.99 sets the price (3199.6 EUR); selling all 100 MW needs a price
+    below 10 (999 EUR); anything in between is not accepted in full."""
+    from envs.analysis import StorageParams
+
+    rec = _storage_record([[10.0, 80.0]], [[60.0, 100.0]], [100.0])
+    par = StorageParams(max_power_charge=100.0, max_power_discharge=100.0, efficiency_charge=1.0,
+                        efficiency_discharge=1.0, soc_min=0.0, soc_max=100.0, soc_initial=100.0)
+    br = best_response(rec, 0, storage=par, soc_points=11)
+    assert br.best_volume[0] == pytest.approx(40.0)
+    assert br.best_price[0, 0] == pytest.approx(80.0 - TICK)
+    assert br.best_profit == pytest.approx(40.0 * (80.0 - TICK))
+    # a grid without the 40 MW level (steps of 30 MW): 30 MW, the 80 EUR plant sets the price
+    br = best_response(rec, 0, storage=replace(par, soc_max=90.0, soc_initial=90.0), soc_points=4)
+    assert br.best_volume[0] == pytest.approx(30.0)
+    assert br.best_profit == pytest.approx(30.0 * 80.0)
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_storage_dp_matches_brute_force_paths(mechanism):
+    """Random 3-hour markets: the DP over the state-of-charge grid equals the enumeration
+    of every state-of-charge path with a brute-force price sweep (reference_clear)."""
+    from envs.analysis import StorageParams
+
+    for seed in range(6):
+        rng = np.random.default_rng(700 + seed)
+        H, n = 3, int(rng.integers(2, 5))
+        o_p = rng.integers(-4, 21, (H, n)) / 2.0
+        o_v = rng.uniform(10, 60, (H, n))
+        fixed = rng.uniform(20, 120, H)
+        rec = _storage_record(o_p, o_v, fixed, own_cost=(rng.uniform(0, 1), rng.uniform(0, 1)),
+                              mechanism=mechanism, mbp=10.0, st_p=rng.integers(0, 21, (H, 1)) / 2.0,
+                              st_v=rng.uniform(0, 30, (H, 1)))
+        par = StorageParams(max_power_charge=float(rng.uniform(15, 40)), max_power_discharge=float(rng.uniform(15, 40)),
+                            efficiency_charge=float(rng.uniform(0.7, 1.0)), efficiency_discharge=float(rng.uniform(0.7, 1.0)),
+                            soc_min=5.0, soc_max=45.0, soc_initial=float(rng.choice([5.0, 25.0, 45.0])))
+        br = best_response(rec, 0, storage=par, soc_points=5, tick=TICK)
+        bf = brute_force_best_response(rec, 0, dense_grid(rec, 0.25), storage=par, soc_points=5)
+        slack = TICK * np.abs(br.best_volume).sum() + 1e-6
+        assert br.best_profit <= bf.best_profit + 1e-6, seed
+        assert br.best_profit >= bf.best_profit - slack, (seed, br.best_profit, bf.best_profit)
+        # the schedule is feasible: power limits, SoC bounds, SoC moves like the env
+        soc = br.soc
+        e = np.where(br.best_volume >= 0, -br.best_volume / par.efficiency_discharge,
+                     -br.best_volume * par.efficiency_charge) * rec.dt
+        np.testing.assert_allclose(np.diff(soc), e, atol=1e-9)
+        assert soc.min() >= par.soc_min - 1e-9 and soc.max() <= par.soc_max + 1e-9
+        assert np.all(br.best_volume <= par.max_power_discharge + 1e-9)
+        assert np.all(-br.best_volume <= par.max_power_charge + 1e-9)
+        # re-clearing each hour with the reported price and volume gives the reported profit
+        for h in range(H):
+            q = br.best_volume[h]
+            if q == 0:
+                assert br.best_profit_per_hour[h] == 0.0
+                continue
+            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
+            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
+            sp[-1], dp[-1] = br.best_price[h, 0], br.best_price[h, 0]
+            sv[-1], dv[-1] = max(q, 0), max(-q, 0)
+            price, _, s_acc, d_acc, _ = reference_clear(
+                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
+                price_cap=rec.price_cap, price_floor=rec.price_floor)
+            pay = br.best_price[h, 0] if mechanism == "pay_as_bid" else price
+            prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
+            assert s_acc[-1] - d_acc[-1] == pytest.approx(q)
+            assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
+
+
+def test_storage_exact_on_env_record_and_grid_convergence():
+    """default scenario, 48 hours of random bids: the exact storage response is feasible,
+    needs the scenario, and refines (weakly) as the grid gets finer in nested grids."""
+    core, rec = _core_record("default", lambda core, rng: rng.uniform(-1, 1, (1, core.n, core.max_act)), hours=48)
+    k = [a.startswith("storage") for a in rec.agents].index(True)
+    coarse = best_response(rec, k, scenario=core.scenario, soc_points=11)
+    fine = best_response(rec, k, scenario=core.scenario, soc_points=21)  # contains the 11-level grid
+    assert coarse.exact and fine.exact
+    assert fine.best_profit >= coarse.best_profit - 1e-6
+    assert best_response(rec, k).exact is False  # without the scenario: per-hour approximation
+    st = core.scenario.storages
+    assert fine.soc[0] == pytest.approx(st.initial_soc[0] * st.capacity[0])
+    assert fine.best_profit > 0
