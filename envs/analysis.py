@@ -84,6 +84,10 @@ __all__ = [
     "StorageParams",
     "brute_force_best_response",
     "br_share",
+    "exploitability_from",
+    "equilibrium",
+    "EquilibriumResult",
+    "distance_to_equilibrium",
     "recorded_profit",
     "soc_grid",
     "MAX_ROWS",
@@ -750,6 +754,15 @@ def exploitability(
         a: best_response(record, k, tick=tick, scenario=scenario, storage=storage, soc_points=soc_points)
         for k, a in enumerate(record.agents)
     }
+    return exploitability_from(record, responses)
+
+
+def exploitability_from(record: EpisodeRecord, responses: dict[str, BestResponse]) -> Exploitability:
+    """:class:`Exploitability` from already computed best responses of every agent of
+    ``record`` (all against this record's bids)."""
+    if set(responses) != set(record.agents):
+        raise ValueError(f"responses for {sorted(responses)} do not match the record's agents {list(record.agents)}")
+    responses = {a: responses[a] for a in record.agents}
     rec = np.array([r.recorded_profit for r in responses.values()])
     br = np.maximum(np.array([r.best_profit for r in responses.values()]), rec)
     gain = br - rec
@@ -929,3 +942,16 @@ def brute_force_best_response(record: EpisodeRecord, agent: int | str, grid, *, 
         act[:, 0] *= np.where(rec_dir < 0, -1.0, 1.0)
     return BestResponse(exact=sl.kind != "storage", best_profit_per_hour=best_profit, best_price=best_price,
                         best_action=act, direction=rec_dir, n_candidates=len(combos), **common)
+
+
+# ---------------------------------------------------------------------------- equilibrium
+_EQ_NAMES = ("equilibrium", "EquilibriumResult", "EquilibriumDistance", "EquilibriumNotConverged",
+             "distance_to_equilibrium")
+
+
+def __getattr__(name):  # the equilibrium reference lives in envs.equilibrium (imported lazily)
+    if name in _EQ_NAMES:
+        from . import equilibrium as _eq
+
+        return getattr(_eq, name)
+    raise AttributeError(f"module 'envs.analysis' has no attribute {name!r}")
