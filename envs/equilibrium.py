@@ -15,7 +15,9 @@ gain more than a tolerance by deviating alone, over the whole episode:
 3. Stop when a whole pass leaves every agent within the tolerance: the best responses of
    that pass were all computed against the final profile, so they form the
    exploitability certificate (:class:`envs.analysis.Exploitability`).
-4. A profile seen before at the end of a pass is a cycle: the dynamics are damped (a
+4. A profile seen before at the end of a pass, or ``patience`` passes without progress
+   (the pass's total gain not falling below 0.9 x its best), is a cycle: the dynamics
+   are damped (a
    plant or renewable then adopts its best response only in a seeded random share of
    the hours, halved at every detected cycle) until ``min_damping``; below it, or after
    ``max_passes`` passes, the result says ``converged=False`` with the reason and the
@@ -174,7 +176,9 @@ class EquilibriumResult:
     tolerance: np.ndarray  # (n,) EUR: the gain each agent is allowed
     certificate: Exploitability  # the best responses against the final profile
     wall_time: float  # seconds
-    history: list[dict] = field(default_factory=list)  # per pass: max gain, adoptions, damping
+    history: list[dict] = field(default_factory=list)  # per pass: max/total gain, damping, hours changed
+    changing_hours: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # not converged:
+    # the scenario hours whose bids still changed in the last pass
 
     @property
     def exploitability(self) -> float:
@@ -200,8 +204,8 @@ class EquilibriumResult:
                     f"{100 * self.max_relative_gain:.2f} % by deviating alone (exploitability {self.exploitability:.4f})")
         worst = int(np.argmax(self.residual_gain)) if len(self.agents) else 0
         return (f"NO equilibrium ({self.reason} after {self.passes} passes): {self.agents[worst]} can still gain "
-                f"{self.residual_gain[worst]:,.0f} EUR ({100 * self.max_relative_gain:.1f} %); "
-                "the profile is the last iterate, not an equilibrium")
+                f"{self.residual_gain[worst]:,.0f} EUR ({100 * self.max_relative_gain:.1f} %), bids still changing "
+                f"in {len(self.changing_hours)} hours; the profile is the last iterate, not an equilibrium")
 
     def summary_dict(self) -> dict:
         """JSON-ready summary (the ``evaluate`` layout plus the convergence report)."""
@@ -210,7 +214,7 @@ class EquilibriumResult:
             "passes": int(self.passes), "adoptions": int(self.adoptions), "damping": float(self.damping),
             "hours": int(self.record.n_hours), "mean_price": float(np.mean(self.prices)),
             "exploitability": self.exploitability, "max_relative_gain": self.max_relative_gain,
-            "wall_time_s": float(self.wall_time),
+            "wall_time_s": float(self.wall_time), "changing_hours": [int(h) for h in self.changing_hours],
             "agents": {
                 a: {"kind": self.kinds[i], "profit": float(self.profit[i]),
                     "best_response_profit": float(self.best_response_profit[i]),
@@ -232,6 +236,7 @@ def equilibrium(
     atol: float = 1.0,
     max_passes: int = 50,
     min_damping: float = 0.125,
+    patience: int = 4,
     seed: int = 0,
 ) -> EquilibriumResult:
     """Equilibrium reference of a scenario's learning agents (see the module docstring).
@@ -247,6 +252,8 @@ def equilibrium(
         max_passes: passes over all agents before giving up.
         min_damping: smallest share of hours adopted per best response before a detected
             cycle ends the search.
+        patience: passes without progress (the pass's total gain not below 0.9 x the
+            best so far) that count as a cycle.
         seed: seeds the choice of hours under damping.
 
     Returns:
@@ -279,16 +286,21 @@ def equilibrium(
     converged, reason = False, "max_passes"
     responses: dict[str, BestResponse] = {}
     passes = 0
+    best_total = np.inf  # smallest total gain of a pass so far (for stagnation)
+    since_best = 0
+    changing = np.zeros(0, dtype=np.int64)
     for passes in range(1, int(max_passes) + 1):
         changed = False
-        max_gain = 0.0
+        max_gain = total_gain = 0.0
         responses = {}
+        act_before, vol_before = act.copy(), vol.copy()
         for k, a in enumerate(core.agents):
             br = best_response(record, k, **kw)
             rec_p = float(record.agent_profit[:, k].sum())
             gain = br.best_profit - rec_p
             tol = atol + rtol * max(abs(rec_p), abs(br.best_profit))
             max_gain = max(max_gain, gain)
+            total_gain += max(gain, 0.0)
             responses[a] = br
             if gain > tol:
                 mask = None
@@ -300,17 +312,29 @@ def equilibrium(
                 record = simulate_profile(core, act, vol)
                 adoptions += 1
                 changed = True
-        history.append({"pass": passes, "max_gain": max_gain, "damping": damping, "changed": changed})
+        diff = (np.abs(act - act_before) > 1e-12).any(axis=(1, 2)) | (
+            np.abs(np.nan_to_num(vol - vol_before)) > 1e-9).any(axis=1)
+        changing = np.flatnonzero(diff)
+        history.append({"pass": passes, "max_gain": max_gain, "total_gain": total_gain, "damping": damping,
+                        "changed": changed, "hours_changed": int(len(changing))})
         if not changed:
             converged, reason = True, "converged"
             break
+        # a cycle: a profile seen before, or no progress (the total gain has not fallen
+        # below 0.9 x its best for `patience` passes: e.g. two plants undercutting each
+        # other by `tick` every pass)
         key = _profile_key(act, vol)
-        if key in seen:
+        if total_gain < 0.9 * best_total:
+            best_total, since_best = total_gain, 0
+        else:
+            since_best += 1
+        if key in seen or since_best >= patience:
             if damping / 2 < min_damping - 1e-12:
                 reason = "cycle"
                 break
             damping /= 2
             seen.clear()
+            best_total, since_best = np.inf, 0
         seen.add(key)
     if not converged:
         # residual gains of the last iterate, against its own record
@@ -324,6 +348,7 @@ def equilibrium(
         passes=passes, adoptions=adoptions, damping=damping, record=record, actions=act, storage_volume=vol,
         prices=record.clearing_price.copy(), profit=profit, best_response_profit=brp, residual_gain=brp - profit,
         tolerance=tolv, certificate=cert, wall_time=time.perf_counter() - t_start, history=history,
+        changing_hours=np.asarray(record.hours)[changing] if not converged else np.zeros(0, dtype=np.int64),
     )
 
 

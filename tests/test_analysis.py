@@ -4,6 +4,7 @@ merit order, exploitability, and records made by the env core."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -425,7 +426,7 @@ def test_default_core_plants_with_start_up_and_storage():
     assert np.all(br.best_profit_per_hour >= bf.best_profit_per_hour - TICK * vol - 1e-6)
 
 
-EX_02A = "/work/shared/scenarios/assume/example_02a"
+EX_02A = str(Path(__file__).resolve().parents[2] / "shared/scenarios/assume/example_02a")
 
 
 @pytest.mark.skipif(not os.path.isdir(EX_02A), reason="ASSUME example_02a not available")
