@@ -2,36 +2,45 @@
 equilibrium?
 
 For one learning agent, every other bid of every hour of an
-:class:`~envs.record.EpisodeRecord` is held fixed as recorded, and the agent's own bid
-prices are chosen to maximise its profit in each hour (its bid volumes stay as recorded):
+:class:`~envs.record.EpisodeRecord` is held fixed as recorded, and the agent's own bids
+are chosen to maximise its profit over the whole episode:
 
-* a learning **plant** chooses two prices ``p_in <= p_fx`` for its inflexible and its
-  flexible part (the env bids ``min(a0, a1)`` and ``max(a0, a1)`` times
-  ``max_bid_price``), each in ``[-max_bid_price, max_bid_price]``;
-* a learning **renewable** chooses one price in ``[-max_bid_price, max_bid_price]``;
-* a learning **storage** unit chooses one price in ``[0, max_bid_price]`` in the
-  direction it bid in that hour (discharge offer or charge bid), see the limits below.
+* a learning **plant** chooses two prices ``p_in <= p_fx`` per hour for its inflexible
+  and its flexible part (the env bids ``min(a0, a1)`` and ``max(a0, a1)`` times
+  ``max_bid_price``), each in ``[-max_bid_price, max_bid_price]``; its volumes stay as
+  recorded. Start-up costs link the hours: the best response is the exact optimum over
+  on/off schedules (a dynamic programme over the two states "dispatched in the hour
+  before" / "not dispatched"), a start-up being charged, as :class:`envs.core.MarketCore`
+  charges it, when the plant is dispatched after an hour with zero dispatch (before the
+  first recorded hour: the record's ``agent_prev_dispatch[0]``);
+* a learning **renewable** chooses one price per hour in ``[-max_bid_price, max_bid_price]``;
+* a learning **storage** unit chooses its schedule: a net injection ``q`` per hour (MW,
+  ``+`` sold, ``-`` bought) and a price in ``[0, max_bid_price]`` for it, by dynamic
+  programming over its state of charge (see below). This needs the unit's parameters
+  (``scenario=`` or ``storage=``); without them the old per-hour approximation is used
+  (``exact=False``, see Limits).
 
-Profit is computed like :meth:`envs.core.MarketCore.step`::
+Profit, as :meth:`envs.core.MarketCore.step` pays it, per step of ``record.dt`` hours::
 
-    profit = sum_j acc_j * (pay_j - cost_j)            # own supply bids
-           - sum_k acc_k * (pay_k + cost_k)            # own demand bids (storage charging)
-           - start_up_cost * [q > 0 and prev_dispatch <= 0]   # plants only
+    profit = dt * (sum_j acc_j * (pay_j - cost_j)            # own supply bids
+                   - sum_k acc_k * (pay_k + cost_k))         # own demand bids (storage charging)
+           - start_up_cost * [q > 0 and prev_dispatch <= 0]  # plants only, EUR per start
 
 with ``pay`` the clearing price (``pay_as_clear``) or the bid's own price clipped to the
-price limits (``pay_as_bid``), ``cost`` the record's ``supply_cost``/``demand_cost``,
-``q`` the agent's accepted supply and ``prev_dispatch`` the record's
-``agent_prev_dispatch``.
+price limits (``pay_as_bid``), ``cost`` the record's ``supply_cost``/``demand_cost``
+(storage: its additional costs of discharging/charging) and ``q`` the agent's accepted
+supply.
 
-Exactness. With all other bids fixed, the market outcome depends on the agent's own price
-only through its position in the merit order, which changes only at the *breakpoints*:
-the other live supply prices, the live demand prices and the ends of the bid range. On
-each open interval between two breakpoints the agent's profit is constant or increasing
-in its own supply price (pay-as-clear: while its bid is the highest accepted one it sets
-the price; pay-as-bid: it is paid its own price) and constant or decreasing in its own
-demand price. At a breakpoint itself the bids tie and share pro rata. So the supremum of
-the profit is attained at a breakpoint or approached just below one (just above one for
-a demand bid), and it suffices to evaluate the candidates
+Exactness of one hour. With all other bids fixed, the market outcome depends on the
+agent's own price only through its position in the merit order, which changes only at
+the *breakpoints*: the other live supply prices, the live demand prices and the ends of
+the bid range. On each open interval between two breakpoints the agent's profit is
+constant or increasing in its own supply price (pay-as-clear: while its bid is the
+highest accepted one it sets the price; pay-as-bid: it is paid its own price) and
+constant or decreasing in its own demand price. At a breakpoint itself the bids tie and
+share pro rata. So the supremum of the profit is attained at a breakpoint or approached
+just below one (just above one for a demand bid), and it suffices to evaluate the
+candidates
 
     {b} U {b - min(tick, gap_below/2)} U {b + min(tick, gap_above/2)} U {recorded prices}
 
@@ -41,28 +50,39 @@ than ``tick``). The "+" candidates are used for storage agents only (their charg
 demand bid). A plant evaluates every pair ``p_in <= p_fx`` of candidates. The result is
 exact up to ``tick``: where the supremum is approached below a breakpoint ``b`` (the
 agent sets the price, or is paid its bid), the reported best price is ``b - tick`` and the
-reported profit is at most ``tick * accepted MW`` below the supremum, which no bid
+reported profit is at most ``tick * accepted MWh`` below the supremum, which no bid
 attains (bidding ``b`` itself ties with the bid at ``b``).
 
+Storage. The state of charge lives on a grid of ``soc_points`` levels spaced
+``(soc_max - soc_min) / (soc_points - 1)`` MWh apart, shifted so that the initial state
+of charge (``initial_soc * capacity``, where every env episode starts) is a level
+(:func:`soc_grid`). A move of ``k`` levels down is a discharge of ``q = k * step *
+eff_dis / dt`` MW, ``k`` levels up a charge of ``q = k * step / (eff_ch * dt)`` MW, as
+the env moves its state of charge; moves beyond the power limits or the state-of-charge
+limits are not allowed. The profit of a net injection ``q`` in an hour comes from the
+residual curve of the other bids: the storage offers (bids) exactly ``|q|`` MW at one
+price, the price is chosen among the candidates above, and only prices at which the
+whole ``|q|`` is accepted count (the clearing price as a function of the storage's own
+net injection; under pay-as-bid its own price). The dynamic programme over (hour, level)
+then gives the best schedule from the initial level, with no value for energy left at the
+end (as in the env). The result is exact for schedules on the grid (up to ``tick * |q|``
+per hour); a finer grid can only find more when it contains the coarser one.
+The storage may sell less than it could (withholding): the env's storage action offers
+its whole feasible volume at one price, so the storage best response is an upper bound
+of what the env's one-price action can reach.
+
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
-(rows = hours x candidate price vectors, in chunks of at most ``MAX_ROWS`` rows); there
-is no Python loop over hours or bids.
+(rows = hours x candidate price vectors [x storage injections], in chunks of at most
+``MAX_ROWS`` rows); the dynamic programmes are vectorised over states.
 
 Limits:
 
-* **Per hour.** The best response is computed hour by hour. A plant's start-up cost is
-  charged against the *recorded* dispatch of the hour before (``agent_prev_dispatch``),
-  not against the dispatch the best response would have produced, so the episode total
-  is the sum of per-hour best responses, not the best response over whole bid
-  trajectories.
-* **Storage is an approximation** (``exact=False``): the state of charge is held as
-  recorded. The feasible volume is the recorded volume of the slot the agent bid in that
-  hour (the env offers ``min(max power, energy available)``); the other direction's
-  feasible volume is not in the record (the record holds a zero volume for the slot not
-  chosen), so only the recorded direction is considered. The profit is the hour's cash
-  flow, which ignores the value of the stored energy: a myopic best response never pays
-  to charge at a positive price. Read storage results as "how much better could this
-  hour's bid have been, today's cash only".
+* Other units' bids are held as recorded in every hour, also where they depend on the
+  past (a rule storage unit's volume depends on its state of charge, which the agent's
+  bids may have changed).
+* **Storage without parameters** (``exact=False``): the state of charge is held as
+  recorded; only the recorded direction and volume of each hour are considered and the
+  profit is the hour's cash flow. Pass ``scenario=`` for the exact response.
 * A storage charge bid at price exactly 0 is not an env action (``a = 0`` means
   discharge at 0); the analysis allows it as the limit ``a -> 0-``.
 """
