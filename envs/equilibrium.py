@@ -66,9 +66,24 @@ class _ProfileCore(MarketCore):
     feasible volume. Everything else is the env's own logic."""
 
     storage_volume: np.ndarray | None = None  # (H, n_learning_storage)
+    bid_prices: np.ndarray | None = None  # (H, n, 2) exact EUR/MWh (actions * mbp can miss a tie by a rounding step)
 
     def build_bids(self, actions, active):
         sp, sv, dpr, dvo, bid_price = super().build_bids(actions, active)
+        if self.bid_prices is not None:
+            p = self.bid_prices[self.step_count]  # (n, 2)
+            n_lp = len(self.lp)
+            if n_lp:
+                pp = p[self.sl_plant]
+                sp[:, :n_lp] = pp.min(axis=1)
+                sp[:, n_lp: 2 * n_lp] = pp.max(axis=1)
+            if len(self.lr):
+                sp[:, self.col_ren] = p[self.sl_ren, 0]
+            if len(self.ls):
+                ps = np.abs(p[self.sl_storage, 0])
+                sp[:, self.col_dis.start + self.ls] = ps
+                dpr[:, self.ls] = ps
+            bid_price[:] = p[None]
         if self.storage_volume is not None and len(self.ls):
             st = self.scenario.storages
             dt = self.scenario.time_step_hours
@@ -91,11 +106,15 @@ def _make_core(scenario, hours: int | None, max_bid_price: float | None) -> _Pro
     return core
 
 
-def simulate_profile(core: _ProfileCore, actions: np.ndarray, storage_volume: np.ndarray | None) -> EpisodeRecord:
+def simulate_profile(core: _ProfileCore, actions: np.ndarray, storage_volume: np.ndarray | None,
+                     bid_prices: np.ndarray | None = None) -> EpisodeRecord:
     """Run one episode of ``core`` (from hour 0) with env actions ``(H, n, max_act)`` and,
     for learning storage, the profile's signed volumes ``(H, n)`` (nan elsewhere);
-    returns its :class:`~envs.record.EpisodeRecord`."""
+    ``bid_prices`` ``(H, n, 2)`` (EUR/MWh; storage: sign = direction), when given, set the
+    learners' prices exactly instead of ``actions * max_bid_price``. Returns its
+    :class:`~envs.record.EpisodeRecord`."""
     core.storage_volume = None if storage_volume is None else storage_volume[:, core.sl_storage]
+    core.bid_prices = bid_prices
     core.reset(np.random.default_rng(0))
     h = 0
     while not core.done:
@@ -105,41 +124,47 @@ def simulate_profile(core: _ProfileCore, actions: np.ndarray, storage_volume: np
 
 
 def _initial_profile(core: MarketCore) -> tuple[np.ndarray, np.ndarray]:
-    """Learning plants and renewables at marginal cost, learning storage idle."""
+    """Learning plants and renewables at marginal cost (cut to the bid range), learning
+    storage idle. Returns bid prices ``(H, n, 2)`` EUR/MWh and storage volumes ``(H, n)``."""
     sc = core.scenario
     H = core.max_cycles
     mbp = core.max_bid_price
-    act = np.zeros((H, core.n, core.max_act))
+    price = np.zeros((H, core.n, 2))
     hrs = np.arange(H)
     if len(core.lp):
-        mc = sc.plants.marginal_cost[hrs][:, core.lp] / mbp
-        act[:, core.sl_plant, 0] = mc
-        act[:, core.sl_plant, 1] = mc
+        mc = sc.plants.marginal_cost[hrs][:, core.lp]
+        price[:, core.sl_plant, 0] = mc
+        price[:, core.sl_plant, 1] = mc
     if len(core.lr):
-        act[:, core.sl_ren, 0] = sc.renewables.marginal_cost[core.lr] / mbp
+        price[:, core.sl_ren, :] = sc.renewables.marginal_cost[core.lr][None, :, None]
     vol = np.full((H, core.n), np.nan)
     vol[:, core.sl_storage] = 0.0
-    return np.clip(act, -1.0, 1.0), vol
+    return np.clip(price, -mbp, mbp), vol
 
 
-def _adopt(core: MarketCore, act: np.ndarray, vol: np.ndarray, k: int, br: BestResponse,
+def _actions(core: MarketCore, price: np.ndarray) -> np.ndarray:
+    """Env actions ``(H, n, max_act)`` of a price profile (storage: sign = direction)."""
+    act = np.zeros((price.shape[0], core.n, core.max_act))
+    k = min(core.max_act, 2)
+    act[:, :, :k] = price[:, :, :k] / core.max_bid_price
+    return np.clip(act, -1.0, 1.0)
+
+
+def _adopt(core: MarketCore, price: np.ndarray, vol: np.ndarray, k: int, br: BestResponse,
            hours_mask: np.ndarray | None) -> None:
     """Write agent ``k``'s best response into the profile (in place)."""
     kind = core.agent_kind[k]
     if kind == "storage":
         q = br.best_volume
         p = np.nan_to_num(br.best_price[:, 0], nan=0.0)
-        act[:, k, 0] = np.where(q < 0, -1.0, 1.0) * p / core.max_bid_price
+        price[:, k, 0] = price[:, k, 1] = np.where(q < 0, -1.0, 1.0) * p
         vol[:, k] = q
         return
-    a = np.nan_to_num(br.best_action, nan=0.0)
-    m = np.ones(len(a), dtype=bool) if hours_mask is None else hours_mask
-    if kind == "plant":
-        act[m, k, 0] = a[m, 0]
-        act[m, k, 1] = a[m, 1] if np.isfinite(br.best_action[:, 1]).all() else a[m, 0]
-    else:
-        act[m, k, 0] = a[m, 0]
-    np.clip(act, -1.0, 1.0, out=act)
+    m = np.ones(len(br.best_price), dtype=bool) if hours_mask is None else hours_mask
+    p0 = br.best_price[:, 0]
+    p1 = br.best_price[:, 1] if kind == "plant" and np.isfinite(br.best_price[:, 1]).all() else p0
+    price[m, k, 0] = p0[m]
+    price[m, k, 1] = p1[m]
 
 
 def _profile_key(act: np.ndarray, vol: np.ndarray) -> str:
@@ -168,6 +193,7 @@ class EquilibriumResult:
     damping: float  # share of hours a plant/renewable adopts its best response in, at the end
     record: EpisodeRecord  # the market under the (final) profile
     actions: np.ndarray  # (H, n, max_act) env actions of the profile (storage: sign = direction)
+    bid_prices: np.ndarray  # (H, n, 2) exact bid prices EUR/MWh (plants: inflexible, flexible part)
     storage_volume: np.ndarray  # (H, n) signed MW of learning storage (nan for other agents)
     prices: np.ndarray  # (H,) clearing prices EUR/MWh
     profit: np.ndarray  # (n,) EUR over the episode
@@ -276,8 +302,8 @@ def equilibrium(
     if core.n == 0:
         raise ValueError(f"scenario {scenario.name!r} has no learning units: nothing to find an equilibrium for")
     rng = np.random.default_rng(seed)
-    act, vol = _initial_profile(core)
-    record = simulate_profile(core, act, vol)
+    price, vol = _initial_profile(core)
+    record = simulate_profile(core, _actions(core, price), vol, price)
     kw = dict(tick=tick, scenario=scenario, soc_points=soc_points)
     damping = 1.0
     seen: set[str] = set()
@@ -293,7 +319,7 @@ def equilibrium(
         changed = False
         max_gain = total_gain = 0.0
         responses = {}
-        act_before, vol_before = act.copy(), vol.copy()
+        price_before, vol_before = price.copy(), vol.copy()
         for k, a in enumerate(core.agents):
             br = best_response(record, k, **kw)
             rec_p = float(record.agent_profit[:, k].sum())
@@ -308,11 +334,11 @@ def equilibrium(
                     mask = rng.random(record.n_hours) < damping
                     if not mask.any():
                         mask[rng.integers(record.n_hours)] = True
-                _adopt(core, act, vol, k, br, mask)
-                record = simulate_profile(core, act, vol)
+                _adopt(core, price, vol, k, br, mask)
+                record = simulate_profile(core, _actions(core, price), vol, price)
                 adoptions += 1
                 changed = True
-        diff = (np.abs(act - act_before) > 1e-12).any(axis=(1, 2)) | (
+        diff = (price != price_before).any(axis=(1, 2)) | (
             np.abs(np.nan_to_num(vol - vol_before)) > 1e-9).any(axis=1)
         changing = np.flatnonzero(diff)
         history.append({"pass": passes, "max_gain": max_gain, "total_gain": total_gain, "damping": damping,
@@ -323,7 +349,7 @@ def equilibrium(
         # a cycle: a profile seen before, or no progress (the total gain has not fallen
         # below 0.9 x its best for `patience` passes: e.g. two plants undercutting each
         # other by `tick` every pass)
-        key = _profile_key(act, vol)
+        key = _profile_key(price, vol)
         if total_gain < 0.9 * best_total:
             best_total, since_best = total_gain, 0
         else:
@@ -345,7 +371,8 @@ def equilibrium(
     tolv = atol + rtol * np.maximum(np.abs(profit), np.abs(brp))
     return EquilibriumResult(
         converged=converged, reason=reason, agents=tuple(core.agents), kinds=tuple(core.agent_kind),
-        passes=passes, adoptions=adoptions, damping=damping, record=record, actions=act, storage_volume=vol,
+        passes=passes, adoptions=adoptions, damping=damping, record=record, actions=_actions(core, price),
+        bid_prices=price, storage_volume=vol,
         prices=record.clearing_price.copy(), profit=profit, best_response_profit=brp, residual_gain=brp - profit,
         tolerance=tolv, certificate=cert, wall_time=time.perf_counter() - t_start, history=history,
         changing_hours=np.asarray(record.hours)[changing] if not converged else np.zeros(0, dtype=np.int64),
