@@ -24,6 +24,9 @@ gain more than a tolerance by deviating alone, over the whole episode:
    residual gains, and is **not** an equilibrium (:meth:`EquilibriumResult.require`
    raises :class:`EquilibriumNotConverged`).
 
+With ``warm_ticks`` (e.g. ``(1.0, 0.1)``) the dynamics first run with those coarser
+undercut ticks as a warm start; only the last stage, at ``tick``, decides convergence.
+
 The tolerance: agent ``i`` is within it when ``gain_i <= atol + rtol * max(|profit_i|,
 |best_response_i|)`` (EUR over the episode).
 
@@ -263,6 +266,7 @@ def equilibrium(
     max_passes: int = 50,
     min_damping: float = 0.125,
     patience: int = 4,
+    warm_ticks: tuple[float, ...] = (),
     seed: int = 0,
 ) -> EquilibriumResult:
     """Equilibrium reference of a scenario's learning agents (see the module docstring).
@@ -278,6 +282,9 @@ def equilibrium(
         max_passes: passes over all agents before giving up.
         min_damping: smallest share of hours adopted per best response before a detected
             cycle ends the search.
+        warm_ticks: coarser ticks run first, in this order, as a warm start (those not
+            larger than ``tick`` are skipped; ``()`` for none). Only the last stage, at
+            ``tick``, decides convergence; ``max_passes`` applies to each stage.
         patience: passes without progress (the pass's total gain not below 0.9 x the
             best so far) that count as a cycle.
         seed: seeds the choice of hours under damping.
@@ -304,64 +311,74 @@ def equilibrium(
     rng = np.random.default_rng(seed)
     price, vol = _initial_profile(core)
     record = simulate_profile(core, _actions(core, price), vol, price)
-    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points)
-    damping = 1.0
-    seen: set[str] = set()
+    ticks = [t for t in warm_ticks if t > tick] + [tick]
     history: list[dict] = []
     adoptions = 0
+    passes = 0
+    changing = np.zeros(0, dtype=np.int64)
     converged, reason = False, "max_passes"
     responses: dict[str, BestResponse] = {}
-    passes = 0
-    best_total = np.inf  # smallest total gain of a pass so far (for stagnation)
-    since_best = 0
-    changing = np.zeros(0, dtype=np.int64)
-    for passes in range(1, int(max_passes) + 1):
-        changed = False
-        max_gain = total_gain = 0.0
-        responses = {}
-        price_before, vol_before = price.copy(), vol.copy()
-        for k, a in enumerate(core.agents):
-            br = best_response(record, k, **kw)
-            rec_p = float(record.agent_profit[:, k].sum())
-            gain = br.best_profit - rec_p
-            tol = atol + rtol * max(abs(rec_p), abs(br.best_profit))
-            max_gain = max(max_gain, gain)
-            total_gain += max(gain, 0.0)
-            responses[a] = br
-            if gain > tol:
-                mask = None
-                if damping < 1.0 and core.agent_kind[k] != "storage":
-                    mask = rng.random(record.n_hours) < damping
-                    if not mask.any():
-                        mask[rng.integers(record.n_hours)] = True
-                _adopt(core, price, vol, k, br, mask)
-                record = simulate_profile(core, _actions(core, price), vol, price)
-                adoptions += 1
-                changed = True
-        diff = (price != price_before).any(axis=(1, 2)) | (
-            np.abs(np.nan_to_num(vol - vol_before)) > 1e-9).any(axis=1)
-        changing = np.flatnonzero(diff)
-        history.append({"pass": passes, "max_gain": max_gain, "total_gain": total_gain, "damping": damping,
-                        "changed": changed, "hours_changed": int(len(changing))})
-        if not changed:
-            converged, reason = True, "converged"
-            break
-        # a cycle: a profile seen before, or no progress (the total gain has not fallen
-        # below 0.9 x its best for `patience` passes: e.g. two plants undercutting each
-        # other by `tick` every pass)
-        key = _profile_key(price, vol)
-        if total_gain < 0.9 * best_total:
-            best_total, since_best = total_gain, 0
-        else:
-            since_best += 1
-        if key in seen or since_best >= patience:
-            if damping / 2 < min_damping - 1e-12:
-                reason = "cycle"
+    damping = 1.0
+    for stage, t_stage in enumerate(ticks):
+        # coarse ticks first (a warm start: undercutting races move a whole coarse tick
+        # per pass), then the requested tick decides convergence
+        final = stage == len(ticks) - 1
+        kw = dict(tick=t_stage, scenario=scenario, soc_points=soc_points)
+        damping = 1.0
+        seen: set[str] = set()
+        best_total = np.inf  # smallest total gain of a pass so far (for stagnation)
+        since_best = 0
+        converged, reason = False, "max_passes"
+        for _ in range(int(max_passes)):
+            passes += 1
+            changed = False
+            max_gain = total_gain = 0.0
+            responses = {}
+            price_before, vol_before = price.copy(), vol.copy()
+            for k, a in enumerate(core.agents):
+                br = best_response(record, k, **kw)
+                rec_p = float(record.agent_profit[:, k].sum())
+                gain = br.best_profit - rec_p
+                tol = atol + rtol * max(abs(rec_p), abs(br.best_profit))
+                max_gain = max(max_gain, gain)
+                total_gain += max(gain, 0.0)
+                responses[a] = br
+                if gain > tol:
+                    mask = None
+                    if damping < 1.0 and core.agent_kind[k] != "storage":
+                        mask = rng.random(record.n_hours) < damping
+                        if not mask.any():
+                            mask[rng.integers(record.n_hours)] = True
+                    _adopt(core, price, vol, k, br, mask)
+                    record = simulate_profile(core, _actions(core, price), vol, price)
+                    adoptions += 1
+                    changed = True
+            diff = (price != price_before).any(axis=(1, 2)) | (
+                np.abs(np.nan_to_num(vol - vol_before)) > 1e-9).any(axis=1)
+            changing = np.flatnonzero(diff)
+            history.append({"pass": passes, "tick": t_stage, "max_gain": max_gain, "total_gain": total_gain,
+                            "damping": damping, "changed": changed, "hours_changed": int(len(changing))})
+            if not changed:
+                converged, reason = True, "converged"
                 break
-            damping /= 2
-            seen.clear()
-            best_total, since_best = np.inf, 0
-        seen.add(key)
+            # a cycle: a profile seen before, or no progress (the total gain has not fallen
+            # below 0.9 x its best for `patience` passes)
+            key = _profile_key(price, vol)
+            if total_gain < 0.9 * best_total:
+                best_total, since_best = total_gain, 0
+            else:
+                since_best += 1
+            if key in seen or since_best >= patience:
+                if damping / 2 < min_damping - 1e-12:
+                    reason = "cycle"
+                    break
+                damping /= 2
+                seen.clear()
+                best_total, since_best = np.inf, 0
+            seen.add(key)
+        if final:
+            break
+    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points)
     if not converged:
         # residual gains of the last iterate, against its own record
         responses = {a: best_response(record, k, **kw) for k, a in enumerate(core.agents)}
