@@ -104,6 +104,9 @@ __all__ = [
     "StorageParams",
     "brute_force_best_response",
     "br_share",
+    "agent_rows",
+    "deviation_verdict",
+    "max_relative_gain",
     "exploitability_from",
     "equilibrium",
     "EquilibriumResult",
@@ -975,3 +978,44 @@ def __getattr__(name):  # the equilibrium reference lives in envs.equilibrium (i
 
         return getattr(_eq, name)
     raise AttributeError(f"module 'envs.analysis' has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------- user-facing summary
+def max_relative_gain(ex: Exploitability) -> tuple[float, str]:
+    """Largest ``gain / max(|recorded|, |best response|)`` over the agents and the agent
+    that has it (``(0.0, "")`` without agents)."""
+    if not len(ex.agents):
+        return 0.0, ""
+    den = np.maximum(np.maximum(np.abs(ex.recorded_profit), np.abs(ex.best_response_profit)), 1e-9)
+    rel = np.maximum(ex.gain, 0.0) / den
+    k = int(np.argmax(rel))
+    return float(rel[k]), ex.agents[k]
+
+
+def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05) -> str:
+    """One plain line for a final summary: "near equilibrium: no agent can gain more than
+    X % by deviating alone" when the largest relative gain is at most ``threshold``,
+    else which agent can gain how much."""
+    rel, agent = max_relative_gain(ex)
+    if rel <= threshold:
+        return f"near equilibrium: no agent can gain more than {100 * rel:.1f} % by deviating alone"
+    k = ex.agents.index(agent)
+    return (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR ({100 * rel:.1f} % of its "
+            f"best-response profit) by deviating alone")
+
+
+def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:
+    """Per agent, for a summary table/JSON: ``profit``, ``best_response_profit``,
+    ``share_of_best_response`` and, with an equilibrium result ``eq``
+    (:func:`equilibrium`), ``equilibrium_profit`` (same agents required)."""
+    if eq is not None and tuple(eq.agents) != tuple(ex.agents):
+        raise ValueError(f"the equilibrium's agents {list(eq.agents)} differ from the record's {list(ex.agents)}")
+    rows = {}
+    for k, a in enumerate(ex.agents):
+        row = {"kind": ex.kinds[k], "profit": float(ex.recorded_profit[k]),
+               "best_response_profit": float(ex.best_response_profit[k]), "share_of_best_response": float(ex.share[k])}
+        if eq is not None:
+            row["equilibrium_profit"] = float(eq.profit[k])
+            row["equilibrium_converged"] = bool(eq.converged)
+        rows[a] = row
+    return rows

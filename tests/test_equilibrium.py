@@ -144,3 +144,26 @@ def test_02b_converges_with_certificate():
     ex = exploitability(eq.record, scenario=sc)
     assert np.all(ex.gain <= eq.tolerance + 1e-6)
     assert eq.prices.mean() > 40
+
+
+def test_verdict_and_agent_rows():
+    from envs.analysis import agent_rows, deviation_verdict, max_relative_gain
+
+    sc = load_scenario("tiny")
+    eq = equilibrium(sc)
+    ex = exploitability(eq.record, scenario=sc)
+    assert deviation_verdict(ex).startswith("near equilibrium: no agent can gain more than 0.0 %")
+    rows = agent_rows(ex, eq)
+    a = eq.agents[0]
+    assert rows[a]["equilibrium_profit"] == pytest.approx(eq.profit[0])
+    assert rows[a]["profit"] == pytest.approx(eq.profit[0])
+    # bidding marginal cost: the learner can gain (70 - 0.01 - 40) / (70 - 0.01 - 40) = 100 %
+    core = MarketCore(sc)
+    core.recording = True
+    core.reset(np.random.default_rng(0))
+    while not core.done:
+        core.step(np.full((1, core.n, core.max_act), 0.4))
+    ex = exploitability(core.episode_record(), scenario=sc)
+    rel, who = max_relative_gain(ex)
+    assert who == a and rel == pytest.approx(1.0)
+    assert deviation_verdict(ex).startswith(f"not at equilibrium: {a} can gain")
