@@ -576,3 +576,17 @@ def test_storage_exact_on_env_record_and_grid_convergence():
     st = core.scenario.storages
     assert fine.soc[0] == pytest.approx(st.initial_soc[0] * st.capacity[0])
     assert fine.best_profit > 0
+
+
+def test_time_step_scales_energy_and_profit_not_start_ups():
+    rec = _02a_like([55.708, 55.708])
+    half = replace(rec, dt=0.5)
+    assert best_response(half, 0).best_profit == pytest.approx(0.5 * best_response(rec, 0).best_profit)
+    np.testing.assert_allclose(recorded_profit(half, 0), 0.5 * recorded_profit(rec, 0))
+    # the start-up cost is EUR per start, whatever the step: 2 x 15-minute steps
+    two = _two_hour_start_up(0.0)
+    q = replace(two, dt=0.25)
+    br = best_response(q, 0)
+    # selling 20 MW at 39.99 for 15 minutes earns 49.95 per step: never worth a 200 EUR start
+    assert br.best_profit == pytest.approx(0.0, abs=1e-9)
+    assert EpisodeRecord.__dataclass_fields__["dt"].default == 1.0
