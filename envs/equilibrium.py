@@ -19,7 +19,8 @@ gain more than a tolerance by deviating alone, over the whole episode:
    (the pass's total gain not falling below 0.9 x its best), is a cycle: the dynamics
    are damped (a
    plant or renewable then adopts its best response only in a seeded random share of
-   the hours, halved at every detected cycle) until ``min_damping``; below it, or after
+   the hours, a storage unit moves its schedule that share of the way towards its best
+   response; the share is halved at every detected cycle) until ``min_damping``; below it, or after
    ``max_passes`` passes, the result says ``converged=False`` with the reason and the
    residual gains, and is **not** an equilibrium (:meth:`EquilibriumResult.require`
    raises :class:`EquilibriumNotConverged`).
@@ -154,13 +155,18 @@ def _actions(core: MarketCore, price: np.ndarray) -> np.ndarray:
 
 
 def _adopt(core: MarketCore, price: np.ndarray, vol: np.ndarray, k: int, br: BestResponse,
-           hours_mask: np.ndarray | None) -> None:
+           hours_mask: np.ndarray | None, mix: float = 1.0) -> None:
     """Write agent ``k``'s best response into the profile (in place)."""
     kind = core.agent_kind[k]
     if kind == "storage":
         q = br.best_volume
-        p = np.nan_to_num(br.best_price[:, 0], nan=0.0)
-        price[:, k, 0] = price[:, k, 1] = np.where(q < 0, -1.0, 1.0) * p
+        p = np.where(q < 0, -1.0, 1.0) * np.nan_to_num(br.best_price[:, 0], nan=0.0)
+        if mix < 1.0:
+            # damped: a convex mix of the old and the new schedule (feasible: the power
+            # and state-of-charge limits are convex); the new price where it trades
+            q = (1.0 - mix) * vol[:, k] + mix * q
+            p = np.where(br.best_volume != 0, p, price[:, k, 0])
+        price[:, k, 0] = price[:, k, 1] = p
         vol[:, k] = q
         return
     m = np.ones(len(br.best_price), dtype=bool) if hours_mask is None else hours_mask
@@ -349,7 +355,7 @@ def equilibrium(
                         mask = rng.random(record.n_hours) < damping
                         if not mask.any():
                             mask[rng.integers(record.n_hours)] = True
-                    _adopt(core, price, vol, k, br, mask)
+                    _adopt(core, price, vol, k, br, mask, mix=damping)
                     record = simulate_profile(core, _actions(core, price), vol, price)
                     adoptions += 1
                     changed = True
