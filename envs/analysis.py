@@ -527,7 +527,10 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
         profit = (profit * record.dt).reshape(h, len(live), Cn)
         full = np.abs(acc.reshape(h, len(live), Cn) - ql[None, :, None]) <= tol[None, :, None]
         profit = np.where(full, profit, -np.inf)
-        best = profit.argmax(axis=2)
+        # among equally good prices: the lowest offer, but the HIGHEST charge bid (a
+        # demand bid does not set the price, so bidding higher costs nothing and is the
+        # robust choice; the lowest one would invite an outbidding race by one tick)
+        best = np.where((ql < 0)[None, :], Cn - 1 - profit[:, :, ::-1].argmax(axis=2), profit.argmax(axis=2))
         top = np.take_along_axis(profit, best[:, :, None], axis=2)[:, :, 0]
         values[h0:h1, live] = top
         prices[h0:h1, live] = np.where(np.isfinite(top), np.take_along_axis(

@@ -251,8 +251,10 @@ class EquilibriumResult:
             "exploitability": self.exploitability, "max_relative_gain": self.max_relative_gain,
             "wall_time_s": float(self.wall_time), "changing_hours": [int(h) for h in self.changing_hours],
             "agents": {
-                a: {"kind": self.kinds[i], "profit": float(self.profit[i]),
+                a: {"unit": self.record.units[int(self.record.agent_unit[i])], "kind": self.kinds[i],
+                    "profit": float(self.profit[i]),
                     "best_response_profit": float(self.best_response_profit[i]),
+                    "share_of_best_response": float(self.certificate.share[i]),
                     "residual_gain": float(self.residual_gain[i]), "tolerance": float(self.tolerance[i])}
                 for i, a in enumerate(self.agents)
             },
