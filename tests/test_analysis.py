@@ -479,7 +479,11 @@ def test_storage_hand_computed_arbitrage():
     np.testing.assert_allclose(br.best_profit_per_hour, [-50 * (10 + 1), 36 * (50 - 1)])
     assert br.best_profit == pytest.approx(1214.0)
     np.testing.assert_array_equal(br.direction, [-1, 1])
-    assert br.best_action[0, 0] <= 0 <= br.best_action[1, 0]  # price 0 is as good here: the plants set it
+    assert br.best_action[0, 0] <= 0 <= br.best_action[1, 0]
+    # equally good charge bids: the highest (a demand bid does not set the price; a low one
+    # would invite an outbidding race); equally good offers: the lowest
+    assert br.best_price[0, 0] == pytest.approx(100.0)
+    assert br.best_price[1, 0] == pytest.approx(0.0)
     # a finer grid cannot do better here (the power limit binds), a grid of 2 levels can
     assert best_response(rec, 0, storage=par, soc_points=41).best_profit == pytest.approx(1214.0)
     # time step of 30 minutes: the same MW move half the energy, profit per step halves
