@@ -594,3 +594,12 @@ def test_time_step_scales_energy_and_profit_not_start_ups():
     # selling 20 MW at 39.99 for 15 minutes earns 49.95 per step: never worth a 200 EUR start
     assert br.best_profit == pytest.approx(0.0, abs=1e-9)
     assert EpisodeRecord.__dataclass_fields__["dt"].default == 1.0
+
+
+def test_br_share_headline():
+    from envs.analysis import br_share
+
+    ex = exploitability(_02a_like([70.0, 70.0]))
+    rec_p, br_p = (70.0 - 55.708) * 1500, (85.698 - 55.708) * 1500
+    assert br_share(ex) == pytest.approx(rec_p / br_p)
+    assert br_share(exploitability(_02a_like([85.698, 85.698]))) == pytest.approx(1.0)
