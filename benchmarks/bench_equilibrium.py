@@ -2,7 +2,7 @@
 wall time. Prints one JSON line per scenario.
 
     PYTHONPATH=$PWD python benchmarks/bench_equilibrium.py [--scenarios tiny default ...]
-        [--max-passes 50] [--soc-points 101]
+        [--max-passes 50] [--soc-points 201] [--tick 0.01]
 
 ASSUME examples are read by path from ../shared/scenarios/assume (skipped when absent).
 """
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", nargs="*", default=DEFAULT)
     p.add_argument("--max-passes", type=int, default=50)
-    p.add_argument("--soc-points", type=int, default=101)
+    p.add_argument("--soc-points", type=int, default=201)
     p.add_argument("--tick", type=float, default=0.01)
     a = p.parse_args(argv)
     for name in a.scenarios:

@@ -268,7 +268,7 @@ def equilibrium(
     hours: int | None = None,
     max_bid_price: float | None = None,
     tick: float = 0.01,
-    soc_points: int = 101,
+    soc_points: int = 201,
     rtol: float = 1e-3,
     atol: float = 1.0,
     max_passes: int = 50,
