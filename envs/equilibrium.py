@@ -17,13 +17,13 @@ gain more than a tolerance by deviating alone, over the whole episode:
    exploitability certificate (:class:`envs.analysis.Exploitability`).
 4. A profile seen before at the end of a pass, or ``patience`` passes without progress
    (the pass's total gain not falling below 0.9 x its best), is a cycle: the dynamics
-   are damped (a
-   plant or renewable then adopts its best response only in a seeded random share of
-   the hours, a storage unit moves its schedule that share of the way towards its best
-   response; the share is halved at every detected cycle) until ``min_damping``; below it, or after
-   ``max_passes`` passes, the result says ``converged=False`` with the reason and the
-   residual gains, and is **not** an equilibrium (:meth:`EquilibriumResult.require`
-   raises :class:`EquilibriumNotConverged`).
+   are damped (a plant or renewable then adopts its best response only in a seeded
+   random share of the hours, a storage unit moves its schedule that share of the way
+   towards its best response; the share is halved at every detected cycle) until
+   ``min_damping``; below it, or after ``max_passes`` passes, the result says
+   ``converged=False`` with the reason and the residual gains, and is **not** an
+   equilibrium (:meth:`EquilibriumResult.require` raises
+   :class:`EquilibriumNotConverged`).
 
 With ``warm_ticks`` (e.g. ``(1.0, 0.1)``) the dynamics first run with those coarser
 undercut ticks as a warm start; only the last stage, at ``tick``, decides convergence.
@@ -35,7 +35,10 @@ What a learning storage agent's bid is in the profile: a price and a volume per 
 net injection from the DP schedule), which the env's own storage action cannot express
 (it offers its whole feasible volume); the profile is simulated by a
 :class:`~envs.core.MarketCore` whose learning storage offers exactly the profile's
-volume (clipped to what its state of charge allows).
+volume (clipped to what its state of charge allows). All learners' prices are set in
+EUR/MWh directly, not as ``action * max_bid_price`` (whose rounding can miss a tie that
+the best response relies on); ``EquilibriumResult.actions`` holds the nearest actions.
+:class:`_ProfileCore` overrides only :meth:`envs.core.MarketCore.build_bids`.
 """
 
 from __future__ import annotations
