@@ -197,6 +197,7 @@ class Exploitability:
                 f"{self.gain[k]:>12.1f} {self.share[k]:>7.3f}{mark}"
             )
         lines.append(f"joint exploitability = sum(gain) / sum(|recorded|) = {self.joint:.4f}")
+        lines.append(deviation_verdict(self))
         if not self.exact.all():
             lines.append("* approximate (storage: per-hour, state of charge held as recorded)")
         return "\n".join(lines)
