@@ -66,9 +66,25 @@ class MarketCore:
         regret_scale: weight of the opportunity-cost term subtracted from the reward.
         reward_scale: reward = (profit - regret_scale * regret) / (capacity *
             max_bid_price) * reward_scale.
-        max_cycles: episode length in hours (default: the whole horizon).
+        max_cycles: episode length in hours (default: the whole horizon, or the whole
+            window with ``holdout_hours``).
         start: ``"begin"`` (episodes start at the first hour) or ``"random"`` (a start
             hour drawn from the reset generator so that the episode fits the horizon).
+        episode_hours: the same as ``max_cycles`` (the name :func:`envs.parallel_env`
+            documents); give one of the two.
+        random_start: ``True`` is ``start="random"``.
+        demand_noise, availability_noise: standard deviations of seeded multiplicative
+            noise, drawn anew at every reset for every hour of the episode: demand
+            volumes and renewables' availability are multiplied by log-normal factors
+            with mean 1 (availability clipped to [0, 1]). Forecasts in the observation
+            stay those of the noise-free data. 0 (default) draws nothing.
+        holdout_hours: hold the last ``holdout_hours`` hours of the horizon out of
+            training episodes (they start and end before it).
+        eval_window: with ``holdout_hours``, run episodes on the held-out hours instead
+            (default length: all of them).
+
+    With the defaults no random number is drawn at reset, so every episode is the same
+    window as before these options existed.
     """
 
     def __init__(
@@ -82,7 +98,17 @@ class MarketCore:
         reward_scale: float = 10.0,
         max_cycles: int | None = None,
         start: str = "begin",
+        episode_hours: int | None = None,
+        random_start: bool = False,
+        demand_noise: float = 0.0,
+        availability_noise: float = 0.0,
+        holdout_hours: int | None = None,
+        eval_window: bool = False,
     ):
+        max_cycles, start = self._episode_options(
+            scenario, max_cycles, start, episode_hours, random_start, demand_noise, availability_noise,
+            holdout_hours, eval_window,
+        )
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if int(foresight) < 1:
@@ -102,9 +128,15 @@ class MarketCore:
         self.regret_scale = float(regret_scale)
         self.reward_scale = float(reward_scale)
         if max_cycles is None:
-            max_cycles = self.T
+            max_cycles = self.window[1] - self.window[0]
         if not 1 <= int(max_cycles) <= self.T:
             raise ValueError(f"max_cycles must be in [1, {self.T}] (the scenario's hours), got {max_cycles}")
+        if int(max_cycles) > self.window[1] - self.window[0]:
+            raise ValueError(
+                f"episode_hours/max_cycles = {max_cycles} does not fit the episode window: hours "
+                f"[{self.window[0]}, {self.window[1]}) of {self.T} (holdout_hours={holdout_hours}, "
+                f"eval_window={eval_window}); choose at most {self.window[1] - self.window[0]}"
+            )
         self.max_cycles = int(max_cycles)
         self.start_mode = start
         self.cap = float(sc.market.price_cap)
@@ -119,6 +151,65 @@ class MarketCore:
         self.recording = False
         self._log: list[tuple] = []
         self._alloc_state()
+
+    # ------------------------------------------------------------------ episodes
+    def _episode_options(self, sc, max_cycles, start, episode_hours, random_start, demand_noise,
+                         availability_noise, holdout_hours, eval_window):
+        """Check the episode options, set the episode window and the noise; returns
+        ``(max_cycles, start)`` with the aliases resolved."""
+        if episode_hours is not None:
+            if max_cycles is not None and int(max_cycles) != int(episode_hours):
+                raise ValueError(
+                    f"episode_hours={episode_hours} and max_cycles={max_cycles} disagree; they are the same "
+                    "option (the episode length in hours): give one"
+                )
+            max_cycles = int(episode_hours)
+        if random_start:
+            start = "random"
+        for name, v in (("demand_noise", demand_noise), ("availability_noise", availability_noise)):
+            if not (np.isfinite(v) and 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"{name} must be a standard deviation in [0, 1] (e.g. 0.05), got {v!r}")
+        self.demand_noise = float(demand_noise)
+        self.availability_noise = float(availability_noise)
+        T = sc.n_hours
+        if holdout_hours is None:
+            if eval_window:
+                raise ValueError("eval_window=True needs holdout_hours (the held-out hours at the end of the horizon)")
+            self.window = (0, T)
+        else:
+            h = int(holdout_hours)
+            if not 1 <= h < T:
+                raise ValueError(f"holdout_hours must be in [1, {T - 1}] (the scenario has {T} hours), got {holdout_hours}")
+            self.window = (T - h, T) if eval_window else (0, T - h)
+        self.holdout_hours = None if holdout_hours is None else int(holdout_hours)
+        self.eval_window = bool(eval_window)
+        self.base_scenario = sc
+        return max_cycles, start
+
+    def _draw_noise(self, rng: np.random.Generator) -> None:
+        """Noisy demand and renewables' availability for the episode starting at ``t0``:
+        the scenario's series times log-normal factors (mean 1) over the episode hours.
+        All copies of a vector env share them (they share the hourly data)."""
+        from dataclasses import replace
+
+        base = self.base_scenario
+        t0, t1 = self.t0, self.t0 + self.max_cycles
+        H = t1 - t0
+        dem, rn = base.demands, base.renewables
+
+        def factors(sigma, shape):
+            return np.exp(sigma * rng.standard_normal(shape) - 0.5 * sigma * sigma)
+
+        vol = dem.volume
+        if self.demand_noise > 0 and len(dem):
+            vol = vol.copy()
+            vol[t0:t1] *= factors(self.demand_noise, (H, len(dem)))
+        av = rn.availability
+        if self.availability_noise > 0 and len(rn):
+            av = av.copy()
+            av[t0:t1] = np.clip(av[t0:t1] * factors(self.availability_noise, (H, len(rn))), 0.0, 1.0)
+        self.scenario = replace(base, demands=replace(dem, volume=vol), renewables=replace(rn, availability=av))
+        self._build_static_curves()
 
     # ------------------------------------------------------------------ building
     def _build_units(self) -> None:
@@ -247,10 +338,13 @@ class MarketCore:
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """Start an episode in every copy; returns observations ``(B, n, obs_dim)``."""
-        if self.start_mode == "random" and self.max_cycles < self.T:
-            self.t0 = int(rng.integers(0, self.T - self.max_cycles + 1))
+        w0, w1 = self.window
+        if self.start_mode == "random" and self.max_cycles < w1 - w0:
+            self.t0 = w0 + int(rng.integers(0, w1 - w0 - self.max_cycles + 1))
         else:
-            self.t0 = 0
+            self.t0 = w0
+        if self.demand_noise > 0 or self.availability_noise > 0:
+            self._draw_noise(rng)
         self.step_count = 0
         st = self.scenario.storages
         self.soc[:] = st.initial_soc * st.capacity
