@@ -9,7 +9,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 from benchmarl.environments.common import Task, TaskClass
-from tensordict import TensorDictBase
 from torchrl.data import Composite
 from torchrl.envs import EnvBase
 from torchrl.envs.libs.pettingzoo import PettingZooWrapper
@@ -140,23 +139,6 @@ class MarketzooTaskClass(TaskClass):
     @staticmethod
     def env_name() -> str:
         return "marketzoo"
-
-    @staticmethod
-    def log_info(batch: TensorDictBase) -> Dict[str, float]:
-        """Mean clearing price (EUR/MWh) and profit per agent-hour (EUR) of the collected batch."""
-        out: Dict[str, float] = {}
-        nxt = batch.get("next", None)
-        if nxt is None:
-            return out
-        for group in nxt.keys():
-            info = nxt.get((group, "info"), None) if isinstance(group, str) else None
-            if info is None:
-                continue
-            if "clearing_price" in info.keys() and "clearing_price" not in out:
-                out["marketzoo/clearing_price"] = float(info["clearing_price"].float().mean())
-            if "profit" in info.keys():
-                out[f"marketzoo/{group}/profit"] = float(info["profit"].float().mean())
-        return out
 
 
 class MarketzooTask(Task):
