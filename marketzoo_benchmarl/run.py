@@ -18,10 +18,13 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     # BenchMARL's own conf folder stays first; ours adds the task group "marketzoo"
     args.append(f"hydra.searchpath=[file://{CONF_DIR}]")
-    sys.argv = [sys.argv[0], *args]
     from benchmarl.run import hydra_experiment
 
-    hydra_experiment()
+    saved, sys.argv = sys.argv, [sys.argv[0], *args]
+    try:
+        hydra_experiment()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

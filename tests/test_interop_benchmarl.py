@@ -101,3 +101,22 @@ def test_mappo_runs_on_default(tmp_path):
     after = _params(experiment.policy)
     assert before and any(not torch.equal(before[k], after[k]) for k in before)
     assert np.isfinite(_scalars(tmp_path, "collection_reward_episode_reward_mean")).all()
+
+
+def test_hydra_command_line_knows_the_marketzoo_tasks(tmp_path, monkeypatch):
+    """``python -m marketzoo_benchmarl.run algorithm=mappo task=marketzoo/default ...``:
+    BenchMARL's own Hydra entry point with this package's task folder on the search path."""
+    pytest.importorskip("hydra")
+    from marketzoo_benchmarl.run import main
+
+    monkeypatch.chdir(tmp_path)
+    main([
+        "algorithm=mappo", "task=marketzoo/default", "task.max_cycles=24", "experiment.max_n_iters=1",
+        "experiment.max_n_frames=null", "experiment.on_policy_collected_frames_per_batch=96",
+        "experiment.on_policy_n_envs_per_worker=2", "experiment.on_policy_minibatch_size=48",
+        "experiment.on_policy_n_minibatch_iters=1", "experiment.loggers=[csv]", "experiment.evaluation=false",
+        "experiment.render=false", "experiment.create_json=false", f"hydra.run.dir={tmp_path / 'run'}",
+    ])
+    ret = _scalars(tmp_path, "collection_reward_episode_reward_mean")
+    assert len(ret) == 1 and np.isfinite(ret).all()
+    assert _scalars(tmp_path, "counters_total_frames") == [96.0]
