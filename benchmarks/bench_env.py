@@ -13,8 +13,9 @@ Measurements (one JSON line each):
   idle machine's wall-clock rate when other processes share the cores.
 * ``parallel_dict``: the PettingZoo ``ParallelEnv`` through its dict API (one dict of
   actions per step, as an RL library drives it); ``B = 1``.
-* ``core``: the raw :class:`envs.MarketCore` with ``B = 1`` (actions as one array; no
-  dict handling, validation or info dicts) -- the floor the env adds its overhead to.
+* ``core``: the raw :class:`envs.MarketCore` array path with ``B = 1`` (actions as one
+  array; no dict handling, validation or info dicts). Since the fused single-copy step
+  (``envs/fast.py``) the ``ParallelEnv`` is faster than this path.
 * ``vector``: :class:`envs.VectorMarketEnv` at ``B`` = 1, 64, 1024, 4096.
 * ``scaling_parallel`` / ``scaling_vector``: generated scenarios from 2 to 200 units
   and 1 to 100 learning agents (168 hours), single env and vector env at ``B = 256``.

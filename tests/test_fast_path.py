@@ -178,3 +178,42 @@ def test_fast_path_falls_back_when_recording_or_pay_as_bid():
     pab.reset(seed=0)
     while pab.agents:  # the generic path serves it
         pab.step({a: pab.action_space(a).sample() for a in pab.agents})
+
+
+@pytest.mark.parametrize("scenario", ["default", "mixed", "mixed_quarter_hour"])
+def test_core_step_observe_equals_step_then_observe(scenario):
+    """MarketCore.step_observe (the fused path for B == 1, e.g. for a trainer's loop)
+    returns the same StepOutcome and observation as step() + observe()."""
+    sc = _load(scenario)
+    if isinstance(sc, str):
+        sc = envs.load_scenario(sc)
+    a = envs.MarketCore(sc, num_envs=1, max_cycles=min(72, sc.n_hours), start="random")
+    b = envs.MarketCore(sc, num_envs=1, max_cycles=min(72, sc.n_hours), start="random")
+    assert a.B == 1
+    rng = np.random.default_rng(4)
+    for episode in range(2):
+        np.testing.assert_array_equal(a.reset(np.random.default_rng(episode)), b.reset(np.random.default_rng(episode)))
+        while not a.done:
+            acts = rng.uniform(-1.2, 1.2, (1, a.n, a.max_act))  # unclipped, as rule_actions may give
+            if rng.random() < 0.5:
+                acts = np.clip(acts, -1, 1)
+            if rng.random() < 0.1:
+                acts *= 40.0  # beyond the price cap / floor
+            active = None if rng.random() < 0.8 else rng.random(a.n) < 0.5
+            oa, obs_a = a.step_observe(acts, active)
+            ob = b.step(acts, active)
+            obs_b = b.observe()
+            np.testing.assert_array_equal(obs_a, obs_b)
+            for f in ("price", "profit", "regret", "reward", "accepted", "bid_price", "volume", "demand", "scarcity"):
+                x, y = getattr(oa, f), getattr(ob, f)
+                assert x.shape == y.shape, f
+                np.testing.assert_array_equal(x, y, err_msg=f)
+            np.testing.assert_array_equal(oa.clearing.supply_accepted, ob.clearing.supply_accepted)
+            np.testing.assert_array_equal(oa.clearing.demand_accepted, ob.clearing.demand_accepted)
+            np.testing.assert_array_equal(oa.clearing.supply_share, ob.clearing.supply_share)
+        assert b.done
+    # with B > 1 it is step() + observe()
+    v = envs.MarketCore(sc, num_envs=2)
+    v.reset(np.random.default_rng(0))
+    out, obs = v.step_observe(np.zeros((2, v.n, v.max_act)))
+    assert obs.shape == (2, v.n, v.obs_dim) and out.profit.shape == (2, v.n)
