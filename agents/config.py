@@ -296,6 +296,42 @@ class LearningConfig:
     """Threads torch may use on the CPU. None: the trainer picks a default.
     Must be >= 1. Default: None."""
 
+    episode_hours: int | None = None
+    """Length of a training episode in hours (env option ``episode_hours``, see
+    :func:`envs.episode_options`). None: the whole horizon (or the part before the
+    held-out window). Must be >= 1. Default: None."""
+
+    random_start: bool = False
+    """Start each training episode at a random hour drawn from the run's seed (with
+    ``episode_hours``), so that the episodes cover different weeks. Default: False."""
+
+    demand_noise: float = 0.0
+    """Standard deviation of the seeded multiplicative noise on demand in training
+    episodes (0.05 = 5 %); evaluation is noise-free. In [0, 1]. Default: 0.0."""
+
+    availability_noise: float = 0.0
+    """Standard deviation of the seeded multiplicative noise on plant and renewable
+    availability in training episodes. In [0, 1]. Default: 0.0."""
+
+    holdout_hours: int | None = None
+    """Hold the last ``holdout_hours`` hours of the horizon out of training: training
+    episodes never touch them and evaluation runs exactly them (``train.py
+    --holdout-hours``). None: train and evaluate on the whole horizon. Must be >= 1.
+    Default: None."""
+
+    analysis_max_agents: int = 40
+    """Most learning agents for which each evaluation runs the exact best-response
+    analysis (exploitability, best-response profits); with more agents it is skipped
+    with one printed note (the analysis grows fast with the agent count: 143 agents
+    did not finish in 10 minutes). ``train.py --force-analysis`` runs the final one
+    anyway. Must be >= 0. Default: 40."""
+
+    equilibrium_reference: bool = True
+    """At the end of training or ``evaluate``, compute the market's equilibrium and show
+    each agent's equilibrium profit and the distance of the learned prices to the
+    equilibrium prices; only done for at most 5 learning agents (else skipped with a
+    note). Default: True."""
+
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
     """Keys of the source mapping that are not known and were ignored (not part of
     the configuration; left out of :meth:`to_dict`)."""
@@ -800,6 +836,13 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "seed": _optional(_int(0)),
     "num_envs": _int(1),
     "torch_threads": _optional(_int(1)),
+    "episode_hours": _optional(_int(1)),
+    "random_start": _to_bool,
+    "demand_noise": _float(0.0, 1.0),
+    "availability_noise": _float(0.0, 1.0),
+    "holdout_hours": _optional(_int(1)),
+    "analysis_max_agents": _int(0),
+    "equilibrium_reference": _to_bool,
 }
 
 _FIELD_ORDER: tuple[str, ...] = tuple(
