@@ -82,8 +82,7 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
     while not core.done:
         t = core.hour
         a = yield obs
-        out = core.step(a)
-        obs = core.observe()
+        out, obs = core.step_observe(a)
         rewards[h], profit[h], regret[h] = out.reward[0], out.profit[0], out.regret[0]
         prices[h] = out.price[0]
         bids[h] = out.bid_price[0]

@@ -303,8 +303,7 @@ class Learner:
         h = 0
         while not core.done:
             actions = self.act(obs, explore=True, random=initial, noise_scale=scales[h])
-            out = core.step(actions)
-            nxt = core.observe()
+            out, nxt = core.step_observe(actions)  # step + observe (fused for one copy)
             self.add(obs, actions, out.reward)
             obs = nxt
             acc.add(out)

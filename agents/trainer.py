@@ -49,12 +49,19 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
     return draw_seed()
 
 
-def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None) -> dict[str, Any]:
+def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
+                    evaluation: bool = False) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price`` and ``regret_scale`` unless given."""
+    ``max_bid_price`` and ``regret_scale`` and the episode options of
+    :func:`envs.episode_options` (training env, or with ``evaluation=True`` the
+    evaluation env: the held-out window when ``holdout_hours`` is set) unless given."""
+    from envs.episodes import episode_options
+
     opts = dict(env_options or {})
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
+    for k, v in episode_options(config, evaluation=evaluation).items():
+        opts.setdefault(k, v)
     return opts
 
 
@@ -88,9 +95,8 @@ class Trainer:
         self.seed = resolve_seed(seed, config, scenario)
         self.config = cfg = config.with_overrides({"seed": self.seed}) if config.seed != self.seed else config
         configure_torch_threads(cfg)
-        opts = env_options_for(cfg, env_options)
-        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **opts)
-        self.eval_core = MarketCore(scenario, num_envs=1, **opts)
+        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options))
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
         self.eval_core.recording = True
         core = self.core
         if core.n == 0:
@@ -229,7 +235,7 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     opts = dict(env_options or {})
     if info.get("foresight"):
         opts.setdefault("foresight", info["foresight"])
-    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts))
+    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))
     learner = Learner(cfg, list(core.agents), core.obs_dim, core.act_dims.tolist(), num_envs=1, seed=run_seed)

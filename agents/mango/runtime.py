@@ -315,8 +315,13 @@ class _Run:
         # the market's cores (the market agent steps them; the runtime reads their sizes
         # and runs the final evaluation on the evaluation core)
         self.core = core = MarketCore(scenario, num_envs=cfg.num_envs, **self.env_options)
-        self.eval_core = MarketCore(scenario, num_envs=1, **self.env_options)
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
         self.eval_core.recording = True
+        if self.eval_core.max_cycles != core.max_cycles:
+            raise ValueError(
+                f"the mango runtime needs evaluation episodes as long as training episodes ({core.max_cycles} h), but "
+                f"learning_config episode_hours/holdout_hours give {self.eval_core.max_cycles} h evaluation episodes; "
+                "use the plain loop (without --runtime mango), or set episode_hours equal to holdout_hours")
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         self.agents = list(core.agents)
