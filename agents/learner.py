@@ -85,6 +85,21 @@ def warm_start_path(config: LearningConfig) -> Path | None:
     return policy_load_path(config) if config.learning_mode else None
 
 
+def replay_capacity(config: LearningConfig, max_transitions: int) -> int:
+    """Replay buffer size to allocate: ``replay_buffer_size``, but no more than the run can
+    fill (``max_transitions`` = training_episodes x steps per episode x num_envs) and no
+    less than ``batch_size``. (example_03a: 8.6 GiB for 500,000 transitions it never
+    collects.)"""
+    return max(min(int(config.replay_buffer_size), int(max_transitions)), int(config.batch_size))
+
+
+def train_freq_steps(config: LearningConfig, time_step_hours: float = 1.0) -> int:
+    """Market steps between two policy updates: ``train_freq`` is simulated time in hours
+    (ASSUME's convention, e.g. "24h"); with a sub-hourly time step (``dt`` hours per
+    step) that is ``train_freq / dt`` steps (24 h at 15 min: 96 steps)."""
+    return max(1, int(round(config.train_freq / float(time_step_hours or 1.0))))
+
+
 def _schedule(kind: str | None, start: float, progress: float) -> float:
     if kind == "linear":
         return start * max(0.0, 1.0 - progress)
@@ -143,7 +158,8 @@ class Learner:
 
     def __init__(self, config: LearningConfig, agents: Sequence[str], obs_dim: int, act_dims: Sequence[int], *,
                  num_envs: int = 1, seed: int = 0, unique_obs_len: int = UNIQUE_OBS_LEN,
-                 device: str | torch.device | None = None, float_type: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device | None = None, float_type: torch.dtype = torch.float32,
+                 max_transitions: int | None = None) -> None:
         cfg = self.config = config
         self.agents = [str(a) for a in agents]
         self.n = len(self.agents)
@@ -168,7 +184,9 @@ class Learner:
             max_grad_norm=cfg.max_grad_norm, actor_preactivation_penalty=cfg.actor_preactivation_penalty,
             device=self.device, float_type=float_type, seed=g.torch,
         )
-        self.buffer = ReplayBuffer(cfg.replay_buffer_size, self.obs_dim, self.max_act, self.n, self.device, float_type,
+        # max_transitions: what the run can collect (replay_capacity); no bigger buffer is allocated
+        size = cfg.replay_buffer_size if max_transitions is None else replay_capacity(cfg, max_transitions)
+        self.buffer = ReplayBuffer(size, self.obs_dim, self.max_act, self.n, self.device, float_type,
                                    num_envs=self.num_envs, seed=g.buffer)
         # one generator per agent for its exploration (initial random bids and noise), as
         # each unit agent draws its own in the mango runtime: both runtimes draw the same
@@ -298,6 +316,7 @@ class Learner:
         t_start = time.perf_counter()
         lr = self.begin_episode(ep)
         scales = self.noise_scales(ep, core.max_cycles)
+        freq = train_freq_steps(cfg, core.scenario.time_step_hours)
         obs = core.reset(self.env_rng)
         acc = EpisodeStats(core.n)
         h = 0
@@ -309,7 +328,7 @@ class Learner:
             acc.add(out)
             h += 1
             self.hours_since_update += 1
-            if not initial and self.hours_since_update >= cfg.train_freq:
+            if not initial and self.hours_since_update >= freq:  # counts steps
                 self.hours_since_update = 0
                 self.update_round()
         self.end_episode(obs)

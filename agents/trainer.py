@@ -103,7 +103,8 @@ class Trainer:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         self.agents = list(core.agents)
         self.n = core.n
-        self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed)
+        self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed,
+                               max_transitions=cfg.training_episodes * core.max_cycles * core.B)
         self.device = self.learner.device
         self.progress = progress
         self.analysis = analysis

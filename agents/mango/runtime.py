@@ -295,7 +295,7 @@ class _Run:
                  progress: bool, tensorboard: bool, analysis: bool, exact: bool, timeouts: Timeouts) -> None:
         from envs import MarketCore
 
-        from ..learner import configure_torch_threads, warm_start_path
+        from ..learner import configure_torch_threads, train_freq_steps, warm_start_path
         from ..learning_role import Learning
         from ..recorder import RunRecorder
         from ..trainer import env_options_for, resolve_seed
@@ -336,12 +336,16 @@ class _Run:
                 print(f"note: {n} learning unit(s): using {self.n_workers + 1} containers instead of {containers}",
                       file=sys.stderr)
         self.total = cfg.training_episodes
-        self.timeline = Timeline(scenario_start(scenario), core.max_cycles, cfg.train_freq, self.total,
+        # the mango clock clears one market step per clock hour: train_freq in steps (sub-hourly dt)
+        freq = train_freq_steps(cfg, scenario.time_step_hours)
+        role_cfg = cfg if freq == cfg.train_freq else cfg.with_overrides({"train_freq": freq, "gradient_steps": cfg.gradient_steps})
+        self.timeline = Timeline(scenario_start(scenario), core.max_cycles, freq, self.total,
                                  cfg.episodes_collecting_initial_experience,
                                  lambda ep, total: evaluation_due(cfg, ep, total))
-        self.role = Learning(cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
+        self.role = Learning(role_cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
                              seed=self.seed, ack_timeout=timeouts.acks)
         self.role.register_units(self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B)
+        self.role.max_transitions = self.total * core.max_cycles * core.B  # as the plain loop (replay_capacity)
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
         path = warm_start_path(cfg)
