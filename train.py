@@ -5,12 +5,18 @@ Train (defaults: the built-in ``default`` scenario, its ``base`` study case)::
 
     python train.py [--scenario NAME|PATH] [--study-case base] [--episodes N] [--seed S]
                     [--device cpu|cuda] [--runtime loop|mango] [--containers N] [--out DIR]
+                    [--learning-units UNIT ...] [--holdout-hours H] [--force-analysis]
                     [--set KEY=VALUE ...]
 
 Evaluate a saved policy (one deterministic episode; writes market.csv, orders.csv and a
 JSON summary with each agent's best-response profit)::
 
     python train.py evaluate --policy DIR/policies/best [--scenario ...] [--out DIR] [--json FILE]
+
+Equilibrium reference of a scenario's learning agents (no training; writes market.csv,
+orders.csv and summary.json; exit 0 when converged, 1 when not)::
+
+    python train.py equilibrium [--scenario ...] [--study-case ...] [--out DIR] [--learning-units UNIT ...]
 
 Also installed as the ``marketzoo`` console script.
 """
@@ -42,6 +48,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<scenario>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a learning_config key, e.g. --set batch_size=256 (repeatable)")
+    p.add_argument("--learning-units", nargs="+", default=None, metavar="UNIT",
+                   help="names of rule units that learn too (plants, renewables, storage), e.g. ASSUME's "
+                   "learning_units; recorded in the checkpoints, so `evaluate` rebuilds the same agents")
+    p.add_argument("--holdout-hours", type=int, default=None, metavar="H",
+                   help="hold the last H hours out of training and evaluate on exactly them "
+                   "(= --set holdout_hours=H)")
+    p.add_argument("--force-analysis", action="store_true",
+                   help="run the final best-response analysis even above learning_config analysis_max_agents")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -53,9 +67,21 @@ def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <policy>/../../evaluation)")
     p.add_argument("--json", default=None, help="path of the JSON summary (default: OUT/summary.json)")
     p.add_argument("--device", default=None)
+    p.add_argument("--learning-units", nargs="+", default=None, metavar="UNIT",
+                   help="rule units that learn too (default: the learning units recorded in the checkpoint)")
+    p.add_argument("--force-analysis", action="store_true",
+                   help="run the best-response analysis even above learning_config analysis_max_agents")
 
 
-COMMANDS = ("train", "evaluate")
+def _add_equilibrium_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default="default", help="built-in scenario name (default, tiny) or scenario folder path")
+    p.add_argument("--study-case", default=None, help="study case in config.yaml (default: base)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<scenario>-equilibrium)")
+    p.add_argument("--learning-units", nargs="+", default=None, metavar="UNIT", help="rule units that learn too")
+    p.add_argument("--max-passes", type=int, default=50, help="passes over all agents before giving up (default 50)")
+
+
+COMMANDS = ("train", "evaluate", "equilibrium")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,25 +99,58 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="run one deterministic episode with a saved policy; writes market.csv, "
                        "orders.csv and a JSON summary", description="Run one deterministic episode with a saved policy.")
     _add_evaluate_options(e)
+    q = sub.add_parser("equilibrium", help="compute the equilibrium reference of the learning agents (iterated exact "
+                       "best responses); exit 0 when converged, 1 when not",
+                       description="Iterated exact best responses of the learning agents to each other until no agent "
+                       "can gain more than its tolerance. Writes market.csv, orders.csv and summary.json; prints the "
+                       "verdict. Exit status 0 when converged; 1 when not (the line names the reason -- a cycle or "
+                       "the pass limit -- and the largest residual gain); 2 on bad input.")
+    _add_equilibrium_options(q)
     return p
 
 
-def _load(args, scenario_arg: str, study_case: str | None):
+def _load(args, scenario_arg: str, study_case: str | None, learning_units=None):
     from agents.config import LearningConfig
     from envs import load_scenario
+    from envs.scenario import scenario_device, with_learning_units
 
     sc = load_scenario(scenario_arg, study_case=study_case or "base")
+    if learning_units:
+        sc = with_learning_units(sc, learning_units)
     src = f"{sc.source}/config.yaml [{sc.study_case}].learning_config"
     cfg = LearningConfig.from_dict(sc.learning_config or {}, source=src)
+    if cfg.device.startswith("cuda"):  # a GPU asked for by the scenario file: cpu when there is none (one warning)
+        import torch
+
+        dev = scenario_device(cfg.device, from_scenario=True, cuda_available=torch.cuda.is_available(),
+                              source=f"{sc.source}/config.yaml")
+        if dev != cfg.device:
+            cfg = cfg.with_overrides({"device": dev})
     return sc, cfg
+
+
+def _check_device(device: str | None) -> str | None:
+    """An error line for ``--device cuda...`` on a machine without a GPU, else None."""
+    if device and str(device).strip().lower().startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return f"--device {device}: no CUDA GPU is available on this machine; use --device cpu (or auto)"
+    return None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from agents.config import ConfigError
 
+    bad = _check_device(args.device)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
-        sc, cfg = _load(args, args.scenario, args.study_case)
+        sc, cfg = _load(args, args.scenario, args.study_case, args.learning_units)
         extra = list(args.overrides)
+        if args.holdout_hours is not None:
+            extra.append(f"holdout_hours={args.holdout_hours}")
         if args.episodes is not None:
             extra.append(f"training_episodes={args.episodes}")
         if args.device is not None:
@@ -134,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.close()
         return 130
     try:
-        trainer.finish(result, plots=not args.no_plots)
+        trainer.finish(result, plots=not args.no_plots, force_analysis=args.force_analysis)
     finally:
         trainer.close()
     return 0
@@ -179,13 +238,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from agents.config import ConfigError
     from agents.trainer import evaluate_policy
 
+    bad = _check_device(args.device)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         manifest = read_manifest(args.policy)
         scen = manifest.get("scenario") or {}
         scenario_arg = args.scenario or scen.get("source") or scen.get("name") or "default"
-        sc, cfg = _load(args, scenario_arg, args.study_case or scen.get("study_case"))
+        units = args.learning_units or scen.get("learning_units")
+        sc, cfg = _load(args, scenario_arg, args.study_case or scen.get("study_case"), units)
         cfg = cfg.with_overrides({"learning_mode": True, "continue_learning": False})
-        ev, core = evaluate_policy(sc, cfg, args.policy, device=args.device)
+        if scen.get("holdout_hours") and cfg.holdout_hours is None:  # the run held these hours out: evaluate them
+            cfg = cfg.with_overrides({"holdout_hours": scen["holdout_hours"]})
+        ev, core = evaluate_policy(sc, cfg, args.policy, device=args.device,
+                                   analysis=_analysis_wanted(cfg, sc, args.force_analysis))
     except (CheckpointError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -195,12 +262,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_wanted(cfg, sc, force: bool) -> bool:
+    """The exact best-response analysis runs up to ``analysis_max_agents`` learning agents
+    (or with ``--force-analysis``); else one note says it is skipped."""
+    n = len(sc.learning_units)
+    if force or n <= cfg.analysis_max_agents:
+        return True
+    print(f"note: {n} learning agents > analysis_max_agents ({cfg.analysis_max_agents}): best-response analysis "
+          "skipped (--force-analysis runs it)")
+    return False
+
+
+def cmd_equilibrium(args: argparse.Namespace) -> int:
+    """``train.py equilibrium``: the equilibrium reference (see the ``equilibrium`` help)."""
+    from agents.evaluation import write_market_csvs
+    from agents.jsonio import write_json_strict
+    from envs.equilibrium import equilibrium
+
+    try:
+        sc, cfg = _load(args, args.scenario, args.study_case, args.learning_units)
+        t0 = time.perf_counter()
+        eq = equilibrium(sc, max_bid_price=cfg.max_bid_price, max_passes=args.max_passes)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / f"{sc.name}-equilibrium"
+    out.mkdir(parents=True, exist_ok=True)
+    write_market_csvs(out, eq.record, sc)
+    summary = {"scenario": sc.name, "study_case": sc.study_case, "wall_time_s": time.perf_counter() - t0,
+               **eq.summary_dict()}
+    write_json_strict(out / "summary.json", summary)
+    print(sc.summary())
+    for k, a in enumerate(eq.agents):
+        print(f"  {a}: equilibrium profit {eq.profit[k]:,.0f} EUR, best response {eq.best_response_profit[k]:,.0f} EUR")
+    print(eq.verdict())
+    print(f"wrote {out / 'market.csv'}, {out / 'orders.csv'}, {out / 'summary.json'}")
+    if not eq.converged:
+        worst = int(eq.residual_gain.argmax())
+        print(f"not converged ({eq.reason}): largest residual gain {eq.residual_gain[worst]:,.0f} EUR "
+              f"({eq.agents[worst]})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.simplefilter("default")
     args = parser().parse_args(argv)
     if args.command == "evaluate":
         return cmd_evaluate(args)
+    if args.command == "equilibrium":
+        return cmd_equilibrium(args)
     return cmd_train(args)
 
 

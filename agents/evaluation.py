@@ -111,7 +111,7 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
 
             ex = network_exploitability(rec, scenario)
         else:
-            ex = exploitability(rec)
+            ex = exploitability(rec, scenario=scenario)  # exact storage and start-up best responses
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
         res.br_share = np.asarray(ex.share, dtype=float)
         res.exploitability = float(ex.joint)

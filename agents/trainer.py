@@ -65,6 +65,24 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     return opts
 
 
+def analysis_allowed(config: LearningConfig, n_agents: int, *, echo=print) -> bool:
+    """Whether the per-evaluation best-response analysis runs: up to ``analysis_max_agents``
+    learning agents; above, one note says it is skipped (it grows fast with the agents)."""
+    if n_agents <= config.analysis_max_agents:
+        return True
+    echo(f"note: {n_agents} learning agents > analysis_max_agents ({config.analysis_max_agents}): the best-response "
+         "analysis of the evaluations is skipped (train.py --force-analysis runs the final one)")
+    return False
+
+
+def scenario_info(scenario: Scenario, config: LearningConfig) -> dict[str, Any]:
+    """What every checkpoint manifest records about the run's market: the scenario, its
+    learning units (so ``train.py evaluate`` rebuilds the same agents, also those made to
+    learn with ``--learning-units``) and the held-out hours (evaluated by ``evaluate``)."""
+    return {"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source,
+            "learning_units": [name for _, name in scenario.learning_units], "holdout_hours": config.holdout_hours}
+
+
 class Trainer:
     """MATD3 on one scenario (see the module docstring).
 
@@ -107,11 +125,11 @@ class Trainer:
                                max_transitions=cfg.training_episodes * core.max_cycles * core.B)
         self.device = self.learner.device
         self.progress = progress
-        self.analysis = analysis
+        self.analysis = analysis and analysis_allowed(cfg, self.n)
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
-            scenario_info={"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source},
+            scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
         path = policy_load_path(cfg)
@@ -207,10 +225,12 @@ class Trainer:
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
-    def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """:func:`agents.recorder.finish_run` for this trainer."""
-        return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result, analysis=self.analysis,
-                          plots=plots, extra=extra)
+    def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None,
+               force_analysis: bool = False) -> dict[str, Any]:
+        """:func:`agents.recorder.finish_run` for this trainer (``force_analysis``: the final
+        best-response analysis even above ``analysis_max_agents``)."""
+        return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
+                          analysis=self.analysis or force_analysis, plots=plots, extra=extra)
 
     def close(self) -> None:
         self.recorder.close()

@@ -298,7 +298,7 @@ class _Run:
         from ..learner import configure_torch_threads, train_freq_steps, warm_start_path
         from ..learning_role import Learning
         from ..recorder import RunRecorder
-        from ..trainer import env_options_for, resolve_seed
+        from ..trainer import analysis_allowed, env_options_for, resolve_seed, scenario_info
 
         if not cfg.learning_mode:
             raise ValueError("learning_mode is false: nothing to train; `python train.py` (without --runtime mango) "
@@ -354,11 +354,11 @@ class _Run:
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard and run_dir is not None,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
-            scenario_info={"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source},
+            scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
         self.scenario = scenario
-        self.analysis = analysis
+        self.analysis = analysis and analysis_allowed(cfg, len(self.agents))
         self._worker_next: float | None = None
         self._step_deadline: float | None = None
         self._watchdog_error: BaseException | None = None
@@ -654,7 +654,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
                              res.stopped_early)
         runtime = {"kind": "mango", "containers": res.containers, "simulated_hours": res.hours,
                    "simulated_hours_per_s": round(res.hours / max(res.wall_time, 1e-9), 1)}
-        finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=True, plots=plots,
+        finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra={"runtime": runtime})
     finally:
         res.recorder.close()
