@@ -199,18 +199,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str) -> None:
+def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg=None) -> None:
     from agents.evaluation import evaluation_summary, write_json_atomic, write_market_csvs
 
     out.mkdir(parents=True, exist_ok=True)
     write_market_csvs(out, ev.record, sc)
     summary = evaluation_summary(sc, core, ev, policy=policy)
+    from agents.reference import add_equilibrium_reference, print_reference
+
+    if cfg is not None:  # the env's action scale (evaluate takes it from the checkpoint)
+        add_equilibrium_reference(summary, sc, cfg.with_overrides({"max_bid_price": core.max_bid_price}), ev,
+                                  plots_dir=out / "plots")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_path, summary)
     print(f"wrote {out / 'market.csv'}, {out / 'orders.csv'}, {json_path}")
     for a, r in summary["agents"].items():
         br = f", best response {r['best_response_profit']:,.0f} EUR ({r['share_of_best_response']:.1%})" if "best_response_profit" in r else ""
-        print(f"  {a}: profit {r['profit']:,.0f} EUR{br}")
+        eq = f", equilibrium {r['equilibrium_profit']:,.0f} EUR" if "equilibrium_profit" in r else ""
+        print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{eq}")
+    print_reference(summary)
 
 
 def cmd_run_fixed(sc, cfg, out: Path, seed: int) -> int:
@@ -229,7 +236,7 @@ def cmd_run_fixed(sc, cfg, out: Path, seed: int) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg.save(out / "config.yaml")
-    _write_evaluation(out, out / "summary.json", sc, core, ev, str(policy))
+    _write_evaluation(out, out / "summary.json", sc, core, ev, str(policy), cfg)
     return 0
 
 
@@ -258,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path(args.policy).resolve().parent.parent / "evaluation"
     json_path = Path(args.json) if args.json else out / "summary.json"
-    _write_evaluation(out, json_path, sc, core, ev, str(args.policy))
+    _write_evaluation(out, json_path, sc, core, ev, str(args.policy), cfg)
     return 0
 
 

@@ -45,6 +45,7 @@ class EvalResult:
     bids: np.ndarray | None = None  # (H, n, 2) EUR/MWh
     marginal_cost: np.ndarray | None = None  # (H, n)
     record: Any = None
+    analysis_result: Any = None  # envs.analysis.Exploitability of the episode (with the analysis)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -115,6 +116,7 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
         res.br_share = np.asarray(ex.share, dtype=float)
         res.exploitability = float(ex.joint)
+        res.analysis_result = ex
     return res
 
 
@@ -261,4 +263,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
           f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
     for a, r in s["agents"].items():
         br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
-        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}")
+        eq = f"  equilibrium {r['equilibrium_profit']:>14,.0f} EUR" if "equilibrium_profit" in r else ""
+        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}{eq}")
+    from .reference import print_reference
+
+    print_reference(s)

@@ -250,6 +250,10 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
                           stopped_early=result.stopped_early, best=result.best)
     summary.update(extra or {})
     out = recorder.run_dir
+    from .reference import add_equilibrium_reference  # equilibrium profits, verdict, distance, plot
+
+    add_equilibrium_reference(summary, scenario, learner.config, ev, echo=echo,
+                              plots_dir=out / "plots" if plots and out is not None else None)
     if out is not None:
         write_json_atomic(out / "summary.json", summary)
     print_run_summary(summary)
