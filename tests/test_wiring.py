@@ -106,3 +106,100 @@ def test_train_freq_is_hours_of_simulated_time_with_quarter_hour_steps(tmp_path,
     # every 6 simulated hours = 24 quarter-hour steps: 4 updates per training episode
     # (the counter also runs during the exploration episode, so the first lands one step in)
     assert steps == [1, 25, 49, 73, 1, 25, 49, 73]
+
+
+def test_analysis_skipped_above_analysis_max_agents(capsys):
+    sc = load_scenario("default")  # 3 learning agents
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        SMALL + ["analysis_max_agents=2", "training_episodes=1", "train_freq=24h"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=5, progress=False, tensorboard=False)
+    assert tr.analysis is False
+    assert "3 learning agents > analysis_max_agents (2)" in capsys.readouterr().out
+    ev = tr.evaluate()
+    assert ev.br_profit is None and ev.exploitability is None
+    tr2 = Trainer(sc, tr.config.with_overrides({"analysis_max_agents": 3}), run_dir=None, seed=5, progress=False,
+                  tensorboard=False)
+    assert tr2.analysis is True
+
+
+def test_final_summary_names_equilibrium_profits(tmp_path, capsys):
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=2", "train_freq=12h"])
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=5, progress=False, tensorboard=False)
+    s = tr.finish(tr.train(), plots=True)
+    tr.close()
+    row = s["agents"]["plant_learner-1"]
+    assert {"profit", "best_response_profit", "equilibrium_profit"} <= set(row)
+    # tiny's equilibrium: the learner's profit there is its best response to the rule plants (exact value)
+    assert row["equilibrium_profit"] == pytest.approx(1_439_520.0, abs=1.0)
+    e = s["equilibrium"]
+    assert e["converged"] and e["price_rmse"] >= abs(e["mean_price_difference"]) - 1e-9
+    assert e["mean_price_difference"] == pytest.approx(s["evaluation"]["mean_price"] - e["mean_price"])
+    assert (tmp_path / "run" / "plots" / "prices_vs_equilibrium.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert s["verdict"] in out and "equilibrium" in out and "learned vs equilibrium prices" in out
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["agents"]["plant_learner-1"]["equilibrium_profit"] == row["equilibrium_profit"]
+    # switched off: no equilibrium work, no key
+    cfg2 = cfg.with_overrides({"equilibrium_reference": False})
+    tr = Trainer(sc, cfg2, run_dir=None, seed=5, progress=False, tensorboard=False)
+    s = tr.finish(tr.train(), plots=False)
+    assert "equilibrium" not in s and "equilibrium_profit" not in s["agents"]["plant_learner-1"]
+
+
+def run_cli(*args, timeout=300):
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_equilibrium_command_on_tiny(tmp_path):
+    r = run_cli("equilibrium", "--scenario", "tiny", "--out", str(tmp_path / "eq"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "eq" / "summary.json").read_text())  # strict JSON
+    assert s["converged"] is True and s["agents"]["plant_learner-1"]["profit"] == pytest.approx(1_439_520.0, abs=1.0)
+    assert (tmp_path / "eq" / "market.csv").exists() and (tmp_path / "eq" / "orders.csv").exists()
+    assert s["verdict"] in r.stdout
+    # one pass cannot certify it: not converged, exit 1 with the reason on one line
+    r = run_cli("equilibrium", "--scenario", "default", "--out", str(tmp_path / "eq2"), "--max-passes", "1")
+    assert r.returncode == 1 and "not converged (max_passes): largest residual gain" in r.stderr
+    r = run_cli("equilibrium", "--scenario", "tiny", "--learning-units", "nope")
+    assert r.returncode == 2 and "unknown unit(s) 'nope'" in r.stderr
+
+
+def test_learning_units_and_holdout_from_the_command_line_reach_evaluate(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("--scenario", "tiny", "--episodes", "1", "--learning-units", "mid_1", "--holdout-hours", "12",
+                "--no-plots", "--quiet", "--out", str(out), "--set", "actor_hidden_sizes=[16]",
+                "--set", "critic_hidden_sizes=[16]", "--set", "equilibrium_reference=false")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((out / "summary.json").read_text())["agents"]) == {"plant_mid-1", "plant_learner-1"}
+    r = run_cli("evaluate", "--policy", str(out / "policies" / "last"), "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert set(s["agents"]) == {"plant_mid-1", "plant_learner-1"} and s["hours"] == 12
+
+
+def test_device_cuda_without_a_gpu_fails_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = run_cli("--scenario", "tiny", "--device", "cuda", "--episodes", "1")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no CUDA GPU" in r.stderr
+
+
+def test_scenario_file_asking_for_cuda_falls_back_to_cpu_with_one_warning(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    folder = write_scenario(tmp_path / "g", days=1, extra_case="")
+    text = (folder / "config.yaml").read_text().replace("    max_bid_price: 100\n", "    max_bid_price: 100\n    device: cuda:0\n")
+    (folder / "config.yaml").write_text(text)
+    r = run_cli("--scenario", str(folder), "--episodes", "1", "--no-plots", "--quiet", "--out", str(tmp_path / "run"),
+                "--set", "actor_hidden_sizes=[16]", "--set", "critic_hidden_sizes=[16]")
+    assert r.returncode == 0, r.stderr
+    assert "device cpu" in r.stdout and "no CUDA GPU is available; training on cpu" in r.stderr
