@@ -99,7 +99,7 @@ def add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, 
     summary["equilibrium"] = {
         "converged": bool(eq.converged), "reason": eq.reason, "verdict": eq.verdict(),
         "mean_price": float(eq.prices.mean()), "mean_price_difference": dist.mean_price_difference,
-        "price_rmse": dist.price_rmse, "price_mae": dist.price_mae, "seconds": round(time.perf_counter() - t0, 3),
+        "price_rmse": dist.price_rmse, "price_mae": dist.price_mae, "wall_time_s": round(time.perf_counter() - t0, 3),
     }
     for k, a in enumerate(eq.agents):
         if a in summary.get("agents", {}):
