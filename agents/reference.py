@@ -81,6 +81,8 @@ def add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, 
         return summary
     from envs.equilibrium import distance_to_equilibrium, equilibrium
 
+    echo(f"computing the equilibrium reference over {rec.n_hours} hours (at most {time_limit_s:g} s; "
+         "learning_config equilibrium_reference: false skips it) ...")
     t0 = time.perf_counter()
     try:
         eq = _with_time_limit(lambda: equilibrium(scenario, hours=rec.n_hours, max_bid_price=config.max_bid_price),

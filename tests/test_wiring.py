@@ -155,29 +155,35 @@ def run_cli(*args, timeout=300):
                           timeout=timeout, env=env)
 
 
-def test_equilibrium_command_on_tiny(tmp_path):
-    r = run_cli("equilibrium", "--scenario", "tiny", "--out", str(tmp_path / "eq"))
-    assert r.returncode == 0, r.stderr
+def main(*args) -> int:
+    """``train.py``'s main in this process (no interpreter start-up per call)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import train
+
+    return train.main(list(args))
+
+
+def test_equilibrium_command_on_tiny(tmp_path, capsys):
+    assert main("equilibrium", "--scenario", "tiny", "--out", str(tmp_path / "eq")) == 0
     s = json.loads((tmp_path / "eq" / "summary.json").read_text())  # strict JSON
     assert s["converged"] is True and s["agents"]["plant_learner-1"]["profit"] == pytest.approx(1_439_520.0, abs=1.0)
     assert (tmp_path / "eq" / "market.csv").exists() and (tmp_path / "eq" / "orders.csv").exists()
-    assert s["verdict"] in r.stdout
+    assert s["verdict"] in capsys.readouterr().out
     # one pass cannot certify it: not converged, exit 1 with the reason on one line
-    r = run_cli("equilibrium", "--scenario", "default", "--out", str(tmp_path / "eq2"), "--max-passes", "1")
-    assert r.returncode == 1 and "not converged (max_passes): largest residual gain" in r.stderr
-    r = run_cli("equilibrium", "--scenario", "tiny", "--learning-units", "nope")
-    assert r.returncode == 2 and "unknown unit(s) 'nope'" in r.stderr
+    assert main("equilibrium", "--scenario", "tiny", "--out", str(tmp_path / "eq2"), "--max-passes", "1") == 1
+    assert "not converged (max_passes): largest residual gain" in capsys.readouterr().err
+    assert main("equilibrium", "--scenario", "tiny", "--learning-units", "nope") == 2
+    assert "unknown unit(s) 'nope'" in capsys.readouterr().err
 
 
 def test_learning_units_and_holdout_from_the_command_line_reach_evaluate(tmp_path):
     out = tmp_path / "run"
-    r = run_cli("--scenario", "tiny", "--episodes", "1", "--learning-units", "mid_1", "--holdout-hours", "12",
+    assert main("--scenario", "tiny", "--episodes", "1", "--learning-units", "mid_1", "--holdout-hours", "12",
                 "--no-plots", "--quiet", "--out", str(out), "--set", "actor_hidden_sizes=[16]",
-                "--set", "critic_hidden_sizes=[16]", "--set", "equilibrium_reference=false")
-    assert r.returncode == 0, r.stderr
+                "--set", "critic_hidden_sizes=[16]", "--set", "equilibrium_reference=false") == 0
     assert set(json.loads((out / "summary.json").read_text())["agents"]) == {"plant_mid-1", "plant_learner-1"}
-    r = run_cli("evaluate", "--policy", str(out / "policies" / "last"), "--out", str(tmp_path / "ev"))
-    assert r.returncode == 0, r.stderr
+    assert main("evaluate", "--policy", str(out / "policies" / "last"), "--out", str(tmp_path / "ev")) == 0
     s = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert set(s["agents"]) == {"plant_mid-1", "plant_learner-1"} and s["hours"] == 12
 
@@ -191,7 +197,7 @@ def test_device_cuda_without_a_gpu_fails_in_one_line():
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no CUDA GPU" in r.stderr
 
 
-def test_scenario_file_asking_for_cuda_falls_back_to_cpu_with_one_warning(tmp_path):
+def test_scenario_file_asking_for_cuda_falls_back_to_cpu_with_one_warning(tmp_path, capsys):
     import torch
 
     if torch.cuda.is_available():
@@ -199,7 +205,8 @@ def test_scenario_file_asking_for_cuda_falls_back_to_cpu_with_one_warning(tmp_pa
     folder = write_scenario(tmp_path / "g", days=1, extra_case="")
     text = (folder / "config.yaml").read_text().replace("    max_bid_price: 100\n", "    max_bid_price: 100\n    device: cuda:0\n")
     (folder / "config.yaml").write_text(text)
-    r = run_cli("--scenario", str(folder), "--episodes", "1", "--no-plots", "--quiet", "--out", str(tmp_path / "run"),
-                "--set", "actor_hidden_sizes=[16]", "--set", "critic_hidden_sizes=[16]")
-    assert r.returncode == 0, r.stderr
-    assert "device cpu" in r.stdout and "no CUDA GPU is available; training on cpu" in r.stderr
+    with pytest.warns(UserWarning, match="no CUDA GPU is available; training on cpu") as got:
+        assert main("--scenario", str(folder), "--episodes", "1", "--no-plots", "--quiet", "--out", str(tmp_path / "run"),
+                    "--set", "actor_hidden_sizes=[16]", "--set", "critic_hidden_sizes=[16]") == 0
+    assert sum("CUDA" in str(w.message) for w in got) == 1
+    assert "device cpu" in capsys.readouterr().out
