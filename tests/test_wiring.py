@@ -210,3 +210,26 @@ def test_scenario_file_asking_for_cuda_falls_back_to_cpu_with_one_warning(tmp_pa
                     "--set", "actor_hidden_sizes=[16]", "--set", "critic_hidden_sizes=[16]") == 0
     assert sum("CUDA" in str(w.message) for w in got) == 1
     assert "device cpu" in capsys.readouterr().out
+
+
+def test_mango_runtime_counts_train_freq_in_hours_with_quarter_hour_steps_like_the_loop(tmp_path):
+    from agents.mango.runtime import train_mango
+    from test_mango_runtime import assert_same_run, config
+
+    sc = load_scenario(write_scenario(tmp_path / "q", time_step="15min", days=1))
+    cfg = config(sc, "train_freq=6h", "training_episodes=3", "episodes_collecting_initial_experience=1")
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, analysis=False)
+    tr.train()
+    res = train_mango(sc, cfg, seed=3, analysis=False)
+    assert_same_run(tr, res)
+    # 2 training episodes x 4 updates (every 24 quarter hours) x gradient_steps
+    assert tr.n_updates == 2 * 4 * cfg.gradient_steps
+
+
+def test_mango_runtime_refuses_evaluation_episodes_of_another_length():
+    from agents.mango.runtime import train_mango
+
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["holdout_hours=12", "training_episodes=1"])
+    with pytest.raises(ValueError, match="evaluation episodes as long as training episodes"):
+        train_mango(sc, cfg, seed=1, analysis=False)
