@@ -1132,3 +1132,188 @@ def test_evaluate_bad_paths_are_one_line(tmp_path, capsys):
     assert_one_line(rc, err, "is a file")
     rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "none", "--json", tmp_path)
     assert_one_line(rc, err, "is a folder")
+
+
+# --------------------------------------------------------------------------- class 7: mango hostile messages
+
+OBS_M = 38
+
+
+def _mango_unit_and_peer(container):
+    from mango import Agent
+
+    from agents.mango.agents import UnitAgent
+    from agents.mango.protocol import UnitSpec
+
+    class Peer(Agent):
+        def __init__(self):
+            super().__init__()
+            self.received = []
+
+        def handle_message(self, content, meta):
+            self.received.append(content)
+
+    unit = container.register(UnitAgent(UnitSpec("plant_a", 0, 2, OBS_M, 2, 2, 1, [8], [8], 0.1, 3)), "plant_a")
+    return unit, container.register(Peer(), "market")
+
+
+def _observation():
+    from agents.mango.protocol import MARKET
+
+    return {"context": MARKET, "type": "observation", "episode": 0, "hour": 0, "mode": "train", "noise_scale": 1.0,
+            "obs": np.zeros((1, OBS_M), dtype=np.float32)}
+
+
+@pytest.mark.parametrize("meta", [{"tracking_id": [1, 2], "reply": True}, {"tracking_id": {"a": 1}},
+                                  {"conversation_id": ["x"]}, {"conversation_id": {"k": []}}])
+def test_hostile_meta_does_not_stop_a_unit_agents_inbox(meta):
+    import asyncio
+
+    from mango import ExternalClock, activate, create_ec_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    async def main():
+        c = guard_container(create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world"))
+        unit, peer = _mango_unit_and_peer(c)
+        async with activate(c):
+            await peer.send_message(_observation(), unit.addr, **meta)
+            await peer.send_message(_observation(), unit.addr)
+            await asyncio.wait_for(tasks_complete_or_sleeping(c), 20)
+            assert dead_inbox_loops(c) == []
+        return unit, peer
+
+    unit, peer = asyncio.run(main())
+    assert unit.hostile_messages == 1
+    assert [m["type"] for m in peer.received] == ["bid"]  # the good message after it was answered
+
+
+def test_without_the_guard_mango_loses_the_inbox_loop_and_we_see_it():
+    """The failure the guard prevents (mango 2.4): the loop ends; dead_inbox_loops names it."""
+    import asyncio
+
+    from mango import ExternalClock, activate, create_ec_container
+
+    from agents.mango.protocol import dead_inbox_loops, make_codec
+
+    async def main():
+        c = create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world")
+        unit, peer = _mango_unit_and_peer(c)
+        async with activate(c):
+            await peer.send_message(_observation(), unit.addr, conversation_id=["x"])
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if dead_inbox_loops(c):
+                    break
+            return dead_inbox_loops(c)
+
+    assert asyncio.run(main()) == ["plant_a"]
+
+
+def test_a_raising_dispatch_is_logged_and_the_loop_survives(caplog):
+    import asyncio
+
+    from mango import Agent, ExternalClock, activate, create_ec_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    class Fragile(Agent):
+        seen = 0
+
+        def handle_message(self, content, meta):
+            if content == "boom":
+                raise RuntimeError("boom")
+            Fragile.seen += 1
+
+    async def main():
+        c = guard_container(create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world"))
+        a = c.register(Fragile(), "fragile")
+        b = c.register(Fragile(), "other")
+        async with activate(c):
+            await b.send_message("boom", a.addr)
+            await b.send_message("fine", a.addr)
+            await asyncio.wait_for(tasks_complete_or_sleeping(c), 20)
+            assert dead_inbox_loops(c) == []
+        return a
+
+    a = asyncio.run(main())
+    assert Fragile.seen == 1 and a.hostile_messages == 1
+    assert any("dispatch raised RuntimeError: boom" in r.message for r in caplog.records)
+
+
+def test_hostile_meta_over_tcp_is_dropped_at_the_container():
+    import asyncio
+
+    from mango import ExternalClock, activate, create_tcp_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    async def main():
+        c1 = guard_container(create_tcp_container(("127.0.0.1", 0), codec=make_codec(), clock=ExternalClock(0),
+                                                  auto_port=True))
+        c2 = create_tcp_container(("127.0.0.1", 0), codec=make_codec(), clock=ExternalClock(0), auto_port=True)
+        unit, _ = _mango_unit_and_peer(c1)
+        _, peer = _mango_unit_and_peer(c2)
+        async with activate(c1, c2):
+            from mango import AgentAddress
+
+            target = AgentAddress(tuple(c1.addr), "plant_a")
+            await peer.send_message(_observation(), target, tracking_id=[1], reply=True)
+            await peer.send_message(_observation(), target)
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if peer.received:
+                    break
+            await asyncio.wait_for(tasks_complete_or_sleeping(c1), 20)
+            assert dead_inbox_loops(c1) == []
+        return c1, peer
+
+    c1, peer = asyncio.run(main())
+    assert c1.hostile_messages == 1
+    assert [m["type"] for m in peer.received] == ["bid"]
+
+
+def test_meta_problem_names_the_key():
+    from agents.mango.protocol import meta_problem
+
+    assert meta_problem({"tracking_id": "abc", "conversation_id": None}) is None
+    assert "tracking_id" in meta_problem({"tracking_id": [1]})
+    assert "conversation_id" in meta_problem({"conversation_id": {"a": 1}})
+    assert "not a dict" in meta_problem(None)
+    from mango import Agent
+
+    assert callable(getattr(Agent, "_dispatch_message", None)), "mango changed: guard_agent needs a new hook"
+
+
+def test_a_dead_inbox_loop_fails_the_mango_run_at_once(monkeypatch):
+    """If an inbox loop ends anyway, the run stops within a second or two with an error
+    naming the agent, not after the 60 s bid timeout."""
+    from mango import Agent
+
+    from agents.config import LearningConfig
+    from agents.mango import runtime
+    from agents.mango.agents import UnitAgent
+
+    monkeypatch.setattr(runtime, "guard_container", lambda c: c)  # as if the guard were missing
+    calls = {"n": 0}
+    original = Agent._dispatch_message
+
+    def dying(self, content, meta):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise TypeError("unhashable type: 'list'")  # what mango raises for a list tracking_id
+        return original(self, content, meta)
+
+    monkeypatch.setattr(UnitAgent, "_dispatch_message", dying)
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        {"training_episodes": 3, "actor_hidden_sizes": [8], "critic_hidden_sizes": [8]})
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="inbox loop of agent\\(s\\) learner_1|inbox loop of agent\\(s\\) "):
+        runtime.train_mango(sc, cfg, analysis=False, tensorboard=False,
+                            timeouts=runtime.Timeouts(bids=60, acks=60, step=60))
+    assert time.monotonic() - t0 < 30
+    assert calls["n"] >= 30
