@@ -4,8 +4,15 @@
 Train (defaults: the built-in ``default`` scenario, its ``base`` study case)::
 
     python train.py [--scenario NAME|PATH] [--study-case base] [--episodes N] [--seed S]
-                    [--device cpu|cuda] [--runtime loop|mango] [--containers N] [--out DIR]
-                    [--set KEY=VALUE ...]
+                    [--device cpu|cuda] [--runtime loop|mango] [--containers N]
+                    [--out DIR [--overwrite]] [--save-replay-buffer] [--set KEY=VALUE ...]
+
+Continue an interrupted run from its last complete episode (plain loop)::
+
+    python train.py --resume RUN_DIR [--episodes N]
+
+User errors (bad numbers, an unusable or occupied run folder, cuda without a GPU, a bad
+checkpoint, ...) are one line on stderr and exit code 2.
 
 Evaluate a saved policy (one deterministic episode; writes market.csv, orders.csv and a
 JSON summary with each agent's best-response profit)::

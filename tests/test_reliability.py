@@ -1073,8 +1073,9 @@ def test_cli_numbers_are_checked_where_they_enter(tmp_path, capsys, argv, needle
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
-def test_memory_estimate_refuses_huge_networks_before_allocation(tmp_path, capsys):
-    rc, err = cli(capsys, "--scenario", "tiny", "--out", tmp_path / "run", "--quiet",
+@pytest.mark.parametrize("runtime", ["loop", "mango"])
+def test_memory_estimate_refuses_huge_networks_before_allocation(tmp_path, capsys, runtime):
+    rc, err = cli(capsys, "--scenario", "tiny", "--out", tmp_path / "run", "--quiet", "--runtime", runtime,
                   "--set", "actor_hidden_sizes=[300000,300000]", "--set", "critic_hidden_sizes=[300000,300000]")
     assert_one_line(rc, err, "reduce")
 
@@ -1106,12 +1107,13 @@ def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_no_learning_units_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("runtime", ["loop", "mango"])
+def test_no_learning_units_is_one_line(tmp_path, capsys, runtime):
     scen = tmp_path / "norl"
     shutil.copytree(BUILTIN_DIR / "tiny", scen)
     pp = scen / "powerplant_units.csv"
     pp.write_text(pp.read_text().replace("powerplant_energy_learning", "powerplant_energy_naive"))
-    rc, err = cli(capsys, "--scenario", scen, "--out", tmp_path / "r", "--quiet", "--no-plots")
+    rc, err = cli(capsys, "--scenario", scen, "--out", tmp_path / "r", "--quiet", "--no-plots", "--runtime", runtime)
     assert_one_line(rc, err, "no learning units")
 
 

@@ -340,6 +340,10 @@ class _Run:
                                  lambda ep, total: evaluation_due(cfg, ep, total))
         self.role = Learning(cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
                              seed=self.seed, ack_timeout=timeouts.acks)
+        from ..resources import check_training_memory, estimate_for_config
+
+        # cuda without a GPU and a configuration that cannot fit: one line before allocating
+        check_training_memory(estimate_for_config(cfg, n, core.obs_dim, core.act_dims.tolist()), cfg.resolved_device())
         self.role.register_units(self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B)
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
@@ -637,6 +641,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     """``train.py --runtime mango``: train, then :func:`agents.recorder.finish_run` as the
     plain loop does (config.yaml, policies/{best,best_profit,best_regret,last},
     history.csv, tb/, summary.json, plots). Returns the exit code."""
+    from ..checkpoint import CheckpointError
     from ..recorder import TrainResult, finish_run
 
     out = Path(out)
@@ -646,7 +651,10 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last complete episode is saved in {out / 'policies' / 'last'}", file=sys.stderr)
         return 130
-    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+    except (CheckpointError, ValueError) as exc:  # the user's input (config, scenario, checkpoint, addresses)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError, OSError) as exc:  # the run failed (dead worker, taken port, ...)
         print(f"error: mango runtime: {exc}", file=sys.stderr)
         return 1
     try:
