@@ -73,6 +73,15 @@ class Trainer:
         progress: show a tqdm progress bar.
         tensorboard: write TensorBoard scalars to ``run_dir/tb``.
         analysis: run the best-response analysis at every evaluation.
+        resume: a run state from :func:`agents.recorder.read_run_state` to continue from
+            (episode counter, generators, networks, optimizers, history, best values and,
+            when saved, the replay buffer); no warm start is applied on top.
+        save_replay_buffer: also write the replay buffer into ``RUN_DIR/state.pt``.
+        state_info: facts stored in ``state.pt`` for ``train.py --resume`` (scenario,
+            study case).
+
+    With a ``run_dir`` the run state is written to ``RUN_DIR/state.pt`` (atomically)
+    after every episode, after ``policies/last``.
 
     ``continue_learning`` loads ``trained_policies_load_path`` (else
     ``trained_policies_save_path``) into the fresh learner: a warm start (networks and

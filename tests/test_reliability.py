@@ -5,6 +5,13 @@ Classes covered here: checkpoint names that collide (2), a crash inside the chec
 swap (3), numbers that are not finite or out of bounds where they enter (5, env side),
 checkpoints validated as data (6), messages for bad actions, seeds, JSON and CSV outputs
 and the memory estimate (8).
+
+Phase 2 (below the marker "phase 2"): run folders that are unique, refused when taken and
+locked against a second writer, with a concurrent-runs test (1); true resume from
+RUN_DIR/state.pt, bit-identical after SIGKILL (4); every CLI and ``--set`` number checked
+where it enters (5, CLI side); mango agents that survive hostile meta and a run that
+stops at once when an inbox loop ends anyway (7); one-line user errors with exit 2 from
+train.py and evaluate (8, CLI side).
 """
 
 from __future__ import annotations
