@@ -1326,3 +1326,15 @@ def test_a_dead_inbox_loop_fails_the_mango_run_at_once(monkeypatch):
                             timeouts=runtime.Timeouts(bids=60, acks=60, step=60))
     assert time.monotonic() - t0 < 30
     assert calls["n"] >= 30
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=1, seed=2, actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    Trainer(sc, cfg, run_dir=tmp_path / "run", progress=False, tensorboard=False, analysis=False).train()
+    rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "run" / "policies" / "last", "--device", "cuda",
+                  "--out", tmp_path / "ev")
+    assert_one_line(rc, err, "CUDA is not available")
+    assert not (tmp_path / "ev").exists()
