@@ -285,6 +285,12 @@ class RunRecorder:
             self.learner.load_buffer_state_dict(state["buffer"])
         self.load_state_dict(state["recorder"])
         self.guard_best()
+        if self.writer is not None:  # TensorBoard: drop what episodes after the state logged before the crash
+            from torch.utils.tensorboard import SummaryWriter
+
+            log_dir = self.writer.log_dir
+            self.writer.close()
+            self.writer = SummaryWriter(log_dir, purge_step=int(self.learner.episode))
 
     def guard_best(self) -> list[str]:
         """Raise :attr:`best` to the metrics recorded in the saved ``best`` /

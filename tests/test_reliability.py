@@ -1338,3 +1338,39 @@ def test_evaluate_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
                   "--out", tmp_path / "ev")
     assert_one_line(rc, err, "CUDA is not available")
     assert not (tmp_path / "ev").exists()
+
+
+def test_resume_purges_tensorboard_steps_logged_after_the_state(tmp_path):
+    """Killed after episode 2 logged but before its state.pt: the resumed run logs episode 2
+    again, and TensorBoard keeps one value per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=4, seed=5, actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    t = Trainer(sc, cfg, run_dir=tmp_path, progress=False, analysis=False)
+    orig = t.recorder.record_episode
+
+    def record(ep, *a, **kw):
+        out = orig(ep, *a, **kw)
+        if ep == 1:
+            shutil.copy(tmp_path / STATE_NAME, tmp_path / "keep.pt")
+        if ep == 2:
+            t.recorder.flush()
+            raise KeyboardInterrupt
+        return out
+
+    t.recorder.record_episode = record
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    t.close()
+    shutil.move(tmp_path / "keep.pt", tmp_path / STATE_NAME)
+    state = read_run_state(tmp_path)
+    assert state["episode"] == 2
+    r = Trainer(sc, cfg, run_dir=tmp_path, progress=False, analysis=False, resume=state)
+    r.train()
+    r.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/reward")] == [0, 1, 2, 3]
+    assert [int(row["episode"]) for row in history_rows(tmp_path / "history.csv")] == [0, 1, 2, 3]
