@@ -607,8 +607,25 @@ def _number(v: Any) -> float | int:
     raise TypeError
 
 
-def _int(minimum: int | None = None, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
-    desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+# Upper bounds of the counts (issue 10, class 5): a number past these is a typo or an
+# attack (``--episodes 1e30``, ``torch_threads=100000`` crashed torch), refused with one
+# line before any work is done. The memory estimate (agents.resources) bounds the sizes
+# that multiply each other.
+_MAX_EPISODES = 10_000_000
+_MAX_COUNT = 10_000_000
+_MAX_BUFFER = 2_000_000_000
+_MAX_SEED = 2**63 - 1
+_MAX_ENVS = 65_536
+_MAX_THREADS = 1024
+_MAX_WIDTH = 1_000_000
+_MAX_LAYERS = 64
+
+
+def _int(minimum: int | None = None, extra: tuple[int, ...] = (), maximum: int | None = None) -> Callable[[Any], int]:
+    if minimum is not None and maximum is not None:
+        desc = f"an integer >= {minimum} and <= {maximum:_}"
+    else:
+        desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
     if extra:
         desc += " or " + " or ".join(str(e) for e in extra)
 
@@ -624,6 +641,8 @@ def _int(minimum: int | None = None, extra: tuple[int, ...] = ()) -> Callable[[A
         if x in extra:
             return x
         if minimum is not None and x < minimum:
+            raise _Bad(desc)
+        if maximum is not None and x > maximum:
             raise _Bad(desc)
         return x
 
@@ -721,7 +740,9 @@ def _sizes(v: Any) -> tuple[int, ...]:
         v = [v]
     if not isinstance(v, (list, tuple)) or not v:
         raise _Bad(desc)
-    to_int = _int(1)
+    to_int = _int(1, maximum=_MAX_WIDTH)
+    if len(v) > _MAX_LAYERS:
+        raise _Bad(desc + f" (at most {_MAX_LAYERS} layers)")
     try:
         return tuple(to_int(x) for x in v)
     except _Bad:
@@ -809,33 +830,33 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     ),
     "learning_rate": _float(0.0, low_open=True),
     "learning_rate_schedule": _schedule,
-    "training_episodes": _int(1),
-    "episodes_collecting_initial_experience": _int(0),
+    "training_episodes": _int(1, maximum=_MAX_EPISODES),
+    "episodes_collecting_initial_experience": _int(0, maximum=_MAX_EPISODES),
     "train_freq": _train_freq,
-    "gradient_steps": _int(1, extra=(-1,)),
-    "batch_size": _int(1),
+    "gradient_steps": _int(1, extra=(-1,), maximum=_MAX_COUNT),
+    "batch_size": _int(1, maximum=_MAX_COUNT),
     "gamma": _float(0.0, 1.0),
     "device": _device,
     "noise_sigma": _float(0.0),
     "noise_scale": _float(0.0),
     "noise_dt": _float(0.0, low_open=True),
     "action_noise_schedule": _schedule,
-    "validation_episodes_interval": _int(1),
-    "early_stopping_steps": _optional(_int(1)),
+    "validation_episodes_interval": _int(1, maximum=_MAX_EPISODES),
+    "early_stopping_steps": _optional(_int(1, maximum=_MAX_EPISODES)),
     "early_stopping_threshold": _float(0.0),
     "tau": _float(0.0, 1.0, low_open=True),
-    "policy_delay": _int(1),
+    "policy_delay": _int(1, maximum=_MAX_COUNT),
     "target_policy_noise": _float(0.0),
     "target_noise_clip": _float(0.0),
-    "replay_buffer_size": _int(1),
+    "replay_buffer_size": _int(1, maximum=_MAX_BUFFER),
     "actor_hidden_sizes": _sizes,
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
     "actor_preactivation_penalty": _float(0.0),
     "regret_scale": _float(0.0),
-    "seed": _optional(_int(0)),
-    "num_envs": _int(1),
-    "torch_threads": _optional(_int(1)),
+    "seed": _optional(_int(0, maximum=_MAX_SEED)),
+    "num_envs": _int(1, maximum=_MAX_ENVS),
+    "torch_threads": _optional(_int(1, maximum=_MAX_THREADS)),
     "episode_hours": _optional(_int(1)),
     "random_start": _to_bool,
     "demand_noise": _float(0.0, 1.0),

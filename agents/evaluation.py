@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,10 +215,11 @@ def write_market_csvs(out: str | os.PathLike, record: EpisodeRecord, scenario=No
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    os.replace(tmp, path)
+    """Write ``obj`` as standard JSON (non-finite numbers become ``null``), atomically
+    (:func:`agents.jsonio.write_json_strict`)."""
+    from .jsonio import write_json_strict
+
+    write_json_strict(path, obj)
 
 
 def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episodes: int, wall_time: float,

@@ -395,3 +395,40 @@ class Learner:
         self.episode = int(sd["episode"])
         self.n_updates = int(sd["n_updates"])
         self.hours_since_update = int(sd["hours_since_update"])
+
+    # ------------------------------------------------------------------ replay buffer
+    def buffer_state_dict(self) -> dict[str, Any]:
+        """The replay buffer's contents and write position as tensors (for a resume that
+        continues bit-identically; its sampling generator is in :meth:`state_dict`)."""
+        b = self.buffer
+        return {
+            "shape": [b.rows, b.num_envs, b.n_rl_units, b.obs_dim, b.act_dim],
+            "observations": torch.from_numpy(b.observations.copy()),
+            "actions": torch.from_numpy(b.actions.copy()),
+            "rewards": torch.from_numpy(b.rewards.copy()),
+            "has_next": torch.from_numpy(b._has_next.copy()),
+            "n_valid_rows": int(b._n_valid_rows), "open": bool(b._open), "pos": int(b.pos), "full": bool(b.full),
+        }
+
+    def load_buffer_state_dict(self, sd: dict[str, Any]) -> None:
+        """Inverse of :meth:`buffer_state_dict`; refuses another buffer shape or dtype."""
+        b = self.buffer
+        want = [b.rows, b.num_envs, b.n_rl_units, b.obs_dim, b.act_dim]
+        if list(sd.get("shape", [])) != want:
+            raise ValueError(f"replay buffer of shape {sd.get('shape')} does not fit this run's {want} "
+                             "(replay_buffer_size, num_envs or the units changed)")
+        arrays = {}
+        for name, mine in (("observations", b.observations), ("actions", b.actions), ("rewards", b.rewards),
+                           ("has_next", b._has_next)):
+            a = sd[name].numpy()
+            if a.shape != mine.shape or a.dtype != mine.dtype:
+                raise ValueError(f"replay buffer {name}: {a.dtype}{a.shape}, expected {mine.dtype}{mine.shape}")
+            arrays[name] = a
+        b.observations[...] = arrays["observations"]
+        b.actions[...] = arrays["actions"]
+        b.rewards[...] = arrays["rewards"]
+        b._has_next[...] = arrays["has_next"]
+        b._n_valid_rows = int(sd["n_valid_rows"])
+        b._open = bool(sd["open"])
+        b.pos = int(sd["pos"])
+        b.full = bool(sd["full"])

@@ -98,6 +98,15 @@ class Trainer:
         progress: show a tqdm progress bar.
         tensorboard: write TensorBoard scalars to ``run_dir/tb``.
         analysis: run the best-response analysis at every evaluation.
+        resume: a run state from :func:`agents.recorder.read_run_state` to continue from
+            (episode counter, generators, networks, optimizers, history, best values and,
+            when saved, the replay buffer); no warm start is applied on top.
+        save_replay_buffer: also write the replay buffer into ``RUN_DIR/state.pt``.
+        state_info: facts stored in ``state.pt`` for ``train.py --resume`` (scenario,
+            study case).
+
+    With a ``run_dir`` the run state is written to ``RUN_DIR/state.pt`` (atomically)
+    after every episode, after ``policies/last``.
 
     ``continue_learning`` loads ``trained_policies_load_path`` (else
     ``trained_policies_save_path``) into the fresh learner: a warm start (networks and
@@ -108,7 +117,8 @@ class Trainer:
 
     def __init__(self, scenario: Scenario, config: LearningConfig, *, run_dir: str | os.PathLike | None = None,
                  seed: int | None = None, env_options: dict[str, Any] | None = None, progress: bool = True,
-                 tensorboard: bool = True, analysis: bool = True) -> None:
+                 tensorboard: bool = True, analysis: bool = True, resume: dict[str, Any] | None = None,
+                 save_replay_buffer: bool = False, state_info: dict[str, Any] | None = None) -> None:
         self.scenario = scenario
         self.seed = resolve_seed(seed, config, scenario)
         self.config = cfg = config.with_overrides({"seed": self.seed}) if config.seed != self.seed else config
@@ -121,8 +131,15 @@ class Trainer:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         self.agents = list(core.agents)
         self.n = core.n
+        from .learner import replay_capacity
+        from .resources import check_training_memory, estimate_for_config
+
+        max_transitions = cfg.training_episodes * core.max_cycles * core.B  # the buffer is no larger (replay_capacity)
+        device = cfg.resolved_device()  # a ConfigError for cuda without a GPU, before anything is allocated
+        sized = cfg.with_overrides({"replay_buffer_size": replay_capacity(cfg, max_transitions)})
+        check_training_memory(estimate_for_config(sized, core.n, core.obs_dim, core.act_dims.tolist()), device)
         self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed,
-                               max_transitions=cfg.training_episodes * core.max_cycles * core.B)
+                               device=device, max_transitions=max_transitions)
         self.device = self.learner.device
         self.progress = progress
         self.analysis = analysis and analysis_allowed(cfg, self.n)
@@ -130,8 +147,12 @@ class Trainer:
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
             scenario_info=scenario_info(scenario, cfg),
-            agent_kind=list(core.agent_kind),
+            agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
+            save_replay_buffer=save_replay_buffer, state_info=state_info,
         )
+        if resume is not None:  # continue an interrupted run (RUN_DIR/state.pt): no warm start on top
+            self.recorder.restore(resume)
+            return
         path = policy_load_path(cfg)
         if path is not None:  # continue_learning (warm start) or learning_mode: false (fixed policies)
             self.learner.load(path, load_optimizers=cfg.learning_mode)

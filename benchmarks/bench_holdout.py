@@ -74,17 +74,15 @@ def run(scenario, name: str, keys: dict, seed: int, episodes: int, overrides: li
     starts = []
     for ep in range(episodes):
         t0 = time.perf_counter()
-        tr.episode = ep
-        tr.run_training_episode()
+        tr.run_episode()
         starts.append(tr.core.t0)
-        tr.episode = ep + 1
         clock += time.perf_counter() - t0
         if ep + 1 < cfg.episodes_collecting_initial_experience:
             continue
         ev = tr.evaluate(analysis=True)
         curve.append({"episode": ep, "reward": round(ev.reward, 5), "profit": round(ev.profit, 1),
                       "mean_price": round(ev.mean_price, 3),
-                      "br_share": None if ev.br_share is None else round(float(ev.br_share.mean()), 4)})
+                      "br_share": None if ev.br_share is None else round(float(ev.metrics()["br_share"]), 4)})
     last = curve[-1]
     best = max(curve, key=lambda r: r["reward"])
     return {

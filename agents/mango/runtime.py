@@ -61,7 +61,7 @@ from envs import Scenario
 
 from ..config import LearningConfig
 from ..recorder import evaluation_due
-from .protocol import HOST, UnitSpec, make_codec, timestamp
+from .protocol import HOST, UnitSpec, dead_inbox_loops, guard_container, make_codec, timestamp
 
 logger = logging.getLogger("agents.mango")
 
@@ -155,7 +155,7 @@ async def serve_units(bind: tuple[str, int], *, ready: Callable[[tuple[str, int]
 
     from .agents import UnitHostAgent
 
-    container = create_tcp_container(bind, codec=make_codec(), clock=ExternalClock(0))
+    container = guard_container(create_tcp_container(bind, codec=make_codec(), clock=ExternalClock(0)))
     clock_agent = DistributedClockAgent()  # creates a Future: inside the running loop
     container.register(clock_agent, "clock_agent")
     container.register(UnitHostAgent(), "unit_host")
@@ -166,6 +166,10 @@ async def serve_units(bind: tuple[str, int], *, ready: Callable[[tuple[str, int]
             ready(tuple(container.addr))
         while not clock_agent.stopped.done():
             await asyncio.wait([clock_agent.stopped], timeout=poll)
+            dead = dead_inbox_loops(container)
+            if dead:  # the process exits with this error; the main process sees a dead worker at once
+                raise RuntimeError(f"mango worker {container.addr}: the inbox loop of {', '.join(dead)} ended; "
+                                   "those agents would never answer again")
             if alive is not None and not alive():
                 logger.error("mango worker %s: the main process is gone; stopping", container.addr)
                 break
@@ -344,8 +348,16 @@ class _Run:
                                  lambda ep, total: evaluation_due(cfg, ep, total))
         self.role = Learning(role_cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
                              seed=self.seed, ack_timeout=timeouts.acks)
+        from ..resources import check_training_memory, estimate_for_config
+
+        # cuda without a GPU and a configuration that cannot fit: one line before allocating
+        from ..learner import replay_capacity
+
+        max_transitions = self.total * core.max_cycles * core.B  # as the plain loop (replay_capacity)
+        sized = cfg.with_overrides({"replay_buffer_size": replay_capacity(cfg, max_transitions)})
+        check_training_memory(estimate_for_config(sized, n, core.obs_dim, core.act_dims.tolist()), cfg.resolved_device())
         self.role.register_units(self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B)
-        self.role.max_transitions = self.total * core.max_cycles * core.B  # as the plain loop (replay_capacity)
+        self.role.max_transitions = max_transitions
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
         path = warm_start_path(cfg)
@@ -376,6 +388,10 @@ class _Run:
         for who, failure in (("market", self.market.failure), ("learning agent", self.role.failure)):
             if failure is not None:
                 raise RuntimeError(f"mango runtime: the {who} failed: {type(failure).__name__}: {failure}") from failure
+        dead = dead_inbox_loops(self.c0) if getattr(self, "c0", None) is not None else []
+        if dead:
+            raise RuntimeError(f"mango runtime: the inbox loop of agent(s) {', '.join(dead)} ended (see the log above); "
+                               "they would never answer again, so the run stops now")
         self.workers.check()
 
     async def _guard(self, coro, timeout: float, what: str):
@@ -456,6 +472,7 @@ class _Run:
             self.c0 = create_tcp_container((self.host, self.port), codec=codec, clock=self.clock)
         else:
             self.c0 = create_ec_container(codec=codec, clock=self.clock, addr="marketzoo")
+        guard_container(self.c0)  # hostile meta is dropped before mango's inbox loops see it
         self.market = MarketAgent(self.scenario, num_envs=self.cfg.num_envs, seed=self.seed, analysis=self.analysis,
                                   bid_timeout=to.bids, core=self.core, eval_core=self.eval_core)
         self.c0.register(self.market, "market")
@@ -637,6 +654,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     """``train.py --runtime mango``: train, then :func:`agents.recorder.finish_run` as the
     plain loop does (config.yaml, policies/{best,best_profit,best_regret,last},
     history.csv, tb/, summary.json, plots). Returns the exit code."""
+    from ..checkpoint import CheckpointError
     from ..recorder import TrainResult, finish_run
 
     out = Path(out)
@@ -646,7 +664,10 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last complete episode is saved in {out / 'policies' / 'last'}", file=sys.stderr)
         return 130
-    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+    except (CheckpointError, ValueError) as exc:  # the user's input (config, scenario, checkpoint, addresses)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError, OSError) as exc:  # the run failed (dead worker, taken port, ...)
         print(f"error: mango runtime: {exc}", file=sys.stderr)
         return 1
     try:
