@@ -259,7 +259,7 @@ def print_run_summary(s: dict[str, Any]) -> None:
     """Print :func:`run_summary` as a short table."""
     e = s["evaluation"]
     print(f"\n== {s['scenario']} [{s['study_case']}]: {s['episodes']} episodes in {s['wall_time_s']:.1f} s ==")
-    print(f"evaluation (best policy): mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
+    print(f"evaluation ({s.get('evaluated_policy', 'best policy')}):\n  mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
           f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
     for a, r in s["agents"].items():
         br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""

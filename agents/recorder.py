@@ -359,10 +359,15 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
+        evaluated = "best policy"
+    else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
+        best = recorder.policy_dir("last")
+        evaluated = "last policy: no evaluation ran during training, so no best policy was kept"
     ev = learner.evaluate(eval_core, scenario, analysis=analysis)
     result.final_eval = ev
     summary = run_summary(scenario, eval_core, ev, episodes=result.episodes, wall_time=result.wall_time,
                           stopped_early=result.stopped_early, best=result.best)
+    summary["evaluated_policy"] = evaluated
     summary.update(extra or {})
     out = recorder.run_dir
     from .reference import add_equilibrium_reference  # equilibrium profits, verdict, distance, plot
@@ -379,6 +384,6 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
         echo("plots: " + ", ".join(str(p) for p in paths))
     if out is not None:
         echo(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
-        if best is not None:
+        if best is not None and best.exists():
             echo(f"evaluate:    python train.py evaluate --policy {best}")
     return summary
