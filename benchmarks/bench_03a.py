@@ -11,7 +11,7 @@ episode (wall time, and CPU time of the process, which a loaded machine inflates
 and a summary line with the peak resident memory and the load average. The GPU
 that the scenario asks for (``device: cuda:0``) falls back to the CPU with one warning
 when there is none (``envs.scenario.scenario_device``). The replay buffer is sized to
-what the run can fill (training_episodes x hours), unless ``--set replay_buffer_size=...``.
+what the run can fill (training_episodes x hours, by the trainer), unless ``--set replay_buffer_size=...``.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         sc = load_scenario(args.scenario, args.study_case)
     cfg = LearningConfig.from_dict(sc.learning_config or {}, source=f"{sc.source} learning_config")
     device = scenario_device(cfg.device, from_scenario=True, cuda_available=torch.cuda.is_available())
-    overrides = [f"device={device}", "episodes_collecting_initial_experience=1",
-                 f"replay_buffer_size={min(cfg.replay_buffer_size, cfg.training_episodes * sc.n_hours * cfg.num_envs)}"]
+    overrides = [f"device={device}", "episodes_collecting_initial_experience=1"]  # the trainer caps the buffer
     cfg = cfg.with_overrides(overrides + list(args.overrides))
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -61,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                       "critic": list(cfg.critic_hidden_sizes), "replay_buffer_size": cfg.replay_buffer_size,
                       "torch_threads": torch.get_num_threads(), "setup_s": round(setup, 2)}), flush=True)
     for ep in range(args.episodes):
-        tr.episode = ep
         t1, c1 = time.perf_counter(), time.process_time()
-        stats = tr.run_training_episode()
+        stats = tr.run_episode()
         wall, cpu = time.perf_counter() - t1, time.process_time() - c1
         print(json.dumps({"episode": ep, "training": ep >= cfg.episodes_collecting_initial_experience,
                           "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "sim_s": round(stats["sim_seconds"], 2),
