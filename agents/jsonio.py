@@ -65,15 +65,16 @@ def dump_json_strict(obj: Any, fp=None, *, nonfinite: str = "null", indent: int 
     return text
 
 
-def write_json_strict(path: str | os.PathLike, obj: Any, *, nonfinite: str = "null") -> Path:
-    """Write ``obj`` as standard JSON to ``path`` atomically (a crash leaves the old file
-    or the new one, never a mix)."""
+def write_atomic(path: str | os.PathLike, write: Any, *, binary: bool = False, sync_dir: bool = False) -> Path:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same folder,
+    which is flushed, fsynced and renamed over ``path`` (a crash leaves the old file or
+    the new one, never a mix; the temporary file is removed on error). With
+    ``sync_dir`` the folder is fsynced too, so the rename itself survives a power cut."""
     path = Path(path)
-    text = dump_json_strict(obj, nonfinite=nonfinite) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,4 +84,20 @@ def write_json_strict(path: str | os.PathLike, obj: Any, *, nonfinite: str = "nu
         except OSError:
             pass
         raise
+    if sync_dir:
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
     return path
+
+
+def write_json_strict(path: str | os.PathLike, obj: Any, *, nonfinite: str = "null") -> Path:
+    """Write ``obj`` as standard JSON to ``path`` atomically (a crash leaves the old file
+    or the new one, never a mix)."""
+    text = dump_json_strict(obj, nonfinite=nonfinite) + "\n"
+    return write_atomic(path, lambda f: f.write(text))

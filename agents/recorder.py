@@ -245,36 +245,16 @@ class RunRecorder:
         generators, networks, optimizers), these books, the config, :attr:`state_info`
         and, with :attr:`save_replay_buffer`, the replay buffer's contents. Called after
         every episode (after ``policies/last``); ``train.py --resume`` continues from it."""
-        import tempfile
-
         import torch
+
+        from .jsonio import write_atomic
 
         assert self.run_dir is not None
         path = self.run_dir / STATE_NAME
         state = {"format": _RUN_STATE_FORMAT, "episode": int(self.learner.episode), "config": self.config.to_dict(),
                  "info": dict(self.state_info), "learner": self.learner.state_dict(), "recorder": self.state_dict(),
                  "buffer": self.learner.buffer_state_dict() if self.save_replay_buffer else None}
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_NAME}.tmp-", dir=self.run_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(self.run_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        write_atomic(path, lambda f: torch.save(state, f), binary=True, sync_dir=True)
         return path
 
     def restore(self, state: Mapping[str, Any]) -> None:
