@@ -708,6 +708,50 @@ class MATD3:
             "losses/actor_grad_norm_per_agent": actor_norm,
         }
 
+    def imitation_step(self, obs: Any, target: Any, weight: Any, *, as_float: bool = False) -> dict[str, Any]:
+        """One Adam step of every actor towards teacher actions (behaviour cloning).
+
+        ``L_i = weight_i * mean_{b, d < act_dims[i]} (tanh(actor_i(obs_i)) - target_i)**2``
+        over the rows whose target is finite (a NaN target row of an agent is skipped for
+        that agent). Used by the trainer's ``best_response_teacher`` (the targets are the
+        exact per-hour best responses of the last evaluation). Gradient clipping and the
+        actors' Adam are the same as in :meth:`update`; targets networks are not moved.
+
+        Args:
+            obs: ``(B, n, obs_dim)``.
+            target: ``(B, n, max_act)`` actions in ``[-1, 1]``; NaN = no target.
+            weight: scalar or ``(n,)`` loss weight per agent (0 leaves that agent alone).
+        """
+        obs, _ = self._as_obs(obs)
+        n, m = self.n_agents, self.max_act
+        bsz = obs.shape[0]
+        kw = {"device": self.device, "dtype": self.float_type}
+        tgt = torch.as_tensor(target, **kw)
+        if tuple(tgt.shape) != (bsz, n, m):
+            raise ValueError(f"MATD3.imitation_step: target must be {(bsz, n, m)}, got {tuple(tgt.shape)}")
+        w = torch.as_tensor(weight, **kw).reshape(-1).expand(n) if torch.as_tensor(weight).numel() == 1 else torch.as_tensor(weight, **kw)
+        if tuple(w.shape) != (n,):
+            raise ValueError(f"MATD3.imitation_step: weight must be a scalar or ({n},), got {tuple(w.shape)}")
+        tgt = tgt.permute(1, 2, 0)  # (n, m, B)
+        valid = torch.isfinite(tgt) & (self._mask_fm > 0)
+        tgt = torch.where(valid, tgt, torch.zeros((), **kw))
+        count = valid.sum(dim=(1, 2)).clamp_(min=1).to(self.float_type)  # (n,)
+        x = obs.permute(1, 2, 0).contiguous()
+        ap = self.actor_params
+        acts = self._actor_forward(ap, x)
+        t = torch.tanh(acts[-1])
+        diff = (t - tgt) * valid
+        loss = w * diff.square().sum(dim=(1, 2)) / count  # (n,)
+        dz = diff.mul_((2.0 * w / count).view(n, 1, 1)).mul_(1.0 - t.square())
+        g = self._actor_grads
+        dbufs = [torch.empty_like(a) for a in acts[:-1]]
+        _stack_backward(ap[0::2], x, acts, dz, dbufs, g[0::2], g[1::2])
+        norm = self._clip_(ap, g)
+        self.actor_optimizer.step()
+        metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
+                   "losses/imitation_grad_norm_per_agent": norm}
+        return metrics_to_float(metrics) if as_float else metrics
+
     # ------------------------------------------------------------------ schedules
 
     def set_learning_rate(self, lr: float) -> None:
