@@ -125,6 +125,7 @@ from torch import Tensor
 __all__ = ["MATD3", "metrics_to_float"]
 
 _FORMAT = "marketzoo.matd3/1"
+_IMITATION_CLIP = 0.995  # teacher actions are clipped to this before atanh (|z| <= 3.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -387,6 +388,7 @@ class MATD3:
         self.actor_optimizer = _make_adam(self.actor_params, self.learning_rate)
         self.critic_optimizer = _make_adam(self.critic_params, self.learning_rate)
         self._opt_loaded: dict[str, set[int]] = {"actor": set(), "critic": set()}
+        self.imitation_optimizer: torch.optim.Adam | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -711,11 +713,15 @@ class MATD3:
     def imitation_step(self, obs: Any, target: Any, weight: Any, *, as_float: bool = False) -> dict[str, Any]:
         """One Adam step of every actor towards teacher actions (behaviour cloning).
 
-        ``L_i = weight_i * mean_{b, d < act_dims[i]} (tanh(actor_i(obs_i)) - target_i)**2``
-        over the rows whose target is finite (a NaN target row of an agent is skipped for
-        that agent). Used by the trainer's ``best_response_teacher`` (the targets are the
-        exact per-hour best responses of the last evaluation). Gradient clipping and the
-        actors' Adam are the same as in :meth:`update`; targets networks are not moved.
+        ``L_i = weight_i * mean_{b, d < act_dims[i]} (z_i - atanh(clip(target_i, +-0.995)))**2``
+        with ``z_i`` the actor's pre-tanh output, over the entries whose target is finite
+        (NaN = no target). The loss is taken before the tanh so that it still pulls an
+        actor whose output is saturated at a bound (where tanh's gradient vanishes). Used by the trainer's ``best_response_teacher`` (the targets are the
+        exact per-hour best responses of the last evaluation). Gradient clipping is the same
+        as in :meth:`update`; the step is taken by an Adam of its own
+        (:attr:`imitation_optimizer`, created on the first call, not part of
+        :meth:`state_dict`), so its step size does not depend on the scale of the critics'
+        gradients that the actors' Adam has seen. Target networks are not moved.
 
         Args:
             obs: ``(B, n, obs_dim)``.
@@ -734,20 +740,21 @@ class MATD3:
             raise ValueError(f"MATD3.imitation_step: weight must be a scalar or ({n},), got {tuple(w.shape)}")
         tgt = tgt.permute(1, 2, 0)  # (n, m, B)
         valid = torch.isfinite(tgt) & (self._mask_fm > 0)
-        tgt = torch.where(valid, tgt, torch.zeros((), **kw))
+        tgt = torch.where(valid, tgt, torch.zeros((), **kw)).clamp_(-_IMITATION_CLIP, _IMITATION_CLIP).atanh_()
         count = valid.sum(dim=(1, 2)).clamp_(min=1).to(self.float_type)  # (n,)
         x = obs.permute(1, 2, 0).contiguous()
         ap = self.actor_params
         acts = self._actor_forward(ap, x)
-        t = torch.tanh(acts[-1])
-        diff = (t - tgt) * valid
+        diff = (acts[-1] - tgt) * valid
         loss = w * diff.square().sum(dim=(1, 2)) / count  # (n,)
-        dz = diff.mul_((2.0 * w / count).view(n, 1, 1)).mul_(1.0 - t.square())
+        dz = diff.mul_((2.0 * w / count).view(n, 1, 1))
         g = self._actor_grads
         dbufs = [torch.empty_like(a) for a in acts[:-1]]
         _stack_backward(ap[0::2], x, acts, dz, dbufs, g[0::2], g[1::2])
         norm = self._clip_(ap, g)
-        self.actor_optimizer.step()
+        if self.imitation_optimizer is None:
+            self.imitation_optimizer = _make_adam(self.actor_params, self.learning_rate)
+        self.imitation_optimizer.step()
         metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
                    "losses/imitation_grad_norm_per_agent": norm}
         return metrics_to_float(metrics) if as_float else metrics
@@ -760,8 +767,8 @@ class MATD3:
         if not lr > 0:
             raise ValueError(f"MATD3: learning rate must be > 0, got {lr!r}")
         self.learning_rate = lr
-        for opt in (self.actor_optimizer, self.critic_optimizer):
-            for group in opt.param_groups:
+        for opt in (self.actor_optimizer, self.critic_optimizer, self.imitation_optimizer):
+            for group in opt.param_groups if opt is not None else ():
                 group["lr"] = lr
 
     # ------------------------------------------------------------------ per-agent export

@@ -29,7 +29,7 @@ def resolve_scenario(arg: str) -> str:
     return str(alt) if alt.exists() else arg
 
 
-def teacher_trainer_class(weight: float, mode: str, margin: float):
+def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int = 0, steps: int = 1):
     """Phase-A prototype: a Trainer whose evaluations refresh a best-response teacher
     (behaviour cloning of the exact per-hour best responses, one imitation step per actor step)."""
     import numpy as np
@@ -50,11 +50,20 @@ def teacher_trainer_class(weight: float, mode: str, margin: float):
                 met = orig(batch, **kw)
                 if self.teacher is not None and weight > 0 and self.algo.n_updates % self.algo.policy_delay == 0:
                     obs, tgt, w = self.teacher
-                    idx = self.t_rng.integers(len(obs), size=len(batch.observations))
-                    self.algo.imitation_step(obs[idx], tgt[idx], w)
+                    for _ in range(steps):
+                        idx = self.t_rng.integers(len(obs), size=len(batch.observations))
+                        self.algo.imitation_step(obs[idx], tgt[idx], w)
                 return met
 
             self.algo.update = upd
+
+        def run_training_episode(self):
+            st = super().run_training_episode()
+            ep = self.episode
+            if refresh and ep >= self.config.episodes_collecting_initial_experience - 1 and ep % refresh == 0 \
+                    and not self.evaluation_due(ep, self.config.training_episodes):
+                self.evaluate()
+            return st
 
         def evaluate(self, *, analysis=None):
             t0 = time.perf_counter()
@@ -92,7 +101,7 @@ def teacher_trainer_class(weight: float, mode: str, margin: float):
 
 
 def one_run(sc, seed: int, overrides: list[str], *, policy: str = "best", teacher: float = 0.0,
-            teacher_mode: str = "all", teacher_margin: float = 0.0) -> dict:
+            teacher_mode: str = "all", teacher_margin: float = 0.0, teacher_refresh: int = 0, teacher_steps: int = 1) -> dict:
     import numpy as np
     import torch
 
@@ -101,7 +110,7 @@ def one_run(sc, seed: int, overrides: list[str], *, policy: str = "best", teache
     from agents.trainer import Trainer
 
     if teacher > 0:
-        Trainer = teacher_trainer_class(teacher, teacher_mode, teacher_margin)  # noqa: N806
+        Trainer = teacher_trainer_class(teacher, teacher_mode, teacher_margin, teacher_refresh, teacher_steps)  # noqa: N806
 
     torch.set_num_threads(1)
     cfg = LearningConfig.from_dict(sc.learning_config or {}).with_overrides(list(overrides) + ["torch_threads=1"])
@@ -142,13 +151,16 @@ def main() -> None:
     p.add_argument("--teacher", type=float, default=0.0)
     p.add_argument("--teacher-mode", default="all")
     p.add_argument("--teacher-margin", type=float, default=0.0)
+    p.add_argument("--teacher-refresh", type=int, default=0)
+    p.add_argument("--teacher-steps", type=int, default=1)
     args = p.parse_args()
     from envs import load_scenario
 
     sc = load_scenario(resolve_scenario(args.scenario), study_case=args.study_case)
     for s in args.seeds:
         r = one_run(sc, s, args.overrides, policy=args.policy, teacher=args.teacher,
-                    teacher_mode=args.teacher_mode, teacher_margin=args.teacher_margin)
+                    teacher_mode=args.teacher_mode, teacher_margin=args.teacher_margin,
+                    teacher_refresh=args.teacher_refresh, teacher_steps=args.teacher_steps)
         r.update({"scenario": sc.name, "tag": args.tag, "overrides": args.overrides})
         print(json.dumps(r), flush=True)
 
