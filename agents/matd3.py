@@ -388,7 +388,6 @@ class MATD3:
         self.actor_optimizer = _make_adam(self.actor_params, self.learning_rate)
         self.critic_optimizer = _make_adam(self.critic_params, self.learning_rate)
         self._opt_loaded: dict[str, set[int]] = {"actor": set(), "critic": set()}
-        self.imitation_optimizer: torch.optim.Adam | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -590,7 +589,8 @@ class MATD3:
             raise ValueError(f"MATD3.update: rewards must be ({bsz}, {n}), got {tuple(rew.shape)}")
         return obs, act, nxt, rew
 
-    def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False) -> dict[str, Any]:
+    def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False,
+               imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
         """One gradient step for all agents (critics; actors and targets every ``policy_delay``).
 
         Args:
@@ -601,6 +601,9 @@ class MATD3:
                 drawing from :attr:`generator` (it is scaled by ``target_policy_noise`` and
                 clipped here).
             as_float: return Python numbers (forces one device sync) instead of tensors.
+            imitation: optional ``(obs (B', n, obs_dim), target (B', n, max_act), weight)``
+                teacher actions for the actor step (used only if this step is one), see
+                "Imitation" in the module docstring. ``weight``: scalar or ``(n,)``.
 
         Returns:
             metrics, see the module docstring.
@@ -659,10 +662,11 @@ class MATD3:
             "losses/critic_grad_norm_per_agent": critic_norm,
         }
         if self.n_updates % self.policy_delay == 0:
-            metrics.update(self._actor_step(ws, obs_fm, act_fm))
+            metrics.update(self._actor_step(ws, obs_fm, act_fm, imitation))
         return metrics_to_float(metrics) if as_float else metrics
 
-    def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
+    def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor,
+                    imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Tensor]:
         """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)); Adam; Polyak update of all targets.
 
         Uses the critic input ``ws.x`` of the sampled batch: the q1 head's first layer is
@@ -690,6 +694,12 @@ class MATD3:
         actor_loss = tacts[-1].view(n, bsz).mean(dim=1).neg_()  # (n,)
 
         dq1 = ws.c_d[-1][:n].fill_(-1.0 / bsz)
+        if imitation is not None:  # Q term of taught agents normalised by 1 / mean |Q1| (TD3+BC)
+            taught = torch.as_tensor(imitation[2], device=self.device, dtype=self.float_type).reshape(-1).expand(n) > 0
+            q_scale = tacts[-1].view(n, bsz).abs().mean(dim=1).clamp_(min=1e-6).reciprocal_()
+            q_scale = torch.where(taught, q_scale, torch.ones_like(q_scale))
+            actor_loss = actor_loss * q_scale
+            dq1.mul_(q_scale.view(n, 1, 1))
         _stack_backward(tail_w, pre, tacts, dq1, [c[:n] for c in ws.c_d[:-1]], None, None, dx=dpre)
         _relu_grad_(dpre, pre)
         da = torch.bmm(w_slot.transpose(1, 2), dpre, out=ws.delta)  # dJ/da_pi (n, m, B)
@@ -700,6 +710,12 @@ class MATD3:
             dz.add_(zm, alpha=2.0 * self.actor_preactivation_penalty / (m * bsz))
         g = self._actor_grads
         _stack_backward(ap[0::2], obs_fm, acts, dz, ws.a_d[:-1], g[0::2], g[1::2])
+        extra: dict[str, Tensor] = {}
+        if imitation is not None:
+            im_grads, im_loss = self._imitation_grads(imitation)
+            torch._foreach_add_(g, im_grads)
+            actor_loss = actor_loss + im_loss
+            extra = {"losses/imitation_loss": im_loss.sum(), "losses/imitation_loss_per_agent": im_loss}
         actor_norm = self._clip_(ap, g)
         self.actor_optimizer.step()
         torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
@@ -708,36 +724,26 @@ class MATD3:
             "losses/actor_loss": actor_loss.sum(),
             "losses/actor_loss_per_agent": actor_loss,
             "losses/actor_grad_norm_per_agent": actor_norm,
+            **extra,
         }
 
-    def imitation_step(self, obs: Any, target: Any, weight: Any, *, as_float: bool = False) -> dict[str, Any]:
-        """One Adam step of every actor towards teacher actions (behaviour cloning).
-
-        ``L_i = weight_i * mean_{b, d < act_dims[i]} (z_i - atanh(clip(target_i, +-0.995)))**2``
-        with ``z_i`` the actor's pre-tanh output, over the entries whose target is finite
-        (NaN = no target). The loss is taken before the tanh so that it still pulls an
-        actor whose output is saturated at a bound (where tanh's gradient vanishes). Used by the trainer's ``best_response_teacher`` (the targets are the
-        exact per-hour best responses of the last evaluation). Gradient clipping is the same
-        as in :meth:`update`; the step is taken by an Adam of its own
-        (:attr:`imitation_optimizer`, created on the first call, not part of
-        :meth:`state_dict`), so its step size does not depend on the scale of the critics'
-        gradients that the actors' Adam has seen. Target networks are not moved.
-
-        Args:
-            obs: ``(B, n, obs_dim)``.
-            target: ``(B, n, max_act)`` actions in ``[-1, 1]``; NaN = no target.
-            weight: scalar or ``(n,)`` loss weight per agent (0 leaves that agent alone).
-        """
+    def _imitation_grads(self, imitation: tuple[Any, Any, Any]) -> tuple[list[Tensor], Tensor]:
+        """Gradients (fresh tensors, like :attr:`_actor_grads`) and per-agent values of the
+        imitation loss ``w_i * mean (z_i - atanh(clip(target_i, +-0.995)))**2`` (``z``: the
+        actor's pre-tanh output; NaN targets and padding are left out). Before the tanh, so
+        that it still pulls an actor saturated at a bound."""
+        obs, target, weight = imitation
         obs, _ = self._as_obs(obs)
         n, m = self.n_agents, self.max_act
         bsz = obs.shape[0]
         kw = {"device": self.device, "dtype": self.float_type}
         tgt = torch.as_tensor(target, **kw)
         if tuple(tgt.shape) != (bsz, n, m):
-            raise ValueError(f"MATD3.imitation_step: target must be {(bsz, n, m)}, got {tuple(tgt.shape)}")
-        w = torch.as_tensor(weight, **kw).reshape(-1).expand(n) if torch.as_tensor(weight).numel() == 1 else torch.as_tensor(weight, **kw)
+            raise ValueError(f"MATD3: imitation targets must be {(bsz, n, m)}, got {tuple(tgt.shape)}")
+        w = torch.as_tensor(weight, **kw).reshape(-1)
+        w = w.expand(n) if w.numel() == 1 else w
         if tuple(w.shape) != (n,):
-            raise ValueError(f"MATD3.imitation_step: weight must be a scalar or ({n},), got {tuple(w.shape)}")
+            raise ValueError(f"MATD3: imitation weight must be a scalar or ({n},), got {tuple(w.shape)}")
         tgt = tgt.permute(1, 2, 0)  # (n, m, B)
         valid = torch.isfinite(tgt) & (self._mask_fm > 0)
         tgt = torch.where(valid, tgt, torch.zeros((), **kw)).clamp_(-_IMITATION_CLIP, _IMITATION_CLIP).atanh_()
@@ -746,18 +752,11 @@ class MATD3:
         ap = self.actor_params
         acts = self._actor_forward(ap, x)
         diff = (acts[-1] - tgt) * valid
-        loss = w * diff.square().sum(dim=(1, 2)) / count  # (n,)
+        loss = w * diff.square().sum(dim=(1, 2)) / count
         dz = diff.mul_((2.0 * w / count).view(n, 1, 1))
-        g = self._actor_grads
-        dbufs = [torch.empty_like(a) for a in acts[:-1]]
-        _stack_backward(ap[0::2], x, acts, dz, dbufs, g[0::2], g[1::2])
-        norm = self._clip_(ap, g)
-        if self.imitation_optimizer is None:
-            self.imitation_optimizer = _make_adam(self.actor_params, self.learning_rate)
-        self.imitation_optimizer.step()
-        metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
-                   "losses/imitation_grad_norm_per_agent": norm}
-        return metrics_to_float(metrics) if as_float else metrics
+        grads = [torch.empty_like(p) for p in ap]
+        _stack_backward(ap[0::2], x, acts, dz, [torch.empty_like(t) for t in acts[:-1]], grads[0::2], grads[1::2])
+        return grads, loss
 
     # ------------------------------------------------------------------ schedules
 
@@ -767,8 +766,8 @@ class MATD3:
         if not lr > 0:
             raise ValueError(f"MATD3: learning rate must be > 0, got {lr!r}")
         self.learning_rate = lr
-        for opt in (self.actor_optimizer, self.critic_optimizer, self.imitation_optimizer):
-            for group in opt.param_groups if opt is not None else ():
+        for opt in (self.actor_optimizer, self.critic_optimizer):
+            for group in opt.param_groups:
                 group["lr"] = lr
 
     # ------------------------------------------------------------------ per-agent export

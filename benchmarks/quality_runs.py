@@ -47,13 +47,12 @@ def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int 
             orig = self.algo.update
 
             def upd(batch, **kw):
-                met = orig(batch, **kw)
-                if self.teacher is not None and weight > 0 and self.algo.n_updates % self.algo.policy_delay == 0:
+                im = None
+                if self.teacher is not None and weight > 0 and (self.algo.n_updates + 1) % self.algo.policy_delay == 0:
                     obs, tgt, w = self.teacher
-                    for _ in range(steps):
-                        idx = self.t_rng.integers(len(obs), size=len(batch.observations))
-                        self.algo.imitation_step(obs[idx], tgt[idx], w)
-                return met
+                    idx = self.t_rng.integers(len(obs), size=len(batch.observations))
+                    im = (obs[idx], tgt[idx], w)
+                return orig(batch, imitation=im, **kw)
 
             self.algo.update = upd
 
