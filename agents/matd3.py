@@ -694,9 +694,9 @@ class MATD3:
         actor_loss = tacts[-1].view(n, bsz).mean(dim=1).neg_()  # (n,)
 
         dq1 = ws.c_d[-1][:n].fill_(-1.0 / bsz)
-        if imitation is not None:  # Q term of taught agents normalised by 1 / mean |Q1| (TD3+BC)
+        if imitation is not None:  # Q term of taught agents normalised by 1 / max(mean |Q1|, 1) (TD3+BC)
             taught = torch.as_tensor(imitation[2], device=self.device, dtype=self.float_type).reshape(-1).expand(n) > 0
-            q_scale = tacts[-1].view(n, bsz).abs().mean(dim=1).clamp_(min=1e-6).reciprocal_()
+            q_scale = tacts[-1].view(n, bsz).abs().mean(dim=1).clamp_(min=1.0).reciprocal_()
             q_scale = torch.where(taught, q_scale, torch.ones_like(q_scale))
             actor_loss = actor_loss * q_scale
             dq1.mul_(q_scale.view(n, 1, 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ def resolve_scenario(arg: str) -> str:
     return str(alt) if alt.exists() else arg
 
 
-def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int = 0, steps: int = 1):
+def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int = 0, steps: int = 1, window: int = 1):
     """Phase-A prototype: a Trainer whose evaluations refresh a best-response teacher
     (behaviour cloning of the exact per-hour best responses, one imitation step per actor step)."""
     import numpy as np
@@ -91,7 +92,8 @@ def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int 
             else:  # round robin: one agent at a time
                 w = np.zeros(n)
                 w[self.n_evals % n] = 1.0
-            self.teacher = (obs, tgt, weight * w)
+            self.t_hist = (getattr(self, "t_hist", []) + [(obs, tgt)])[-window:]
+            self.teacher = (np.concatenate([o for o, _ in self.t_hist]), np.concatenate([t for _, t in self.t_hist]), weight * w)
             self.n_evals += 1
             self.eval_seconds += time.perf_counter() - t0
             return ev
@@ -100,7 +102,7 @@ def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int 
 
 
 def one_run(sc, seed: int, overrides: list[str], *, policy: str = "best", teacher: float = 0.0,
-            teacher_mode: str = "all", teacher_margin: float = 0.0, teacher_refresh: int = 0, teacher_steps: int = 1) -> dict:
+            teacher_mode: str = "all", teacher_margin: float = 0.0, teacher_refresh: int = 0, teacher_steps: int = 1, teacher_window: int = 1) -> dict:
     import numpy as np
     import torch
 
@@ -109,7 +111,7 @@ def one_run(sc, seed: int, overrides: list[str], *, policy: str = "best", teache
     from agents.trainer import Trainer
 
     if teacher > 0:
-        Trainer = teacher_trainer_class(teacher, teacher_mode, teacher_margin, teacher_refresh, teacher_steps)  # noqa: N806
+        Trainer = teacher_trainer_class(teacher, teacher_mode, teacher_margin, teacher_refresh, teacher_steps, teacher_window)  # noqa: N806
 
     torch.set_num_threads(1)
     cfg = LearningConfig.from_dict(sc.learning_config or {}).with_overrides(list(overrides) + ["torch_threads=1"])
@@ -119,6 +121,9 @@ def one_run(sc, seed: int, overrides: list[str], *, policy: str = "best", teache
         res = tr.train()
         train_s = time.perf_counter() - t0
         best = Path(tmp) / "policies" / policy
+        if os.environ.get("MZQ_KEEP"):
+            import shutil
+            shutil.copytree(Path(tmp) / "policies", Path(os.environ["MZQ_KEEP"]) / f"s{seed}", dirs_exist_ok=True)
         if best.exists():
             load_checkpoint(best, tr.algo, tr.agents)
         ev = tr.evaluate(analysis=True)
@@ -152,6 +157,7 @@ def main() -> None:
     p.add_argument("--teacher-margin", type=float, default=0.0)
     p.add_argument("--teacher-refresh", type=int, default=0)
     p.add_argument("--teacher-steps", type=int, default=1)
+    p.add_argument("--teacher-window", type=int, default=1)
     args = p.parse_args()
     from envs import load_scenario
 
@@ -159,7 +165,8 @@ def main() -> None:
     for s in args.seeds:
         r = one_run(sc, s, args.overrides, policy=args.policy, teacher=args.teacher,
                     teacher_mode=args.teacher_mode, teacher_margin=args.teacher_margin,
-                    teacher_refresh=args.teacher_refresh, teacher_steps=args.teacher_steps)
+                    teacher_refresh=args.teacher_refresh, teacher_steps=args.teacher_steps,
+                    teacher_window=args.teacher_window)
         r.update({"scenario": sc.name, "tag": args.tag, "overrides": args.overrides})
         print(json.dumps(r), flush=True)
 
