@@ -727,6 +727,18 @@ class MATD3:
             **extra,
         }
 
+    def imitation_step(self, obs: Any, target: Any, weight: Any, *, as_float: bool = False) -> dict[str, Any]:
+        """One step of the actors alone on the imitation loss (see :meth:`_imitation_grads`),
+        with the actors' Adam and gradient clipping; critics and targets are not touched."""
+        grads, loss = self._imitation_grads((obs, target, weight))
+        g = self._actor_grads
+        torch._foreach_copy_(g, grads)
+        norm = self._clip_(self.actor_params, g)
+        self.actor_optimizer.step()
+        metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
+                   "losses/imitation_grad_norm_per_agent": norm}
+        return metrics_to_float(metrics) if as_float else metrics
+
     def _imitation_grads(self, imitation: tuple[Any, Any, Any]) -> tuple[list[Tensor], Tensor]:
         """Gradients (fresh tensors, like :attr:`_actor_grads`) and per-agent values of the
         imitation loss ``w_i * mean (z_i - atanh(clip(target_i, +-0.995)))**2`` (``z``: the

@@ -53,7 +53,12 @@ def teacher_trainer_class(weight: float, mode: str, margin: float, refresh: int 
                     obs, tgt, w = self.teacher
                     idx = self.t_rng.integers(len(obs), size=len(batch.observations))
                     im = (obs[idx], tgt[idx], w)
-                return orig(batch, imitation=im, **kw)
+                met = orig(batch, imitation=im, **kw)
+                if im is not None:
+                    for _ in range(steps - 1):
+                        idx = self.t_rng.integers(len(obs), size=len(batch.observations))
+                        self.algo.imitation_step(obs[idx], tgt[idx], w)
+                return met
 
             self.algo.update = upd
 
