@@ -129,20 +129,27 @@ class LearningConfig:
 
     # ---- mode and persistence (ASSUME) ----
     learning_mode: bool = True
-    """Train the learning units (True) or only run them with fixed policies (False).
-    Default: True."""
+    """Train the learning units (True), or only run fixed policies (False, as in ASSUME):
+    the policies in `trained_policies_load_path` (else `trained_policies_save_path`/best)
+    run one deterministic evaluation episode and nothing is trained or changed. False
+    without either path is refused. Default: True."""
 
     continue_learning: bool = False
-    """Start training from the policies in `trained_policies_load_path` (or the save
-    path when no load path is given) instead of from fresh networks. Default: False."""
+    """Start training from the policies (networks and optimizer states) in
+    `trained_policies_load_path`, else in `trained_policies_save_path`/best, instead of
+    from fresh networks; refused when neither path is set. A warm start, not a resume:
+    the episode counter, the replay buffer and the generators start anew.
+    Default: False."""
 
     trained_policies_save_path: str | None = None
-    """Folder the trained policies are written to. None: the trainer picks one inside
-    the run's output folder. Default: None."""
+    """Folder the trained policies are written to (its subfolders best, best_profit,
+    best_regret and last are complete checkpoints); a relative path is relative to the
+    working directory. None: the run folder's `policies`. Default: None."""
 
     trained_policies_load_path: str | None = None
-    """Folder to load policies from, for evaluation or `continue_learning`. None: use
-    `trained_policies_save_path`. Default: None."""
+    """Checkpoint folder (e.g. a run's `policies/best`) to load for `continue_learning`
+    or `learning_mode: false`. None: `trained_policies_save_path`/best.
+    Default: None."""
 
     # ---- market and algorithm ----
     max_bid_price: float = 100.0
@@ -177,8 +184,9 @@ class LearningConfig:
 
     train_freq: int = 100
     """Simulated time between two policy updates, in hours. Accepts an int (hours) or
-    a duration string such as "100h", "24h", "1d", "1w" (whole hours only); always
-    stored as int hours. Must be >= 1 hour. Default: 100 (ASSUME's "100h")."""
+    a duration string that pandas.Timedelta reads, such as "100h", "24h", "1d", "1w",
+    "2 days" (whole hours only); always stored as int hours. Must be >= 1 hour.
+    Default: 100."""
 
     gradient_steps: int = 10
     """Gradient steps per policy update. Must be >= 1, or -1 meaning "as many as
@@ -206,8 +214,10 @@ class LearningConfig:
     Must be >= 0. Default: 1.0."""
 
     noise_dt: float = 1.0
-    """Per-draw decay factor of the noise scale (ASSUME's `dt`; 1.0 = no decay).
-    Must be > 0. Default: 1.0."""
+    """Per-draw decay factor of the noise scale (ASSUME's `dt`): the k-th noisy draw of
+    the run (one draw per agent and hour of the training episodes after initial
+    exploration, all market copies at once; k from 0) has the schedule's scale times
+    noise_dt**k. 1.0 = no decay. Must be > 0. Default: 1.0."""
 
     action_noise_schedule: str | None = None
     """How the exploration noise changes over training: None or "constant" keep it
@@ -274,8 +284,9 @@ class LearningConfig:
 
     seed: int | None = None
     """Seed of every random generator of the run (env, noise, networks, buffer).
-    None: drawn from the OS, so the run is not reproducible. Must be >= 0.
-    Default: None."""
+    None: the scenario's seed if it has one, else drawn from the operating system; the
+    seed used is written to the run's config.yaml, so the run can be repeated.
+    Must be >= 0. Default: None."""
 
     num_envs: int = 1
     """Copies of the market collected in parallel by the vector env (each step adds
@@ -681,23 +692,39 @@ def _sizes(v: Any) -> tuple[int, ...]:
         raise _Bad(desc) from None
 
 
-_DURATION_RE = re.compile(
-    r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*"
-    r"(h|hr|hrs|hour|hours|d|day|days|w|wk|week|weeks|min|mins|minute|minutes|t)?\s*$",
-    re.IGNORECASE,
-)
-_HOURS_PER_UNIT = {
-    "h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1,
-    "d": 24, "day": 24, "days": 24,
-    "w": 168, "wk": 168, "week": 168, "weeks": 168,
-    "min": 1 / 60, "mins": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60, "t": 1 / 60,
-}
 _DURATION_DESC = "whole hours >= 1: an integer or a duration like '100h', '24h', '1d', '1w'"
+_UNIT_DW = re.compile(r"(\d\s*)([dw])(?![a-z])")
+
+
+def _timedelta_hours(text: str) -> float:
+    """Hours of a duration string, read by :class:`pandas.Timedelta` (``"100h"``,
+    ``"1d"``, ``"2 days"``, ``"1w"``, ``"90min"``, ``"P1D"``); a bare number is hours."""
+    import pandas as pd  # noqa: PLC0415 - lazy: this module stays light
+
+    s = text.strip().lower()
+    try:
+        return float(s.replace("_", ""))
+    except ValueError:
+        pass
+    # pandas spells day and week in capitals ('d'/'w' are deprecated there)
+    s = _UNIT_DW.sub(lambda m: m.group(1) + m.group(2).upper(), s)
+    if s.startswith("p"):
+        s = s.upper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            td = pd.Timedelta(s)
+    except (ValueError, TypeError, OverflowError):
+        raise _Bad(_DURATION_DESC) from None
+    if td is pd.NaT:
+        raise _Bad(_DURATION_DESC)
+    return td.total_seconds() / 3600
 
 
 def parse_duration_hours(v: Any) -> int:
-    """Hours from an int, a :class:`datetime.timedelta`, or a string such as ``"100h"``,
-    ``"24H"``, ``"1d"``, ``"2w"``, ``"120min"`` or ``"48"`` (a bare number is hours).
+    """Hours from an int, a :class:`datetime.timedelta`, or a string that
+    :class:`pandas.Timedelta` reads, such as ``"100h"``, ``"24H"``, ``"1d"``, ``"2w"``,
+    ``"120min"``, ``"1 day"``, ``"P1D"``, or ``"48"`` (a bare number is hours).
     The result must be a whole number of hours >= 1; anything else raises ConfigError."""
     try:
         return _train_freq(v)
@@ -713,11 +740,7 @@ def _train_freq(v: Any) -> int:
     elif isinstance(v, (int, float)):
         hours = float(v)
     elif isinstance(v, str):
-        m = _DURATION_RE.match(v)
-        if not m:
-            raise _Bad(_DURATION_DESC)
-        unit = (m.group(2) or "h").lower()
-        hours = float(m.group(1)) * _HOURS_PER_UNIT[unit]
+        hours = _timedelta_hours(v)
     else:
         raise _Bad(_DURATION_DESC)
     if not math.isfinite(hours) or hours < 1:
@@ -801,6 +824,16 @@ def _check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             out[name] = _RULES[name](raw)
         except _Bad as bad:
             problems.append(ConfigProblem(name, raw, bad.allowed))
+    if not problems and out["continue_learning"] and not (out["trained_policies_load_path"]
+                                                         or out["trained_policies_save_path"]):
+        problems.append(ConfigProblem(
+            "continue_learning", True,
+            "false, or a folder to continue from in trained_policies_load_path (or trained_policies_save_path)"))
+    if not problems and not out["learning_mode"] and not (out["trained_policies_load_path"]
+                                                          or out["trained_policies_save_path"]):
+        problems.append(ConfigProblem(
+            "learning_mode", False,
+            "true, or the folder of the policies to run in trained_policies_load_path (or trained_policies_save_path)"))
     if not problems and out["replay_buffer_size"] < out["batch_size"]:
         problems.append(
             ConfigProblem(

@@ -1,14 +1,133 @@
-"""Tables of an evaluated episode: ``market.csv`` and ``orders.csv`` (DESIGN.md format)."""
+"""Evaluation: one deterministic episode, its result, its tables and the run summary.
+
+* :func:`evaluation_episode` -- a deterministic episode on copy 0 of a market core as a
+  generator that takes the actions (the plain loop feeds the learner's, the mango
+  runtime the unit agents' bids); :func:`run_episode` drives it; :class:`EvalResult`;
+* :func:`market_frame` / :func:`orders_frame` / :func:`write_market_csvs` -- the
+  ``market.csv`` and ``orders.csv`` tables (DESIGN.md format);
+* :func:`run_summary` / :func:`print_run_summary` / :func:`write_json_atomic` -- the
+  ``summary.json`` of a run.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from envs.record import EpisodeRecord
+
+if TYPE_CHECKING:
+    from envs import MarketCore, Scenario
+
+
+@dataclass
+class EvalResult:
+    """One deterministic evaluation episode (copy 0 of the market)."""
+
+    reward: float  # mean reward per agent and hour
+    profit: float  # EUR, all agents together
+    regret: float  # EUR, all agents together
+    mean_price: float  # EUR/MWh
+    agent_profit: np.ndarray  # (n,) EUR
+    agent_reward: np.ndarray  # (n,)
+    markup: float  # mean (bid price - marginal cost) of the plants' accepted-or-not bids, EUR/MWh
+    dispatch: np.ndarray  # (n,) MWh over the episode
+    br_profit: np.ndarray | None = None  # (n,) EUR best-response profit
+    br_share: np.ndarray | None = None  # (n,) profit / best-response profit
+    exploitability: float | None = None
+    prices: np.ndarray | None = None  # (H,) clearing prices
+    bids: np.ndarray | None = None  # (H, n, 2) EUR/MWh
+    marginal_cost: np.ndarray | None = None  # (H, n)
+    record: Any = None
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "reward": self.reward, "profit": self.profit, "regret": self.regret, "mean_price": self.mean_price,
+            "markup": self.markup,
+        }
+        if self.br_share is not None:
+            # all agents together: total profit / total best-response profit (a mean of
+            # per-agent ratios explodes when one agent's best response is near zero)
+            total_br = float(np.sum(self.br_profit))
+            out["br_share"] = float(np.sum(self.agent_profit)) / total_br if total_br > 0 else float("nan")
+            out["exploitability"] = float(self.exploitability)
+        return out
+
+
+def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analysis: bool):
+    """One deterministic evaluation episode on copy 0 of ``core``, as a generator.
+
+    It yields the observations ``(B, n, obs_dim)`` of every hour and takes the actions
+    ``(B, n, max_act)`` for them through ``send()``; its return value (``StopIteration.value``,
+    see :func:`run_episode`) is the :class:`EvalResult`. :meth:`agents.learner.Learner.evaluate`
+    feeds it the learner's deterministic actions, the mango runtime the unit agents' bids.
+    """
+    obs = core.reset(np.random.default_rng(seed))
+    n, H = core.n, core.max_cycles
+    rewards = np.zeros((H, n))
+    profit = np.zeros((H, n))
+    regret = np.zeros((H, n))
+    prices = np.zeros(H)
+    bids = np.zeros((H, n, 2))
+    mc = np.zeros((H, n))
+    dispatch = np.zeros(n)
+    h = 0
+    sc = scenario
+    while not core.done:
+        t = core.hour
+        a = yield obs
+        out = core.step(a)
+        obs = core.observe()
+        rewards[h], profit[h], regret[h] = out.reward[0], out.profit[0], out.regret[0]
+        prices[h] = out.price[0]
+        bids[h] = out.bid_price[0]
+        if len(core.lp):
+            mc[h, core.sl_plant] = sc.plants.marginal_cost[t, core.lp]
+        if len(core.lr):
+            mc[h, core.sl_ren] = sc.renewables.marginal_cost[core.lr]
+        dispatch += np.abs(out.accepted[0])
+        h += 1
+    plants = [i for i, k in enumerate(core.agent_kind) if k == "plant"]
+    markup = float(np.mean(bids[:, plants, 1] - mc[:, plants])) if plants else float("nan")
+    res = EvalResult(
+        reward=float(rewards.mean()), profit=float(profit.sum()), regret=float(regret.sum()),
+        mean_price=float(prices.mean()), agent_profit=profit.sum(axis=0), agent_reward=rewards.mean(axis=0),
+        markup=markup, dispatch=dispatch, prices=prices, bids=bids, marginal_cost=mc,
+    )
+    rec = core.episode_record(0)
+    res.record = rec
+    if analysis:
+        try:
+            from envs.analysis import exploitability
+        except ImportError:  # analysis module not available
+            return res
+        if getattr(scenario, "network", None) is not None:  # zonal/nodal market: re-clear on the network
+            from envs.network import network_exploitability
+
+            ex = network_exploitability(rec, scenario)
+        else:
+            ex = exploitability(rec)
+        res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
+        res.br_share = np.asarray(ex.share, dtype=float)
+        res.exploitability = float(ex.joint)
+    return res
+
+
+def run_episode(episode, act) -> Any:
+    """Drive an episode generator such as :func:`evaluation_episode` with ``act(obs) ->
+    actions``; returns the generator's return value."""
+    try:
+        obs = next(episode)
+        while True:
+            obs = episode.send(act(obs))
+    except StopIteration as stop:
+        return stop.value
 
 
 def market_frame(record: EpisodeRecord) -> pd.DataFrame:
@@ -58,9 +177,31 @@ def orders_frame(record: EpisodeRecord) -> pd.DataFrame:
     return df
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    """``value`` with a leading ``'`` when it is text that a spreadsheet would run as a
+    formula (starts with ``= + - @``, tab or carriage return); other values unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column names are :func:`neutralise_cell`-ed
+    (numbers untouched: a negative volume stays a number), against CSV formula injection
+    through unit names."""
+    out = df.rename(columns=neutralise_cell)
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(neutralise_cell)
+    return out
+
+
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
+    neutralise_frame(df).to_csv(tmp, index=False)
     os.replace(tmp, path)
 
 
@@ -71,3 +212,54 @@ def write_market_csvs(out: str | os.PathLike, record: EpisodeRecord, scenario=No
     _atomic_csv(market_frame(record), m)
     _atomic_csv(orders_frame(record), o)
     return m, o
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    os.replace(tmp, path)
+
+
+def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episodes: int, wall_time: float,
+                stopped_early: bool, best: dict[str, float]) -> dict[str, Any]:
+    """The JSON summary of a run: the final evaluation, per agent with its best response."""
+    agents = {}
+    for i, a in enumerate(core.agents):
+        row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i],
+               "profit": float(ev.agent_profit[i]), "dispatch_mwh": float(ev.dispatch[i])}
+        if ev.br_profit is not None:
+            row["best_response_profit"] = float(ev.br_profit[i])
+            row["share_of_best_response"] = float(ev.br_share[i])
+        agents[a] = row
+    return {
+        "scenario": scenario.name, "study_case": scenario.study_case,
+        "episodes": int(episodes), "wall_time_s": round(float(wall_time), 2), "stopped_early": bool(stopped_early),
+        "best": dict(best), "evaluation": ev.metrics(), "agents": agents,
+    }
+
+
+def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, policy: str | None = None) -> dict[str, Any]:
+    """The JSON summary of one evaluation (``train.py evaluate``, ``learning_mode: false``):
+    scenario, hours, the metrics and each agent's profit with its best response."""
+    out: dict[str, Any] = {"policy": policy, "scenario": scenario.name, "study_case": scenario.study_case,
+                           "hours": int(ev.record.n_hours) if ev.record is not None else None,
+                           "evaluation": ev.metrics(), "agents": {}}
+    for i, a in enumerate(core.agents):
+        row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
+        if ev.br_profit is not None:
+            row["best_response_profit"] = float(ev.br_profit[i])
+            row["share_of_best_response"] = float(ev.br_share[i])
+        out["agents"][a] = row
+    return out
+
+
+def print_run_summary(s: dict[str, Any]) -> None:
+    """Print :func:`run_summary` as a short table."""
+    e = s["evaluation"]
+    print(f"\n== {s['scenario']} [{s['study_case']}]: {s['episodes']} episodes in {s['wall_time_s']:.1f} s ==")
+    print(f"evaluation (best policy): mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
+          f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
+    for a, r in s["agents"].items():
+        br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
+        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}")

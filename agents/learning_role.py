@@ -1,11 +1,12 @@
 """ASSUME's ``Learning`` role for mango-agents 2.4: MATD3 learning driven by messages.
 
 :class:`Learning` keeps the documented API of ASSUME's
-``assume.reinforcement_learning.learning_role.Learning`` and delegates the algorithm to
-:class:`agents.matd3.MATD3` (all agents' networks stacked in one object) and checkpoints
-to :mod:`agents.checkpoint`. Unlike ASSUME, where bidding strategies write into the
+``assume.reinforcement_learning.learning_role.Learning`` and composes the learner core
+that the plain training loop uses, :class:`agents.learner.Learner` (all agents' networks
+stacked in one :class:`agents.matd3.MATD3`, the replay buffer, the update rounds and the
+run's generators); checkpoints go through :mod:`agents.checkpoint`. Unlike ASSUME, where bidding strategies write into the
 role's caches through a shared reference, everything reaches the role as **messages**
-(``content["context"] == "rl_training"``, see :mod:`agents.mango_protocol`), so the units
+(``content["context"] == "rl_training"``, see :mod:`agents.mango.protocol`), so the units
 and the market may live in other processes or on other machines:
 
 * ``episode_start`` (episode, mode, learning rate) -- the role follows the episode, sets
@@ -48,12 +49,9 @@ Differences from ASSUME
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as _dt
-import inspect
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,11 +63,14 @@ from mango import AgentAddress, Role
 from envs.core import UNIQUE_OBS_LEN
 
 from .buffer import ReplayBuffer
-from .checkpoint import CheckpointError, load_checkpoint, load_critic_files, read_manifest, save_checkpoint
+from .checkpoint import CheckpointError, load_critic_files, save_checkpoint
 from .config import LearningConfig
+from .learner import Learner
 from .learning_utils import Actor, CriticTD3
-from .matd3 import MATD3, metrics_to_float
-from .mango_protocol import (
+from .matd3 import MATD3
+from .recorder import POLICY_CRITERIA, compare_policies, initial_best  # noqa: F401 - POLICY_CRITERIA re-exported
+from .seeding import run_generators
+from .mango.protocol import (
     POLICY,
     TRAINING,
     MessageError,
@@ -87,24 +88,11 @@ logger = logging.getLogger("agents.mango.learning")
 
 ALGORITHMS = ("matd3",)
 
-# compare_and_save_policies: metric, policy folder, whether larger is better
-POLICY_CRITERIA = (("reward", "best", True), ("profit", "best_profit", True), ("regret", "best_regret", False))
-
-
-def matd3_kwargs(config: LearningConfig) -> dict[str, Any]:
-    """Keyword arguments of :class:`MATD3` taken from the config: every constructor
-    parameter that is also a config key (hidden sizes, learning rate, gamma, tau, ...).
-    Matching by name keeps the role in step with :class:`agents.trainer.Trainer` when
-    either grows a hyperparameter; ``device`` and ``seed`` are set by the caller."""
-    keys = {f.name for f in dataclasses.fields(LearningConfig)}
-    params = inspect.signature(MATD3).parameters
-    return {k: getattr(config, k) for k in params if k in keys and k not in ("device", "seed")}
-
 
 def buffer_seed(seed: int) -> int:
-    """Seed of the replay buffer's sampling generator for a run seed (the first draw of
-    ``default_rng(seed)``, as :class:`agents.trainer.Trainer` does)."""
-    return int(np.random.default_rng(int(seed)).integers(2**31))
+    """Seed of the replay buffer's sampling generator for a run seed
+    (:func:`agents.seeding.run_generators`)."""
+    return run_generators(seed, 0).buffer
 
 
 class Learning(Role):
@@ -171,8 +159,9 @@ class Learning(Role):
         self.unique_obs_len = UNIQUE_OBS_LEN
         self.num_envs = 1
         self.unit_addresses: dict[str, AgentAddress] = {}
-        self.rl_algorithm: MATD3 | None = None
-        self.buffer: ReplayBuffer | None = None
+        self.learner: Learner | None = None
+        """The learner core (networks, buffer, update rounds), made by
+        :meth:`create_learning_algorithm`."""
 
         # state followed from the messages
         self.episode = 0
@@ -181,14 +170,9 @@ class Learning(Role):
         self._pending_final_obs: np.ndarray | None = None
         self.transitions = 0
         """Transitions added to the buffer (hours x copies)."""
-        self.n_updates = 0
-        """Gradient steps done by this role."""
         self.policy_version = 0
         """Incremented whenever new actor weights are published."""
-        self.last_metrics: dict[str, Any] = {}
-        """Metrics of the last gradient step of the current episode (floats)."""
-        self.update_seconds = 0.0
-        self.best = {"reward": -np.inf, "profit": -np.inf, "regret": np.inf}
+        self.best = initial_best()
         self.dropped_messages = 0
         self.failure: BaseException | None = None
         """The exception that stopped an update, if any (checked by the runtime)."""
@@ -224,6 +208,29 @@ class Learning(Role):
     @property
     def max_act(self) -> int:
         return max(self.act_dims) if self.act_dims else 0
+
+    @property
+    def rl_algorithm(self) -> MATD3 | None:
+        """The stacked MATD3 of all units (the learner's)."""
+        return self.learner.algo if self.learner is not None else None
+
+    @property
+    def buffer(self) -> ReplayBuffer | None:
+        return self.learner.buffer if self.learner is not None else None
+
+    @property
+    def n_updates(self) -> int:
+        """Gradient steps done by this role's learner."""
+        return self.learner.n_updates if self.learner is not None else 0
+
+    @property
+    def last_metrics(self) -> dict[str, Any]:
+        """Metrics of the last gradient step of the current episode (floats)."""
+        return self.learner.last_metrics if self.learner is not None else {}
+
+    @property
+    def update_seconds(self) -> float:
+        return self.learner.update_seconds if self.learner is not None else 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -291,11 +298,12 @@ class Learning(Role):
             self.initial_exploration = True
         elif mode == "train" and self.initial_exploration:
             self.turn_off_initial_exploration()
-        if mode != "eval":
-            self.last_metrics = {}
-            self.update_seconds = 0.0
-            if lr is not None and self.rl_algorithm is not None:
-                self.rl_algorithm.set_learning_rate(field_of(content, "learning_rate", float))
+        if mode != "eval" and self.learner is not None:
+            self.learner.episode = episode
+            self.learner.last_metrics = {}
+            self.learner.update_seconds = 0.0
+            if lr is not None:
+                self.learner.algo.set_learning_rate(field_of(content, "learning_rate", float))
 
     def _on_transition(self, content: dict) -> None:
         self._require_algorithm()
@@ -304,18 +312,19 @@ class Learning(Role):
         actions = array_of(content, "actions", (B, n, m))
         reward = array_of(content, "reward", (B, n))
         self._close_pending_episode()
-        self.buffer.add(obs, actions, reward)
+        self.learner.add(obs, actions, reward)
         self.transitions += B
 
     def _on_episode_end(self, content: dict) -> None:
         self._require_algorithm()
         final = array_of(content, "final_obs", (self.num_envs, len(self.agents), self.obs_dim))
         self._pending_final_obs = final
+        self.learner.episode = field_of(content, "episode", int) + 1
 
     def _close_pending_episode(self) -> None:
         if self._pending_final_obs is not None:
             final, self._pending_final_obs = self._pending_final_obs, None
-            self.buffer.end_episode(final)
+            self.learner.end_episode(final)
 
     def _on_ack(self, content: dict) -> None:
         unit = field_of(content, "unit", str)
@@ -327,29 +336,24 @@ class Learning(Role):
             self._ack_event.set()
 
     def _require_algorithm(self) -> None:
-        if self.rl_algorithm is None or self.buffer is None:
+        if self.learner is None:
             raise MessageError("no learning algorithm yet (register_units + create_learning_algorithm first)")
 
     # ------------------------------------------------------------------ learning
 
     async def update_policy(self) -> None:
-        """One scheduled policy update: after the initial-exploration episodes and
-        outside evaluation, ``gradient_steps`` MATD3 updates on batches of
+        """One scheduled policy update: in ``learning_mode``, after the initial-exploration
+        episodes and outside evaluation, ``gradient_steps`` MATD3 updates on batches of
         ``batch_size`` (skipped while the buffer holds fewer transitions), then the new
         actor weights go to the unit agents. Exceptions are caught and kept in
         :attr:`failure`."""
-        if self.evaluation_mode or self.initial_exploration or self.failure is not None:
+        if (self.evaluation_mode or self.initial_exploration or self.failure is not None
+                or not self.learning_config.learning_mode):  # learning_mode false: fixed policies
             return
-        if self.rl_algorithm is None or self.buffer.size() < self.batch_size:
+        if self.learner is None or self.buffer.size() < self.batch_size:
             return
         try:
-            t0 = time.perf_counter()
-            metrics = {}
-            for _ in range(self.gradient_steps):
-                metrics = self.rl_algorithm.update(self.buffer.sample(self.batch_size))
-                self.n_updates += 1
-            self.last_metrics = metrics_to_float(metrics)
-            self.update_seconds += time.perf_counter() - t0
+            self.learner.update_round()
             if self.unit_addresses:
                 await self.publish_actors()
         except Exception as exc:  # noqa: BLE001 - a failing task must not end silently
@@ -409,13 +413,9 @@ class Learning(Role):
                              f"available: {', '.join(ALGORITHMS)}")
         if not self.agents:
             raise RuntimeError("Learning.create_learning_algorithm: no units registered (call register_units first)")
-        cfg = self.learning_config
-        self.rl_algorithm = MATD3(len(self.agents), self.obs_dim, self.act_dims, self.unique_obs_len,
-                                  device=self.device, float_type=self.float_type, seed=self.seed,
-                                  **matd3_kwargs(cfg))
-        self.buffer = ReplayBuffer(cfg.replay_buffer_size, self.obs_dim, self.max_act, len(self.agents),
-                                   self.device, self.float_type, num_envs=self.num_envs,
-                                   seed=buffer_seed(self.seed))
+        self.learner = Learner(self.learning_config, self.agents, self.obs_dim, self.act_dims,
+                               num_envs=self.num_envs, seed=self.seed, unique_obs_len=self.unique_obs_len,
+                               device=self.device, float_type=self.float_type)
 
     def create_actors(self) -> None:
         """Create the actors (and target actors) of all units. They live in one stacked
@@ -516,14 +516,12 @@ class Learning(Role):
         by name; when the unit set changed, critics are remapped
         (:func:`agents.checkpoint.load_checkpoint`)."""
         self._need_algorithm("load_params")
-        remap = list(read_manifest(directory)["agents"]) != self.agents
-        load_checkpoint(directory, self.rl_algorithm, self.agents, remap=remap)
+        self.learner.load(directory)
 
     def load_actor_params(self, directory: str | os.PathLike) -> None:
         """Load the actors, their targets and optimizer states only."""
         self._need_algorithm("load_actor_params")
-        remap = list(read_manifest(directory)["agents"]) != self.agents
-        load_checkpoint(directory, self.rl_algorithm, self.agents, remap=remap, load_critics=False)
+        self.learner.load(directory, load_critics=False)
 
     def load_critic_params(self, directory: str | os.PathLike) -> None:
         """Load the critics, their targets and optimizer states only (the checkpoint must
@@ -559,15 +557,11 @@ class Learning(Role):
         (reward), ``best_profit`` and ``best_regret`` (lowest) when they improved. All
         three are compared (ASSUME's loop returns after the first). Returns the names of
         the improved policies (saved only when a save path is set)."""
-        missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
-        if missing:
-            raise KeyError(f"Learning.compare_and_save_policies: metrics lack {missing}")
-        improved = []
-        for key, name, larger in POLICY_CRITERIA:
-            value = float(metrics[key])
-            if (value > self.best[key]) if larger else (value < self.best[key]):
-                self.best[key] = value
-                improved.append(name)
-                if self.save_path is not None:
-                    self.save_params(self.save_path / name)
+        try:
+            improved = compare_policies(self.best, metrics)
+        except KeyError as exc:
+            raise KeyError(f"Learning.{exc.args[0]}") from None
+        if self.save_path is not None:
+            for name in improved:
+                self.save_params(self.save_path / name)
         return improved

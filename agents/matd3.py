@@ -73,8 +73,18 @@ their gradients live in a workspace allocated once per batch size, and the param
 gradients in persistent ``.grad`` buffers written with ``out=``. On CPU this avoids the
 page faults of fresh large allocations on every step (several microseconds per 4 KiB page
 in a VM; they were a third of a 10-agent step) and autograd's per-op overhead. The
-parameters are plain tensors (``requires_grad=False``); the tests check the result
-against the autograd-based per-agent reference.
+parameters are plain tensors (``requires_grad=False``).
+
+Two kernels compute the same step (``MATD3(kernel=...)``): ``"hand"``, the hand-written
+pass above, and ``"autograd"``, which builds the same losses from the same stacked
+tensors and lets autograd differentiate them. The autograd kernel is the in-package
+reference: new losses or layers are written there first, then by hand, and
+``tests/test_matd3.py`` checks the two against each other over agent counts, depths,
+``unique_obs_len``, clipping, the pre-activation penalty and batch-size changes (and the
+autograd kernel against the per-agent loop :class:`agents.matd3_reference.ReferenceMATD3`).
+The hand-written pass is 1.1-1.2x faster on CPU at 3-10 agents (``benchmarks/RESULTS.md``). The private
+torch calls it needs live in :mod:`agents._torch_private`, which checks them at import;
+``kernel="auto"`` (default) falls back to autograd, with one warning, when one is missing.
 
 Actor loss without rebuilding the critic input: the critic's first layer is linear, so
 replacing agent ``i``'s action slot changes its pre-activation by
@@ -82,6 +92,24 @@ replacing agent ``i``'s action slot changes its pre-activation by
 slot. The actor step evaluates the (updated) q1 head's first layer on the sampled batch
 and adds that correction; no per-agent copy of the action vector is built and no critic
 gradient is computed.
+
+Imitation (best-response teacher)
+---------------------------------
+``update(batch, imitation=(obs_t, target_t, weight))`` adds, on an actor step, a
+behaviour-cloning term towards teacher actions (the trainer's ``best_response_teacher``
+passes the exact per-hour best responses of its last evaluations)::
+
+    J_i = -mean Q1_i(...) / max(mean |Q1_i|, 1)                         # taught agents (weight_i > 0)
+          + weight_i * mean_{b, d} (z_i - atanh(clip(target_i, +-0.995)))**2   # finite targets only
+          [+ actor_preactivation_penalty * mean(z_i ** 2)]
+
+with ``z_i`` the pre-tanh output of actor ``i`` on ``obs_t`` (a batch of its own). The Q
+term is normalised as in TD3+BC (Fujimoto & Gu, 2021; detached, floor 1) so that
+``weight`` means the same whatever the scale of the returns; the imitation term is taken
+before the tanh so that it pulls a saturated actor back. NaN targets (no teacher for that
+agent, hour or action dimension) and padding are left out; agents with weight 0 are
+trained exactly as without imitation. :meth:`MATD3.imitation_step` takes one step on the
+imitation term alone.
 
 Metrics
 -------
@@ -122,7 +150,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MATD3", "metrics_to_float"]
+from ._torch_private import MISSING as _MISSING_INTERNALS
+from ._torch_private import ensure_adam_state as _ensure_adam_state
+from ._torch_private import hand_kernel_available, lerp_all_
+from ._torch_private import relu_grad_ as _relu_grad_
+
+__all__ = ["KERNELS", "MATD3", "metrics_to_float"]
+
+KERNELS = ("auto", "hand", "autograd")
 
 _FORMAT = "marketzoo.matd3/1"
 _IMITATION_CLIP = 0.995  # teacher actions are clipped to this before atanh (|z| <= 3.0)
@@ -150,22 +185,6 @@ def _make_adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def _ensure_adam_state(opt: torch.optim.Adam) -> None:
-    """Create Adam's lazily initialised state (zeros) the way ``Adam.step`` would."""
-    for group in opt.param_groups:
-        on_device = bool(group["capturable"] or group["fused"])
-        for p in group["params"]:
-            state = opt.state[p]
-            if len(state) == 0:
-                state["step"] = (
-                    torch.zeros((), dtype=torch.float32, device=p.device)
-                    if on_device
-                    else torch.tensor(0.0, dtype=torch.float32)
-                )
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def metrics_to_float(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,11 +220,6 @@ def _stack_forward(
             h.relu_()
         acts.append(h)
     return acts
-
-
-def _relu_grad_(grad: Tensor, relu_out: Tensor) -> Tensor:
-    """``grad *= (relu_out > 0)`` in place, without a temporary mask."""
-    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
 
 
 def _stack_backward(
@@ -292,6 +306,11 @@ class MATD3:
         device: torch device of all tensors.
         float_type: dtype of all parameters.
         seed: seed of :attr:`generator` (initial weights and target noise).
+        kernel: how gradients are computed: ``"hand"`` (the hand-written batched backward
+            pass), ``"autograd"`` (autograd over the same stacked tensors: the in-package
+            reference) or ``"auto"`` (``"hand"`` unless the torch internals it needs are
+            missing, see :mod:`agents._torch_private`). Both give the same step up to
+            floating-point rounding (tested).
 
     Shapes: observations ``(B, n, obs_dim)``, actions ``(B, n, max_act)``, rewards
     ``(B, n)``.
@@ -317,7 +336,15 @@ class MATD3:
         device: str | torch.device = "cpu",
         float_type: torch.dtype = torch.float32,
         seed: int = 0,
+        kernel: str = "auto",
     ) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"MATD3: kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel == "hand" and not hand_kernel_available():
+            raise ValueError("MATD3: kernel='hand' needs torch internals this torch lacks: "
+                             + "; ".join(_MISSING_INTERNALS) + " (use kernel='auto' or 'autograd')")
+        self.kernel = ("hand" if hand_kernel_available() else "autograd") if kernel == "auto" else kernel
+        """The kernel in use: ``"hand"`` or ``"autograd"``."""
         self.n_agents = n = _pos_int(n_agents, "n_agents")
         self.obs_dim = od = _pos_int(obs_dim, "obs_dim")
         self.act_dims = tuple(_pos_int(a, "every entry of act_dims") for a in act_dims)
@@ -640,20 +667,23 @@ class MATD3:
         obs_fm.copy_(obs.permute(1, 2, 0))
         act_fm.copy_(act.permute(1, 2, 0)).mul_(mask)
         torch.index_select(ws.src, 0, self._critic_index, out=x_flat)
-        q = self._critic_forward(cp, ws.x, ws)
-        dq = torch.sub(q, y.unsqueeze(1), out=ws.c_d[-1].view(n, 2, bsz))
-        critic_loss = dq.square().sum(dim=(1, 2)).div_(bsz)  # (n,)
-        dq.mul_(2.0 / bsz)  # dL/dq
         g = self._critic_grads
-        h0 = ws.c0.view(2 * n, h1, bsz)
-        dh0 = ws.dc0.view(2 * n, h1, bsz)
-        _stack_backward(
-            [w.flatten(0, 1) for w in cp[2::2]], h0, ws.c_acts, ws.c_d[-1], ws.c_d[:-1],
-            [t.flatten(0, 1) for t in g[2::2]], [t.flatten(0, 1) for t in g[3::2]], dx=dh0,
-        )  # fmt: skip
-        dz0 = _relu_grad_(dh0, h0).view(n, 2 * h1, bsz)
-        torch.bmm(dz0, ws.x.transpose(1, 2), out=g[0])
-        torch.sum(dz0, dim=2, keepdim=True, out=g[1])
+        if self.kernel == "autograd":
+            critic_loss = self._critic_grads_autograd(ws.x, y, g)
+        else:
+            q = self._critic_forward(cp, ws.x, ws)
+            dq = torch.sub(q, y.unsqueeze(1), out=ws.c_d[-1].view(n, 2, bsz))
+            critic_loss = dq.square().sum(dim=(1, 2)).div_(bsz)  # (n,)
+            dq.mul_(2.0 / bsz)  # dL/dq
+            h0 = ws.c0.view(2 * n, h1, bsz)
+            dh0 = ws.dc0.view(2 * n, h1, bsz)
+            _stack_backward(
+                [w.flatten(0, 1) for w in cp[2::2]], h0, ws.c_acts, ws.c_d[-1], ws.c_d[:-1],
+                [t.flatten(0, 1) for t in g[2::2]], [t.flatten(0, 1) for t in g[3::2]], dx=dh0,
+            )  # fmt: skip
+            dz0 = _relu_grad_(dh0, h0).view(n, 2 * h1, bsz)
+            torch.bmm(dz0, ws.x.transpose(1, 2), out=g[0])
+            torch.sum(dz0, dim=2, keepdim=True, out=g[1])
         critic_norm = self._clip_(cp, g)
         self.critic_optimizer.step()
         metrics: dict[str, Any] = {
@@ -662,8 +692,78 @@ class MATD3:
             "losses/critic_grad_norm_per_agent": critic_norm,
         }
         if self.n_updates % self.policy_delay == 0:
-            metrics.update(self._actor_step(ws, obs_fm, act_fm, imitation))
+            step = self._actor_step_autograd if self.kernel == "autograd" else self._actor_step
+            metrics.update(step(ws, obs_fm, act_fm, imitation))
         return metrics_to_float(metrics) if as_float else metrics
+
+    # ---- the autograd kernel: the reference for the hand-written pass (same tensors, same
+    # ---- losses, gradients by autograd); new losses or layers are written here first
+
+    def _critic_grads_autograd(self, x: Tensor, y: Tensor, out: list[Tensor]) -> Tensor:
+        """L_i = MSE(Q1_i(x_i), y_i) + MSE(Q2_i(x_i), y_i); writes dL/dθ into ``out``."""
+        bsz = x.shape[2]
+        params = [p.detach().requires_grad_() for p in self.critic_params]
+        with torch.enable_grad():
+            q = self._critic_forward(params, x)  # (n, 2, B)
+            loss = (q - y.unsqueeze(1)).square().sum(dim=(1, 2)) / bsz
+            grads = torch.autograd.grad(loss.sum(), params)
+        for o, g in zip(out, grads):
+            o.copy_(g)
+        return loss.detach()
+
+    def _actor_step_autograd(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor,
+                             imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Tensor]:
+        """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)) [+ penalty]: the critic
+        input is rebuilt with each agent's own action slot replaced; autograd; Adam;
+        Polyak update of all targets. With ``imitation``: the Q term of every taught agent
+        (weight > 0) is divided by ``max(mean |Q1_i|, 1)`` (detached) and the imitation
+        loss is added (see "Imitation" in the module docstring)."""
+        n, m, bsz = self.n_agents, self.max_act, ws.batch
+        h1 = self.critic_hidden_sizes[0]
+        cp, mask, col0 = self.critic_params, self._mask_fm, self._act_col0
+        params = [p.detach().requires_grad_() for p in self.actor_params]
+        eye = torch.eye(n, device=self.device, dtype=self.float_type).view(n, n, 1, 1)
+        x = ws.x  # the sampled batch's critic inputs (n, D, B)
+        with torch.enable_grad():
+            z = self._actor_forward(params, obs_fm)[-1]  # pre-tanh (n, m, B)
+            a_pi = torch.tanh(z) * mask
+            slots = x[:, col0:].reshape(n, n, m, bsz)  # [agent i's critic, slot j]
+            slots = slots * (1.0 - eye) + eye * a_pi.unsqueeze(1)  # slot i <- actor i
+            x_pi = torch.cat([x[:, :col0], slots.reshape(n, n * m, bsz)], dim=1)
+            h = torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], x_pi).relu()
+            q1 = _stack_forward([w[:, 0] for w in cp[2::2]], [b[:, 0] for b in cp[3::2]], h)[-1].view(n, bsz)
+            loss = -q1.mean(dim=1)
+            im_loss = None
+            if imitation is not None:
+                obs_t, tgt_t, w_t = self._imitation_tensors(imitation)
+                w_t = w_t.view(n)
+                scale = q1.detach().abs().mean(dim=1).clamp(min=1.0)
+                loss = torch.where(w_t > 0, loss / scale, loss)
+                z_t = self._actor_forward(params, obs_t)[-1]
+                valid = torch.isfinite(tgt_t) & (mask > 0)
+                goal = torch.where(valid, tgt_t, 0.0).clamp(-_IMITATION_CLIP, _IMITATION_CLIP).atanh()
+                count = valid.sum(dim=(1, 2)).clamp(min=1)
+                im_loss = w_t * ((z_t - goal) * valid).square().sum(dim=(1, 2)) / count
+                loss = loss + im_loss
+            if self.actor_preactivation_penalty:
+                loss = loss + self.actor_preactivation_penalty * (z * mask).square().mean(dim=(1, 2))
+            grads = torch.autograd.grad(loss.sum(), params)
+        g = self._actor_grads
+        for o, gr in zip(g, grads):
+            o.copy_(gr)
+        actor_norm = self._clip_(self.actor_params, g)
+        self.actor_optimizer.step()
+        lerp_all_(self.actor_target_params, self.actor_params, self.tau)
+        lerp_all_(self.critic_target_params, self.critic_params, self.tau)
+        actor_loss = loss.detach()
+        extra = {} if im_loss is None else {"losses/imitation_loss": im_loss.detach().sum(),
+                                            "losses/imitation_loss_per_agent": im_loss.detach()}
+        return {
+            "losses/actor_loss": actor_loss.sum(),
+            "losses/actor_loss_per_agent": actor_loss,
+            "losses/actor_grad_norm_per_agent": actor_norm,
+            **extra,
+        }
 
     def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor,
                     imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Tensor]:
@@ -695,7 +795,7 @@ class MATD3:
 
         dq1 = ws.c_d[-1][:n].fill_(-1.0 / bsz)
         if imitation is not None:  # Q term of taught agents normalised by 1 / max(mean |Q1|, 1) (TD3+BC)
-            taught = torch.as_tensor(imitation[2], device=self.device, dtype=self.float_type).reshape(-1).expand(n) > 0
+            taught = self._imitation_tensors(imitation)[2].view(n) > 0
             q_scale = tacts[-1].view(n, bsz).abs().mean(dim=1).clamp_(min=1.0).reciprocal_()
             q_scale = torch.where(taught, q_scale, torch.ones_like(q_scale))
             actor_loss = actor_loss * q_scale
@@ -713,13 +813,14 @@ class MATD3:
         extra: dict[str, Tensor] = {}
         if imitation is not None:
             im_grads, im_loss = self._imitation_grads(imitation)
-            torch._foreach_add_(g, im_grads)
+            for gi, di in zip(g, im_grads):
+                gi.add_(di)
             actor_loss = actor_loss + im_loss
             extra = {"losses/imitation_loss": im_loss.sum(), "losses/imitation_loss_per_agent": im_loss}
         actor_norm = self._clip_(ap, g)
         self.actor_optimizer.step()
-        torch._foreach_lerp_(self.actor_target_params, self.actor_params, self.tau)
-        torch._foreach_lerp_(self.critic_target_params, self.critic_params, self.tau)
+        lerp_all_(self.actor_target_params, self.actor_params, self.tau)
+        lerp_all_(self.critic_target_params, self.critic_params, self.tau)
         return {
             "losses/actor_loss": actor_loss.sum(),
             "losses/actor_loss_per_agent": actor_loss,
@@ -732,18 +833,16 @@ class MATD3:
         with the actors' Adam and gradient clipping; critics and targets are not touched."""
         grads, loss = self._imitation_grads((obs, target, weight))
         g = self._actor_grads
-        torch._foreach_copy_(g, grads)
+        for gi, di in zip(g, grads):
+            gi.copy_(di)
         norm = self._clip_(self.actor_params, g)
         self.actor_optimizer.step()
         metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
                    "losses/imitation_grad_norm_per_agent": norm}
         return metrics_to_float(metrics) if as_float else metrics
 
-    def _imitation_grads(self, imitation: tuple[Any, Any, Any]) -> tuple[list[Tensor], Tensor]:
-        """Gradients (fresh tensors, like :attr:`_actor_grads`) and per-agent values of the
-        imitation loss ``w_i * mean (z_i - atanh(clip(target_i, +-0.995)))**2`` (``z``: the
-        actor's pre-tanh output; NaN targets and padding are left out). Before the tanh, so
-        that it still pulls an actor saturated at a bound."""
+    def _imitation_tensors(self, imitation: tuple[Any, Any, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Checked ``(obs (n, obs_dim, B'), target (n, max_act, B'), weight (n,))`` tensors."""
         obs, target, weight = imitation
         obs, _ = self._as_obs(obs)
         n, m = self.n_agents, self.max_act
@@ -756,14 +855,21 @@ class MATD3:
         w = w.expand(n) if w.numel() == 1 else w
         if tuple(w.shape) != (n,):
             raise ValueError(f"MATD3: imitation weight must be a scalar or ({n},), got {tuple(w.shape)}")
-        tgt = tgt.permute(1, 2, 0)  # (n, m, B)
+        return obs.permute(1, 2, 0).contiguous(), tgt.permute(1, 2, 0).contiguous(), w.view(n, 1, 1)
+
+    def _imitation_grads(self, imitation: tuple[Any, Any, Any]) -> tuple[list[Tensor], Tensor]:
+        """Gradients (fresh tensors, like :attr:`_actor_grads`) and per-agent values of the
+        imitation loss (see "Imitation" in the module docstring), by hand."""
+        x, tgt, w = self._imitation_tensors(imitation)
+        n = self.n_agents
         valid = torch.isfinite(tgt) & (self._mask_fm > 0)
-        tgt = torch.where(valid, tgt, torch.zeros((), **kw)).clamp_(-_IMITATION_CLIP, _IMITATION_CLIP).atanh_()
+        goal = torch.where(valid, tgt, torch.zeros((), device=self.device, dtype=self.float_type))
+        goal = goal.clamp_(-_IMITATION_CLIP, _IMITATION_CLIP).atanh_()
         count = valid.sum(dim=(1, 2)).clamp_(min=1).to(self.float_type)  # (n,)
-        x = obs.permute(1, 2, 0).contiguous()
         ap = self.actor_params
         acts = self._actor_forward(ap, x)
-        diff = (acts[-1] - tgt) * valid
+        diff = (acts[-1] - goal) * valid
+        w = w.view(n)
         loss = w * diff.square().sum(dim=(1, 2)) / count
         dz = diff.mul_((2.0 * w / count).view(n, 1, 1))
         grads = [torch.empty_like(p) for p in ap]

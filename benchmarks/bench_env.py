@@ -2,10 +2,20 @@
 
 Measurements (one JSON line each):
 
+* ``headline``: the PettingZoo ``ParallelEnv`` through its dict API on example_02a (when
+  ``../shared`` has it) and the built-in ``default``, in interleaved rounds (median
+  reported): ``variant="fast"`` (the fused single-copy step, what the env uses),
+  ``variant="generic"`` (the same env with ``use_fast_path = False``: the array path)
+  and, with ``--ref GITREF``, ``variant="ref:GITREF"``: the env as committed at that
+  git revision (its ``envs/`` exported with ``git archive`` and run in a subprocess), so
+  before/after figures come from one run on one machine. ``steps_per_s`` is wall-clock;
+  ``steps_per_cpu_s`` divides by the process's CPU time instead, which is closer to an
+  idle machine's wall-clock rate when other processes share the cores.
 * ``parallel_dict``: the PettingZoo ``ParallelEnv`` through its dict API (one dict of
   actions per step, as an RL library drives it); ``B = 1``.
-* ``core``: the raw :class:`envs.MarketCore` with ``B = 1`` (actions as one array; no
-  dict handling, validation or info dicts) -- the floor the env adds its overhead to.
+* ``core``: the raw :class:`envs.MarketCore` array path with ``B = 1`` (actions as one
+  array; no dict handling, validation or info dicts). Since the fused single-copy step
+  (``envs/fast.py``) the ``ParallelEnv`` is faster than this path.
 * ``vector``: :class:`envs.VectorMarketEnv` at ``B`` = 1, 64, 1024, 4096.
 * ``scaling_parallel`` / ``scaling_vector``: generated scenarios from 2 to 200 units
   and 1 to 100 learning agents (168 hours), single env and vector env at ``B = 256``.
@@ -23,6 +33,7 @@ timed loop (the reset time is included). Each measurement runs for at least
 Examples::
 
     python benchmarks/bench_env.py --quick
+    python benchmarks/bench_env.py --headline-only --ref e98ed4c   # before/after, one run
     python benchmarks/bench_env.py --out benchmarks/env_results.jsonl
 """
 
@@ -42,7 +53,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# a child measuring another revision's envs/ (see --ref) puts that copy first instead
+sys.path.insert(0, os.environ.get("MARKETZOO_BENCH_ENVS_ROOT", str(ROOT)))
 
 import envs  # noqa: E402
 from envs.data import Demands, MarketConfig, Plants, Renewables, Scenario, Storages  # noqa: E402
@@ -113,8 +125,10 @@ def _timed(step, reset, min_time: float) -> tuple[int, float]:
     """Call ``step(k)`` (returns True when the episode ended) until ``min_time`` passed."""
     reset()
     step(0)  # warm-up
+    global LAST_CPU_SECONDS
     reset()
     k = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     while True:
         for _ in range(16):
@@ -123,11 +137,17 @@ def _timed(step, reset, min_time: float) -> tuple[int, float]:
             k += 1
         dt = time.perf_counter() - t0
         if dt >= min_time:
+            LAST_CPU_SECONDS = time.process_time() - c0
             return k, dt
 
 
-def bench_parallel(sc: Scenario, min_time: float) -> tuple[int, float, int]:
+LAST_CPU_SECONDS = float("nan")  # CPU time of the last _timed loop (this process)
+
+
+def bench_parallel(sc: Scenario, min_time: float, fast: bool = True) -> tuple[int, float, int]:
     env = envs.parallel_env(sc)
+    if not fast:
+        env.use_fast_path = False
     rng = np.random.default_rng(0)
     acts = [{a: rng.uniform(-1, 1, env.action_space(a).shape).astype(np.float32) for a in env.possible_agents}
             for _ in range(N_ACTION_SETS)]
@@ -195,6 +215,58 @@ def memory_probe(scenario: str, B: int, steps: int) -> dict:
             "ru_maxrss_peak_mib": round(rss1 / 1024, 1), "memory_steps": steps}
 
 
+def _headline_scenarios() -> list[str]:
+    out = [str(EXAMPLE_02A)] if (EXAMPLE_02A / "config.yaml").is_file() else []
+    return out + ["default"]
+
+
+def _ref_probe(ref_root: Path, scenario: str, min_time: float) -> dict:
+    """steps/s of the ParallelEnv of the revision exported to ``ref_root``, in a child."""
+    env = {**os.environ, "MARKETZOO_BENCH_ENVS_ROOT": str(ref_root)}
+    child = subprocess.run(
+        [sys.executable, __file__, "--ref-probe", scenario, str(min_time)],
+        capture_output=True, text=True, check=True, env=env,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def headline(min_time: float, rounds: int, ref: str | None, emit) -> None:
+    """The single-env figures of issue 12: fast vs generic (vs a git revision), interleaved."""
+    import tempfile
+
+    tmp = None
+    if ref:
+        tmp = tempfile.TemporaryDirectory()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "envs"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp.name], input=archive.stdout, check=True)
+    try:
+        for scenario in _headline_scenarios():
+            sc = envs.load_scenario(scenario)
+            rates: dict[str, list[float]] = {}
+            cpu_rates: dict[str, list[float]] = {}
+            n = 0
+            for _ in range(rounds):
+                for variant in ("fast", "generic") + ((f"ref:{ref}",) if ref else ()):
+                    if variant.startswith("ref:"):
+                        r = _ref_probe(Path(tmp.name), scenario, min_time)
+                        rate, cpu_rate = r["steps_per_s"], r["steps_per_cpu_s"]
+                    else:
+                        steps, dt, n = bench_parallel(sc, min_time, fast=variant == "fast")
+                        rate, cpu_rate = steps / dt, steps / LAST_CPU_SECONDS
+                    rates.setdefault(variant, []).append(rate)
+                    cpu_rates.setdefault(variant, []).append(cpu_rate)
+            for variant, rs in rates.items():
+                emit({"bench": "env", "what": "headline", "variant": variant, "scenario": sc.name, "n_agents": n,
+                      "B": 1, "rounds": rounds, "steps_per_s_median": round(float(np.median(rs)), 1),
+                      "steps_per_s_rounds": [round(r, 1) for r in rs],
+                      "steps_per_cpu_s_median": round(float(np.median(cpu_rates[variant])), 1),
+                      "speedup_vs_fast": round(float(np.median(rates["fast"]) / np.median(rs)), 2),
+                      "load_avg_1min": round(os.getloadavg()[0], 2)})
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs and a small sweep (about 20 s)")
@@ -202,12 +274,23 @@ def main(argv=None) -> int:
     ap.add_argument("--min-time", type=float, help="seconds per measurement (default 2, --quick 0.3)")
     ap.add_argument("--scenario", help="scenario for the main measurements (default: example_02a if present, "
                                        "else the built-in 'default')")
+    ap.add_argument("--ref", help="also measure the ParallelEnv of this git revision (e.g. the commit before "
+                                  "a change) in the headline, in the same run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the headline (median reported)")
+    ap.add_argument("--headline-only", action="store_true", help="only the headline single-env measurements")
     ap.add_argument("--memory-probe", nargs=3, metavar=("SCENARIO", "B", "STEPS"), help=argparse.SUPPRESS)
+    ap.add_argument("--ref-probe", nargs=2, metavar=("SCENARIO", "MIN_TIME"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.memory_probe:  # child process of the memory measurement
         name, B, steps = args.memory_probe
         print(json.dumps(memory_probe(name, int(B), int(steps))))
+        return 0
+    if args.ref_probe:  # child process measuring another revision's env (see --ref)
+        name, mt = args.ref_probe
+        steps, dt, n = bench_parallel(envs.load_scenario(name), float(mt))
+        print(json.dumps({"steps_per_s": steps / dt, "steps_per_cpu_s": steps / LAST_CPU_SECONDS, "n_agents": n,
+                          "envs": str(Path(envs.__file__).parent)}))
         return 0
 
     min_time = args.min_time if args.min_time is not None else (0.3 if args.quick else 2.0)
@@ -224,6 +307,12 @@ def main(argv=None) -> int:
         if out:
             out.write(line + "\n")
             out.flush()
+
+    headline(min_time, 1 if args.quick else args.rounds, args.ref, emit)
+    if args.headline_only:
+        if out:
+            out.close()
+        return 0
 
     sc = envs.load_scenario(scenario)
     steps, dt, n = bench_parallel(sc, min_time)

@@ -56,7 +56,7 @@ def run_loop(scenario, cfg, env_options):
 
 
 def run_mango(scenario, cfg, env_options, containers: int):
-    from agents.mango_runtime import train_mango
+    from agents.mango.runtime import train_mango
 
     t0 = time.perf_counter()
     res = train_mango(scenario, cfg, seed=0, containers=containers, env_options=env_options, tensorboard=False,

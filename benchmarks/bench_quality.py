@@ -47,9 +47,7 @@ def run_seed(scenario, seed: int, target: float, budget: float, overrides: list[
     curve = []
     for ep in range(cfg.training_episodes):
         t0 = time.perf_counter()
-        tr.episode = ep
-        tr.run_training_episode()
-        tr.episode = ep + 1
+        tr.run_episode()  # training episode ep
         train_clock += time.perf_counter() - t0
         if ep + 1 < cfg.episodes_collecting_initial_experience:
             continue

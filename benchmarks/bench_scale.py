@@ -78,9 +78,8 @@ def main() -> None:
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, analysis=False)
     setup = time.perf_counter() - t0
     for ep in range(args.episodes + 1):
-        tr.episode = ep
         t = time.perf_counter()
-        s = tr.run_training_episode()
+        s = tr.run_episode()  # training episode ep
         wall = time.perf_counter() - t
         print(json.dumps({
             "bench": "german_scale", "episode": ep, "exploration_only": ep == 0, "learners": args.learners,

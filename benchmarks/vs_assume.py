@@ -22,7 +22,7 @@ for ``quality`` marketzoo's share / ASSUME's):
     evaluation episode), each ``World.run()`` timed (``setup_s``: the world set-up
     ASSUME repeats between episodes, not in the figure); marketzoo's
     :class:`agents.trainer.Trainer` (``num_envs = 1``) with the same schedule,
-    ``run_training_episode`` timed. Episode 0 collects random experience (no updates,
+    ``Trainer.run_episode`` timed. Episode 0 collects random experience (no updates,
     ``collect_episode_s``), episodes 1-3 learn (``learning_episode_s``: their median). ASSUME shortens
     ``train_freq`` so that it divides the horizon (100h over 720h -> 90h); marketzoo is given
     the same shortened value so both do the same number of gradient steps.
@@ -522,9 +522,8 @@ def mz_train(scenario, train_freq_h: int | None, threads: int | None = None) -> 
     tr = Trainer(scenario, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, analysis=False)
     times = []
     for ep in range(4):
-        tr.episode = ep
         t0 = time.perf_counter()
-        tr.run_training_episode()
+        tr.run_episode()  # training episode ep
         times.append(time.perf_counter() - t0)
     import torch
 
@@ -602,9 +601,7 @@ def mz_quality(scenario, budget: float, settings: str = "recommended", seed: int
     clock, times = 0.0, []
     for ep in range(cfg.training_episodes):
         t0 = time.perf_counter()
-        tr.episode = ep
-        tr.run_training_episode()
-        tr.episode = ep + 1
+        tr.run_episode()  # training episode ep
         times.append(time.perf_counter() - t0)
         clock += times[-1]
         if clock + 0.5 * times[-1] > budget:

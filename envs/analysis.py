@@ -2,36 +2,45 @@
 equilibrium?
 
 For one learning agent, every other bid of every hour of an
-:class:`~envs.record.EpisodeRecord` is held fixed as recorded, and the agent's own bid
-prices are chosen to maximise its profit in each hour (its bid volumes stay as recorded):
+:class:`~envs.record.EpisodeRecord` is held fixed as recorded, and the agent's own bids
+are chosen to maximise its profit over the whole episode:
 
-* a learning **plant** chooses two prices ``p_in <= p_fx`` for its inflexible and its
-  flexible part (the env bids ``min(a0, a1)`` and ``max(a0, a1)`` times
-  ``max_bid_price``), each in ``[-max_bid_price, max_bid_price]``;
-* a learning **renewable** chooses one price in ``[-max_bid_price, max_bid_price]``;
-* a learning **storage** unit chooses one price in ``[0, max_bid_price]`` in the
-  direction it bid in that hour (discharge offer or charge bid), see the limits below.
+* a learning **plant** chooses two prices ``p_in <= p_fx`` per hour for its inflexible
+  and its flexible part (the env bids ``min(a0, a1)`` and ``max(a0, a1)`` times
+  ``max_bid_price``), each in ``[-max_bid_price, max_bid_price]``; its volumes stay as
+  recorded. Start-up costs link the hours: the best response is the exact optimum over
+  on/off schedules (a dynamic programme over the two states "dispatched in the hour
+  before" / "not dispatched"), a start-up being charged, as :class:`envs.core.MarketCore`
+  charges it, when the plant is dispatched after an hour with zero dispatch (before the
+  first recorded hour: the record's ``agent_prev_dispatch[0]``);
+* a learning **renewable** chooses one price per hour in ``[-max_bid_price, max_bid_price]``;
+* a learning **storage** unit chooses its schedule: a net injection ``q`` per hour (MW,
+  ``+`` sold, ``-`` bought) and a price in ``[0, max_bid_price]`` for it, by dynamic
+  programming over its state of charge (see below). This needs the unit's parameters
+  (``scenario=`` or ``storage=``); without them the old per-hour approximation is used
+  (``exact=False``, see Limits).
 
-Profit is computed like :meth:`envs.core.MarketCore.step`::
+Profit, as :meth:`envs.core.MarketCore.step` pays it, per step of ``record.dt`` hours::
 
-    profit = sum_j acc_j * (pay_j - cost_j)            # own supply bids
-           - sum_k acc_k * (pay_k + cost_k)            # own demand bids (storage charging)
-           - start_up_cost * [q > 0 and prev_dispatch <= 0]   # plants only
+    profit = dt * (sum_j acc_j * (pay_j - cost_j)            # own supply bids
+                   - sum_k acc_k * (pay_k + cost_k))         # own demand bids (storage charging)
+           - start_up_cost * [q > 0 and prev_dispatch <= 0]  # plants only, EUR per start
 
 with ``pay`` the clearing price (``pay_as_clear``) or the bid's own price clipped to the
-price limits (``pay_as_bid``), ``cost`` the record's ``supply_cost``/``demand_cost``,
-``q`` the agent's accepted supply and ``prev_dispatch`` the record's
-``agent_prev_dispatch``.
+price limits (``pay_as_bid``), ``cost`` the record's ``supply_cost``/``demand_cost``
+(storage: its additional costs of discharging/charging) and ``q`` the agent's accepted
+supply.
 
-Exactness. With all other bids fixed, the market outcome depends on the agent's own price
-only through its position in the merit order, which changes only at the *breakpoints*:
-the other live supply prices, the live demand prices and the ends of the bid range. On
-each open interval between two breakpoints the agent's profit is constant or increasing
-in its own supply price (pay-as-clear: while its bid is the highest accepted one it sets
-the price; pay-as-bid: it is paid its own price) and constant or decreasing in its own
-demand price. At a breakpoint itself the bids tie and share pro rata. So the supremum of
-the profit is attained at a breakpoint or approached just below one (just above one for
-a demand bid), and it suffices to evaluate the candidates
+Exactness of one hour. With all other bids fixed, the market outcome depends on the
+agent's own price only through its position in the merit order, which changes only at
+the *breakpoints*: the other live supply prices, the live demand prices and the ends of
+the bid range. On each open interval between two breakpoints the agent's profit is
+constant or increasing in its own supply price (pay-as-clear: while its bid is the
+highest accepted one it sets the price; pay-as-bid: it is paid its own price) and
+constant or decreasing in its own demand price. At a breakpoint itself the bids tie and
+share pro rata. So the supremum of the profit is attained at a breakpoint or approached
+just below one (just above one for a demand bid), and it suffices to evaluate the
+candidates
 
     {b} U {b - min(tick, gap_below/2)} U {b + min(tick, gap_above/2)} U {recorded prices}
 
@@ -41,28 +50,39 @@ than ``tick``). The "+" candidates are used for storage agents only (their charg
 demand bid). A plant evaluates every pair ``p_in <= p_fx`` of candidates. The result is
 exact up to ``tick``: where the supremum is approached below a breakpoint ``b`` (the
 agent sets the price, or is paid its bid), the reported best price is ``b - tick`` and the
-reported profit is at most ``tick * accepted MW`` below the supremum, which no bid
+reported profit is at most ``tick * accepted MWh`` below the supremum, which no bid
 attains (bidding ``b`` itself ties with the bid at ``b``).
 
+Storage. The state of charge lives on a grid of ``soc_points`` levels spaced
+``(soc_max - soc_min) / (soc_points - 1)`` MWh apart, shifted so that the initial state
+of charge (``initial_soc * capacity``, where every env episode starts) is a level
+(:func:`soc_grid`). A move of ``k`` levels down is a discharge of ``q = k * step *
+eff_dis / dt`` MW, ``k`` levels up a charge of ``q = k * step / (eff_ch * dt)`` MW, as
+the env moves its state of charge; moves beyond the power limits or the state-of-charge
+limits are not allowed. The profit of a net injection ``q`` in an hour comes from the
+residual curve of the other bids: the storage offers (bids) exactly ``|q|`` MW at one
+price, the price is chosen among the candidates above, and only prices at which the
+whole ``|q|`` is accepted count (the clearing price as a function of the storage's own
+net injection; under pay-as-bid its own price). The dynamic programme over (hour, level)
+then gives the best schedule from the initial level, with no value for energy left at the
+end (as in the env). The result is exact for schedules on the grid (up to ``tick * |q|``
+per hour); a finer grid can only find more when it contains the coarser one.
+The storage may sell less than it could (withholding): the env's storage action offers
+its whole feasible volume at one price, so the storage best response is an upper bound
+of what the env's one-price action can reach.
+
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
-(rows = hours x candidate price vectors, in chunks of at most ``MAX_ROWS`` rows); there
-is no Python loop over hours or bids.
+(rows = hours x candidate price vectors [x storage injections], in chunks of at most
+``MAX_ROWS`` rows); the dynamic programmes are vectorised over states.
 
 Limits:
 
-* **Per hour.** The best response is computed hour by hour. A plant's start-up cost is
-  charged against the *recorded* dispatch of the hour before (``agent_prev_dispatch``),
-  not against the dispatch the best response would have produced, so the episode total
-  is the sum of per-hour best responses, not the best response over whole bid
-  trajectories.
-* **Storage is an approximation** (``exact=False``): the state of charge is held as
-  recorded. The feasible volume is the recorded volume of the slot the agent bid in that
-  hour (the env offers ``min(max power, energy available)``); the other direction's
-  feasible volume is not in the record (the record holds a zero volume for the slot not
-  chosen), so only the recorded direction is considered. The profit is the hour's cash
-  flow, which ignores the value of the stored energy: a myopic best response never pays
-  to charge at a positive price. Read storage results as "how much better could this
-  hour's bid have been, today's cash only".
+* Other units' bids are held as recorded in every hour, also where they depend on the
+  past (a rule storage unit's volume depends on its state of charge, which the agent's
+  bids may have changed).
+* **Storage without parameters** (``exact=False``): the state of charge is held as
+  recorded; only the recorded direction and volume of each hour are considered and the
+  profit is the hour's cash flow. Pass ``scenario=`` for the exact response.
 * A storage charge bid at price exactly 0 is not an env action (``a = 0`` means
   discharge at 0); the analysis allows it as the limit ``a -> 0-``.
 """
@@ -81,8 +101,18 @@ __all__ = [
     "Exploitability",
     "best_response",
     "exploitability",
+    "StorageParams",
     "brute_force_best_response",
+    "br_share",
+    "agent_rows",
+    "deviation_verdict",
+    "max_relative_gain",
+    "exploitability_from",
+    "equilibrium",
+    "EquilibriumResult",
+    "distance_to_equilibrium",
     "recorded_profit",
+    "soc_grid",
     "MAX_ROWS",
 ]
 
@@ -110,7 +140,10 @@ class BestResponse:
     recorded_profit_per_hour: np.ndarray  # (H,) recomputed from the record
     recorded_price: np.ndarray  # (H, 2) the agent's recorded bid prices, same layout
     direction: np.ndarray  # (H,) int8: +1 sells (supply bid), -1 buys (storage charge), 0 no volume
-    n_candidates: int  # price vectors evaluated per hour
+    n_candidates: int  # price vectors evaluated per hour (exact storage: net injections per hour)
+    best_volume: np.ndarray | None = None  # (H,) exact storage: net injection MW (+ sold, - bought)
+    soc: np.ndarray | None = None  # (H+1,) exact storage: state of charge MWh along the best response
+    soc_points: int = 0  # exact storage: levels of the state-of-charge grid
 
     @property
     def best_profit(self) -> float:
@@ -164,6 +197,7 @@ class Exploitability:
                 f"{self.gain[k]:>12.1f} {self.share[k]:>7.3f}{mark}"
             )
         lines.append(f"joint exploitability = sum(gain) / sum(|recorded|) = {self.joint:.4f}")
+        lines.append(deviation_verdict(self))
         if not self.exact.all():
             lines.append("* approximate (storage: per-hour, state of charge held as recorded)")
         return "\n".join(lines)
@@ -236,6 +270,7 @@ def recorded_profit(record: EpisodeRecord, agent: int | str) -> np.ndarray:
     pay_d = _payments(record, record.demand_price[:, d])
     profit = (acc_s * (pay_s - record.supply_cost[:, s])).sum(axis=1)
     profit -= (acc_d * (pay_d + record.demand_cost[:, d])).sum(axis=1)
+    profit *= record.dt
     if sl.kind == "plant":
         started = (acc_s.sum(axis=1) > 0) & (record.agent_prev_dispatch[:, i] <= 0)
         profit -= started * record.agent_start_up_cost[i]
@@ -323,9 +358,10 @@ def _cols(pay: np.ndarray, shape: tuple[int, int], cols: np.ndarray) -> np.ndarr
 def _evaluate(
     record: EpisodeRecord, sl: _Slots, h0: int, h1: int, s_price: np.ndarray, d_price: np.ndarray
 ) -> np.ndarray:
-    """Profit ``(h, P)`` of the agent in hours ``h0:h1`` for ``P`` own price vectors per
-    hour: ``s_price`` ``(h, P, len(s_cols))``, ``d_price`` ``(h, P, len(d_cols))``. One
-    batched clearing of ``h * P`` markets."""
+    """Profit ``(h, P)`` (EUR per step, without start-up costs) of the agent in hours
+    ``h0:h1`` for ``P`` own price vectors per hour, and whether its supply is accepted
+    ``(h, P)``: ``s_price`` ``(h, P, len(s_cols))``, ``d_price`` ``(h, P, len(d_cols))``.
+    One batched clearing of ``h * P`` markets."""
     h = h1 - h0
     P = s_price.shape[1]
     rep = lambda a: np.repeat(a[h0:h1], P, axis=0)  # noqa: E731
@@ -347,25 +383,285 @@ def _evaluate(
     if len(d):
         pay_d = _cols(res.demand_payment, res.demand_accepted.shape, d)
         profit -= (res.demand_accepted[:, d] * (pay_d + rep(record.demand_cost[:, d]))).sum(axis=1)
-    if sl.kind == "plant" and record.agent_start_up_cost[sl.i] != 0:
-        started = (acc_s.sum(axis=1) > 0) & (rep(record.agent_prev_dispatch[:, sl.i]) <= 0)
-        profit -= started * record.agent_start_up_cost[sl.i]
-    return profit.reshape(h, P)
+    # energy = MW * dt; start-up costs (EUR per start) are charged by the caller
+    return (profit * record.dt).reshape(h, P), (acc_s.sum(axis=1) > 0).reshape(h, P)
+
+
+# ---------------------------------------------------------------------------- storage
+@dataclass(frozen=True)
+class StorageParams:
+    """What the storage best response needs beyond the record (all in MW / MWh).
+
+    ``soc_min``/``soc_max``/``soc_initial`` are absolute energies (MWh), as
+    :class:`envs.core.MarketCore` keeps them (``min_soc * capacity`` etc.). The additional
+    costs come from the record (``supply_cost``/``demand_cost`` of the storage's bids)."""
+
+    max_power_charge: float
+    max_power_discharge: float
+    efficiency_charge: float
+    efficiency_discharge: float
+    soc_min: float
+    soc_max: float
+    soc_initial: float
+
+    @classmethod
+    def from_scenario(cls, scenario, unit: str) -> "StorageParams":
+        st = scenario.storages
+        if unit not in st.names:
+            raise KeyError(f"storage unit {unit!r} is not in scenario {scenario.name!r} (storage units: {list(st.names)})")
+        k = st.names.index(unit)
+        cap = float(st.capacity[k])
+        return cls(
+            max_power_charge=float(st.max_power_charge[k]), max_power_discharge=float(st.max_power_discharge[k]),
+            efficiency_charge=float(st.efficiency_charge[k]), efficiency_discharge=float(st.efficiency_discharge[k]),
+            soc_min=float(st.min_soc[k]) * cap, soc_max=float(st.max_soc[k]) * cap,
+            soc_initial=float(st.initial_soc[k]) * cap,
+        )
+
+
+def _storage_params(record: EpisodeRecord, i: int, scenario, storage) -> StorageParams | None:
+    unit = record.units[int(record.agent_unit[i])]
+    if storage is not None:
+        if isinstance(storage, StorageParams):
+            return storage
+        if record.agents[i] in storage:
+            return storage[record.agents[i]]
+        if unit in storage:
+            return storage[unit]
+    if scenario is not None:
+        return StorageParams.from_scenario(scenario, unit)
+    return None
+
+
+def soc_grid(params: StorageParams, soc_points: int) -> tuple[np.ndarray, int]:
+    """The state-of-charge grid of the storage best response: ``soc_points`` levels
+    spaced ``(soc_max - soc_min) / (soc_points - 1)`` MWh apart, shifted so that the
+    initial state of charge is a grid level (levels outside ``[soc_min, soc_max]`` are
+    dropped). Returns ``(levels (G,), index of the initial level)``."""
+    if int(soc_points) < 2:
+        raise ValueError(f"soc_points must be >= 2, got {soc_points}")
+    lo, hi, s0 = params.soc_min, params.soc_max, params.soc_initial
+    if not lo - 1e-9 <= s0 <= hi + 1e-9:
+        raise ValueError(f"initial state of charge {s0} MWh lies outside [{lo}, {hi}]")
+    if hi - lo <= 1e-9:
+        return np.array([s0]), 0
+    step = (hi - lo) / (int(soc_points) - 1)
+    k_lo = int(np.floor((s0 - lo) / step + 1e-9))
+    k_hi = int(np.floor((hi - s0) / step + 1e-9))
+    levels = s0 + step * np.arange(-k_lo, k_hi + 1)
+    return levels, k_lo
+
+
+def _storage_moves(params: StorageParams, levels: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grid moves ``k`` (levels down = discharge, ``k > 0``) allowed by the power limits,
+    and the net injection ``q`` (MW, + sold) each one means, like the env:
+    discharging ``q`` MW for ``dt`` h takes ``q * dt / eff_dis`` MWh out, charging
+    ``|q|`` MW puts ``|q| * eff_ch * dt`` MWh in."""
+    if len(levels) < 2:
+        return np.array([0]), np.array([0.0])
+    step = float(levels[1] - levels[0])
+    tol = 1e-9 * max(1.0, params.max_power_charge, params.max_power_discharge)
+    G = len(levels)
+    ks, qs = [0], [0.0]
+    for k in range(1, G):
+        q = k * step * params.efficiency_discharge / dt
+        if q > params.max_power_discharge + tol:
+            break
+        ks.append(k), qs.append(q)
+    for k in range(1, G):
+        q = k * step / params.efficiency_charge / dt
+        if q > params.max_power_charge + tol:
+            break
+        ks.append(-k), qs.append(-q)
+    return np.array(ks), np.array(qs)
+
+
+def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick: float):
+    """Best profit (EUR per step) for selling exactly ``qs[m]`` MW (``< 0``: buying) in
+    every hour, the others' bids fixed: ``(H, Q)`` values (``-inf`` where no own price gets
+    the volume accepted in full) and the price ``(H, Q)`` that achieves it.
+
+    The storage bids ``|q|`` at one price; its profit for a fully accepted ``q`` does not
+    fall as its supply price rises (falls as its demand price rises) between
+    breakpoints, so the candidates of :func:`_candidates` find the supremum up to
+    ``tick * |q|``."""
+    H = record.n_hours
+    Q = len(qs)
+    s, d = sl.s_cols, sl.d_cols
+    if not len(s) or not len(d):
+        raise ValueError(f"storage agent {record.agents[sl.i]!r} needs one supply and one demand bid in the record")
+    C = _candidates(record, sl, tick, np.full((H, 1), np.nan))
+    Cn = C.shape[1]
+    values = np.full((H, Q), -np.inf)
+    prices = np.full((H, Q), np.nan)
+    values[:, qs == 0] = 0.0
+    prices[:, qs == 0] = 0.0
+    live = np.flatnonzero(qs != 0)
+    if not len(live):
+        return values, prices
+    ql = qs[live]
+    per_hour = len(live) * Cn
+    step = max(1, MAX_ROWS // per_hour)
+    j_s, j_d = int(s[0]), int(d[0])
+    tol = 1e-7 * (1.0 + np.abs(ql))
+    for h0 in range(0, H, step):
+        h1 = min(H, h0 + step)
+        h = h1 - h0
+        rep = lambda a: np.repeat(a[h0:h1], per_hour, axis=0)  # noqa: E731
+        sp, sv = rep(record.supply_price), rep(record.supply_volume)
+        dp, dv = rep(record.demand_price), rep(record.demand_volume)
+        price = np.broadcast_to(C[h0:h1, None, :], (h, len(live), Cn)).reshape(-1)
+        qrow = np.broadcast_to(ql[None, :, None], (h, len(live), Cn)).reshape(-1)
+        sp[:, j_s] = price
+        dp[:, j_d] = price
+        sv[:, j_s] = np.maximum(qrow, 0.0)
+        dv[:, j_d] = np.maximum(-qrow, 0.0)
+        res = clear_market(
+            sp, sv, dp, dv, fixed_demand=rep(record.fixed_demand),
+            price_cap=record.price_cap, price_floor=record.price_floor, mechanism=record.mechanism,
+        )
+        acc = res.supply_accepted[:, j_s] - res.demand_accepted[:, j_d]
+        pay_s = _cols(res.supply_payment, res.supply_accepted.shape, s)[:, 0]
+        pay_d = _cols(res.demand_payment, res.demand_accepted.shape, d)[:, 0]
+        profit = (res.supply_accepted[:, j_s] * (pay_s - rep(record.supply_cost[:, j_s:j_s + 1])[:, 0])
+                  - res.demand_accepted[:, j_d] * (pay_d + rep(record.demand_cost[:, j_d:j_d + 1])[:, 0]))
+        profit = (profit * record.dt).reshape(h, len(live), Cn)
+        full = np.abs(acc.reshape(h, len(live), Cn) - ql[None, :, None]) <= tol[None, :, None]
+        profit = np.where(full, profit, -np.inf)
+        # among equally good prices: the lowest offer, but the HIGHEST charge bid (a
+        # demand bid does not set the price, so bidding higher costs nothing and is the
+        # robust choice; the lowest one would invite an outbidding race by one tick)
+        best = np.where((ql < 0)[None, :], Cn - 1 - profit[:, :, ::-1].argmax(axis=2), profit.argmax(axis=2))
+        top = np.take_along_axis(profit, best[:, :, None], axis=2)[:, :, 0]
+        values[h0:h1, live] = top
+        prices[h0:h1, live] = np.where(np.isfinite(top), np.take_along_axis(
+            np.broadcast_to(C[h0:h1, None, :], (h, len(live), Cn)), best[:, :, None], axis=2)[:, :, 0], np.nan)
+    return values, prices
+
+
+def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float,
+                           soc_points: int) -> BestResponse:
+    """Episode best response of a storage agent by dynamic programming over its state of
+    charge (see the module docstring)."""
+    H = record.n_hours
+    mbp = float(record.max_bid_price)
+    levels, g0 = soc_grid(params, soc_points)
+    G = len(levels)
+    ks, qs = _storage_moves(params, levels, record.dt)
+    r, pr = _storage_hour_values(record, sl, qs, tick)  # (H, K)
+    # V[h, g]: best profit from hour h on, starting hour h at level g
+    nxt = np.arange(G)[:, None] - ks[None, :]  # (G, K) level after the move
+    ok = (nxt >= 0) & (nxt < G)
+    nxt_c = np.clip(nxt, 0, G - 1)
+    V = np.zeros(G)
+    choice = np.empty((H, G), dtype=np.int64)
+    zero = int(np.flatnonzero(ks == 0)[0])
+    for h in range(H - 1, -1, -1):
+        tot = np.where(ok, r[h][None, :] + V[nxt_c], -np.inf)  # (G, K)
+        best = tot.argmax(axis=1)
+        top = tot[np.arange(G), best]
+        # prefer staying idle among ties (deterministic, fewer cycles)
+        idle = tot[:, zero] >= top - 1e-9 * (1.0 + np.abs(top))
+        choice[h] = np.where(idle, zero, best)
+        V = tot[np.arange(G), choice[h]]
+    g = g0
+    soc = np.empty(H + 1)
+    soc[0] = levels[g]
+    m = np.empty(H, dtype=np.int64)
+    for h in range(H):
+        m[h] = choice[h, g]
+        g = int(nxt[g, m[h]])
+        soc[h + 1] = levels[g]
+    hours_idx = np.arange(H)
+    best_profit = r[hours_idx, m]
+    q = qs[m]
+    p = np.where(q != 0, pr[hours_idx, m], np.nan)
+    direction = np.sign(q).astype(np.int8)
+    best_price = np.full((H, 2), np.nan)
+    best_price[:, 0] = p
+    best_action = np.full((H, 2), np.nan)
+    best_action[:, 0] = np.where(q < 0, -1.0, 1.0) * p / mbp
+    rec_dir = _storage_direction(record, sl)
+    return BestResponse(
+        agent=record.agents[sl.i], agent_index=sl.i, kind="storage", exact=True, tick=float(tick),
+        mechanism=record.mechanism, hours=np.asarray(record.hours), best_profit_per_hour=best_profit,
+        best_price=best_price, best_action=best_action, recorded_profit_per_hour=recorded_profit(record, sl.i),
+        recorded_price=_rec_prices(record, sl, rec_dir), direction=direction, n_candidates=int(len(qs)),
+        best_volume=q, soc=soc, soc_points=G,
+    )
+
+
+# ---------------------------------------------------------------------------- plants
+def _prefer_first(profit: np.ndarray) -> np.ndarray:
+    """Row-wise argmax preferring column 0 (the recorded bid) among ties."""
+    best = profit.argmax(axis=1)
+    rows = np.arange(profit.shape[0])
+    top = profit[rows, best]
+    keep = profit[:, 0] >= top - 1e-9 * (1.0 + np.abs(top))
+    return np.where(keep & np.isfinite(profit[:, 0]), 0, best)
+
+
+def _on_off_path(on_val: np.ndarray, off_val: np.ndarray, start_up: float, on0: bool,
+                 rec_on: np.ndarray) -> np.ndarray:
+    """Exact on/off schedule maximising ``sum(value) - start_up * starts``: hour ``h``
+    earns ``on_val[h]`` when dispatched (a start when the hour before was off) and
+    ``off_val[h]`` otherwise (``-inf`` = impossible). Ties keep the recorded state
+    ``rec_on``. Returns ``(H,)`` bool."""
+    H = len(on_val)
+    V = np.zeros(2)  # value from hour h on, given the state before hour h (0 off, 1 on)
+    dec = np.zeros((H, 2), dtype=bool)
+    for h in range(H - 1, -1, -1):
+        newV = np.empty(2)
+        for x in (0, 1):
+            a_on = on_val[h] - (start_up if x == 0 else 0.0) + V[1]
+            a_off = off_val[h] + V[0]
+            tol = 1e-9 * (1.0 + abs(max(a_on, a_off))) if np.isfinite(max(a_on, a_off)) else 0.0
+            if abs(a_on - a_off) <= tol:
+                d = bool(rec_on[h])
+            else:
+                d = a_on > a_off
+            dec[h, x] = d
+            newV[x] = a_on if d else a_off
+        V = newV
+    path = np.empty(H, dtype=bool)
+    x = int(on0)
+    for h in range(H):
+        path[h] = dec[h, x]
+        x = int(path[h])
+    return path
 
 
 # ---------------------------------------------------------------------------- public
-def best_response(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01) -> BestResponse:
-    """The agent's per-hour best response to the recorded bids of all other units.
+def best_response(
+    record: EpisodeRecord,
+    agent: int | str,
+    *,
+    tick: float = 0.01,
+    scenario=None,
+    storage: "StorageParams | dict[str, StorageParams] | None" = None,
+    soc_points: int = 201,
+) -> BestResponse:
+    """The agent's best response over the recorded episode to the recorded bids of all
+    other units.
 
     Args:
         record: an :class:`~envs.record.EpisodeRecord`.
         agent: the agent's index in ``record.agents`` or its name.
         tick: how far below (above, for a demand bid) another bid's price the agent bids
             to undercut (outbid) it, EUR/MWh; the reported profit can fall short of the
-            unattainable supremum by at most ``tick`` times the agent's accepted MW.
+            unattainable supremum by at most ``tick`` times the agent's accepted MWh.
+        scenario: the :class:`~envs.data.Scenario` the record comes from; needed for the
+            exact storage best response (power limits, efficiencies, state-of-charge
+            limits and initial state of charge of the storage unit).
+        storage: alternatively, the storage unit's :class:`StorageParams` (or a dict by
+            agent or unit name).
+        soc_points: state-of-charge grid size of the storage dynamic programme (see
+            :func:`soc_grid`).
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
+        A storage agent without ``scenario``/``storage`` gets the approximate per-hour
+        analysis (``exact=False``).
     """
     if not tick > 0:
         raise ValueError(f"tick must be > 0, got {tick}")
@@ -376,6 +672,9 @@ def best_response(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01
     H = record.n_hours
     mbp = float(record.max_bid_price)
     if sl.kind == "storage":
+        params = _storage_params(record, i, scenario, storage)
+        if params is not None:
+            return _storage_best_response(record, sl, params, tick, soc_points)
         direction = _storage_direction(record, sl)
     else:
         direction = np.ones(H, dtype=np.int8)
@@ -402,6 +701,7 @@ def best_response(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01
     P = own.shape[1]
 
     profit = np.empty((H, P))
+    on = np.empty((H, P), dtype=bool)
     step = max(1, MAX_ROWS // P)
     for h0 in range(0, H, step):
         h1 = min(H, h0 + step)
@@ -412,14 +712,25 @@ def best_response(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01
         else:
             s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
             d_price = np.zeros((h1 - h0, P, 0))
-        profit[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
+        profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
 
-    best = profit.argmax(axis=1)
     rows = np.arange(H)
-    top = profit[rows, best]
-    keep_rec = profit[:, 0] >= top - 1e-9 * (1.0 + np.abs(top))
-    best = np.where(keep_rec, 0, best)
-    best_profit = profit[rows, best]
+    suc = float(record.agent_start_up_cost[i]) if sl.kind == "plant" else 0.0
+    if sl.kind == "plant" and suc != 0.0:
+        # on/off dynamic programme over the episode: start-up cost when dispatched after
+        # an hour without dispatch (the state before the first hour from the record)
+        on_val = np.where(on, profit, -np.inf)
+        off_val = np.where(on, -np.inf, profit)
+        b_on, b_off = _prefer_first(on_val), _prefer_first(off_val)
+        rec_on = record.supply_accepted[:, sl.s_cols].sum(axis=1) > 0
+        path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc,
+                            bool(record.agent_prev_dispatch[0, i] > 0), rec_on)
+        best = np.where(path, b_on, b_off)
+        prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], path[:-1]])
+        best_profit = profit[rows, best] - suc * (path & ~prev_on)
+    else:
+        best = _prefer_first(profit)
+        best_profit = profit[rows, best]
     bp = own[rows, best]  # (H, k)
     best_price = np.full((H, 2), np.nan)
     best_action = np.full((H, 2), np.nan)
@@ -450,13 +761,37 @@ def best_response(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01
     )
 
 
-def exploitability(record: EpisodeRecord, *, tick: float = 0.01) -> Exploitability:
-    """Best response of every learning agent of the record, and the joint exploitability
-    ``sum(BR - recorded) / sum(|recorded|)`` (0 at a per-hour Nash equilibrium up to
-    ``tick``)."""
-    responses = {a: best_response(record, k, tick=tick) for k, a in enumerate(record.agents)}
+def exploitability(
+    record: EpisodeRecord,
+    *,
+    tick: float = 0.01,
+    scenario=None,
+    storage: "dict[str, StorageParams] | None" = None,
+    soc_points: int = 201,
+) -> Exploitability:
+    """Best response of every learning agent of the record (see :func:`best_response`
+    for ``scenario``/``storage``/``soc_points``), and the joint exploitability
+    ``sum(BR - recorded) / sum(|recorded|)`` (0 at a Nash equilibrium of the episode up to
+    ``tick`` and the storage grid).
+
+    An agent's best-response profit is never reported below its recorded profit: the
+    recorded bids are themselves a response, and only a storage grid that misses the
+    recorded (off-grid) state-of-charge path can find less."""
+    responses = {
+        a: best_response(record, k, tick=tick, scenario=scenario, storage=storage, soc_points=soc_points)
+        for k, a in enumerate(record.agents)
+    }
+    return exploitability_from(record, responses)
+
+
+def exploitability_from(record: EpisodeRecord, responses: dict[str, BestResponse]) -> Exploitability:
+    """:class:`Exploitability` from already computed best responses of every agent of
+    ``record`` (all against this record's bids)."""
+    if set(responses) != set(record.agents):
+        raise ValueError(f"responses for {sorted(responses)} do not match the record's agents {list(record.agents)}")
+    responses = {a: responses[a] for a in record.agents}
     rec = np.array([r.recorded_profit for r in responses.values()])
-    br = np.array([r.best_profit for r in responses.values()])
+    br = np.maximum(np.array([r.best_profit for r in responses.values()]), rec)
     gain = br - rec
     denom = float(np.abs(rec).sum())
     total = float(gain.sum())
@@ -477,66 +812,214 @@ def exploitability(record: EpisodeRecord, *, tick: float = 0.01) -> Exploitabili
     )
 
 
-def brute_force_best_response(record: EpisodeRecord, agent: int | str, grid) -> BestResponse:
-    """Slow reference for tests: sweeps the prices ``grid`` (clipped to the agent's bid
-    range; a plant tries every pair ``p_in <= p_fx`` of grid points) hour by hour, clearing
-    each market with the loop-based :func:`envs.market.reference_clear`."""
+def br_share(ex: Exploitability) -> float:
+    """All agents together: total recorded profit / total best-response profit (the
+    ``eval/br_share`` headline; nan when the total best-response profit is not positive)."""
+    total = float(np.sum(ex.best_response_profit))
+    return float(np.sum(ex.recorded_profit)) / total if total > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------- brute force
+def _reference_hour(record: EpisodeRecord, sl: _Slots, h: int, own_price, s_vol=None, d_vol=None):
+    """Clear hour ``h`` with the loop-based :func:`envs.market.reference_clear`, the agent
+    bidding ``own_price`` (one price, or ``(p_in, p_fx)`` for a plant) and optionally
+    the own volumes ``s_vol``/``d_vol`` (MW; default: as recorded). Returns the agent's
+    (profit per step without start-up cost, accepted supply MW, accepted demand MW)."""
+    pab = record.mechanism == "pay_as_bid"
+    clip = lambda p: min(max(p, record.price_floor), record.price_cap)  # noqa: E731
+    s_own = list(sl.s_cols)
+    d_own = list(sl.d_cols)
+    sup, own_s = [], []
+    for j in range(record.supply_price.shape[1]):
+        p, v = float(record.supply_price[h, j]), float(record.supply_volume[h, j])
+        if j in s_own:
+            k = s_own.index(j)
+            p = own_price[k] if len(own_price) > 1 else own_price[0]
+            if s_vol is not None:
+                v = s_vol
+            own_s.append((len(sup), j, p))
+        sup.append((p, v))
+    dem, own_d = [(record.price_cap, float(record.fixed_demand[h]))], []
+    for j in range(record.demand_price.shape[1]):
+        p, v = float(record.demand_price[h, j]), float(record.demand_volume[h, j])
+        if j in d_own:
+            p = own_price[0]
+            if d_vol is not None:
+                v = d_vol
+            own_d.append((len(dem), j, p))
+        dem.append((p, v))
+    price, _, s_acc, d_acc, _ = reference_clear(sup, dem, price_cap=record.price_cap, price_floor=record.price_floor)
+    profit, qs, qd = 0.0, 0.0, 0.0
+    for pos, j, p in own_s:
+        pay = clip(p) if pab else price
+        profit += s_acc[pos] * (pay - record.supply_cost[h, j])
+        qs += s_acc[pos]
+    for pos, j, p in own_d:
+        pay = clip(p) if pab else price
+        profit -= d_acc[pos] * (pay + record.demand_cost[h, j])
+        qd += d_acc[pos]
+    return profit * record.dt, qs, qd
+
+
+def brute_force_best_response(record: EpisodeRecord, agent: int | str, grid, *, scenario=None,
+                              storage=None, soc_points: int = 5) -> BestResponse:
+    """Slow reference for tests, written independently of :func:`best_response`: every
+    hour is cleared with the loop-based :func:`envs.market.reference_clear` for every own
+    price of ``grid`` (clipped to the agent's bid range; a plant tries every pair
+    ``p_in <= p_fx``), and whole-episode choices are enumerated:
+
+    * a plant with a start-up cost: every on/off pattern of the ``H`` hours (``2**H``;
+      at most 16 hours), each hour taking its best grid bid consistent with the pattern;
+    * a storage agent with ``scenario``/``storage``: every state-of-charge path over the
+      grid of :func:`soc_grid` (at most 100,000 paths), each hour's net injection sold
+      (bought) at the best grid price that gets it accepted in full;
+    * otherwise hour by hour (storage without parameters: the recorded direction only).
+    """
+    import itertools
+
     i = _agent_index(record, agent)
     sl = _slots(record, i)
     H = record.n_hours
     mbp = float(record.max_bid_price)
     g = np.unique(np.clip(np.asarray(grid, dtype=np.float64), sl.lo, sl.hi))
-    direction = _storage_direction(record, sl) if sl.kind == "storage" else np.ones(H, dtype=np.int8)
+    params = _storage_params(record, i, scenario, storage) if sl.kind == "storage" else None
+    rec_dir = _storage_direction(record, sl) if sl.kind == "storage" else np.ones(H, dtype=np.int8)
+    rec_price = _rec_prices(record, sl, rec_dir)
+    common = dict(agent=record.agents[i], agent_index=i, kind=sl.kind, tick=0.0, mechanism=record.mechanism,
+                  hours=np.asarray(record.hours), recorded_profit_per_hour=recorded_profit(record, i),
+                  recorded_price=rec_price)
+
+    if params is not None:  # storage: enumerate state-of-charge paths
+        levels, g0 = soc_grid(params, soc_points)
+        ks, qs = _storage_moves(params, levels, record.dt)
+        val = np.full((H, len(qs)), -np.inf)
+        vp = np.full((H, len(qs)), np.nan)
+        for h in range(H):
+            for m, q in enumerate(qs):
+                if q == 0:
+                    val[h, m], vp[h, m] = 0.0, np.nan
+                    continue
+                for p in g:
+                    prof, a_s, a_d = _reference_hour(record, sl, h, (p,), s_vol=max(q, 0.0), d_vol=max(-q, 0.0))
+                    if abs((a_s - a_d) - q) <= 1e-7 * (1 + abs(q)) and prof > val[h, m]:
+                        val[h, m], vp[h, m] = prof, p
+        n_paths = len(ks) ** H
+        if n_paths > 100_000:
+            raise ValueError(f"{n_paths} storage paths: too many for the brute force")
+        best_tot, best_path = -np.inf, None
+        for path in itertools.product(range(len(ks)), repeat=H):
+            lvl, tot = g0, 0.0
+            for h, m in enumerate(path):
+                lvl -= ks[m]
+                if not 0 <= lvl < len(levels):
+                    tot = -np.inf
+                    break
+                tot += val[h, m]
+            if tot > best_tot:
+                best_tot, best_path = tot, path
+        m = np.array(best_path)
+        q = qs[m]
+        bp = np.full((H, 2), np.nan)
+        bp[:, 0] = vp[np.arange(H), m]
+        return BestResponse(exact=True, best_profit_per_hour=val[np.arange(H), m], best_price=bp,
+                            best_action=np.where(q < 0, -1.0, 1.0)[:, None] * bp / mbp, direction=np.sign(q).astype(np.int8),
+                            n_candidates=len(g), best_volume=q, soc=None, soc_points=len(levels), **common)
+
     if sl.kind == "plant" and len(sl.s_cols) == 2:
         combos = [(g[a], g[b]) for a in range(len(g)) for b in range(a, len(g))]
     else:
         combos = [(p,) for p in g]
-    s_own = set(sl.s_cols.tolist())
-    d_own = set(sl.d_cols.tolist())
-    pab = record.mechanism == "pay_as_bid"
-    clip = lambda p: min(max(p, record.price_floor), record.price_cap)  # noqa: E731
-    best_profit = np.full(H, -np.inf)
+    prof = np.full((H, len(combos)), -np.inf)
+    on = np.zeros((H, len(combos)), dtype=bool)
+    for h in range(H):
+        for c, combo in enumerate(combos):
+            if sl.kind == "storage":  # recorded direction only
+                p, a_s, _ = _reference_hour(record, sl, h, combo)
+            else:
+                p, a_s, _ = _reference_hour(record, sl, h, combo)
+            prof[h, c], on[h, c] = p, a_s > 0
+    suc = float(record.agent_start_up_cost[i]) if sl.kind == "plant" else 0.0
+    rows = np.arange(H)
+    if suc != 0.0:
+        if H > 16:
+            raise ValueError(f"{H} hours: 2**H on/off patterns are too many for the brute force")
+        on_v = np.where(on, prof, -np.inf)
+        off_v = np.where(on, -np.inf, prof)
+        best_tot, best_pat = -np.inf, None
+        for pat in itertools.product((False, True), repeat=H):
+            x, tot = bool(record.agent_prev_dispatch[0, i] > 0), 0.0
+            for h, o in enumerate(pat):
+                tot += (on_v[h].max() - (suc if not x else 0.0)) if o else off_v[h].max()
+                x = o
+            if tot > best_tot:
+                best_tot, best_pat = tot, pat
+        pat = np.array(best_pat)
+        best = np.where(pat, on_v.argmax(axis=1), off_v.argmax(axis=1))
+        prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], pat[:-1]])
+        best_profit = prof[rows, best] - suc * (pat & ~prev_on)
+    else:
+        best = prof.argmax(axis=1)
+        best_profit = prof[rows, best]
     best_price = np.full((H, 2), np.nan)
     for h in range(H):
-        for combo in combos:
-            sup, own_s = [], []
-            for j in range(record.supply_price.shape[1]):
-                p = float(record.supply_price[h, j])
-                if j in s_own:
-                    k = list(sl.s_cols).index(j)
-                    p = combo[k] if len(combo) > 1 else combo[0]
-                    own_s.append((len(sup), j, p))
-                sup.append((p, float(record.supply_volume[h, j])))
-            dem, own_d = [(record.price_cap, float(record.fixed_demand[h]))], []
-            for j in range(record.demand_price.shape[1]):
-                p = float(record.demand_price[h, j])
-                if j in d_own:
-                    p = combo[0]
-                    own_d.append((len(dem), j, p))
-                dem.append((p, float(record.demand_volume[h, j])))
-            price, _, s_acc, d_acc, _ = reference_clear(
-                sup, dem, price_cap=record.price_cap, price_floor=record.price_floor
-            )
-            profit, q = 0.0, 0.0
-            for pos, j, p in own_s:
-                pay = clip(p) if pab else price
-                profit += s_acc[pos] * (pay - record.supply_cost[h, j])
-                q += s_acc[pos]
-            for pos, j, p in own_d:
-                pay = clip(p) if pab else price
-                profit -= d_acc[pos] * (pay + record.demand_cost[h, j])
-            if sl.kind == "plant" and q > 0 and record.agent_prev_dispatch[h, i] <= 0:
-                profit -= record.agent_start_up_cost[i]
-            if profit > best_profit[h]:
-                best_profit[h] = profit
-                best_price[h, : len(combo)] = combo
-    rec_price = _rec_prices(record, sl, direction)
+        combo = combos[best[h]]
+        best_price[h, : len(combo)] = combo
     act = best_price / mbp
     if sl.kind == "storage":
-        act[:, 0] *= np.where(direction < 0, -1.0, 1.0)
-    return BestResponse(
-        agent=record.agents[i], agent_index=i, kind=sl.kind, exact=sl.kind != "storage", tick=0.0,
-        mechanism=record.mechanism, hours=np.asarray(record.hours), best_profit_per_hour=best_profit,
-        best_price=best_price, best_action=act, recorded_profit_per_hour=recorded_profit(record, i),
-        recorded_price=rec_price, direction=direction, n_candidates=len(combos),
-    )
+        act[:, 0] *= np.where(rec_dir < 0, -1.0, 1.0)
+    return BestResponse(exact=sl.kind != "storage", best_profit_per_hour=best_profit, best_price=best_price,
+                        best_action=act, direction=rec_dir, n_candidates=len(combos), **common)
+
+
+# ---------------------------------------------------------------------------- equilibrium
+_EQ_NAMES = ("equilibrium", "EquilibriumResult", "EquilibriumDistance", "EquilibriumNotConverged",
+             "distance_to_equilibrium")
+
+
+def __getattr__(name):  # the equilibrium reference lives in envs.equilibrium (imported lazily)
+    if name in _EQ_NAMES:
+        from . import equilibrium as _eq
+
+        return getattr(_eq, name)
+    raise AttributeError(f"module 'envs.analysis' has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------- user-facing summary
+def max_relative_gain(ex: Exploitability) -> tuple[float, str]:
+    """Largest ``gain / max(|recorded|, |best response|)`` over the agents and the agent
+    that has it (``(0.0, "")`` without agents)."""
+    if not len(ex.agents):
+        return 0.0, ""
+    den = np.maximum(np.maximum(np.abs(ex.recorded_profit), np.abs(ex.best_response_profit)), 1e-9)
+    rel = np.maximum(ex.gain, 0.0) / den
+    k = int(np.argmax(rel))
+    return float(rel[k]), ex.agents[k]
+
+
+def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05) -> str:
+    """One plain line for a final summary: "near equilibrium: no agent can gain more than
+    X % by deviating alone" when the largest relative gain is at most ``threshold``,
+    else which agent can gain how much."""
+    rel, agent = max_relative_gain(ex)
+    if rel <= threshold:
+        return f"near equilibrium: no agent can gain more than {100 * rel:.1f} % by deviating alone"
+    k = ex.agents.index(agent)
+    return (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR ({100 * rel:.1f} % of its "
+            f"best-response profit) by deviating alone")
+
+
+def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:
+    """Per agent, for a summary table/JSON: ``profit``, ``best_response_profit``,
+    ``share_of_best_response`` and, with an equilibrium result ``eq``
+    (:func:`equilibrium`), ``equilibrium_profit`` (same agents required)."""
+    if eq is not None and tuple(eq.agents) != tuple(ex.agents):
+        raise ValueError(f"the equilibrium's agents {list(eq.agents)} differ from the record's {list(ex.agents)}")
+    rows = {}
+    for k, a in enumerate(ex.agents):
+        row = {"kind": ex.kinds[k], "profit": float(ex.recorded_profit[k]),
+               "best_response_profit": float(ex.best_response_profit[k]), "share_of_best_response": float(ex.share[k])}
+        if eq is not None:
+            row["equilibrium_profit"] = float(eq.profit[k])
+            row["equilibrium_converged"] = bool(eq.converged)
+        rows[a] = row
+    return rows

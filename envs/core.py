@@ -28,6 +28,10 @@ from .market import ClearingResult, clear_market
 
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
+# agent-id prefix of plants bidding one price for all their capacity
+# (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
+# dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
+SINGLE_BID_PREFIX = "plantsingle"
 UNIQUE_OBS_LEN = 2
 
 
@@ -52,6 +56,7 @@ class StepOutcome:
     demand: np.ndarray  # (B,) fixed demand MW
     scarcity: np.ndarray  # (B,) bool
     clearing: ClearingResult
+    node_price: np.ndarray | None = None  # (B, Z) zonal/nodal markets: price per zone/bus; else None
 
 
 class MarketCore:
@@ -66,9 +71,32 @@ class MarketCore:
         regret_scale: weight of the opportunity-cost term subtracted from the reward.
         reward_scale: reward = (profit - regret_scale * regret) / (capacity *
             max_bid_price) * reward_scale.
-        max_cycles: episode length in hours (default: the whole horizon).
+        max_cycles: episode length in hours (default: the whole horizon, or the whole
+            window with ``holdout_hours``).
         start: ``"begin"`` (episodes start at the first hour) or ``"random"`` (a start
             hour drawn from the reset generator so that the episode fits the horizon).
+        episode_hours: the same as ``max_cycles`` (the name :func:`envs.parallel_env`
+            documents); give one of the two.
+        random_start: ``True`` is ``start="random"``.
+        demand_noise, availability_noise: standard deviations of seeded multiplicative
+            noise, drawn anew at every reset for every hour of the episode: demand
+            volumes and renewables' availability are multiplied by log-normal factors
+            with mean 1 (availability clipped to [0, 1]). Forecasts in the observation
+            stay those of the noise-free data. 0 (default) draws nothing.
+        holdout_hours: hold the last ``holdout_hours`` hours of the horizon out of
+            training episodes (they start and end before it).
+        eval_window: with ``holdout_hours``, run episodes on the held-out hours instead
+            (default length: all of them).
+
+    With the defaults no random number is drawn at reset, so every episode is the same
+    window as before these options existed.
+
+        learning_units: names of rule units that learn too (see
+            :func:`envs.scenario.with_learning_units`); unknown names raise.
+
+    With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
+    and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
+    step are energy x price: MW x EUR/MWh x ``scenario.time_step_hours``.
     """
 
     def __init__(
@@ -82,7 +110,22 @@ class MarketCore:
         reward_scale: float = 10.0,
         max_cycles: int | None = None,
         start: str = "begin",
+        episode_hours: int | None = None,
+        random_start: bool = False,
+        demand_noise: float = 0.0,
+        availability_noise: float = 0.0,
+        holdout_hours: int | None = None,
+        eval_window: bool = False,
+        learning_units=None,
     ):
+        if learning_units is not None:  # rule units named here learn too
+            from .scenario import with_learning_units
+
+            scenario = with_learning_units(scenario, learning_units)
+        max_cycles, start = self._episode_options(
+            scenario, max_cycles, start, episode_hours, random_start, demand_noise, availability_noise,
+            holdout_hours, eval_window,
+        )
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if int(foresight) < 1:
@@ -102,9 +145,15 @@ class MarketCore:
         self.regret_scale = float(regret_scale)
         self.reward_scale = float(reward_scale)
         if max_cycles is None:
-            max_cycles = self.T
+            max_cycles = self.window[1] - self.window[0]
         if not 1 <= int(max_cycles) <= self.T:
             raise ValueError(f"max_cycles must be in [1, {self.T}] (the scenario's hours), got {max_cycles}")
+        if int(max_cycles) > self.window[1] - self.window[0]:
+            raise ValueError(
+                f"episode_hours/max_cycles = {max_cycles} does not fit the episode window: hours "
+                f"[{self.window[0]}, {self.window[1]}) of {self.T} (holdout_hours={holdout_hours}, "
+                f"eval_window={eval_window}); choose at most {self.window[1] - self.window[0]}"
+            )
         self.max_cycles = int(max_cycles)
         self.start_mode = start
         self.cap = float(sc.market.price_cap)
@@ -113,12 +162,74 @@ class MarketCore:
         self._build_units()
         self._build_static_curves()
         self._build_forecasts()
+        self.net = sc.network
+        if self.net is not None:  # zonal/nodal market (envs/network.py)
+            self._build_network()
         self._build_spaces()
         self.t0 = 0
         self.step_count = 0
         self.recording = False
         self._log: list[tuple] = []
         self._alloc_state()
+
+    # ------------------------------------------------------------------ episodes
+    def _episode_options(self, sc, max_cycles, start, episode_hours, random_start, demand_noise,
+                         availability_noise, holdout_hours, eval_window):
+        """Check the episode options, set the episode window and the noise; returns
+        ``(max_cycles, start)`` with the aliases resolved."""
+        if episode_hours is not None:
+            if max_cycles is not None and int(max_cycles) != int(episode_hours):
+                raise ValueError(
+                    f"episode_hours={episode_hours} and max_cycles={max_cycles} disagree; they are the same "
+                    "option (the episode length in hours): give one"
+                )
+            max_cycles = int(episode_hours)
+        if random_start:
+            start = "random"
+        for name, v in (("demand_noise", demand_noise), ("availability_noise", availability_noise)):
+            if not (np.isfinite(v) and 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"{name} must be a standard deviation in [0, 1] (e.g. 0.05), got {v!r}")
+        self.demand_noise = float(demand_noise)
+        self.availability_noise = float(availability_noise)
+        T = sc.n_hours
+        if holdout_hours is None:
+            if eval_window:
+                raise ValueError("eval_window=True needs holdout_hours (the held-out hours at the end of the horizon)")
+            self.window = (0, T)
+        else:
+            h = int(holdout_hours)
+            if not 1 <= h < T:
+                raise ValueError(f"holdout_hours must be in [1, {T - 1}] (the scenario has {T} hours), got {holdout_hours}")
+            self.window = (T - h, T) if eval_window else (0, T - h)
+        self.holdout_hours = None if holdout_hours is None else int(holdout_hours)
+        self.eval_window = bool(eval_window)
+        self.base_scenario = sc
+        return max_cycles, start
+
+    def _draw_noise(self, rng: np.random.Generator) -> None:
+        """Noisy demand and renewables' availability for the episode starting at ``t0``:
+        the scenario's series times log-normal factors (mean 1) over the episode hours.
+        All copies of a vector env share them (they share the hourly data)."""
+        from dataclasses import replace
+
+        base = self.base_scenario
+        t0, t1 = self.t0, self.t0 + self.max_cycles
+        H = t1 - t0
+        dem, rn = base.demands, base.renewables
+
+        def factors(sigma, shape):
+            return np.exp(sigma * rng.standard_normal(shape) - 0.5 * sigma * sigma)
+
+        vol = dem.volume
+        if self.demand_noise > 0 and len(dem):
+            vol = vol.copy()
+            vol[t0:t1] *= factors(self.demand_noise, (H, len(dem)))
+        av = rn.availability
+        if self.availability_noise > 0 and len(rn):
+            av = av.copy()
+            av[t0:t1] = np.clip(av[t0:t1] * factors(self.availability_noise, (H, len(rn))), 0.0, 1.0)
+        self.scenario = replace(base, demands=replace(dem, volume=vol), renewables=replace(rn, availability=av))
+        self._build_static_curves()
 
     # ------------------------------------------------------------------ building
     def _build_units(self) -> None:
@@ -130,9 +241,12 @@ class MarketCore:
         self.rr = np.flatnonzero(~rn.learning)
         self.ls = np.flatnonzero(st.learning)
         self.n_storage = len(st)
+        single = pl.single_bid if pl.single_bid is not None else np.zeros(len(pl), dtype=bool)
+        self.lp_single = np.asarray(single, dtype=bool)[self.lp]  # (n_lp,) one price for all capacity
         agents, kinds, units = [], [], []
-        for i in self.lp:
-            agents.append(agent_name("plant", pl.names[i])), kinds.append("plant"), units.append(pl.names[i])
+        for i, one in zip(self.lp, self.lp_single):
+            agents.append(agent_name(SINGLE_BID_PREFIX if one else "plant", pl.names[i]))
+            kinds.append("plant"), units.append(pl.names[i])
         for i in self.ls:
             agents.append(agent_name("storage", st.names[i])), kinds.append("storage"), units.append(st.names[i])
         for i in self.lr:
@@ -152,6 +266,7 @@ class MarketCore:
         self.sl_storage = slice(n_lp, n_lp + n_ls)
         self.sl_ren = slice(n_lp + n_ls, self.n)
         self.act_dims = np.array([ACT_DIMS[k] for k in kinds], dtype=np.int64)
+        self.act_dims[self.sl_plant][self.lp_single] = 1
         self.max_act = int(self.act_dims.max()) if self.n else 1
         # capacity used to scale rewards and dispatch observations
         cap = np.concatenate(
@@ -165,9 +280,39 @@ class MarketCore:
         self.reward_factor = self.reward_scale / (cap * self.max_bid_price) if self.n else np.zeros(0)
         # dynamic supply columns: plant inflex (n_lp), plant flex (n_lp), renewables (n_lr), storage discharge (S)
         self.K = 2 * n_lp + n_lr + self.n_storage
-        self.L = self.n_storage
+        self._build_fixed_bids()
+        self.L = self.n_storage + self.sdem_price.shape[0]
         self.col_ren = slice(2 * n_lp, 2 * n_lp + n_lr)
         self.col_dis = slice(2 * n_lp + n_lr, self.K)
+
+    def _build_fixed_bids(self) -> None:
+        """Bids that no agent sets and that are not inelastic demand at the cap: demand
+        units bidding below the cap (ASSUME's demand ``price``) and exchange exports as
+        demand columns after the storage charge bids; exchange imports as supply."""
+        sc = self.scenario
+        dm, ex = sc.demands, sc.exchanges
+        priced = np.flatnonzero(dm.price < sc.market.price_cap) if len(dm) else np.zeros(0, dtype=np.int64)
+        fixed = np.setdiff1d(np.arange(len(dm)), priced)
+        names = [dm.names[i] for i in priced]
+        kinds = ["demand"] * len(priced)
+        prices = [dm.price[priced]]
+        vols = [dm.volume[:, priced]]
+        self.imp_names: list[str] = []
+        self.imp_price = np.zeros((self.T, 0))
+        self.imp_volume = np.zeros((self.T, 0))
+        if ex is not None and len(ex):
+            names += list(ex.names)
+            kinds += ["exchange"] * len(ex)
+            prices.append(ex.price_export)
+            vols.append(ex.volume_export)
+            self.imp_names = list(ex.names)
+            self.imp_price = np.broadcast_to(ex.price_import, (self.T, len(ex))).astype(float)
+            self.imp_volume = ex.volume_import.astype(float)
+        self.sdem_names = names
+        self.sdem_kind = kinds
+        self.sdem_price = np.concatenate(prices).astype(float)  # (Ld,) EUR/MWh
+        self.sdem_volume = np.concatenate(vols, axis=1).astype(float) if vols else np.zeros((self.T, 0))  # (T, Ld)
+        self.fixed_demand_units = fixed
 
     def _build_static_curves(self) -> None:
         """Rule-bidding plants (at marginal cost, whole available capacity) and
@@ -175,22 +320,25 @@ class MarketCore:
         sc = self.scenario
         pl, rn = sc.plants, sc.renewables
         price = np.concatenate(
-            [pl.marginal_cost[:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (self.T, len(self.rr)))], axis=1
+            [pl.marginal_cost[:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (self.T, len(self.rr))),
+             self.imp_price], axis=1
         )
         vol = np.concatenate(
-            [pl.max_power[self.rp] * pl.availability[:, self.rp], rn.capacity[self.rr] * rn.availability[:, self.rr]],
+            [pl.max_power[self.rp] * pl.availability[:, self.rp], rn.capacity[self.rr] * rn.availability[:, self.rr],
+             self.imp_volume],
             axis=1,
         )
         price = np.clip(price, self.floor, self.cap)
-        self.static_names = [pl.names[i] for i in self.rp] + [rn.names[i] for i in self.rr]
-        self.static_kind = ["plant"] * len(self.rp) + ["renewable"] * len(self.rr)
+        self.static_names = [pl.names[i] for i in self.rp] + [rn.names[i] for i in self.rr] + self.imp_names
+        self.static_kind = ["plant"] * len(self.rp) + ["renewable"] * len(self.rr) + ["exchange"] * len(self.imp_names)
         self.static_price = price  # (T, Ns) original unit order
         self.static_volume = vol
         key = np.where(vol > 0, price, np.inf)
         order = np.argsort(key, axis=1, kind="stable")
         self.static_sorted_price = np.take_along_axis(key, order, 1)
         self.static_sorted_volume = np.take_along_axis(np.where(vol > 0, vol, 0.0), order, 1)
-        self.fixed_demand = sc.demands.volume.sum(axis=1) if len(sc.demands) else np.zeros(self.T)
+        fx = self.fixed_demand_units
+        self.fixed_demand = sc.demands.volume[:, fx].sum(axis=1) if len(fx) else np.zeros(self.T)
 
     def _build_forecasts(self) -> None:
         """Naive forecasts, as in ASSUME: the price every hour would clear at if every
@@ -198,22 +346,99 @@ class MarketCore:
         (demand minus available renewables)."""
         sc = self.scenario
         pl, rn = sc.plants, sc.renewables
-        price = np.concatenate([pl.marginal_cost, np.broadcast_to(rn.marginal_cost, (self.T, len(rn)))], axis=1)
-        vol = np.concatenate([pl.max_power * pl.availability, rn.capacity * rn.availability], axis=1)
+        price = np.concatenate(
+            [pl.marginal_cost, np.broadcast_to(rn.marginal_cost, (self.T, len(rn))), self.imp_price], axis=1
+        )
+        vol = np.concatenate([pl.max_power * pl.availability, rn.capacity * rn.availability, self.imp_volume], axis=1)
         res = clear_market(
-            price, vol, np.zeros((self.T, 0)), np.zeros((self.T, 0)),
+            price, vol, np.broadcast_to(self.sdem_price, self.sdem_volume.shape), self.sdem_volume,
             fixed_demand=self.fixed_demand, price_cap=self.cap, price_floor=self.floor,
         )
         self.price_forecast = res.price
         ren = (rn.capacity * rn.availability).sum(axis=1) if len(rn) else np.zeros(self.T)
-        self.residual_load = self.fixed_demand - ren
-        self.load_scale = float(max(self.fixed_demand.max(), 1.0))
+        # residual load: all demand (exports included) minus renewables and imports
+        self.residual_load = self.fixed_demand + self.sdem_volume.sum(axis=1) - ren - self.imp_volume.sum(axis=1)
+        self.load_scale = float(max((self.fixed_demand + self.sdem_volume.sum(axis=1)).max(), 1.0))
         # padded per-hour arrays so windows never index out of range
         F = self.foresight
         idx_f = np.clip(np.arange(self.T + 1)[:, None] + np.arange(F)[None, :], 0, self.T - 1)
         self._fc_block = np.concatenate(
             [self.residual_load[idx_f] / self.load_scale, self.price_forecast[idx_f] / self.max_bid_price], axis=1
         )  # (T+1, 2F): forecast part of the observation for hour t
+
+    def _build_network(self) -> None:
+        """Zonal/nodal market: node of every bid column and agent, per-node forecasts.
+
+        Every agent observes its own zone's/bus's forecasts (residual load of the node,
+        naive price of the node) and realised prices. The system-wide series used by
+        ``state()``, ``price`` of the step outcome and rule storage are demand-weighted
+        averages over the nodes (``node_weight``)."""
+        from .network import marginal_cost_prices
+
+        sc, net = self.scenario, self.net
+        st_node = net.storage_node
+        self.static_node = np.concatenate([net.plant_node[self.rp], net.renewable_node[self.rr]]).astype(np.int64)
+        self.dyn_node = np.concatenate(
+            [net.plant_node[self.lp], net.plant_node[self.lp], net.renewable_node[self.lr], st_node]
+        ).astype(np.int64)
+        self.agent_node = np.concatenate(
+            [net.plant_node[self.lp], st_node[self.ls], net.renewable_node[self.lr]]
+        ).astype(np.int64)
+        Z, T, F = net.n_nodes, self.T, self.foresight
+        self.node_price_forecast = marginal_cost_prices(sc)  # (T, Z)
+        dem = np.zeros((T, Z))
+        np.add.at(dem.T, net.demand_node, sc.demands.volume.T)
+        ren = np.zeros((T, Z))
+        rn = sc.renewables
+        np.add.at(ren.T, net.renewable_node, (rn.capacity * rn.availability).T)
+        self.node_residual_load = dem - ren
+        tot = dem.sum(axis=1, keepdims=True)
+        self.node_weight = np.where(tot > 0, dem / np.maximum(tot, 1e-12), 1.0 / Z)  # (T, Z)
+        self.price_forecast = (self.node_price_forecast * self.node_weight).sum(axis=1)
+        idx_f = np.clip(np.arange(T + 1)[:, None] + np.arange(F)[None, :], 0, T - 1)
+        self._fc_nodes = np.concatenate(
+            [self.node_residual_load[idx_f].transpose(2, 0, 1) / self.load_scale,
+             self.node_price_forecast[idx_f].transpose(2, 0, 1) / self.max_bid_price], axis=2,
+        )  # (Z, T+1, 2F)
+        self._fc_block = np.concatenate(
+            [self.residual_load[idx_f] / self.load_scale, self.price_forecast[idx_f] / self.max_bid_price], axis=1
+        )
+
+    def _clear_network(self, t: int, sp, sv, dpr, dvo):
+        """Clear hour ``t`` of every copy on the network (one LP for the ``B`` copies).
+        Returns a :class:`ClearingResult` over the dynamic columns, with ``price`` the
+        demand-weighted average of the node prices, and the node prices ``(B, Z)``."""
+        from .network import DEMAND_EPS, clear_network
+
+        sc, net, B = self.scenario, self.net, self.B
+        ns = len(self.static_node)
+        s_price = np.concatenate([np.broadcast_to(self.static_price[t], (B, ns)), sp], axis=1)
+        s_vol = np.concatenate([np.broadcast_to(self.static_volume[t], (B, ns)), sv], axis=1)
+        D = len(sc.demands)
+        d_price = np.concatenate([np.broadcast_to(sc.demands.price, (B, D)), dpr], axis=1)
+        d_vol = np.concatenate([np.broadcast_to(sc.demands.volume[t], (B, D)), dvo], axis=1)
+        r = clear_network(
+            net, s_price, s_vol, np.concatenate([self.static_node, self.dyn_node]), d_price, d_vol,
+            np.concatenate([net.demand_node, net.storage_node]), price_cap=self.cap, price_floor=self.floor,
+        )
+        node_price = r.price
+        price = node_price @ self.node_weight[t]
+        fixed_acc = r.demand_accepted[:, :D].sum(axis=1)
+        at_cap = sc.demands.price >= self.cap  # unserved: beyond the 1e-6 MW cut of every bid (DEMAND_EPS)
+        unserved = np.maximum(sc.demands.volume[t][at_cap] - DEMAND_EPS - r.demand_accepted[:, :D][:, at_cap], 0.0)
+        unserved = unserved.sum(axis=1)
+        scarcity = unserved > 1e-6
+        if net.pricing == "pay_as_bid":
+            pay_s, pay_d = r.supply_price[:, ns:], r.demand_price[:, D:]
+        else:
+            pay_s, pay_d = node_price[:, self.dyn_node], node_price[:, net.storage_node]
+        res = ClearingResult(
+            price=price, volume=r.supply_accepted.sum(axis=1), supply_accepted=r.supply_accepted[:, ns:],
+            demand_accepted=r.demand_accepted[:, D:], supply_payment=pay_s, demand_payment=pay_d,
+            scarcity=scarcity, unserved=unserved * scarcity, supply_share=np.full(B, np.nan), fixed_accepted=fixed_acc,
+        )
+        self._net_static_acc = r.supply_accepted[:, :ns]
+        return res, node_price
 
     def _build_spaces(self) -> None:
         F = self.foresight
@@ -247,10 +472,13 @@ class MarketCore:
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """Start an episode in every copy; returns observations ``(B, n, obs_dim)``."""
-        if self.start_mode == "random" and self.max_cycles < self.T:
-            self.t0 = int(rng.integers(0, self.T - self.max_cycles + 1))
+        w0, w1 = self.window
+        if self.start_mode == "random" and self.max_cycles < w1 - w0:
+            self.t0 = w0 + int(rng.integers(0, w1 - w0 - self.max_cycles + 1))
         else:
-            self.t0 = 0
+            self.t0 = w0
+        if self.demand_noise > 0 or self.availability_noise > 0:
+            self._draw_noise(rng)
         self.step_count = 0
         st = self.scenario.storages
         self.soc[:] = st.initial_soc * st.capacity
@@ -260,6 +488,8 @@ class MarketCore:
         F = self.foresight
         idx = np.clip(np.arange(self.t0 - F, self.t0), 0, self.T - 1)
         self.price_hist[:] = self.price_forecast[idx]
+        if self.net is not None:
+            self.node_price_hist = np.repeat(self.node_price_forecast[idx].T[None], self.B, axis=0)  # (B, Z, F)
         self.done = False
         self._log = []
         return self.observe()
@@ -289,6 +519,9 @@ class MarketCore:
         obs[:, :, : 2 * F] = self._fc_block[min(self.hour, self.T)]
         obs[:, :, 2 * F: 3 * F] = (self.price_hist / self.max_bid_price)[:, None, :]
         obs[:, :, 3 * F:] = self.unique_obs()
+        if self.net is not None:  # every agent sees its own zone's/bus's forecasts and prices
+            obs[:, :, : 2 * F] = self._fc_nodes[self.agent_node, min(self.hour, self.T)][None]
+            obs[:, :, 2 * F: 3 * F] = self.node_price_hist[:, self.agent_node] / self.max_bid_price
         np.minimum(np.maximum(obs, self.obs_low, out=obs), self.obs_high, out=obs)
         return obs
 
@@ -308,7 +541,8 @@ class MarketCore:
         """Rule-based storage bids for hour ``t``: compare the hour's price forecast with
         the mean forecast of the next 24 hours; below it, bid to charge at that mean
         price, otherwise offer to discharge at it. Returns ``(price, charge?)``."""
-        window = self.price_forecast[t: min(t + 24, self.T)]
+        day = max(1, int(round(24 / self.scenario.time_step_hours)))  # the next 24 hours, in steps
+        window = self.price_forecast[t: min(t + day, self.T)]
         mean = float(window.mean())
         return mean, bool(self.price_forecast[t] <= mean)
 
@@ -331,8 +565,14 @@ class MarketCore:
             a = scaled[:, self.sl_plant, :2]
             lo = a.min(axis=2)
             hi = a.max(axis=2)
+            if self.lp_single.any():  # one price (the first action) for all available capacity
+                one = scaled[:, self.sl_plant, 0]
+                lo = np.where(self.lp_single, one, lo)
+                hi = np.where(self.lp_single, one, hi)
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
             inflex = np.minimum(pl.min_power[self.lp], avail)
+            if self.lp_single.any():  # single-bid plants offer everything in their flexible column
+                inflex = np.where(self.lp_single, 0.0, inflex)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi
@@ -361,10 +601,17 @@ class MarketCore:
                 mean, charge = self.rule_storage_direction(t)
                 price_s[:, rs] = mean
                 discharge[:, rs] = not charge
+                if self.net is not None:  # each rule storage follows its own node's forecast
+                    f = self.node_price_forecast[t: min(t + 24, self.T), self.net.storage_node[rs]]
+                    price_s[:, rs] = f.mean(axis=0)
+                    discharge[:, rs] = f[0] > f.mean(axis=0)
             sp[:, self.col_dis] = price_s
             sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
-            dpr[:] = price_s
-            dvo[:] = np.where(discharge, 0.0, can_ch)
+            dpr[:, : self.n_storage] = price_s
+            dvo[:, : self.n_storage] = np.where(discharge, 0.0, can_ch)
+        if self.L > self.n_storage:  # priced demand units and exchange exports
+            dpr[:, self.n_storage:] = self.sdem_price
+            dvo[:, self.n_storage:] = self.sdem_volume[t]
         if active is not None and not active.all():
             # agents left out of the action dict submit no bid this hour
             off = ~active
@@ -393,21 +640,28 @@ class MarketCore:
         sc = self.scenario
         t = self.hour
         B, n = self.B, self.n
+        dt = sc.time_step_hours  # hours per step: profits and regret are energy (MWh) x price
         sp, sv, dpr, dvo, bid_price = self.build_bids(actions, active)
         res = clear_market(
             sp, sv, dpr, dvo,
             fixed_demand=self.fixed_demand[t],
             static_supply=(self.static_sorted_price[t], self.static_sorted_volume[t]),
             price_cap=self.cap, price_floor=self.floor, mechanism=self.mechanism,
-        )
+        ) if self.net is None else None
+        node_price = None
+        if self.net is not None:  # zonal/nodal market: the network LP (envs/network.py)
+            res, node_price = self._clear_network(t, sp, sv, dpr, dvo)
         price = res.price
         acc_s, acc_d = res.supply_accepted, res.demand_accepted
         if self.mechanism == "pay_as_bid":
-            pay_s, pay_d = res.supply_payment, res.demand_payment
+            pay_s, pay_d = res.supply_payment, res.demand_payment[:, : self.n_storage]
         else:  # everyone is paid the clearing price
             pay_s = np.empty((B, self.K))
             pay_s[:] = price[:, None]
             pay_d = price[:, None]
+        if node_price is not None:  # each bid is paid its own zone's/bus's price (or its bid)
+            pay_s, pay_d = res.supply_payment, res.demand_payment
+        pcol = np.broadcast_to(price[:, None], (B, n)) if node_price is None else node_price[:, self.agent_node]  # (B, 1) or (B, n)
         profit = np.zeros((B, n))
         regret = np.zeros((B, n))
         accepted = np.zeros((B, n))
@@ -419,23 +673,24 @@ class MarketCore:
             q = q_in + q_fx
             revenue = q_in * pay_s[:, :n_lp] + q_fx * pay_s[:, n_lp: 2 * n_lp]
             started = (q > 0) & (self.last_dispatch[:, self.sl_plant] <= 0)
-            profit[:, self.sl_plant] = revenue - mc * q - started * pl.start_up_cost[self.lp]
+            # energy = power x step length; a start costs its full amount whatever the step
+            profit[:, self.sl_plant] = (revenue - mc * q) * dt - started * pl.start_up_cost[self.lp]
             avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
-            regret[:, self.sl_plant] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            regret[:, self.sl_plant] = np.maximum(pcol[:, self.sl_plant] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_plant] = q
         if len(self.lr):
             rn = sc.renewables
             q = acc_s[:, self.col_ren]
             mc = rn.marginal_cost[self.lr]
-            profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc)
+            profit[:, self.sl_ren] = q * (pay_s[:, self.col_ren] - mc) * dt
             avail = rn.capacity[self.lr] * rn.availability[t, self.lr]
-            regret[:, self.sl_ren] = np.maximum(price[:, None] - mc, 0.0) * np.maximum(avail - q, 0.0)
+            regret[:, self.sl_ren] = np.maximum(pcol[:, self.sl_ren] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_ren] = q
         if self.n_storage:
             st = sc.storages
             dt = sc.time_step_hours
             q_dis = acc_s[:, self.col_dis]
-            q_ch = acc_d
+            q_ch = acc_d[:, : self.n_storage]
             money = q_dis * (pay_s[:, self.col_dis] - st.additional_cost_discharge) - q_ch * (
                 pay_d + st.additional_cost_charge
             )
@@ -452,22 +707,47 @@ class MarketCore:
             self.stored_cost = np.where(new_soc > 1e-9, charged_cost, 0.0)
             self.soc = np.clip(new_soc, self._soc_min, self._soc_max)
             if len(self.ls):
-                profit[:, self.sl_storage] = money[:, self.ls]
+                profit[:, self.sl_storage] = money[:, self.ls] * dt
                 accepted[:, self.sl_storage] = (q_dis - q_ch)[:, self.ls]
+        regret *= dt
         reward = (profit - self.regret_scale * regret) * self.reward_factor
         if self.recording:
             self._log.append((t, sp, sv, dpr, dvo, price, acc_s, acc_d, profit, self.last_dispatch, res.supply_share))
+            if node_price is not None:  # network: the LP's acceptance of the rule units, the node prices
+                self._log[-1] += (self._net_static_acc, node_price)
         self.last_dispatch = accepted
         self.price_hist[:, :-1] = self.price_hist[:, 1:]
         self.price_hist[:, -1] = price
+        if node_price is not None:
+            self.node_price_hist[:, :, :-1] = self.node_price_hist[:, :, 1:]
+            self.node_price_hist[:, :, -1] = node_price
         self.step_count += 1
         if self.step_count >= self.max_cycles:
             self.done = True
         return StepOutcome(
             price=price, profit=profit, regret=regret, reward=reward, accepted=accepted,
             bid_price=bid_price, volume=res.volume, demand=np.full(B, self.fixed_demand[t]),
-            scarcity=res.scarcity, clearing=res,
+            scarcity=res.scarcity, clearing=res, node_price=node_price,
         )
+
+    # ------------------------------------------------------------------ fused single-copy step
+    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
+        """:meth:`step` then :meth:`observe`: ``(StepOutcome, obs (B, n, obs_dim))``.
+
+        With one copy (and pay-as-clear, no recording) it goes through the fused
+        single-copy path of :mod:`envs.fast`, which gives the same results several times
+        faster (``tests/test_fast_path.py``); otherwise it is exactly ``step`` + ``observe``.
+        """
+        fast = self.__dict__.get("_fast_step")
+        if fast is None:
+            from .fast import FastStep
+
+            fast = self._fast_step = FastStep(self)
+        if fast.supported():
+            fo = fast.step(actions[0].tolist(), None if active is None else active.tolist())
+            return fo.to_outcome(self), fo.obs[None]
+        out = self.step(actions, active)
+        return out, self.observe()
 
     # ------------------------------------------------------------------ recording
     def episode_record(self, copy: int = 0):
@@ -492,13 +772,17 @@ class MarketCore:
         st_u = [add(st.names[i], "storage") for i in range(self.n_storage)]
         ns = len(self.static_names)
         supply_unit = np.array(list(range(ns)) + lp_u + lp_u + lr_u + st_u, dtype=np.int64)
-        demand_unit = np.array(st_u, dtype=np.int64)
+        # priced demand units and exchange exports (an exchange's name is already a unit when it imports)
+        sd_u = [units.index(nm) if k == "exchange" and nm in units else add(nm, k)
+                for nm, k in zip(self.sdem_names, self.sdem_kind)]
+        demand_unit = np.array(st_u + sd_u, dtype=np.int64)
         hours = np.array([e[0] for e in self._log])
         H = len(hours)
         stat_p = self.static_price[hours]
         stat_v = self.static_volume[hours]
         stat_c = np.concatenate(
-            [pl.marginal_cost[hours][:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (H, len(self.rr)))], axis=1
+            [pl.marginal_cost[hours][:, self.rp], np.broadcast_to(rn.marginal_cost[self.rr], (H, len(self.rr))),
+             self.imp_price[hours]], axis=1
         )
         dyn = lambda k: np.stack([e[k][copy] for e in self._log])  # noqa: E731
         res_p = np.stack([e[5][copy] for e in self._log])
@@ -507,6 +791,8 @@ class MarketCore:
         static_acc = np.where(stat_p < price_row[:, None], stat_v, 0.0) + np.where(
             stat_p == price_row[:, None], stat_v * share[:, None], 0.0
         )
+        if self.net is not None:  # network: the LP's acceptance (clearing_price is the demand-weighted mean)
+            static_acc = np.stack([e[11][copy] for e in self._log])
         dyn_cost = np.concatenate(
             [
                 pl.marginal_cost[hours][:, self.lp], pl.marginal_cost[hours][:, self.lp],
@@ -529,7 +815,10 @@ class MarketCore:
             supply_unit=supply_unit,
             demand_price=dyn(3),
             demand_volume=dyn(4),
-            demand_cost=np.broadcast_to(st.additional_cost_charge, (H, self.n_storage)).copy(),
+            demand_cost=np.concatenate(
+                [np.broadcast_to(st.additional_cost_charge, (H, self.n_storage)), np.zeros((H, len(self.sdem_names)))],
+                axis=1,
+            ),
             demand_unit=demand_unit,
             fixed_demand=self.fixed_demand[hours].copy(),
             clearing_price=res_p,
@@ -545,4 +834,5 @@ class MarketCore:
             price_cap=self.cap,
             price_floor=self.floor,
             mechanism=self.mechanism,
+            dt=sc.time_step_hours,
         )

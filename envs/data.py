@@ -50,6 +50,9 @@ class Plants:
     marginal_cost: np.ndarray  # (T, P) EUR/MWh
     availability: np.ndarray  # (T, P) in [0, 1], multiplies max_power
     learning: np.ndarray  # bool
+    # bool, learning plants bidding one price for all their capacity
+    # (powerplant_energy_learning_single_bid); None = none does
+    single_bid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,11 +118,30 @@ class Demands:
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """A loaded study case: units, hourly time series and configuration.
+class Exchanges:
+    """Cross-border exchange units (ASSUME ``exchange_units.csv`` + ``exchanges_df.csv``),
+    shape ``(X,)`` unless noted. Each hour an exchange offers its import volume as supply
+    at ``price_import`` and bids its export volume as demand at ``price_export``."""
 
-    ``times`` holds the start of every market hour of the horizon (``[start_date,
-    end_date)``), as ``datetime64[ns]``; all time series have ``len(times)`` rows.
+    names: tuple[str, ...]
+    operator: tuple[str, ...]
+    price_import: np.ndarray  # EUR/MWh
+    price_export: np.ndarray  # EUR/MWh
+    volume_import: np.ndarray  # (T, X) MW >= 0
+    volume_export: np.ndarray  # (T, X) MW >= 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A loaded study case: units, time series and configuration.
+
+    ``times`` holds the start of every market time step of the horizon (``[start_date,
+    end_date)``), as ``datetime64[ns]``; all time series have ``len(times)`` rows;
+    ``time_step_hours`` is the step length (1.0, or 0.25 for ``15min``). ``n_hours``
+    counts steps.
     """
 
     name: str
@@ -134,6 +156,10 @@ class Scenario:
     market: MarketConfig
     learning_config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    # zonal/nodal markets: an envs.network.Network (buses, lines, unit locations); None
+    # for a single price area
+    network: object | None = None
+    exchanges: Exchanges | None = None  # None: no exchange units
 
     @property
     def n_hours(self) -> int:
@@ -151,8 +177,14 @@ class Scenario:
     def summary(self) -> str:
         """One paragraph describing the scenario, for logs and the CLI."""
         t0, t1 = str(self.times[0])[:16], str(self.times[-1])[:16]
+        if self.time_step_hours == 1.0:
+            steps = f"{self.n_hours} hours"
+        elif self.time_step_hours < 1.0:
+            steps = f"{self.n_hours} steps of {self.time_step_hours * 60:g} min"
+        else:
+            steps = f"{self.n_hours} steps of {self.time_step_hours:g} h"
         return (
-            f"scenario {self.name!r} (study case {self.study_case!r}): {self.n_hours} hours "
+            f"scenario {self.name!r} (study case {self.study_case!r}): {steps} "
             f"{t0} .. {t1}; {len(self.plants)} plants, {len(self.storages)} storage, "
             f"{len(self.renewables)} renewables, {len(self.demands)} demand; "
             f"{len(self.learning_units)} learning units; price cap {self.market.price_cap:g}, "

@@ -48,6 +48,7 @@ class EpisodeRecord:
     price_cap: float
     price_floor: float
     mechanism: str
+    dt: float = 1.0  # hours per recorded step: energy = MW * dt, profit in EUR per step
 
     @property
     def n_hours(self) -> int:

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
+from .data import Demands, Exchanges, MarketConfig, Plants, Renewables, Scenario, ScenarioError, Storages
+from .network import NETWORK_MECHANISMS, load_network
 
-__all__ = ["load_scenario", "list_builtin_scenarios"]
+__all__ = ["load_scenario", "list_builtin_scenarios", "with_learning_units", "scenario_device"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -38,6 +39,8 @@ DEMAND_UNITS_FILE = "demand_units.csv"
 DEMAND_SERIES_FILE = "demand_df.csv"
 FUEL_FILE = "fuel_prices_df.csv"
 AVAILABILITY_FILE = "availability_df.csv"
+EXCHANGE_UNITS_FILE = "exchange_units.csv"
+EXCHANGE_SERIES_FILE = "exchanges_df.csv"
 _KNOWN_FILES = (
     CONFIG_FILE,
     POWERPLANT_FILE,
@@ -46,9 +49,12 @@ _KNOWN_FILES = (
     DEMAND_SERIES_FILE,
     FUEL_FILE,
     AVAILABILITY_FILE,
+    "buses.csv",  # network markets (envs/network.py)
+    "lines.csv",
 )
 
 RENEWABLE_FUEL = "renewable"
+DEFAULT_STUDY_CASE = "base"
 MECHANISMS = ("pay_as_clear", "pay_as_bid")
 
 _NS_PER_HOUR = 3_600 * 10**9
@@ -91,6 +97,67 @@ def load_scenario(path_or_name: str | os.PathLike[str], study_case: str = "base"
     return _fresh_copy(scenario)
 
 
+def with_learning_units(scenario: Scenario, names: Iterable[str] | str) -> Scenario:
+    """A copy of ``scenario`` in which the named units learn, in addition to the units
+    whose strategy already is a learning one: plants get ``powerplant_energy_learning``
+    (two prices), renewables ``renewable_energy_learning_single_bid``, storage
+    ``storage_energy_learning``. Unknown names raise :class:`ScenarioError` listing the
+    units there are."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    tables = {"plant": scenario.plants, "renewable": scenario.renewables, "storage": scenario.storages}
+    strategy = {"plant": "powerplant_energy_learning", "renewable": "renewable_energy_learning_single_bid",
+                "storage": "storage_energy_learning"}
+    where = {n: (kind, i) for kind, t in tables.items() for i, n in enumerate(t.names)}
+    unknown = [n for n in names if n not in where]
+    if unknown:
+        avail = list(where)
+        shown = ", ".join(map(repr, avail[:40])) + (f", ... ({len(avail)} units)" if len(avail) > 40 else "")
+        raise ScenarioError(
+            f"learning_units: unknown unit(s) {', '.join(map(repr, unknown))} in scenario {scenario.name!r} "
+            f"(study case {scenario.study_case!r}); units that can learn (plants, renewables, storage): {shown}"
+        )
+    changes: dict[str, Any] = {}
+    for kind, table in tables.items():
+        picked = [where[n][1] for n in names if where[n][0] == kind]
+        if not picked:
+            continue
+        learning = table.learning.copy()
+        bidding = list(table.bidding)
+        for i in picked:
+            if not learning[i]:
+                learning[i] = True
+                bidding[i] = strategy[kind]
+        extra: dict[str, Any] = {}
+        if kind == "plant" and table.single_bid is None:
+            extra["single_bid"] = np.zeros(len(table), dtype=bool)
+        key = {"plant": "plants", "renewable": "renewables", "storage": "storages"}[kind]
+        changes[key] = dataclasses.replace(table, learning=learning, bidding=tuple(bidding), **extra)
+    return dataclasses.replace(scenario, **changes) if changes else scenario
+
+
+def scenario_device(requested: str | None, *, from_scenario: bool, cuda_available: bool,
+                    source: str = "learning_config") -> str | None:
+    """The torch device to train on. A GPU asked for by a scenario file (ASSUME's
+    ``learning_config.device: cuda:0``, as in example_03a) falls back to ``"cpu"`` with
+    one warning line when no GPU is there; a GPU asked for on the command line
+    (``from_scenario=False``) is returned unchanged, so that the trainer fails clearly.
+    Pure logic (no torch import): pass ``torch.cuda.is_available()``; ``source`` (e.g.
+    the scenario's config.yaml) starts the warning line."""
+    if requested is None:
+        return None
+    dev = str(requested).strip()
+    if from_scenario and dev.lower().startswith("cuda") and not cuda_available:
+        # warn_explicit with line 0: the warning prints as one line (no source line below it)
+        warnings.warn_explicit(
+            f"the scenario's learning_config asks for device {dev!r} but no CUDA GPU is available; training on cpu",
+            UserWarning, str(source), 0,
+        )
+        return "cpu"
+    return dev
+
+
 # --------------------------------------------------------------------------- resolving
 
 
@@ -128,7 +195,10 @@ def _resolve(path_or_name: Any) -> tuple[Path, str]:
 
 def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
     out = []
-    for fname in _KNOWN_FILES:
+    # study cases may name other input files (``powerplant_units: other.csv``), so every
+    # CSV file of the folder takes part, not only the default names
+    names = set(_KNOWN_FILES) | {p.name for p in folder.glob("*.csv")}
+    for fname in sorted(names):
         try:
             st = (folder / fname).stat()
         except OSError:
@@ -139,7 +209,11 @@ def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(folder: str, name: str, study_case: str, fingerprint: tuple) -> Scenario:
-    return _Loader(Path(folder), name, study_case).load()
+    from .validate import validate_scenario  # every number finite and bounded (issue 10)
+
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are reported by validate_scenario
+        scenario = _Loader(Path(folder), name, study_case).load()
+    return validate_scenario(scenario)
 
 
 def _fresh_copy(sc: Scenario) -> Scenario:
@@ -159,6 +233,7 @@ def _fresh_copy(sc: Scenario) -> Scenario:
         storages=copy_table(sc.storages),
         demands=copy_table(sc.demands),
         learning_config=copy.deepcopy(sc.learning_config),
+        exchanges=copy_table(sc.exchanges) if sc.exchanges is not None else None,
     )
 
 
@@ -232,6 +307,139 @@ def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
 def _line(i: int) -> int:
     """File line number of data row ``i`` (header is line 1)."""
     return i + 2
+
+
+# --------------------------------------------------------------------------- ASSUME features
+
+# Market mechanisms ASSUME 0.6 knows and the feature each stands for, for the message
+# that refuses the ones this environment does not clear.
+_MECHANISM_FEATURE = {
+    "pay_as_clear_advanced": "block and linked orders (pay_as_clear_advanced)",
+    "complex_clearing": (
+        "complex_clearing without a network (no param_dict.network_path), ASSUME's day-ahead market with block and "
+        "linked orders,"
+    ),
+    "pay_as_clear_complex": "zonal clearing (pay_as_clear_complex)",
+    "nodal_clearing": "nodal clearing (nodal_clearing)",
+    "nodal": "nodal clearing (nodal)",
+    "redispatch": "redispatch (market_mechanism redispatch)",
+    "contract": "contract markets",
+}
+
+
+def _check_market_features(path: Path, study_case: str, markets: dict[str, Any]) -> None:
+    """One energy market cleared pay-as-clear or pay-as-bid; anything else is refused
+    with one line naming the unsupported feature."""
+    where = f"{path}: study case {study_case!r}, markets_config"
+    names = list(markets)
+    for name, spec in markets.items():
+        spec = spec if isinstance(spec, dict) else {}
+        ptype = str(spec.get("product_type", "energy"))
+        if ptype != "energy":
+            raise ScenarioError(
+                f"{where}.{name}: reserve/capacity markets (product_type {ptype!r}) are not supported; "
+                "keep only the energy market in markets_config"
+            )
+        mech = spec.get("market_mechanism", "pay_as_clear")
+        params = spec.get("param_dict") if isinstance(spec.get("param_dict"), dict) else {}
+        if mech in NETWORK_MECHANISMS and "network_path" in params:
+            continue  # zonal/nodal market: envs/network.py reads and checks the grid
+        if mech not in MECHANISMS:
+            feature = _MECHANISM_FEATURE.get(str(mech), f"market_mechanism {mech!r}")
+            if mech in NETWORK_MECHANISMS and mech != "complex_clearing":
+                feature = f"{mech!r} without a network (no param_dict.network_path: buses.csv, lines.csv)"
+            raise ScenarioError(
+                f"{where}.{name}, key 'market_mechanism': {feature} is not supported; "
+                f"use one of {', '.join(MECHANISMS)}"
+            )
+    if len(names) > 1:
+        raise ScenarioError(
+            f"{where}: {len(names)} markets ({', '.join(map(str, names))}); sequential markets (e.g. a long-term or "
+            "second energy market) are not supported; keep one energy market"
+        )
+
+
+# Bidding strategies of ASSUME 0.6 (assume/strategies/__init__.py): how this environment
+# treats each. "plant" = two prices (inflexible part, flexible part), "plant_single" = one
+# price for all available capacity, "renewable" = one price, "storage" = one signed price;
+# "rule" = bids by rule (marginal cost; rule storage against the price forecast).
+LEARNING_STRATEGIES = {
+    "powerplant_energy_learning": "plant",
+    "powerplant_energy_learning_single_bid": "plant_single",
+    "renewable_energy_learning_single_bid": "renewable",
+    "storage_energy_learning": "storage",
+    # deprecated aliases kept by ASSUME 0.6
+    "pp_learning": "plant",
+    "learning_advanced_orders": "plant",
+    "storage_learning": "storage",
+    "renewable_eom_learning": "renewable",
+}
+RULE_STRATEGIES = (
+    "powerplant_energy_naive", "powerplant_energy_heuristic_flexable", "powerplant_energy_naive_profile",
+    "powerplant_energy_optimization_dmas", "storage_energy_heuristic_flexable", "storage_energy_optimization_dmas",
+    "demand_energy_naive", "exchange_energy_naive", "powerplant_energy_naive_balancing", "demand_energy_naive_balancing",
+    # deprecated aliases
+    "naive_eom", "flexable_eom", "flexable_eom_storage", "naive_exchange",
+)
+# Block/linked-order heuristics bid their marginal cost hourly here (one warning): a market
+# that clears block orders (complex_clearing without a network) is refused by the market
+# check, so these strategies only reach an hourly (or zonal/nodal) market.
+_HOURLY_APPROX_STRATEGIES = {
+    "powerplant_energy_heuristic_block": "block orders",
+    "flexable_eom_block": "block orders",
+    "powerplant_energy_heuristic_linked": "linked orders",
+    "flexable_eom_linked": "linked orders",
+}
+_REFUSED_STRATEGIES = {
+    "demand_energy_heuristic_elastic": "elastic demand",
+    "elastic_demand": "elastic demand",
+    "powerplant_energy_naive_otc": "OTC (long-term) trading",
+    "demand_energy_naive_otc": "OTC (long-term) trading",
+    "otc_strategy": "OTC (long-term) trading",
+    "powerplant_energy_interactive": "interactive bidding",
+    "portfolio_learning": "operator-level (portfolio) learning",
+    "units_operator_energy_heuristic_cournot": "operator-level (portfolio) strategies",
+    "units_operator_direct": "operator-level (portfolio) strategies",
+}
+for _kind in ("powerplant", "storage", "household", "industry", "demand"):
+    for _what in ("capacity_heuristic_balancing_pos", "capacity_heuristic_balancing_neg", "energy_naive_redispatch"):
+        _REFUSED_STRATEGIES.setdefault(f"{_kind}_{_what}", "reserve markets / redispatch")
+for _old in ("naive_neg_reserve", "naive_pos_reserve", "flexable_neg_crm", "flexable_pos_crm", "flexable_neg_crm_storage",
+             "flexable_pos_crm_storage", "pos_crm_dsm", "neg_crm_dsm", "naive_redispatch", "naive_redispatch_dsm"):
+    _REFUSED_STRATEGIES[_old] = "reserve markets / redispatch"
+for _dsm in ("household_energy_optimization", "industry_energy_optimization", "naive_da_dsm"):
+    _REFUSED_STRATEGIES[_dsm] = "demand-side management units"
+KNOWN_STRATEGIES = tuple(
+    sorted(set(LEARNING_STRATEGIES) | set(RULE_STRATEGIES) | set(_HOURLY_APPROX_STRATEGIES) | set(_REFUSED_STRATEGIES))
+)
+
+
+def strategy_kind(name: str, where: str) -> str:
+    """``"rule"`` or the learning kind of an ASSUME strategy name; raises
+    :class:`ScenarioError` for unknown names (listing the known ones) and for strategies
+    of features this environment does not have."""
+    key = name.strip()
+    if key in LEARNING_STRATEGIES:
+        return LEARNING_STRATEGIES[key]
+    if key in RULE_STRATEGIES:
+        return "rule"
+    if key in _HOURLY_APPROX_STRATEGIES:
+        warnings.warn(
+            f"strategy {key!r} ({_HOURLY_APPROX_STRATEGIES[key]}) is approximated by hourly bids at marginal cost "
+            "(block and linked orders are not modelled)",
+            stacklevel=2,
+        )
+        return "rule"
+    if key in _REFUSED_STRATEGIES:
+        hint = (
+            "; give each unit a unit-level learning strategy (e.g. powerplant_energy_learning) or pick learners with "
+            "learning_units=[...]" if "learning" in key else "; use powerplant_energy_naive or a learning strategy"
+        )
+        raise ScenarioError(f"{where}: strategy {key!r} needs {_REFUSED_STRATEGIES[key]}, which is not supported{hint}")
+    raise ScenarioError(
+        f"{where}: unknown bidding strategy {key!r}; known ASSUME 0.6 strategies: learning: "
+        f"{', '.join(sorted(LEARNING_STRATEGIES))}; rule: {', '.join(sorted(RULE_STRATEGIES))}"
+    )
 
 
 # --------------------------------------------------------------------------- unit tables
@@ -321,6 +529,20 @@ class _UnitTable:
             f"{self.path}: several bidding columns ({', '.join(cols)}) and none named {preferred!r}; "
             f"name the energy-market column {preferred!r}"
         )
+
+
+def _warn_line(path: Path, message: str) -> None:
+    """A UserWarning about an input file that prints as one line: ``<file>:0: UserWarning: ...``."""
+    warnings.warn_explicit(message, UserWarning, str(path), 0)
+
+
+def _warn_ignored_plural(table: _UnitTable, columns: Iterable[str]) -> None:
+    """Columns such as ``additional_costs`` (example_03a/03b) are no ASSUME unit parameter:
+    ASSUME passes them on unread, so the parameter keeps its default. Same here, said once."""
+    found = [c for c in columns if c in table.df.columns]
+    if found:
+        _warn_line(table.path, f"column(s) {', '.join(found)} are not ASSUME unit parameters and are ignored, as "
+                   f"ASSUME ignores them (their singular form, e.g. {found[0][:-1]!r}, is the parameter)")
 
 
 # --------------------------------------------------------------------------- time series
@@ -467,8 +689,26 @@ class _Loader:
         self.folder = folder
         self.name = name
         self.study_case = study_case
+        self.case: dict[str, Any] | None = None
 
     def file(self, fname: str) -> Path:
+        """Path of an input file: the study case may name another file for it under the
+        file's key (``powerplant_units: powerplant_units_single.csv``), as ASSUME's
+        ``load_file`` allows for every input; ``key: null`` means "no such file"
+        (returned as a path that does not exist)."""
+        if fname == CONFIG_FILE or self.case is None:
+            return self.folder / fname
+        key = fname[:-4] if fname.endswith(".csv") else fname
+        if key in self.case:
+            value = self.case[key]
+            if value is None:
+                return self.folder / f"<{key}: null>"
+            if not isinstance(value, str) or not value.strip():
+                raise ScenarioError(
+                    f"{self.folder / CONFIG_FILE}: study case {self.study_case!r}, key {key!r}: expected a file name "
+                    f"(e.g. {fname}) or null, got {value!r}"
+                )
+            return self.folder / value.strip()
         return self.folder / fname
 
     # -- config ----------------------------------------------------------------------
@@ -483,6 +723,10 @@ class _Loader:
         if not isinstance(cfg, dict) or not cfg:
             raise ScenarioError(f"{path}: expected study cases at the top level (e.g. 'base:' with start_date, end_date, ...)")
         cases = [str(k) for k, v in cfg.items() if isinstance(v, dict)]
+        if self.study_case == DEFAULT_STUDY_CASE and self.study_case not in cfg and len(cases) == 1:
+            # the default study case asked for and the file has exactly one other: use it
+            # (ASSUME takes the first study case when none is named)
+            self.study_case = cases[0]
         if self.study_case not in cfg or not isinstance(cfg[self.study_case], dict):
             raise ScenarioError(
                 f"{path}: unknown study case {self.study_case!r}; available study cases: {', '.join(cases) or '(none)'}"
@@ -507,9 +751,10 @@ class _Loader:
         step = _parse_time_step(raw_step)
         if step is None or step <= 0:
             raise ScenarioError(f"{where}, key 'time_step': cannot parse {raw_step!r} as a positive duration; write e.g. 1h")
-        if step % _NS_PER_HOUR:
+        if step % _NS_PER_HOUR and _NS_PER_HOUR % step:
             raise ScenarioError(
-                f"{where}, key 'time_step': {raw_step!r} is not supported; only whole hours (1h, 2h, ...) are supported"
+                f"{where}, key 'time_step': {raw_step!r} is not supported; use whole hours (1h, 2h, ...) or a divisor "
+                "of an hour (30min, 15min, 5min, ...)"
             )
         start, end = dates["start_date"], dates["end_date"]
         if end <= start:
@@ -547,12 +792,12 @@ class _Loader:
                 raise ScenarioError(f"{where}, key {key!r}: {v!r} is not a finite number")
             return x
 
-        cap = number("maximum_bid_price", default.price_cap)
-        floor = number("minimum_bid_price", default.price_floor)
-        vol = number("maximum_bid_volume", default.max_bid_volume)
+        # keys left out of a market entry take ASSUME's defaults (loader_csv.make_market_config)
+        cap = number("maximum_bid_price", 3000.0)
+        floor = number("minimum_bid_price", -3000.0)
+        vol = number("maximum_bid_volume", 1e6)
         mech = spec.get("market_mechanism", default.mechanism)
-        if mech not in MECHANISMS:
-            raise ScenarioError(f"{where}, key 'market_mechanism': {mech!r} is not supported; use one of {', '.join(MECHANISMS)}")
+        _check_market_features(path, self.study_case, mc)
         if cap <= floor:
             raise ScenarioError(f"{where}: maximum_bid_price {cap:g} must be above minimum_bid_price {floor:g}")
         if vol <= 0:
@@ -580,13 +825,16 @@ class _Loader:
     def require(self, fname: str, what: str) -> Path:
         path = self.file(fname)
         if not path.is_file():
-            raise ScenarioError(f"{path}: missing file; every scenario needs {fname} ({what})")
+            named = "" if path.name == fname else f" (named by the study case's key {fname[:-4]!r})"
+            raise ScenarioError(f"{path}: missing file{named}; every scenario needs {fname} ({what})")
         return path
 
     def load(self) -> Scenario:
         case = self.read_config()
+        self.case = case
         hz = self.horizon(case)
         market = self.market(case)
+        self.case_market_name = market.name
         seed = self.seed(case)
         learning_config = self.learning_config(case)
         T = hz.n
@@ -595,8 +843,7 @@ class _Loader:
         pp_path = self.require(POWERPLANT_FILE, "the power plants, one row per unit")
         pp = _UnitTable(
             pp_path,
-            ["name", "technology", "fuel_type", "emission_factor", "max_power", "min_power", "efficiency",
-             "additional_cost", "unit_operator"],
+            ["name", "technology", "fuel_type", "max_power", "unit_operator"],
             "power plant",
         )
         bid_col = pp.bidding_column(market.name)
@@ -605,17 +852,21 @@ class _Loader:
         operator = pp.text("unit_operator")
         bidding = pp.text(bid_col)
         max_power = pp.num("max_power")
-        min_power = pp.num("min_power")
-        efficiency = pp.num("efficiency")
-        emission = pp.num("emission_factor")
-        add_cost = pp.num("additional_cost")
-        if "start_up_cost" in pp.df.columns:
+        # optional columns: ASSUME 0.6's PowerPlant defaults (see envs/SCENARIOS.md)
+        min_power = pp.num("min_power", default=0.0)
+        efficiency = pp.num("efficiency", default=1.0)
+        emission = pp.num("emission_factor", default=0.0)
+        add_cost = pp.num("additional_cost", default=0.0)
+        _warn_ignored_plural(pp, ("additional_costs", "hot_start_costs"))
+        if "start_up_cost" in pp.df.columns:  # this project's column: EUR per start
             su_col = "start_up_cost"
-        elif "hot_start_cost" in pp.df.columns:
+            start_up = pp.num(su_col, default=0.0)
+        elif "hot_start_cost" in pp.df.columns:  # ASSUME's: EUR per MW of max_power per start
             su_col = "hot_start_cost"
+            start_up = pp.num(su_col, default=0.0) * max_power
         else:
             su_col = "start_up_cost"
-        start_up = pp.num(su_col, default=0.0)
+            start_up = np.zeros(len(pp))
         pp.check(max_power, "max_power", max_power > 0, "max_power must be positive", "give the installed capacity in MW")
         pp.check(min_power, "min_power", min_power >= 0, "min_power must not be negative", "use 0 or a positive MW value")
         pp.check(min_power, "min_power", min_power <= max_power, "min_power is above max_power",
@@ -629,8 +880,16 @@ class _Loader:
         is_ren = np.array([f.strip().lower() == RENEWABLE_FUEL for f in fuel_type], dtype=bool)
         ren_idx = np.flatnonzero(is_ren)
         th_idx = np.flatnonzero(~is_ren)
-        learning_pp = np.array(["learning" in b.lower() for b in bidding], dtype=bool)
-
+        pp_kind = [strategy_kind(b, pp.where(i, bid_col)) for i, b in enumerate(bidding)]
+        learning_pp = np.array([k != "rule" for k in pp_kind], dtype=bool)
+        # a renewable single-bid strategy on a thermal plant is a single-bid plant too
+        single_pp = np.array([k in ("plant_single", "renewable") for k in pp_kind], dtype=bool)
+        for i, k in enumerate(pp_kind):
+            if k == "storage":
+                raise ScenarioError(
+                    f"{pp.where(i, bid_col)}: storage strategy {bidding[i]!r} for a power plant; move the unit to "
+                    "storage_units.csv or use powerplant_energy_learning"
+                )
         # ---- storage (optional)
         st_path = self.file(STORAGE_FILE)
         storages: dict[str, Any] | None = None
@@ -638,8 +897,7 @@ class _Loader:
         if st_path.is_file():
             st = _UnitTable(
                 st_path,
-                ["name", "technology", "max_power_charge", "max_power_discharge", "efficiency_charge",
-                 "efficiency_discharge", "min_soc", "max_soc", "capacity", "initial_soc", "unit_operator"],
+                ["name", "technology", "max_power_charge", "max_power_discharge", "capacity", "unit_operator"],
                 "storage",
             )
             sbid = st.bidding_column(market.name)
@@ -649,15 +907,19 @@ class _Loader:
                 "bidding": st.text(sbid),
                 "max_power_charge": np.abs(st.num("max_power_charge")),
                 "max_power_discharge": np.abs(st.num("max_power_discharge")),
-                "efficiency_charge": st.num("efficiency_charge"),
-                "efficiency_discharge": st.num("efficiency_discharge"),
-                "min_soc": st.num("min_soc"),
-                "max_soc": st.num("max_soc"),
+                # optional columns: ASSUME 0.6's Storage defaults (see envs/SCENARIOS.md)
+                "efficiency_charge": st.num("efficiency_charge", default=1.0),
+                "efficiency_discharge": st.num("efficiency_discharge", default=1.0),
+                "min_soc": st.num("min_soc", default=0.0),
+                "max_soc": st.num("max_soc", default=1.0),
                 "capacity": st.num("capacity"),
-                "initial_soc": st.num("initial_soc"),
+                "initial_soc": st.num("initial_soc", default=np.nan),
                 "additional_cost_charge": st.num("additional_cost_charge", default=0.0),
                 "additional_cost_discharge": st.num("additional_cost_discharge", default=0.0),
             }
+            # no initial_soc (column or cell): ASSUME starts the storage empty (0), here at
+            # min_soc, the emptiest state allowed (the same when min_soc is 0, as in all examples)
+            s["initial_soc"] = np.where(np.isnan(s["initial_soc"]), s["min_soc"], s["initial_soc"])
             for col in ("max_power_charge", "max_power_discharge"):
                 st.check(s[col], col, s[col] > 0, f"{col} must be non-zero", "give the power in MW")
             st.check(s["capacity"], "capacity", s["capacity"] > 0, "capacity must be positive", "give the energy capacity in MWh")
@@ -669,7 +931,14 @@ class _Loader:
             st.check(s["max_soc"], "max_soc", s["max_soc"] >= s["min_soc"], "max_soc is below min_soc", "need min_soc <= max_soc")
             st.check(s["initial_soc"], "initial_soc", (s["initial_soc"] >= s["min_soc"]) & (s["initial_soc"] <= s["max_soc"]),
                      "initial_soc is outside [min_soc, max_soc]", "set initial_soc between min_soc and max_soc")
-            s["learning"] = np.array(["learning" in b.lower() for b in s["bidding"]], dtype=bool)
+            s_kind = [strategy_kind(b, st.where(i, sbid)) for i, b in enumerate(s["bidding"])]
+            for i, k in enumerate(s_kind):
+                if k not in ("rule", "storage"):
+                    raise ScenarioError(
+                        f"{st.where(i, sbid)}: strategy {s['bidding'][i]!r} is for power plants or renewables; "
+                        "storage units learn with storage_energy_learning"
+                    )
+            s["learning"] = np.array([k == "storage" for k in s_kind], dtype=bool)
             storages = s
 
         # ---- demand units
@@ -677,6 +946,8 @@ class _Loader:
         if len(du) == 0:
             raise ScenarioError(f"{du.path}: no demand units; add at least one row")
         d_tech = du.text("technology")
+        # ASSUME's Demand bids its volume at `price` (default 3000 EUR/MWh); capped at the market's cap
+        d_price = np.minimum(du.num("price", default=3000.0), market.price_cap)
 
         # ---- duplicate names across all unit files
         seen: dict[str, str] = {}
@@ -702,6 +973,18 @@ class _Loader:
                 )
         dseries = _load_series(ds_path, list(du.names), hz, "demand unit")
         volume = np.abs(np.stack([dseries[n] for n in du.names], axis=1))
+
+        # ---- inputs of unit types this environment does not model
+        for key in ("industrial_dsm_units", "residential_dsm_units", "electrolyser_units", "hydrogen_units"):
+            path = self.file(f"{key}.csv")
+            if path.is_file():
+                _warn_line(path, f"{key} (demand-side units) are not modelled by marketzoo and are left out of the market")
+
+        # ---- operator-level strategies (unit_operators.csv)
+        self.unit_operators()
+
+        # ---- exchange units (optional)
+        exchanges = self.exchanges(hz, seen)
 
         # ---- fuel prices -> marginal costs
         th_names = [pp.names[i] for i in th_idx]
@@ -781,6 +1064,7 @@ class _Loader:
             marginal_cost=mc,
             availability=p_avail,
             learning=learning_pp[th_idx],
+            single_bid=single_pp[th_idx],
         )
         renewables = Renewables(
             names=pick(pp.names, ren_idx),
@@ -807,9 +1091,9 @@ class _Loader:
             names=du.names,
             technology=d_tech,
             volume=volume,
-            price=np.full(len(du), market.price_cap),
+            price=d_price,
         )
-        return Scenario(
+        sc = Scenario(
             name=self.name,
             study_case=self.study_case,
             source=str(self.folder),
@@ -822,6 +1106,86 @@ class _Loader:
             market=market,
             learning_config=learning_config,
             seed=seed,
+            exchanges=exchanges,
+        )
+        if market.mechanism in NETWORK_MECHANISMS:  # zonal/nodal: envs/network.py reads the grid
+            sc = dataclasses.replace(sc, network=load_network(self.folder, case, sc))
+        return sc
+
+    # -- operators -------------------------------------------------------------------
+
+    def unit_operators(self) -> None:
+        """``unit_operators.csv`` names operator-level (portfolio) strategies. A learning
+        one (``portfolio_learning``) is refused; others are ignored with a warning: here
+        every unit bids for itself."""
+        path = self.file("unit_operators.csv")
+        if not path.is_file():
+            return
+        ops = _UnitTable(path, ["name"], "operator")
+        for col in [c for c in ops.df.columns if c.startswith("bidding_")]:
+            for i, b in enumerate(ops._text_raw(col)):
+                if "learning" in b.lower():
+                    raise ScenarioError(
+                        f"{ops.where(i, col)}: operator-level learning ({b!r}) is not supported; give the operator's "
+                        "units a unit-level learning strategy (e.g. powerplant_energy_learning) or pick learners "
+                        "with learning_units=[...]"
+                    )
+        _warn_line(path, "operator-level (portfolio) strategies are not modelled; every unit bids for itself")
+
+    # -- exchanges -------------------------------------------------------------------
+
+    def exchanges(self, hz: _Horizon, seen: dict[str, str]) -> Exchanges | None:
+        """Exchange units: ``exchange_units.csv`` (or the study case's ``exchange_units``
+        key; ``null`` = none) and their volumes in ``exchanges_df.csv`` (columns
+        ``<name>_import``, ``<name>_export``; a missing one is 0, as in ASSUME)."""
+        path = self.file(EXCHANGE_UNITS_FILE)
+        if not path.is_file():
+            if self.case is not None and self.case.get("exchange_units"):
+                raise ScenarioError(f"{path}: missing file (named by the study case's key 'exchange_units')")
+            return None
+        ex = _UnitTable(path, ["name"], "exchange")
+        if len(ex) == 0:
+            return None
+        for i, n in enumerate(ex.names):
+            if n in seen:
+                raise ScenarioError(f"{ex.where(i, 'name')}: duplicate unit name {n!r} (also at {seen[n]}); unit names must be unique")
+        bid_cols = [c for c in ex.df.columns if c.startswith("bidding_")]
+        if bid_cols:
+            col = ex.bidding_column(self.case_market_name)
+            for i, b in enumerate(ex.text(col)):
+                if strategy_kind(b, ex.where(i, col)) != "rule" or "exchange" not in b:
+                    raise ScenarioError(f"{ex.where(i, col)}: exchange units bid with exchange_energy_naive, got {b!r}")
+        operator = ex.text("unit_operator") if "unit_operator" in ex.df.columns else tuple("" for _ in ex.names)
+        price_import = ex.num("price_import", default=0.0)  # ASSUME Exchange defaults
+        price_export = ex.num("price_export", default=2999.0)
+        flows = self.file(EXCHANGE_SERIES_FILE)
+        if not flows.is_file():
+            raise ScenarioError(
+                f"{flows}: missing file; the exchange units in {path.name} ({', '.join(ex.names)}) need their import "
+                f"and export volumes (columns {ex.names[0]}_import, {ex.names[0]}_export); add the file or set "
+                "'exchange_units: null' in the study case"
+            )
+        head = _read_csv(flows, nrows=0).columns.tolist()[1:]
+        cols = {}
+        for n in ex.names:
+            have = [c for c in (f"{n}_import", f"{n}_export") if c in head]
+            if not have:
+                raise ScenarioError(
+                    f"{flows}: no column for exchange unit {n!r} (from {path.name}); add {n}_import and/or {n}_export "
+                    f"(columns present: {', '.join(head)})"
+                )
+            cols[n] = have
+        series = _load_series(flows, [c for v in cols.values() for c in v], hz, "exchange flow")
+        T, X = hz.n, len(ex)
+        vi, ve = np.zeros((T, X)), np.zeros((T, X))
+        for j, n in enumerate(ex.names):
+            if f"{n}_import" in series:
+                vi[:, j] = np.abs(series[f"{n}_import"])
+            if f"{n}_export" in series:
+                ve[:, j] = np.abs(series[f"{n}_export"])
+        return Exchanges(
+            names=ex.names, operator=operator, price_import=price_import, price_export=price_export,
+            volume_import=vi, volume_export=ve,
         )
 
     # -- fuel prices -----------------------------------------------------------------

@@ -152,9 +152,9 @@ class SingleAgentMarketEnv(gym.Env):
         acts[0, self.index, :] = 0.0
         acts[0, self.index, :d] = np.clip(a, -1.0, 1.0)
         t = core.hour
-        out = core.step(acts)
+        out, obs_all = core.step_observe(acts)  # the fused single-copy path when it applies
         i = self.index
-        obs = core.observe()[0, i].copy()
+        obs = obs_all[0, i].copy()
         if self.kind == "plant":
             mc = float(core.scenario.plants.marginal_cost[t, core.lp[i - core.sl_plant.start]])
         elif self.kind == "storage":

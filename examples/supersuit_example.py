@@ -5,15 +5,14 @@ one observation space and one action space into a vector env with one slot per a
 ``concat_vec_envs_v1`` stacks ``N`` copies of it, so a single-agent algorithm sees
 ``N * n_agents`` parallel slots (parameter sharing across agents and copies).
 
-Homogeneous spaces are required. Every marketzoo agent has the same observation space;
-action spaces differ only by kind (plants ``Box(-1, 1, (2,))``, storage and renewables
-``Box(-1, 1, (1,))``). So:
+Homogeneous spaces are required. Action spaces differ by kind (plants
+``Box(-1, 1, (2,))``, storage and renewables ``Box(-1, 1, (1,))``), so:
 
 * ``tiny`` (one plant) and scenarios whose learners are all plants (e.g. ASSUME's
   ``example_02b``: five CCGTs) work as they are;
-* mixed scenarios such as ``default`` (two CCGTs and a pumped-storage unit) need
-  ``ss.pad_action_space_v0`` first: the storage agent then gets a ``(2,)`` action whose
-  second entry SuperSuit drops before it reaches the env.
+* mixed scenarios such as ``default`` (two CCGTs and a pumped-storage unit) are built with
+  ``uniform_spaces=True``: every agent then has the ``(2,)`` action (storage and
+  renewables ignore entry 1) and an observation ending in its kind as a one-hot.
 
 Run::
 
@@ -36,11 +35,13 @@ import supersuit as ss  # noqa: E402
 import envs  # noqa: E402
 
 
-def make_vec_env(scenario: str = "tiny", copies: int = 8, **env_kwargs):
-    """``copies`` copies of the market as one vector env (``copies * n_agents`` slots)."""
-    env = envs.parallel_env(scenario, **env_kwargs)
-    if len({env.action_space(a).shape for a in env.possible_agents}) > 1:
-        env = ss.pad_action_space_v0(env)  # mixed kinds: pad storage/renewable actions to (2,)
+def make_vec_env(scenario: str = "tiny", copies: int = 8, uniform_spaces: bool | None = None, **env_kwargs):
+    """``copies`` copies of the market as one vector env (``copies * n_agents`` slots).
+    ``uniform_spaces=None``: only when the scenario's agents are of more than one kind."""
+    if uniform_spaces is None:
+        kinds = {a.rsplit("_", 1)[0] for a in envs.parallel_env(scenario, **env_kwargs).possible_agents}
+        uniform_spaces = len(kinds) > 1
+    env = envs.parallel_env(scenario, uniform_spaces=uniform_spaces, **env_kwargs)
     vec = ss.pettingzoo_env_to_vec_env_v1(env)
     return ss.concat_vec_envs_v1(vec, copies, num_cpus=0, base_class="gymnasium")
 

@@ -4,6 +4,7 @@ merit order, exploitability, and records made by the env core."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -167,6 +168,7 @@ def test_best_prices_reproduce_best_profit(mechanism):
         kind = ("plant", "renewable", "storage")[seed % 3]
         rec = random_record(rng, kind, mechanism)
         br = best_response(rec, 0, tick=TICK)
+        prev_q = rec.agent_prev_dispatch[0, 0]  # the start-up state follows the best response's own path
         for h in range(rec.n_hours):
             sp = rec.supply_price[h].copy()
             dp = rec.demand_price[h].copy()
@@ -183,8 +185,9 @@ def test_best_prices_reproduce_best_profit(mechanism):
             pay = (lambda p: p) if mechanism == "pay_as_bid" else (lambda p: price)
             prof = sum(s_acc[j] * (pay(sp[j]) - rec.supply_cost[h, j]) for j in s)
             prof -= sum(d_acc[1 + j] * (pay(dp[j]) + rec.demand_cost[h, j]) for j in d)
-            if kind == "plant" and sum(s_acc[j] for j in s) > 0 and rec.agent_prev_dispatch[h, 0] <= 0:
+            if kind == "plant" and sum(s_acc[j] for j in s) > 0 and prev_q <= 0:
                 prof -= rec.agent_start_up_cost[0]
+            prev_q = sum(s_acc[j] for j in s)
             assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
             # actions map back to prices like MarketCore.build_bids
             a = br.best_action[h]
@@ -275,20 +278,67 @@ def test_exploitability_zero_when_replaying_best_response():
         np.testing.assert_allclose(ex.best_response_profit[0], br.best_profit, atol=1e-6)
 
 
-def test_start_up_cost_charged_against_recorded_previous_hour():
-    # same hour twice: once after an off hour (start-up charged), once after an on hour
+def _two_hour_start_up(prev0):
     sp = [[20.0, 40.0, 5.0, 5.0]] * 2
     sv = [[100.0, 100.0, 10.0, 40.0]] * 2
-    rec = make_record(
+    return make_record(
         sp, sv, np.zeros((2, 0)), np.zeros((2, 0)), 120.0, cost_s=[[0, 0, 30.0, 30.0]],
         supply_unit=[0, 1, 2, 2], demand_unit=[], unit_kind=["plant"] * 3, agent_unit=2, agent_kind="plant",
-        start_up=200.0, prev=[0.0, 50.0], max_bid_price=100.0,
+        start_up=200.0, prev=[prev0, 0.0], max_bid_price=100.0,
     )
-    br = best_response(rec, 0)
-    # dispatch: undercut 40 -> sell 20 MW at 39.99: 9.99 * 20 = 199.8 < start-up 200 when off
-    assert br.best_profit_per_hour[1] == pytest.approx(9.99 * 20)
-    assert br.best_profit_per_hour[0] == pytest.approx(0.0, abs=1e-9)  # stay off
-    assert br.best_price[0, 0] > 20.0  # priced out of the market (not accepted)
+
+
+def test_start_up_cost_over_the_episode():
+    """Start-up costs follow the best response's own on/off path, not the recorded one.
+    Each hour: undercut 40 -> sell 20 MW at 39.99 = 199.8 EUR, less than the 200 EUR
+    start-up. Per hour it never pays to start; over two hours it does (199.6 > 0)."""
+    br = best_response(_two_hour_start_up(0.0), 0)
+    np.testing.assert_allclose(br.best_profit_per_hour, [199.8 - 200.0, 199.8], atol=1e-9)
+    assert br.best_profit == pytest.approx(199.6)
+    assert np.all(br.best_price[:, 1] == pytest.approx(39.99))
+    # already on before the first hour: no start at all
+    br = best_response(_two_hour_start_up(50.0), 0)
+    np.testing.assert_allclose(br.best_profit_per_hour, [199.8, 199.8], atol=1e-9)
+    # the recorded prev of hour 1 (0 MW) is ignored: the path's own dispatch counts
+    rec = _two_hour_start_up(0.0)
+    rec1 = replace(rec, **{k: getattr(rec, k)[1:] for k in _HOURLY})
+    assert best_response(rec1, 0).best_profit == pytest.approx(0.0, abs=1e-9)  # one hour alone: stay off
+    assert best_response(rec1, 0).best_price[0, 0] > 20.0  # priced out of the market
+
+
+_HOURLY = ("hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
+           "demand_cost", "fixed_demand", "clearing_price", "supply_accepted", "demand_accepted", "agent_profit",
+           "agent_prev_dispatch")
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_start_up_matches_brute_force_over_patterns(mechanism):
+    """Random multi-hour markets with a start-up cost of the order of an hour's profit:
+    the on/off DP equals the enumeration of all 2**H on/off patterns (brute force)."""
+    checked = 0
+    for seed in range(12):
+        rng = np.random.default_rng(300 + seed)
+        rec = random_record(rng, "plant", mechanism)
+        H = 4
+        rec = _tile_hours(rec, H, rng)
+        rec = replace(rec, agent_start_up_cost=np.array([float(rng.uniform(5, 120))]))
+        br = best_response(rec, 0, tick=TICK)
+        bf = brute_force_best_response(rec, 0, dense_grid(rec, 1.0))
+        vol = own_volume(rec).sum()
+        assert br.best_profit <= bf.best_profit + 1e-6, seed
+        assert br.best_profit >= bf.best_profit - TICK * vol - 1e-6, seed
+        checked += 1
+    assert checked == 12
+
+
+def _tile_hours(rec, H, rng):
+    """Repeat the record's hours to ``H`` with perturbed volumes (a longer episode)."""
+    idx = np.arange(H) % rec.n_hours
+    fields = {k: getattr(rec, k)[idx].copy() for k in _HOURLY}
+    fields["hours"] = np.arange(H)
+    fields["times"] = np.arange(H).astype("datetime64[h]").astype("datetime64[ns]")
+    fields["fixed_demand"] = fields["fixed_demand"] * rng.uniform(0.6, 1.4, H)
+    return replace(rec, **fields)
 
 
 def test_storage_recorded_direction_only():
@@ -357,8 +407,11 @@ def test_default_core_plants_with_start_up_and_storage():
     for k, a in enumerate(rec.agents):
         r = ex.responses[a]
         np.testing.assert_allclose(r.recorded_profit_per_hour, rec.agent_profit[:, k], rtol=1e-12, atol=1e-6)
-        assert np.all(r.gain_per_hour >= -1e-6)
-        assert r.exact == (r.kind != "storage")
+        assert r.gain >= -1e-6  # per hour it can be negative (a start-up that pays off later)
+        assert r.exact == (r.kind != "storage")  # no scenario given: storage approximate
+    ex = exploitability(rec, scenario=core.scenario)
+    assert ex.exact.all()
+    assert np.all(ex.gain >= 0)
     # brute force on a few hours of one plant agrees within tick * MW
     sub = replace(rec, **{k: getattr(rec, k)[:2] for k in (
         "hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
@@ -373,7 +426,9 @@ def test_default_core_plants_with_start_up_and_storage():
     assert np.all(br.best_profit_per_hour >= bf.best_profit_per_hour - TICK * vol - 1e-6)
 
 
-EX_02A = "/work/shared/scenarios/assume/example_02a"
+from _examples import ASSUME_DIR  # noqa: E402 - the one helper for the shared ASSUME examples
+
+EX_02A = str(ASSUME_DIR / "example_02a")
 
 
 @pytest.mark.skipif(not os.path.isdir(EX_02A), reason="ASSUME example_02a not available")
@@ -383,3 +438,170 @@ def test_02a_full_month():
     br = best_response(rec, 0)
     np.testing.assert_allclose(br.recorded_profit_per_hour, rec.agent_profit[:, 0], rtol=1e-12, atol=1e-6)
     assert np.all(br.gain_per_hour >= -1e-6)
+
+
+# ----------------------------------------------------------------------------- exact storage
+def _storage_record(o_p, o_v, fixed, *, own_cost=(0.0, 0.0), mechanism="pay_as_clear", mbp=100.0,
+                    st_p=None, st_v=None, own_price=None, own_signed=None):
+    """A record with other supply bids ``o_p``/``o_v`` ``(H, n)``, an optional rule
+    demand bid ``st_p``/``st_v`` and one learning storage unit (one offer, one bid)."""
+    o_p, o_v = np.atleast_2d(np.asarray(o_p, float)), np.atleast_2d(np.asarray(o_v, float))
+    H, n = o_p.shape
+    L = n + 1
+    a = np.zeros(H) if own_signed is None else np.asarray(own_signed, float)
+    price = np.zeros(H) if own_price is None else np.asarray(own_price, float)
+    sp = np.hstack([o_p, price[:, None]])
+    sv = np.hstack([o_v, np.maximum(a, 0)[:, None]])
+    cs = np.hstack([o_p, np.full((H, 1), own_cost[1])])
+    if st_p is None:
+        dp, dv, du, cd = price[:, None], np.maximum(-a, 0)[:, None], [L], np.full((H, 1), own_cost[0])
+    else:
+        dp = np.hstack([np.asarray(st_p, float).reshape(H, 1), price[:, None]])
+        dv = np.hstack([np.asarray(st_v, float).reshape(H, 1), np.maximum(-a, 0)[:, None]])
+        du, cd = [n, L], np.hstack([np.zeros((H, 1)), np.full((H, 1), own_cost[0])])
+    return make_record(
+        sp, sv, dp, dv, fixed, cost_s=cs, cost_d=cd, supply_unit=list(range(n)) + [L], demand_unit=du,
+        unit_kind=["plant"] * (n + 1) + ["storage"], agent_unit=L, agent_kind="storage", mechanism=mechanism,
+        max_bid_price=mbp,
+    )
+
+
+def test_storage_hand_computed_arbitrage():
+    """Cheap hour then dear hour, others' curves flat: charge 50 MW at 10, sell the 36 MW
+    it yields at 50 (the 50 EUR plant still sets the price)."""
+    from envs.analysis import StorageParams
+
+    rec = _storage_record([[10.0], [50.0]], [[1000.0], [1000.0]], [500.0, 500.0], own_cost=(1.0, 1.0))
+    par = StorageParams(max_power_charge=50.0, max_power_discharge=50.0, efficiency_charge=0.8,
+                        efficiency_discharge=0.9, soc_min=0.0, soc_max=40.0, soc_initial=0.0)
+    br = best_response(rec, 0, storage=par, soc_points=5)
+    assert br.exact and br.soc_points == 5
+    np.testing.assert_allclose(br.best_volume, [-50.0, 36.0])
+    np.testing.assert_allclose(br.soc, [0.0, 40.0, 0.0])
+    np.testing.assert_allclose(br.best_profit_per_hour, [-50 * (10 + 1), 36 * (50 - 1)])
+    assert br.best_profit == pytest.approx(1214.0)
+    np.testing.assert_array_equal(br.direction, [-1, 1])
+    assert br.best_action[0, 0] <= 0 <= br.best_action[1, 0]
+    # equally good charge bids: the highest (a demand bid does not set the price; a low one
+    # would invite an outbidding race); equally good offers: the lowest
+    assert br.best_price[0, 0] == pytest.approx(100.0)
+    assert br.best_price[1, 0] == pytest.approx(0.0)
+    # a finer grid cannot do better here (the power limit binds), a grid of 2 levels can
+    assert best_response(rec, 0, storage=par, soc_points=41).best_profit == pytest.approx(1214.0)
+    # time step of 30 minutes: the same MW move half the energy, profit per step halves
+    rec_half = replace(rec, dt=0.5)
+    br = best_response(rec_half, 0, storage=par, soc_points=5)
+    np.testing.assert_allclose(br.best_volume, [-50.0, 36.0])
+    np.testing.assert_allclose(br.soc, [0.0, 20.0, 0.0])
+    assert br.best_profit == pytest.approx(607.0)
+    # starting full with no later hour: sell at once, never buy
+    par_full = replace(par, soc_initial=40.0)
+    br = best_response(rec, 0, storage=par_full, soc_points=5)
+    assert br.best_volume[1] == pytest.approx(36.0) and br.best_volume[0] >= 0
+
+
+def test_storage_sets_the_price_with_what_the_residual_demand_leaves():
+    """others: 60 MW at 10, 100 MW at 80; demand 100 MW; storage full (100 MWh, 100 MW).
+    Selling 40 MW at 79.99 sets the price (3199.6 EUR); selling all 100 MW needs a price
+    below 10 (999 EUR); anything in between is not accepted in full."""
+    from envs.analysis import StorageParams
+
+    rec = _storage_record([[10.0, 80.0]], [[60.0, 100.0]], [100.0])
+    par = StorageParams(max_power_charge=100.0, max_power_discharge=100.0, efficiency_charge=1.0,
+                        efficiency_discharge=1.0, soc_min=0.0, soc_max=100.0, soc_initial=100.0)
+    br = best_response(rec, 0, storage=par, soc_points=11)
+    assert br.best_volume[0] == pytest.approx(40.0)
+    assert br.best_price[0, 0] == pytest.approx(80.0 - TICK)
+    assert br.best_profit == pytest.approx(40.0 * (80.0 - TICK))
+    # a grid without the 40 MW level (steps of 30 MW): 30 MW, the 80 EUR plant sets the price
+    br = best_response(rec, 0, storage=replace(par, soc_max=90.0, soc_initial=90.0), soc_points=4)
+    assert br.best_volume[0] == pytest.approx(30.0)
+    assert br.best_profit == pytest.approx(30.0 * 80.0)
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_storage_dp_matches_brute_force_paths(mechanism):
+    """Random 3-hour markets: the DP over the state-of-charge grid equals the enumeration
+    of every state-of-charge path with a brute-force price sweep (reference_clear)."""
+    from envs.analysis import StorageParams
+
+    for seed in range(6):
+        rng = np.random.default_rng(700 + seed)
+        H, n = 3, int(rng.integers(2, 5))
+        o_p = rng.integers(-4, 21, (H, n)) / 2.0
+        o_v = rng.uniform(10, 60, (H, n))
+        fixed = rng.uniform(20, 120, H)
+        rec = _storage_record(o_p, o_v, fixed, own_cost=(rng.uniform(0, 1), rng.uniform(0, 1)),
+                              mechanism=mechanism, mbp=10.0, st_p=rng.integers(0, 21, (H, 1)) / 2.0,
+                              st_v=rng.uniform(0, 30, (H, 1)))
+        par = StorageParams(max_power_charge=float(rng.uniform(15, 40)), max_power_discharge=float(rng.uniform(15, 40)),
+                            efficiency_charge=float(rng.uniform(0.7, 1.0)), efficiency_discharge=float(rng.uniform(0.7, 1.0)),
+                            soc_min=5.0, soc_max=45.0, soc_initial=float(rng.choice([5.0, 25.0, 45.0])))
+        br = best_response(rec, 0, storage=par, soc_points=5, tick=TICK)
+        bf = brute_force_best_response(rec, 0, dense_grid(rec, 0.25), storage=par, soc_points=5)
+        slack = TICK * np.abs(br.best_volume).sum() + 1e-6
+        assert br.best_profit <= bf.best_profit + 1e-6, seed
+        assert br.best_profit >= bf.best_profit - slack, (seed, br.best_profit, bf.best_profit)
+        # the schedule is feasible: power limits, SoC bounds, SoC moves like the env
+        soc = br.soc
+        e = np.where(br.best_volume >= 0, -br.best_volume / par.efficiency_discharge,
+                     -br.best_volume * par.efficiency_charge) * rec.dt
+        np.testing.assert_allclose(np.diff(soc), e, atol=1e-9)
+        assert soc.min() >= par.soc_min - 1e-9 and soc.max() <= par.soc_max + 1e-9
+        assert np.all(br.best_volume <= par.max_power_discharge + 1e-9)
+        assert np.all(-br.best_volume <= par.max_power_charge + 1e-9)
+        # re-clearing each hour with the reported price and volume gives the reported profit
+        for h in range(H):
+            q = br.best_volume[h]
+            if q == 0:
+                assert br.best_profit_per_hour[h] == 0.0
+                continue
+            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
+            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
+            sp[-1], dp[-1] = br.best_price[h, 0], br.best_price[h, 0]
+            sv[-1], dv[-1] = max(q, 0), max(-q, 0)
+            price, _, s_acc, d_acc, _ = reference_clear(
+                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
+                price_cap=rec.price_cap, price_floor=rec.price_floor)
+            pay = br.best_price[h, 0] if mechanism == "pay_as_bid" else price
+            prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
+            assert s_acc[-1] - d_acc[-1] == pytest.approx(q)
+            assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
+
+
+def test_storage_exact_on_env_record_and_grid_convergence():
+    """default scenario, 48 hours of random bids: the exact storage response is feasible,
+    needs the scenario, and refines (weakly) as the grid gets finer in nested grids."""
+    core, rec = _core_record("default", lambda core, rng: rng.uniform(-1, 1, (1, core.n, core.max_act)), hours=48)
+    k = [a.startswith("storage") for a in rec.agents].index(True)
+    coarse = best_response(rec, k, scenario=core.scenario, soc_points=11)
+    fine = best_response(rec, k, scenario=core.scenario, soc_points=21)  # contains the 11-level grid
+    assert coarse.exact and fine.exact
+    assert fine.best_profit >= coarse.best_profit - 1e-6
+    assert best_response(rec, k).exact is False  # without the scenario: per-hour approximation
+    st = core.scenario.storages
+    assert fine.soc[0] == pytest.approx(st.initial_soc[0] * st.capacity[0])
+    assert fine.best_profit > 0
+
+
+def test_time_step_scales_energy_and_profit_not_start_ups():
+    rec = _02a_like([55.708, 55.708])
+    half = replace(rec, dt=0.5)
+    assert best_response(half, 0).best_profit == pytest.approx(0.5 * best_response(rec, 0).best_profit)
+    np.testing.assert_allclose(recorded_profit(half, 0), 0.5 * recorded_profit(rec, 0))
+    # the start-up cost is EUR per start, whatever the step: 2 x 15-minute steps
+    two = _two_hour_start_up(0.0)
+    q = replace(two, dt=0.25)
+    br = best_response(q, 0)
+    # selling 20 MW at 39.99 for 15 minutes earns 49.95 per step: never worth a 200 EUR start
+    assert br.best_profit == pytest.approx(0.0, abs=1e-9)
+    assert EpisodeRecord.__dataclass_fields__["dt"].default == 1.0
+
+
+def test_br_share_headline():
+    from envs.analysis import br_share
+
+    ex = exploitability(_02a_like([70.0, 70.0]))
+    rec_p, br_p = (70.0 - 55.708) * 1500, (85.698 - 55.708) * 1500
+    assert br_share(ex) == pytest.approx(rec_p / br_p)
+    assert br_share(exploitability(_02a_like([85.698, 85.698]))) == pytest.approx(1.0)

@@ -18,7 +18,7 @@ from agents.config import (
     parse_duration_hours,
 )
 
-ASSUME_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "assume"
+from _examples import ASSUME_DIR
 
 
 def _assume_learning_configs():
@@ -109,6 +109,34 @@ def test_every_field_has_a_docstring_with_its_default():
             assert "Default:" in doc, f"{f.name}'s docstring gives no default"
 
 
+def _documented_defaults() -> dict:
+    """``{field: value}`` read from the ``Default: X.`` sentence of every field's docstring."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(LearningConfig)))
+    body = tree.body[0].body
+    out = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            doc = " ".join(str(nxt.value.value).split())
+            if "Default:" in doc:
+                text = doc.rsplit("Default:", 1)[1].strip()
+                assert text.endswith("."), (node.target.id, text)
+                out[node.target.id] = ast.literal_eval(text[:-1])
+    return out
+
+
+def test_documented_defaults_are_the_dataclass_defaults():
+    """The docs (each field's docstring) and the code cannot drift apart."""
+    documented = _documented_defaults()
+    fields = {f.name: f.default for f in dataclasses.fields(LearningConfig) if f.init and f.name != "unknown_keys"}
+    assert set(documented) == set(fields)
+    for name, value in fields.items():
+        assert documented[name] == value and type(documented[name]) is type(value), (name, documented[name], value)
+
+
 def test_frozen_and_replace_validates():
     cfg = LearningConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -179,14 +207,26 @@ def test_load_assume_scenario_file():
         (24, 24),
         (24.0, 24),
         ("1.5d", 36),
+        ("1 day", 24),
+        ("P1D", 24),
+        ("90min", None),
+        ("1D", 24),
+        ("2W", 336),
     ],
 )
 def test_train_freq_durations(given, hours):
-    cfg = LearningConfig.from_dict({"train_freq": given})
+    """Durations are read by pandas.Timedelta (a bare number is hours), without warnings."""
+    if hours is None:  # 1.5 h: not whole hours
+        with pytest.raises(ConfigError, match="whole hours"):
+            LearningConfig.from_dict({"train_freq": given})
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = LearningConfig.from_dict({"train_freq": given})
     assert cfg.train_freq == hours and type(cfg.train_freq) is int
 
 
-@pytest.mark.parametrize("given", ["30min", "0h", "-5h", "1.5h", "abc", "10s", True, 0, [24]])
+@pytest.mark.parametrize("given", ["30min", "0h", "-5h", "1.5h", "abc", "10s", "nan", "", True, 0, [24]])
 def test_train_freq_refused(given):
     with pytest.raises(ConfigError) as info:
         LearningConfig.from_dict({"train_freq": given}, source="cfg.yaml")
@@ -233,6 +273,7 @@ def test_gradient_steps_refused(bad):
         ("learning_mode", "maybe", "boolean"),
         ("learning_mode", 2, "boolean"),
         ("algorithm", "ppo", "matd3"),
+        ("actor_architecture", "lstm", "mlp"),
         ("algorithm", "foo", "matd3"),
         ("algorithm", 3, "matd3"),
         ("device", "gpu", "cuda:N"),
@@ -308,7 +349,8 @@ def test_not_a_mapping():
     ],
 )
 def test_coercion(key, given, stored):
-    value = getattr(LearningConfig.from_dict({key: given}), key)
+    extra = {"trained_policies_load_path": "p"} if key in ("learning_mode", "continue_learning") else {}
+    value = getattr(LearningConfig.from_dict({key: given, **extra}), key)
     assert value == stored and type(value) is type(stored)
 
 
@@ -362,7 +404,7 @@ def test_known_keys_do_not_warn():
     ],
 )
 def test_overrides_parse(item, key, stored):
-    base = LearningConfig(seed=1, early_stopping_steps=3)
+    base = LearningConfig(seed=1, early_stopping_steps=3, trained_policies_load_path="p")
     value = getattr(base.with_overrides([item]), key)
     assert value == stored and type(value) is type(stored)
 
@@ -494,3 +536,30 @@ def test_module_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- paths needed by a mode
+
+
+@pytest.mark.parametrize("key,value", [("continue_learning", True), ("learning_mode", False)])
+def test_mode_without_any_policy_path_is_refused_in_one_line(key, value):
+    with pytest.raises(ConfigError) as info:
+        LearningConfig.from_dict({key: value}, source="cfg.yaml")
+    msg = str(info.value)
+    assert "\n" not in msg and key in msg and "trained_policies_load_path" in msg and "cfg.yaml" in msg
+    # either path is enough
+    for path_key in ("trained_policies_load_path", "trained_policies_save_path"):
+        cfg = LearningConfig.from_dict({key: value, path_key: "somewhere"})
+        assert getattr(cfg, key) is value
+
+
+def test_policy_load_path_falls_back_to_the_save_paths_best():
+    from agents.learner import policy_load_path, warm_start_path
+
+    assert policy_load_path(LearningConfig()) is None
+    cfg = LearningConfig(continue_learning=True, trained_policies_save_path="out/pol")
+    assert policy_load_path(cfg) == warm_start_path(cfg) == Path("out/pol/best")
+    cfg = LearningConfig(continue_learning=True, trained_policies_save_path="out/pol", trained_policies_load_path="x")
+    assert policy_load_path(cfg) == Path("x")
+    cfg = LearningConfig(learning_mode=False, trained_policies_load_path="x")
+    assert policy_load_path(cfg) == Path("x") and warm_start_path(cfg) is None

@@ -24,7 +24,7 @@ from envs.data import Demands, MarketConfig, Plants, Renewables, Scenario, Stora
 from envs.market import clear_market
 from envs.parallel import INFO_KEYS
 
-ASSUME_DIR = Path(__file__).resolve().parents[2] / "shared/scenarios/assume"
+from _examples import ASSUME_DIR  # noqa: E402 - the one helper for the shared ASSUME examples
 EXAMPLE_02A = ASSUME_DIR / "example_02a"
 
 

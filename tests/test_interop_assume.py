@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EX_02A = ROOT.parent / "shared" / "scenarios" / "assume" / "example_02a"
+from _examples import ASSUME_DIR  # noqa: E402 - the one helper for the shared ASSUME examples
+
+EX_02A = ASSUME_DIR / "example_02a"
 
 pytestmark = pytest.mark.skipif(not EX_02A.is_dir(), reason="shared ASSUME scenarios not present")
 

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.single_agent import ENV_ID, SingleAgentMarketEnv, rule_actions, single_agent_env
 
-ASSUME_DIR = Path(__file__).resolve().parents[2] / "shared/scenarios/assume"
+from _examples import ASSUME_DIR  # the one helper for the shared ASSUME examples
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from mango.messages.codecs import SerializationError
 from mango.messages.message import MangoMessage
 
 from agents.learning_utils import Actor
-from agents.mango_protocol import HOST, MARKET, POLICY, TRAINING, UnitSpec, make_codec
+from agents.mango.protocol import HOST, MARKET, POLICY, TRAINING, UnitSpec, make_codec
 
 UTC = dt.timezone.utc
 T = dt.datetime(2023, 1, 2, 5, tzinfo=UTC)

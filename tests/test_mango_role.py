@@ -16,8 +16,8 @@ from agents.checkpoint import CheckpointError
 from agents.config import LearningConfig
 from agents.learning_role import Learning
 from agents.learning_utils import Actor, CriticTD3
-from agents.mango_agents import UnitAgent
-from agents.mango_protocol import MARKET, POLICY, TRAINING, UnitSpec, make_codec
+from agents.mango.agents import UnitAgent
+from agents.mango.protocol import MARKET, POLICY, TRAINING, UnitSpec, make_codec
 
 UTC = dt.timezone.utc
 START = dt.datetime(2023, 3, 25, 22, tzinfo=UTC)  # the night Europe and (earlier) the US change to summer time
@@ -145,6 +145,25 @@ async def test_transitions_update_and_weights_to_units():
         await w.advance(6)  # evaluation: no update
         assert role.n_updates == 3
     assert role.failure is None
+
+
+async def test_learning_mode_false_never_updates():
+    role = Learning(LearningConfig.from_dict({**CFG, "learning_mode": False, "trained_policies_load_path": "x"}),
+                    START, END, first_update=START + dt.timedelta(hours=6))
+    role.register_units(AGENTS, OBS, ACTS)
+    role.create_actors_and_critics()
+    before = [p.clone() for p in role.rl_algorithm.actor_params]
+    w = World(role)
+    rng = np.random.default_rng(0)
+    async with activate(w.c):
+        await settle(w.c)
+        await w.send({"context": TRAINING, "type": "episode_start", "episode": 1, "mode": "train",
+                      "learning_rate": 1e-3})
+        for _ in range(10):
+            await w.send(transition(rng))
+        await w.advance(13)
+    assert role.transitions == 10 and role.buffer.size() >= 4 and role.n_updates == 0 and role.failure is None
+    assert all(torch.equal(p, q) for p, q in zip(before, role.rl_algorithm.actor_params))
 
 
 async def test_missing_acknowledgement_is_a_failure_not_a_hang():
@@ -306,7 +325,7 @@ def test_save_load_and_compare(tmp_path):
 
 async def test_market_drops_bad_bids_and_clears_the_episode():
     from envs import load_scenario
-    from agents.mango_agents import MarketAgent
+    from agents.mango.agents import MarketAgent
 
     sc = load_scenario("tiny")
     clock = ExternalClock(start_time=START.timestamp() - 3600)

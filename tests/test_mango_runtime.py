@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from agents.config import LearningConfig
-from agents.mango_runtime import Timeline, Timeouts, run_mango_training, train_mango
+from agents.mango.runtime import Timeline, Timeouts, run_mango_training, train_mango
 from agents.trainer import Trainer
 from envs import load_scenario
 
@@ -58,7 +58,7 @@ def assert_same_run(tr: Trainer, res, exact: bool = True):
 
 def test_one_container_reproduces_the_training_loop():
     sc = load_scenario("tiny")
-    cfg = config(sc)
+    cfg = config(sc, "noise_dt=0.999")  # per-draw noise decay: the market sends each hour's scale
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)
     tr.train()
     res = train_mango(sc, cfg, seed=3)
@@ -66,6 +66,14 @@ def test_one_container_reproduces_the_training_loop():
     assert res.role.policy_version == 1 + res.role.n_updates // cfg.gradient_steps
     assert res.role.dropped_messages == 0 and res.market.dropped_messages == 0
     assert_same_run(tr, res)
+    assert tr.history[-1]["train/noise_scale"] < tr.history[1]["train/noise_scale"]
+
+
+def test_learning_mode_false_is_refused_by_the_mango_runtime(tmp_path):
+    sc = load_scenario("tiny")
+    cfg = config(sc, "learning_mode=false", f"trained_policies_load_path={tmp_path}")
+    with pytest.raises(ValueError, match="learning_mode is false"):
+        train_mango(sc, cfg)
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])
@@ -76,7 +84,7 @@ def test_several_units_uneven_train_freq_and_every_message_through_the_codec(mon
     from mango.container.external_coupling import ExternalSchedulingContainer
     from mango.messages.message import MangoMessage
 
-    from agents.mango_protocol import make_codec
+    from agents.mango.protocol import make_codec
 
     codec = make_codec()
     original = ExternalSchedulingContainer._send_internal_message
@@ -99,6 +107,87 @@ def test_several_units_uneven_train_freq_and_every_message_through_the_codec(mon
     assert seen == {"episode_start", "observation", "bid", "transition", "episode_end", "actor_weights", "actor_ack"}
     assert res.hours == 4 * 24 + 2 * 24
     assert_same_run(tr, res)
+
+
+# names whose values are wall-clock times (or derived from them) or creation stamps
+TIMING = {"wall_time", "train/sim_seconds", "train/update_seconds", "train/sps", "wall_time_s", "created",
+          "simulated_hours_per_s"}
+
+
+def _tensors_equal(a, b, where):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def _json_without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _json_without_timing(v) for k, v in obj.items() if k not in TIMING and k != "runtime"}
+    if isinstance(obj, list):
+        return [_json_without_timing(v) for v in obj]
+    return obj
+
+
+def _tb_scalars(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+            if tag not in TIMING}
+
+
+def assert_same_run_folder(a, b):
+    """Every file of run folder ``a`` is in ``b`` with the same contents: YAML and CSV as
+    text (timing columns dropped), JSON as values (timing keys dropped), checkpoints
+    tensor by tensor, TensorBoard scalar by scalar."""
+    import pandas as pd
+
+    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file() and "tb" not in p.parts)
+    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and "tb" not in p.parts)
+    assert files_a == files_b
+    assert {"config.yaml", "history.csv", "summary.json", "policies/best/manifest.json",
+            "policies/last/manifest.json"} <= set(files_a)
+    for rel in files_a:
+        pa, pb = a / rel, b / rel
+        if rel.endswith(".pt"):
+            _tensors_equal(torch.load(pa, weights_only=True), torch.load(pb, weights_only=True), rel)
+        elif rel.endswith(".json"):
+            ja, jb = json.loads(pa.read_text()), json.loads(pb.read_text())
+            assert _json_without_timing(ja) == _json_without_timing(jb), rel
+        elif rel.endswith(".csv"):
+            da, db = pd.read_csv(pa), pd.read_csv(pb)
+            keep = [c for c in da.columns if c not in TIMING]
+            assert list(da.columns) == list(db.columns), rel
+            pd.testing.assert_frame_equal(da[keep], db[keep], check_exact=True, obj=rel)
+        else:
+            assert pa.read_bytes() == pb.read_bytes(), rel
+    sa, sb = _tb_scalars(a), _tb_scalars(b)
+    assert sa == sb and any(t.startswith("losses/") for t in sa) and any(t.startswith("eval/") for t in sa)
+
+
+def test_one_container_writes_the_loop_run_folder(tmp_path):
+    """The same run folder, file by file and value by value, from the plain loop (what
+    ``train.py`` runs) and from one mango container (``train.py --runtime mango``)."""
+    sc = load_scenario("tiny")
+    cfg = config(sc, "training_episodes=3")
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "loop", seed=4, progress=False)
+    try:
+        tr.finish(tr.train(), plots=False)
+    finally:
+        tr.close()
+    assert run_mango_training(sc, cfg, tmp_path / "mango", seed=4, progress=False, plots=False) == 0
+    assert json.loads((tmp_path / "mango" / "summary.json").read_text())["runtime"]["kind"] == "mango"
+    assert_same_run_folder(tmp_path / "loop", tmp_path / "mango")
 
 
 def test_run_folder_like_the_loop(tmp_path, capsys):
@@ -184,10 +273,20 @@ def test_four_processes_on_three_units():
 
 
 @pytest.mark.slow
-def test_dead_worker_stops_the_run_with_an_error():
+def test_dead_worker_stops_the_run_with_an_error(monkeypatch):
+    from agents.mango import runtime
+
     sc = load_scenario("default")
     cfg = config(sc, "training_episodes=50")
     errors: list[BaseException] = []
+    ready = threading.Event()
+    start = runtime._Workers.start
+
+    def start_and_tell(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        ready.set()
+
+    monkeypatch.setattr(runtime._Workers, "start", start_and_tell)
 
     def run():
         try:
@@ -198,10 +297,8 @@ def test_dead_worker_stops_the_run_with_an_error():
 
     th = threading.Thread(target=run)
     th.start()
-    deadline = time.monotonic() + 90
-    while not mp.active_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(8)  # well into training
+    assert ready.wait(120), "the worker process did not start"
+    time.sleep(5)  # well into training (the worker is up: a busy machine may take long to start it)
     for p in mp.active_children():
         p.kill()
     t_kill = time.monotonic()

@@ -384,3 +384,180 @@ def test_cuda_matches_reference():
         ref.update(batch)
     assert max_diff_to_reference(m, ref) < 1e-10
     assert m.act(batch.observations).is_cuda
+
+
+# --------------------------------------------------------------------------- hand-written vs autograd kernel
+
+
+@pytest.fixture
+def one_thread():
+    """Small matrices: one torch thread (more threads only contend on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _kernel_pair(n, hidden, uniq, max_grad_norm, penalty, dtype=torch.float64):
+    act_dims = [2, 1, 2, 1][:n]
+    kw = dict(actor_hidden_sizes=hidden, critic_hidden_sizes=tuple(h + 2 for h in hidden), max_grad_norm=max_grad_norm,
+              actor_preactivation_penalty=penalty, float_type=dtype, seed=11, policy_delay=2)
+    obs_dim = 6
+    u = obs_dim if uniq == "obs_dim" else 0
+    hand = MATD3(n, obs_dim, act_dims, u, kernel="hand", **kw)
+    auto = MATD3(n, obs_dim, act_dims, u, kernel="autograd", **kw)
+    return hand, auto
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("hidden", [(8,), (8, 6), (8, 6, 5)], ids=["1layer", "2layers", "3layers"])
+@pytest.mark.parametrize("uniq", [0, "obs_dim"])
+@pytest.mark.parametrize("max_grad_norm", [None, 0.05], ids=["noclip", "clip"])
+@pytest.mark.parametrize("penalty", [0.0, 0.3], ids=["nopenalty", "penalty"])
+def test_hand_written_kernel_equals_autograd(n, hidden, uniq, max_grad_norm, penalty, one_thread):
+    """The hand-written backward pass against autograd over the same stacked tensors: same
+    weights, targets and Adam moments after critic and actor steps, across a change of
+    batch size in the middle of the run (the workspace is reallocated)."""
+    hand, auto = _kernel_pair(n, hidden, uniq, max_grad_norm, penalty)
+    assert (hand.kernel, auto.kernel) == ("hand", "autograd")
+    for p, q in zip(all_tensors(hand), all_tensors(auto)):
+        assert torch.equal(p, q)
+    for k, batch_size in enumerate([16, 16, 16, 16, 7, 7]):  # actor steps at 2, 4, 6; batch size changes at 5
+        batch = make_batch(k, batch=batch_size, n=n, obs_dim=6, act=2, dtype=torch.float64)
+        batch = batch._replace(actions=batch.actions * hand.action_mask)
+        mh = hand.update(batch, as_float=True)
+        ma = auto.update(batch, as_float=True)
+        assert set(mh) == set(ma)
+        for key in mh:
+            assert mh[key] == pytest.approx(ma[key], rel=1e-9, abs=1e-12), (k, key)
+    for p, q in zip(all_tensors(hand), all_tensors(auto)):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-11)
+    sh, sa = hand.state_dict(), auto.state_dict()
+    for opt in ("actor_optimizer", "critic_optimizer"):
+        for key, st in sh[opt]["state"].items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(st[name], sa[opt]["state"][key][name], rtol=0, atol=1e-11)
+    if max_grad_norm:
+        assert max(mh["losses/critic_grad_norm_per_agent"]) > max_grad_norm  # clipping was active
+
+
+def test_autograd_kernel_equals_the_per_agent_loop():
+    m = make(seed=3, dtype=torch.float64, kernel="autograd", actor_preactivation_penalty=0.2, max_grad_norm=0.05)
+    ref = ReferenceMATD3.from_matd3(m)
+    for k in range(4):
+        batch = make_batch(k, dtype=torch.float64)
+        m.update(batch)
+        ref.update(batch)
+    assert max_diff_to_reference(m, ref) < 1e-10
+
+
+def test_kernel_choice_and_refusals(monkeypatch):
+    from agents import _torch_private
+
+    assert make().kernel == ("hand" if _torch_private.hand_kernel_available() else "autograd")
+    with pytest.raises(ValueError, match="kernel"):
+        make(kernel="fast")
+    monkeypatch.setattr(_torch_private, "MISSING", ("torch._foreach_lerp_ (AttributeError)",))
+    import agents.matd3 as matd3_module
+
+    monkeypatch.setattr(matd3_module, "_MISSING_INTERNALS", _torch_private.MISSING)
+    monkeypatch.setattr(matd3_module, "hand_kernel_available", _torch_private.hand_kernel_available)
+    assert make().kernel == "autograd"
+    with pytest.raises(ValueError, match="_foreach_lerp_"):
+        make(kernel="hand")
+
+
+def test_import_check_flags_an_untested_torch_with_one_warning(monkeypatch):
+    import importlib
+    import warnings
+
+    from agents import _torch_private
+
+    monkeypatch.setattr(torch, "__version__", "3.1.0")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mod = importlib.reload(_torch_private)
+        mine = [w for w in caught if issubclass(w.category, mod.TorchInternalsWarning)]
+        assert len(mine) == 1 and "3.1.0" in str(mine[0].message) and "autograd" in str(mine[0].message)
+        assert not mod.hand_kernel_available() and len(mod.MISSING) == 1
+    finally:
+        monkeypatch.undo()
+        importlib.reload(_torch_private)
+    assert _torch_private.hand_kernel_available()
+
+
+@pytest.mark.slow
+def test_missing_internal_falls_back_to_autograd_with_one_warning():
+    """A torch outside the tested range (the check's first test; each internal is probed the
+    same way): one warning at import, training uses autograd."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import warnings, torch\n"
+        "warnings.simplefilter('always')\n"
+        "torch.__version__ = '3.1.0'\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from agents.matd3 import MATD3\n"
+        "    from agents.buffer import ReplayBufferSamples\n"
+        "    m = MATD3(2, 4, [2, 1], 2, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,))\n"
+        "    b = ReplayBufferSamples(torch.randn(8, 2, 4), torch.zeros(8, 2, 2), torch.randn(8, 2, 4), torch.randn(8, 2))\n"
+        "    for _ in range(2): m.update(b)\n"
+        "    m2 = MATD3(2, 4, [2, 1], 2, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,))\n"
+        "mine = [x for x in w if 'hand-written backward' in str(x.message)]\n"
+        "print(m.kernel, m2.kernel, len(mine), mine[0].category.__name__, '3.1.0' in str(mine[0].message))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["autograd", "autograd", "1", "TorchInternalsWarning", "True"]
+
+
+# --------------------------------------------------------------------------- imitation (best-response teacher)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("penalty", [0.0, 0.3], ids=["nopenalty", "penalty"])
+def test_imitation_term_hand_equals_autograd(n, penalty, one_thread):
+    """The actor step with a teacher batch: the hand-written pass equals autograd (weights,
+    Adam moments, losses), with NaN targets, an untaught agent (weight 0) and clipping."""
+    hand, auto = _kernel_pair(n, (8, 6), "obs_dim", 0.05, penalty)
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.tensor([2.0, 0.0, 0.5][:n], dtype=torch.float64)
+    for k in range(4):  # actor steps at 2 and 4
+        batch = make_batch(k, batch=16, n=n, obs_dim=6, act=2, dtype=torch.float64)
+        batch = batch._replace(actions=batch.actions * hand.action_mask)
+        obs_t = torch.randn(9, n, 6, generator=gen, dtype=torch.float64)
+        tgt = torch.rand(9, n, 2, generator=gen, dtype=torch.float64) * 2 - 1
+        tgt[0, 0] = float("nan")
+        tgt[3, :, 1] = 1.0  # clipped to 0.995 before atanh
+        mh = hand.update(batch, as_float=True, imitation=(obs_t, tgt, weight))
+        ma = auto.update(batch, as_float=True, imitation=(obs_t, tgt, weight))
+        assert set(mh) == set(ma)
+        for key in mh:
+            assert mh[key] == pytest.approx(ma[key], rel=1e-9, abs=1e-12), (k, key)
+    assert "losses/imitation_loss_per_agent" in mh and mh["losses/imitation_loss_per_agent"][0] > 0
+    for p, q in zip(all_tensors(hand), all_tensors(auto)):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-11)
+
+
+def test_imitation_pulls_actors_to_the_teacher_and_leaves_untaught_agents_alone(one_thread):
+    """Imitation steps alone bring a saturated actor to the teacher's action (the loss is
+    taken before the tanh); an agent with weight 0 is not moved at all."""
+    m = MATD3(2, 4, [1, 1], 0, actor_hidden_sizes=(16,), critic_hidden_sizes=(8,), seed=2, float_type=torch.float64)
+    with torch.no_grad():
+        m.actor_params[-1][0].fill_(6.0)  # agent 0 saturated at +1 (tanh'(6) ~ 2e-5)
+    obs = torch.randn(32, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before1 = [p[1].clone() for p in m.actor_params]
+    assert m.act(obs)[:, 0, 0].min() > 0.999
+    target = torch.full((32, 2, 1), -0.3, dtype=torch.float64)
+    for _ in range(1500):
+        m.imitation_step(obs, target, torch.tensor([1.0, 0.0]))
+    a0 = m.act(obs)[:, 0, 0]
+    assert abs(a0.mean().item() + 0.3) < 0.02 and (a0 + 0.3).abs().max().item() < 0.15
+    for p, b in zip(m.actor_params, before1):
+        assert torch.equal(p[1], b)

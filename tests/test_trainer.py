@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -221,3 +222,254 @@ def test_compare_and_save_policies_compares_every_metric(tmp_path):
     assert tr.compare_and_save_policies({"reward": 0.4, "profit": 6.0, "regret": 2.0}) == ["best_profit"]
     assert read_manifest(tmp_path / "run" / "policies" / "best_profit")["metrics"]["profit"] == 6.0
     tr.close()
+
+
+# --------------------------------------------------------------------------- config keys do what they say
+
+
+def test_learning_mode_false_runs_the_loaded_policies_without_training(tmp_path):
+    a = make(tmp_path / "r1")
+    a.train(2)
+    a.close()
+    best = tmp_path / "r1" / "policies" / "best"
+    b = make(tmp_path / "r2", extra=["learning_mode=false", f"trained_policies_load_path={best}"], seed=9)
+    loaded = stacked(b)
+    res = b.train()
+    b.close()
+    assert res.episodes == 0 and b.n_updates == 0 and b.buffer.size() == 0 and b.history == []
+    assert all(torch.equal(x, y) for x, y in zip(loaded, stacked(b)))  # nothing trained
+    assert not (tmp_path / "r2" / "policies").exists()
+    # the actors are the checkpoint's: the same evaluation as the trainer that saved them
+    load_checkpoint(best, a.algo, a.agents)
+    ev = a.evaluate()
+    assert res.final_eval.profit == ev.profit and np.array_equal(res.final_eval.bids, ev.bids)
+
+
+def test_learning_mode_false_in_train_py_and_refused_without_a_path(tmp_path):
+    a = make(tmp_path / "r1")
+    a.train(2)
+    a.close()
+    out = tmp_path / "fixed"
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--out", str(out), "--quiet",
+                        "--seed", "1", "--set", "learning_mode=false",
+                        "--set", f"trained_policies_save_path={tmp_path / 'r1' / 'policies'}"]
+                       + sum((["--set", s] for s in SMALL), []), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "without training" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == str(tmp_path / "r1" / "policies" / "best")  # save path's best
+    assert (out / "market.csv").is_file() and not (out / "policies").exists()
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--set", "learning_mode=false"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "learning_mode" in lines[0] and "trained_policies_load_path" in lines[0]
+
+
+def test_trained_policies_save_path_sets_where_policies_go(tmp_path):
+    save = tmp_path / "elsewhere"
+    tr = make(tmp_path / "run", extra=[f"trained_policies_save_path={save}"])
+    tr.train()
+    tr.close()
+    for name in ("best", "best_profit", "best_regret", "last"):
+        assert (save / name / "manifest.json").is_file(), name
+    assert not (tmp_path / "run" / "policies").exists()
+    assert (tmp_path / "run" / "history.csv").is_file()
+
+
+def test_continue_learning_falls_back_to_the_save_path_and_fails_in_one_line_without(tmp_path):
+    a = make(tmp_path / "r1", extra=[f"trained_policies_save_path={tmp_path / 'pol'}"])
+    a.train(2)
+    a.close()
+    b = make(extra=["continue_learning=true", f"trained_policies_save_path={tmp_path / 'pol'}"], seed=42)
+    ref = make(seed=43)
+    load_checkpoint(tmp_path / "pol" / "best", ref.algo, ref.agents)
+    for x, y in zip(stacked(ref), stacked(b)):
+        assert torch.equal(x, y)
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--set", "continue_learning=true"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "continue_learning" in lines[0], r.stderr
+
+
+def test_seed_null_is_drawn_from_the_os_and_recorded(tmp_path):
+    import yaml
+
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["seed=null", "training_episodes=2"])
+    assert cfg.seed is None
+    sc_no_seed = dataclasses.replace(sc, seed=None) if sc.seed is not None else sc
+    runs = []
+    for name in ("a", "b"):
+        tr = Trainer(sc_no_seed, cfg, run_dir=tmp_path / name, seed=None, progress=False, tensorboard=False)
+        tr.train()
+        tr.close()
+        saved = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+        assert isinstance(saved["seed"], int) and saved["seed"] == tr.seed
+        runs.append(tr)
+    assert runs[0].seed != runs[1].seed  # 31 random bits: equal by chance with probability 5e-10
+    # the recorded seed repeats the run
+    again = Trainer(sc_no_seed, LearningConfig.load(tmp_path / "a" / "config.yaml"), progress=False, tensorboard=False)
+    again.train()
+    for x, y in zip(stacked(runs[0]), stacked(again)):
+        assert torch.equal(x, y)
+
+
+def test_noise_dt_decays_the_scale_per_draw(monkeypatch):
+    """noise_dt: the k-th noisy draw of the run has scale noise_scale * noise_dt**k (one
+    draw per agent and hour of the training episodes; none during initial exploration)."""
+    from agents.learning_utils import NormalActionNoise
+
+    scales = []
+    original = NormalActionNoise.noise
+
+    def spy(self):
+        scales.append(self.scale)
+        return original(self)
+
+    monkeypatch.setattr(NormalActionNoise, "noise", spy)
+    tr = make(extra=["noise_dt=0.99", "noise_scale=0.8", "episodes_collecting_initial_experience=1",
+                     "action_noise_schedule=constant"])
+    tr.train(3)  # episode 0 explores (no noise), episodes 1 and 2: 48 draws each
+    H = tr.core.max_cycles
+    assert len(scales) == 2 * H
+    np.testing.assert_allclose(scales, 0.8 * 0.99 ** np.arange(2 * H), rtol=1e-12)
+    assert tr.noise_scale(2) == pytest.approx(0.8 * 0.99 ** H)
+    np.testing.assert_allclose([r["train/noise_scale"] for r in tr.history], [0.8, 0.8, 0.8 * 0.99 ** H])
+
+
+def test_learner_state_dict_round_trip():
+    a = make()
+    a.train(2)
+    sd = a.learner.state_dict()
+    b = make(seed=77)
+    b.learner.load_state_dict(sd)
+    assert (b.learner.episode, b.learner.n_updates, b.learner.hours_since_update, b.learner.seed) == \
+        (a.learner.episode, a.learner.n_updates, a.learner.hours_since_update, 3)
+    for x, y in zip(stacked(a), stacked(b)):
+        assert torch.equal(x, y)
+    # generators continue identically
+    assert a.learner.env_rng.integers(2**31) == b.learner.env_rng.integers(2**31)
+    for r1, r2 in zip(a.learner.agent_rngs, b.learner.agent_rngs):
+        assert r1.random() == r2.random()
+    s1, s2 = a.algo.state_dict()["actor_optimizer"], b.algo.state_dict()["actor_optimizer"]
+    for k, st in s1["state"].items():
+        assert torch.equal(st["exp_avg"], s2["state"][k]["exp_avg"])
+    with pytest.raises(ValueError, match="units"):
+        make(scenario="default").learner.load_state_dict(sd)
+
+
+def test_history_columns_are_the_tensorboard_tags_and_the_readme_table(tmp_path):
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tr = make(tmp_path / "run")
+    tr.train()
+    tr.close()
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    columns = set(hist.columns) - {"episode", "wall_time", "saved"}
+    assert tags == columns
+    assert {"losses/critic_loss", "eval/profit_plant_learner-1", "eval/br_share_plant_learner-1"} <= columns
+    # every tag of the README's metric table is written (agent names filled in)
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("Logged metrics", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"`((?:train|eval|losses)/[^`]+)`", table))
+    agent = tr.agents[0]
+    documented = {t.replace("<agent>", agent) for t in documented}
+    assert documented <= columns, documented - columns
+    assert {re.sub(re.escape(agent), "<agent>", c) for c in columns} <= {t.replace(agent, "<agent>") for t in documented}
+
+
+def test_help_lists_the_evaluate_command():
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "evaluate" in r.stdout and "train" in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "evaluate", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "--policy" in r.stdout
+
+
+# Where each learning_config key's behaviour is tested (a new key needs an entry).
+KEY_TESTS = {
+    "learning_mode": "test_learning_mode_false_runs_the_loaded_policies_without_training",
+    "continue_learning": "test_continue_learning_falls_back_to_the_save_path_and_fails_in_one_line_without",
+    "trained_policies_save_path": "test_trained_policies_save_path_sets_where_policies_go",
+    "trained_policies_load_path": "test_continue_learning_from_config",
+    "max_bid_price": "test_every_key_reaches_the_object_it_configures",
+    "algorithm": "tests/test_config.py::test_wrong_values_name_source_key_value_and_allowed",
+    "actor_architecture": "tests/test_config.py::test_wrong_values_name_source_key_value_and_allowed",
+    "learning_rate": "test_every_key_reaches_the_object_it_configures",
+    "learning_rate_schedule": "test_every_key_reaches_the_object_it_configures",
+    "training_episodes": "test_early_stopping_stops_when_reward_stalls",
+    "episodes_collecting_initial_experience": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "train_freq": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "gradient_steps": "test_initial_exploration_has_no_updates_then_updates_follow_train_freq",
+    "batch_size": "test_every_key_reaches_the_object_it_configures",
+    "gamma": "test_every_key_reaches_the_object_it_configures",
+    "device": "tests/test_matd3.py::test_cuda_matches_reference",
+    "noise_sigma": "test_every_key_reaches_the_object_it_configures",
+    "noise_scale": "test_noise_schedule_linear_and_constant",
+    "noise_dt": "test_noise_dt_decays_the_scale_per_draw",
+    "action_noise_schedule": "test_noise_schedule_linear_and_constant",
+    "validation_episodes_interval": "test_every_key_reaches_the_object_it_configures",
+    "early_stopping_steps": "test_early_stopping_stops_when_reward_stalls",
+    "early_stopping_threshold": "test_early_stopping_stops_when_reward_stalls",
+    "tau": "test_every_key_reaches_the_object_it_configures",
+    "policy_delay": "test_every_key_reaches_the_object_it_configures",
+    "target_policy_noise": "test_every_key_reaches_the_object_it_configures",
+    "target_noise_clip": "test_every_key_reaches_the_object_it_configures",
+    "replay_buffer_size": "test_every_key_reaches_the_object_it_configures",
+    "actor_hidden_sizes": "test_run_folder_contents_and_checkpoint_loads_into_documented_networks",
+    "critic_hidden_sizes": "test_run_folder_contents_and_checkpoint_loads_into_documented_networks",
+    "max_grad_norm": "test_every_key_reaches_the_object_it_configures",
+    "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
+    "regret_scale": "test_every_key_reaches_the_object_it_configures",
+    "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
+    "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
+    "torch_threads": "test_every_key_reaches_the_object_it_configures",
+}
+
+
+def test_every_config_key_has_a_behaviour_test():
+    fields = {f.name for f in dataclasses.fields(LearningConfig) if f.init and f.name != "unknown_keys"}
+    assert set(KEY_TESTS) == fields
+    for key, where in KEY_TESTS.items():
+        path, _, name = where.rpartition("::")
+        source = (ROOT / path).read_text() if path else Path(__file__).read_text()
+        assert f"def {name}(" in source, (key, where)
+
+
+def test_every_key_reaches_the_object_it_configures():
+    import torch as _torch
+
+    before = _torch.get_num_threads()
+    extra = [
+        "max_bid_price=250", "learning_rate=0.004", "learning_rate_schedule=linear", "training_episodes=4",
+        "batch_size=8", "gamma=0.5", "noise_sigma=0.3", "validation_episodes_interval=2", "tau=0.2",
+        "policy_delay=3", "target_policy_noise=0.4", "target_noise_clip=0.1", "replay_buffer_size=640",
+        "max_grad_norm=0.7", "actor_preactivation_penalty=0.05", "torch_threads=1",
+    ]
+    tr = make(extra=extra + ["regret_scale=0.5"])
+    try:
+        a, core = tr.algo, tr.core
+        assert (core.max_bid_price, core.regret_scale) == (250.0, 0.5)
+        assert (a.gamma, a.tau, a.policy_delay, a.target_policy_noise, a.target_noise_clip, a.max_grad_norm,
+                a.actor_preactivation_penalty) == (0.5, 0.2, 3, 0.4, 0.1, 0.7, 0.05)
+        assert tr.buffer.buffer_size == 640 and all(nz.sigma == 0.3 for nz in tr.learner.noises)
+        assert _torch.get_num_threads() == 1
+        # learning-rate schedule: linear from 0.004 towards 0 over the episodes, applied per episode
+        assert [tr.learning_rate(e) for e in (0, 2)] == [pytest.approx(0.004), pytest.approx(0.002)]
+        tr.train(3)
+        assert a.learning_rate == pytest.approx(0.004 * (1 - 2 / 4))
+        assert all(g["lr"] == pytest.approx(0.002) for g in a.actor_optimizer.param_groups)
+        # batch size: the workspace of the last gradient step; evaluations every 2 episodes after exploration
+        assert a._ws.batch == 8
+        assert [r["episode"] for r in tr.history if "eval/reward" in r] == [2]
+        # regret_scale: the same (random) first episode earns the same profit, but a lower reward
+        plain = make(extra=extra + ["regret_scale=0"]).run_episode()
+        assert plain["profit"] == tr.history[0]["train/profit"] and plain["reward"] > tr.history[0]["train/reward"]
+    finally:
+        _torch.set_num_threads(before)

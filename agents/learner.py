@@ -1,0 +1,379 @@
+"""The learner core shared by the plain training loop and the mango ``Learning`` role.
+
+A :class:`Learner` owns what learns: the stacked MATD3 networks of all learning units
+(:class:`agents.matd3.MATD3`), the replay buffer, the update schedule, the exploration
+noise and every generator of the run (from :func:`agents.seeding.run_generators`). It
+does not own a market: the plain loop hands it a :class:`envs.MarketCore` per episode
+(:meth:`Learner.run_episode`), the mango runtime feeds it transitions through the
+``Learning`` role (:meth:`Learner.add`, :meth:`Learner.update_round`).
+
+Schedule of ASSUME's learning_config (the same in both runtimes):
+
+* episodes ``0 .. episodes_collecting_initial_experience - 1`` bid uniformly at random in
+  ``[-1, 1]`` (mode ``explore``), without updates;
+* afterwards (mode ``train``) actions are ``actor(obs) + scale * N(0, noise_sigma)``
+  clipped to ``[-1, 1]``; ``scale`` is :meth:`Learner.noise_scales`: the schedule value of
+  the episode (``action_noise_schedule``: ``linear`` from ``noise_scale`` to 0 at the last
+  episode, else constant ``noise_scale``) times ``noise_dt ** k``, where ``k`` counts the
+  noisy draws before this one (one draw per agent and hour, all market copies at once);
+* every ``train_freq`` simulated hours ``gradient_steps`` MATD3 updates on batches of
+  ``batch_size`` (:meth:`Learner.update_round`), with the learning rate of
+  ``learning_rate_schedule`` (:meth:`Learner.learning_rate`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from envs.core import UNIQUE_OBS_LEN
+
+from .buffer import ReplayBuffer
+from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
+from .config import LearningConfig
+from .evaluation import EvalResult, evaluation_episode, run_episode
+from .learning_utils import NormalActionNoise
+from .matd3 import MATD3, metrics_to_float
+from .seeding import run_generators
+
+if TYPE_CHECKING:
+    from envs import MarketCore, Scenario
+
+__all__ = ["EpisodeStats", "Learner", "configure_torch_threads", "default_torch_threads", "policy_load_path",
+           "warm_start_path"]
+
+_STATE_FORMAT = "marketzoo.learner/1"
+
+
+def default_torch_threads() -> int:
+    """Threads for torch on CPU: one. The networks are small; extra threads gain little
+    and, on a machine whose cores are busy with anything else, their synchronisation
+    slows each gradient step down by 10x or more (measured: 48 ms vs 540 ms per update
+    with 1 vs 2 threads on the 2-core development machine under load). Set
+    ``torch_threads`` for large networks on an idle many-core machine."""
+    return 1
+
+
+def configure_torch_threads(config: LearningConfig) -> int:
+    """Set torch's CPU threads from ``torch_threads`` (process-wide); returns the number."""
+    threads = int(config.torch_threads or default_torch_threads())
+    torch.set_num_threads(threads)
+    return threads
+
+
+def policy_load_path(config: LearningConfig) -> Path | None:
+    """Where the run loads policies from: ``trained_policies_load_path``, else
+    ``trained_policies_save_path/best``, when ``continue_learning`` is on or
+    ``learning_mode`` is off (the config refuses either without a path); else ``None``."""
+    if config.learning_mode and not config.continue_learning:
+        return None
+    if config.trained_policies_load_path:
+        return Path(config.trained_policies_load_path)
+    if config.trained_policies_save_path:
+        return Path(config.trained_policies_save_path) / "best"
+    return None
+
+
+def warm_start_path(config: LearningConfig) -> Path | None:
+    """Where ``continue_learning`` loads policies from (:func:`policy_load_path`);
+    ``None`` when ``continue_learning`` is off or ``learning_mode`` is off."""
+    return policy_load_path(config) if config.learning_mode else None
+
+
+def _schedule(kind: str | None, start: float, progress: float) -> float:
+    if kind == "linear":
+        return start * max(0.0, 1.0 - progress)
+    return start
+
+
+class EpisodeStats:
+    """Sums over one training episode on ``B`` market copies: ``add(out)`` per hour with
+    the core's step output; :meth:`result` gives ``reward`` (mean per agent and hour,
+    averaged over copies), ``profit`` (EUR, all agents, mean over copies) and
+    ``mean_price``. Used by the plain loop and by the mango market agent."""
+
+    def __init__(self, n_agents: int) -> None:
+        self.reward = np.zeros(n_agents)
+        self.profit = np.zeros(n_agents)
+        self.price_sum = 0.0
+        self.hours = 0
+
+    def add(self, out) -> None:
+        self.reward += out.reward.mean(axis=0)
+        self.profit += out.profit.mean(axis=0)
+        self.price_sum += float(out.price.mean())
+        self.hours += 1
+
+    def result(self, noise_scale: float, learning_rate: float) -> dict[str, float]:
+        h = max(self.hours, 1)
+        return {
+            "reward": float(self.reward.mean() / h),
+            "profit": float(self.profit.sum()),
+            "mean_price": self.price_sum / h,
+            "noise_scale": float(noise_scale),
+            "learning_rate": float(learning_rate),
+        }
+
+
+class Learner:
+    """Networks, replay buffer, update schedule, exploration noise and generators of a run.
+
+    Args:
+        config: the validated learning config.
+        agents: names of the learning units, in the order of the agent axis.
+        obs_dim: observation length (the same for all units).
+        act_dims: action length of each unit (actions are padded to ``max(act_dims)``).
+        num_envs: market copies per transition (the buffer's and the actions' batch).
+        seed: the run seed; every generator is derived from it
+            (:func:`agents.seeding.run_generators`).
+        unique_obs_len: trailing "unique" observation values the critics see of the others.
+        device: torch device (default ``config.resolved_device()``).
+
+    Public state: :attr:`algo` (MATD3), :attr:`buffer`, :attr:`episode` (training episodes
+    completed = index of the next one), :attr:`n_updates` (gradient steps of this run),
+    :attr:`hours_since_update`, :attr:`last_metrics`, :attr:`update_seconds`,
+    :attr:`generators`. :meth:`state_dict` / :meth:`load_state_dict` cover all of it
+    except the buffer's contents.
+    """
+
+    def __init__(self, config: LearningConfig, agents: Sequence[str], obs_dim: int, act_dims: Sequence[int], *,
+                 num_envs: int = 1, seed: int = 0, unique_obs_len: int = UNIQUE_OBS_LEN,
+                 device: str | torch.device | None = None, float_type: torch.dtype = torch.float32) -> None:
+        cfg = self.config = config
+        self.agents = [str(a) for a in agents]
+        self.n = len(self.agents)
+        if self.n == 0:
+            raise ValueError("Learner: no learning units")
+        self.obs_dim = int(obs_dim)
+        self.act_dims = [int(a) for a in act_dims]
+        if len(self.act_dims) != self.n:
+            raise ValueError(f"Learner: {len(self.act_dims)} action sizes for {self.n} agents")
+        self.max_act = max(self.act_dims)
+        self.num_envs = int(num_envs)
+        self.unique_obs_len = int(unique_obs_len)
+        self.seed = int(seed)
+        self.device = str(device) if device is not None else cfg.resolved_device()
+        self.float_type = float_type
+        self.generators = g = run_generators(self.seed, self.n)
+        self.algo = MATD3(
+            self.n, self.obs_dim, self.act_dims, self.unique_obs_len,
+            actor_hidden_sizes=cfg.actor_hidden_sizes, critic_hidden_sizes=cfg.critic_hidden_sizes,
+            learning_rate=cfg.learning_rate, gamma=cfg.gamma, tau=cfg.tau, policy_delay=cfg.policy_delay,
+            target_policy_noise=cfg.target_policy_noise, target_noise_clip=cfg.target_noise_clip,
+            max_grad_norm=cfg.max_grad_norm, actor_preactivation_penalty=cfg.actor_preactivation_penalty,
+            device=self.device, float_type=float_type, seed=g.torch,
+        )
+        self.buffer = ReplayBuffer(cfg.replay_buffer_size, self.obs_dim, self.max_act, self.n, self.device, float_type,
+                                   num_envs=self.num_envs, seed=g.buffer)
+        # one generator per agent for its exploration (initial random bids and noise), as
+        # each unit agent draws its own in the mango runtime: both runtimes draw the same
+        self.noises = [
+            NormalActionNoise(self.num_envs * self.max_act, mu=0.0, sigma=cfg.noise_sigma, scale=cfg.noise_scale,
+                              dt=1.0, rng=r)
+            for r in g.agents
+        ]
+        self.mask = (np.arange(self.max_act)[None, :] < np.asarray(self.act_dims)[:, None]).astype(np.float64)
+        self.episode = 0
+        self.n_updates = 0
+        self.hours_since_update = 0
+        self.last_metrics: dict[str, Any] = {}
+        self.update_seconds = 0.0
+
+    # ------------------------------------------------------------------ generators
+    @property
+    def env_rng(self) -> np.random.Generator:
+        """Reset generator of the training market (:func:`agents.seeding.run_generators`)."""
+        return self.generators.env
+
+    @property
+    def agent_rngs(self) -> list[np.random.Generator]:
+        return self.generators.agents
+
+    # ------------------------------------------------------------------ schedule
+    def mode(self, episode: int) -> str:
+        """``"explore"`` during initial exploration, else ``"train"``."""
+        return "explore" if episode < self.config.episodes_collecting_initial_experience else "train"
+
+    def noise_scale(self, episode: int, hours: int) -> float:
+        """Scale of the first noise draw of training episode ``episode`` (episodes of
+        ``hours`` hours)."""
+        return float(self.noise_scales(episode, hours)[0])
+
+    def noise_scales(self, episode: int, hours: int) -> np.ndarray:
+        """Noise scale of every hour of training episode ``episode`` (``hours`` long): the
+        schedule value of the episode times ``noise_dt ** k``, ``k`` = noisy draws before
+        (every hour of every ``train`` episode is one draw). A pure function of its
+        arguments, so both runtimes compute the same values."""
+        cfg = self.config
+        first = cfg.episodes_collecting_initial_experience
+        span = max(1, cfg.training_episodes - first)
+        base = _schedule(cfg.action_noise_schedule, cfg.noise_scale, (episode - first) / span)
+        if cfg.noise_dt == 1.0:
+            return np.full(int(hours), base)
+        k0 = max(0, episode - first) * int(hours)
+        return base * cfg.noise_dt ** (k0 + np.arange(int(hours), dtype=np.float64))
+
+    def learning_rate(self, episode: int) -> float:
+        cfg = self.config
+        return _schedule(cfg.learning_rate_schedule, cfg.learning_rate, episode / max(1, cfg.training_episodes))
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: np.ndarray, *, explore: bool, random: bool = False,
+            noise_scale: float | None = None) -> np.ndarray:
+        """Actions ``(B, n, max_act)`` for observations ``(B, n, obs_dim)``: uniform random
+        (``random``), actor + noise clipped to [-1, 1] (``explore``; ``noise_scale`` sets
+        the scale of this draw), or the bare actor. Padded dimensions are 0."""
+        B, m = obs.shape[0], self.max_act
+        if random:
+            a = np.stack([r.uniform(-1.0, 1.0, size=(B, m)) for r in self.agent_rngs], axis=1)
+            return a * self.mask
+        a = self.algo.act(torch.from_numpy(obs)).cpu().numpy().astype(np.float64)
+        if explore:
+            if noise_scale is not None:
+                for nz in self.noises:
+                    nz.scale = float(noise_scale)
+            a = a + np.stack([nz.noise().reshape(B, m) for nz in self.noises], axis=1)
+            np.clip(a, -1.0, 1.0, out=a)
+        return a * self.mask
+
+    # ------------------------------------------------------------------ learning
+    def begin_episode(self, episode: int) -> float:
+        """Start training episode ``episode``: clears the per-episode metrics, sets and
+        returns its learning rate."""
+        self.episode = int(episode)
+        self.last_metrics = {}
+        self.update_seconds = 0.0
+        lr = self.learning_rate(episode)
+        self.algo.set_learning_rate(lr)
+        return lr
+
+    def add(self, obs, actions, reward) -> None:
+        """One hour's transition of all units (``(B, n, ...)``) into the replay buffer."""
+        self.buffer.add(obs, actions, reward)
+
+    def end_episode(self, final_obs) -> None:
+        """Close the episode in the buffer (its last observation)."""
+        self.buffer.end_episode(final_obs)
+
+    def update_round(self) -> dict[str, Any]:
+        """One scheduled policy update: ``gradient_steps`` MATD3 steps on batches of
+        ``batch_size``, skipped while the buffer holds fewer transitions. Returns the last
+        step's metrics as floats (also kept in :attr:`last_metrics`; ``{}`` if skipped)."""
+        cfg = self.config
+        if self.buffer.size() < cfg.batch_size:
+            return {}
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        for _ in range(cfg.gradient_steps):
+            metrics = self.algo.update(self.buffer.sample(cfg.batch_size))
+            self.n_updates += 1
+        self.last_metrics = metrics_to_float(metrics)
+        self.update_seconds += time.perf_counter() - t0
+        return self.last_metrics
+
+    def episode_stats(self, base: dict[str, float], *, wall_seconds: float, transitions: int) -> dict[str, float]:
+        """A training episode's statistics: ``base`` (:meth:`EpisodeStats.result`), then
+        ``sim_seconds``, ``update_seconds``, ``sps`` and the last update's float metrics
+        (``losses/...``)."""
+        stats = dict(base)
+        stats["sim_seconds"] = max(0.0, wall_seconds - self.update_seconds)
+        stats["update_seconds"] = self.update_seconds
+        stats["sps"] = transitions / max(wall_seconds, 1e-9)
+        stats.update({k: v for k, v in self.last_metrics.items() if isinstance(v, float)})
+        return stats
+
+    def run_episode(self, core: MarketCore) -> dict[str, float]:
+        """Run training episode :attr:`episode` on ``core`` (the plain loop): collect into
+        the buffer, update every ``train_freq`` hours (counted across episodes, also
+        during initial exploration), close the episode; advances :attr:`episode`.
+        Returns the episode's statistics (:meth:`episode_stats`)."""
+        cfg = self.config
+        ep = self.episode
+        initial = self.mode(ep) == "explore"
+        t_start = time.perf_counter()
+        lr = self.begin_episode(ep)
+        scales = self.noise_scales(ep, core.max_cycles)
+        obs = core.reset(self.env_rng)
+        acc = EpisodeStats(core.n)
+        h = 0
+        while not core.done:
+            actions = self.act(obs, explore=True, random=initial, noise_scale=scales[h])
+            out = core.step(actions)
+            nxt = core.observe()
+            self.add(obs, actions, out.reward)
+            obs = nxt
+            acc.add(out)
+            h += 1
+            self.hours_since_update += 1
+            if not initial and self.hours_since_update >= cfg.train_freq:
+                self.hours_since_update = 0
+                self.update_round()
+        self.end_episode(obs)
+        self.episode = ep + 1
+        return self.episode_stats(acc.result(scales[0], lr), wall_seconds=time.perf_counter() - t_start,
+                                  transitions=acc.hours * core.B)
+
+    def evaluate(self, core: MarketCore, scenario: Scenario, *, analysis: bool = True) -> EvalResult:
+        """One deterministic episode (no noise) on copy 0 of ``core`` (reset with the
+        run's evaluation seed); with the best-response analysis when ``analysis``."""
+        episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
+        return run_episode(episode, lambda obs: self.act(obs, explore=False))
+
+    # ------------------------------------------------------------------ policies
+    def save(self, directory: str | os.PathLike, *, episode: int | None = None, metrics: dict[str, Any] | None = None,
+             agent_kind: list[str] | None = None, scenario: dict[str, Any] | None = None,
+             extra: dict[str, Any] | None = None) -> Path:
+        """Write the policies (all networks and optimizer states) as a checkpoint folder."""
+        return save_checkpoint(directory, self.algo, self.agents, agent_kind=agent_kind, scenario=scenario,
+                               episode=self.episode if episode is None else episode, metrics=metrics, extra=extra)
+
+    def load(self, directory: str | os.PathLike, *, load_optimizers: bool = True, load_critics: bool = True) -> dict:
+        """Load policies from a checkpoint; units are matched by name (critic inputs are
+        remapped when the unit set changed). Returns the manifest."""
+        remap = list(read_manifest(directory)["agents"]) != self.agents
+        return load_checkpoint(directory, self.algo, self.agents, remap=remap, load_optimizers=load_optimizers,
+                               load_critics=load_critics)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, generators, networks and optimizer states (not the buffer's
+        contents): what a later resume needs besides the replay buffer."""
+        g = self.generators
+        return {
+            "format": _STATE_FORMAT,
+            "agents": list(self.agents),
+            "seed": self.seed,
+            "episode": self.episode,
+            "n_updates": self.n_updates,
+            "hours_since_update": self.hours_since_update,
+            "algo": self.algo.state_dict(),
+            "generators": {
+                "env": g.env.bit_generator.state,
+                "buffer": self.buffer._rng.bit_generator.state,
+                "agents": [r.bit_generator.state for r in g.agents],
+            },
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; refuses another unit set or format."""
+        if not isinstance(sd, dict) or sd.get("format") != _STATE_FORMAT:
+            raise ValueError(f"Learner.load_state_dict: not a {_STATE_FORMAT} state dict")
+        if list(sd["agents"]) != self.agents:
+            raise ValueError(f"Learner.load_state_dict: units {sd['agents']} differ from {self.agents}")
+        gens = sd["generators"]
+        if len(gens["agents"]) != self.n:
+            raise ValueError("Learner.load_state_dict: wrong number of agent generators")
+        self.algo.load_state_dict(sd["algo"])
+        self.generators.env.bit_generator.state = gens["env"]
+        self.buffer._rng.bit_generator.state = gens["buffer"]
+        for r, st in zip(self.generators.agents, gens["agents"]):
+            r.bit_generator.state = st
+        self.seed = int(sd["seed"])
+        self.episode = int(sd["episode"])
+        self.n_updates = int(sd["n_updates"])
+        self.hours_since_update = int(sd["hours_since_update"])

@@ -1,0 +1,265 @@
+"""The books of a training run: history, TensorBoard, best policies, early stopping.
+
+:class:`RunRecorder` is used by the plain loop (:class:`agents.trainer.Trainer`) and the
+mango runtime alike: after every training episode (and its evaluation, when one is
+due) the runtime calls :meth:`RunRecorder.record_episode`, which
+
+* logs every scalar to TensorBoard and the same values, under the same names, as one
+  row of ``history.csv`` (see the README's metric table);
+* compares the evaluation's reward, profit and regret with the best so far, each
+  separately (:func:`compare_policies`), and saves ``best`` / ``best_profit`` /
+  ``best_regret``;
+* counts evaluations without improvement for early stopping;
+* saves ``last`` (an interrupted run loses at most the episode in progress).
+
+Policies go to ``trained_policies_save_path`` when it is set, else to
+``RUN_DIR/policies``. :func:`finish_run` is the one end-of-run sequence: the final
+evaluation with the best policy, ``summary.json``, the printed summary and the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+
+from .config import LearningConfig
+from .evaluation import EvalResult, print_run_summary, run_summary, write_json_atomic
+
+if TYPE_CHECKING:
+    from envs import MarketCore, Scenario
+
+    from .learner import Learner
+
+__all__ = ["POLICY_CRITERIA", "RunRecorder", "TrainResult", "compare_policies", "evaluation_due", "finish_run"]
+
+# compare_and_save_policies: metric, policy folder, whether larger is better
+POLICY_CRITERIA = (("reward", "best", True), ("profit", "best_profit", True), ("regret", "best_regret", False))
+
+
+def initial_best() -> dict[str, float]:
+    return {key: (-math.inf if larger else math.inf) for key, _, larger in POLICY_CRITERIA}
+
+
+def compare_policies(best: dict[str, float], metrics: Mapping[str, float]) -> list[str]:
+    """Compare ``metrics`` (``reward``, ``profit``, ``regret``) with ``best``, each
+    separately (ASSUME returns after the first); update ``best`` in place and return the
+    policy names (``best``, ``best_profit``, ``best_regret``) that improved."""
+    missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
+    if missing:
+        raise KeyError(f"compare_and_save_policies: metrics lack {missing}")
+    improved = []
+    for key, name, larger in POLICY_CRITERIA:
+        value = float(metrics[key])
+        if (value > best[key]) if larger else (value < best[key]):
+            best[key] = value
+            improved.append(name)
+    return improved
+
+
+def evaluation_due(config: LearningConfig, episode: int, total: int) -> bool:
+    """Whether training episode ``episode`` (of ``total``) is followed by an evaluation:
+    every ``validation_episodes_interval`` episodes after initial exploration, and after
+    the last one."""
+    first = config.episodes_collecting_initial_experience
+    return episode >= first and ((episode + 1 - first) % config.validation_episodes_interval == 0
+                                 or episode == total - 1)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    episodes: int
+    wall_time: float
+    best: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_eval: EvalResult | None = None
+    stopped_early: bool = False
+
+
+class RunRecorder:
+    """History, TensorBoard, best-policy keeping, early stopping and ``policies/last``.
+
+    Args:
+        config: the run's config (written to ``RUN_DIR/config.yaml``; it should carry
+            the run's seed).
+        learner: whose policies are saved.
+        run_dir: the run folder (created); ``None`` writes no history, config or
+            TensorBoard (policies still go to ``trained_policies_save_path`` if set).
+        tensorboard: write TensorBoard scalars to ``RUN_DIR/tb``.
+        run_info: extra facts stored in every checkpoint manifest under ``"trainer"``
+            (e.g. foresight, max_bid_price) next to episode, update count, best and seed.
+        scenario_info, agent_kind: stored in every checkpoint manifest.
+    """
+
+    def __init__(self, config: LearningConfig, learner: Learner, *, run_dir: str | os.PathLike | None = None,
+                 tensorboard: bool = True, run_info: dict[str, Any] | None = None,
+                 scenario_info: dict[str, Any] | None = None, agent_kind: list[str] | None = None) -> None:
+        self.config = config
+        self.learner = learner
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if config.trained_policies_save_path:
+            self.policies_dir: Path | None = Path(config.trained_policies_save_path)
+        else:
+            self.policies_dir = self.run_dir / "policies" if self.run_dir is not None else None
+        self.run_info = dict(run_info or {})
+        self.scenario_info = scenario_info
+        self.agent_kind = agent_kind
+        self.best = initial_best()
+        self.no_improve = 0
+        self.history: list[dict[str, Any]] = []
+        self.writer = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    # ------------------------------------------------------------------ policies
+    def policy_dir(self, name: str) -> Path | None:
+        return self.policies_dir / name if self.policies_dir is not None else None
+
+    def save(self, name: str, metrics: dict[str, Any] | None = None, *, episode: int | None = None) -> Path | None:
+        """Save the learner's policies as ``name`` (nothing when there is no policies folder)."""
+        path = self.policy_dir(name)
+        if path is None:
+            return None
+        ln = self.learner
+        ep = ln.episode if episode is None else int(episode)
+        extra = {"trainer": {"episode": ep, "n_updates": ln.n_updates, "best": dict(self.best), "seed": ln.seed,
+                             **self.run_info}}
+        return ln.save(path, episode=ep, metrics=metrics, agent_kind=self.agent_kind, scenario=self.scenario_info,
+                       extra=extra)
+
+    def compare_and_save_policies(self, metrics: Mapping[str, float], *, episode: int | None = None) -> list[str]:
+        """Save ``best`` / ``best_profit`` / ``best_regret`` for every metric that
+        improved (all three are compared). Returns the names of the improved policies."""
+        saved = compare_policies(self.best, metrics)
+        for name in saved:
+            self.save(name, dict(metrics), episode=episode)
+        return saved
+
+    # ------------------------------------------------------------------ episodes
+    def evaluation_due(self, episode: int, total: int) -> bool:
+        return evaluation_due(self.config, episode, total)
+
+    def scalars(self, stats: Mapping[str, Any], ev: EvalResult | None) -> dict[str, Any]:
+        """Every scalar of an episode under its TensorBoard tag (= history column):
+        ``train/*`` (episode statistics), ``losses/*`` (last gradient step), ``eval/*``
+        (evaluation, all agents) and ``eval/profit_<agent>``, ``eval/dispatch_<agent>``,
+        ``eval/br_share_<agent>``."""
+        out: dict[str, Any] = {f"train/{k}": v for k, v in stats.items() if "/" not in k}
+        out.update({k: v for k, v in stats.items() if k.startswith("losses/") and isinstance(v, (int, float))})
+        if ev is not None:
+            out.update({f"eval/{k}": v for k, v in ev.metrics().items()})
+            for i, a in enumerate(self.learner.agents):
+                out[f"eval/profit_{a}"] = float(ev.agent_profit[i])
+                out[f"eval/dispatch_{a}"] = float(ev.dispatch[i])
+                if ev.br_share is not None:
+                    out[f"eval/br_share_{a}"] = float(ev.br_share[i])
+        return out
+
+    def record_episode(self, episode: int, stats: Mapping[str, Any], evaluation: EvalResult | None,
+                       wall_time: float) -> tuple[dict[str, Any], bool]:
+        """Bookkeeping after training episode ``episode`` and its evaluation (or None):
+        TensorBoard, the history row, ``compare_and_save_policies``, early stopping,
+        ``policies/last`` and ``history.csv``. Returns ``(row, stop)``."""
+        cfg = self.config
+        stop = False
+        scalars = self.scalars(stats, evaluation)
+        self._log(scalars, episode)
+        row: dict[str, Any] = {"episode": int(episode), "wall_time": wall_time, **scalars}
+        if evaluation is not None:
+            m = evaluation.metrics()
+            prev_best = self.best["reward"]
+            row["saved"] = "+".join(self.compare_and_save_policies(m, episode=episode))
+            if cfg.early_stopping_steps:
+                gain = (m["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best) else math.inf
+                self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
+                stop = self.no_improve >= cfg.early_stopping_steps
+        self.history.append(row)
+        self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))}, episode=episode + 1)
+        if self.run_dir is not None:
+            self._write_history(self.run_dir / "history.csv")
+        return row, stop
+
+    def _log(self, scalars: Mapping[str, Any], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, v in scalars.items():
+            if isinstance(v, (int, float, np.floating)) and np.isfinite(v):
+                self.writer.add_scalar(tag, float(v), step)
+
+    def _write_history(self, path: Path) -> None:
+        keys: list[str] = []
+        for r in self.history:
+            for k in r:
+                if k not in keys:
+                    keys.append(k)
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Best values, early-stopping counter and the history rows."""
+        return {"best": dict(self.best), "no_improve": self.no_improve, "history": [dict(r) for r in self.history]}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.best = {k: float(v) for k, v in sd["best"].items()}
+        self.no_improve = int(sd["no_improve"])
+        self.history = [dict(r) for r in sd["history"]]
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def early_stop_message(config: LearningConfig, episode: int) -> str:
+    return (f"early stopping after episode {episode}: no evaluation improved the reward by more than "
+            f"{config.early_stopping_threshold:.0%} for {config.early_stopping_steps} evaluations")
+
+
+def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore,
+               result: TrainResult, *, analysis: bool = True, plots: bool = True,
+               extra: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The end of a run (both runtimes): load ``best`` (when saved), evaluate it, write
+    ``RUN_DIR/summary.json`` (with ``extra`` merged in), print the summary and, with
+    ``plots``, draw the PNG figures. Returns the summary."""
+    best = recorder.policy_dir("best")
+    if best is not None and best.exists():
+        learner.load(best)
+    ev = learner.evaluate(eval_core, scenario, analysis=analysis)
+    result.final_eval = ev
+    summary = run_summary(scenario, eval_core, ev, episodes=result.episodes, wall_time=result.wall_time,
+                          stopped_early=result.stopped_early, best=result.best)
+    summary.update(extra or {})
+    out = recorder.run_dir
+    if out is not None:
+        write_json_atomic(out / "summary.json", summary)
+    print_run_summary(summary)
+    if plots and out is not None:
+        from .plots import make_plots
+
+        paths = make_plots(out, recorder.history, ev, learner.agents)
+        echo("plots: " + ", ".join(str(p) for p in paths))
+    if out is not None:
+        echo(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+        if best is not None:
+            echo(f"evaluate:    python train.py evaluate --policy {best}")
+    return summary
