@@ -45,6 +45,7 @@ class EvalResult:
     bids: np.ndarray | None = None  # (H, n, 2) EUR/MWh
     marginal_cost: np.ndarray | None = None  # (H, n)
     record: Any = None
+    analysis: Any = None  # the envs.analysis.Exploitability (per-agent best responses)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -112,7 +113,8 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
 
             ex = network_exploitability(rec, scenario)
         else:
-            ex = exploitability(rec)
+            ex = exploitability(rec, scenario=scenario)  # scenario: exact storage best response
+        res.analysis = ex
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
         res.br_share = np.asarray(ex.share, dtype=float)
         res.exploitability = float(ex.joint)
