@@ -279,13 +279,13 @@ class LearningConfig:
     Default: 0.01."""
 
     best_response_teacher: float = 0.0
-    """Weight of a behaviour-cloning term that pulls each learning plant's and renewable's
-    actor towards its exact per-hour best response (:func:`envs.analysis.best_response`)
-    to the other agents' bids of recent deterministic evaluation episodes, added to the
-    MATD3 actor loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style,
-    see "Imitation" in agents/matd3.py). Storage units have no teacher (their best response
-    is a schedule over the whole episode, not a per-hour bid). Needs the analysis, i.e.
-    the plain training loop; 0 disables. Must be >= 0. Default: 0.0."""
+    """Weight of a behaviour-cloning term that pulls each learning unit's actor towards
+    the hourly bids of its exact best response (:func:`envs.analysis.best_response`:
+    over the episode, with start-ups and, for storage, the state of charge) to the other
+    agents' bids of recent deterministic evaluation episodes, added to the MATD3 actor
+    loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style, see
+    "Imitation" in agents/matd3.py). Needs the analysis, i.e. the plain training loop (the
+    mango runtime does not refresh a teacher); 0 disables. Must be >= 0. Default: 0.0."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a

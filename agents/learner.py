@@ -349,20 +349,26 @@ class Learner:
 
     def refresh_teacher(self, obs: np.ndarray, analysis: Any) -> None:
         """Add one deterministic episode to the teacher: its observations ``(H, n, obs_dim)``
-        and every plant's and renewable's best-response actions from ``analysis`` (an
+        and every agent's best-response actions from ``analysis`` (an
         :class:`envs.analysis.Exploitability` of that episode), lowered by
-        ``best_response_teacher_margin``; storage units get no target (NaN). Keeps the
-        latest ``best_response_teacher_window`` episodes."""
+        ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
+        offer stays an offer); agents whose best response is not exact (storage analysed
+        without its unit data) get no target (NaN). Keeps the latest
+        ``best_response_teacher_window`` episodes."""
         cfg = self.config
         H = obs.shape[0]
         tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
         margin = cfg.best_response_teacher_margin / cfg.max_bid_price
         for k, a in enumerate(self.agents):
             r = analysis.responses.get(a)
-            if r is None or r.kind == "storage":
+            if r is None or not r.exact:  # e.g. storage without its unit data: no teacher
                 continue
             d = self.act_dims[k]
-            tgt[:, k, :d] = np.clip(np.asarray(r.best_action[:H, :d], dtype=np.float64) - margin, -1.0, 1.0)
+            best = np.asarray(r.best_action[:H, :d], dtype=np.float64)
+            # lower offers, higher charge bids (storage: a < 0 charges at |a|); both are a - margin,
+            # but a discharge offer must not turn into a charge bid
+            low = np.where(best >= 0, 0.0, -1.0) if r.kind == "storage" else -1.0
+            tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
     def _teacher_batch(self):

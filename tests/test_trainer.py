@@ -427,10 +427,10 @@ KEY_TESTS = {
     "max_grad_norm": "test_every_key_reaches_the_object_it_configures",
     "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
     "regret_scale": "test_every_key_reaches_the_object_it_configures",
-    "best_response_teacher": "test_best_response_teacher_refreshes_and_teaches_plants_not_storage",
-    "best_response_teacher_interval": "test_best_response_teacher_refreshes_and_teaches_plants_not_storage",
-    "best_response_teacher_window": "test_best_response_teacher_refreshes_and_teaches_plants_not_storage",
-    "best_response_teacher_margin": "test_best_response_teacher_refreshes_and_teaches_plants_not_storage",
+    "best_response_teacher": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_interval": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_window": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_margin": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
     "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
     "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
     "torch_threads": "test_every_key_reaches_the_object_it_configures",
@@ -479,11 +479,11 @@ def test_every_key_reaches_the_object_it_configures():
         _torch.set_num_threads(before)
 
 
-def test_best_response_teacher_refreshes_and_teaches_plants_not_storage():
+def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
     """best_response_teacher: a teacher refresh after every `interval`-th episode (and at
     evaluations), at most `window` episodes kept, plant targets = the analysis's
-    best-response actions minus `margin` / max_bid_price, no storage target, and the
-    imitation term reaches the actor steps; weight 0 keeps none of it."""
+    best-response actions minus `margin` / max_bid_price (storage: an offer stays an
+    offer), and the imitation term reaches the actor steps; weight 0 keeps none of it."""
     from envs import load_scenario
 
     sc = load_scenario("default")
@@ -512,10 +512,14 @@ def test_best_response_teacher_refreshes_and_teaches_plants_not_storage():
     an = refreshes[-1][1]
     assert obs.shape == (48, tr.n, tr.core.obs_dim) and tgt.shape == (48, tr.n, tr.core.max_act)
     for k, a in enumerate(tr.agents):
+        best = an.responses[a].best_action
         if tr.core.agent_kind[k] == "storage":
-            assert np.isnan(tgt[:, k]).all()
+            assert an.responses[a].exact and np.isnan(tgt[:, k, 1]).all()
+            want = np.maximum(best[:, 0] - 0.02, np.where(best[:, 0] >= 0, 0.0, -1.0))
+            np.testing.assert_allclose(tgt[:, k, 0], want, atol=1e-6)
+            assert np.all((tgt[:, k, 0] >= 0) == (best[:, 0] >= 0))
         else:
-            want = np.clip(an.responses[a].best_action[:, :2] - 2.0 / cfg.max_bid_price, -1, 1)
+            want = np.clip(best[:, :2] - 2.0 / cfg.max_bid_price, -1, 1)
             np.testing.assert_allclose(tgt[:, k, :2], want, atol=1e-6)
     # after the first refresh (episode 2) every actor step (policy_delay 2) was taught
     assert any(taught[1::2]) and not any(taught[0::2]) and not any(taught[:4])
