@@ -322,6 +322,42 @@ class LearningConfig:
     """Threads torch may use on the CPU. None: the trainer picks a default.
     Must be >= 1. Default: None."""
 
+    episode_hours: int | None = None
+    """Length of a training episode in hours (env option ``episode_hours``, see
+    :func:`envs.episode_options`). None: the whole horizon (or the part before the
+    held-out window). Must be >= 1. Default: None."""
+
+    random_start: bool = False
+    """Start each training episode at a random hour drawn from the run's seed (with
+    ``episode_hours``), so that the episodes cover different weeks. Default: False."""
+
+    demand_noise: float = 0.0
+    """Standard deviation of the seeded multiplicative noise on demand in training
+    episodes (0.05 = 5 %); evaluation is noise-free. In [0, 1]. Default: 0.0."""
+
+    availability_noise: float = 0.0
+    """Standard deviation of the seeded multiplicative noise on plant and renewable
+    availability in training episodes. In [0, 1]. Default: 0.0."""
+
+    holdout_hours: int | None = None
+    """Hold the last ``holdout_hours`` hours of the horizon out of training: training
+    episodes never touch them and evaluation runs exactly them (``train.py
+    --holdout-hours``). None: train and evaluate on the whole horizon. Must be >= 1.
+    Default: None."""
+
+    analysis_max_agents: int = 40
+    """Most learning agents for which each evaluation runs the exact best-response
+    analysis (exploitability, best-response profits); with more agents it is skipped
+    with one printed note (the analysis grows fast with the agent count: 143 agents
+    did not finish in 10 minutes). ``train.py --force-analysis`` runs the final one
+    anyway. Must be >= 0. Default: 40."""
+
+    equilibrium_reference: bool = True
+    """At the end of training or ``evaluate``, compute the market's equilibrium and show
+    each agent's equilibrium profit and the distance of the learned prices to the
+    equilibrium prices; only done for at most 5 learning agents (else skipped with a
+    note). Default: True."""
+
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
     """Keys of the source mapping that are not known and were ignored (not part of
     the configuration; left out of :meth:`to_dict`)."""
@@ -597,8 +633,25 @@ def _number(v: Any) -> float | int:
     raise TypeError
 
 
-def _int(minimum: int | None = None, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
-    desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+# Upper bounds of the counts (issue 10, class 5): a number past these is a typo or an
+# attack (``--episodes 1e30``, ``torch_threads=100000`` crashed torch), refused with one
+# line before any work is done. The memory estimate (agents.resources) bounds the sizes
+# that multiply each other.
+_MAX_EPISODES = 10_000_000
+_MAX_COUNT = 10_000_000
+_MAX_BUFFER = 2_000_000_000
+_MAX_SEED = 2**63 - 1
+_MAX_ENVS = 65_536
+_MAX_THREADS = 1024
+_MAX_WIDTH = 1_000_000
+_MAX_LAYERS = 64
+
+
+def _int(minimum: int | None = None, extra: tuple[int, ...] = (), maximum: int | None = None) -> Callable[[Any], int]:
+    if minimum is not None and maximum is not None:
+        desc = f"an integer >= {minimum} and <= {maximum:_}"
+    else:
+        desc = "an integer" + (f" >= {minimum}" if minimum is not None else "")
     if extra:
         desc += " or " + " or ".join(str(e) for e in extra)
 
@@ -614,6 +667,8 @@ def _int(minimum: int | None = None, extra: tuple[int, ...] = ()) -> Callable[[A
         if x in extra:
             return x
         if minimum is not None and x < minimum:
+            raise _Bad(desc)
+        if maximum is not None and x > maximum:
             raise _Bad(desc)
         return x
 
@@ -711,7 +766,9 @@ def _sizes(v: Any) -> tuple[int, ...]:
         v = [v]
     if not isinstance(v, (list, tuple)) or not v:
         raise _Bad(desc)
-    to_int = _int(1)
+    to_int = _int(1, maximum=_MAX_WIDTH)
+    if len(v) > _MAX_LAYERS:
+        raise _Bad(desc + f" (at most {_MAX_LAYERS} layers)")
     try:
         return tuple(to_int(x) for x in v)
     except _Bad:
@@ -799,25 +856,25 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     ),
     "learning_rate": _float(0.0, low_open=True),
     "learning_rate_schedule": _schedule,
-    "training_episodes": _int(1),
-    "episodes_collecting_initial_experience": _int(0),
+    "training_episodes": _int(1, maximum=_MAX_EPISODES),
+    "episodes_collecting_initial_experience": _int(0, maximum=_MAX_EPISODES),
     "train_freq": _train_freq,
-    "gradient_steps": _int(1, extra=(-1,)),
-    "batch_size": _int(1),
+    "gradient_steps": _int(1, extra=(-1,), maximum=_MAX_COUNT),
+    "batch_size": _int(1, maximum=_MAX_COUNT),
     "gamma": _float(0.0, 1.0),
     "device": _device,
     "noise_sigma": _float(0.0),
     "noise_scale": _float(0.0),
     "noise_dt": _float(0.0, low_open=True),
     "action_noise_schedule": _schedule,
-    "validation_episodes_interval": _int(1),
-    "early_stopping_steps": _optional(_int(1)),
+    "validation_episodes_interval": _int(1, maximum=_MAX_EPISODES),
+    "early_stopping_steps": _optional(_int(1, maximum=_MAX_EPISODES)),
     "early_stopping_threshold": _float(0.0),
     "tau": _float(0.0, 1.0, low_open=True),
-    "policy_delay": _int(1),
+    "policy_delay": _int(1, maximum=_MAX_COUNT),
     "target_policy_noise": _float(0.0),
     "target_noise_clip": _float(0.0),
-    "replay_buffer_size": _int(1),
+    "replay_buffer_size": _int(1, maximum=_MAX_BUFFER),
     "actor_hidden_sizes": _sizes,
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
@@ -827,9 +884,16 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
     "regret_scale": _float(0.0),
-    "seed": _optional(_int(0)),
-    "num_envs": _int(1),
-    "torch_threads": _optional(_int(1)),
+    "seed": _optional(_int(0, maximum=_MAX_SEED)),
+    "num_envs": _int(1, maximum=_MAX_ENVS),
+    "torch_threads": _optional(_int(1, maximum=_MAX_THREADS)),
+    "episode_hours": _optional(_int(1)),
+    "random_start": _to_bool,
+    "demand_noise": _float(0.0, 1.0),
+    "availability_noise": _float(0.0, 1.0),
+    "holdout_hours": _optional(_int(1)),
+    "analysis_max_agents": _int(0),
+    "equilibrium_reference": _to_bool,
 }
 
 _FIELD_ORDER: tuple[str, ...] = tuple(

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ class EvalResult:
     bids: np.ndarray | None = None  # (H, n, 2) EUR/MWh
     marginal_cost: np.ndarray | None = None  # (H, n)
     record: Any = None
-    analysis: Any = None  # the envs.analysis.Exploitability (per-agent best responses)
+    analysis_result: Any = None  # envs.analysis.Exploitability of the episode (with the analysis)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -83,8 +82,7 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
     while not core.done:
         t = core.hour
         a = yield obs
-        out = core.step(a)
-        obs = core.observe()
+        out, obs = core.step_observe(a)
         rewards[h], profit[h], regret[h] = out.reward[0], out.profit[0], out.regret[0]
         prices[h] = out.price[0]
         bids[h] = out.bid_price[0]
@@ -113,11 +111,11 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
 
             ex = network_exploitability(rec, scenario)
         else:
-            ex = exploitability(rec, scenario=scenario)  # scenario: exact storage best response
-        res.analysis = ex
+            ex = exploitability(rec, scenario=scenario)  # exact storage and start-up best responses
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)
         res.br_share = np.asarray(ex.share, dtype=float)
         res.exploitability = float(ex.joint)
+        res.analysis_result = ex
     return res
 
 
@@ -217,10 +215,11 @@ def write_market_csvs(out: str | os.PathLike, record: EpisodeRecord, scenario=No
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    os.replace(tmp, path)
+    """Write ``obj`` as standard JSON (non-finite numbers become ``null``), atomically
+    (:func:`agents.jsonio.write_json_strict`)."""
+    from .jsonio import write_json_strict
+
+    write_json_strict(path, obj)
 
 
 def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episodes: int, wall_time: float,
@@ -260,8 +259,12 @@ def print_run_summary(s: dict[str, Any]) -> None:
     """Print :func:`run_summary` as a short table."""
     e = s["evaluation"]
     print(f"\n== {s['scenario']} [{s['study_case']}]: {s['episodes']} episodes in {s['wall_time_s']:.1f} s ==")
-    print(f"evaluation (best policy): mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
+    print(f"evaluation ({s.get('evaluated_policy', 'best policy')}):\n  mean price {e['mean_price']:.2f} EUR/MWh, total profit {e['profit']:,.0f} EUR, "
           f"mean reward {e['reward']:.4f}" + (f", exploitability {e['exploitability']:.3f}" if "exploitability" in e else ""))
     for a, r in s["agents"].items():
         br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
-        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}")
+        eq = f"  equilibrium {r['equilibrium_profit']:>14,.0f} EUR" if "equilibrium_profit" in r else ""
+        print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}{eq}")
+    from .reference import print_reference
+
+    print_reference(s)

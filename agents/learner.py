@@ -85,6 +85,21 @@ def warm_start_path(config: LearningConfig) -> Path | None:
     return policy_load_path(config) if config.learning_mode else None
 
 
+def replay_capacity(config: LearningConfig, max_transitions: int) -> int:
+    """Replay buffer size to allocate: ``replay_buffer_size``, but no more than the run can
+    fill (``max_transitions`` = training_episodes x steps per episode x num_envs) and no
+    less than ``batch_size``. (example_03a: 8.6 GiB for 500,000 transitions it never
+    collects.)"""
+    return max(min(int(config.replay_buffer_size), int(max_transitions)), int(config.batch_size))
+
+
+def train_freq_steps(config: LearningConfig, time_step_hours: float = 1.0) -> int:
+    """Market steps between two policy updates: ``train_freq`` is simulated time in hours
+    (ASSUME's convention, e.g. "24h"); with a sub-hourly time step (``dt`` hours per
+    step) that is ``train_freq / dt`` steps (24 h at 15 min: 96 steps)."""
+    return max(1, int(round(config.train_freq / float(time_step_hours or 1.0))))
+
+
 def _schedule(kind: str | None, start: float, progress: float) -> float:
     if kind == "linear":
         return start * max(0.0, 1.0 - progress)
@@ -143,7 +158,8 @@ class Learner:
 
     def __init__(self, config: LearningConfig, agents: Sequence[str], obs_dim: int, act_dims: Sequence[int], *,
                  num_envs: int = 1, seed: int = 0, unique_obs_len: int = UNIQUE_OBS_LEN,
-                 device: str | torch.device | None = None, float_type: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device | None = None, float_type: torch.dtype = torch.float32,
+                 max_transitions: int | None = None) -> None:
         cfg = self.config = config
         self.agents = [str(a) for a in agents]
         self.n = len(self.agents)
@@ -168,7 +184,9 @@ class Learner:
             max_grad_norm=cfg.max_grad_norm, actor_preactivation_penalty=cfg.actor_preactivation_penalty,
             device=self.device, float_type=float_type, seed=g.torch,
         )
-        self.buffer = ReplayBuffer(cfg.replay_buffer_size, self.obs_dim, self.max_act, self.n, self.device, float_type,
+        # max_transitions: what the run can collect (replay_capacity); no bigger buffer is allocated
+        size = cfg.replay_buffer_size if max_transitions is None else replay_capacity(cfg, max_transitions)
+        self.buffer = ReplayBuffer(size, self.obs_dim, self.max_act, self.n, self.device, float_type,
                                    num_envs=self.num_envs, seed=g.buffer)
         # one generator per agent for its exploration (initial random bids and noise), as
         # each unit agent draws its own in the mango runtime: both runtimes draw the same
@@ -301,19 +319,19 @@ class Learner:
         t_start = time.perf_counter()
         lr = self.begin_episode(ep)
         scales = self.noise_scales(ep, core.max_cycles)
+        freq = train_freq_steps(cfg, core.scenario.time_step_hours)
         obs = core.reset(self.env_rng)
         acc = EpisodeStats(core.n)
         h = 0
         while not core.done:
             actions = self.act(obs, explore=True, random=initial, noise_scale=scales[h])
-            out = core.step(actions)
-            nxt = core.observe()
+            out, nxt = core.step_observe(actions)  # step + observe (fused for one copy)
             self.add(obs, actions, out.reward)
             obs = nxt
             acc.add(out)
             h += 1
             self.hours_since_update += 1
-            if not initial and self.hours_since_update >= cfg.train_freq:
+            if not initial and self.hours_since_update >= freq:  # counts steps
                 self.hours_since_update = 0
                 self.update_round()
         self.end_episode(obs)
@@ -334,8 +352,8 @@ class Learner:
 
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
         ev = run_episode(episode, act)
-        if self.config.best_response_teacher > 0 and getattr(ev, "analysis", None) is not None:
-            self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis)
+        if self.config.best_response_teacher > 0 and getattr(ev, "analysis_result", None) is not None:
+            self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result)
         return ev
 
     # ------------------------------------------------------------------ best-response teacher
@@ -435,3 +453,40 @@ class Learner:
         self.episode = int(sd["episode"])
         self.n_updates = int(sd["n_updates"])
         self.hours_since_update = int(sd["hours_since_update"])
+
+    # ------------------------------------------------------------------ replay buffer
+    def buffer_state_dict(self) -> dict[str, Any]:
+        """The replay buffer's contents and write position as tensors (for a resume that
+        continues bit-identically; its sampling generator is in :meth:`state_dict`)."""
+        b = self.buffer
+        return {
+            "shape": [b.rows, b.num_envs, b.n_rl_units, b.obs_dim, b.act_dim],
+            "observations": torch.from_numpy(b.observations.copy()),
+            "actions": torch.from_numpy(b.actions.copy()),
+            "rewards": torch.from_numpy(b.rewards.copy()),
+            "has_next": torch.from_numpy(b._has_next.copy()),
+            "n_valid_rows": int(b._n_valid_rows), "open": bool(b._open), "pos": int(b.pos), "full": bool(b.full),
+        }
+
+    def load_buffer_state_dict(self, sd: dict[str, Any]) -> None:
+        """Inverse of :meth:`buffer_state_dict`; refuses another buffer shape or dtype."""
+        b = self.buffer
+        want = [b.rows, b.num_envs, b.n_rl_units, b.obs_dim, b.act_dim]
+        if list(sd.get("shape", [])) != want:
+            raise ValueError(f"replay buffer of shape {sd.get('shape')} does not fit this run's {want} "
+                             "(replay_buffer_size, num_envs or the units changed)")
+        arrays = {}
+        for name, mine in (("observations", b.observations), ("actions", b.actions), ("rewards", b.rewards),
+                           ("has_next", b._has_next)):
+            a = sd[name].numpy()
+            if a.shape != mine.shape or a.dtype != mine.dtype:
+                raise ValueError(f"replay buffer {name}: {a.dtype}{a.shape}, expected {mine.dtype}{mine.shape}")
+            arrays[name] = a
+        b.observations[...] = arrays["observations"]
+        b.actions[...] = arrays["actions"]
+        b.rewards[...] = arrays["rewards"]
+        b._has_next[...] = arrays["has_next"]
+        b._n_valid_rows = int(sd["n_valid_rows"])
+        b._open = bool(sd["open"])
+        b.pos = int(sd["pos"])
+        b.full = bool(sd["full"])

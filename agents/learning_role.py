@@ -415,7 +415,8 @@ class Learning(Role):
             raise RuntimeError("Learning.create_learning_algorithm: no units registered (call register_units first)")
         self.learner = Learner(self.learning_config, self.agents, self.obs_dim, self.act_dims,
                                num_envs=self.num_envs, seed=self.seed, unique_obs_len=self.unique_obs_len,
-                               device=self.device, float_type=self.float_type)
+                               device=self.device, float_type=self.float_type,
+                               max_transitions=getattr(self, "max_transitions", None))
 
     def create_actors(self) -> None:
         """Create the actors (and target actors) of all units. They live in one stacked

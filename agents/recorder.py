@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
     from .learner import Learner
 
-__all__ = ["POLICY_CRITERIA", "RunRecorder", "TrainResult", "compare_policies", "evaluation_due", "finish_run"]
+__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "compare_policies",
+           "evaluation_due", "finish_run", "read_run_state"]
+
+STATE_NAME = "state.pt"  # RUN_DIR/state.pt: what --resume continues from
+_RUN_STATE_FORMAT = "marketzoo.run-state/1"
+
+
+class ResumeError(RuntimeError):
+    """A run folder that cannot be resumed (one line, for the command line)."""
 
 # compare_and_save_policies: metric, policy folder, whether larger is better
 POLICY_CRITERIA = (("reward", "best", True), ("profit", "best_profit", True), ("regret", "best_regret", False))
@@ -99,8 +107,13 @@ class RunRecorder:
 
     def __init__(self, config: LearningConfig, learner: Learner, *, run_dir: str | os.PathLike | None = None,
                  tensorboard: bool = True, run_info: dict[str, Any] | None = None,
-                 scenario_info: dict[str, Any] | None = None, agent_kind: list[str] | None = None) -> None:
+                 scenario_info: dict[str, Any] | None = None, agent_kind: list[str] | None = None,
+                 resume_state: bool = False, save_replay_buffer: bool = False,
+                 state_info: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.resume_state = bool(resume_state) and run_dir is not None
+        self.save_replay_buffer = bool(save_replay_buffer)
+        self.state_info = dict(state_info or {})
         self.learner = learner
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if config.trained_policies_save_path:
@@ -188,6 +201,8 @@ class RunRecorder:
         self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))}, episode=episode + 1)
         if self.run_dir is not None:
             self._write_history(self.run_dir / "history.csv")
+        if self.resume_state:
+            self.save_state()
         return row, stop
 
     def _log(self, scalars: Mapping[str, Any], step: int) -> None:
@@ -203,11 +218,16 @@ class RunRecorder:
             for k in r:
                 if k not in keys:
                     keys.append(k)
+        from .evaluation import neutralise_cell
+
         tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
+            w = csv.writer(f)
+            w.writerow([neutralise_cell(k) for k in keys])  # unit names are in column names
+            for r in self.history:
+                w.writerow([neutralise_cell(r.get(k, "")) for k in keys])
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     # ------------------------------------------------------------------ state
@@ -220,6 +240,78 @@ class RunRecorder:
         self.no_improve = int(sd["no_improve"])
         self.history = [dict(r) for r in sd["history"]]
 
+    def save_state(self) -> Path:
+        """Write ``RUN_DIR/state.pt`` atomically: the learner's state (counters,
+        generators, networks, optimizers), these books, the config, :attr:`state_info`
+        and, with :attr:`save_replay_buffer`, the replay buffer's contents. Called after
+        every episode (after ``policies/last``); ``train.py --resume`` continues from it."""
+        import tempfile
+
+        import torch
+
+        assert self.run_dir is not None
+        path = self.run_dir / STATE_NAME
+        state = {"format": _RUN_STATE_FORMAT, "episode": int(self.learner.episode), "config": self.config.to_dict(),
+                 "info": dict(self.state_info), "learner": self.learner.state_dict(), "recorder": self.state_dict(),
+                 "buffer": self.learner.buffer_state_dict() if self.save_replay_buffer else None}
+        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_NAME}.tmp-", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:
+            dfd = os.open(self.run_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+        return path
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :func:`read_run_state` state: the learner's state, the replay
+        buffer when it was saved, these books; then :meth:`guard_best`."""
+        self.learner.load_state_dict(state["learner"])
+        if state.get("buffer") is not None:
+            self.learner.load_buffer_state_dict(state["buffer"])
+        self.load_state_dict(state["recorder"])
+        self.guard_best()
+        if self.writer is not None:  # TensorBoard: drop what episodes after the state logged before the crash
+            from torch.utils.tensorboard import SummaryWriter
+
+            log_dir = self.writer.log_dir
+            self.writer.close()
+            self.writer = SummaryWriter(log_dir, purge_step=int(self.learner.episode))
+
+    def guard_best(self) -> list[str]:
+        """Raise :attr:`best` to the metrics recorded in the saved ``best`` /
+        ``best_profit`` / ``best_regret`` manifests, so that a resumed run only
+        replaces a saved best policy by a better one. Returns the names raised."""
+        from .checkpoint import CheckpointError, read_manifest
+
+        raised = []
+        for key, name, larger in POLICY_CRITERIA:
+            d = self.policy_dir(name)
+            if d is None or not (d / "manifest.json").exists():
+                continue
+            try:
+                value = float(((read_manifest(d).get("metrics") or {}).get(key)))
+            except (CheckpointError, TypeError, ValueError):
+                continue
+            if math.isfinite(value) and ((value > self.best[key]) if larger else (value < self.best[key])):
+                self.best[key] = value
+                raised.append(name)
+        return raised
+
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
@@ -228,6 +320,29 @@ class RunRecorder:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def read_run_state(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The resume state of a run folder (``RUN_DIR/state.pt``, loaded with
+    ``weights_only=True``: no code runs). Raises :class:`ResumeError` (one line) when it
+    is missing, unreadable or not a marketzoo run state."""
+    import torch
+
+    path = Path(run_dir) / STATE_NAME
+    if not path.is_file():
+        raise ResumeError(f"--resume {run_dir}: no {STATE_NAME} there (no episode completed, or not a run folder of "
+                          "this version); start a new run instead")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing line
+        raise ResumeError(f"--resume {run_dir}: {STATE_NAME} cannot be read ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); start a new run instead") from None
+    if not isinstance(state, dict) or state.get("format") != _RUN_STATE_FORMAT:
+        raise ResumeError(f"--resume {run_dir}: {STATE_NAME} is not a {_RUN_STATE_FORMAT} state")
+    missing = [k for k in ("episode", "config", "info", "learner", "recorder") if k not in state]
+    if missing:
+        raise ResumeError(f"--resume {run_dir}: {STATE_NAME} lacks {missing}")
+    return state
 
 
 def early_stop_message(config: LearningConfig, episode: int) -> str:
@@ -244,12 +359,21 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
+        evaluated = "best policy"
+    else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
+        best = recorder.policy_dir("last")
+        evaluated = "last policy: no evaluation ran during training, so no best policy was kept"
     ev = learner.evaluate(eval_core, scenario, analysis=analysis)
     result.final_eval = ev
     summary = run_summary(scenario, eval_core, ev, episodes=result.episodes, wall_time=result.wall_time,
                           stopped_early=result.stopped_early, best=result.best)
+    summary["evaluated_policy"] = evaluated
     summary.update(extra or {})
     out = recorder.run_dir
+    from .reference import add_equilibrium_reference  # equilibrium profits, verdict, distance, plot
+
+    add_equilibrium_reference(summary, scenario, learner.config, ev, echo=echo,
+                              plots_dir=out / "plots" if plots and out is not None else None)
     if out is not None:
         write_json_atomic(out / "summary.json", summary)
     print_run_summary(summary)
@@ -260,6 +384,6 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
         echo("plots: " + ", ".join(str(p) for p in paths))
     if out is not None:
         echo(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
-        if best is not None:
+        if best is not None and best.exists():
             echo(f"evaluate:    python train.py evaluate --policy {best}")
     return summary

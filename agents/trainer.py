@@ -49,13 +49,38 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
     return draw_seed()
 
 
-def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None) -> dict[str, Any]:
+def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
+                    evaluation: bool = False) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price`` and ``regret_scale`` unless given."""
+    ``max_bid_price`` and ``regret_scale`` and the episode options of
+    :func:`envs.episode_options` (training env, or with ``evaluation=True`` the
+    evaluation env: the held-out window when ``holdout_hours`` is set) unless given."""
+    from envs.episodes import episode_options
+
     opts = dict(env_options or {})
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
+    for k, v in episode_options(config, evaluation=evaluation).items():
+        opts.setdefault(k, v)
     return opts
+
+
+def analysis_allowed(config: LearningConfig, n_agents: int, *, echo=print) -> bool:
+    """Whether the per-evaluation best-response analysis runs: up to ``analysis_max_agents``
+    learning agents; above, one note says it is skipped (it grows fast with the agents)."""
+    if n_agents <= config.analysis_max_agents:
+        return True
+    echo(f"note: {n_agents} learning agents > analysis_max_agents ({config.analysis_max_agents}): the best-response "
+         "analysis of the evaluations is skipped (train.py --force-analysis runs the final one)")
+    return False
+
+
+def scenario_info(scenario: Scenario, config: LearningConfig) -> dict[str, Any]:
+    """What every checkpoint manifest records about the run's market: the scenario, its
+    learning units (so ``train.py evaluate`` rebuilds the same agents, also those made to
+    learn with ``--learning-units``) and the held-out hours (evaluated by ``evaluate``)."""
+    return {"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source,
+            "learning_units": [name for _, name in scenario.learning_units], "holdout_hours": config.holdout_hours}
 
 
 class Trainer:
@@ -73,6 +98,15 @@ class Trainer:
         progress: show a tqdm progress bar.
         tensorboard: write TensorBoard scalars to ``run_dir/tb``.
         analysis: run the best-response analysis at every evaluation.
+        resume: a run state from :func:`agents.recorder.read_run_state` to continue from
+            (episode counter, generators, networks, optimizers, history, best values and,
+            when saved, the replay buffer); no warm start is applied on top.
+        save_replay_buffer: also write the replay buffer into ``RUN_DIR/state.pt``.
+        state_info: facts stored in ``state.pt`` for ``train.py --resume`` (scenario,
+            study case).
+
+    With a ``run_dir`` the run state is written to ``RUN_DIR/state.pt`` (atomically)
+    after every episode, after ``policies/last``.
 
     ``continue_learning`` loads ``trained_policies_load_path`` (else
     ``trained_policies_save_path``) into the fresh learner: a warm start (networks and
@@ -83,30 +117,42 @@ class Trainer:
 
     def __init__(self, scenario: Scenario, config: LearningConfig, *, run_dir: str | os.PathLike | None = None,
                  seed: int | None = None, env_options: dict[str, Any] | None = None, progress: bool = True,
-                 tensorboard: bool = True, analysis: bool = True) -> None:
+                 tensorboard: bool = True, analysis: bool = True, resume: dict[str, Any] | None = None,
+                 save_replay_buffer: bool = False, state_info: dict[str, Any] | None = None) -> None:
         self.scenario = scenario
         self.seed = resolve_seed(seed, config, scenario)
         self.config = cfg = config.with_overrides({"seed": self.seed}) if config.seed != self.seed else config
         configure_torch_threads(cfg)
-        opts = env_options_for(cfg, env_options)
-        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **opts)
-        self.eval_core = MarketCore(scenario, num_envs=1, **opts)
+        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options))
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
         self.eval_core.recording = True
         core = self.core
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         self.agents = list(core.agents)
         self.n = core.n
-        self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed)
+        from .learner import replay_capacity
+        from .resources import check_training_memory, estimate_for_config
+
+        max_transitions = cfg.training_episodes * core.max_cycles * core.B  # the buffer is no larger (replay_capacity)
+        device = cfg.resolved_device()  # a ConfigError for cuda without a GPU, before anything is allocated
+        sized = cfg.with_overrides({"replay_buffer_size": replay_capacity(cfg, max_transitions)})
+        check_training_memory(estimate_for_config(sized, core.n, core.obs_dim, core.act_dims.tolist()), device)
+        self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed,
+                               device=device, max_transitions=max_transitions)
         self.device = self.learner.device
         self.progress = progress
-        self.analysis = analysis
+        self.analysis = analysis and analysis_allowed(cfg, self.n)
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
-            scenario_info={"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source},
-            agent_kind=list(core.agent_kind),
+            scenario_info=scenario_info(scenario, cfg),
+            agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
+            save_replay_buffer=save_replay_buffer, state_info=state_info,
         )
+        if resume is not None:  # continue an interrupted run (RUN_DIR/state.pt): no warm start on top
+            self.recorder.restore(resume)
+            return
         path = policy_load_path(cfg)
         if path is not None:  # continue_learning (warm start) or learning_mode: false (fixed policies)
             self.learner.load(path, load_optimizers=cfg.learning_mode)
@@ -203,10 +249,12 @@ class Trainer:
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
-    def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """:func:`agents.recorder.finish_run` for this trainer."""
-        return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result, analysis=self.analysis,
-                          plots=plots, extra=extra)
+    def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None,
+               force_analysis: bool = False) -> dict[str, Any]:
+        """:func:`agents.recorder.finish_run` for this trainer (``force_analysis``: the final
+        best-response analysis even above ``analysis_max_agents``)."""
+        return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
+                          analysis=self.analysis or force_analysis, plots=plots, extra=extra)
 
     def close(self) -> None:
         self.recorder.close()
@@ -232,7 +280,7 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     opts = dict(env_options or {})
     if info.get("foresight"):
         opts.setdefault("foresight", info["foresight"])
-    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts))
+    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))
     learner = Learner(cfg, list(core.agents), core.obs_dim, core.act_dims.tolist(), num_envs=1, seed=run_seed)

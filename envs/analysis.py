@@ -1004,8 +1004,8 @@ def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05) -> str:
     if rel <= threshold:
         return f"near equilibrium: no agent can gain more than {100 * rel:.1f} % by deviating alone"
     k = ex.agents.index(agent)
-    return (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR ({100 * rel:.1f} % of its "
-            f"best-response profit) by deviating alone")
+    return (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR by deviating alone (it earns "
+            f"{ex.recorded_profit[k]:,.0f} EUR, {ex.best_response_profit[k]:,.0f} EUR with its best response)")
 
 
 def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:

@@ -745,7 +745,9 @@ class MarketCore:
             fast = self._fast_step = FastStep(self)
         if fast.supported():
             fo = fast.step(actions[0].tolist(), None if active is None else active.tolist())
-            return fo.to_outcome(self), fo.obs[None]
+            # reshape, not [None]: a 0 stride on the copy axis sends torch to another matmul
+            # kernel (last-bit differences in the actions) -- the same strides as observe()
+            return fo.to_outcome(self), fo.obs.reshape((1,) + fo.obs.shape)
         out = self.step(actions, active)
         return out, self.observe()
 

@@ -89,6 +89,13 @@ def test_defaults():
         seed=None,
         num_envs=1,
         torch_threads=None,
+        episode_hours=None,
+        random_start=False,
+        demand_noise=0.0,
+        availability_noise=0.0,
+        holdout_hours=None,
+        analysis_max_agents=40,
+        equilibrium_reference=True,
     )
     assert cfg.to_dict() == expected
     assert cfg.unknown_keys == ()
@@ -295,6 +302,13 @@ def test_gradient_steps_refused(bad):
         ("trained_policies_save_path", 5, "path"),
         ("noise_dt", 0, "> 0"),
         ("policy_delay", 0, ">= 1"),
+        ("episode_hours", 0, ">= 1"),
+        ("holdout_hours", -5, ">= 1"),
+        ("demand_noise", 1.5, "[0, 1]"),
+        ("availability_noise", -0.1, "[0, 1]"),
+        ("random_start", "sometimes", "boolean"),
+        ("analysis_max_agents", -1, ">= 0"),
+        ("equilibrium_reference", 3, "boolean"),
     ],
 )
 def test_wrong_values_name_source_key_value_and_allowed(key, value, allowed):
@@ -473,6 +487,13 @@ def _non_default():
         seed=123,
         num_envs=8,
         torch_threads=2,
+        episode_hours=168,
+        random_start=True,
+        demand_noise=0.05,
+        availability_noise=0.02,
+        holdout_hours=168,
+        analysis_max_agents=10,
+        equilibrium_reference=False,
     )
 
 

@@ -152,8 +152,11 @@ def assert_same_run_folder(a, b):
     tensor by tensor, TensorBoard scalar by scalar."""
     import pandas as pd
 
-    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file() and "tb" not in p.parts)
-    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and "tb" not in p.parts)
+    # state.pt: the plain loop's resume state (train.py --resume); the mango runtime writes none
+    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*")
+                     if p.is_file() and "tb" not in p.parts and p.name != "state.pt")
+    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*")
+                     if p.is_file() and "tb" not in p.parts and p.name != "state.pt")
     assert files_a == files_b
     assert {"config.yaml", "history.csv", "summary.json", "policies/best/manifest.json",
             "policies/last/manifest.json"} <= set(files_a)

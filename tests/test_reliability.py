@@ -5,6 +5,13 @@ Classes covered here: checkpoint names that collide (2), a crash inside the chec
 swap (3), numbers that are not finite or out of bounds where they enter (5, env side),
 checkpoints validated as data (6), messages for bad actions, seeds, JSON and CSV outputs
 and the memory estimate (8).
+
+Phase 2 (below the marker "phase 2"): run folders that are unique, refused when taken and
+locked against a second writer, with a concurrent-runs test (1); true resume from
+RUN_DIR/state.pt, bit-identical after SIGKILL (4); every CLI and ``--set`` number checked
+where it enters (5, CLI side); mango agents that survive hostile meta and a run that
+stops at once when an inbox loop ends anyway (7); one-line user errors with exit 2 from
+train.py and evaluate (8, CLI side).
 """
 
 from __future__ import annotations
@@ -690,3 +697,681 @@ def test_memory_estimate_from_a_learning_config_and_device_split():
     assert check_training_memory(est, "cuda:0", host_available=10**15, device_available=10**15) is est
     with pytest.raises(ResourceError, match=r"^training needs"):
         check_training_memory(est, "cpu", host_available=64 * 1024**3)
+
+
+# =========================================================================== phase 2: run folders,
+# true resume, CLI numbers and messages (classes 1, 4, 5, 8 on the train.py side)
+
+import signal  # noqa: E402
+import train as train_cli  # noqa: E402
+from agents.recorder import STATE_NAME, ResumeError, RunRecorder, read_run_state  # noqa: E402
+from agents.rundir import LOCK_NAME, RunDirError, RunLock, claim_run_dir, default_run_dir  # noqa: E402
+
+_TIMING = {"wall_time", "train/sim_seconds", "train/update_seconds", "train/sps"}
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    """Run train.py's main in-process; returns (exit code, stderr)."""
+    try:
+        rc = train_cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def assert_one_line(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "Warning" not in ln]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def history_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in _TIMING} for r in csv.DictReader(f)]
+
+
+def tiny_config(**over):
+    from agents.config import LearningConfig
+
+    sc = load_scenario("tiny")
+    return sc, LearningConfig.from_dict(sc.learning_config).with_overrides(over)
+
+
+# --------------------------------------------------------------------------- class 1: run folders
+
+
+def test_default_run_folders_of_the_same_second_differ(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
+    dirs = [default_run_dir("tiny", tmp_path) for _ in range(3)]
+    assert [d.name for d in dirs] == ["tiny-20260101-000000", "tiny-20260101-000000-2", "tiny-20260101-000000-3"]
+    assert all(d.is_dir() for d in dirs)
+
+
+def test_existing_run_folder_is_refused_without_resume_or_overwrite(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.csv").write_text("episode\n0\n")
+    with pytest.raises(RunDirError, match="already holds a run.*--resume.*--overwrite"):
+        claim_run_dir(out)
+    assert (out / "history.csv").read_text() == "episode\n0\n"  # untouched
+
+
+def test_overwrite_empties_the_folder_and_resume_keeps_it(tmp_path):
+    out = tmp_path / "run"
+    (out / "policies" / "best").mkdir(parents=True)
+    (out / "history.csv").write_text("x")
+    path, lock = claim_run_dir(out, resume=True)
+    assert (out / "history.csv").exists()
+    lock.release()
+    path, lock = claim_run_dir(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    lock.release()
+
+
+def test_empty_existing_folder_is_accepted(tmp_path):
+    path, lock = claim_run_dir(tmp_path / "new")
+    assert path.is_dir() and lock.held
+    lock.release()
+
+
+def test_lock_refuses_a_second_writer_naming_the_pid(tmp_path):
+    first = RunLock(tmp_path).acquire()
+    with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    with pytest.raises(RunDirError, match="in use"):
+        claim_run_dir(tmp_path, resume=True)
+    first.release()
+    RunLock(tmp_path).acquire().release()
+
+
+def test_lock_of_a_killed_process_is_stale_and_taken_over(tmp_path):
+    code = f"from agents.rundir import RunLock; RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); " \
+           "import time; time.sleep(60)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=f"process {p.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        p.kill()
+        p.wait()
+    assert (tmp_path / LOCK_NAME).exists()  # left behind by kill -9
+    lock = RunLock(tmp_path).acquire()  # the kernel dropped the flock: not stale for us
+    assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    lock.release()
+
+
+@pytest.mark.parametrize("target", ["file", "file/sub"])
+def test_bad_out_targets_are_one_line(tmp_path, capsys, target):
+    (tmp_path / "file").write_text("not a folder")
+    rc, err = cli(capsys, "--scenario", "tiny", "--out", tmp_path / target, "--quiet")
+    assert_one_line(rc, err, "--out")
+
+
+def test_train_refuses_an_existing_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("keep: me\n")
+    rc, err = cli(capsys, "--scenario", "tiny", "--episodes", "1", "--out", out, "--quiet", "--no-plots")
+    assert_one_line(rc, err, "already holds a run")
+    assert (out / "config.yaml").read_text() == "keep: me\n"
+
+
+def test_resume_never_replaces_a_better_saved_best(tmp_path):
+    from agents.learner import Learner
+
+    sc, cfg = tiny_config(seed=1, actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    learner = Learner(cfg, ["a"], 8, [1])
+    rec = RunRecorder(cfg, learner, run_dir=tmp_path, tensorboard=False)
+    rec.save("best", {"reward": 10.0, "profit": 5.0, "regret": 1.0})
+    fresh = RunRecorder(cfg, learner, run_dir=tmp_path, tensorboard=False)  # e.g. state.pt older than best
+    assert fresh.guard_best() == ["best"]  # only "best" was saved
+    assert fresh.best["reward"] == 10.0
+    saved = fresh.compare_and_save_policies({"reward": 5.0, "profit": 1.0, "regret": 9.0})
+    assert "best" not in saved and "best_profit" in saved
+    assert fresh.compare_and_save_policies({"reward": 11.0, "profit": 0.0, "regret": 99.0}) == ["best"]
+    fresh.best["reward"] = 10.0  # back, to check the file below kept the better one before
+    assert read_manifest(tmp_path / "policies" / "best")["metrics"]["reward"] == 11.0
+
+
+@pytest.mark.slow
+def test_concurrent_runs_never_share_a_folder(tmp_path):
+    """Two runs on one --out at once: one trains, the other is refused (exit 2). Two runs
+    with the default folder at once: two folders."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--episodes", "2", "--quiet", "--no-plots",
+            "--seed", "1"]
+    procs = [subprocess.Popen(base + ["--out", str(tmp_path / "same")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs += [subprocess.Popen(base, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    res = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    same = sorted(rc for rc, _ in res[:2])
+    assert same == [0, 2], res[:2]
+    refused = [err for rc, err in res[:2] if rc == 2][0]
+    assert "in use by process" in refused or "already holds a run" in refused
+    assert len(history_rows(tmp_path / "same" / "history.csv")) == 2
+    assert [rc for rc, _ in res[2:]] == [0, 0], res[2:]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(len(history_rows(r / "history.csv")) == 2 for r in runs)
+
+
+# --------------------------------------------------------------------------- class 4: true resume
+
+
+def _interrupt_after(trainer, k: int) -> None:
+    orig = trainer.recorder.record_episode
+
+    def record(ep, *a, **kw):
+        out = orig(ep, *a, **kw)
+        if ep == k - 1:
+            raise KeyboardInterrupt
+        return out
+
+    trainer.recorder.record_episode = record
+
+
+def test_resume_in_process_is_bit_identical(tmp_path):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=4, seed=5, episodes_collecting_initial_experience=1)
+    kw = dict(progress=False, tensorboard=False, analysis=False, save_replay_buffer=True)
+    full = Trainer(sc, cfg, run_dir=tmp_path / "full", **kw)
+    full.train()
+    cut = Trainer(sc, cfg, run_dir=tmp_path / "cut", **kw)
+    _interrupt_after(cut, 2)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    state = read_run_state(tmp_path / "cut")
+    assert state["episode"] == 2 and state["buffer"] is not None
+    resumed = Trainer(sc, cfg, run_dir=tmp_path / "cut", resume=state, **kw)
+    assert resumed.episode == 2 and resumed.learner.n_updates == cut.learner.n_updates > 0
+    resumed.train()
+    a, b = full.learner.algo.state_dict(), resumed.learner.algo.state_dict()
+    for key in ("actor", "critic", "actor_target", "critic_target"):
+        assert all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
+    assert history_rows(tmp_path / "full" / "history.csv") == history_rows(tmp_path / "cut" / "history.csv")
+    assert len(history_rows(tmp_path / "cut" / "history.csv")) == 4
+
+
+def test_resume_without_the_buffer_continues_counters_and_generators(tmp_path):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=3, seed=2)
+    t = Trainer(sc, cfg, run_dir=tmp_path, progress=False, tensorboard=False, analysis=False)
+    _interrupt_after(t, 1)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    state = read_run_state(tmp_path)
+    assert state["buffer"] is None and state["episode"] == 1
+    r = Trainer(sc, cfg, run_dir=tmp_path, progress=False, tensorboard=False, analysis=False, resume=state)
+    assert r.episode == 1 and r.buffer.size() == 0
+    assert r.learner.generators.env.bit_generator.state == t.learner.generators.env.bit_generator.state
+    assert torch.equal(r.learner.algo.state_dict()["actor"][0], t.learner.algo.state_dict()["actor"][0])
+
+
+def test_run_state_is_written_atomically_after_every_episode(tmp_path):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=2, seed=2)
+    t = Trainer(sc, cfg, run_dir=tmp_path, progress=False, tensorboard=False, analysis=False)
+    seen = []
+    orig = t.recorder.save_state
+    t.recorder.save_state = lambda: seen.append(t.learner.episode) or orig()
+    t.train()
+    assert seen == [1, 2]
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+    assert read_run_state(tmp_path)["episode"] == 2
+
+
+def test_read_run_state_refuses_missing_corrupt_and_foreign_files(tmp_path):
+    with pytest.raises(ResumeError, match="no state.pt"):
+        read_run_state(tmp_path)
+    (tmp_path / STATE_NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(ResumeError, match="cannot be read"):
+        read_run_state(tmp_path)
+    torch.save({"format": "other"}, tmp_path / STATE_NAME)
+    with pytest.raises(ResumeError, match="not a marketzoo.run-state"):
+        read_run_state(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_run_state_with_a_pickle_payload_runs_no_code(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    with open(tmp_path / STATE_NAME, "wb") as f:
+        pickle.dump({"format": "marketzoo.run-state/1", "x": Boom()}, f)
+    with pytest.raises(ResumeError, match="cannot be read"):
+        read_run_state(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--set", "batch_size=8"], "drop --set"),
+    (["--seed", "3"], "drop --seed"),
+    (["--runtime", "mango"], "--runtime loop only"),
+])
+def test_resume_refuses_changed_options(tmp_path, capsys, extra, needle):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=2, seed=2)
+    t = Trainer(sc, cfg, run_dir=tmp_path, progress=False, tensorboard=False, analysis=False,
+                state_info={"scenario": "tiny", "study_case": "base"})
+    _interrupt_after(t, 1)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    rc, err = cli(capsys, "--resume", tmp_path, *extra)
+    assert_one_line(rc, err, needle)
+
+
+def test_resume_of_a_folder_without_state_or_a_finished_run(tmp_path, capsys):
+    rc, err = cli(capsys, "--resume", tmp_path / "nope")
+    assert_one_line(rc, err, "no state.pt")
+    rc, err = cli(capsys, "--resume", tmp_path)
+    assert_one_line(rc, err, "no state.pt")
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=1, seed=2)
+    Trainer(sc, cfg, run_dir=tmp_path, progress=False, tensorboard=False, analysis=False,
+            state_info={"scenario": "tiny", "study_case": "base"}).train()
+    rc, err = cli(capsys, "--resume", tmp_path)
+    assert_one_line(rc, err, "already completed 1 of 1", "--episodes")
+
+
+def test_continue_learning_needs_a_path_and_a_shared_agent(tmp_path, capsys):
+    rc, err = cli(capsys, "--scenario", "tiny", "--set", "continue_learning=true", "--out", tmp_path / "a")
+    assert_one_line(rc, err, "continue_learning")
+    core_sc, cfg = tiny_config()
+    from envs import MarketCore
+
+    core = MarketCore(core_sc, num_envs=1)
+    algo = MATD3(1, core.obs_dim, core.act_dims.tolist(), 2, actor_hidden_sizes=cfg.actor_hidden_sizes,
+                 critic_hidden_sizes=cfg.critic_hidden_sizes)
+    save_checkpoint(tmp_path / "other", algo, ["someone_else"])
+    rc, err = cli(capsys, "--scenario", "tiny", "--set", "continue_learning=true", "--set",
+                  f"trained_policies_load_path={tmp_path / 'other'}", "--out", tmp_path / "b", "--quiet", "--no-plots")
+    assert_one_line(rc, err, "shares no agent")
+    rc, err = cli(capsys, "--scenario", "tiny", "--set", "continue_learning=true", "--set",
+                  f"trained_policies_load_path={tmp_path / 'missing'}", "--out", tmp_path / "c", "--quiet")
+    assert_one_line(rc, err, "missing")
+
+
+@pytest.mark.slow
+def test_sigkill_after_episode_k_and_resume_is_bit_identical(tmp_path):
+    """An uninterrupted run and a run killed with SIGKILL mid-run and resumed end with
+    bit-identical weights and identical history.csv rows (wall times aside)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    n = 8
+    base = [sys.executable, str(ROOT / "train.py"), "--scenario", "tiny", "--episodes", str(n), "--seed", "7",
+            "--quiet", "--no-plots", "--save-replay-buffer", "--set", "validation_episodes_interval=1"]
+    full = tmp_path / "full"
+    r = subprocess.run(base + ["--out", str(full)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cut = tmp_path / "cut"
+    p = subprocess.Popen(base + ["--out", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed_at = None
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        if (cut / STATE_NAME).exists():
+            try:
+                ep = read_run_state(cut)["episode"]
+            except ResumeError:
+                ep = 0
+            if ep >= 2:
+                p.send_signal(signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.01)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    k = read_run_state(cut)["episode"]
+    assert 2 <= k < n and killed_at is not None
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(cut), "--quiet", "--no-plots"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"after episode {k}" in r.stdout
+    assert history_rows(full / "history.csv") == history_rows(cut / "history.csv")
+    assert len(history_rows(cut / "history.csv")) == n
+    for name in ("last", "best"):
+        _, a = ckpt.load_actor_files(full / "policies" / name)
+        _, b = ckpt.load_actor_files(cut / "policies" / name)
+        for agent in a:
+            for key in a[agent]["actor"]:
+                assert torch.equal(a[agent]["actor"][key], b[agent]["actor"][key]), (name, agent, key)
+    sa = read_run_state(full)["learner"]["algo"]
+    sb = read_run_state(cut)["learner"]["algo"]
+    assert all(torch.equal(x, y) for x, y in zip(sa["critic"], sb["critic"]))
+    assert sa["actor_optimizer"]["state"][0]["exp_avg"].equal(sb["actor_optimizer"]["state"][0]["exp_avg"])
+
+
+# --------------------------------------------------------------------------- class 5: CLI numbers
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--episodes", "1e30"], "--episodes"),
+    (["--episodes", "100000000000"], "--episodes"),
+    (["--episodes", "0"], "--episodes"),
+    (["--episodes", "-5"], "--episodes"),
+    (["--episodes", "nan"], "--episodes"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "99999999999999999999999"], "--seed"),
+    (["--containers", "0"], "--containers"),
+    (["--mango-port", "70000"], "--mango-port"),
+    (["--set", "torch_threads=100000"], "torch_threads"),
+    (["--set", "training_episodes=1e30"], "training_episodes"),
+    (["--set", "learning_rate=nan"], "learning_rate"),
+    (["--set", "gamma=inf"], "gamma"),
+    (["--set", "batch_size=-1"], "batch_size"),
+    (["--set", "num_envs=1000000000"], "num_envs"),
+    (["--set", "replay_buffer_size=1e300"], "replay_buffer_size"),
+    (["--set", "actor_hidden_sizes=[10000000]"], "actor_hidden_sizes"),
+    (["--set", "seed=-3"], "seed"),
+])
+def test_cli_numbers_are_checked_where_they_enter(tmp_path, capsys, argv, needle):
+    rc, err = cli(capsys, "--scenario", "tiny", "--out", tmp_path / "run", *argv)
+    assert_one_line(rc, err, needle)
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("runtime", ["loop", "mango"])
+def test_memory_estimate_refuses_huge_networks_before_allocation(tmp_path, capsys, runtime):
+    rc, err = cli(capsys, "--scenario", "tiny", "--out", tmp_path / "run", "--quiet", "--runtime", runtime,
+                  "--set", "actor_hidden_sizes=[300000,300000]", "--set", "critic_hidden_sizes=[300000,300000]")
+    assert_one_line(rc, err, "reduce")
+
+
+def test_summary_json_is_strict_and_history_is_neutralised(tmp_path):
+    from agents.evaluation import write_json_atomic
+    from agents.learner import Learner
+
+    write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.0]})
+    text = (tmp_path / "s.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
+    assert data == {"a": None, "b": [None, 1.0]}
+    sc, cfg = tiny_config(actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    rec = RunRecorder(cfg, Learner(cfg, ["=cmd|' /C calc'!A0"], 8, [1]), run_dir=tmp_path, tensorboard=False)
+    rec.history = [{"episode": 0, "=SUM(A1)": 1.5, "saved": "+best"}]
+    rec._write_history(tmp_path / "history.csv")
+    rows = list(csv.reader(open(tmp_path / "history.csv", newline="")))
+    assert rows[0] == ["episode", "'=SUM(A1)", "saved"]
+    assert rows[1] == ["0", "1.5", "'+best"]
+
+
+# --------------------------------------------------------------------------- class 8: CLI messages
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    rc, err = cli(capsys, "--scenario", "tiny", "--device", "cuda", "--out", tmp_path / "r")
+    assert_one_line(rc, err, "CUDA is not available")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("runtime", ["loop", "mango"])
+def test_no_learning_units_is_one_line(tmp_path, capsys, runtime):
+    scen = tmp_path / "norl"
+    shutil.copytree(BUILTIN_DIR / "tiny", scen)
+    pp = scen / "powerplant_units.csv"
+    pp.write_text(pp.read_text().replace("powerplant_energy_learning", "powerplant_energy_naive"))
+    rc, err = cli(capsys, "--scenario", scen, "--out", tmp_path / "r", "--quiet", "--no-plots", "--runtime", runtime)
+    assert_one_line(rc, err, "no learning units")
+
+
+def test_bad_checkpoint_on_the_continue_path_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "ckpt"
+    bad.mkdir()
+    (bad / "manifest.json").write_text('{"agents": "oops"}')
+    rc, err = cli(capsys, "--scenario", "tiny", "--set", "continue_learning=true", "--set",
+                  f"trained_policies_load_path={bad}", "--out", tmp_path / "r", "--quiet")
+    assert_one_line(rc, err)
+
+
+def test_evaluate_bad_paths_are_one_line(tmp_path, capsys):
+    rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "none")
+    assert_one_line(rc, err)
+    (tmp_path / "file").write_text("x")
+    rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "none", "--out", tmp_path / "file")
+    assert_one_line(rc, err, "is a file")
+    rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "none", "--json", tmp_path)
+    assert_one_line(rc, err, "is a folder")
+
+
+# --------------------------------------------------------------------------- class 7: mango hostile messages
+
+OBS_M = 38
+
+
+def _mango_unit_and_peer(container):
+    from mango import Agent
+
+    from agents.mango.agents import UnitAgent
+    from agents.mango.protocol import UnitSpec
+
+    class Peer(Agent):
+        def __init__(self):
+            super().__init__()
+            self.received = []
+
+        def handle_message(self, content, meta):
+            self.received.append(content)
+
+    unit = container.register(UnitAgent(UnitSpec("plant_a", 0, 2, OBS_M, 2, 2, 1, [8], [8], 0.1, 3)), "plant_a")
+    return unit, container.register(Peer(), "market")
+
+
+def _observation():
+    from agents.mango.protocol import MARKET
+
+    return {"context": MARKET, "type": "observation", "episode": 0, "hour": 0, "mode": "train", "noise_scale": 1.0,
+            "obs": np.zeros((1, OBS_M), dtype=np.float32)}
+
+
+@pytest.mark.parametrize("meta", [{"tracking_id": [1, 2], "reply": True}, {"tracking_id": {"a": 1}},
+                                  {"conversation_id": ["x"]}, {"conversation_id": {"k": []}}])
+def test_hostile_meta_does_not_stop_a_unit_agents_inbox(meta):
+    import asyncio
+
+    from mango import ExternalClock, activate, create_ec_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    async def main():
+        c = guard_container(create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world"))
+        unit, peer = _mango_unit_and_peer(c)
+        async with activate(c):
+            await peer.send_message(_observation(), unit.addr, **meta)
+            await peer.send_message(_observation(), unit.addr)
+            await asyncio.wait_for(tasks_complete_or_sleeping(c), 20)
+            assert dead_inbox_loops(c) == []
+        return unit, peer
+
+    unit, peer = asyncio.run(main())
+    assert unit.hostile_messages == 1
+    assert [m["type"] for m in peer.received] == ["bid"]  # the good message after it was answered
+
+
+def test_without_the_guard_mango_loses_the_inbox_loop_and_we_see_it():
+    """The failure the guard prevents (mango 2.4): the loop ends; dead_inbox_loops names it."""
+    import asyncio
+
+    from mango import ExternalClock, activate, create_ec_container
+
+    from agents.mango.protocol import dead_inbox_loops, make_codec
+
+    async def main():
+        c = create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world")
+        unit, peer = _mango_unit_and_peer(c)
+        async with activate(c):
+            await peer.send_message(_observation(), unit.addr, conversation_id=["x"])
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if dead_inbox_loops(c):
+                    break
+            return dead_inbox_loops(c)
+
+    assert asyncio.run(main()) == ["plant_a"]
+
+
+def test_a_raising_dispatch_is_logged_and_the_loop_survives(caplog):
+    import asyncio
+
+    from mango import Agent, ExternalClock, activate, create_ec_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    class Fragile(Agent):
+        seen = 0
+
+        def handle_message(self, content, meta):
+            if content == "boom":
+                raise RuntimeError("boom")
+            Fragile.seen += 1
+
+    async def main():
+        c = guard_container(create_ec_container(codec=make_codec(), clock=ExternalClock(0), addr="world"))
+        a = c.register(Fragile(), "fragile")
+        b = c.register(Fragile(), "other")
+        async with activate(c):
+            await b.send_message("boom", a.addr)
+            await b.send_message("fine", a.addr)
+            await asyncio.wait_for(tasks_complete_or_sleeping(c), 20)
+            assert dead_inbox_loops(c) == []
+        return a
+
+    a = asyncio.run(main())
+    assert Fragile.seen == 1 and a.hostile_messages == 1
+    assert any("dispatch raised RuntimeError: boom" in r.message for r in caplog.records)
+
+
+def test_hostile_meta_over_tcp_is_dropped_at_the_container():
+    import asyncio
+
+    from mango import ExternalClock, activate, create_tcp_container
+    from mango.util.termination_detection import tasks_complete_or_sleeping
+
+    from agents.mango.protocol import dead_inbox_loops, guard_container, make_codec
+
+    async def main():
+        c1 = guard_container(create_tcp_container(("127.0.0.1", 0), codec=make_codec(), clock=ExternalClock(0),
+                                                  auto_port=True))
+        c2 = create_tcp_container(("127.0.0.1", 0), codec=make_codec(), clock=ExternalClock(0), auto_port=True)
+        unit, _ = _mango_unit_and_peer(c1)
+        _, peer = _mango_unit_and_peer(c2)
+        async with activate(c1, c2):
+            from mango import AgentAddress
+
+            target = AgentAddress(tuple(c1.addr), "plant_a")
+            await peer.send_message(_observation(), target, tracking_id=[1], reply=True)
+            await peer.send_message(_observation(), target)
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if peer.received:
+                    break
+            await asyncio.wait_for(tasks_complete_or_sleeping(c1), 20)
+            assert dead_inbox_loops(c1) == []
+        return c1, peer
+
+    c1, peer = asyncio.run(main())
+    assert c1.hostile_messages == 1
+    assert [m["type"] for m in peer.received] == ["bid"]
+
+
+def test_meta_problem_names_the_key():
+    from agents.mango.protocol import meta_problem
+
+    assert meta_problem({"tracking_id": "abc", "conversation_id": None}) is None
+    assert "tracking_id" in meta_problem({"tracking_id": [1]})
+    assert "conversation_id" in meta_problem({"conversation_id": {"a": 1}})
+    assert "not a dict" in meta_problem(None)
+    from mango import Agent
+
+    assert callable(getattr(Agent, "_dispatch_message", None)), "mango changed: guard_agent needs a new hook"
+
+
+def test_a_dead_inbox_loop_fails_the_mango_run_at_once(monkeypatch):
+    """If an inbox loop ends anyway, the run stops within a second or two with an error
+    naming the agent, not after the 60 s bid timeout."""
+    from mango import Agent
+
+    from agents.config import LearningConfig
+    from agents.mango import runtime
+    from agents.mango.agents import UnitAgent
+
+    monkeypatch.setattr(runtime, "guard_container", lambda c: c)  # as if the guard were missing
+    calls = {"n": 0}
+    original = Agent._dispatch_message
+
+    def dying(self, content, meta):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise TypeError("unhashable type: 'list'")  # what mango raises for a list tracking_id
+        return original(self, content, meta)
+
+    monkeypatch.setattr(UnitAgent, "_dispatch_message", dying)
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        {"training_episodes": 3, "actor_hidden_sizes": [8], "critic_hidden_sizes": [8]})
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="inbox loop of agent\\(s\\) learner_1|inbox loop of agent\\(s\\) "):
+        runtime.train_mango(sc, cfg, analysis=False, tensorboard=False,
+                            timeouts=runtime.Timeouts(bids=60, acks=60, step=60))
+    assert time.monotonic() - t0 < 30
+    assert calls["n"] >= 30
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=1, seed=2, actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    Trainer(sc, cfg, run_dir=tmp_path / "run", progress=False, tensorboard=False, analysis=False).train()
+    rc, err = cli(capsys, "evaluate", "--policy", tmp_path / "run" / "policies" / "last", "--device", "cuda",
+                  "--out", tmp_path / "ev")
+    assert_one_line(rc, err, "CUDA is not available")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_resume_purges_tensorboard_steps_logged_after_the_state(tmp_path):
+    """Killed after episode 2 logged but before its state.pt: the resumed run logs episode 2
+    again, and TensorBoard keeps one value per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents.trainer import Trainer
+
+    sc, cfg = tiny_config(training_episodes=4, seed=5, actor_hidden_sizes=[8], critic_hidden_sizes=[8])
+    t = Trainer(sc, cfg, run_dir=tmp_path, progress=False, analysis=False)
+    orig = t.recorder.record_episode
+
+    def record(ep, *a, **kw):
+        out = orig(ep, *a, **kw)
+        if ep == 1:
+            shutil.copy(tmp_path / STATE_NAME, tmp_path / "keep.pt")
+        if ep == 2:
+            t.recorder.flush()
+            raise KeyboardInterrupt
+        return out
+
+    t.recorder.record_episode = record
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    t.close()
+    shutil.move(tmp_path / "keep.pt", tmp_path / STATE_NAME)
+    state = read_run_state(tmp_path)
+    assert state["episode"] == 2
+    r = Trainer(sc, cfg, run_dir=tmp_path, progress=False, analysis=False, resume=state)
+    r.train()
+    r.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/reward")] == [0, 1, 2, 3]
+    assert [int(row["episode"]) for row in history_rows(tmp_path / "history.csv")] == [0, 1, 2, 3]

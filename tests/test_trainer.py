@@ -434,6 +434,13 @@ KEY_TESTS = {
     "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
     "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
     "torch_threads": "test_every_key_reaches_the_object_it_configures",
+    "episode_hours": "tests/test_wiring.py::test_training_never_touches_the_held_out_hours_and_evaluation_runs_exactly_them",
+    "random_start": "tests/test_wiring.py::test_training_never_touches_the_held_out_hours_and_evaluation_runs_exactly_them",
+    "demand_noise": "tests/test_wiring.py::test_training_never_touches_the_held_out_hours_and_evaluation_runs_exactly_them",
+    "availability_noise": "tests/test_wiring.py::test_training_never_touches_the_held_out_hours_and_evaluation_runs_exactly_them",
+    "holdout_hours": "tests/test_wiring.py::test_training_never_touches_the_held_out_hours_and_evaluation_runs_exactly_them",
+    "analysis_max_agents": "tests/test_wiring.py::test_analysis_skipped_above_analysis_max_agents",
+    "equilibrium_reference": "tests/test_wiring.py::test_final_summary_names_equilibrium_profits",
 }
 
 
@@ -453,7 +460,7 @@ def test_every_key_reaches_the_object_it_configures():
     extra = [
         "max_bid_price=250", "learning_rate=0.004", "learning_rate_schedule=linear", "training_episodes=4",
         "batch_size=8", "gamma=0.5", "noise_sigma=0.3", "validation_episodes_interval=2", "tau=0.2",
-        "policy_delay=3", "target_policy_noise=0.4", "target_noise_clip=0.1", "replay_buffer_size=640",
+        "policy_delay=3", "target_policy_noise=0.4", "target_noise_clip=0.1", "replay_buffer_size=160",
         "max_grad_norm=0.7", "actor_preactivation_penalty=0.05", "torch_threads=1",
     ]
     tr = make(extra=extra + ["regret_scale=0.5"])
@@ -462,7 +469,7 @@ def test_every_key_reaches_the_object_it_configures():
         assert (core.max_bid_price, core.regret_scale) == (250.0, 0.5)
         assert (a.gamma, a.tau, a.policy_delay, a.target_policy_noise, a.target_noise_clip, a.max_grad_norm,
                 a.actor_preactivation_penalty) == (0.5, 0.2, 3, 0.4, 0.1, 0.7, 0.05)
-        assert tr.buffer.buffer_size == 640 and all(nz.sigma == 0.3 for nz in tr.learner.noises)
+        assert tr.buffer.buffer_size == 160 and all(nz.sigma == 0.3 for nz in tr.learner.noises)
         assert _torch.get_num_threads() == 1
         # learning-rate schedule: linear from 0.004 towards 0 over the episodes, applied per episode
         assert [tr.learning_rate(e) for e in (0, 2)] == [pytest.approx(0.004), pytest.approx(0.002)]

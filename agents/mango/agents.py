@@ -361,8 +361,7 @@ class MarketAgent(_SafeHandler, Agent):
                 self._finish(ep, evaluation=stop.value)
             return
         obs = ep.obs
-        out = self.core.step(actions)
-        ep.obs = self.core.observe()
+        out, ep.obs = self.core.step_observe(actions)  # step + observe (fused for one copy)
         ep.acc.add(out)
         await self._send_learner({"context": TRAINING, "type": "transition", "episode": ep.episode, "hour": ep.hour - 1,
                                   "time": from_timestamp(self.current_timestamp),

@@ -252,3 +252,96 @@ class UnitSpec:
             return cls(**d)
         except TypeError as exc:
             raise MessageError(f"bad unit spec: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- hostile messages
+
+# Meta keys that mango 2.4 uses as dict keys in an agent's inbox loop before any handler of
+# ours runs (tracked replies, gather collectors, conversations): an unhashable value there
+# (e.g. a list) raises inside mango and ends that agent's inbox loop for good.
+GUARDED_META_KEYS = ("tracking_id", "conversation_id")
+
+
+def meta_problem(meta: Any) -> str | None:
+    """Why mango 2.4 could not dispatch a message with this ``meta`` (``None``: it can):
+    ``meta`` must be a dict, and :data:`GUARDED_META_KEYS` must hold a string, a number
+    or nothing."""
+    if not isinstance(meta, dict):
+        return f"meta is a {type(meta).__name__}, not a dict"
+    for key in GUARDED_META_KEYS:
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int, float))):
+            return f"meta {key!r} is a {type(v).__name__} ({str(v)[:40]}), not a string"
+    return None
+
+
+def guard_agent(agent: Any) -> Any:
+    """Keep ``agent``'s inbox loop alive against hostile messages: messages whose meta
+    fails :func:`meta_problem` are dropped with a warning before mango touches them, and
+    any exception raised while mango dispatches a message is logged instead of ending the
+    loop. Counts the dropped messages in ``agent.hostile_messages``. Idempotent."""
+    if getattr(agent, "_mz_guarded", False):
+        return agent
+    inner = agent._dispatch_message  # mango 2.4: called once per message by Agent._check_inbox
+
+    def dispatch(content: Any, meta: Any) -> None:
+        problem = meta_problem(meta)
+        if problem is None:
+            try:
+                inner(content, meta)
+                return
+            except Exception as exc:  # noqa: BLE001 - the inbox loop must survive
+                problem = f"dispatch raised {type(exc).__name__}: {exc}"
+        agent.hostile_messages = getattr(agent, "hostile_messages", 0) + 1
+        sender = meta.get("sender_id") if isinstance(meta, dict) else None
+        logger.warning("%s %s: dropped a message from %r: %s", type(agent).__name__, getattr(agent, "aid", "?"),
+                       sender, problem)
+
+    agent._dispatch_message = dispatch
+    agent._mz_guarded = True
+    agent.hostile_messages = getattr(agent, "hostile_messages", 0)
+    return agent
+
+
+def guard_container(container: Any) -> Any:
+    """Guard every agent registered in ``container`` (:func:`guard_agent`, also for agents
+    registered later, e.g. units created in a worker), and screen messages arriving from
+    outside (TCP) with :func:`meta_problem` before they reach an agent's inbox.
+    Idempotent."""
+    if getattr(container, "_mz_guarded", False):
+        return container
+    register = container.register
+
+    def guarded_register(agent, suggested_aid=None, **kw):
+        out = register(agent, suggested_aid, **kw)
+        guard_agent(agent)
+        return out
+
+    container.register = guarded_register
+    for agent in list(getattr(container, "_agents", {}).values()):
+        guard_agent(agent)
+    handle = getattr(container, "_handle_message", None)
+    if handle is not None:
+        async def screened(*, priority, content, meta):
+            problem = meta_problem(meta)
+            if problem is not None:
+                container.hostile_messages = getattr(container, "hostile_messages", 0) + 1
+                logger.warning("container %s: dropped a message: %s", getattr(container, "addr", "?"), problem)
+                return None
+            return await handle(priority=priority, content=content, meta=meta)
+
+        container._handle_message = screened
+    container._mz_guarded = True
+    container.hostile_messages = 0
+    return container
+
+
+def dead_inbox_loops(container: Any) -> list[str]:
+    """The aids of ``container``'s agents whose inbox loop has ended (it never ends while
+    an agent runs; when it has, that agent will never handle another message)."""
+    dead = []
+    for aid, agent in list(getattr(container, "_agents", {}).items()):
+        task = getattr(agent, "_check_inbox_task", None)
+        if task is not None and task.done() and not task.cancelled():
+            dead.append(aid)
+    return dead

@@ -61,7 +61,7 @@ from envs import Scenario
 
 from ..config import LearningConfig
 from ..recorder import evaluation_due
-from .protocol import HOST, UnitSpec, make_codec, timestamp
+from .protocol import HOST, UnitSpec, dead_inbox_loops, guard_container, make_codec, timestamp
 
 logger = logging.getLogger("agents.mango")
 
@@ -155,7 +155,7 @@ async def serve_units(bind: tuple[str, int], *, ready: Callable[[tuple[str, int]
 
     from .agents import UnitHostAgent
 
-    container = create_tcp_container(bind, codec=make_codec(), clock=ExternalClock(0))
+    container = guard_container(create_tcp_container(bind, codec=make_codec(), clock=ExternalClock(0)))
     clock_agent = DistributedClockAgent()  # creates a Future: inside the running loop
     container.register(clock_agent, "clock_agent")
     container.register(UnitHostAgent(), "unit_host")
@@ -166,6 +166,10 @@ async def serve_units(bind: tuple[str, int], *, ready: Callable[[tuple[str, int]
             ready(tuple(container.addr))
         while not clock_agent.stopped.done():
             await asyncio.wait([clock_agent.stopped], timeout=poll)
+            dead = dead_inbox_loops(container)
+            if dead:  # the process exits with this error; the main process sees a dead worker at once
+                raise RuntimeError(f"mango worker {container.addr}: the inbox loop of {', '.join(dead)} ended; "
+                                   "those agents would never answer again")
             if alive is not None and not alive():
                 logger.error("mango worker %s: the main process is gone; stopping", container.addr)
                 break
@@ -295,10 +299,10 @@ class _Run:
                  progress: bool, tensorboard: bool, analysis: bool, exact: bool, timeouts: Timeouts) -> None:
         from envs import MarketCore
 
-        from ..learner import configure_torch_threads, warm_start_path
+        from ..learner import configure_torch_threads, train_freq_steps, warm_start_path
         from ..learning_role import Learning
         from ..recorder import RunRecorder
-        from ..trainer import env_options_for, resolve_seed
+        from ..trainer import analysis_allowed, env_options_for, resolve_seed, scenario_info
 
         if not cfg.learning_mode:
             raise ValueError("learning_mode is false: nothing to train; `python train.py` (without --runtime mango) "
@@ -315,8 +319,13 @@ class _Run:
         # the market's cores (the market agent steps them; the runtime reads their sizes
         # and runs the final evaluation on the evaluation core)
         self.core = core = MarketCore(scenario, num_envs=cfg.num_envs, **self.env_options)
-        self.eval_core = MarketCore(scenario, num_envs=1, **self.env_options)
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
         self.eval_core.recording = True
+        if self.eval_core.max_cycles != core.max_cycles:
+            raise ValueError(
+                f"the mango runtime needs evaluation episodes as long as training episodes ({core.max_cycles} h), but "
+                f"learning_config episode_hours/holdout_hours give {self.eval_core.max_cycles} h evaluation episodes; "
+                "use the plain loop (without --runtime mango), or set episode_hours equal to holdout_hours")
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         self.agents = list(core.agents)
@@ -331,12 +340,24 @@ class _Run:
                 print(f"note: {n} learning unit(s): using {self.n_workers + 1} containers instead of {containers}",
                       file=sys.stderr)
         self.total = cfg.training_episodes
-        self.timeline = Timeline(scenario_start(scenario), core.max_cycles, cfg.train_freq, self.total,
+        # the mango clock clears one market step per clock hour: train_freq in steps (sub-hourly dt)
+        freq = train_freq_steps(cfg, scenario.time_step_hours)
+        role_cfg = cfg if freq == cfg.train_freq else cfg.with_overrides({"train_freq": freq, "gradient_steps": cfg.gradient_steps})
+        self.timeline = Timeline(scenario_start(scenario), core.max_cycles, freq, self.total,
                                  cfg.episodes_collecting_initial_experience,
                                  lambda ep, total: evaluation_due(cfg, ep, total))
-        self.role = Learning(cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
+        self.role = Learning(role_cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
                              seed=self.seed, ack_timeout=timeouts.acks)
+        from ..resources import check_training_memory, estimate_for_config
+
+        # cuda without a GPU and a configuration that cannot fit: one line before allocating
+        from ..learner import replay_capacity
+
+        max_transitions = self.total * core.max_cycles * core.B  # as the plain loop (replay_capacity)
+        sized = cfg.with_overrides({"replay_buffer_size": replay_capacity(cfg, max_transitions)})
+        check_training_memory(estimate_for_config(sized, n, core.obs_dim, core.act_dims.tolist()), cfg.resolved_device())
         self.role.register_units(self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B)
+        self.role.max_transitions = max_transitions
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
         path = warm_start_path(cfg)
@@ -345,11 +366,11 @@ class _Run:
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard and run_dir is not None,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
-            scenario_info={"name": scenario.name, "study_case": scenario.study_case, "source": scenario.source},
+            scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
         self.scenario = scenario
-        self.analysis = analysis
+        self.analysis = analysis and analysis_allowed(cfg, len(self.agents))
         self._worker_next: float | None = None
         self._step_deadline: float | None = None
         self._watchdog_error: BaseException | None = None
@@ -367,6 +388,10 @@ class _Run:
         for who, failure in (("market", self.market.failure), ("learning agent", self.role.failure)):
             if failure is not None:
                 raise RuntimeError(f"mango runtime: the {who} failed: {type(failure).__name__}: {failure}") from failure
+        dead = dead_inbox_loops(self.c0) if getattr(self, "c0", None) is not None else []
+        if dead:
+            raise RuntimeError(f"mango runtime: the inbox loop of agent(s) {', '.join(dead)} ended (see the log above); "
+                               "they would never answer again, so the run stops now")
         self.workers.check()
 
     async def _guard(self, coro, timeout: float, what: str):
@@ -447,6 +472,7 @@ class _Run:
             self.c0 = create_tcp_container((self.host, self.port), codec=codec, clock=self.clock)
         else:
             self.c0 = create_ec_container(codec=codec, clock=self.clock, addr="marketzoo")
+        guard_container(self.c0)  # hostile meta is dropped before mango's inbox loops see it
         self.market = MarketAgent(self.scenario, num_envs=self.cfg.num_envs, seed=self.seed, analysis=self.analysis,
                                   bid_timeout=to.bids, core=self.core, eval_core=self.eval_core)
         self.c0.register(self.market, "market")
@@ -628,6 +654,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     """``train.py --runtime mango``: train, then :func:`agents.recorder.finish_run` as the
     plain loop does (config.yaml, policies/{best,best_profit,best_regret,last},
     history.csv, tb/, summary.json, plots). Returns the exit code."""
+    from ..checkpoint import CheckpointError
     from ..recorder import TrainResult, finish_run
 
     out = Path(out)
@@ -637,7 +664,10 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last complete episode is saved in {out / 'policies' / 'last'}", file=sys.stderr)
         return 130
-    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+    except (CheckpointError, ValueError) as exc:  # the user's input (config, scenario, checkpoint, addresses)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError, OSError) as exc:  # the run failed (dead worker, taken port, ...)
         print(f"error: mango runtime: {exc}", file=sys.stderr)
         return 1
     try:
@@ -645,7 +675,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
                              res.stopped_early)
         runtime = {"kind": "mango", "containers": res.containers, "simulated_hours": res.hours,
                    "simulated_hours_per_s": round(res.hours / max(res.wall_time, 1e-9), 1)}
-        finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=True, plots=plots,
+        finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra={"runtime": runtime})
     finally:
         res.recorder.close()
