@@ -278,6 +278,32 @@ class LearningConfig:
     bid stuck at the price bound never comes back. 0 disables. Must be >= 0.
     Default: 0.01."""
 
+    best_response_teacher: float = 0.0
+    """Weight of a behaviour-cloning term that pulls each learning unit's actor towards
+    the hourly bids of its exact best response (:func:`envs.analysis.best_response`:
+    over the episode, with start-ups and, for storage, the state of charge) to the other
+    agents' bids of recent deterministic evaluation episodes, added to the MATD3 actor
+    loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style, see
+    "Imitation" in agents/matd3.py). Needs the analysis, i.e. the plain training loop (the
+    mango runtime does not refresh a teacher); 0 disables. Must be >= 0. Default: 0.0."""
+
+    best_response_teacher_interval: int = 1
+    """With `best_response_teacher`: training episodes between two teacher refreshes (a
+    deterministic episode plus the exact best-response analysis, ~1-4 s for 1-5 agents
+    on 720 hours); every regular evaluation refreshes it too. Must be >= 1.
+    Default: 1."""
+
+    best_response_teacher_window: int = 10
+    """With `best_response_teacher`: how many of the latest refreshes the teacher's data
+    holds (observations and best-response actions of each one's episode, sampled
+    uniformly). Must be >= 1. Default: 10."""
+
+    best_response_teacher_margin: float = 0.3
+    """With `best_response_teacher`: EUR/MWh subtracted from the best-response bid prices
+    before they are taught. A best response often sits just below the next offer (a
+    cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
+    imitation on the safe side. Must be >= 0. Default: 0.3."""
+
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
@@ -853,6 +879,10 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
     "actor_preactivation_penalty": _float(0.0),
+    "best_response_teacher": _float(0.0),
+    "best_response_teacher_interval": _int(1),
+    "best_response_teacher_window": _int(1),
+    "best_response_teacher_margin": _float(0.0),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

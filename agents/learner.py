@@ -201,6 +201,9 @@ class Learner:
         self.hours_since_update = 0
         self.last_metrics: dict[str, Any] = {}
         self.update_seconds = 0.0
+        # best-response teacher (best_response_teacher > 0): data of the latest refreshes
+        self.teacher_data: list[tuple[np.ndarray, np.ndarray]] = []
+        self.teacher_rng = np.random.default_rng([self.seed, 0x7EAC])
 
     # ------------------------------------------------------------------ generators
     @property
@@ -288,7 +291,7 @@ class Learner:
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
         for _ in range(cfg.gradient_steps):
-            metrics = self.algo.update(self.buffer.sample(cfg.batch_size))
+            metrics = self.algo.update(self.buffer.sample(cfg.batch_size), imitation=self._teacher_batch())
             self.n_updates += 1
         self.last_metrics = metrics_to_float(metrics)
         self.update_seconds += time.perf_counter() - t0
@@ -338,9 +341,64 @@ class Learner:
 
     def evaluate(self, core: MarketCore, scenario: Scenario, *, analysis: bool = True) -> EvalResult:
         """One deterministic episode (no noise) on copy 0 of ``core`` (reset with the
-        run's evaluation seed); with the best-response analysis when ``analysis``."""
+        run's evaluation seed); with the best-response analysis when ``analysis``. With
+        ``best_response_teacher`` the analysed episode also refreshes the teacher
+        (:meth:`refresh_teacher`)."""
+        seen: list[np.ndarray] = []
+
+        def act(obs):
+            seen.append(obs[:1].copy())
+            return self.act(obs, explore=False)
+
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
-        return run_episode(episode, lambda obs: self.act(obs, explore=False))
+        ev = run_episode(episode, act)
+        if self.config.best_response_teacher > 0 and getattr(ev, "analysis_result", None) is not None:
+            self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result)
+        return ev
+
+    # ------------------------------------------------------------------ best-response teacher
+    def teacher_due(self, episode: int) -> bool:
+        """Whether training episode ``episode`` is followed by a teacher refresh of its own
+        (``best_response_teacher_interval``; regular evaluations refresh it anyway)."""
+        cfg = self.config
+        if cfg.best_response_teacher <= 0 or self.mode(episode) == "explore":
+            return False
+        return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
+
+    def refresh_teacher(self, obs: np.ndarray, analysis: Any) -> None:
+        """Add one deterministic episode to the teacher: its observations ``(H, n, obs_dim)``
+        and every agent's best-response actions from ``analysis`` (an
+        :class:`envs.analysis.Exploitability` of that episode), lowered by
+        ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
+        offer stays an offer); agents whose best response is not exact (storage analysed
+        without its unit data) get no target (NaN). Keeps the latest
+        ``best_response_teacher_window`` episodes."""
+        cfg = self.config
+        H = obs.shape[0]
+        tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
+        margin = cfg.best_response_teacher_margin / cfg.max_bid_price
+        for k, a in enumerate(self.agents):
+            r = analysis.responses.get(a)
+            if r is None or not r.exact:  # e.g. storage without its unit data: no teacher
+                continue
+            d = self.act_dims[k]
+            best = np.asarray(r.best_action[:H, :d], dtype=np.float64)
+            # lower offers, higher charge bids (storage: a < 0 charges at |a|); both are a - margin,
+            # but a discharge offer must not turn into a charge bid
+            low = np.where(best >= 0, 0.0, -1.0) if r.kind == "storage" else -1.0
+            tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
+        self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
+
+    def _teacher_batch(self):
+        """``(obs, target, weight)`` of ``batch_size`` teacher rows for the next MATD3 step
+        when it is an actor step and the teacher holds data, else ``None``."""
+        if not self.teacher_data or (self.algo.n_updates + 1) % self.algo.policy_delay:
+            return None
+        sizes = [len(o) for o, _ in self.teacher_data]
+        rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
+        obs = np.concatenate([o for o, _ in self.teacher_data])[rows]
+        tgt = np.concatenate([t for _, t in self.teacher_data])[rows]
+        return obs, tgt, self.config.best_response_teacher
 
     # ------------------------------------------------------------------ policies
     def save(self, directory: str | os.PathLike, *, episode: int | None = None, metrics: dict[str, Any] | None = None,

@@ -93,6 +93,24 @@ slot. The actor step evaluates the (updated) q1 head's first layer on the sample
 and adds that correction; no per-agent copy of the action vector is built and no critic
 gradient is computed.
 
+Imitation (best-response teacher)
+---------------------------------
+``update(batch, imitation=(obs_t, target_t, weight))`` adds, on an actor step, a
+behaviour-cloning term towards teacher actions (the trainer's ``best_response_teacher``
+passes the exact per-hour best responses of its last evaluations)::
+
+    J_i = -mean Q1_i(...) / max(mean |Q1_i|, 1)                         # taught agents (weight_i > 0)
+          + weight_i * mean_{b, d} (z_i - atanh(clip(target_i, +-0.995)))**2   # finite targets only
+          [+ actor_preactivation_penalty * mean(z_i ** 2)]
+
+with ``z_i`` the pre-tanh output of actor ``i`` on ``obs_t`` (a batch of its own). The Q
+term is normalised as in TD3+BC (Fujimoto & Gu, 2021; detached, floor 1) so that
+``weight`` means the same whatever the scale of the returns; the imitation term is taken
+before the tanh so that it pulls a saturated actor back. NaN targets (no teacher for that
+agent, hour or action dimension) and padding are left out; agents with weight 0 are
+trained exactly as without imitation. :meth:`MATD3.imitation_step` takes one step on the
+imitation term alone.
+
 Metrics
 -------
 :meth:`MATD3.update` returns tensors by default (no device sync; convert when logging):
@@ -142,6 +160,7 @@ __all__ = ["KERNELS", "MATD3", "metrics_to_float"]
 KERNELS = ("auto", "hand", "autograd")
 
 _FORMAT = "marketzoo.matd3/1"
+_IMITATION_CLIP = 0.995  # teacher actions are clipped to this before atanh (|z| <= 3.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -597,7 +616,8 @@ class MATD3:
             raise ValueError(f"MATD3.update: rewards must be ({bsz}, {n}), got {tuple(rew.shape)}")
         return obs, act, nxt, rew
 
-    def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False) -> dict[str, Any]:
+    def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False,
+               imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
         """One gradient step for all agents (critics; actors and targets every ``policy_delay``).
 
         Args:
@@ -608,6 +628,9 @@ class MATD3:
                 drawing from :attr:`generator` (it is scaled by ``target_policy_noise`` and
                 clipped here).
             as_float: return Python numbers (forces one device sync) instead of tensors.
+            imitation: optional ``(obs (B', n, obs_dim), target (B', n, max_act), weight)``
+                teacher actions for the actor step (used only if this step is one), see
+                "Imitation" in the module docstring. ``weight``: scalar or ``(n,)``.
 
         Returns:
             metrics, see the module docstring.
@@ -670,7 +693,7 @@ class MATD3:
         }
         if self.n_updates % self.policy_delay == 0:
             step = self._actor_step_autograd if self.kernel == "autograd" else self._actor_step
-            metrics.update(step(ws, obs_fm, act_fm))
+            metrics.update(step(ws, obs_fm, act_fm, imitation))
         return metrics_to_float(metrics) if as_float else metrics
 
     # ---- the autograd kernel: the reference for the hand-written pass (same tensors, same
@@ -688,10 +711,13 @@ class MATD3:
             o.copy_(g)
         return loss.detach()
 
-    def _actor_step_autograd(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
+    def _actor_step_autograd(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor,
+                             imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Tensor]:
         """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)) [+ penalty]: the critic
         input is rebuilt with each agent's own action slot replaced; autograd; Adam;
-        Polyak update of all targets."""
+        Polyak update of all targets. With ``imitation``: the Q term of every taught agent
+        (weight > 0) is divided by ``max(mean |Q1_i|, 1)`` (detached) and the imitation
+        loss is added (see "Imitation" in the module docstring)."""
         n, m, bsz = self.n_agents, self.max_act, ws.batch
         h1 = self.critic_hidden_sizes[0]
         cp, mask, col0 = self.critic_params, self._mask_fm, self._act_col0
@@ -707,6 +733,18 @@ class MATD3:
             h = torch.baddbmm(cp[1][:, :h1], cp[0][:, :h1], x_pi).relu()
             q1 = _stack_forward([w[:, 0] for w in cp[2::2]], [b[:, 0] for b in cp[3::2]], h)[-1].view(n, bsz)
             loss = -q1.mean(dim=1)
+            im_loss = None
+            if imitation is not None:
+                obs_t, tgt_t, w_t = self._imitation_tensors(imitation)
+                w_t = w_t.view(n)
+                scale = q1.detach().abs().mean(dim=1).clamp(min=1.0)
+                loss = torch.where(w_t > 0, loss / scale, loss)
+                z_t = self._actor_forward(params, obs_t)[-1]
+                valid = torch.isfinite(tgt_t) & (mask > 0)
+                goal = torch.where(valid, tgt_t, 0.0).clamp(-_IMITATION_CLIP, _IMITATION_CLIP).atanh()
+                count = valid.sum(dim=(1, 2)).clamp(min=1)
+                im_loss = w_t * ((z_t - goal) * valid).square().sum(dim=(1, 2)) / count
+                loss = loss + im_loss
             if self.actor_preactivation_penalty:
                 loss = loss + self.actor_preactivation_penalty * (z * mask).square().mean(dim=(1, 2))
             grads = torch.autograd.grad(loss.sum(), params)
@@ -718,13 +756,17 @@ class MATD3:
         lerp_all_(self.actor_target_params, self.actor_params, self.tau)
         lerp_all_(self.critic_target_params, self.critic_params, self.tau)
         actor_loss = loss.detach()
+        extra = {} if im_loss is None else {"losses/imitation_loss": im_loss.detach().sum(),
+                                            "losses/imitation_loss_per_agent": im_loss.detach()}
         return {
             "losses/actor_loss": actor_loss.sum(),
             "losses/actor_loss_per_agent": actor_loss,
             "losses/actor_grad_norm_per_agent": actor_norm,
+            **extra,
         }
 
-    def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor) -> dict[str, Tensor]:
+    def _actor_step(self, ws: _Workspace, obs_fm: Tensor, act_fm: Tensor,
+                    imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Tensor]:
         """J_i = -mean Q1_i(obs, a with slot i <- actor_i(obs_i)); Adam; Polyak update of all targets.
 
         Uses the critic input ``ws.x`` of the sampled batch: the q1 head's first layer is
@@ -752,6 +794,12 @@ class MATD3:
         actor_loss = tacts[-1].view(n, bsz).mean(dim=1).neg_()  # (n,)
 
         dq1 = ws.c_d[-1][:n].fill_(-1.0 / bsz)
+        if imitation is not None:  # Q term of taught agents normalised by 1 / max(mean |Q1|, 1) (TD3+BC)
+            taught = self._imitation_tensors(imitation)[2].view(n) > 0
+            q_scale = tacts[-1].view(n, bsz).abs().mean(dim=1).clamp_(min=1.0).reciprocal_()
+            q_scale = torch.where(taught, q_scale, torch.ones_like(q_scale))
+            actor_loss = actor_loss * q_scale
+            dq1.mul_(q_scale.view(n, 1, 1))
         _stack_backward(tail_w, pre, tacts, dq1, [c[:n] for c in ws.c_d[:-1]], None, None, dx=dpre)
         _relu_grad_(dpre, pre)
         da = torch.bmm(w_slot.transpose(1, 2), dpre, out=ws.delta)  # dJ/da_pi (n, m, B)
@@ -762,6 +810,13 @@ class MATD3:
             dz.add_(zm, alpha=2.0 * self.actor_preactivation_penalty / (m * bsz))
         g = self._actor_grads
         _stack_backward(ap[0::2], obs_fm, acts, dz, ws.a_d[:-1], g[0::2], g[1::2])
+        extra: dict[str, Tensor] = {}
+        if imitation is not None:
+            im_grads, im_loss = self._imitation_grads(imitation)
+            for gi, di in zip(g, im_grads):
+                gi.add_(di)
+            actor_loss = actor_loss + im_loss
+            extra = {"losses/imitation_loss": im_loss.sum(), "losses/imitation_loss_per_agent": im_loss}
         actor_norm = self._clip_(ap, g)
         self.actor_optimizer.step()
         lerp_all_(self.actor_target_params, self.actor_params, self.tau)
@@ -770,7 +825,56 @@ class MATD3:
             "losses/actor_loss": actor_loss.sum(),
             "losses/actor_loss_per_agent": actor_loss,
             "losses/actor_grad_norm_per_agent": actor_norm,
+            **extra,
         }
+
+    def imitation_step(self, obs: Any, target: Any, weight: Any, *, as_float: bool = False) -> dict[str, Any]:
+        """One step of the actors alone on the imitation loss (see :meth:`_imitation_grads`),
+        with the actors' Adam and gradient clipping; critics and targets are not touched."""
+        grads, loss = self._imitation_grads((obs, target, weight))
+        g = self._actor_grads
+        for gi, di in zip(g, grads):
+            gi.copy_(di)
+        norm = self._clip_(self.actor_params, g)
+        self.actor_optimizer.step()
+        metrics = {"losses/imitation_loss": loss.sum(), "losses/imitation_loss_per_agent": loss,
+                   "losses/imitation_grad_norm_per_agent": norm}
+        return metrics_to_float(metrics) if as_float else metrics
+
+    def _imitation_tensors(self, imitation: tuple[Any, Any, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Checked ``(obs (n, obs_dim, B'), target (n, max_act, B'), weight (n,))`` tensors."""
+        obs, target, weight = imitation
+        obs, _ = self._as_obs(obs)
+        n, m = self.n_agents, self.max_act
+        bsz = obs.shape[0]
+        kw = {"device": self.device, "dtype": self.float_type}
+        tgt = torch.as_tensor(target, **kw)
+        if tuple(tgt.shape) != (bsz, n, m):
+            raise ValueError(f"MATD3: imitation targets must be {(bsz, n, m)}, got {tuple(tgt.shape)}")
+        w = torch.as_tensor(weight, **kw).reshape(-1)
+        w = w.expand(n) if w.numel() == 1 else w
+        if tuple(w.shape) != (n,):
+            raise ValueError(f"MATD3: imitation weight must be a scalar or ({n},), got {tuple(w.shape)}")
+        return obs.permute(1, 2, 0).contiguous(), tgt.permute(1, 2, 0).contiguous(), w.view(n, 1, 1)
+
+    def _imitation_grads(self, imitation: tuple[Any, Any, Any]) -> tuple[list[Tensor], Tensor]:
+        """Gradients (fresh tensors, like :attr:`_actor_grads`) and per-agent values of the
+        imitation loss (see "Imitation" in the module docstring), by hand."""
+        x, tgt, w = self._imitation_tensors(imitation)
+        n = self.n_agents
+        valid = torch.isfinite(tgt) & (self._mask_fm > 0)
+        goal = torch.where(valid, tgt, torch.zeros((), device=self.device, dtype=self.float_type))
+        goal = goal.clamp_(-_IMITATION_CLIP, _IMITATION_CLIP).atanh_()
+        count = valid.sum(dim=(1, 2)).clamp_(min=1).to(self.float_type)  # (n,)
+        ap = self.actor_params
+        acts = self._actor_forward(ap, x)
+        diff = (acts[-1] - goal) * valid
+        w = w.view(n)
+        loss = w * diff.square().sum(dim=(1, 2)) / count
+        dz = diff.mul_((2.0 * w / count).view(n, 1, 1))
+        grads = [torch.empty_like(p) for p in ap]
+        _stack_backward(ap[0::2], x, acts, dz, [torch.empty_like(t) for t in acts[:-1]], grads[0::2], grads[1::2])
+        return grads, loss
 
     # ------------------------------------------------------------------ schedules
 

@@ -230,8 +230,11 @@ class Trainer:
         bar = tqdm(range(self.episode, total), desc="training", unit="ep", disable=not self.progress, dynamic_ncols=True)
         for ep in bar:
             stats = self.run_episode()
+            due = self.evaluation_due(ep, total)
+            if not due and self.learner.teacher_due(ep):  # best_response_teacher: refresh it
+                self.learner.evaluate(self.eval_core, self.scenario, analysis=True)
             wall_time = time.perf_counter() - start
-            ev = self.evaluate() if self.evaluation_due(ep, total) else None
+            ev = self.evaluate() if due else None
             row, stopped = self.recorder.record_episode(ep, stats, ev, wall_time)
             postfix = {"reward": f"{stats['reward']:.3f}", "price": f"{stats['mean_price']:.1f}",
                        "profit": f"{stats['profit'] / 1e6:.2f}M"}

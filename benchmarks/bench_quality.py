@@ -1,34 +1,170 @@
-"""Time to quality: wall clock until a trained policy reaches a share of its exact
-best-response profit in a deterministic evaluation episode.
+"""Learning quality: train scenarios x seeds as ``train.py`` does and score the result.
 
-    python benchmarks/bench_quality.py [--scenario PATH] [--seeds 0 1 2] [--target 0.95]
-                                       [--budget 120] [--set KEY=VALUE ...]
+    python benchmarks/bench_quality.py [--scenario default example_02a ...] [--seeds 0 1 2]
+                                       [--study-case base] [--set KEY=VALUE ...]
+                                       [--no-equilibrium] [--out FILE.jsonl]
 
-Evaluates after every training episode (the evaluation and the best-response analysis
-are *not* counted in the training wall clock, reported separately), prints one JSON
-line per seed and a summary line with mean and spread. Defaults: example_02a from
-``../shared/scenarios/assume`` and marketzoo's recommended settings for it (see
-RESULTS.md); pass ``--assume-config`` to use the scenario's own learning_config.
+Each run trains with the scenario's own ``learning_config`` as written (marketzoo's
+defaults for the keys it leaves out; ``--set`` overrides, e.g. ``--set
+best_response_teacher=100``), one torch thread, then evaluates ``policies/best`` in one
+deterministic episode, as ``train.py`` does at the end of a run, and scores it with the
+exact best-response analysis (``envs.analysis``, storage exact over the episode). Prints
+one JSON line per run and a table per scenario: share of the best-response profit (all
+learners together, and the worst single learner), joint exploitability, distance to the
+equilibrium reference (``envs.analysis.equilibrium``: hourly price RMSE and mean price
+difference; "n/a" when the reference does not converge), training wall time, and for each
+the mean with a 95 % interval over the seeds (Student t).
+
+A bare name that is not a built-in scenario is looked up in ``../shared/scenarios/assume``
+(skipped with a JSON line when absent).
+
+Time to quality (the earlier mode of this script: wall clock until an evaluation reaches a
+share of the best-response profit, with marketzoo's recommended 02a settings)::
+
+    python benchmarks/bench_quality.py --time-to-quality [--target 0.95] [--budget 120] [--seeds ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+ASSUME = ROOT.parent / "shared/scenarios/assume"
+
 RECOMMENDED = [
     "episodes_collecting_initial_experience=2", "validation_episodes_interval=1", "action_noise_schedule=linear",
     "gamma=0", "train_freq=24h", "gradient_steps=24", "actor_preactivation_penalty=0.01", "noise_sigma=0.05",
     "training_episodes=30",
 ]
+
+# two-sided 95 % Student t quantiles by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def resolve_scenario(arg: str) -> str | None:
+    """A built-in name or folder as given; else the folder of that name among the shared
+    ASSUME examples; ``None`` when neither exists."""
+    from envs.scenario import list_builtin_scenarios
+
+    if arg in list_builtin_scenarios() or Path(arg).exists():
+        return arg
+    alt = ASSUME / arg
+    return str(alt) if alt.exists() else None
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % interval (Student t; 0 for one value)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    m = statistics.mean(vals)
+    if len(vals) < 2:
+        return m, 0.0
+    t = _T95.get(len(vals) - 1, 1.96)
+    return m, t * statistics.stdev(vals) / math.sqrt(len(vals))
+
+
+def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
+    """Train one seed like ``train.py`` (best policy reloaded), evaluate and score it."""
+    import numpy as np
+    import torch
+
+    from agents.config import LearningConfig
+    from agents.trainer import Trainer
+
+    torch.set_num_threads(1)
+    cfg = LearningConfig.from_dict(sc.learning_config or {}).with_overrides(list(overrides) + ["torch_threads=1"])
+    with tempfile.TemporaryDirectory(prefix="mz-quality-") as tmp:
+        tr = Trainer(sc, cfg, run_dir=tmp, seed=seed, progress=False, tensorboard=False)
+        res = tr.train()
+        best = Path(tmp) / "policies" / "best"
+        if best.exists():
+            tr.learner.load(best)
+        ev = tr.evaluate(analysis=True)
+        tr.close()
+    m = ev.metrics()
+    shares = np.asarray(ev.br_share, dtype=float)
+    row = {
+        "seed": seed, "br_share": m.get("br_share"), "worst_share": float(np.nanmin(shares)) if len(shares) else None,
+        "exploitability": m.get("exploitability"), "mean_price": m["mean_price"], "train_s": round(res.wall_time, 1),
+        "episodes": res.episodes,
+        "agents": {a: {"profit": round(float(p)), "best_response_profit": round(float(b)), "share": round(float(s), 4)}
+                   for a, p, b, s in zip(tr.agents, ev.agent_profit, ev.br_profit, shares)},
+        "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4))
+                  for r in res.history if "eval/br_share" in r],
+    }
+    if eq is not None and eq.converged:
+        from envs.equilibrium import distance_to_equilibrium
+
+        d = distance_to_equilibrium(ev.record, eq)
+        row.update({"price_rmse_to_eq": d.price_rmse, "mean_price_diff_to_eq": d.mean_price_difference,
+                    "profit_ratio_to_eq": {a: (None if not math.isfinite(r) else round(float(r), 4))
+                                           for a, r in zip(d.agents, d.profit_ratio)}})
+    return row
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    m, h = mean_ci(values)
+    if not math.isfinite(m):
+        return "n/a"
+    return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def quality(args) -> None:
+    from envs import load_scenario
+
+    machine = f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip()
+    table = []
+    for name in args.scenario:
+        path = resolve_scenario(name)
+        if path is None:
+            print(json.dumps({"bench": "quality", "scenario": name, "skipped": "not found"}), flush=True)
+            continue
+        sc = load_scenario(path, study_case=args.study_case)
+        eq = None
+        if not args.no_equilibrium:
+            from envs.analysis import equilibrium
+
+            t0 = time.perf_counter()
+            eq = equilibrium(sc)
+            print(json.dumps({"bench": "quality_equilibrium", "scenario": sc.name, "converged": bool(eq.converged),
+                              "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+        rows = []
+        for seed in args.seeds:
+            r = train_and_score(sc, seed, args.overrides, eq)
+            r.update({"bench": "quality", "scenario": sc.name, "study_case": sc.study_case,
+                      "overrides": args.overrides, "machine": machine, "date": time.strftime("%Y-%m-%d")})
+            line = json.dumps(r)
+            print(line, flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(line + "\n")
+            rows.append(r)
+        table.append((sc.name, rows))
+    print()
+    print("| scenario | seeds | share of BR profit | worst learner's share | exploitability | price RMSE to eq. "
+          "| mean price diff. to eq. | training wall time s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, rows in table:
+        col = lambda k: [r.get(k) for r in rows if r.get(k) is not None]  # noqa: E731
+        print(f"| {name} | {len(rows)} | {fmt(col('br_share'))} | {fmt(col('worst_share'))} | "
+              f"{fmt(col('exploitability'))} | {fmt(col('price_rmse_to_eq'), 2)} | {fmt(col('mean_price_diff_to_eq'), 2)} "
+              f"| {fmt(col('train_s'), 0)} |")
+        per_seed = ", ".join(f"{r['seed']}: {r['br_share']:.3f}/{r['exploitability']:.3f}" for r in rows)
+        print(f"|   per seed (share/exploitability) | {per_seed} | | | | | | |")
+
+
+# ---------------------------------------------------------------------------- time to quality
 
 
 def run_seed(scenario, seed: int, target: float, budget: float, overrides: list[str]) -> dict:
@@ -66,21 +202,14 @@ def run_seed(scenario, seed: int, target: float, budget: float, overrides: list[
             "eval_s": round(eval_clock, 2), "episodes": ep + 1, "curve": curve}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", default=str(ROOT.parent / "shared/scenarios/assume/example_02a"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--target", type=float, default=0.95)
-    p.add_argument("--budget", type=float, default=120.0, help="training seconds per seed before giving up")
-    p.add_argument("--assume-config", action="store_true", help="use the scenario's learning_config unchanged")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args()
+def time_to_quality(args) -> None:
     from envs import load_scenario
 
-    if not Path(args.scenario).exists() and "/" in args.scenario:
+    path = resolve_scenario(args.scenario[0]) if args.scenario else str(ASSUME / "example_02a")
+    if path is None or not Path(path).exists() and "/" in path:
         print(json.dumps({"skipped": f"{args.scenario} not found"}))
         return
-    sc = load_scenario(args.scenario)
+    sc = load_scenario(path)
     overrides = ([] if args.assume_config else list(RECOMMENDED)) + args.overrides
     rows = []
     for s in args.seeds:
@@ -100,6 +229,29 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(summary))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", nargs="+", default=None,
+                   help="built-in names, folders or names of ../shared/scenarios/assume examples "
+                   "(default: default example_02a example_02b many; time-to-quality: example_02a)")
+    p.add_argument("--study-case", default="base")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--no-equilibrium", action="store_true", help="skip the equilibrium reference (distance columns n/a)")
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    p.add_argument("--time-to-quality", action="store_true", help="the time-to-quality mode (see above)")
+    p.add_argument("--target", type=float, default=0.95)
+    p.add_argument("--budget", type=float, default=120.0, help="time to quality: training seconds per seed")
+    p.add_argument("--assume-config", action="store_true", help="time to quality: the scenario's own learning_config")
+    args = p.parse_args()
+    if args.time_to_quality:
+        time_to_quality(args)
+        return
+    if args.scenario is None:
+        args.scenario = ["default", "example_02a", "example_02b", "many"]
+    quality(args)
 
 
 if __name__ == "__main__":

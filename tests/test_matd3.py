@@ -515,3 +515,49 @@ def test_missing_internal_falls_back_to_autograd_with_one_warning():
                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["autograd", "autograd", "1", "TorchInternalsWarning", "True"]
+
+
+# --------------------------------------------------------------------------- imitation (best-response teacher)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("penalty", [0.0, 0.3], ids=["nopenalty", "penalty"])
+def test_imitation_term_hand_equals_autograd(n, penalty, one_thread):
+    """The actor step with a teacher batch: the hand-written pass equals autograd (weights,
+    Adam moments, losses), with NaN targets, an untaught agent (weight 0) and clipping."""
+    hand, auto = _kernel_pair(n, (8, 6), "obs_dim", 0.05, penalty)
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.tensor([2.0, 0.0, 0.5][:n], dtype=torch.float64)
+    for k in range(4):  # actor steps at 2 and 4
+        batch = make_batch(k, batch=16, n=n, obs_dim=6, act=2, dtype=torch.float64)
+        batch = batch._replace(actions=batch.actions * hand.action_mask)
+        obs_t = torch.randn(9, n, 6, generator=gen, dtype=torch.float64)
+        tgt = torch.rand(9, n, 2, generator=gen, dtype=torch.float64) * 2 - 1
+        tgt[0, 0] = float("nan")
+        tgt[3, :, 1] = 1.0  # clipped to 0.995 before atanh
+        mh = hand.update(batch, as_float=True, imitation=(obs_t, tgt, weight))
+        ma = auto.update(batch, as_float=True, imitation=(obs_t, tgt, weight))
+        assert set(mh) == set(ma)
+        for key in mh:
+            assert mh[key] == pytest.approx(ma[key], rel=1e-9, abs=1e-12), (k, key)
+    assert "losses/imitation_loss_per_agent" in mh and mh["losses/imitation_loss_per_agent"][0] > 0
+    for p, q in zip(all_tensors(hand), all_tensors(auto)):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-11)
+
+
+def test_imitation_pulls_actors_to_the_teacher_and_leaves_untaught_agents_alone(one_thread):
+    """Imitation steps alone bring a saturated actor to the teacher's action (the loss is
+    taken before the tanh); an agent with weight 0 is not moved at all."""
+    m = MATD3(2, 4, [1, 1], 0, actor_hidden_sizes=(16,), critic_hidden_sizes=(8,), seed=2, float_type=torch.float64)
+    with torch.no_grad():
+        m.actor_params[-1][0].fill_(6.0)  # agent 0 saturated at +1 (tanh'(6) ~ 2e-5)
+    obs = torch.randn(32, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before1 = [p[1].clone() for p in m.actor_params]
+    assert m.act(obs)[:, 0, 0].min() > 0.999
+    target = torch.full((32, 2, 1), -0.3, dtype=torch.float64)
+    for _ in range(1500):
+        m.imitation_step(obs, target, torch.tensor([1.0, 0.0]))
+    a0 = m.act(obs)[:, 0, 0]
+    assert abs(a0.mean().item() + 0.3) < 0.02 and (a0 + 0.3).abs().max().item() < 0.15
+    for p, b in zip(m.actor_params, before1):
+        assert torch.equal(p[1], b)

@@ -137,7 +137,20 @@ def test_example_02e_storage():
 
 
 def test_builtin_list():
-    assert list_builtin_scenarios() == ["default", "tiny"]
+    assert list_builtin_scenarios() == ["default", "many", "tiny"]
+
+
+def test_builtin_many_has_24_learners_of_spread_costs():
+    sc = load_scenario("many")
+    assert sc.n_hours == 168 and len(sc.storages) == 0
+    learn = [i for i, (kind, _) in enumerate(sc.learning_units) if kind == "plant"]
+    assert len(sc.learning_units) == 24 and len(learn) == 24
+    names = [u for _, u in sc.learning_units]
+    idx = [sc.plants.names.index(u) for u in names]
+    mc = sc.plants.marginal_cost[0, idx]
+    assert len(set(np.round(mc, 6))) == 24 and mc.min() < 50 and mc.max() > 90
+    assert np.all(sc.plants.start_up_cost[idx] == 0)
+    assert sc.learning_config["actor_hidden_sizes"] == [64, 64]
 
 
 def test_builtin_default_shape():
@@ -206,7 +219,8 @@ def test_builtin_by_path_equals_by_name():
 def test_generator_reproduces_shipped_files(tmp_path):
     from envs.scenarios import make_builtin
 
-    for name, fn in (("default", make_builtin.make_default), ("tiny", make_builtin.make_tiny)):
+    for name, fn in (("default", make_builtin.make_default), ("tiny", make_builtin.make_tiny),
+                     ("many", make_builtin.make_many)):
         fn(tmp_path / name)
         shipped = sorted(p.name for p in (BUILTIN_DIR / name).iterdir() if p.is_file())
         generated = sorted(p.name for p in (tmp_path / name).iterdir())

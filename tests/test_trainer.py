@@ -427,6 +427,10 @@ KEY_TESTS = {
     "max_grad_norm": "test_every_key_reaches_the_object_it_configures",
     "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
     "regret_scale": "test_every_key_reaches_the_object_it_configures",
+    "best_response_teacher": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_interval": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_window": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
+    "best_response_teacher_margin": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
     "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
     "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
     "torch_threads": "test_every_key_reaches_the_object_it_configures",
@@ -480,3 +484,57 @@ def test_every_key_reaches_the_object_it_configures():
         assert plain["profit"] == tr.history[0]["train/profit"] and plain["reward"] > tr.history[0]["train/reward"]
     finally:
         _torch.set_num_threads(before)
+
+
+def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
+    """best_response_teacher: a teacher refresh after every `interval`-th episode (and at
+    evaluations), at most `window` episodes kept, plant targets = the analysis's
+    best-response actions minus `margin` / max_bid_price (storage: an offer stays an
+    offer), and the imitation term reaches the actor steps; weight 0 keeps none of it."""
+    from envs import load_scenario
+
+    sc = load_scenario("default")
+    base = ["training_episodes=5", "episodes_collecting_initial_experience=1", "train_freq=48h", "gradient_steps=2",
+            "batch_size=16", "validation_episodes_interval=10", "actor_hidden_sizes=[8]", "critic_hidden_sizes=[8]",
+            "torch_threads=1"]
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        base + ["best_response_teacher=5", "best_response_teacher_interval=2", "best_response_teacher_window=1",
+                "best_response_teacher_margin=2.0"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options={"max_cycles": 48})
+    refreshes, taught = [], []
+    orig, orig_update = tr.learner.refresh_teacher, tr.learner.algo.update
+    tr.learner.refresh_teacher = lambda obs, an: (refreshes.append((obs, an)), orig(obs, an))[1]
+
+    def update(batch, imitation=None, **kw):
+        taught.append(imitation is not None)
+        return orig_update(batch, imitation=imitation, **kw)
+
+    tr.learner.algo.update = update
+    tr.train()
+    # episodes 0..4, exploration in 0: a refresh of its own after episode 2 (interval 2);
+    # after episode 4 the evaluation refreshes it (no second episode for the same purpose)
+    assert len(refreshes) == 2
+    assert len(tr.learner.teacher_data) == 1  # window 1
+    obs, tgt = tr.learner.teacher_data[0]
+    an = refreshes[-1][1]
+    assert obs.shape == (48, tr.n, tr.core.obs_dim) and tgt.shape == (48, tr.n, tr.core.max_act)
+    for k, a in enumerate(tr.agents):
+        best = an.responses[a].best_action
+        if tr.core.agent_kind[k] == "storage":
+            assert an.responses[a].exact and np.isnan(tgt[:, k, 1]).all()
+            want = np.maximum(best[:, 0] - 0.02, np.where(best[:, 0] >= 0, 0.0, -1.0))
+            np.testing.assert_allclose(tgt[:, k, 0], want, atol=1e-6)
+            assert np.all((tgt[:, k, 0] >= 0) == (best[:, 0] >= 0))
+        else:
+            want = np.clip(best[:, :2] - 2.0 / cfg.max_bid_price, -1, 1)
+            np.testing.assert_allclose(tgt[:, k, :2], want, atol=1e-6)
+    # after the first refresh (episode 2) every actor step (policy_delay 2) was taught
+    assert any(taught[1::2]) and not any(taught[0::2]) and not any(taught[:4])
+    if tr.learner.algo.n_updates % 2 == 0:
+        tr.learner.algo.n_updates += 1  # the next step is an actor step
+    obs_b, tgt_b, w = tr.learner._teacher_batch()
+    assert obs_b.shape == (16, tr.n, tr.core.obs_dim) and w == 5.0
+    off = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base), run_dir=None, seed=3,
+                  progress=False, tensorboard=False, env_options={"max_cycles": 48})
+    off.train()
+    assert off.learner.teacher_data == [] and off.learner._teacher_batch() is None

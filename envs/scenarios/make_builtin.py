@@ -1,4 +1,4 @@
-"""Generate the built-in scenarios ``default`` and ``tiny`` (ASSUME-format folders).
+"""Generate the built-in scenarios ``default``, ``tiny`` and ``many`` (ASSUME-format folders).
 
 Run from anywhere: ``python envs/scenarios/make_builtin.py``. The output is
 deterministic (seeded ``numpy.random.Generator``); rerunning rewrites the same files.
@@ -65,7 +65,7 @@ MARKETS_CONFIG = """\
 
 
 def study_case(name: str, start: str, end: str, seed: int, episodes: int, initial: int, batch: int,
-               validation: int) -> str:
+               validation: int, extra: str = "") -> str:
     return (
         f"{name}:\n"
         f"  start_date: {start}\n"
@@ -73,6 +73,7 @@ def study_case(name: str, start: str, end: str, seed: int, episodes: int, initia
         f"  time_step: 1h\n"
         f"  seed: {seed}\n\n"
         + LEARNING_CONFIG.format(episodes=episodes, initial=initial, batch=batch, validation=validation)
+        + extra
         + "\n"
         + MARKETS_CONFIG
     )
@@ -260,8 +261,106 @@ def make_tiny(out: Path) -> dict:
     return {"units": [(u["name"], u["max_power"], round(marginal_cost(u, prices), 3), u["bidding_EOM"]) for u in units]}
 
 
+# --------------------------------------------------------------------------- many
+
+
+def make_many(out: Path) -> dict:
+    """24 learning plants of spread marginal costs (hard coal, CCGT, OCGT; ~25 to ~95
+    EUR/MWh, no two equal) between must-run rule units (nuclear, lignite, wind, solar)
+    and rule peakers above the learners' bid range. Demand moves the marginal unit across
+    the learners' merit order within each day. One week (168 hours); no start-up costs,
+    so every hour is a game of its own."""
+    rng = np.random.default_rng(SEED + 3)
+    out.mkdir(parents=True, exist_ok=True)
+    days = 7
+    times = pd.date_range("2023-06-05 00:00", periods=24 * days, freq="h")  # a Monday
+    T = len(times)
+    hour = times.hour.to_numpy()
+    dow = times.day_of_week.to_numpy()
+    day = np.arange(T) // 24
+    prices = {"uranium": 1.0, "lignite": 1.8, "hard coal": 9.5, "natural gas": 25.0, "oil": 40.0, "co2": 30.0}
+
+    def pp(name, tech, fuel, ef, pmax, pmin, eff, add, learning):
+        return {
+            "name": name, "technology": tech,
+            "bidding_EOM": "powerplant_energy_learning" if learning else "powerplant_energy_naive",
+            "fuel_type": fuel, "emission_factor": ef, "max_power": pmax, "min_power": pmin,
+            "efficiency": eff, "additional_cost": add, "start_up_cost": 0,
+            "unit_operator": "Operator-RL" if learning else "Operator 1",
+        }
+
+    units = [
+        pp("nuclear_1", "nuclear", "uranium", 0.0, 2000, 1000, 0.33, 10.0, False),
+        pp("lignite_1", "lignite", "lignite", 0.406, 1000, 400, 0.40, 3.0, False),
+        pp("lignite_2", "lignite", "lignite", 0.406, 1000, 400, 0.38, 3.5, False),
+    ]
+    # learners: efficiencies and extra costs drawn so that the marginal costs spread out
+    groups = (("coal", "hard coal", "hard coal", 0.335, 8, (0.36, 0.46), (300, 500)),
+              ("ccgt", "combined cycle gas turbine", "natural gas", 0.201, 10, (0.46, 0.60), (250, 450)),
+              ("ocgt", "open cycle gas turbine", "natural gas", 0.201, 6, (0.34, 0.42), (100, 200)))
+    for short, tech, fuel, ef, count, (e_lo, e_hi), (p_lo, p_hi) in groups:
+        effs = np.sort(rng.uniform(e_lo, e_hi, count))[::-1]
+        for k in range(count):
+            pmax = float(10 * round(rng.uniform(p_lo, p_hi) / 10))
+            units.append(pp(f"{short}_{k + 1}", tech, fuel, ef, pmax, float(10 * round(0.3 * pmax / 10)),
+                            round(float(effs[k]), 3), round(float(rng.uniform(1.0, 6.0)), 2), True))
+    units += [
+        pp("oil_1", "oil", "oil", 0.267, 1500, 0, 0.36, 8.0, False),
+        pp("oil_2", "oil", "oil", 0.267, 1500, 0, 0.32, 10.0, False),
+        pp("wind_1", "wind onshore", "renewable", 0.0, 3000, 0, 1.0, 0.0, False),
+        pp("solar_1", "solar", "renewable", 0.0, 2500, 0, 1.0, 0.0, False),
+    ]
+    mcs = [round(marginal_cost(u, prices), 6) for u in units if u["bidding_EOM"].endswith("learning")]
+    assert len(set(mcs)) == len(mcs), "learners' marginal costs must differ"
+    pd.DataFrame(units, columns=PP_COLUMNS).to_csv(out / "powerplant_units.csv", index=False, lineterminator="\n")
+    pd.DataFrame([{
+        "name": "demand_EOM", "technology": "inflex_demand", "bidding_EOM": "demand_energy_naive",
+        "max_power": 1000000, "min_power": 0, "unit_operator": "eom_de",
+    }]).to_csv(out / "demand_units.csv", index=False, lineterminator="\n")
+
+    daily = np.array([0.74, 0.71, 0.70, 0.70, 0.71, 0.75, 0.83, 0.92, 0.97, 0.99, 1.00, 1.00,
+                      0.99, 0.97, 0.95, 0.94, 0.95, 0.98, 1.00, 0.99, 0.95, 0.89, 0.83, 0.78])
+    weekly = np.where(dow == 5, 0.9, np.where(dow == 6, 0.85, 1.0))
+    noise = np.zeros(T)
+    for t in range(1, T):
+        noise[t] = 0.9 * noise[t - 1] + rng.normal(0.0, 0.006)
+    demand = 12500.0 * daily[hour] * weekly * (1.0 + noise)
+    write_series(out / "demand_df.csv", times, {"demand_EOM": demand}, 1)
+    x = (hour + 0.5 - 5.5) / 15.0
+    bell = np.where((x > 0) & (x < 1), np.sin(np.pi * np.clip(x, 0, 1)) ** 1.5, 0.0)
+    clear = np.clip(0.7 + 0.15 * rng.normal(0.0, 1.0, days), 0.3, 0.95)
+    solar = np.clip(bell * clear[day] * (1.0 + rng.normal(0.0, 0.05, T)), 0.0, 1.0)
+    z = np.zeros(T)
+    z[0] = rng.normal(0.0, 1.0)
+    for t in range(1, T):
+        z[t] = 0.97 * z[t - 1] + np.sqrt(1 - 0.97**2) * rng.normal()
+    wind = np.clip(1.0 / (1.0 + np.exp(-(1.2 * z - 1.1))), 0.02, 0.95)
+    write_series(out / "availability_df.csv", times, {"wind_1": wind, "solar_1": solar}, 3)
+    write_fuels(out / "fuel_prices_df.csv", prices)
+    extra = ("    actor_hidden_sizes: [64, 64]\n"
+             "    critic_hidden_sizes: [128, 128]\n")
+    (out / "config.yaml").write_text(
+        "# Built-in scenario 'many' of marketzoo (synthetic data, generated by make_builtin.py).\n"
+        "# 24 learning plants (hard coal, CCGT, OCGT) with spread marginal costs, must-run rule\n"
+        "# units below them and rule oil peakers above the learners' bid range. One week.\n"
+        "# Smaller networks than the default (24 centralised critics on a 2-core machine).\n\n"
+        + study_case("base", "2023-06-05 00:00", "2023-06-12 00:00", 42, 30, 3, 128, 5, extra)
+    )
+    thermal = sum(u["max_power"] for u in units if u["fuel_type"] != "renewable")
+    supply = thermal + 3000 * wind + 2500 * solar
+    base = 4000 + 3000 * wind + 2500 * solar
+    return {
+        "units": [(u["name"], u["max_power"], round(marginal_cost(u, prices), 2), u["bidding_EOM"]) for u in units],
+        "learning capacity MW": sum(u["max_power"] for u in units if u["bidding_EOM"].endswith("learning")),
+        "demand min/mean/max": (demand.min().round(1), demand.mean().round(1), demand.max().round(1)),
+        "residual for learners min/mean/max": (float((demand - base).min().round(1)), float((demand - base).mean().round(1)),
+                                               float((demand - base).max().round(1))),
+        "min margin MW": float((supply - demand).min().round(1)),
+    }
+
+
 def main() -> None:
-    for name, fn in (("default", make_default), ("tiny", make_tiny)):
+    for name, fn in (("default", make_default), ("tiny", make_tiny), ("many", make_many)):
         stats = fn(HERE / name)
         print(f"== {name}")
         for k, v in stats.items():
