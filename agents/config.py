@@ -319,8 +319,11 @@ class LearningConfig:
     `num_envs` transitions). Must be >= 1. Default: 1."""
 
     torch_threads: int | None = None
-    """Threads torch may use on the CPU. None: the trainer picks a default.
-    Must be >= 1. Default: None."""
+    """Threads torch may use on the CPU, for the whole run. None ("auto"): one thread
+    for the simulation and for small networks; gradient steps of at least 2 GFLOP (e.g.
+    example_03a's 143 critics) run on one thread or on all usable cores, whichever the
+    learner's timing finds faster, re-timed every 20 steps (:mod:`agents.threads`; the
+    results are the same either way). Must be >= 1. Default: None."""
 
     episode_hours: int | None = None
     """Length of a training episode in hours (env option ``episode_hours``, see
@@ -716,6 +719,21 @@ def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return coerce
 
 
+def _optional_auto(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Like :func:`_optional`; the string "auto" also means None."""
+    opt = _optional(inner)
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return None
+        try:
+            return opt(v)
+        except _Bad as bad:
+            raise _Bad(f"{bad.allowed} (or \"auto\")") from None
+
+    return coerce
+
+
 def _path(v: Any) -> str:
     if isinstance(v, (str, os.PathLike)):
         return os.fspath(v)
@@ -886,7 +904,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),
-    "torch_threads": _optional(_int(1, maximum=_MAX_THREADS)),
+    "torch_threads": _optional_auto(_int(1, maximum=_MAX_THREADS)),
     "episode_hours": _optional(_int(1)),
     "random_start": _to_bool,
     "demand_noise": _float(0.0, 1.0),

@@ -40,6 +40,7 @@ from .evaluation import EvalResult, evaluation_episode, run_episode
 from .learning_utils import NormalActionNoise
 from .matd3 import MATD3, metrics_to_float
 from .seeding import run_generators
+from .threads import ThreadTuner, step_flop
 
 if TYPE_CHECKING:
     from envs import MarketCore, Scenario
@@ -51,16 +52,19 @@ _STATE_FORMAT = "marketzoo.learner/1"
 
 
 def default_torch_threads() -> int:
-    """Threads for torch on CPU: one. The networks are small; extra threads gain little
-    and, on a machine whose cores are busy with anything else, their synchronisation
-    slows each gradient step down by 10x or more (measured: 48 ms vs 540 ms per update
-    with 1 vs 2 threads on the 2-core development machine under load). Set
-    ``torch_threads`` for large networks on an idle many-core machine."""
+    """Threads for torch on CPU outside large gradient steps: one. Small networks gain
+    little from more and, on a machine whose cores are busy with anything else, their
+    synchronisation slows each gradient step down by 10x or more (measured: 48 ms vs
+    540 ms per update with 1 vs 2 threads on the 2-core development machine under load).
+    Large gradient steps get a count chosen by timing when ``torch_threads`` is unset
+    (:class:`agents.threads.ThreadTuner`)."""
     return 1
 
 
 def configure_torch_threads(config: LearningConfig) -> int:
-    """Set torch's CPU threads from ``torch_threads`` (process-wide); returns the number."""
+    """Set torch's CPU threads from ``torch_threads`` (process-wide; unset: one, and
+    the learner's :class:`~agents.threads.ThreadTuner` picks the count of each large
+    gradient step); returns the number set."""
     threads = int(config.torch_threads or default_torch_threads())
     torch.set_num_threads(threads)
     return threads
@@ -198,6 +202,12 @@ class Learner:
         self.mask = (np.arange(self.max_act)[None, :] < np.asarray(self.act_dims)[:, None]).astype(np.float64)
         self.episode = 0
         self.n_updates = 0
+        self.threads = ThreadTuner(
+            cfg.torch_threads if torch.device(self.device).type == "cpu" else 1,
+            step_flop(self.n, self.obs_dim, self.max_act, self.unique_obs_len, cfg.batch_size,
+                      tuple(cfg.actor_hidden_sizes), tuple(cfg.critic_hidden_sizes), cfg.policy_delay),
+        )
+        """Torch's thread count per gradient step (``torch_threads``; see :mod:`agents.threads`)."""
         self.hours_since_update = 0
         self.last_metrics: dict[str, Any] = {}
         self.update_seconds = 0.0
@@ -291,7 +301,8 @@ class Learner:
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {}
         for _ in range(cfg.gradient_steps):
-            metrics = self.algo.update(self.buffer.sample(cfg.batch_size), imitation=self._teacher_batch())
+            with self.threads.step():
+                metrics = self.algo.update(self.buffer.sample(cfg.batch_size), imitation=self._teacher_batch())
             self.n_updates += 1
         self.last_metrics = metrics_to_float(metrics)
         self.update_seconds += time.perf_counter() - t0

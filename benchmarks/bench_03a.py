@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter() - t1, time.process_time() - c1
         print(json.dumps({"episode": ep, "training": ep >= cfg.episodes_collecting_initial_experience,
                           "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "sim_s": round(stats["sim_seconds"], 2),
-                          "update_s": round(stats["update_seconds"], 2), "updates": tr.n_updates}), flush=True)
+                          "update_s": round(stats["update_seconds"], 2), "updates": tr.n_updates,
+                          "threads": tr.learner.threads.summary}), flush=True)
     t2 = time.perf_counter()
     tr.evaluate(analysis=False)
     ev = time.perf_counter() - t2
