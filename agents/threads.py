@@ -10,9 +10,10 @@
   development machine);
 * when a gradient step is large (:func:`step_flop` at least :data:`MIN_PARALLEL_FLOP`,
   e.g. example_03a's 143 twin critics: ~54 GFLOP per step), the tuner times steps on one
-  thread and on every core the process may use, keeps the faster count, and re-times the
-  other one every ``reprobe_every`` steps, so that a machine that becomes busy (or idle)
-  moves the choice. On the idle 2-core development machine two threads halve 03a's
+  thread and on every core the process may use, keeps the faster count (the median of
+  each count's last three timed steps; several threads must win by 10 %), and re-times
+  the other one every ``reprobe_every`` steps, so that a machine that becomes busy (or
+  idle) moves the choice. On the idle 2-core development machine two threads halve 03a's
   gradient step (0.40 s vs 0.79 s); with the other core busy they make it slower
   (1.02 s vs 0.82 s), and the tuner stays on one.
 
@@ -25,7 +26,9 @@ checked by hand). Which counts were used is reported in :attr:`ThreadTuner.summa
 from __future__ import annotations
 
 import os
+import statistics
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -35,6 +38,9 @@ __all__ = ["MIN_PARALLEL_FLOP", "ThreadTuner", "step_flop", "usable_cores"]
 
 MIN_PARALLEL_FLOP = 2e9
 """Gradient steps below this many floating-point operations stay on one thread."""
+
+MIN_GAIN = 0.10
+"""Share by which several threads must beat one thread's time per step to be used."""
 
 
 def usable_cores() -> int:
@@ -84,7 +90,7 @@ class ThreadTuner:
         self.base = self.fixed or 1
         self.candidates = (1, cores) if self.auto else (self.base,)
         self.reprobe_every = max(2, int(reprobe_every))
-        self.seconds = {c: None for c in self.candidates}  # latest time per step at each count
+        self.recent: dict[int, deque] = {c: deque(maxlen=3) for c in self.candidates}  # seconds per step
         self.steps = {c: 0 for c in self.candidates}
         self.current = self.candidates[-1]
         self._count = 0
@@ -95,10 +101,10 @@ class ThreadTuner:
         k = self._count
         if k == 0:
             return self.candidates[-1]  # warm-up (allocates buffers), not timed
-        untimed = [c for c in self.candidates if self.seconds[c] is None]
+        untimed = [c for c in self.candidates if not self.recent[c]]
         if untimed:
             return untimed[0]
-        best = min(self.candidates, key=lambda c: self.seconds[c])
+        best = self.best()
         if k % self.reprobe_every == 0:
             return next(c for c in self.candidates if c != best)
         return best
@@ -115,18 +121,29 @@ class ThreadTuner:
         finally:
             dt = time.perf_counter() - t0
             if self.auto and self._count > 0:
-                old = self.seconds[threads]
-                # the count in use is averaged over its recent steps; a probe replaces its figure
-                self.seconds[threads] = dt if old is None or threads != self.current else 0.5 * (old + dt)
+                self.recent[threads].append(dt)
             self.steps[threads] += 1
             self.current = threads
             self._count += 1
             if self.base != threads:
                 torch.set_num_threads(self.base)
 
+    def seconds(self, threads: int) -> float | None:
+        """Median of the last three timed steps at ``threads`` (None before the first)."""
+        r = self.recent[threads]
+        return statistics.median(r) if r else None
+
+    def best(self) -> int:
+        """The count to run at: more threads only when their median step is at least
+        :data:`MIN_GAIN` faster than one thread's (a tie costs a second core for nothing)."""
+        one = self.seconds(1)
+        many = self.candidates[-1]
+        return many if self.seconds(many) < one * (1.0 - MIN_GAIN) else 1
+
     @property
     def summary(self) -> dict:
         """Mode, candidate counts, gradient steps run at each, and their latest seconds per step."""
         return {"mode": "auto" if self.auto else "fixed", "threads": list(self.candidates),
                 "steps": {str(c): s for c, s in self.steps.items()},
-                "seconds_per_step": {str(c): (None if s is None else round(s, 4)) for c, s in self.seconds.items()}}
+                "seconds_per_step": {str(c): (None if self.seconds(c) is None else round(self.seconds(c), 4))
+                                     for c in self.candidates}}
