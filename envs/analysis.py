@@ -356,7 +356,8 @@ def _cols(pay: np.ndarray, shape: tuple[int, int], cols: np.ndarray) -> np.ndarr
 
 
 def _evaluate(
-    record: EpisodeRecord, sl: _Slots, h0: int, h1: int, s_price: np.ndarray, d_price: np.ndarray
+    record: EpisodeRecord, sl: _Slots, h0: int, h1: int, s_price: np.ndarray, d_price: np.ndarray,
+    *, via_clearing: bool = False,
 ) -> np.ndarray:
     """Profit ``(h, P)`` (EUR per step, without start-up costs) of the agent in hours
     ``h0:h1`` for ``P`` own price vectors per hour, and whether its supply is accepted
@@ -364,6 +365,8 @@ def _evaluate(
     One batched clearing of ``h * P`` markets."""
     h = h1 - h0
     P = s_price.shape[1]
+    if not via_clearing and record.mechanism == "pay_as_clear" and record.demand_price.shape[1] == 0 and len(sl.s_cols):
+        return _evaluate_residual(record, sl, h0, h1, s_price)
     rep = lambda a: np.repeat(a[h0:h1], P, axis=0)  # noqa: E731
     sp, sv = rep(record.supply_price), rep(record.supply_volume)
     dp, dv = rep(record.demand_price), rep(record.demand_volume)
@@ -385,6 +388,79 @@ def _evaluate(
         profit -= (res.demand_accepted[:, d] * (pay_d + rep(record.demand_cost[:, d]))).sum(axis=1)
     # energy = MW * dt; start-up costs (EUR per start) are charged by the caller
     return (profit * record.dt).reshape(h, P), (acc_s.sum(axis=1) > 0).reshape(h, P)
+
+
+def _evaluate_residual(
+    record: EpisodeRecord, sl: _Slots, h0: int, h1: int, s_price: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_evaluate` for the common case of a pay-as-clear market with fixed demand
+    only (no demand bids): the others' merit order is sorted once per hour and every own
+    price vector is placed on it, instead of clearing ``h * P`` whole markets (the 24
+    learners of ``many``: 14 s instead of 69 s for one evaluation). Same rules as
+    :func:`envs.market.clear_market` (bids clipped to the price limits, bids of at most
+    ``VOLUME_TOL`` MW ignored, the price is the lowest offered price at which the supply
+    offered at or below it covers the demand, the bids at that price share the rest pro
+    rata, scarcity at the cap); the tests compare the two on random markets with ties."""
+    h, P, k = s_price.shape
+    cap, floor = record.price_cap, record.price_floor
+    s_cols = np.asarray(sl.s_cols)
+    others = np.ones(record.supply_price.shape[1], dtype=bool)
+    others[s_cols] = False
+    profit = np.zeros((h, P))
+    on = np.zeros((h, P), dtype=bool)
+    tol = VOLUME_TOL
+    for r, t in enumerate(range(h0, h1)):
+        demand = float(record.fixed_demand[t])
+        if demand <= tol:
+            continue  # nothing is traded: no acceptance, no profit
+        ov = record.supply_volume[t, others]
+        live = ov > tol
+        op = np.minimum(np.maximum(record.supply_price[t, others][live], floor), cap)
+        order = op.argsort(kind="stable")
+        lv = op[order]  # others' offered prices, ascending
+        cum = np.concatenate([[0.0], np.cumsum(ov[live][order])])  # offered before index j
+        av = record.supply_volume[t, s_cols]
+        a_live = av > tol
+        av = np.where(a_live, av, 0.0)
+        A = np.minimum(np.maximum(s_price[r], floor), cap)  # (P, k)
+        A = np.where(a_live[None, :], A, np.inf)  # a bid without volume is no offer
+        need = demand - tol
+
+        def offered_at_or_below(q: np.ndarray) -> np.ndarray:
+            return cum[np.searchsorted(lv, q, side="right")] + ((A <= q[:, None]) * av).sum(axis=1)
+
+        # candidate clearing prices: each own price, and in each interval between own
+        # prices the lowest other price whose offer (plus the own volume below) covers demand
+        As = np.sort(A, axis=1)
+        w_sorted = np.take_along_axis(np.broadcast_to(av, A.shape), np.argsort(A, axis=1), axis=1)
+        bounds_lo = np.concatenate([np.full((P, 1), -np.inf), As], axis=1)  # (P, k+1)
+        bounds_hi = np.concatenate([As, np.full((P, 1), np.inf)], axis=1)
+        added = np.concatenate([np.zeros((P, 1)), np.cumsum(w_sorted, axis=1)], axis=1)
+        price = np.full(P, np.inf)
+        n_lv = len(lv)
+        for i in range(k + 1):
+            j = np.searchsorted(cum[1:], need - added[:, i], side="left")  # first level covering
+            j = np.maximum(j, np.searchsorted(lv, bounds_lo[:, i], side="left"))
+            q = np.where(j < n_lv, lv[np.minimum(j, n_lv - 1)] if n_lv else np.inf, np.inf)
+            ok = q < bounds_hi[:, i]
+            price = np.where(ok & (q < price), q, price)
+        for i in range(k):
+            a = A[:, i]
+            ok = np.isfinite(a) & (offered_at_or_below(np.where(np.isfinite(a), a, 0.0)) >= need)
+            price = np.where(ok & (a < price), a, price)
+        total = cum[-1] + av.sum()
+        scarce = ~np.isfinite(price)
+        price = np.where(scarce, cap, price)
+        volume = np.where(scarce, total, demand)
+        below = cum[np.searchsorted(lv, price, side="left")] + ((A < price[:, None]) * av).sum(axis=1)
+        at_or_below = offered_at_or_below(price)
+        v_at = at_or_below - below
+        share = np.clip((volume - below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
+        acc = (A < price[:, None]) * av + (A == price[:, None]) * (av * share[:, None])
+        cost = record.supply_cost[t, s_cols]
+        profit[r] = (acc * (price[:, None] - cost)).sum(axis=1) * record.dt
+        on[r] = acc.sum(axis=1) > 0
+    return profit, on
 
 
 # ---------------------------------------------------------------------------- storage

@@ -605,3 +605,42 @@ def test_br_share_headline():
     rec_p, br_p = (70.0 - 55.708) * 1500, (85.698 - 55.708) * 1500
     assert br_share(ex) == pytest.approx(rec_p / br_p)
     assert br_share(exploitability(_02a_like([85.698, 85.698]))) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["plant", "renewable"])
+def test_residual_fast_path_equals_full_clearing(kind):
+    """Pay-as-clear with fixed demand only: the per-hour merit-order path of _evaluate
+    gives the same profits and dispatch as clearing every candidate market in full, with
+    ties, zero volumes, prices outside the limits, scarcity and zero demand."""
+    from envs.analysis import _evaluate, _slots
+
+    rng = np.random.default_rng(7 if kind == "plant" else 8)
+    for trial in range(40):
+        H, n = int(rng.integers(1, 5)), int(rng.integers(0, 9))
+        o_p = rng.integers(-30, 31, (H, n)) / 2.0
+        o_p[rng.random((H, n)) < 0.1] = 4000.0  # above the cap: clipped
+        o_v = rng.integers(0, 6, (H, n)) * 10.0 * (rng.random((H, n)) > 0.15)
+        k = 2 if kind == "plant" else 1
+        l_v = rng.integers(0, 5, (H, k)) * 10.0
+        l_v[rng.random((H, k)) < 0.15] = 0.0
+        scale = rng.choice([0.0, 0.5, 1.0, 1.3])  # zero demand, within the offer, scarcity
+        fixed = np.round(scale * (o_v.sum(axis=1) + l_v.sum(axis=1)) * rng.uniform(0.3, 1.0, H))
+        sp = np.hstack([o_p, np.sort(rng.integers(-20, 21, (H, k)) / 2.0, axis=1)])
+        sv = np.hstack([o_v, l_v])
+        cs = np.hstack([np.zeros((H, n)), np.repeat(rng.integers(-4, 8, (H, 1)) / 2.0, k, axis=1)])
+        L = n
+        rec = make_record(
+            sp, sv, np.zeros((H, 0)), np.zeros((H, 0)), fixed, cost_s=cs, supply_unit=list(range(n)) + [L] * k,
+            demand_unit=[], unit_kind=["plant"] * n + [kind], agent_unit=L, agent_kind=kind,
+            cap=float(rng.choice([3000.0, 12.0])), floor=float(rng.choice([-500.0, -8.0])),
+        )
+        sl = _slots(rec, 0)
+        # candidates: the others' prices, next to them, the limits and random values
+        pool = np.concatenate([o_p.ravel(), o_p.ravel() - 0.01, [-600.0, 3100.0, 12.0, -8.0], rng.uniform(-16, 16, 20)])
+        P = 30
+        own = np.sort(rng.choice(pool, (H, P, k)), axis=2)
+        d0 = np.zeros((H, P, 0))
+        fast = _evaluate(rec, sl, 0, H, own, d0)
+        full = _evaluate(rec, sl, 0, H, own, d0, via_clearing=True)
+        np.testing.assert_allclose(fast[0], full[0], rtol=1e-12, atol=1e-7, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(fast[1], full[1], err_msg=f"trial {trial}")
