@@ -707,29 +707,18 @@ def _float(
     return coerce
 
 
-def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _optional(inner: Callable[[Any], Any], *, auto: bool = False) -> Callable[[Any], Any]:
+    """``inner``, or None for null-like strings (and for "auto" when ``auto``)."""
+    none_strings = _NONE_STRINGS | ({"auto"} if auto else set())
+    suffix = ', null or "auto"' if auto else ", or null"
+
     def coerce(v: Any) -> Any:
-        if v is None or (isinstance(v, str) and v.strip().lower() in _NONE_STRINGS):
+        if v is None or (isinstance(v, str) and v.strip().lower() in none_strings):
             return None
         try:
             return inner(v)
         except _Bad as bad:
-            raise _Bad(f"{bad.allowed}, or null") from None
-
-    return coerce
-
-
-def _optional_auto(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Like :func:`_optional`; the string "auto" also means None."""
-    opt = _optional(inner)
-
-    def coerce(v: Any) -> Any:
-        if isinstance(v, str) and v.strip().lower() == "auto":
-            return None
-        try:
-            return opt(v)
-        except _Bad as bad:
-            raise _Bad(f"{bad.allowed} (or \"auto\")") from None
+            raise _Bad(f"{bad.allowed}{suffix}") from None
 
     return coerce
 
@@ -904,7 +893,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),
-    "torch_threads": _optional_auto(_int(1, maximum=_MAX_THREADS)),
+    "torch_threads": _optional(_int(1, maximum=_MAX_THREADS), auto=True),
     "episode_hours": _optional(_int(1)),
     "random_start": _to_bool,
     "demand_noise": _float(0.0, 1.0),

@@ -101,3 +101,10 @@ def test_learner_wires_torch_threads(restore_threads):
     assert lr.threads.auto == (lr.threads.candidates[-1] > 1)
     fixed = Learner(big.with_overrides(["torch_threads=2"]), ["a", "b"], 10, [2, 2])
     assert fixed.threads.fixed == 2 and not fixed.threads.auto
+
+
+def test_torch_threads_accepts_auto_and_names_the_choices():
+    assert LearningConfig().with_overrides(["torch_threads=auto"]).torch_threads is None
+    assert LearningConfig().with_overrides(["torch_threads=4"]).torch_threads == 4
+    with pytest.raises(ValueError, match='torch_threads.*"auto"'):
+        LearningConfig().with_overrides(["torch_threads=many"])
