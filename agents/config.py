@@ -304,6 +304,15 @@ class LearningConfig:
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
     imitation on the safe side. Must be >= 0. Default: 0.3."""
 
+    best_policy_metric: str = "auto"
+    """Which evaluation's policy `policies/best` holds (what `train.py`'s final
+    evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
+    highest evaluation reward (ASSUME's choice); "exploitability", the lowest joint
+    exploitability of the exact best-response analysis (the reward, with one printed
+    note, for evaluations without the analysis, see `analysis_max_agents`); "auto",
+    the same without the note. `best_profit` and
+    `best_regret` and early stopping (reward) are unchanged. Default: "auto"."""
+
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
@@ -883,6 +892,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
+    "best_policy_metric": _choice("auto", "reward", "exploitability"),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

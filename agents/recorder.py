@@ -8,7 +8,8 @@ due) the runtime calls :meth:`RunRecorder.record_episode`, which
   row of ``history.csv`` (see the README's metric table);
 * compares the evaluation's reward, profit and regret with the best so far, each
   separately (:func:`compare_policies`), and saves ``best`` / ``best_profit`` /
-  ``best_regret``;
+  ``best_regret`` (``best`` by ``best_policy_metric``: the reward, or the exploitability
+  of the exact analysis);
 * counts evaluations without improvement for early stopping;
 * saves ``last`` (an interrupted run loses at most the episode in progress).
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from .learner import Learner
 
-__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "compare_policies",
+__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "best_metric", "compare_policies",
            "evaluation_due", "finish_run", "read_run_state"]
 
 STATE_NAME = "state.pt"  # RUN_DIR/state.pt: what --resume continues from
@@ -54,11 +55,28 @@ def initial_best() -> dict[str, float]:
     return {key: (-math.inf if larger else math.inf) for key, _, larger in POLICY_CRITERIA}
 
 
-def compare_policies(best: dict[str, float], metrics: Mapping[str, float]) -> list[str]:
+def best_metric(setting: str, metrics: Mapping[str, float]) -> str:
+    """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``):
+    ``"exploitability"`` when so set (or ``"auto"``) and the evaluation ran the exact
+    best-response analysis (its metrics hold ``exploitability``), else ``"reward"``
+    (:class:`RunRecorder` prints a note when ``"exploitability"`` has to fall back)."""
+    if setting != "reward" and "exploitability" in metrics:
+        return "exploitability"
+    return "reward"
+
+
+def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, best_by: str = "reward") -> list[str]:
     """Compare ``metrics`` (``reward``, ``profit``, ``regret``) with ``best``, each
     separately (ASSUME returns after the first); update ``best`` in place and return the
-    policy names (``best``, ``best_profit``, ``best_regret``) that improved."""
+    policy names (``best``, ``best_profit``, ``best_regret``) that improved.
+
+    ``best_by`` (see :func:`best_metric`) is the metric of ``best``: ``"reward"``
+    (highest, ASSUME's choice) or ``"exploitability"`` (lowest; ``best`` then also holds
+    the lowest exploitability under that key, while ``best["reward"]`` stays the highest
+    reward, which early stopping follows)."""
     missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
+    if best_by != "reward" and best_by not in metrics:
+        missing.append(best_by)
     if missing:
         raise KeyError(f"compare_and_save_policies: metrics lack {missing}")
     improved = []
@@ -66,7 +84,13 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float]) -> li
         value = float(metrics[key])
         if (value > best[key]) if larger else (value < best[key]):
             best[key] = value
-            improved.append(name)
+            if name != "best" or best_by == "reward":
+                improved.append(name)
+    if best_by == "exploitability":
+        value = float(metrics["exploitability"])  # NaN (no profit at all) never improves
+        if value < best.get("exploitability", math.inf):
+            best["exploitability"] = value
+            improved.insert(0, "best")
     return improved
 
 
@@ -125,6 +149,7 @@ class RunRecorder:
         self.agent_kind = agent_kind
         self.best = initial_best()
         self.no_improve = 0
+        self._fallback_noted = False
         self.history: list[dict[str, Any]] = []
         self.writer = None
         if self.run_dir is not None:
@@ -153,8 +178,15 @@ class RunRecorder:
 
     def compare_and_save_policies(self, metrics: Mapping[str, float], *, episode: int | None = None) -> list[str]:
         """Save ``best`` / ``best_profit`` / ``best_regret`` for every metric that
-        improved (all three are compared). Returns the names of the improved policies."""
-        saved = compare_policies(self.best, metrics)
+        improved (all three are compared; ``best`` by ``best_policy_metric``). Returns the
+        names of the improved policies."""
+        setting = self.config.best_policy_metric
+        by = best_metric(setting, metrics)
+        if setting == "exploitability" and by == "reward" and not self._fallback_noted:
+            self._fallback_noted = True
+            print("note: best_policy_metric is exploitability, but this evaluation ran no best-response analysis "
+                  "(analysis_max_agents or --no-analysis): policies/best is chosen by the reward instead")
+        saved = compare_policies(self.best, metrics, best_by=by)
         for name in saved:
             self.save(name, dict(metrics), episode=episode)
         return saved
@@ -236,7 +268,7 @@ class RunRecorder:
         return {"best": dict(self.best), "no_improve": self.no_improve, "history": [dict(r) for r in self.history]}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        self.best = {k: float(v) for k, v in sd["best"].items()}
+        self.best = {**initial_best(), **{k: float(v) for k, v in sd["best"].items()}}
         self.no_improve = int(sd["no_improve"])
         self.history = [dict(r) for r in sd["history"]]
 
@@ -279,7 +311,10 @@ class RunRecorder:
         from .checkpoint import CheckpointError, read_manifest
 
         raised = []
-        for key, name, larger in POLICY_CRITERIA:
+        criteria = list(POLICY_CRITERIA)
+        if self.config.best_policy_metric != "reward":  # best by exploitability (when its manifest has one)
+            criteria.append(("exploitability", "best", False))
+        for key, name, larger in criteria:
             d = self.policy_dir(name)
             if d is None or not (d / "manifest.json").exists():
                 continue
@@ -287,9 +322,11 @@ class RunRecorder:
                 value = float(((read_manifest(d).get("metrics") or {}).get(key)))
             except (CheckpointError, TypeError, ValueError):
                 continue
-            if math.isfinite(value) and ((value > self.best[key]) if larger else (value < self.best[key])):
+            current = self.best.get(key, -math.inf if larger else math.inf)
+            if math.isfinite(value) and ((value > current) if larger else (value < current)):
                 self.best[key] = value
-                raised.append(name)
+                if name not in raised:
+                    raised.append(name)
         return raised
 
     def flush(self) -> None:

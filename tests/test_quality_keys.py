@@ -1,0 +1,111 @@
+"""Learning-quality keys of issue 9 (best_policy_metric ...), on the built-in tiny scenario."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agents.checkpoint import read_manifest
+from agents.config import ConfigError, LearningConfig
+from agents.evaluation import EvalResult
+from agents.recorder import best_metric, compare_policies, initial_best
+from agents.trainer import Trainer
+from envs import load_scenario
+
+SMALL = [
+    "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=12h", "gradient_steps=2", "batch_size=16",
+    "episodes_collecting_initial_experience=1", "validation_episodes_interval=1", "training_episodes=4",
+    "replay_buffer_size=10000", "torch_threads=1",
+]
+
+
+def make(tmp_path, extra=(), seed=3):
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + list(extra))
+    return Trainer(sc, cfg, run_dir=tmp_path, seed=seed, progress=False, tensorboard=False)
+
+
+def fake_eval(n: int, reward: float, exploitability: float | None) -> EvalResult:
+    z = np.zeros(n)
+    ev = EvalResult(reward=reward, profit=1000.0 * reward, regret=-reward, mean_price=50.0, agent_profit=z,
+                    agent_reward=z, markup=0.0, dispatch=z)
+    if exploitability is not None:
+        ev.br_profit, ev.br_share, ev.exploitability = np.ones(n), np.ones(n), exploitability
+    return ev
+
+
+# evaluation after episodes 0, 1, 2: the highest reward comes second, the lowest exploitability third
+EVALS = [(1.0, 0.5), (2.0, 0.8), (0.5, 0.2)]
+
+
+@pytest.mark.parametrize("setting, want", [("reward", 1), ("exploitability", 2), ("auto", 2)])
+def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, want):
+    """best_policy_metric: `policies/best` holds the evaluation with the highest reward
+    ("reward") or the lowest exploitability ("exploitability", "auto" with the analysis);
+    best_profit / best_regret and the best reward (early stopping) do not depend on it; a
+    resumed run's books keep the choice."""
+    tr = make(tmp_path, [f"best_policy_metric={setting}"])
+    rec = tr.recorder
+    saved = []
+    for ep, (reward, expl) in enumerate(EVALS):
+        row, _ = rec.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, expl), 0.0)
+        saved.append(row["saved"])
+    best = read_manifest(tmp_path / "policies" / "best")
+    assert best["episode"] == want and best["metrics"]["reward"] == EVALS[want][0]
+    assert read_manifest(tmp_path / "policies" / "best_profit")["episode"] == 1  # profit = 1000 x reward
+    assert read_manifest(tmp_path / "policies" / "best_regret")["episode"] == 1  # regret = -reward
+    assert rec.best["reward"] == 2.0
+    if setting == "reward":
+        assert saved == ["best+best_profit+best_regret"] * 2 + [""] and "exploitability" not in rec.best
+    else:
+        assert saved == ["best+best_profit+best_regret", "best_profit+best_regret", "best"]
+        assert rec.best["exploitability"] == 0.2
+    # resume: the books round-trip and guard_best raises a fresh recorder to the saved best
+    state = rec.state_dict()
+    tr2 = make(tmp_path, [f"best_policy_metric={setting}"])
+    tr2.recorder.load_state_dict(state)
+    assert tr2.recorder.best == rec.best
+    tr3 = make(tmp_path, [f"best_policy_metric={setting}"])
+    tr3.recorder.guard_best()
+    if setting != "reward":
+        assert tr3.recorder.best["exploitability"] == 0.2
+        # a later, worse evaluation does not replace policies/best
+        tr3.recorder.record_episode(3, {"reward": 0.0}, fake_eval(tr.n, 9.0, 0.3), 0.0)
+        assert read_manifest(tmp_path / "policies" / "best")["episode"] == 2
+
+
+def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, capsys):
+    """Evaluations without the analysis choose `best` by reward: silently with "auto",
+    with one note with "exploitability"; an unknown value is refused on construction."""
+    assert best_metric("auto", {"reward": 1.0}) == "reward"
+    assert best_metric("auto", {"reward": 1.0, "exploitability": 0.3}) == "exploitability"
+    assert best_metric("reward", {"reward": 1.0, "exploitability": 0.3}) == "reward"
+    for setting, noted in (("auto", False), ("exploitability", True)):
+        tr = make(tmp_path / setting, [f"best_policy_metric={setting}"])
+        for ep, (reward, _) in enumerate(EVALS):
+            tr.recorder.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, None), 0.0)
+        assert read_manifest(tmp_path / setting / "policies" / "best")["episode"] == 1
+        assert capsys.readouterr().out.count("best_policy_metric is exploitability") == int(noted)
+    # NaN exploitability (no profit at all) never becomes the best
+    best = initial_best()
+    assert compare_policies(best, {"reward": 1.0, "profit": 1.0, "regret": 0.0, "exploitability": math.nan},
+                            best_by="exploitability") == ["best_profit", "best_regret"]
+    with pytest.raises(ConfigError, match="best_policy_metric"):
+        LearningConfig.from_dict({"best_policy_metric": "profit"})
+
+
+def test_best_policy_metric_auto_keeps_the_least_exploitable_evaluation_of_a_real_run(tmp_path):
+    """A real run with the analysis: `policies/best` is the evaluation with the lowest
+    exploitability in history.csv, and re-evaluating it (what train.py's final summary
+    does) scores that exploitability again."""
+    tr = make(tmp_path, ["best_policy_metric=auto", "training_episodes=5"])
+    res = tr.train()
+    evals = [(r["episode"], r["eval/exploitability"]) for r in res.history if "eval/exploitability" in r]
+    assert len(evals) == 4
+    ep, lowest = min(evals, key=lambda e: e[1])
+    best = read_manifest(tmp_path / "policies" / "best")
+    assert best["episode"] == ep and best["metrics"]["exploitability"] == lowest == res.best["exploitability"]
+    tr.learner.load(tmp_path / "policies" / "best")
+    assert tr.evaluate(analysis=True).exploitability == pytest.approx(lowest, rel=1e-9, abs=1e-12)
