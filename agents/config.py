@@ -313,6 +313,12 @@ class LearningConfig:
     the same without the note. `best_profit` and
     `best_regret` and early stopping (reward) are unchanged. Default: "auto"."""
 
+    critic_reward_scale: float | str = 1.0
+    """Multiplier of the rewards the critics learn from (the replay buffer's rewards;
+    reported rewards and profits are unchanged), so that the discounted return, about
+    reward / (1 - gamma), stays near the reward's own size when gamma is close to 1.
+    A number > 0, or "auto" = 1 - gamma (1 when gamma is 1). Default: 1.0."""
+
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
@@ -572,6 +578,12 @@ class LearningConfig:
         """True when ``gradient_steps`` was given as -1 (= ``train_freq`` hours)."""
         return self._gradient_steps_auto
 
+    def resolved_critic_reward_scale(self) -> float:
+        """`critic_reward_scale` as a number ("auto": 1 - gamma, or 1 when gamma is 1)."""
+        if self.critic_reward_scale == "auto":
+            return 1.0 - self.gamma if self.gamma < 1.0 else 1.0
+        return float(self.critic_reward_scale)
+
     def resolved_device(self) -> str:
         """The concrete torch device string: "auto" becomes "cuda" when available,
         else "cpu". Imports torch lazily. Raises :class:`ConfigError` when a cuda
@@ -721,6 +733,20 @@ def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return inner(v)
         except _Bad as bad:
             raise _Bad(f"{bad.allowed}, or null") from None
+
+    return coerce
+
+
+def _auto_or(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``"auto"`` as such, else ``inner``."""
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            return inner(v)
+        except _Bad as bad:
+            raise _Bad(f'"auto" or {bad.allowed}') from None
 
     return coerce
 
@@ -893,6 +919,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
     "best_policy_metric": _choice("auto", "reward", "exploitability"),
+    "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

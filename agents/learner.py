@@ -274,8 +274,10 @@ class Learner:
         return lr
 
     def add(self, obs, actions, reward) -> None:
-        """One hour's transition of all units (``(B, n, ...)``) into the replay buffer."""
-        self.buffer.add(obs, actions, reward)
+        """One hour's transition of all units (``(B, n, ...)``) into the replay buffer
+        (the reward times ``critic_reward_scale``)."""
+        scale = self.config.resolved_critic_reward_scale()
+        self.buffer.add(obs, actions, reward if scale == 1.0 else np.asarray(reward) * scale)
 
     def end_episode(self, final_obs) -> None:
         """Close the episode in the buffer (its last observation)."""

@@ -85,6 +85,8 @@ def test_defaults():
         best_response_teacher_interval=1,
         best_response_teacher_window=10,
         best_response_teacher_margin=0.3,
+        best_policy_metric="auto",
+        critic_reward_scale=1.0,
         regret_scale=0.0,
         seed=None,
         num_envs=1,

@@ -109,3 +109,22 @@ def test_best_policy_metric_auto_keeps_the_least_exploitable_evaluation_of_a_rea
     assert best["episode"] == ep and best["metrics"]["exploitability"] == lowest == res.best["exploitability"]
     tr.learner.load(tmp_path / "policies" / "best")
     assert tr.evaluate(analysis=True).exploitability == pytest.approx(lowest, rel=1e-9, abs=1e-12)
+
+
+def test_critic_reward_scale_multiplies_what_the_critics_learn_from_only(tmp_path):
+    """critic_reward_scale: the replay buffer holds the env's rewards times the scale
+    ("auto" = 1 - gamma); the reported episode reward and profit are unchanged."""
+    runs = {}
+    for setting in ("1.0", "0.25", "auto"):
+        tr = make(None, [f"critic_reward_scale={setting}", "gamma=0.8", "training_episodes=1"])
+        stats = tr.run_episode()  # initial exploration: the same random actions in every run
+        b = tr.buffer
+        runs[setting] = (np.array(b.rewards, copy=True), stats["reward"], stats["profit"])
+    base = runs["1.0"][0]
+    assert np.abs(base).max() > 0
+    np.testing.assert_allclose(runs["0.25"][0], 0.25 * base, rtol=1e-6)
+    np.testing.assert_allclose(runs["auto"][0], 0.2 * base, rtol=1e-6)
+    assert runs["0.25"][1:] == runs["auto"][1:] == runs["1.0"][1:]
+    assert LearningConfig.from_dict({"critic_reward_scale": "auto", "gamma": 1.0}).resolved_critic_reward_scale() == 1.0
+    with pytest.raises(ConfigError, match="critic_reward_scale"):
+        LearningConfig.from_dict({"critic_reward_scale": -1})
