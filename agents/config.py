@@ -313,6 +313,14 @@ class LearningConfig:
     the same without the note. `best_profit` and
     `best_regret` and early stopping (reward) are unchanged. Default: "auto"."""
 
+    best_policy_interval: int | str | None = None
+    """Extra evaluations that only serve to choose `policies/best`: a deterministic
+    evaluation (with the analysis, when it runs) after every this many training episodes
+    after initial exploration, besides the `validation_episodes_interval` ones; they are
+    logged like those but do not count for early stopping. "auto": 1 when the run has at
+    most 5 learning units (an evaluation with the exact analysis then takes ~0.3-3 s),
+    else none. None: none. Must be >= 1. Default: None."""
+
     critic_reward_scale: float | str = 1.0
     """Multiplier of the rewards the critics learn from (the replay buffer's rewards;
     reported rewards and profits are unchanged), so that the discounted return, about
@@ -919,6 +927,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
     "best_policy_metric": _choice("auto", "reward", "exploitability"),
+    "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),

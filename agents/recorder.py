@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .learner import Learner
 
 __all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "best_metric", "compare_policies",
-           "evaluation_due", "finish_run", "read_run_state"]
+           "best_policy_interval", "evaluation_due", "finish_run", "read_run_state", "validation_due"]
 
 STATE_NAME = "state.pt"  # RUN_DIR/state.pt: what --resume continues from
 _RUN_STATE_FORMAT = "marketzoo.run-state/1"
@@ -94,13 +94,37 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, be
     return improved
 
 
-def evaluation_due(config: LearningConfig, episode: int, total: int) -> bool:
-    """Whether training episode ``episode`` (of ``total``) is followed by an evaluation:
+# best_policy_interval "auto": an evaluation after every episode up to this many learning units
+BEST_POLICY_AUTO_AGENTS = 5
+
+
+def validation_due(config: LearningConfig, episode: int, total: int) -> bool:
+    """Whether training episode ``episode`` (of ``total``) is followed by a validation:
     every ``validation_episodes_interval`` episodes after initial exploration, and after
     the last one."""
     first = config.episodes_collecting_initial_experience
     return episode >= first and ((episode + 1 - first) % config.validation_episodes_interval == 0
                                  or episode == total - 1)
+
+
+def best_policy_interval(config: LearningConfig, n_agents: int | None) -> int | None:
+    """``best_policy_interval`` as a number of episodes, or None (``"auto"``: 1 for at most
+    :data:`BEST_POLICY_AUTO_AGENTS` learning units; None when ``n_agents`` is unknown)."""
+    v = config.best_policy_interval
+    if v == "auto":
+        return 1 if n_agents is not None and n_agents <= BEST_POLICY_AUTO_AGENTS else None
+    return v
+
+
+def evaluation_due(config: LearningConfig, episode: int, total: int, n_agents: int | None = None) -> bool:
+    """Whether training episode ``episode`` (of ``total``) is followed by an evaluation: a
+    validation (:func:`validation_due`) or one of ``best_policy_interval`` (for a run with
+    ``n_agents`` learning units)."""
+    if validation_due(config, episode, total):
+        return True
+    k = best_policy_interval(config, n_agents)
+    first = config.episodes_collecting_initial_experience
+    return k is not None and episode >= first and (episode + 1 - first) % k == 0
 
 
 @dataclass
@@ -149,6 +173,7 @@ class RunRecorder:
         self.agent_kind = agent_kind
         self.best = initial_best()
         self.no_improve = 0
+        self.validated_reward = -math.inf  # best reward at the latest validation (early stopping)
         self._fallback_noted = False
         self.history: list[dict[str, Any]] = []
         self.writer = None
@@ -193,7 +218,7 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ episodes
     def evaluation_due(self, episode: int, total: int) -> bool:
-        return evaluation_due(self.config, episode, total)
+        return evaluation_due(self.config, episode, total, len(self.learner.agents))
 
     def scalars(self, stats: Mapping[str, Any], ev: EvalResult | None) -> dict[str, Any]:
         """Every scalar of an episode under its TensorBoard tag (= history column):
@@ -223,12 +248,14 @@ class RunRecorder:
         row: dict[str, Any] = {"episode": int(episode), "wall_time": wall_time, **scalars}
         if evaluation is not None:
             m = evaluation.metrics()
-            prev_best = self.best["reward"]
             row["saved"] = "+".join(self.compare_and_save_policies(m, episode=episode))
-            if cfg.early_stopping_steps:
-                gain = (m["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best) else math.inf
-                self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
-                stop = self.no_improve >= cfg.early_stopping_steps
+            if validation_due(cfg, episode, cfg.training_episodes):  # best_policy_interval ones do not count
+                prev_best, self.validated_reward = self.validated_reward, self.best["reward"]
+                if cfg.early_stopping_steps:
+                    gain = ((self.best["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best)
+                            else math.inf)
+                    self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
+                    stop = self.no_improve >= cfg.early_stopping_steps
         self.history.append(row)
         self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))}, episode=episode + 1)
         if self.run_dir is not None:
@@ -265,11 +292,13 @@ class RunRecorder:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Best values, early-stopping counter and the history rows."""
-        return {"best": dict(self.best), "no_improve": self.no_improve, "history": [dict(r) for r in self.history]}
+        return {"best": dict(self.best), "no_improve": self.no_improve, "validated_reward": self.validated_reward,
+                "history": [dict(r) for r in self.history]}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         self.best = {**initial_best(), **{k: float(v) for k, v in sd["best"].items()}}
         self.no_improve = int(sd["no_improve"])
+        self.validated_reward = float(sd.get("validated_reward", self.best["reward"]))
         self.history = [dict(r) for r in sd["history"]]
 
     def save_state(self) -> Path:

@@ -128,3 +128,32 @@ def test_critic_reward_scale_multiplies_what_the_critics_learn_from_only(tmp_pat
     assert LearningConfig.from_dict({"critic_reward_scale": "auto", "gamma": 1.0}).resolved_critic_reward_scale() == 1.0
     with pytest.raises(ConfigError, match="critic_reward_scale"):
         LearningConfig.from_dict({"critic_reward_scale": -1})
+
+
+def test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy(tmp_path):
+    """best_policy_interval: evaluations after every k-th episode besides the validation
+    ones (logged, and able to become policies/best); "auto" = every episode for at most 5
+    learning units, none above; they do not count for early stopping."""
+    from agents.recorder import BEST_POLICY_AUTO_AGENTS, best_policy_interval, evaluation_due
+
+    tr = make(tmp_path, ["training_episodes=7", "validation_episodes_interval=3", "best_policy_interval=2"])
+    tr.train()
+    # exploration: episode 0; validations after 3, 6 (and the last, 6); extra ones after 2, 4, 6
+    assert [r["episode"] for r in tr.history if "eval/reward" in r] == [2, 3, 4, 6]
+    ev_best = read_manifest(tmp_path / "policies" / "best")["episode"]
+    assert ev_best in (2, 3, 4, 6)
+    cfg = LearningConfig.from_dict({"best_policy_interval": "auto", "validation_episodes_interval": 5,
+                                    "episodes_collecting_initial_experience": 0})
+    assert best_policy_interval(cfg, BEST_POLICY_AUTO_AGENTS) == 1
+    assert best_policy_interval(cfg, BEST_POLICY_AUTO_AGENTS + 1) is None
+    assert [e for e in range(10) if evaluation_due(cfg, e, 10, 3)] == list(range(10))
+    assert [e for e in range(10) if evaluation_due(cfg, e, 10, 24)] == [4, 9]
+    assert [e for e in range(10) if evaluation_due(cfg.with_overrides({"best_policy_interval": None}), e, 10, 3)] == [4, 9]
+    # early stopping counts only the validations: with 1 step and a huge threshold the run stops
+    # at the second validation (after episode 6: 1 exploration episode, then every 3rd), whatever the
+    # extra evaluations after every episode saw
+    tr = make(None, ["training_episodes=12", "validation_episodes_interval=3", "best_policy_interval=1",
+                     "early_stopping_steps=1", "early_stopping_threshold=1000"])
+    res = tr.train()
+    assert res.stopped_early and res.episodes == 7
+    assert [r["episode"] for r in tr.history if "eval/reward" in r] == [1, 2, 3, 4, 5, 6]

@@ -428,6 +428,7 @@ KEY_TESTS = {
     "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
     "regret_scale": "test_every_key_reaches_the_object_it_configures",
     "best_policy_metric": "tests/test_quality_keys.py::test_best_policy_metric_decides_what_policies_best_holds",
+    "best_policy_interval": "tests/test_quality_keys.py::test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy",
     "critic_reward_scale": "tests/test_quality_keys.py::test_critic_reward_scale_multiplies_what_the_critics_learn_from_only",
     "best_response_teacher": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
     "best_response_teacher_interval": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
