@@ -120,12 +120,12 @@ def selections(curve: list, own, total: int) -> dict:
     ``validation_episodes_interval=1`` shows every choice): for ``reward`` (highest) and
     ``exploitability`` (lowest), over the evaluations the scenario's own config runs
     (``own``: its ``validation_episodes_interval``) and over all evaluations of this run
-    (``all``). Each: ``[episode, share, exploitability]`` of the evaluation kept (its
+    (``all``; with ``best_policy_interval`` also its extra ones). Each: ``[episode, share, exploitability]`` of the evaluation kept (its
     re-evaluation scores the same: the evaluation episode is deterministic)."""
-    from agents.recorder import evaluation_due
+    from agents.recorder import validation_due
 
     out = {}
-    for where, rows in (("own", [c for c in curve if evaluation_due(own, c[0], total)]), ("all", curve)):
+    for where, rows in (("own", [c for c in curve if validation_due(own, c[0], total)]), ("all", curve)):
         if not rows:
             continue
         by_r = max(rows, key=lambda c: c[3])  # first of equals, as compare_policies keeps
