@@ -313,13 +313,13 @@ class LearningConfig:
     the same without the note. `best_profit` and
     `best_regret` and early stopping (reward) are unchanged. Default: "auto"."""
 
-    best_policy_interval: int | str | None = None
+    best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
     after initial exploration, besides the `validation_episodes_interval` ones; they are
     logged like those but do not count for early stopping. "auto": 1 when the run has at
     most 5 learning units (an evaluation with the exact analysis then takes ~0.3-3 s),
-    else none. None: none. Must be >= 1. Default: None."""
+    else none. None: none. Must be >= 1. Default: "auto"."""
 
     critic_reward_scale: float | str = 1.0
     """Multiplier of the rewards the critics learn from (the replay buffer's rewards;
