@@ -405,7 +405,8 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
-        evaluated = "best policy"
+        by_x = math.isfinite(recorder.best.get("exploitability", math.inf))
+        evaluated = "best policy: " + ("lowest exploitability" if by_x else "highest reward") + " of the evaluations"
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
         best = recorder.policy_dir("last")
         evaluated = "last policy: no evaluation ran during training, so no best policy was kept"
