@@ -278,14 +278,17 @@ class LearningConfig:
     bid stuck at the price bound never comes back. 0 disables. Must be >= 0.
     Default: 0.01."""
 
-    best_response_teacher: float = 0.0
+    best_response_teacher: float | str = "auto"
     """Weight of a behaviour-cloning term that pulls each learning unit's actor towards
     the hourly bids of its exact best response (:func:`envs.analysis.best_response`:
     over the episode, with start-ups and, for storage, the state of charge) to the other
     agents' bids of recent deterministic evaluation episodes, added to the MATD3 actor
     loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style, see
     "Imitation" in agents/matd3.py). Needs the analysis, i.e. the plain training loop (the
-    mango runtime does not refresh a teacher); 0 disables. Must be >= 0. Default: 0.0."""
+    mango runtime does not refresh a teacher); 0 disables. "auto": 100 when the run has
+    exactly one learning unit (measured on example_02a, see benchmarks/RESULTS.md), else
+    0 (with several learners it made `default` worse). Must be >= 0 or "auto".
+    Default: "auto"."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
@@ -922,7 +925,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
     "actor_preactivation_penalty": _float(0.0),
-    "best_response_teacher": _float(0.0),
+    "best_response_teacher": _auto_or(_float(0.0)),
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),

@@ -49,6 +49,9 @@ __all__ = ["EpisodeStats", "Learner", "configure_torch_threads", "default_torch_
 
 _STATE_FORMAT = "marketzoo.learner/1"
 
+# best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
+TEACHER_AUTO_WEIGHT = 100.0
+
 
 def default_torch_threads() -> int:
     """Threads for torch on CPU: one. The networks are small; extra threads gain little
@@ -354,16 +357,25 @@ class Learner:
 
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
         ev = run_episode(episode, act)
-        if self.config.best_response_teacher > 0 and getattr(ev, "analysis_result", None) is not None:
+        if self.teacher_weight > 0 and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result)
         return ev
 
     # ------------------------------------------------------------------ best-response teacher
+    @property
+    def teacher_weight(self) -> float:
+        """``best_response_teacher`` as a number (``"auto"``: :data:`TEACHER_AUTO_WEIGHT` for
+        exactly one learning unit, else 0)."""
+        v = self.config.best_response_teacher
+        if v == "auto":
+            return TEACHER_AUTO_WEIGHT if self.n == 1 else 0.0
+        return float(v)
+
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
         (``best_response_teacher_interval``; regular evaluations refresh it anyway)."""
         cfg = self.config
-        if cfg.best_response_teacher <= 0 or self.mode(episode) == "explore":
+        if self.teacher_weight <= 0 or self.mode(episode) == "explore":
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 
@@ -400,7 +412,7 @@ class Learner:
         rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
         obs = np.concatenate([o for o, _ in self.teacher_data])[rows]
         tgt = np.concatenate([t for _, t in self.teacher_data])[rows]
-        return obs, tgt, self.config.best_response_teacher
+        return obs, tgt, self.teacher_weight
 
     # ------------------------------------------------------------------ policies
     def save(self, directory: str | os.PathLike, *, episode: int | None = None, metrics: dict[str, Any] | None = None,

@@ -81,7 +81,7 @@ def test_defaults():
         critic_hidden_sizes=[256, 128],
         max_grad_norm=1.0,
         actor_preactivation_penalty=0.01,
-        best_response_teacher=0.0,
+        best_response_teacher="auto",
         best_response_teacher_interval=1,
         best_response_teacher_window=10,
         best_response_teacher_margin=0.3,

@@ -157,3 +157,21 @@ def test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy(
     res = tr.train()
     assert res.stopped_early and res.episodes == 7
     assert [r["episode"] for r in tr.history if "eval/reward" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_best_response_teacher_auto_teaches_a_single_learning_unit_only():
+    """best_response_teacher "auto" (the default): weight 100 with one learning unit (the
+    plain loop then refreshes the teacher and the actor steps imitate), 0 with several."""
+    from agents.learner import TEACHER_AUTO_WEIGHT
+
+    tr = make(None, ["training_episodes=3"])
+    assert tr.config.best_response_teacher == "auto" and tr.n == 1
+    assert tr.learner.teacher_weight == TEACHER_AUTO_WEIGHT == 100.0
+    tr.train()
+    assert tr.learner.teacher_data and "losses/imitation_loss" in tr.history[-1]
+    assert make(None, ["best_response_teacher=0"]).learner.teacher_weight == 0.0
+    assert make(None, ["best_response_teacher=7"]).learner.teacher_weight == 7.0
+    sc = load_scenario("default")  # three learning units
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
+    several = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert several.n == 3 and several.learner.teacher_weight == 0.0 and not several.learner.teacher_due(2)
