@@ -310,11 +310,13 @@ class LearningConfig:
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
     evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
-    highest evaluation reward (ASSUME's choice); "exploitability", the lowest joint
-    exploitability of the exact best-response analysis (the reward, with one printed
-    note, for evaluations without the analysis, see `analysis_max_agents`); "auto",
-    the same without the note. `best_profit` and
-    `best_regret` and early stopping (reward) are unchanged. Default: "auto"."""
+    highest evaluation reward (ASSUME's choice); "br_share", the highest share of the
+    best-response profit of the exact analysis, all learners together (Σ profit / Σ
+    best-response profit = 1 - Σ gains from deviating / Σ best-response profit; the
+    reward, with one printed note, for evaluations without the analysis, see
+    `analysis_max_agents`); "auto", the same as "br_share" without the note.
+    `best_profit`, `best_regret` and early stopping (reward) are unchanged.
+    Default: "auto"."""
 
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
@@ -929,7 +931,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
-    "best_policy_metric": _choice("auto", "reward", "exploitability"),
+    "best_policy_metric": _choice("auto", "reward", "br_share"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

@@ -8,8 +8,8 @@ due) the runtime calls :meth:`RunRecorder.record_episode`, which
   row of ``history.csv`` (see the README's metric table);
 * compares the evaluation's reward, profit and regret with the best so far, each
   separately (:func:`compare_policies`), and saves ``best`` / ``best_profit`` /
-  ``best_regret`` (``best`` by ``best_policy_metric``: the reward, or the exploitability
-  of the exact analysis);
+  ``best_regret`` (``best`` by ``best_policy_metric``: the reward, or the share of the
+  best-response profit of the exact analysis);
 * counts evaluations without improvement for early stopping;
 * saves ``last`` (an interrupted run loses at most the episode in progress).
 
@@ -57,11 +57,15 @@ def initial_best() -> dict[str, float]:
 
 def best_metric(setting: str, metrics: Mapping[str, float]) -> str:
     """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``):
-    ``"exploitability"`` when so set (or ``"auto"``) and the evaluation ran the exact
-    best-response analysis (its metrics hold ``exploitability``), else ``"reward"``
-    (:class:`RunRecorder` prints a note when ``"exploitability"`` has to fall back)."""
-    if setting != "reward" and "exploitability" in metrics:
-        return "exploitability"
+    ``"br_share"`` when so set (or ``"auto"``) and the evaluation ran the exact
+    best-response analysis (its metrics hold ``br_share``), else ``"reward"``
+    (:class:`RunRecorder` prints a note when ``"br_share"`` has to fall back).
+
+    Not the joint exploitability (Σ gains / Σ |profits|): a policy that loses money has
+    a larger denominator, so a worse loss can lower it (measured on example_02e: it kept
+    a policy at -1.5 of the best-response profit)."""
+    if setting != "reward" and "br_share" in metrics:
+        return "br_share"
     return "reward"
 
 
@@ -71,9 +75,9 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, be
     policy names (``best``, ``best_profit``, ``best_regret``) that improved.
 
     ``best_by`` (see :func:`best_metric`) is the metric of ``best``: ``"reward"``
-    (highest, ASSUME's choice) or ``"exploitability"`` (lowest; ``best`` then also holds
-    the lowest exploitability under that key, while ``best["reward"]`` stays the highest
-    reward, which early stopping follows)."""
+    (highest, ASSUME's choice) or ``"br_share"`` (highest; ``best`` then also holds the
+    highest share under that key, while ``best["reward"]`` stays the highest reward,
+    which early stopping follows)."""
     missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
     if best_by != "reward" and best_by not in metrics:
         missing.append(best_by)
@@ -86,10 +90,10 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, be
             best[key] = value
             if name != "best" or best_by == "reward":
                 improved.append(name)
-    if best_by == "exploitability":
-        value = float(metrics["exploitability"])  # NaN (no profit at all) never improves
-        if value < best.get("exploitability", math.inf):
-            best["exploitability"] = value
+    if best_by == "br_share":
+        value = float(metrics["br_share"])  # NaN (no best-response profit at all) never improves
+        if value > best.get("br_share", -math.inf):
+            best["br_share"] = value
             improved.insert(0, "best")
     return improved
 
@@ -207,9 +211,9 @@ class RunRecorder:
         names of the improved policies."""
         setting = self.config.best_policy_metric
         by = best_metric(setting, metrics)
-        if setting == "exploitability" and by == "reward" and not self._fallback_noted:
+        if setting == "br_share" and by == "reward" and not self._fallback_noted:
             self._fallback_noted = True
-            print("note: best_policy_metric is exploitability, but this evaluation ran no best-response analysis "
+            print("note: best_policy_metric is br_share, but this evaluation ran no best-response analysis "
                   "(analysis_max_agents or --no-analysis): policies/best is chosen by the reward instead")
         saved = compare_policies(self.best, metrics, best_by=by)
         for name in saved:
@@ -341,8 +345,8 @@ class RunRecorder:
 
         raised = []
         criteria = list(POLICY_CRITERIA)
-        if self.config.best_policy_metric != "reward":  # best by exploitability (when its manifest has one)
-            criteria.append(("exploitability", "best", False))
+        if self.config.best_policy_metric != "reward":  # best by br_share (when its manifest has one)
+            criteria.append(("br_share", "best", True))
         for key, name, larger in criteria:
             d = self.policy_dir(name)
             if d is None or not (d / "manifest.json").exists():
@@ -405,8 +409,9 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
-        by_x = math.isfinite(recorder.best.get("exploitability", math.inf))
-        evaluated = "best policy: " + ("lowest exploitability" if by_x else "highest reward") + " of the evaluations"
+        by_share = math.isfinite(recorder.best.get("br_share", -math.inf))
+        evaluated = ("best policy: " + ("highest share of the best-response profit" if by_share else "highest reward")
+                     + " of the evaluations")
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
         best = recorder.policy_dir("last")
         evaluated = "last policy: no evaluation ran during training, so no best policy was kept"

@@ -6,7 +6,8 @@
 
 Each run trains with the scenario's own ``learning_config`` as written (marketzoo's
 defaults for the keys it leaves out; ``--set`` overrides, e.g. ``--set
-best_response_teacher=100``), one torch thread, then evaluates ``policies/best`` in one
+best_response_teacher=100``), one torch thread, then evaluates ``policies/best`` (chosen
+by ``best_policy_metric``) in one
 deterministic episode, as ``train.py`` does at the end of a run, and scores it with the
 exact best-response analysis (``envs.analysis``, storage exact over the episode). Prints
 one JSON line per run and a table per scenario: share of the best-response profit (all
@@ -117,8 +118,8 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
 def selections(curve: list, own, total: int) -> dict:
     """What each ``best_policy_metric`` would have kept, read off one run's evaluation curve
     (training does not depend on the evaluations, so a run with
-    ``validation_episodes_interval=1`` shows every choice): for ``reward`` (highest) and
-    ``exploitability`` (lowest), over the evaluations the scenario's own config runs
+    ``validation_episodes_interval=1`` shows every choice): for ``reward`` and
+    ``br_share`` (highest each), over the evaluations the scenario's own config runs
     (``own``: its ``validation_episodes_interval``) and over all evaluations of this run
     (``all``; with ``best_policy_interval`` also its extra ones). Each: ``[episode, share, exploitability]`` of the evaluation kept (its
     re-evaluation scores the same: the evaluation episode is deterministic)."""
@@ -129,9 +130,9 @@ def selections(curve: list, own, total: int) -> dict:
         if not rows:
             continue
         by_r = max(rows, key=lambda c: c[3])  # first of equals, as compare_policies keeps
-        by_x = min(rows, key=lambda c: c[2] if math.isfinite(c[2]) else math.inf)
+        by_s = max(rows, key=lambda c: c[1] if math.isfinite(c[1]) else -math.inf)
         out[f"reward_{where}"] = list(by_r[:3])
-        out[f"exploitability_{where}"] = list(by_x[:3])
+        out[f"br_share_{where}"] = list(by_s[:3])
     return out
 
 

@@ -27,30 +27,34 @@ def make(tmp_path, extra=(), seed=3):
     return Trainer(sc, cfg, run_dir=tmp_path, seed=seed, progress=False, tensorboard=False)
 
 
-def fake_eval(n: int, reward: float, exploitability: float | None) -> EvalResult:
+def fake_eval(n: int, reward: float, share: float | None) -> EvalResult:
+    """An evaluation whose learners earn ``share`` of their best-response profit (1 EUR)
+    each (``None``: no analysis)."""
     z = np.zeros(n)
-    ev = EvalResult(reward=reward, profit=1000.0 * reward, regret=-reward, mean_price=50.0, agent_profit=z,
-                    agent_reward=z, markup=0.0, dispatch=z)
-    if exploitability is not None:
-        ev.br_profit, ev.br_share, ev.exploitability = np.ones(n), np.ones(n), exploitability
+    ev = EvalResult(reward=reward, profit=1000.0 * reward, regret=-reward, mean_price=50.0,
+                    agent_profit=np.full(n, share if share is not None else 0.0), agent_reward=z, markup=0.0, dispatch=z)
+    if share is not None:  # exploitability as envs.analysis defines it: sum of gains / sum of |profits|
+        ev.br_profit, ev.br_share = np.ones(n), np.full(n, share)
+        ev.exploitability = (1.0 - share) / max(abs(share), 1e-9)
     return ev
 
 
-# evaluation after episodes 0, 1, 2: the highest reward comes second, the lowest exploitability third
-EVALS = [(1.0, 0.5), (2.0, 0.8), (0.5, 0.2)]
+# evaluation after episodes 0, 1, 2: the highest reward comes second, the highest share third
+EVALS = [(1.0, 0.5), (2.0, 0.2), (0.5, 0.8)]
 
 
-@pytest.mark.parametrize("setting, want", [("reward", 1), ("exploitability", 2), ("auto", 2)])
+@pytest.mark.parametrize("setting, want", [("reward", 1), ("br_share", 2), ("auto", 2)])
 def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, want):
     """best_policy_metric: `policies/best` holds the evaluation with the highest reward
-    ("reward") or the lowest exploitability ("exploitability", "auto" with the analysis);
+    ("reward") or the highest share of the best-response profit ("br_share", "auto" with
+    the analysis);
     best_profit / best_regret and the best reward (early stopping) do not depend on it; a
     resumed run's books keep the choice."""
     tr = make(tmp_path, [f"best_policy_metric={setting}"])
     rec = tr.recorder
     saved = []
-    for ep, (reward, expl) in enumerate(EVALS):
-        row, _ = rec.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, expl), 0.0)
+    for ep, (reward, share) in enumerate(EVALS):
+        row, _ = rec.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, share), 0.0)
         saved.append(row["saved"])
     best = read_manifest(tmp_path / "policies" / "best")
     assert best["episode"] == want and best["metrics"]["reward"] == EVALS[want][0]
@@ -58,10 +62,10 @@ def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, 
     assert read_manifest(tmp_path / "policies" / "best_regret")["episode"] == 1  # regret = -reward
     assert rec.best["reward"] == 2.0
     if setting == "reward":
-        assert saved == ["best+best_profit+best_regret"] * 2 + [""] and "exploitability" not in rec.best
+        assert saved == ["best+best_profit+best_regret"] * 2 + [""] and "br_share" not in rec.best
     else:
         assert saved == ["best+best_profit+best_regret", "best_profit+best_regret", "best"]
-        assert rec.best["exploitability"] == 0.2
+        assert rec.best["br_share"] == 0.8
     # resume: the books round-trip and guard_best raises a fresh recorder to the saved best
     state = rec.state_dict()
     tr2 = make(tmp_path, [f"best_policy_metric={setting}"])
@@ -70,45 +74,52 @@ def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, 
     tr3 = make(tmp_path, [f"best_policy_metric={setting}"])
     tr3.recorder.guard_best()
     if setting != "reward":
-        assert tr3.recorder.best["exploitability"] == 0.2
+        assert tr3.recorder.best["br_share"] == 0.8
         # a later, worse evaluation does not replace policies/best
-        tr3.recorder.record_episode(3, {"reward": 0.0}, fake_eval(tr.n, 9.0, 0.3), 0.0)
+        tr3.recorder.record_episode(3, {"reward": 0.0}, fake_eval(tr.n, 9.0, 0.7), 0.0)
         assert read_manifest(tmp_path / "policies" / "best")["episode"] == 2
 
 
 def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, capsys):
     """Evaluations without the analysis choose `best` by reward: silently with "auto",
-    with one note with "exploitability"; an unknown value is refused on construction."""
+    with one note with "br_share"; an unknown value is refused on construction."""
     assert best_metric("auto", {"reward": 1.0}) == "reward"
-    assert best_metric("auto", {"reward": 1.0, "exploitability": 0.3}) == "exploitability"
-    assert best_metric("reward", {"reward": 1.0, "exploitability": 0.3}) == "reward"
-    for setting, noted in (("auto", False), ("exploitability", True)):
+    assert best_metric("auto", {"reward": 1.0, "br_share": 0.3}) == "br_share"
+    assert best_metric("reward", {"reward": 1.0, "br_share": 0.3}) == "reward"
+    for setting, noted in (("auto", False), ("br_share", True)):
         tr = make(tmp_path / setting, [f"best_policy_metric={setting}"])
         for ep, (reward, _) in enumerate(EVALS):
             tr.recorder.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, None), 0.0)
         assert read_manifest(tmp_path / setting / "policies" / "best")["episode"] == 1
-        assert capsys.readouterr().out.count("best_policy_metric is exploitability") == int(noted)
-    # NaN exploitability (no profit at all) never becomes the best
+        assert capsys.readouterr().out.count("best_policy_metric is br_share") == int(noted)
+    # NaN share (no best-response profit at all) never becomes the best
     best = initial_best()
-    assert compare_policies(best, {"reward": 1.0, "profit": 1.0, "regret": 0.0, "exploitability": math.nan},
-                            best_by="exploitability") == ["best_profit", "best_regret"]
+    assert compare_policies(best, {"reward": 1.0, "profit": 1.0, "regret": 0.0, "br_share": math.nan},
+                            best_by="br_share") == ["best_profit", "best_regret"]
+    # why not the exploitability: a policy that loses 1.5x its best-response profit has a
+    # lower exploitability (2.5 / 1.5) than one that earns 0.3 of it (0.7 / 0.3); br_share keeps the latter
+    losing, earning = fake_eval(1, 1.0, -1.5).metrics(), fake_eval(1, 0.5, 0.3).metrics()
+    assert losing["exploitability"] < earning["exploitability"]
+    best = initial_best()
+    compare_policies(best, earning, best_by="br_share")
+    assert "best" not in compare_policies(best, losing, best_by="br_share") and best["br_share"] == 0.3
     with pytest.raises(ConfigError, match="best_policy_metric"):
         LearningConfig.from_dict({"best_policy_metric": "profit"})
 
 
-def test_best_policy_metric_auto_keeps_the_least_exploitable_evaluation_of_a_real_run(tmp_path):
-    """A real run with the analysis: `policies/best` is the evaluation with the lowest
-    exploitability in history.csv, and re-evaluating it (what train.py's final summary
-    does) scores that exploitability again."""
+def test_best_policy_metric_auto_keeps_the_evaluation_nearest_to_the_best_responses_of_a_real_run(tmp_path):
+    """A real run with the analysis: `policies/best` is the evaluation with the highest
+    share of the best-response profit in history.csv, and re-evaluating it (what
+    train.py's final summary does) scores that share again."""
     tr = make(tmp_path, ["best_policy_metric=auto", "training_episodes=5"])
     res = tr.train()
-    evals = [(r["episode"], r["eval/exploitability"]) for r in res.history if "eval/exploitability" in r]
+    evals = [(r["episode"], r["eval/br_share"]) for r in res.history if "eval/br_share" in r]
     assert len(evals) == 4
-    ep, lowest = min(evals, key=lambda e: e[1])
+    ep, highest = max(evals, key=lambda e: e[1])
     best = read_manifest(tmp_path / "policies" / "best")
-    assert best["episode"] == ep and best["metrics"]["exploitability"] == lowest == res.best["exploitability"]
+    assert best["episode"] == ep and best["metrics"]["br_share"] == highest == res.best["br_share"]
     tr.learner.load(tmp_path / "policies" / "best")
-    assert tr.evaluate(analysis=True).exploitability == pytest.approx(lowest, rel=1e-9, abs=1e-12)
+    assert tr.evaluate(analysis=True).metrics()["br_share"] == pytest.approx(highest, rel=1e-9, abs=1e-12)
 
 
 def test_critic_reward_scale_multiplies_what_the_critics_learn_from_only(tmp_path):
