@@ -431,8 +431,9 @@ class Learner:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Counters, generators, networks and optimizer states (not the buffer's
-        contents): what a later resume needs besides the replay buffer."""
+        """Counters, generators, networks and optimizer states and the best-response
+        teacher's data (not the buffer's contents): what a later resume needs besides the
+        replay buffer."""
         g = self.generators
         return {
             "format": _STATE_FORMAT,
@@ -446,7 +447,10 @@ class Learner:
                 "env": g.env.bit_generator.state,
                 "buffer": self.buffer._rng.bit_generator.state,
                 "agents": [r.bit_generator.state for r in g.agents],
+                "teacher": self.teacher_rng.bit_generator.state,
             },
+            # best_response_teacher: the refreshes it holds (tensors: state.pt loads with weights_only)
+            "teacher_data": [(torch.from_numpy(o.copy()), torch.from_numpy(t.copy())) for o, t in self.teacher_data],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -463,6 +467,9 @@ class Learner:
         self.buffer._rng.bit_generator.state = gens["buffer"]
         for r, st in zip(self.generators.agents, gens["agents"]):
             r.bit_generator.state = st
+        if "teacher" in gens:  # states written before the teacher was saved lack it
+            self.teacher_rng.bit_generator.state = gens["teacher"]
+        self.teacher_data = [(o.numpy().copy(), t.numpy().copy()) for o, t in sd.get("teacher_data", [])]
         self.seed = int(sd["seed"])
         self.episode = int(sd["episode"])
         self.n_updates = int(sd["n_updates"])

@@ -186,3 +186,27 @@ def test_best_response_teacher_auto_teaches_a_single_learning_unit_only():
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
     several = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     assert several.n == 3 and several.learner.teacher_weight == 0.0 and not several.learner.teacher_due(2)
+
+
+def test_resume_state_keeps_the_best_response_teacher(tmp_path):
+    """The learner's resume state holds the teacher's refreshes and sampling generator,
+    so a resumed run teaches from the same data as an uninterrupted one."""
+    import torch
+
+    tr = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    tr.train(3)
+    assert tr.learner.teacher_data
+    path = tmp_path / "state.pt"
+    torch.save(tr.learner.state_dict(), path)
+    sd = torch.load(path, weights_only=True)
+    fresh = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    fresh.learner.load_state_dict(sd)
+    fresh.learner.load_buffer_state_dict(tr.learner.buffer_state_dict())
+    assert len(fresh.learner.teacher_data) == len(tr.learner.teacher_data)
+    for (o1, t1), (o2, t2) in zip(fresh.learner.teacher_data, tr.learner.teacher_data):
+        assert np.array_equal(o1, o2) and np.array_equal(t1, t2, equal_nan=True)
+    assert fresh.learner.teacher_rng.integers(1 << 30) == tr.learner.teacher_rng.integers(1 << 30)
+    for t in (tr, fresh):
+        t.train(4)
+    for a, b in zip(tr.algo.actor_params, fresh.algo.actor_params):
+        assert torch.equal(a, b)
