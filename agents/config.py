@@ -278,14 +278,17 @@ class LearningConfig:
     bid stuck at the price bound never comes back. 0 disables. Must be >= 0.
     Default: 0.01."""
 
-    best_response_teacher: float = 0.0
+    best_response_teacher: float | str = "auto"
     """Weight of a behaviour-cloning term that pulls each learning unit's actor towards
     the hourly bids of its exact best response (:func:`envs.analysis.best_response`:
     over the episode, with start-ups and, for storage, the state of charge) to the other
     agents' bids of recent deterministic evaluation episodes, added to the MATD3 actor
     loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style, see
     "Imitation" in agents/matd3.py). Needs the analysis, i.e. the plain training loop (the
-    mango runtime does not refresh a teacher); 0 disables. Must be >= 0. Default: 0.0."""
+    mango runtime does not refresh a teacher); 0 disables. "auto": 100 when the run has
+    exactly one learning unit (measured on example_02a, see benchmarks/RESULTS.md), else
+    0 (with several learners it made `default` worse). Must be >= 0 or "auto".
+    Default: "auto"."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
@@ -303,6 +306,31 @@ class LearningConfig:
     before they are taught. A best response often sits just below the next offer (a
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
     imitation on the safe side. Must be >= 0. Default: 0.3."""
+
+    best_policy_metric: str = "auto"
+    """Which evaluation's policy `policies/best` holds (what `train.py`'s final
+    evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
+    highest evaluation reward (ASSUME's choice); "br_share", the highest share of the
+    best-response profit of the exact analysis, all learners together (Σ profit / Σ
+    best-response profit = 1 - Σ gains from deviating / Σ best-response profit; the
+    reward, with one printed note, for evaluations without the analysis, see
+    `analysis_max_agents`); "auto", the same as "br_share" without the note.
+    `best_profit`, `best_regret` and early stopping (reward) are unchanged.
+    Default: "auto"."""
+
+    best_policy_interval: int | str | None = "auto"
+    """Extra evaluations that only serve to choose `policies/best`: a deterministic
+    evaluation (with the analysis, when it runs) after every this many training episodes
+    after initial exploration, besides the `validation_episodes_interval` ones; they are
+    logged like those but do not count for early stopping. "auto": 1 when the run has at
+    most 5 learning units (an evaluation with the exact analysis then takes ~0.3-3 s),
+    else none. None: none. Must be >= 1. Default: "auto"."""
+
+    critic_reward_scale: float | str = 1.0
+    """Multiplier of the rewards the critics learn from (the replay buffer's rewards;
+    reported rewards and profits are unchanged), so that the discounted return, about
+    reward / (1 - gamma), stays near the reward's own size when gamma is close to 1.
+    A number > 0, or "auto" = 1 - gamma (1 when gamma is 1). Default: 1.0."""
 
     regret_scale: float = 0.0
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
@@ -566,6 +594,12 @@ class LearningConfig:
         """True when ``gradient_steps`` was given as -1 (= ``train_freq`` hours)."""
         return self._gradient_steps_auto
 
+    def resolved_critic_reward_scale(self) -> float:
+        """`critic_reward_scale` as a number ("auto": 1 - gamma, or 1 when gamma is 1)."""
+        if self.critic_reward_scale == "auto":
+            return 1.0 - self.gamma if self.gamma < 1.0 else 1.0
+        return float(self.critic_reward_scale)
+
     def resolved_device(self) -> str:
         """The concrete torch device string: "auto" becomes "cuda" when available,
         else "cpu". Imports torch lazily. Raises :class:`ConfigError` when a cuda
@@ -719,6 +753,20 @@ def _optional(inner: Callable[[Any], Any], *, auto: bool = False) -> Callable[[A
             return inner(v)
         except _Bad as bad:
             raise _Bad(f"{bad.allowed}{suffix}") from None
+
+    return coerce
+
+
+def _auto_or(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``"auto"`` as such, else ``inner``."""
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            return inner(v)
+        except _Bad as bad:
+            raise _Bad(f'"auto" or {bad.allowed}') from None
 
     return coerce
 
@@ -886,10 +934,13 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_hidden_sizes": _sizes,
     "max_grad_norm": _optional(_float(0.0)),
     "actor_preactivation_penalty": _float(0.0),
-    "best_response_teacher": _float(0.0),
+    "best_response_teacher": _auto_or(_float(0.0)),
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
+    "best_policy_metric": _choice("auto", "reward", "br_share"),
+    "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
+    "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

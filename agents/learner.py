@@ -50,6 +50,9 @@ __all__ = ["EpisodeStats", "Learner", "configure_torch_threads", "default_torch_
 
 _STATE_FORMAT = "marketzoo.learner/1"
 
+# best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
+TEACHER_AUTO_WEIGHT = 100.0
+
 
 def default_torch_threads() -> int:
     """Threads for torch on CPU outside large gradient steps: one. Small networks gain
@@ -284,8 +287,10 @@ class Learner:
         return lr
 
     def add(self, obs, actions, reward) -> None:
-        """One hour's transition of all units (``(B, n, ...)``) into the replay buffer."""
-        self.buffer.add(obs, actions, reward)
+        """One hour's transition of all units (``(B, n, ...)``) into the replay buffer
+        (the reward times ``critic_reward_scale``)."""
+        scale = self.config.resolved_critic_reward_scale()
+        self.buffer.add(obs, actions, reward if scale == 1.0 else np.asarray(reward) * scale)
 
     def end_episode(self, final_obs) -> None:
         """Close the episode in the buffer (its last observation)."""
@@ -363,16 +368,25 @@ class Learner:
 
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
         ev = run_episode(episode, act)
-        if self.config.best_response_teacher > 0 and getattr(ev, "analysis_result", None) is not None:
+        if self.teacher_weight > 0 and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result)
         return ev
 
     # ------------------------------------------------------------------ best-response teacher
+    @property
+    def teacher_weight(self) -> float:
+        """``best_response_teacher`` as a number (``"auto"``: :data:`TEACHER_AUTO_WEIGHT` for
+        exactly one learning unit, else 0)."""
+        v = self.config.best_response_teacher
+        if v == "auto":
+            return TEACHER_AUTO_WEIGHT if self.n == 1 else 0.0
+        return float(v)
+
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
         (``best_response_teacher_interval``; regular evaluations refresh it anyway)."""
         cfg = self.config
-        if cfg.best_response_teacher <= 0 or self.mode(episode) == "explore":
+        if self.teacher_weight <= 0 or self.mode(episode) == "explore":
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 
@@ -409,7 +423,7 @@ class Learner:
         rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
         obs = np.concatenate([o for o, _ in self.teacher_data])[rows]
         tgt = np.concatenate([t for _, t in self.teacher_data])[rows]
-        return obs, tgt, self.config.best_response_teacher
+        return obs, tgt, self.teacher_weight
 
     # ------------------------------------------------------------------ policies
     def save(self, directory: str | os.PathLike, *, episode: int | None = None, metrics: dict[str, Any] | None = None,
@@ -428,8 +442,9 @@ class Learner:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Counters, generators, networks and optimizer states (not the buffer's
-        contents): what a later resume needs besides the replay buffer."""
+        """Counters, generators, networks and optimizer states and the best-response
+        teacher's data (not the buffer's contents): what a later resume needs besides the
+        replay buffer."""
         g = self.generators
         return {
             "format": _STATE_FORMAT,
@@ -443,7 +458,10 @@ class Learner:
                 "env": g.env.bit_generator.state,
                 "buffer": self.buffer._rng.bit_generator.state,
                 "agents": [r.bit_generator.state for r in g.agents],
+                "teacher": self.teacher_rng.bit_generator.state,
             },
+            # best_response_teacher: the refreshes it holds (tensors: state.pt loads with weights_only)
+            "teacher_data": [(torch.from_numpy(o.copy()), torch.from_numpy(t.copy())) for o, t in self.teacher_data],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -460,6 +478,9 @@ class Learner:
         self.buffer._rng.bit_generator.state = gens["buffer"]
         for r, st in zip(self.generators.agents, gens["agents"]):
             r.bit_generator.state = st
+        if "teacher" in gens:  # states written before the teacher was saved lack it
+            self.teacher_rng.bit_generator.state = gens["teacher"]
+        self.teacher_data = [(o.numpy().copy(), t.numpy().copy()) for o, t in sd.get("teacher_data", [])]
         self.seed = int(sd["seed"])
         self.episode = int(sd["episode"])
         self.n_updates = int(sd["n_updates"])

@@ -8,7 +8,8 @@ due) the runtime calls :meth:`RunRecorder.record_episode`, which
   row of ``history.csv`` (see the README's metric table);
 * compares the evaluation's reward, profit and regret with the best so far, each
   separately (:func:`compare_policies`), and saves ``best`` / ``best_profit`` /
-  ``best_regret``;
+  ``best_regret`` (``best`` by ``best_policy_metric``: the reward, or the share of the
+  best-response profit of the exact analysis);
 * counts evaluations without improvement for early stopping;
 * saves ``last`` (an interrupted run loses at most the episode in progress).
 
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 
     from .learner import Learner
 
-__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "compare_policies",
-           "evaluation_due", "finish_run", "read_run_state"]
+__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "best_metric", "compare_policies",
+           "best_policy_interval", "evaluation_due", "finish_run", "read_run_state", "validation_due"]
 
 STATE_NAME = "state.pt"  # RUN_DIR/state.pt: what --resume continues from
 _RUN_STATE_FORMAT = "marketzoo.run-state/1"
@@ -54,11 +55,32 @@ def initial_best() -> dict[str, float]:
     return {key: (-math.inf if larger else math.inf) for key, _, larger in POLICY_CRITERIA}
 
 
-def compare_policies(best: dict[str, float], metrics: Mapping[str, float]) -> list[str]:
+def best_metric(setting: str, metrics: Mapping[str, float]) -> str:
+    """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``):
+    ``"br_share"`` when so set (or ``"auto"``) and the evaluation ran the exact
+    best-response analysis (its metrics hold ``br_share``), else ``"reward"``
+    (:class:`RunRecorder` prints a note when ``"br_share"`` has to fall back).
+
+    Not the joint exploitability (Σ gains / Σ |profits|): a policy that loses money has
+    a larger denominator, so a worse loss can lower it (measured on example_02e: it kept
+    a policy at -1.5 of the best-response profit)."""
+    if setting != "reward" and "br_share" in metrics:
+        return "br_share"
+    return "reward"
+
+
+def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, best_by: str = "reward") -> list[str]:
     """Compare ``metrics`` (``reward``, ``profit``, ``regret``) with ``best``, each
     separately (ASSUME returns after the first); update ``best`` in place and return the
-    policy names (``best``, ``best_profit``, ``best_regret``) that improved."""
+    policy names (``best``, ``best_profit``, ``best_regret``) that improved.
+
+    ``best_by`` (see :func:`best_metric`) is the metric of ``best``: ``"reward"``
+    (highest, ASSUME's choice) or ``"br_share"`` (highest; ``best`` then also holds the
+    highest share under that key, while ``best["reward"]`` stays the highest reward,
+    which early stopping follows)."""
     missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
+    if best_by != "reward" and best_by not in metrics:
+        missing.append(best_by)
     if missing:
         raise KeyError(f"compare_and_save_policies: metrics lack {missing}")
     improved = []
@@ -66,17 +88,47 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float]) -> li
         value = float(metrics[key])
         if (value > best[key]) if larger else (value < best[key]):
             best[key] = value
-            improved.append(name)
+            if name != "best" or best_by == "reward":
+                improved.append(name)
+    if best_by == "br_share":
+        value = float(metrics["br_share"])  # NaN (no best-response profit at all) never improves
+        if value > best.get("br_share", -math.inf):
+            best["br_share"] = value
+            improved.insert(0, "best")
     return improved
 
 
-def evaluation_due(config: LearningConfig, episode: int, total: int) -> bool:
-    """Whether training episode ``episode`` (of ``total``) is followed by an evaluation:
+# best_policy_interval "auto": an evaluation after every episode up to this many learning units
+BEST_POLICY_AUTO_AGENTS = 5
+
+
+def validation_due(config: LearningConfig, episode: int, total: int) -> bool:
+    """Whether training episode ``episode`` (of ``total``) is followed by a validation:
     every ``validation_episodes_interval`` episodes after initial exploration, and after
     the last one."""
     first = config.episodes_collecting_initial_experience
     return episode >= first and ((episode + 1 - first) % config.validation_episodes_interval == 0
                                  or episode == total - 1)
+
+
+def best_policy_interval(config: LearningConfig, n_agents: int | None) -> int | None:
+    """``best_policy_interval`` as a number of episodes, or None (``"auto"``: 1 for at most
+    :data:`BEST_POLICY_AUTO_AGENTS` learning units; None when ``n_agents`` is unknown)."""
+    v = config.best_policy_interval
+    if v == "auto":
+        return 1 if n_agents is not None and n_agents <= BEST_POLICY_AUTO_AGENTS else None
+    return v
+
+
+def evaluation_due(config: LearningConfig, episode: int, total: int, n_agents: int | None = None) -> bool:
+    """Whether training episode ``episode`` (of ``total``) is followed by an evaluation: a
+    validation (:func:`validation_due`) or one of ``best_policy_interval`` (for a run with
+    ``n_agents`` learning units)."""
+    if validation_due(config, episode, total):
+        return True
+    k = best_policy_interval(config, n_agents)
+    first = config.episodes_collecting_initial_experience
+    return k is not None and episode >= first and (episode + 1 - first) % k == 0
 
 
 @dataclass
@@ -125,6 +177,8 @@ class RunRecorder:
         self.agent_kind = agent_kind
         self.best = initial_best()
         self.no_improve = 0
+        self.validated_reward = -math.inf  # best reward at the latest validation (early stopping)
+        self._fallback_noted = False
         self.history: list[dict[str, Any]] = []
         self.writer = None
         if self.run_dir is not None:
@@ -153,15 +207,22 @@ class RunRecorder:
 
     def compare_and_save_policies(self, metrics: Mapping[str, float], *, episode: int | None = None) -> list[str]:
         """Save ``best`` / ``best_profit`` / ``best_regret`` for every metric that
-        improved (all three are compared). Returns the names of the improved policies."""
-        saved = compare_policies(self.best, metrics)
+        improved (all three are compared; ``best`` by ``best_policy_metric``). Returns the
+        names of the improved policies."""
+        setting = self.config.best_policy_metric
+        by = best_metric(setting, metrics)
+        if setting == "br_share" and by == "reward" and not self._fallback_noted:
+            self._fallback_noted = True
+            print("note: best_policy_metric is br_share, but this evaluation ran no best-response analysis "
+                  "(analysis_max_agents or --no-analysis): policies/best is chosen by the reward instead")
+        saved = compare_policies(self.best, metrics, best_by=by)
         for name in saved:
             self.save(name, dict(metrics), episode=episode)
         return saved
 
     # ------------------------------------------------------------------ episodes
     def evaluation_due(self, episode: int, total: int) -> bool:
-        return evaluation_due(self.config, episode, total)
+        return evaluation_due(self.config, episode, total, len(self.learner.agents))
 
     def scalars(self, stats: Mapping[str, Any], ev: EvalResult | None) -> dict[str, Any]:
         """Every scalar of an episode under its TensorBoard tag (= history column):
@@ -191,12 +252,14 @@ class RunRecorder:
         row: dict[str, Any] = {"episode": int(episode), "wall_time": wall_time, **scalars}
         if evaluation is not None:
             m = evaluation.metrics()
-            prev_best = self.best["reward"]
             row["saved"] = "+".join(self.compare_and_save_policies(m, episode=episode))
-            if cfg.early_stopping_steps:
-                gain = (m["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best) else math.inf
-                self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
-                stop = self.no_improve >= cfg.early_stopping_steps
+            if validation_due(cfg, episode, cfg.training_episodes):  # best_policy_interval ones do not count
+                prev_best, self.validated_reward = self.validated_reward, self.best["reward"]
+                if cfg.early_stopping_steps:
+                    gain = ((self.best["reward"] - prev_best) / max(abs(prev_best), 1e-9) if np.isfinite(prev_best)
+                            else math.inf)
+                    self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
+                    stop = self.no_improve >= cfg.early_stopping_steps
         self.history.append(row)
         self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))}, episode=episode + 1)
         if self.run_dir is not None:
@@ -233,11 +296,13 @@ class RunRecorder:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Best values, early-stopping counter and the history rows."""
-        return {"best": dict(self.best), "no_improve": self.no_improve, "history": [dict(r) for r in self.history]}
+        return {"best": dict(self.best), "no_improve": self.no_improve, "validated_reward": self.validated_reward,
+                "history": [dict(r) for r in self.history]}
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        self.best = {k: float(v) for k, v in sd["best"].items()}
+        self.best = {**initial_best(), **{k: float(v) for k, v in sd["best"].items()}}
         self.no_improve = int(sd["no_improve"])
+        self.validated_reward = float(sd.get("validated_reward", self.best["reward"]))
         self.history = [dict(r) for r in sd["history"]]
 
     def save_state(self) -> Path:
@@ -279,7 +344,10 @@ class RunRecorder:
         from .checkpoint import CheckpointError, read_manifest
 
         raised = []
-        for key, name, larger in POLICY_CRITERIA:
+        criteria = list(POLICY_CRITERIA)
+        if self.config.best_policy_metric != "reward":  # best by br_share (when its manifest has one)
+            criteria.append(("br_share", "best", True))
+        for key, name, larger in criteria:
             d = self.policy_dir(name)
             if d is None or not (d / "manifest.json").exists():
                 continue
@@ -287,9 +355,11 @@ class RunRecorder:
                 value = float(((read_manifest(d).get("metrics") or {}).get(key)))
             except (CheckpointError, TypeError, ValueError):
                 continue
-            if math.isfinite(value) and ((value > self.best[key]) if larger else (value < self.best[key])):
+            current = self.best.get(key, -math.inf if larger else math.inf)
+            if math.isfinite(value) and ((value > current) if larger else (value < current)):
                 self.best[key] = value
-                raised.append(name)
+                if name not in raised:
+                    raised.append(name)
         return raised
 
     def flush(self) -> None:
@@ -339,7 +409,9 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
-        evaluated = "best policy"
+        by_share = math.isfinite(recorder.best.get("br_share", -math.inf))
+        evaluated = ("best policy: " + ("highest share of the best-response profit" if by_share else "highest reward")
+                     + " of the evaluations")
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
         best = recorder.policy_dir("last")
         evaluated = "last policy: no evaluation ran during training, so no best policy was kept"

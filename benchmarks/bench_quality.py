@@ -6,7 +6,8 @@
 
 Each run trains with the scenario's own ``learning_config`` as written (marketzoo's
 defaults for the keys it leaves out; ``--set`` overrides, e.g. ``--set
-best_response_teacher=100``), one torch thread, then evaluates ``policies/best`` in one
+best_response_teacher=100``), one torch thread, then evaluates ``policies/best`` (chosen
+by ``best_policy_metric``) in one
 deterministic episode, as ``train.py`` does at the end of a run, and scores it with the
 exact best-response analysis (``envs.analysis``, storage exact over the episode). Prints
 one JSON line per run and a table per scenario: share of the best-response profit (all
@@ -100,9 +101,10 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         "episodes": res.episodes,
         "agents": {a: {"profit": round(float(p)), "best_response_profit": round(float(b)), "share": round(float(s), 4)}
                    for a, p, b, s in zip(tr.agents, ev.agent_profit, ev.br_profit, shares)},
-        "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4))
-                  for r in res.history if "eval/br_share" in r],
+        "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4),
+                   round(r["eval/reward"], 6)) for r in res.history if "eval/br_share" in r],
     }
+    row["select"] = selections(row["curve"], LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:
         from envs.equilibrium import distance_to_equilibrium
 
@@ -111,6 +113,27 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
                     "profit_ratio_to_eq": {a: (None if not math.isfinite(r) else round(float(r), 4))
                                            for a, r in zip(d.agents, d.profit_ratio)}})
     return row
+
+
+def selections(curve: list, own, total: int) -> dict:
+    """What each ``best_policy_metric`` would have kept, read off one run's evaluation curve
+    (training does not depend on the evaluations, so a run with
+    ``validation_episodes_interval=1`` shows every choice): for ``reward`` and
+    ``br_share`` (highest each), over the evaluations the scenario's own config runs
+    (``own``: its ``validation_episodes_interval``) and over all evaluations of this run
+    (``all``; with ``best_policy_interval`` also its extra ones). Each: ``[episode, share, exploitability]`` of the evaluation kept (its
+    re-evaluation scores the same: the evaluation episode is deterministic)."""
+    from agents.recorder import validation_due
+
+    out = {}
+    for where, rows in (("own", [c for c in curve if validation_due(own, c[0], total)]), ("all", curve)):
+        if not rows:
+            continue
+        by_r = max(rows, key=lambda c: c[3])  # first of equals, as compare_policies keeps
+        by_s = max(rows, key=lambda c: c[1] if math.isfinite(c[1]) else -math.inf)
+        out[f"reward_{where}"] = list(by_r[:3])
+        out[f"br_share_{where}"] = list(by_s[:3])
+    return out
 
 
 def fmt(values: list[float], digits: int = 3) -> str:
@@ -162,6 +185,10 @@ def quality(args) -> None:
               f"| {fmt(col('train_s'), 0)} |")
         per_seed = ", ".join(f"{r['seed']}: {r['br_share']:.3f}/{r['exploitability']:.3f}" for r in rows)
         print(f"|   per seed (share/exploitability) | {per_seed} | | | | | | |")
+        for key in sorted({k for r in rows for k in r.get("select", {})}):
+            sel = [r["select"][key] for r in rows if key in r.get("select", {})]
+            print(f"|   kept by {key} | {len(sel)} | {fmt([v[1] for v in sel])} | | {fmt([v[2] for v in sel])} | | | "
+                  f"episodes {[v[0] for v in sel]} |")
 
 
 # ---------------------------------------------------------------------------- time to quality

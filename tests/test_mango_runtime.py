@@ -22,7 +22,8 @@ from envs import load_scenario
 
 SMALL = ["actor_hidden_sizes=[32,32]", "critic_hidden_sizes=[32,32]", "train_freq=6h", "gradient_steps=2",
          "batch_size=16", "episodes_collecting_initial_experience=1", "training_episodes=3",
-         "validation_episodes_interval=1"]
+         "validation_episodes_interval=1",
+         "best_response_teacher=0"]  # "auto" teaches a single learner in the plain loop only (no teacher in mango)
 
 
 def config(sc, *extra):

@@ -427,6 +427,9 @@ KEY_TESTS = {
     "max_grad_norm": "test_every_key_reaches_the_object_it_configures",
     "actor_preactivation_penalty": "test_every_key_reaches_the_object_it_configures",
     "regret_scale": "test_every_key_reaches_the_object_it_configures",
+    "best_policy_metric": "tests/test_quality_keys.py::test_best_policy_metric_decides_what_policies_best_holds",
+    "best_policy_interval": "tests/test_quality_keys.py::test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy",
+    "critic_reward_scale": "tests/test_quality_keys.py::test_critic_reward_scale_multiplies_what_the_critics_learn_from_only",
     "best_response_teacher": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
     "best_response_teacher_interval": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
     "best_response_teacher_window": "test_best_response_teacher_refreshes_and_teaches_every_exact_response",
@@ -462,6 +465,7 @@ def test_every_key_reaches_the_object_it_configures():
         "batch_size=8", "gamma=0.5", "noise_sigma=0.3", "validation_episodes_interval=2", "tau=0.2",
         "policy_delay=3", "target_policy_noise=0.4", "target_noise_clip=0.1", "replay_buffer_size=160",
         "max_grad_norm=0.7", "actor_preactivation_penalty=0.05", "torch_threads=1",
+        "best_policy_interval=null",  # only the validations (tests/test_quality_keys.py tests the extra ones)
     ]
     tr = make(extra=extra + ["regret_scale=0.5"])
     try:
@@ -496,7 +500,7 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
     sc = load_scenario("default")
     base = ["training_episodes=5", "episodes_collecting_initial_experience=1", "train_freq=48h", "gradient_steps=2",
             "batch_size=16", "validation_episodes_interval=10", "actor_hidden_sizes=[8]", "critic_hidden_sizes=[8]",
-            "torch_threads=1"]
+            "torch_threads=1", "best_policy_interval=null"]
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         base + ["best_response_teacher=5", "best_response_teacher_interval=2", "best_response_teacher_window=1",
                 "best_response_teacher_margin=2.0"])

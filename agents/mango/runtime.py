@@ -345,7 +345,7 @@ class _Run:
         role_cfg = cfg if freq == cfg.train_freq else cfg.with_overrides({"train_freq": freq, "gradient_steps": cfg.gradient_steps})
         self.timeline = Timeline(scenario_start(scenario), core.max_cycles, freq, self.total,
                                  cfg.episodes_collecting_initial_experience,
-                                 lambda ep, total: evaluation_due(cfg, ep, total))
+                                 lambda ep, total: evaluation_due(cfg, ep, total, core.n))
         self.role = Learning(role_cfg, self.timeline.start, self.timeline.end(), first_update=self.timeline.first_update(),
                              seed=self.seed, ack_timeout=timeouts.acks)
         from ..resources import check_training_memory, estimate_for_config

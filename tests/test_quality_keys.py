@@ -1,0 +1,212 @@
+"""Learning-quality keys of issue 9 (best_policy_metric ...), on the built-in tiny scenario."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agents.checkpoint import read_manifest
+from agents.config import ConfigError, LearningConfig
+from agents.evaluation import EvalResult
+from agents.recorder import best_metric, compare_policies, initial_best
+from agents.trainer import Trainer
+from envs import load_scenario
+
+SMALL = [
+    "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=12h", "gradient_steps=2", "batch_size=16",
+    "episodes_collecting_initial_experience=1", "validation_episodes_interval=1", "training_episodes=4",
+    "replay_buffer_size=10000", "torch_threads=1",
+]
+
+
+def make(tmp_path, extra=(), seed=3):
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + list(extra))
+    return Trainer(sc, cfg, run_dir=tmp_path, seed=seed, progress=False, tensorboard=False)
+
+
+def fake_eval(n: int, reward: float, share: float | None) -> EvalResult:
+    """An evaluation whose learners earn ``share`` of their best-response profit (1 EUR)
+    each (``None``: no analysis)."""
+    z = np.zeros(n)
+    ev = EvalResult(reward=reward, profit=1000.0 * reward, regret=-reward, mean_price=50.0,
+                    agent_profit=np.full(n, share if share is not None else 0.0), agent_reward=z, markup=0.0, dispatch=z)
+    if share is not None:  # exploitability as envs.analysis defines it: sum of gains / sum of |profits|
+        ev.br_profit, ev.br_share = np.ones(n), np.full(n, share)
+        ev.exploitability = (1.0 - share) / max(abs(share), 1e-9)
+    return ev
+
+
+# evaluation after episodes 0, 1, 2: the highest reward comes second, the highest share third
+EVALS = [(1.0, 0.5), (2.0, 0.2), (0.5, 0.8)]
+
+
+@pytest.mark.parametrize("setting, want", [("reward", 1), ("br_share", 2), ("auto", 2)])
+def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, want):
+    """best_policy_metric: `policies/best` holds the evaluation with the highest reward
+    ("reward") or the highest share of the best-response profit ("br_share", "auto" with
+    the analysis);
+    best_profit / best_regret and the best reward (early stopping) do not depend on it; a
+    resumed run's books keep the choice."""
+    tr = make(tmp_path, [f"best_policy_metric={setting}"])
+    rec = tr.recorder
+    saved = []
+    for ep, (reward, share) in enumerate(EVALS):
+        row, _ = rec.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, share), 0.0)
+        saved.append(row["saved"])
+    best = read_manifest(tmp_path / "policies" / "best")
+    assert best["episode"] == want and best["metrics"]["reward"] == EVALS[want][0]
+    assert read_manifest(tmp_path / "policies" / "best_profit")["episode"] == 1  # profit = 1000 x reward
+    assert read_manifest(tmp_path / "policies" / "best_regret")["episode"] == 1  # regret = -reward
+    assert rec.best["reward"] == 2.0
+    if setting == "reward":
+        assert saved == ["best+best_profit+best_regret"] * 2 + [""] and "br_share" not in rec.best
+    else:
+        assert saved == ["best+best_profit+best_regret", "best_profit+best_regret", "best"]
+        assert rec.best["br_share"] == 0.8
+    # resume: the books round-trip and guard_best raises a fresh recorder to the saved best
+    state = rec.state_dict()
+    tr2 = make(tmp_path, [f"best_policy_metric={setting}"])
+    tr2.recorder.load_state_dict(state)
+    assert tr2.recorder.best == rec.best
+    tr3 = make(tmp_path, [f"best_policy_metric={setting}"])
+    tr3.recorder.guard_best()
+    if setting != "reward":
+        assert tr3.recorder.best["br_share"] == 0.8
+        # a later, worse evaluation does not replace policies/best
+        tr3.recorder.record_episode(3, {"reward": 0.0}, fake_eval(tr.n, 9.0, 0.7), 0.0)
+        assert read_manifest(tmp_path / "policies" / "best")["episode"] == 2
+
+
+def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, capsys):
+    """Evaluations without the analysis choose `best` by reward: silently with "auto",
+    with one note with "br_share"; an unknown value is refused on construction."""
+    assert best_metric("auto", {"reward": 1.0}) == "reward"
+    assert best_metric("auto", {"reward": 1.0, "br_share": 0.3}) == "br_share"
+    assert best_metric("reward", {"reward": 1.0, "br_share": 0.3}) == "reward"
+    for setting, noted in (("auto", False), ("br_share", True)):
+        tr = make(tmp_path / setting, [f"best_policy_metric={setting}"])
+        for ep, (reward, _) in enumerate(EVALS):
+            tr.recorder.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, None), 0.0)
+        assert read_manifest(tmp_path / setting / "policies" / "best")["episode"] == 1
+        assert capsys.readouterr().out.count("best_policy_metric is br_share") == int(noted)
+    # NaN share (no best-response profit at all) never becomes the best
+    best = initial_best()
+    assert compare_policies(best, {"reward": 1.0, "profit": 1.0, "regret": 0.0, "br_share": math.nan},
+                            best_by="br_share") == ["best_profit", "best_regret"]
+    # why not the exploitability: a policy that loses 1.5x its best-response profit has a
+    # lower exploitability (2.5 / 1.5) than one that earns 0.3 of it (0.7 / 0.3); br_share keeps the latter
+    losing, earning = fake_eval(1, 1.0, -1.5).metrics(), fake_eval(1, 0.5, 0.3).metrics()
+    assert losing["exploitability"] < earning["exploitability"]
+    best = initial_best()
+    compare_policies(best, earning, best_by="br_share")
+    assert "best" not in compare_policies(best, losing, best_by="br_share") and best["br_share"] == 0.3
+    with pytest.raises(ConfigError, match="best_policy_metric"):
+        LearningConfig.from_dict({"best_policy_metric": "profit"})
+
+
+def test_best_policy_metric_auto_keeps_the_evaluation_nearest_to_the_best_responses_of_a_real_run(tmp_path):
+    """A real run with the analysis: `policies/best` is the evaluation with the highest
+    share of the best-response profit in history.csv, and re-evaluating it (what
+    train.py's final summary does) scores that share again."""
+    tr = make(tmp_path, ["best_policy_metric=auto", "training_episodes=5"])
+    res = tr.train()
+    evals = [(r["episode"], r["eval/br_share"]) for r in res.history if "eval/br_share" in r]
+    assert len(evals) == 4
+    ep, highest = max(evals, key=lambda e: e[1])
+    best = read_manifest(tmp_path / "policies" / "best")
+    assert best["episode"] == ep and best["metrics"]["br_share"] == highest == res.best["br_share"]
+    tr.learner.load(tmp_path / "policies" / "best")
+    assert tr.evaluate(analysis=True).metrics()["br_share"] == pytest.approx(highest, rel=1e-9, abs=1e-12)
+
+
+def test_critic_reward_scale_multiplies_what_the_critics_learn_from_only(tmp_path):
+    """critic_reward_scale: the replay buffer holds the env's rewards times the scale
+    ("auto" = 1 - gamma); the reported episode reward and profit are unchanged."""
+    runs = {}
+    for setting in ("1.0", "0.25", "auto"):
+        tr = make(None, [f"critic_reward_scale={setting}", "gamma=0.8", "training_episodes=1"])
+        stats = tr.run_episode()  # initial exploration: the same random actions in every run
+        b = tr.buffer
+        runs[setting] = (np.array(b.rewards, copy=True), stats["reward"], stats["profit"])
+    base = runs["1.0"][0]
+    assert np.abs(base).max() > 0
+    np.testing.assert_allclose(runs["0.25"][0], 0.25 * base, rtol=1e-6)
+    np.testing.assert_allclose(runs["auto"][0], 0.2 * base, rtol=1e-6)
+    assert runs["0.25"][1:] == runs["auto"][1:] == runs["1.0"][1:]
+    assert LearningConfig.from_dict({"critic_reward_scale": "auto", "gamma": 1.0}).resolved_critic_reward_scale() == 1.0
+    with pytest.raises(ConfigError, match="critic_reward_scale"):
+        LearningConfig.from_dict({"critic_reward_scale": -1})
+
+
+def test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy(tmp_path):
+    """best_policy_interval: evaluations after every k-th episode besides the validation
+    ones (logged, and able to become policies/best); "auto" = every episode for at most 5
+    learning units, none above; they do not count for early stopping."""
+    from agents.recorder import BEST_POLICY_AUTO_AGENTS, best_policy_interval, evaluation_due
+
+    tr = make(tmp_path, ["training_episodes=7", "validation_episodes_interval=3", "best_policy_interval=2"])
+    tr.train()
+    # exploration: episode 0; validations after 3, 6 (and the last, 6); extra ones after 2, 4, 6
+    assert [r["episode"] for r in tr.history if "eval/reward" in r] == [2, 3, 4, 6]
+    ev_best = read_manifest(tmp_path / "policies" / "best")["episode"]
+    assert ev_best in (2, 3, 4, 6)
+    cfg = LearningConfig.from_dict({"best_policy_interval": "auto", "validation_episodes_interval": 5,
+                                    "episodes_collecting_initial_experience": 0})
+    assert best_policy_interval(cfg, BEST_POLICY_AUTO_AGENTS) == 1
+    assert best_policy_interval(cfg, BEST_POLICY_AUTO_AGENTS + 1) is None
+    assert [e for e in range(10) if evaluation_due(cfg, e, 10, 3)] == list(range(10))
+    assert [e for e in range(10) if evaluation_due(cfg, e, 10, 24)] == [4, 9]
+    assert [e for e in range(10) if evaluation_due(cfg.with_overrides({"best_policy_interval": None}), e, 10, 3)] == [4, 9]
+    # early stopping counts only the validations: with 1 step and a huge threshold the run stops
+    # at the second validation (after episode 6: 1 exploration episode, then every 3rd), whatever the
+    # extra evaluations after every episode saw
+    tr = make(None, ["training_episodes=12", "validation_episodes_interval=3", "best_policy_interval=1",
+                     "early_stopping_steps=1", "early_stopping_threshold=1000"])
+    res = tr.train()
+    assert res.stopped_early and res.episodes == 7
+    assert [r["episode"] for r in tr.history if "eval/reward" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_best_response_teacher_auto_teaches_a_single_learning_unit_only():
+    """best_response_teacher "auto" (the default): weight 100 with one learning unit (the
+    plain loop then refreshes the teacher and the actor steps imitate), 0 with several."""
+    from agents.learner import TEACHER_AUTO_WEIGHT
+
+    tr = make(None, ["training_episodes=3"])
+    assert tr.config.best_response_teacher == "auto" and tr.n == 1
+    assert tr.learner.teacher_weight == TEACHER_AUTO_WEIGHT == 100.0
+    tr.train()
+    assert tr.learner.teacher_data and "losses/imitation_loss" in tr.history[-1]
+    assert make(None, ["best_response_teacher=0"]).learner.teacher_weight == 0.0
+    assert make(None, ["best_response_teacher=7"]).learner.teacher_weight == 7.0
+    sc = load_scenario("default")  # three learning units
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
+    several = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert several.n == 3 and several.learner.teacher_weight == 0.0 and not several.learner.teacher_due(2)
+
+
+def test_resume_state_keeps_the_best_response_teacher(tmp_path):
+    """The learner's resume state holds the teacher's refreshes and sampling generator,
+    so a resumed run teaches from the same data as an uninterrupted one."""
+    import torch
+
+    tr = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    tr.train(3)
+    assert tr.learner.teacher_data
+    path = tmp_path / "state.pt"
+    torch.save(tr.learner.state_dict(), path)
+    sd = torch.load(path, weights_only=True)
+    fresh = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    fresh.learner.load_state_dict(sd)
+    fresh.learner.load_buffer_state_dict(tr.learner.buffer_state_dict())
+    assert len(fresh.learner.teacher_data) == len(tr.learner.teacher_data)
+    for (o1, t1), (o2, t2) in zip(fresh.learner.teacher_data, tr.learner.teacher_data):
+        assert np.array_equal(o1, o2) and np.array_equal(t1, t2, equal_nan=True)
+    assert fresh.learner.teacher_rng.integers(1 << 30) == tr.learner.teacher_rng.integers(1 << 30)
+    for t in (tr, fresh):
+        t.train(4)
+    for a, b in zip(tr.algo.actor_params, fresh.algo.actor_params):
+        assert torch.equal(a, b)
