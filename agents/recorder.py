@@ -55,16 +55,22 @@ def initial_best() -> dict[str, float]:
     return {key: (-math.inf if larger else math.inf) for key, _, larger in POLICY_CRITERIA}
 
 
-def best_metric(setting: str, metrics: Mapping[str, float]) -> str:
+def best_metric(setting: str, metrics: Mapping[str, float], best: Mapping[str, float] | None = None) -> str:
     """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``):
     ``"br_share"`` when so set (or ``"auto"``) and the evaluation ran the exact
     best-response analysis (its metrics hold ``br_share``), else ``"reward"``
-    (:class:`RunRecorder` prints a note when ``"br_share"`` has to fall back).
+    (:class:`RunRecorder` prints a note when ``"br_share"`` has to fall back). A share
+    that is undefined (NaN: no learner could earn anything) falls back to the reward
+    too, as long as ``best`` (the run's best values) holds no finite share yet, so that
+    a run whose every share is undefined still keeps a best policy.
 
     Not the joint exploitability (Σ gains / Σ |profits|): a policy that loses money has
     a larger denominator, so a worse loss can lower it (measured on example_02e: it kept
     a policy at -1.5 of the best-response profit)."""
     if setting != "reward" and "br_share" in metrics:
+        undefined = not math.isfinite(float(metrics["br_share"]))
+        if undefined and not math.isfinite(float((best or {}).get("br_share", -math.inf))):
+            return "reward"
         return "br_share"
     return "reward"
 
@@ -210,8 +216,8 @@ class RunRecorder:
         improved (all three are compared; ``best`` by ``best_policy_metric``). Returns the
         names of the improved policies."""
         setting = self.config.best_policy_metric
-        by = best_metric(setting, metrics)
-        if setting == "br_share" and by == "reward" and not self._fallback_noted:
+        by = best_metric(setting, metrics, self.best)
+        if setting == "br_share" and "br_share" not in metrics and not self._fallback_noted:
             self._fallback_noted = True
             print("note: best_policy_metric is br_share, but this evaluation ran no best-response analysis "
                   "(analysis_max_agents or --no-analysis): policies/best is chosen by the reward instead")

@@ -103,8 +103,24 @@ def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, 
     best = initial_best()
     compare_policies(best, earning, best_by="br_share")
     assert "best" not in compare_policies(best, losing, best_by="br_share") and best["br_share"] == 0.3
+    # an undefined share chooses by reward until a defined one has been seen
+    nan = {"reward": 2.0, "br_share": math.nan}
+    assert best_metric("auto", nan) == "reward" and best_metric("auto", nan, initial_best()) == "reward"
+    assert best_metric("auto", nan, {"br_share": 0.4}) == "br_share"
     with pytest.raises(ConfigError, match="best_policy_metric"):
         LearningConfig.from_dict({"best_policy_metric": "profit"})
+
+
+def test_undefined_shares_still_keep_a_best_policy(tmp_path, capsys):
+    tr = make(tmp_path / "nan", ["best_policy_metric=br_share"])
+    evs = [fake_eval(tr.n, 1.0, 0.5), fake_eval(tr.n, 3.0, 0.5)]
+    for ev in evs:
+        ev.br_profit = np.zeros_like(ev.br_profit)  # no learner could earn anything: share NaN
+    for ep, ev in enumerate(evs):
+        assert math.isnan(ev.metrics()["br_share"])
+        tr.recorder.record_episode(ep, {"reward": 0.0}, ev, 0.0)
+    assert read_manifest(tmp_path / "nan" / "policies" / "best")["episode"] == 1  # the higher reward
+    assert "ran no best-response analysis" not in capsys.readouterr().out
 
 
 def test_best_policy_metric_auto_keeps_the_evaluation_nearest_to_the_best_responses_of_a_real_run(tmp_path):
