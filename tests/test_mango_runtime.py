@@ -70,6 +70,15 @@ def test_one_container_reproduces_the_training_loop():
     assert tr.history[-1]["train/noise_scale"] < tr.history[1]["train/noise_scale"]
 
 
+def test_mango_says_it_trains_without_the_teacher(capsys):
+    sc = load_scenario("tiny")  # one learning unit: best_response_teacher "auto" is on in the plain loop
+    res = train_mango(sc, config(sc, "best_response_teacher=auto", "training_episodes=2"), seed=1)
+    assert res.role.n_updates > 0
+    assert "does not refresh the best-response teacher" in capsys.readouterr().out
+    train_mango(sc, config(sc, "training_episodes=2"), seed=1)  # best_response_teacher=0: no note
+    assert "best-response teacher" not in capsys.readouterr().out
+
+
 def test_learning_mode_false_is_refused_by_the_mango_runtime(tmp_path):
     sc = load_scenario("tiny")
     cfg = config(sc, "learning_mode=false", f"trained_policies_load_path={tmp_path}")

@@ -328,6 +328,10 @@ class _Run:
                 "use the plain loop (without --runtime mango), or set episode_hours equal to holdout_hours")
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
+        teacher = cfg.best_response_teacher
+        if (teacher == "auto" and core.n == 1) or (teacher != "auto" and float(teacher) > 0):
+            print("note: the mango runtime does not refresh the best-response teacher (best_response_teacher "
+                  f"{teacher!r}); it trains without it (the plain loop, without --runtime mango, uses it)")
         self.agents = list(core.agents)
         n = len(self.agents)
         if self.remote:
