@@ -194,6 +194,15 @@ def _scenario_ref(arg: str) -> str:
     return str(p.resolve()) if p.exists() else arg
 
 
+
+# command-line flags that set a learning_config key: flag -> key
+_FLAG_KEYS = {"holdout_hours": "holdout_hours", "episodes": "training_episodes", "device": "device", "seed": "seed"}
+
+
+def _flag_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> list[str]:
+    """``KEY=VALUE`` overrides for those of ``flags`` given on the command line."""
+    return [f"{_FLAG_KEYS[f]}={getattr(args, f)}" for f in flags if getattr(args, f) is not None]
+
 def _setup_train(args: argparse.Namespace):
     """Scenario, config, seed, run folder (claimed and locked) and resume state of a
     ``train`` command; raises one of :func:`_user_errors`."""
@@ -215,11 +224,7 @@ def _setup_train(args: argparse.Namespace):
         info = state["info"]
         sc, _ = _load(args, info.get("scenario", "default"), info.get("study_case"), info.get("learning_units"))
         cfg = LearningConfig.from_dict(state["config"], source=f"{args.resume}/state.pt config")
-        extra = []
-        if args.episodes is not None:
-            extra.append(f"training_episodes={args.episodes}")
-        if args.device is not None:
-            extra.append(f"device={args.device}")
+        extra = _flag_overrides(args, ("episodes", "device"))
         if extra:
             cfg = cfg.with_overrides(extra)
         seed = int(cfg.seed)
@@ -229,15 +234,7 @@ def _setup_train(args: argparse.Namespace):
     else:
         scenario = args.scenario or "default"
         sc, cfg = _load(args, scenario, args.study_case, args.learning_units)
-        extra = list(args.overrides)
-        if args.holdout_hours is not None:
-            extra.append(f"holdout_hours={args.holdout_hours}")
-        if args.episodes is not None:
-            extra.append(f"training_episodes={args.episodes}")
-        if args.device is not None:
-            extra.append(f"device={args.device}")
-        if args.seed is not None:
-            extra.append(f"seed={args.seed}")
+        extra = list(args.overrides) + _flag_overrides(args, ("holdout_hours", "episodes", "device", "seed"))
         if extra:
             cfg = cfg.with_overrides(extra)
         seed = resolve_seed(None, cfg, sc)
