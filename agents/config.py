@@ -307,6 +307,15 @@ class LearningConfig:
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
     imitation on the safe side. Must be >= 0. Default: 0.3."""
 
+    critic_search: float = 0.0
+    """Weight of a cloning term that pulls each learner's actor towards the best of 32
+    uniform random actions by its own twin critics (min of both, the others' actions as
+    sampled), where that beats the actor's action by more than 5 % of the learner's mean
+    |Q|: a global look at the critic next to the local gradient of the deterministic
+    policy gradient, which is flat wherever a bid is far from being dispatched. Used on
+    actor steps that the best-response teacher does not take. 0 disables. Must be >= 0.
+    Default: 0.0."""
+
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
     evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
@@ -938,6 +947,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
+    "critic_search": _float(0.0),
     "best_policy_metric": _choice("auto", "reward", "br_share"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

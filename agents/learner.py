@@ -50,6 +50,9 @@ __all__ = ["EpisodeStats", "Learner", "configure_torch_threads", "default_torch_
 
 _STATE_FORMAT = "marketzoo.learner/1"
 
+# critic_search: random candidate actions scored per actor step, and the gain (x mean |Q|) that makes a target
+CRITIC_SEARCH_CANDIDATES = 32
+CRITIC_SEARCH_MARGIN = 0.05
 # best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
 TEACHER_AUTO_WEIGHT = 100.0
 
@@ -217,6 +220,7 @@ class Learner:
         # best-response teacher (best_response_teacher > 0): data of the latest refreshes
         self.teacher_data: list[tuple[np.ndarray, np.ndarray]] = []
         self.teacher_rng = np.random.default_rng([self.seed, 0x7EAC])
+        self.search_rng = np.random.default_rng([self.seed, 0x5EA4])
 
     # ------------------------------------------------------------------ generators
     @property
@@ -307,7 +311,11 @@ class Learner:
         metrics: dict[str, Any] = {}
         for _ in range(cfg.gradient_steps):
             with self.threads.step():
-                metrics = self.algo.update(self.buffer.sample(cfg.batch_size), imitation=self._teacher_batch())
+                batch = self.buffer.sample(cfg.batch_size)
+                imitation = self._teacher_batch()
+                if imitation is None:
+                    imitation = self._search_batch(batch)
+                metrics = self.algo.update(batch, imitation=imitation)
             self.n_updates += 1
         self.last_metrics = metrics_to_float(metrics)
         self.update_seconds += time.perf_counter() - t0
@@ -414,6 +422,28 @@ class Learner:
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
+    def _search_batch(self, batch):
+        """``(obs, target, weight)`` of ``critic_search`` for the next MATD3 step when it
+        is an actor step: for every sampled state and learner, the best of its current
+        action and ``CRITIC_SEARCH_CANDIDATES`` uniform random actions by its twin critics
+        (min of both, the others' actions as sampled); a target only where that beats the
+        current action by more than ``CRITIC_SEARCH_MARGIN`` x the learner's mean |Q|."""
+        w = self.config.critic_search
+        if w <= 0 or (self.algo.n_updates + 1) % self.algo.policy_delay:
+            return None
+        obs, act = batch.observations, batch.actions
+        B, n, m = act.shape
+        pi = self.algo.act(obs).to(act.dtype) * self.algo.action_mask
+        rand = torch.from_numpy(self.search_rng.uniform(-1.0, 1.0, size=(CRITIC_SEARCH_CANDIDATES, B, n, m)))
+        cand = torch.cat([pi.unsqueeze(0), rand.to(device=act.device, dtype=act.dtype)], dim=0)
+        q = self.algo.own_action_values(obs, act, cand)  # (K+1, B, n)
+        best = q.argmax(dim=0)  # (B, n)
+        gain = q.gather(0, best.unsqueeze(0)).squeeze(0) - q[0]
+        scale = q[0].abs().mean(dim=0).clamp(min=1e-6)  # (n,)
+        tgt = cand.gather(0, best.view(1, B, n, 1).expand(1, B, n, m)).squeeze(0).clone()
+        tgt[gain <= CRITIC_SEARCH_MARGIN * scale] = float("nan")
+        return obs, tgt, w
+
     def _teacher_batch(self):
         """``(obs, target, weight)`` of ``batch_size`` teacher rows for the next MATD3 step
         when it is an actor step and the teacher holds data, else ``None``."""
@@ -459,6 +489,7 @@ class Learner:
                 "buffer": self.buffer._rng.bit_generator.state,
                 "agents": [r.bit_generator.state for r in g.agents],
                 "teacher": self.teacher_rng.bit_generator.state,
+                "search": self.search_rng.bit_generator.state,
             },
             # best_response_teacher: the refreshes it holds (tensors: state.pt loads with weights_only)
             "teacher_data": [(torch.from_numpy(o.copy()), torch.from_numpy(t.copy())) for o, t in self.teacher_data],
@@ -480,6 +511,8 @@ class Learner:
             r.bit_generator.state = st
         if "teacher" in gens:  # states written before the teacher was saved lack it
             self.teacher_rng.bit_generator.state = gens["teacher"]
+        if "search" in gens:  # states written before critic_search existed lack it
+            self.search_rng.bit_generator.state = gens["search"]
         self.teacher_data = [(o.numpy().copy(), t.numpy().copy()) for o, t in sd.get("teacher_data", [])]
         self.seed = int(sd["seed"])
         self.episode = int(sd["episode"])

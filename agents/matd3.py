@@ -545,6 +545,39 @@ class MATD3:
             q = self._critic_forward(self.critic_target_params if target else self.critic_params, x)
         return q[:, 0].t().reshape(batch, self.n_agents), q[:, 1].t().reshape(batch, self.n_agents)
 
+    def own_action_values(self, obs: Any, actions: Any, candidates: Any) -> Tensor:
+        """min(Q1, Q2) of every agent ``i`` with its own action replaced by each candidate
+        and the others' actions as given, without gradient: ``(K, B, n)``.
+
+        Args:
+            obs: ``(B, n, obs_dim)``.
+            actions: ``(B, n, max_act)``, the joint action the others keep.
+            candidates: ``(K, B, n, max_act)``; ``candidates[k, b, i]`` is scored by critic
+                ``i`` with slot ``i`` set to it (padded dims are masked to 0).
+
+        Only agent ``i``'s own slot changes, so critic layer 0 is evaluated once on the
+        batch and corrected by its own-action columns (as in the actor step).
+        """
+        obs, _ = self._as_obs(obs)
+        kw = {"device": self.device, "dtype": self.float_type}
+        actions = torch.as_tensor(actions, **kw) * self.action_mask
+        cand = torch.as_tensor(candidates, **kw) * self.action_mask
+        n, m, h1 = self.n_agents, self.max_act, self.critic_hidden_sizes[0]
+        K, B = cand.shape[0], cand.shape[1]
+        if cand.shape[2:] != (n, m) or actions.shape != (B, n, m):
+            raise ValueError(f"MATD3.own_action_values: candidates (K, {B}, {n}, {m}) and actions ({B}, {n}, {m}) "
+                             f"expected, got {tuple(cand.shape)} and {tuple(actions.shape)}")
+        cp = self.critic_params
+        with torch.no_grad():
+            x = self._critic_input(self._to_fm(obs), self._to_fm(actions))
+            base = torch.baddbmm(cp[1], cp[0], x)  # (n, 2h1, B)
+            delta = (cand - actions.unsqueeze(0)).permute(2, 3, 0, 1).reshape(n, m, K * B)  # column k*B + b
+            pre = base.repeat(1, 1, K).baddbmm_(self._own_action_columns(cp[0]), delta).relu_()
+            tail_w = [w.flatten(0, 1) for w in cp[2::2]]
+            tail_b = [b.flatten(0, 1) for b in cp[3::2]]
+            q = _stack_forward(tail_w, tail_b, pre.view(2 * n, h1, K * B))[-1].view(n, 2, K, B)
+        return q.amin(dim=1).permute(1, 2, 0)
+
     # ------------------------------------------------------------------ update
 
     @staticmethod

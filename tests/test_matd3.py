@@ -561,3 +561,31 @@ def test_imitation_pulls_actors_to_the_teacher_and_leaves_untaught_agents_alone(
     assert abs(a0.mean().item() + 0.3) < 0.02 and (a0 + 0.3).abs().max().item() < 0.15
     for p, b in zip(m.actor_params, before1):
         assert torch.equal(p[1], b)
+
+
+def test_own_action_values_equal_the_critics_with_one_slot_replaced():
+    """own_action_values (critic_search): for each candidate and agent i, min(Q1, Q2) of
+    critic i with only agent i's action replaced, the others' kept: compared with
+    critic_values on the explicitly edited joint action; padded dims do not matter."""
+    m = make(seed=4)
+    b = make_batch(5, batch=7)
+    g = torch.Generator().manual_seed(6)
+    cand = torch.rand(3, 7, N, 2, generator=g) * 2 - 1
+    got = m.own_action_values(b.observations, b.actions, cand)
+    assert got.shape == (3, 7, N)
+    for k in range(3):
+        for i in range(N):
+            joint = b.actions.clone()
+            joint[:, i] = cand[k, :, i]
+            q1, q2 = m.critic_values(b.observations, joint)
+            torch.testing.assert_close(got[k, :, i], torch.minimum(q1, q2)[:, i], atol=1e-5, rtol=1e-5)
+    # agent 1 has one action dim: its padded candidate dim changes nothing
+    cand2 = cand.clone()
+    cand2[:, :, 1, 1] = 0.77
+    torch.testing.assert_close(m.own_action_values(b.observations, b.actions, cand2), got)
+    # candidates equal to the actions themselves give the joint action's own values
+    q1, q2 = m.critic_values(b.observations, b.actions)
+    torch.testing.assert_close(m.own_action_values(b.observations, b.actions, b.actions.unsqueeze(0))[0],
+                               torch.minimum(q1, q2), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="candidates"):
+        m.own_action_values(b.observations, b.actions, cand[:, :3])

@@ -226,3 +226,54 @@ def test_resume_state_keeps_the_best_response_teacher(tmp_path):
         t.train(4)
     for a, b in zip(tr.algo.actor_params, fresh.algo.actor_params):
         assert torch.equal(a, b)
+
+
+def test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_actor():
+    """critic_search: on an actor step, each learner's target is the best of its current
+    action and CRITIC_SEARCH_CANDIDATES random ones by min(Q1, Q2) of its own critic
+    (the others' sampled actions kept), only where that beats the current action by the
+    margin; no targets on critic-only steps or with weight 0; the generator is part of
+    the resume state; a short run with it trains (imitation loss logged)."""
+    import torch
+
+    from agents import learner as learner_mod
+
+    sc = load_scenario("default")  # 3 learners: plants and a storage unit
+    base = ["actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=24h", "gradient_steps=4",
+            "batch_size=32", "episodes_collecting_initial_experience=1", "validation_episodes_interval=10",
+            "training_episodes=2", "torch_threads=1", "best_policy_interval=null"]
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(base + ["critic_search=2.5"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=2, progress=False, tensorboard=False, env_options={"max_cycles": 72})
+    tr.train()
+    le = tr.learner
+    assert "losses/imitation_loss" in tr.history[-1]
+    batch = le.buffer.sample(32)
+    le.algo.n_updates += le.algo.n_updates % 2  # even: the next step is a critic-only step (policy_delay 2)
+    assert le._search_batch(batch) is None
+    le.algo.n_updates += 1  # the next one is an actor step
+    state = le.search_rng.bit_generator.state
+    obs, tgt, w = le._search_batch(batch)
+    assert w == 2.5 and tgt.shape == batch.actions.shape
+    # recompute: the same candidates from the same generator state
+    le.search_rng.bit_generator.state = state
+    K, (B, n, m) = learner_mod.CRITIC_SEARCH_CANDIDATES, batch.actions.shape
+    pi = le.algo.act(batch.observations) * le.algo.action_mask
+    rand = torch.from_numpy(le.search_rng.uniform(-1.0, 1.0, size=(K, B, n, m))).float()
+    cand = torch.cat([pi.unsqueeze(0), rand])
+    q = le.algo.own_action_values(batch.observations, batch.actions, cand)
+    best = q.argmax(0)
+    margin = learner_mod.CRITIC_SEARCH_MARGIN * q[0].abs().mean(0)
+    taught = q.max(0).values - q[0] > margin
+    assert taught.any() and (~taught).any()  # an untrained critic: some states gain, some do not
+    for b in range(B):
+        for i in range(n):
+            if taught[b, i]:
+                torch.testing.assert_close(tgt[b, i], cand[best[b, i], b, i])
+                assert best[b, i] > 0  # never the actor's own action
+            else:
+                assert torch.isnan(tgt[b, i]).all()
+    assert le.state_dict()["generators"]["search"] == le.search_rng.bit_generator.state
+    off = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base), run_dir=None, seed=2,
+                  progress=False, tensorboard=False, env_options={"max_cycles": 72})
+    off.learner.algo.n_updates = 1
+    assert off.learner._search_batch(batch) is None
