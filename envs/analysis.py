@@ -616,9 +616,10 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
 
 
 def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float,
-                           soc_points: int) -> BestResponse:
+                           soc_points: int, moves: str = "any") -> BestResponse:
     """Episode best response of a storage agent by dynamic programming over its state of
-    charge (see the module docstring)."""
+    charge (see the module docstring); ``moves="full"`` allows only idling, the largest
+    charge or discharge move of the grid and moves onto the grid's end levels."""
     H = record.n_hours
     mbp = float(record.max_bid_price)
     levels, g0 = soc_grid(params, soc_points)
@@ -628,6 +629,9 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     # V[h, g]: best profit from hour h on, starting hour h at level g
     nxt = np.arange(G)[:, None] - ks[None, :]  # (G, K) level after the move
     ok = (nxt >= 0) & (nxt < G)
+    if moves == "full":  # what a one-price bid of the whole feasible volume does when accepted in full
+        k = ks[None, :]
+        ok &= (k == 0) | (k == ks.max()) | (k == ks.min()) | ((k > 0) & (nxt == 0)) | ((k < 0) & (nxt == G - 1))
     nxt_c = np.clip(nxt, 0, G - 1)
     V = np.zeros(G)
     choice = np.empty((H, G), dtype=np.int64)
@@ -716,6 +720,7 @@ def best_response(
     scenario=None,
     storage: "StorageParams | dict[str, StorageParams] | None" = None,
     soc_points: int = 201,
+    storage_moves: str = "any",
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -733,6 +738,14 @@ def best_response(
             agent or unit name).
         soc_points: state-of-charge grid size of the storage dynamic programme (see
             :func:`soc_grid`).
+        storage_moves: ``"any"`` (default): every net injection the grid and the power
+            limits allow. ``"full"``: only idling, the largest charge or discharge move of
+            the grid, or a move onto the lowest/highest level within the power limits --
+            what the env's storage action (one price for the whole feasible volume) does
+            whenever its bid is accepted in full (up to the grid: the largest move is the
+            largest grid step within the power limit), so, up to the grid, a storage
+            policy of the env can reach at least this profit against the same bids and at
+            most the ``"any"`` one.
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
@@ -741,6 +754,8 @@ def best_response(
     """
     if not tick > 0:
         raise ValueError(f"tick must be > 0, got {tick}")
+    if storage_moves not in ("any", "full"):
+        raise ValueError(f"storage_moves must be 'any' or 'full', got {storage_moves!r}")
     if record.n_hours == 0:
         raise ValueError("the record holds no hours")
     i = _agent_index(record, agent)
@@ -750,7 +765,7 @@ def best_response(
     if sl.kind == "storage":
         params = _storage_params(record, i, scenario, storage)
         if params is not None:
-            return _storage_best_response(record, sl, params, tick, soc_points)
+            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves)
         direction = _storage_direction(record, sl)
     else:
         direction = np.ones(H, dtype=np.int8)

@@ -644,3 +644,52 @@ def test_residual_fast_path_equals_full_clearing(kind):
         full = _evaluate(rec, sl, 0, H, own, d0, via_clearing=True)
         np.testing.assert_allclose(fast[0], full[0], rtol=1e-12, atol=1e-7, err_msg=f"trial {trial}")
         np.testing.assert_array_equal(fast[1], full[1], err_msg=f"trial {trial}")
+
+
+def test_storage_full_moves_equal_the_enumeration_of_full_power_paths():
+    """storage_moves="full": the DP equals the best of every path that only idles, moves by
+    the largest grid step or onto an end level (enumerated over 4 hours with the same
+    per-hour values), never beats "any", and equals it when the grid has no smaller move."""
+    import itertools
+
+    from envs import analysis as A
+    from envs.analysis import StorageParams
+
+    for seed in range(5):
+        rng = np.random.default_rng(900 + seed)
+        H, n = 4, 3
+        rec = _storage_record(rng.integers(-4, 21, (H, n)) / 2.0, rng.uniform(10, 60, (H, n)),
+                              rng.uniform(20, 120, H), own_cost=(0.3, 0.2), mbp=10.0)
+        par = StorageParams(max_power_charge=float(rng.uniform(15, 30)), max_power_discharge=float(rng.uniform(15, 30)),
+                            efficiency_charge=0.9, efficiency_discharge=0.85, soc_min=0.0, soc_max=40.0,
+                            soc_initial=float(rng.choice([0.0, 20.0, 40.0])))
+        full = best_response(rec, 0, storage=par, soc_points=9, tick=TICK, storage_moves="full")
+        anym = best_response(rec, 0, storage=par, soc_points=9, tick=TICK)
+        levels, g0 = A.soc_grid(par, 9)
+        ks, qs = A._storage_moves(par, levels, rec.dt)
+        r, _ = A._storage_hour_values(rec, A._slots(rec, 0), qs, TICK)
+        G, best = len(levels), -np.inf
+        for path in itertools.product(range(len(ks)), repeat=H):
+            g, total = g0, 0.0
+            for h, m in enumerate(path):
+                k, to = ks[m], g - ks[m]
+                if not 0 <= to < G or not (k == 0 or k in (ks.max(), ks.min()) or (k > 0 and to == 0)
+                                           or (k < 0 and to == G - 1)):
+                    total = -np.inf
+                    break
+                total, g = total + r[h, m], to
+            best = max(best, total)
+        assert full.best_profit == pytest.approx(best, abs=1e-6), seed
+        assert full.best_profit <= anym.best_profit + 1e-6
+        # the reported schedule uses only the allowed moves
+        moves = -np.diff(np.round((full.soc - levels[0]) / (levels[1] - levels[0])).astype(int))
+        end = np.round((full.soc[1:] - levels[0]) / (levels[1] - levels[0])).astype(int)
+        assert np.all((moves == 0) | (moves == ks.max()) | (moves == ks.min()) | ((moves > 0) & (end == 0))
+                      | ((moves < 0) & (end == G - 1)))
+    # the hand-computed arbitrage (charge at full power to the top, sell it all): full moves are optimal
+    rec2 = _storage_record([[10.0], [50.0]], [[1000.0], [1000.0]], [500.0, 500.0], own_cost=(1.0, 1.0))
+    par2 = StorageParams(max_power_charge=50.0, max_power_discharge=50.0, efficiency_charge=0.8,
+                         efficiency_discharge=0.9, soc_min=0.0, soc_max=40.0, soc_initial=0.0)
+    assert best_response(rec2, 0, storage=par2, soc_points=5, storage_moves="full").best_profit == pytest.approx(1214.0)
+    with pytest.raises(ValueError, match="storage_moves"):
+        best_response(rec, 0, storage=par, storage_moves="half")
