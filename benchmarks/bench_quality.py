@@ -14,7 +14,10 @@ one JSON line per run and a table per scenario: share of the best-response profi
 learners together, and the worst single learner), joint exploitability, distance to the
 equilibrium reference (``envs.analysis.equilibrium``: hourly price RMSE and mean price
 difference; "n/a" when the reference does not converge), training wall time, and for each
-the mean with a 95 % interval over the seeds (Student t).
+the mean with a 95 % interval over the seeds (Student t). Storage agents also get
+``full_moves_best_response_profit`` in the JSON line: their best response restricted to
+full-volume moves (``storage_moves="full"``), what the env's one-price storage action
+reaches when accepted in full.
 
 A bare name that is not a built-in scenario is looked up in ``../shared/scenarios/assume``
 (skipped with a JSON line when absent).
