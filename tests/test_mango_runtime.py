@@ -292,7 +292,8 @@ def test_dead_worker_stops_the_run_with_an_error(monkeypatch):
     from agents.mango import runtime
 
     sc = load_scenario("default")
-    cfg = config(sc, "training_episodes=50")
+    # far more than the 5 s before the kill can train (50 episodes of 24 h ended in < 5 s on an idle machine)
+    cfg = config(sc, "training_episodes=2000")
     errors: list[BaseException] = []
     ready = threading.Event()
     start = runtime._Workers.start
