@@ -307,6 +307,17 @@ class LearningConfig:
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
     imitation on the safe side. Must be >= 0. Default: 0.3."""
 
+    per_unit_gamma: bool | str = "auto"
+    """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
+    between hours (plants without start-up costs, renewables), `gamma` for storage and
+    plants with start-up costs. The exact analysis scores deviations with everyone else's
+    bids fixed, hour by hour; for an uncoupled unit the only future its critic could learn
+    is how the other learners react to the price history (the repeated-game effect that
+    sustains collusive prices). "auto": on when the market has two or more learning units
+    (with one, nothing reacts to its bids: measured on example_02a, the horizon made no
+    difference beyond the seed noise, so a single learner keeps `gamma`). Both runtimes.
+    Default: "auto"."""
+
     critic_search: float = 0.0
     """Weight of a cloning term that pulls each learner's actor towards the best of 32
     uniform random actions by its own twin critics (min of both, the others' actions as
@@ -947,6 +958,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
+    "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _float(0.0),
     "best_policy_metric": _choice("auto", "reward", "br_share"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),

@@ -422,6 +422,21 @@ class Learner:
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
+    def apply_unit_gamma(self, core: MarketCore) -> None:
+        """``per_unit_gamma``: discount 0 for the learning units of ``core`` without a link
+        between their hours (plants without start-up costs, renewables), ``gamma`` for
+        storage and plants with start-up costs; off (or "auto" with one learning unit):
+        ``gamma`` for all."""
+        v = self.config.per_unit_gamma
+        if not (v is True or (v == "auto" and core.n >= 2)):
+            self.algo.set_agent_gamma(None)
+            return
+        kind = np.asarray(core.agent_kind)
+        start_up = np.zeros(core.n)
+        start_up[core.sl_plant] = core.scenario.plants.start_up_cost[core.lp]
+        coupled = (kind == "storage") | ((kind == "plant") & (start_up > 0))
+        self.algo.set_agent_gamma(np.where(coupled, self.config.gamma, 0.0))
+
     def _search_batch(self, batch):
         """``(obs, target, weight)`` of ``critic_search`` for the next MATD3 step when it
         is an actor step: for every sampled state and learner, the best of its current

@@ -363,6 +363,7 @@ class MATD3:
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.gamma = float(gamma)
+        self.agent_gamma: Tensor | None = None  # (n, 1) per-agent discount (set_agent_gamma), else gamma
         self.tau = float(tau)
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"MATD3: tau must lie in [0, 1], got {tau!r}")
@@ -545,6 +546,17 @@ class MATD3:
             q = self._critic_forward(self.critic_target_params if target else self.critic_params, x)
         return q[:, 0].t().reshape(batch, self.n_agents), q[:, 1].t().reshape(batch, self.n_agents)
 
+    def set_agent_gamma(self, values: Any | None) -> None:
+        """A discount factor per agent ``(n,)`` for the critic targets instead of
+        :attr:`gamma` (``None``: back to :attr:`gamma` for all)."""
+        if values is None:
+            self.agent_gamma = None
+            return
+        g = torch.as_tensor(values, device=self.device, dtype=self.float_type).reshape(-1)
+        if g.numel() != self.n_agents or bool(((g < 0) | (g > 1)).any()):
+            raise ValueError(f"MATD3.set_agent_gamma: {self.n_agents} values in [0, 1] expected, got {values!r}")
+        self.agent_gamma = g.view(-1, 1).clone()
+
     def own_action_values(self, obs: Any, actions: Any, candidates: Any) -> Tensor:
         """min(Q1, Q2) of every agent ``i`` with its own action replaced by each candidate
         and the others' actions as given, without gradient: ``(K, B, n)``.
@@ -698,7 +710,8 @@ class MATD3:
         torch.tanh(z, out=act_fm).add_(noise.permute(1, 2, 0)).clamp_(-1.0, 1.0).mul_(mask)
         torch.index_select(ws.src, 0, self._critic_index, out=x_flat)
         q_next = self._critic_forward(self.critic_target_params, ws.x, ws)
-        y = torch.minimum(q_next[:, 0], q_next[:, 1], out=ws.y).mul_(self.gamma).add_(rew.t())  # (n, B)
+        g = self.gamma if self.agent_gamma is None else self.agent_gamma
+        y = torch.minimum(q_next[:, 0], q_next[:, 1], out=ws.y).mul_(g).add_(rew.t())  # (n, B)
 
         # ---- critic step: L_i = MSE(Q1_i, y_i) + MSE(Q2_i, y_i)
         obs_fm.copy_(obs.permute(1, 2, 0))

@@ -61,6 +61,7 @@ class ReferenceMATD3:
         self.max_act = max(self.act_dims)
         self.unique_obs_len = unique_obs_len
         self.gamma, self.tau = gamma, tau
+        self.agent_gamma: list[float] | None = None  # per agent, as MATD3.set_agent_gamma
         self.policy_delay = policy_delay
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         self.max_grad_norm = max_grad_norm or None
@@ -115,6 +116,8 @@ class ReferenceMATD3:
             ref.critic_optimizers[i].load_state_dict(m.critic_optimizer_state(i))
         ref.generator.set_state(m.generator.get_state())
         ref.n_updates = m.n_updates
+        if getattr(m, "agent_gamma", None) is not None:
+            ref.agent_gamma = m.agent_gamma.view(-1).tolist()
         return ref
 
     def _critic_obs(self, obs: torch.Tensor, i: int) -> torch.Tensor:
@@ -152,7 +155,8 @@ class ReferenceMATD3:
         for i in range(n):
             with torch.no_grad():
                 q1_next, q2_next = self.critic_targets[i](self._critic_obs(next_obs, i), all_next_actions)
-                target_q = rewards[:, i].unsqueeze(1) + self.gamma * torch.min(q1_next, q2_next)
+                g = self.gamma if self.agent_gamma is None else self.agent_gamma[i]
+                target_q = rewards[:, i].unsqueeze(1) + g * torch.min(q1_next, q2_next)
             q1, q2 = self.critics[i](self._critic_obs(obs, i), all_actions)
             loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
             self.critic_optimizers[i].zero_grad(set_to_none=True)

@@ -57,9 +57,10 @@ def assert_same_run(tr: Trainer, res, exact: bool = True):
         assert r1.get("saved") == r2.get("saved")
 
 
-@pytest.mark.parametrize("extra", [[], ["critic_search=2"]])
+@pytest.mark.parametrize("extra", [[], ["critic_search=2"], ["per_unit_gamma=true"]])
 def test_one_container_reproduces_the_training_loop(extra):
-    """(critic_search runs inside the learner's update round: the same in both runtimes.)"""
+    """(critic_search runs inside the learner's update round and per_unit_gamma is set on
+    the learner by both runtimes: the same run in both.)"""
     sc = load_scenario("tiny")
     cfg = config(sc, "noise_dt=0.999", *extra)  # per-draw noise decay: the market sends each hour's scale
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)

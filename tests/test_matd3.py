@@ -589,3 +589,28 @@ def test_own_action_values_equal_the_critics_with_one_slot_replaced():
                                torch.minimum(q1, q2), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="candidates"):
         m.own_action_values(b.observations, b.actions, cand[:, :3])
+
+
+def test_agent_gamma_matches_reference_and_differs_from_the_common_gamma():
+    """set_agent_gamma (per_unit_gamma): each agent's critic target uses its own discount,
+    in the stacked kernel as in the per-agent reference; None goes back to gamma; bad
+    values are refused."""
+    m = make(seed=8, dtype=torch.float64)
+    m.set_agent_gamma([0.0, 0.5, 0.99])
+    ref = ReferenceMATD3.from_matd3(m)
+    plain = make(seed=8, dtype=torch.float64)  # gamma 0.99 for all
+    for k in range(4):
+        batch = make_batch(20 + k, dtype=torch.float64)
+        noise = torch.randn(64, N, 2, generator=torch.Generator().manual_seed(200 + k), dtype=torch.float64)
+        ours = m.update(batch, target_noise=noise, as_float=True)
+        theirs = ref.update(batch, target_noise=noise)
+        other = plain.update(batch, target_noise=noise, as_float=True)
+        assert ours["losses/critic_loss"] == pytest.approx(theirs["losses/critic_loss"], rel=1e-9)
+    assert max_diff_to_reference(m, ref) < 1e-10
+    # the same updates with the common gamma 0.99 for all give other losses
+    assert ours["losses/critic_loss"] != pytest.approx(other["losses/critic_loss"])
+    m.set_agent_gamma(None)
+    assert m.agent_gamma is None
+    for bad in ([0.5, 0.5], [0.0, 1.5, 0.2], [-0.1, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="set_agent_gamma"):
+            m.set_agent_gamma(bad)

@@ -277,3 +277,37 @@ def test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_act
                   progress=False, tensorboard=False, env_options={"max_cycles": 72})
     off.learner.algo.n_updates = 1
     assert off.learner._search_batch(batch) is None
+
+
+def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
+    """per_unit_gamma: discount 0 for plants without start-up costs and renewables, the
+    config's gamma for storage and plants with start-up costs; off (and "auto" with one
+    learning unit): gamma for all. On
+    `tiny` (one plant without start-up costs) a run with it is bit for bit the run with
+    gamma 0, and not the run with the config's gamma."""
+    import torch
+
+    d = load_scenario("default")  # two CCGTs with start-up costs, one storage: all keep gamma
+    cfg = LearningConfig.from_dict(d.learning_config).with_overrides(["per_unit_gamma=true", "gamma=0.9",
+                                                                      "torch_threads=1"])
+    tr = Trainer(d, cfg, run_dir=None, seed=0, progress=False, tensorboard=False)
+    assert tr.learner.algo.agent_gamma.view(-1).tolist() == pytest.approx([0.9, 0.9, 0.9])
+    m = load_scenario("many")  # 24 plants without start-up costs
+    cfg = LearningConfig.from_dict(m.learning_config).with_overrides(["per_unit_gamma=true", "torch_threads=1"])
+    tr = Trainer(m, cfg, run_dir=None, seed=0, progress=False, tensorboard=False)
+    assert tr.learner.algo.agent_gamma.view(-1).tolist() == [0.0] * 24
+    cfg = LearningConfig.from_dict(m.learning_config).with_overrides(["torch_threads=1"])  # "auto", 24 learners: on
+    tr = Trainer(m, cfg, run_dir=None, seed=0, progress=False, tensorboard=False)
+    assert tr.learner.algo.agent_gamma.view(-1).tolist() == [0.0] * 24
+    cfg = cfg.with_overrides(["per_unit_gamma=false"])
+    assert Trainer(m, cfg, run_dir=None, seed=0, progress=False, tensorboard=False).learner.algo.agent_gamma is None
+    assert make(None, ["gamma=0.9"]).learner.algo.agent_gamma is None  # "auto" with one learning unit: off
+
+    def critics(extra):
+        tr = make(None, ["best_response_teacher=0"] + extra)
+        tr.train()
+        return tr.learner.algo.critic_params
+
+    on = critics(["per_unit_gamma=true", "gamma=0.9"])
+    assert all(torch.equal(a, b) for a, b in zip(on, critics(["gamma=0"])))
+    assert not all(torch.equal(a, b) for a, b in zip(on, critics(["gamma=0.9"])))
