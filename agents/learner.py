@@ -431,10 +431,7 @@ class Learner:
         if not (v is True or (v == "auto" and core.n >= 2)):
             self.algo.set_agent_gamma(None)
             return
-        kind = np.asarray(core.agent_kind)
-        start_up = np.zeros(core.n)
-        start_up[core.sl_plant] = core.scenario.plants.start_up_cost[core.lp]
-        coupled = (kind == "storage") | ((kind == "plant") & (start_up > 0))
+        coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
         self.algo.set_agent_gamma(np.where(coupled, self.config.gamma, 0.0))
 
     def _search_batch(self, batch):

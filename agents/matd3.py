@@ -574,7 +574,7 @@ class MATD3:
         kw = {"device": self.device, "dtype": self.float_type}
         actions = torch.as_tensor(actions, **kw) * self.action_mask
         cand = torch.as_tensor(candidates, **kw) * self.action_mask
-        n, m, h1 = self.n_agents, self.max_act, self.critic_hidden_sizes[0]
+        n, m = self.n_agents, self.max_act
         K, B = cand.shape[0], cand.shape[1]
         if cand.shape[2:] != (n, m) or actions.shape != (B, n, m):
             raise ValueError(f"MATD3.own_action_values: candidates (K, {B}, {n}, {m}) and actions ({B}, {n}, {m}) "
@@ -585,9 +585,7 @@ class MATD3:
             base = torch.baddbmm(cp[1], cp[0], x)  # (n, 2h1, B)
             delta = (cand - actions.unsqueeze(0)).permute(2, 3, 0, 1).reshape(n, m, K * B)  # column k*B + b
             pre = base.repeat(1, 1, K).baddbmm_(self._own_action_columns(cp[0]), delta).relu_()
-            tail_w = [w.flatten(0, 1) for w in cp[2::2]]
-            tail_b = [b.flatten(0, 1) for b in cp[3::2]]
-            q = _stack_forward(tail_w, tail_b, pre.view(2 * n, h1, K * B))[-1].view(n, 2, K, B)
+            q = self._critic_heads(cp, pre).view(n, 2, K, B)
         return q.amin(dim=1).permute(1, 2, 0)
 
     # ------------------------------------------------------------------ update
@@ -608,13 +606,16 @@ class MATD3:
 
     def _critic_forward(self, params: list[Tensor], x: Tensor, ws: _Workspace | None = None) -> Tensor:
         """All twin critics on ``x (n, D, B)`` -> ``(n, 2, B)``; activations kept in ``ws`` if given."""
-        n, _, bsz = x.shape
-        h1 = self.critic_hidden_sizes[0]
         c0 = torch.baddbmm(params[1], params[0], x) if ws is None else torch.baddbmm(params[1], params[0], x, out=ws.c0)
-        c0.relu_()
+        return self._critic_heads(params, c0.relu_(), ws)
+
+    def _critic_heads(self, params: list[Tensor], c0: Tensor, ws: _Workspace | None = None) -> Tensor:
+        """Both heads' layers after the first on its ReLU output ``c0 (n, 2*h1, B)`` -> ``(n, 2, B)``."""
+        n, _, bsz = c0.shape
         tail_w = [w.flatten(0, 1) for w in params[2::2]]  # (2n, out, in): heads as virtual agents
         tail_b = [b.flatten(0, 1) for b in params[3::2]]
-        acts = _stack_forward(tail_w, tail_b, c0.view(2 * n, h1, bsz), None if ws is None else ws.c_acts)
+        acts = _stack_forward(tail_w, tail_b, c0.view(2 * n, self.critic_hidden_sizes[0], bsz),
+                              None if ws is None else ws.c_acts)
         return acts[-1].view(n, 2, bsz)
 
     def _own_action_columns(self, w0: Tensor) -> Tensor:

@@ -494,6 +494,13 @@ class MarketCore:
         self._log = []
         return self.observe()
 
+    @property
+    def agent_start_up_cost(self) -> np.ndarray:
+        """EUR per start of every learning agent ``(n,)`` (0 for storage and renewables)."""
+        suc = np.zeros(self.n)
+        suc[self.sl_plant] = self.scenario.plants.start_up_cost[self.lp]
+        return suc
+
     def unique_obs(self) -> np.ndarray:
         """The agents' own values ``(B, n, 2)`` for the current hour."""
         t = min(self.hour, self.T - 1)
@@ -804,8 +811,6 @@ class MarketCore:
             axis=1,
         )
         agent_unit = np.array(lp_u + [st_u[i] for i in self.ls] + lr_u, dtype=np.int64)
-        suc = np.zeros(self.n)
-        suc[self.sl_plant] = pl.start_up_cost[self.lp]
         return EpisodeRecord(
             hours=hours,
             times=sc.times[hours],
@@ -831,7 +836,7 @@ class MarketCore:
             agent_kind=tuple(self.agent_kind),
             agent_profit=dyn(8),
             agent_prev_dispatch=dyn(9),
-            agent_start_up_cost=suc,
+            agent_start_up_cost=self.agent_start_up_cost,
             max_bid_price=self.max_bid_price,
             price_cap=self.cap,
             price_floor=self.floor,
