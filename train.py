@@ -320,7 +320,9 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
     for a, r in summary["agents"].items():
         br = f", best response {r['best_response_profit']:,.0f} EUR ({r['share_of_best_response']:.1%})" if "best_response_profit" in r else ""
         eq = f", equilibrium {r['equilibrium_profit']:,.0f} EUR" if "equilibrium_profit" in r else ""
-        print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{eq}")
+        full = (f", full-volume moves {r['full_moves_best_response_profit']:,.0f} EUR"
+                if "full_moves_best_response_profit" in r else "")
+        print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{full}{eq}")
     print_reference(summary)
 
 

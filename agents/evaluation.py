@@ -222,17 +222,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_json_strict(path, obj)
 
 
-def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episodes: int, wall_time: float,
-                stopped_early: bool, best: dict[str, float]) -> dict[str, Any]:
-    """The JSON summary of a run: the final evaluation, per agent with its best response."""
+def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResult) -> dict[str, float]:
+    """Each storage agent's best-response profit restricted to full-volume moves
+    (``envs.analysis.best_response(..., storage_moves="full")``): what the env's one-price
+    storage action reaches when its bid is accepted in full, a lower reference beside the
+    any-volume best response (an upper bound for that action). Empty without storage
+    learners, without an analysed record, or in a zonal/nodal market."""
+    rec = ev.record
+    if rec is None or ev.br_profit is None or getattr(scenario, "network", None) is not None:
+        return {}
+    from envs.analysis import best_response
+
+    return {a: float(best_response(rec, a, scenario=scenario, storage_moves="full").best_profit)
+            for a, kind in zip(core.agents, core.agent_kind) if kind == "storage"}
+
+
+def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
+    """Per agent: unit, kind, profit (and dispatch), best-response profit and share when
+    the analysis ran, and for storage the full-move best response with its share."""
+    full = full_moves_best_responses(scenario, core, ev)
     agents = {}
     for i, a in enumerate(core.agents):
-        row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i],
-               "profit": float(ev.agent_profit[i]), "dispatch_mwh": float(ev.dispatch[i])}
+        row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
+        if dispatch:
+            row["dispatch_mwh"] = float(ev.dispatch[i])
         if ev.br_profit is not None:
             row["best_response_profit"] = float(ev.br_profit[i])
             row["share_of_best_response"] = float(ev.br_share[i])
+        if a in full:
+            row["full_moves_best_response_profit"] = full[a]
         agents[a] = row
+    return agents
+
+
+def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episodes: int, wall_time: float,
+                stopped_early: bool, best: dict[str, float]) -> dict[str, Any]:
+    """The JSON summary of a run: the final evaluation, per agent with its best response."""
+    agents = _agent_rows(scenario, core, ev, dispatch=True)
     return {
         "scenario": scenario.name, "study_case": scenario.study_case,
         "episodes": int(episodes), "wall_time_s": round(float(wall_time), 2), "stopped_early": bool(stopped_early),
@@ -246,12 +272,7 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
     out: dict[str, Any] = {"policy": policy, "scenario": scenario.name, "study_case": scenario.study_case,
                            "hours": int(ev.record.n_hours) if ev.record is not None else None,
                            "evaluation": ev.metrics(), "agents": {}}
-    for i, a in enumerate(core.agents):
-        row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
-        if ev.br_profit is not None:
-            row["best_response_profit"] = float(ev.br_profit[i])
-            row["share_of_best_response"] = float(ev.br_share[i])
-        out["agents"][a] = row
+    out["agents"] = _agent_rows(scenario, core, ev, dispatch=False)
     return out
 
 
@@ -265,6 +286,9 @@ def print_run_summary(s: dict[str, Any]) -> None:
         br = f"  best response {r['best_response_profit']:>14,.0f} EUR  share {r['share_of_best_response']:.3f}" if "best_response_profit" in r else ""
         eq = f"  equilibrium {r['equilibrium_profit']:>14,.0f} EUR" if "equilibrium_profit" in r else ""
         print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}{eq}")
+        if "full_moves_best_response_profit" in r:
+            print(f"  {'':<30s} {'':>26s}  full-volume moves {r['full_moves_best_response_profit']:>10,.0f} EUR "
+                  "(best response with whole-volume storage bids: what the env's storage action reaches)")
     from .reference import print_reference
 
     print_reference(s)

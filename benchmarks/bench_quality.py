@@ -107,12 +107,10 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4),
                    round(r["eval/reward"], 6)) for r in res.history if "eval/br_share" in r],
     }
-    from envs.analysis import best_response
+    from agents.evaluation import full_moves_best_responses
 
-    for k, a in enumerate(tr.agents):  # storage: what full-volume bids accepted in full reach (a lower reference)
-        if tr.core.agent_kind[k] == "storage" and ev.record is not None:
-            row["agents"][a]["full_moves_best_response_profit"] = round(
-                best_response(ev.record, a, scenario=sc, storage_moves="full").best_profit)
+    for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
+        row["agents"][a]["full_moves_best_response_profit"] = round(p)
     row["select"] = selections(row["curve"], LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:
         from envs.equilibrium import distance_to_equilibrium

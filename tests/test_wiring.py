@@ -233,3 +233,26 @@ def test_mango_runtime_refuses_evaluation_episodes_of_another_length():
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["holdout_hours=12", "training_episodes=1"])
     with pytest.raises(ValueError, match="evaluation episodes as long as training episodes"):
         train_mango(sc, cfg, seed=1, analysis=False)
+
+
+def test_summary_storage_rows_name_the_full_volume_best_response(capsys):
+    from agents.evaluation import print_run_summary, run_summary
+    from envs.analysis import best_response
+
+    sc = load_scenario("default")  # two plants and one pumped storage learn
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=1"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False)
+    ev = tr.evaluate()
+    s = run_summary(sc, tr.core, ev, episodes=0, wall_time=0.0, stopped_early=False, best={})
+    kinds = {a: r["kind"] for a, r in s["agents"].items()}
+    storage = [a for a, k in kinds.items() if k == "storage"]
+    assert storage and all("full_moves_best_response_profit" not in s["agents"][a] for a in kinds if a not in storage)
+    for a in storage:
+        row = s["agents"][a]
+        full = best_response(ev.record, a, scenario=sc, storage_moves="full").best_profit
+        assert row["full_moves_best_response_profit"] == pytest.approx(full)
+        # restricted moves never beat the any-volume best response
+        assert row["full_moves_best_response_profit"] <= row["best_response_profit"] + 1e-6
+    print_run_summary(s)
+    assert "full-volume moves" in capsys.readouterr().out
+    tr.close()
