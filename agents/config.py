@@ -318,14 +318,18 @@ class LearningConfig:
     difference beyond the seed noise, so a single learner keeps `gamma`). Both runtimes.
     Default: "auto"."""
 
-    critic_search: float = 0.0
+    critic_search: float | str = "auto"
     """Weight of a cloning term that pulls each learner's actor towards the best of 32
     uniform random actions by its own twin critics (min of both, the others' actions as
     sampled), where that beats the actor's action by more than 5 % of the learner's mean
     |Q|: a global look at the critic next to the local gradient of the deterministic
     policy gradient, which is flat wherever a bid is far from being dispatched. Used on
-    actor steps that the best-response teacher does not take. 0 disables. Must be >= 0.
-    Default: 0.0."""
+    actor steps that the best-response teacher does not take. A number applies to every
+    learning unit; 0 disables. "auto": weight 1 for the units that `per_unit_gamma` gives
+    discount 0 (their critic is an hour's expected profit, which the search reads
+    reliably), none for the others, and off when `per_unit_gamma` is off (measured on
+    `many` and example_02b, see benchmarks/RESULTS.md). Must be >= 0 or "auto".
+    Default: "auto"."""
 
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
@@ -959,7 +963,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
     "per_unit_gamma": _auto_or(_to_bool),
-    "critic_search": _float(0.0),
+    "critic_search": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

@@ -53,6 +53,7 @@ _STATE_FORMAT = "marketzoo.learner/1"
 # critic_search: random candidate actions scored per actor step, and the gain (x mean |Q|) that makes a target
 CRITIC_SEARCH_CANDIDATES = 32
 CRITIC_SEARCH_MARGIN = 0.05
+CRITIC_SEARCH_AUTO_WEIGHT = 1.0  # critic_search "auto", on the units with discount 0 (see Learner.apply_unit_roles)
 # best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
 TEACHER_AUTO_WEIGHT = 100.0
 
@@ -221,6 +222,11 @@ class Learner:
         self.teacher_data: list[tuple[np.ndarray, np.ndarray]] = []
         self.teacher_rng = np.random.default_rng([self.seed, 0x7EAC])
         self.search_rng = np.random.default_rng([self.seed, 0x5EA4])
+        # critic_search: its weight and the units it applies to (None = all); "auto" is
+        # resolved per unit by apply_unit_roles
+        cs = cfg.critic_search
+        self.search_weight: float = 0.0 if cs == "auto" else float(cs)
+        self.search_mask: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ generators
     @property
@@ -422,17 +428,28 @@ class Learner:
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
-    def apply_unit_gamma(self, core: MarketCore) -> None:
-        """``per_unit_gamma``: discount 0 for the learning units of ``core`` without a link
-        between their hours (plants without start-up costs, renewables), ``gamma`` for
-        storage and plants with start-up costs; off (or "auto" with one learning unit):
-        ``gamma`` for all."""
+    def apply_unit_roles(self, core: MarketCore) -> None:
+        """Settings that depend on the kind of each learning unit of ``core``:
+
+        * ``per_unit_gamma``: discount 0 for the units without a link between their hours
+          (plants without start-up costs, renewables), ``gamma`` for storage and plants
+          with start-up costs; off (or "auto" with one learning unit): ``gamma`` for all;
+        * ``critic_search``: a number applies to every unit; "auto" is weight
+          :data:`CRITIC_SEARCH_AUTO_WEIGHT` for the units that ``per_unit_gamma`` gave
+          discount 0, and off when it gave none."""
         v = self.config.per_unit_gamma
-        if not (v is True or (v == "auto" and core.n >= 2)):
-            self.algo.set_agent_gamma(None)
-            return
         coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
-        self.algo.set_agent_gamma(np.where(coupled, self.config.gamma, 0.0))
+        myopic = np.zeros(core.n, dtype=bool)
+        if v is True or (v == "auto" and core.n >= 2):
+            self.algo.set_agent_gamma(np.where(coupled, self.config.gamma, 0.0))
+            myopic = ~coupled
+        else:
+            self.algo.set_agent_gamma(None)
+        if self.config.critic_search == "auto":
+            self.search_weight = CRITIC_SEARCH_AUTO_WEIGHT if myopic.any() else 0.0
+            self.search_mask = torch.from_numpy(myopic)
+        else:
+            self.search_weight, self.search_mask = float(self.config.critic_search), None
 
     def _search_batch(self, batch):
         """``(obs, target, weight)`` of ``critic_search`` for the next MATD3 step when it
@@ -440,7 +457,7 @@ class Learner:
         action and ``CRITIC_SEARCH_CANDIDATES`` uniform random actions by its twin critics
         (min of both, the others' actions as sampled); a target only where that beats the
         current action by more than ``CRITIC_SEARCH_MARGIN`` x the learner's mean |Q|."""
-        w = self.config.critic_search
+        w = self.search_weight
         if w <= 0 or (self.algo.n_updates + 1) % self.algo.policy_delay:
             return None
         obs, act = batch.observations, batch.actions
@@ -454,6 +471,8 @@ class Learner:
         scale = q[0].abs().mean(dim=0).clamp(min=1e-6)  # (n,)
         tgt = cand.gather(0, best.view(1, B, n, 1).expand(1, B, n, m)).squeeze(0).clone()
         tgt[gain <= CRITIC_SEARCH_MARGIN * scale] = float("nan")
+        if self.search_mask is not None:  # "auto": only the units with discount 0
+            tgt[:, ~self.search_mask.to(tgt.device)] = float("nan")
         return obs, tgt, w
 
     def _teacher_batch(self):

@@ -141,7 +141,7 @@ class Trainer:
         self.learner = Learner(cfg, self.agents, core.obs_dim, core.act_dims.tolist(), num_envs=core.B, seed=self.seed,
                                device=device, max_transitions=max_transitions)
         self.device = self.learner.device
-        self.learner.apply_unit_gamma(core)
+        self.learner.apply_unit_roles(core)
         self.progress = progress
         self.analysis = analysis and analysis_allowed(cfg, self.n)
         self.recorder = RunRecorder(

@@ -86,7 +86,7 @@ def test_defaults():
         best_response_teacher_window=10,
         best_response_teacher_margin=0.3,
         per_unit_gamma="auto",
-        critic_search=0.0,
+        critic_search="auto",
         best_policy_metric="auto",
         best_policy_interval="auto",
         critic_reward_scale=1.0,

@@ -279,6 +279,54 @@ def test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_act
     assert off.learner._search_batch(batch) is None
 
 
+def test_critic_search_auto_applies_to_the_units_with_discount_zero_only():
+    """critic_search "auto": weight CRITIC_SEARCH_AUTO_WEIGHT for the units that
+    per_unit_gamma gives discount 0 (no start-up cost, not storage), no target for the
+    others; off when per_unit_gamma is off or gives no unit discount 0; a number applies
+    to every unit."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from agents import learner as learner_mod
+
+    sc = load_scenario("default")  # 3 learners; their roles are set below by a stand-in core
+    base = ["actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=24h", "gradient_steps=4",
+            "batch_size=32", "episodes_collecting_initial_experience=1", "validation_episodes_interval=10",
+            "training_episodes=1", "torch_threads=1", "best_policy_interval=null"]
+    tr = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base), run_dir=None, seed=4,
+                 progress=False, tensorboard=False, env_options={"max_cycles": 72})
+    le = tr.learner
+    assert le.config.critic_search == "auto" and le.search_weight == 0.0  # default: all three units are coupled
+    tr.train()
+    mixed = SimpleNamespace(n=3, agent_kind=["plant", "plant", "storage"],
+                            agent_start_up_cost=np.array([0.0, 5.0, 0.0]))
+    le.apply_unit_roles(mixed)
+    assert le.search_weight == learner_mod.CRITIC_SEARCH_AUTO_WEIGHT
+    assert le.search_mask.tolist() == [True, False, False]
+    assert le.algo.agent_gamma.view(-1).tolist() == pytest.approx([0.0, le.config.gamma, le.config.gamma])
+    batch = le.buffer.sample(32)
+    le.algo.n_updates += 1 - le.algo.n_updates % 2  # odd: the next step is an actor step
+    state = le.search_rng.bit_generator.state
+    obs, tgt, w = le._search_batch(batch)
+    assert w == 1.0 and torch.isnan(tgt[:, 1:]).all() and not torch.isnan(tgt[:, 0]).all()
+    # the same draw for every unit: unit 0's targets are the same, the others get some
+    le.search_rng.bit_generator.state = state
+    le.search_mask = None
+    _, every, _ = le._search_batch(batch)
+    torch.testing.assert_close(every[:, 0], tgt[:, 0], equal_nan=True)
+    assert not torch.isnan(every[:, 1:]).all()
+    # per_unit_gamma off: no unit has discount 0, so "auto" is off
+    le.config = le.config.with_overrides({"per_unit_gamma": False})
+    le.apply_unit_roles(mixed)
+    assert le.search_weight == 0.0 and le._search_batch(batch) is None
+    # a number: every unit
+    le.config = le.config.with_overrides({"critic_search": 2.0})
+    le.apply_unit_roles(mixed)
+    assert le.search_weight == 2.0 and le.search_mask is None
+    tr.close()
+
+
 def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
     """per_unit_gamma: discount 0 for plants without start-up costs and renewables, the
     config's gamma for storage and plants with start-up costs; off (and "auto" with one
@@ -304,7 +352,7 @@ def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
     assert make(None, ["gamma=0.9"]).learner.algo.agent_gamma is None  # "auto" with one learning unit: off
 
     def critics(extra):
-        tr = make(None, ["best_response_teacher=0"] + extra)
+        tr = make(None, ["best_response_teacher=0", "critic_search=0"] + extra)
         tr.train()
         return tr.learner.algo.critic_params
 

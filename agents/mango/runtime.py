@@ -364,7 +364,7 @@ class _Run:
         self.role.max_transitions = max_transitions
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
-        self.learner.apply_unit_gamma(core)
+        self.learner.apply_unit_roles(core)
         path = warm_start_path(cfg)
         if path is not None:
             self.role.load_params(path)
