@@ -471,8 +471,9 @@ class Learner:
         scale = q[0].abs().mean(dim=0).clamp(min=1e-6)  # (n,)
         tgt = cand.gather(0, best.view(1, B, n, 1).expand(1, B, n, m)).squeeze(0).clone()
         tgt[gain <= CRITIC_SEARCH_MARGIN * scale] = float("nan")
-        if self.search_mask is not None:  # "auto": only the units with discount 0
+        if self.search_mask is not None:  # "auto": only the units with discount 0 (the others: weight 0)
             tgt[:, ~self.search_mask.to(tgt.device)] = float("nan")
+            return obs, tgt, np.where(self.search_mask.numpy(), w, 0.0).astype(np.float32)
         return obs, tgt, w
 
     def _teacher_batch(self):

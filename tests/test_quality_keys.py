@@ -309,7 +309,7 @@ def test_critic_search_auto_applies_to_the_units_with_discount_zero_only():
     le.algo.n_updates += 1 - le.algo.n_updates % 2  # odd: the next step is an actor step
     state = le.search_rng.bit_generator.state
     obs, tgt, w = le._search_batch(batch)
-    assert w == 1.0 and torch.isnan(tgt[:, 1:]).all() and not torch.isnan(tgt[:, 0]).all()
+    assert w.tolist() == [1.0, 0.0, 0.0] and torch.isnan(tgt[:, 1:]).all() and not torch.isnan(tgt[:, 0]).all()
     # the same draw for every unit: unit 0's targets are the same, the others get some
     le.search_rng.bit_generator.state = state
     le.search_mask = None
