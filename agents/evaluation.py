@@ -288,7 +288,7 @@ def print_run_summary(s: dict[str, Any]) -> None:
         print(f"  {a:<30s} profit {r['profit']:>14,.0f} EUR{br}{eq}")
         if "full_moves_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  full-volume moves {r['full_moves_best_response_profit']:>10,.0f} EUR "
-                  "(best response with whole-volume storage bids: what the env's storage action reaches)")
+                  "(best response bidding the whole volume, as the env's storage action does)")
     from .reference import print_reference
 
     print_reference(s)
