@@ -328,8 +328,9 @@ class LearningConfig:
     learning unit; 0 disables. "auto": weight 1 for the units that `per_unit_gamma` gives
     discount 0 (their critic is an hour's expected profit, which the search reads
     reliably), none for the others, and off when `per_unit_gamma` is off (measured on
-    `many` and example_02b, see benchmarks/RESULTS.md). Must be >= 0 or "auto".
-    Default: "auto"."""
+    `many` and example_02b, see benchmarks/RESULTS.md). It costs time: 33 candidates
+    scored by both critics per sampled state on every actor step (`many`: about 3x the
+    training time). Must be >= 0 or "auto". Default: "auto"."""
 
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
