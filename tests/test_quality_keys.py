@@ -273,6 +273,11 @@ def test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_act
             else:
                 assert torch.isnan(tgt[b, i]).all()
     assert le.state_dict()["generators"]["search"] == le.search_rng.bit_generator.state
+    # a bigger batch: only its first CRITIC_SEARCH_STATES states are searched
+    big = le.buffer.sample(learner_mod.CRITIC_SEARCH_STATES + 36)
+    o, t, _ = le._search_batch(big)
+    assert t.shape[0] == learner_mod.CRITIC_SEARCH_STATES
+    assert torch.equal(torch.as_tensor(o), torch.as_tensor(big.observations[:learner_mod.CRITIC_SEARCH_STATES]))
     off = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base), run_dir=None, seed=2,
                   progress=False, tensorboard=False, env_options={"max_cycles": 72})
     off.learner.algo.n_updates = 1
