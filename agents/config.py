@@ -329,8 +329,8 @@ class LearningConfig:
     discount 0 (their critic is an hour's expected profit, which the search reads
     reliably), none for the others, and off when `per_unit_gamma` is off (measured on
     `many` and example_02b, see benchmarks/RESULTS.md). It costs time: 33 candidates
-    scored by both critics per sampled state on every actor step (`many`: about 3x the
-    training time). Must be >= 0 or "auto". Default: "auto"."""
+    scored by both critics for 64 of the sampled states on every actor step (`many`:
+    about 1.8x the training time). Must be >= 0 or "auto". Default: "auto"."""
 
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
