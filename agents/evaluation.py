@@ -239,7 +239,7 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
 
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
     """Per agent: unit, kind, profit (and dispatch), best-response profit and share when
-    the analysis ran, and for storage the full-move best response with its share."""
+    the analysis ran, and for storage the full-move best-response profit."""
     full = full_moves_best_responses(scenario, core, ev)
     agents = {}
     for i, a in enumerate(core.agents):
