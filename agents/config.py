@@ -361,6 +361,13 @@ class LearningConfig:
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
 
+    storage_bids: str = "signed"
+    """How a learning storage unit bids (the env option of the same name, see
+    `envs.MarketCore`): "signed", ASSUME's one price whose sign is the direction for the
+    whole feasible volume (1 action entry); "two_sided", a charge bid and a discharge
+    offer in the same hour plus the share of the feasible volume both carry (3 entries).
+    Default: "signed"."""
+
     seed: int | None = None
     """Seed of every random generator of the run (env, noise, networks, buffer).
     None: the scenario's seed if it has one, else drawn from the operating system; the
@@ -969,6 +976,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
+    "storage_bids": _choice("signed", "two_sided"),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),
     "torch_threads": _optional(_int(1, maximum=_MAX_THREADS), auto=True),

@@ -411,7 +411,7 @@ class Learner:
         :class:`envs.analysis.Exploitability` of that episode), lowered by
         ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
         offer stays an offer); agents whose best response is not exact (storage analysed
-        without its unit data) get no target (NaN). Keeps the latest
+        without its unit data) and storage bidding two-sided get no target (NaN). Keeps the latest
         ``best_response_teacher_window`` episodes."""
         cfg = self.config
         H = obs.shape[0]
@@ -420,6 +420,8 @@ class Learner:
         for k, a in enumerate(self.agents):
             r = analysis.responses.get(a)
             if r is None or not r.exact:  # e.g. storage without its unit data: no teacher
+                continue
+            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided storage bids: no one-price target
                 continue
             d = self.act_dims[k]
             best = np.asarray(r.best_action[:H, :d], dtype=np.float64)

@@ -60,6 +60,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts = dict(env_options or {})
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
+    opts.setdefault("storage_bids", config.storage_bids)
     for k, v in episode_options(config, evaluation=evaluation).items():
         opts.setdefault(k, v)
     return opts

@@ -28,6 +28,11 @@ from .market import ClearingResult, clear_market
 
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
+STORAGE_BIDS = ("signed", "two_sided")
+"""Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction,
+the whole feasible volume) and ``"two_sided"`` (a charge bid and a discharge offer in the
+same hour, and the share of the feasible volume both carry; 3 action entries)."""
+TWO_SIDED_STORAGE_DIM = 3
 # agent-id prefix of plants bidding one price for all their capacity
 # (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
@@ -117,7 +122,11 @@ class MarketCore:
         holdout_hours: int | None = None,
         eval_window: bool = False,
         learning_units=None,
+        storage_bids: str = "signed",
     ):
+        if storage_bids not in STORAGE_BIDS:
+            raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
+        self.storage_bids = str(storage_bids)
         if learning_units is not None:  # rule units named here learn too
             from .scenario import with_learning_units
 
@@ -267,6 +276,8 @@ class MarketCore:
         self.sl_ren = slice(n_lp + n_ls, self.n)
         self.act_dims = np.array([ACT_DIMS[k] for k in kinds], dtype=np.int64)
         self.act_dims[self.sl_plant][self.lp_single] = 1
+        if self.storage_bids == "two_sided":
+            self.act_dims[self.sl_storage] = TWO_SIDED_STORAGE_DIM
         self.max_act = int(self.act_dims.max()) if self.n else 1
         # capacity used to scale rewards and dispatch observations
         cap = np.concatenate(
@@ -598,7 +609,19 @@ class MarketCore:
             can_ch = np.maximum(can_ch, 0.0)
             price_s = np.zeros((B, self.n_storage))
             discharge = np.zeros((B, self.n_storage), dtype=bool)
-            if len(self.ls):
+            if len(self.ls) and self.storage_bids == "two_sided":
+                # charge below the lower price, discharge above the higher one, each for
+                # the same share of what the hour allows (prices and share from [-1, 1])
+                a = actions[:, self.sl_storage, :TWO_SIDED_STORAGE_DIM]
+                p_ch = (a[:, :, :2].min(axis=2) + 1.0) * (0.5 * mbp)
+                p_dis = (a[:, :, :2].max(axis=2) + 1.0) * (0.5 * mbp)
+                share = (a[:, :, 2] + 1.0) * 0.5
+                sp[:, self.col_dis.start + self.ls] = p_dis
+                sv[:, self.col_dis.start + self.ls] = can_dis[:, self.ls] * share
+                dpr[:, self.ls] = p_ch
+                dvo[:, self.ls] = can_ch[:, self.ls] * share
+                bid_price[:, self.sl_storage, 0], bid_price[:, self.sl_storage, 1] = p_ch, p_dis
+            elif len(self.ls):
                 a = scaled[:, self.sl_storage, 0]
                 price_s[:, self.ls] = np.abs(a)
                 discharge[:, self.ls] = a >= 0
@@ -612,10 +635,13 @@ class MarketCore:
                     f = self.node_price_forecast[t: min(t + 24, self.T), self.net.storage_node[rs]]
                     price_s[:, rs] = f.mean(axis=0)
                     discharge[:, rs] = f[0] > f.mean(axis=0)
-            sp[:, self.col_dis] = price_s
-            sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
-            dpr[:, : self.n_storage] = price_s
-            dvo[:, : self.n_storage] = np.where(discharge, 0.0, can_ch)
+            rule = np.ones(self.n_storage, dtype=bool)
+            if self.storage_bids == "two_sided":
+                rule[self.ls] = False  # set above
+            sp[:, self.col_dis] = np.where(rule, price_s, sp[:, self.col_dis])
+            sv[:, self.col_dis] = np.where(rule, np.where(discharge, can_dis, 0.0), sv[:, self.col_dis])
+            dpr[:, : self.n_storage] = np.where(rule, price_s, dpr[:, : self.n_storage])
+            dvo[:, : self.n_storage] = np.where(rule, np.where(discharge, 0.0, can_ch), dvo[:, : self.n_storage])
         if self.L > self.n_storage:  # priced demand units and exchange exports
             dpr[:, self.n_storage:] = self.sdem_price
             dvo[:, self.n_storage:] = self.sdem_volume[t]

@@ -91,6 +91,7 @@ class FastStep:
             and c.net is None  # zonal/nodal markets clear by LP (envs/network.py)
             and c.L == c.n_storage  # no priced demand units or exchange exports (dynamic demand columns)
             and not c.lp_single.any()  # single-bid plants: one supply column per plant
+            and (c.storage_bids == "signed" or not len(c.ls))  # two-sided storage bids: array path
             and c.static_sorted_price.shape[1] + c.K + c.L <= FAST_MAX_BIDS
         )
 

@@ -377,7 +377,12 @@ def check_env_options(options: dict[str, Any]) -> None:
     for key, value in options.items():
         if value is None:
             continue
-        if key in _FLOAT_OPTIONS:
+        if key == "storage_bids":
+            from .core import STORAGE_BIDS
+
+            if value not in STORAGE_BIDS:
+                raise ValueError(f"environment option storage_bids={value!r}: expected one of {STORAGE_BIDS}")
+        elif key in _FLOAT_OPTIONS:
             lo, hi = _FLOAT_OPTIONS[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                 raise TypeError(f"environment option {key}={value!r}: expected a number in [{lo:g}, {hi:g}]")
