@@ -365,7 +365,7 @@ class LearningConfig:
     """How a learning storage unit bids (the env option of the same name, see
     `envs.MarketCore`): "signed", ASSUME's one price whose sign is the direction for the
     whole feasible volume (1 action entry); "two_sided", a charge bid and a discharge
-    offer in the same hour plus the share of the feasible volume both carry (3 entries).
+    offer in the same hour, each for the whole feasible volume (2 entries).
     Default: "signed"."""
 
     seed: int | None = None

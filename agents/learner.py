@@ -228,6 +228,7 @@ class Learner:
         cs = cfg.critic_search
         self.search_weight: float = 0.0 if cs == "auto" else float(cs)
         self.search_mask: torch.Tensor | None = None
+        self.unit_kinds: list[str] | None = None  # "plant" | "renewable" | "storage", set by apply_unit_roles
 
     # ------------------------------------------------------------------ generators
     @property
@@ -319,9 +320,7 @@ class Learner:
         for _ in range(cfg.gradient_steps):
             with self.threads.step():
                 batch = self.buffer.sample(cfg.batch_size)
-                imitation = self._teacher_batch()
-                if imitation is None:
-                    imitation = self._search_batch(batch)
+                imitation = self._imitation_batch(batch)
                 metrics = self.algo.update(batch, imitation=imitation)
             self.n_updates += 1
         self.last_metrics = metrics_to_float(metrics)
@@ -384,7 +383,8 @@ class Learner:
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
         ev = run_episode(episode, act)
         if self.teacher_weight > 0 and getattr(ev, "analysis_result", None) is not None:
-            self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result)
+            self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
+                                 scenario=scenario)
         return ev
 
     # ------------------------------------------------------------------ best-response teacher
@@ -394,8 +394,19 @@ class Learner:
         exactly one learning unit, else 0)."""
         v = self.config.best_response_teacher
         if v == "auto":
-            return TEACHER_AUTO_WEIGHT if self.n == 1 else 0.0
+            return TEACHER_AUTO_WEIGHT if self.n == 1 or self.teach_mask.any() else 0.0
         return float(v)
+
+    @property
+    def teach_mask(self) -> np.ndarray:
+        """``(n,)`` bool: the units the teacher teaches (a number: all; ``"auto"``: all of
+        one learning unit, else the storage units that bid two-sided, whose break-even
+        targets :meth:`refresh_teacher` computes; set by :meth:`apply_unit_roles`)."""
+        if self.config.best_response_teacher != "auto" or self.n == 1:
+            return np.ones(self.n, dtype=bool)
+        if self.unit_kinds is None:
+            return np.zeros(self.n, dtype=bool)
+        return np.array([k == "storage" and d > 1 for k, d in zip(self.unit_kinds, self.act_dims)], dtype=bool)
 
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
@@ -405,7 +416,7 @@ class Learner:
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 
-    def refresh_teacher(self, obs: np.ndarray, analysis: Any) -> None:
+    def refresh_teacher(self, obs: np.ndarray, analysis: Any, *, record: Any = None, scenario: Any = None) -> None:
         """Add one deterministic episode to the teacher: its observations ``(H, n, obs_dim)``
         and every agent's best-response actions from ``analysis`` (an
         :class:`envs.analysis.Exploitability` of that episode), lowered by
@@ -419,9 +430,16 @@ class Learner:
         margin = cfg.best_response_teacher_margin / cfg.max_bid_price
         for k, a in enumerate(self.agents):
             r = analysis.responses.get(a)
-            if r is None or not r.exact:  # e.g. storage without its unit data: no teacher
+            if r is None or not r.exact or not self.teach_mask[k]:  # e.g. storage without its unit data
                 continue
-            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided storage bids: no one-price target
+            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: the break-even prices
+                if record is None or scenario is None:
+                    continue
+                from envs.analysis import best_response, storage_break_even_prices
+
+                full = best_response(record, a, scenario=scenario, storage_moves="full")
+                prices = storage_break_even_prices(full, record)[:H]
+                tgt[:, k, :2] = 2.0 * prices / cfg.max_bid_price - 1.0
                 continue
             d = self.act_dims[k]
             best = np.asarray(r.best_action[:H, :d], dtype=np.float64)
@@ -440,6 +458,7 @@ class Learner:
         * ``critic_search``: a number applies to every unit; "auto" is weight
           :data:`CRITIC_SEARCH_AUTO_WEIGHT` for the units that ``per_unit_gamma`` gave
           discount 0, and off when it gave none."""
+        self.unit_kinds = [str(k) for k in core.agent_kind]
         v = self.config.per_unit_gamma
         coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
         myopic = np.zeros(core.n, dtype=bool)
@@ -490,7 +509,32 @@ class Learner:
         rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
         obs = np.concatenate([o for o, _ in self.teacher_data])[rows]
         tgt = np.concatenate([t for _, t in self.teacher_data])[rows]
-        return obs, tgt, self.teacher_weight
+        mask = self.teach_mask
+        w = self.teacher_weight
+        return obs, tgt, (w if mask.all() else np.where(mask, w, 0.0).astype(np.float32))
+
+    def _imitation_batch(self, batch):
+        """The imitation term of the next MATD3 step: the teacher's rows for the units it
+        teaches and ``critic_search``'s rows (on the sampled ``batch``) for the others, in
+        one ``(obs, target, weight per unit)``; ``None`` on critic-only steps and when
+        neither has targets."""
+        teach = self._teacher_batch()
+        if teach is not None and np.ndim(teach[2]) == 0:  # every unit taught: no search
+            return teach
+        search = self._search_batch(batch)
+        if teach is None or search is None:
+            return teach if search is None else search
+        t_obs, t_tgt, t_w = teach
+        s_obs, s_tgt, s_w = search
+        taught = np.asarray(t_w) > 0
+        s_tgt = s_tgt.clone()
+        s_tgt[:, torch.from_numpy(taught).to(s_tgt.device)] = float("nan")
+        t_tgt = np.array(t_tgt, copy=True)
+        t_tgt[:, ~taught] = np.nan
+        obs = torch.cat([torch.as_tensor(t_obs).to(s_obs), s_obs])
+        tgt = torch.cat([torch.as_tensor(t_tgt).to(s_tgt), s_tgt])
+        w = np.where(taught, t_w, np.broadcast_to(np.asarray(s_w, dtype=np.float32), taught.shape)).astype(np.float32)
+        return obs, tgt, w
 
     # ------------------------------------------------------------------ policies
     def save(self, directory: str | os.PathLike, *, episode: int | None = None, metrics: dict[str, Any] | None = None,

@@ -106,6 +106,7 @@ __all__ = [
     "br_share",
     "agent_rows",
     "deviation_verdict",
+    "storage_break_even_prices",
     "max_relative_gain",
     "exploitability_from",
     "equilibrium",
@@ -144,6 +145,17 @@ class BestResponse:
     best_volume: np.ndarray | None = None  # (H,) exact storage: net injection MW (+ sold, - bought)
     soc: np.ndarray | None = None  # (H+1,) exact storage: state of charge MWh along the best response
     soc_points: int = 0  # exact storage: levels of the state-of-charge grid
+    # exact storage, per hour and level of the state-of-charge grid (``soc_levels``, MWh):
+    # the break-even prices (EUR/MWh) of the largest move by the value the best response
+    # puts on stored energy (its value function over the rest of the episode, "water
+    # values"): discharging the largest move at ``offer_threshold`` (+inf when empty) or
+    # charging it at ``bid_threshold`` (-inf when full) earns exactly what holding on is
+    # worth; ``recorded_soc`` (H+1,): the state of charge the recorded bids led to.
+    # See :func:`storage_break_even_prices`.
+    soc_levels: np.ndarray | None = None  # (G,)
+    offer_threshold: np.ndarray | None = None  # (H, G)
+    bid_threshold: np.ndarray | None = None  # (H, G)
+    recorded_soc: np.ndarray | None = None  # (H+1,)
 
     @property
     def best_profit(self) -> float:
@@ -634,6 +646,7 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         ok &= (k == 0) | (k == ks.max()) | (k == ks.min()) | ((k > 0) & (nxt == 0)) | ((k < 0) & (nxt == G - 1))
     nxt_c = np.clip(nxt, 0, G - 1)
     V = np.zeros(G)
+    Vs = np.zeros((H + 1, G))  # Vs[h]: the value from the start of hour h on
     choice = np.empty((H, G), dtype=np.int64)
     zero = int(np.flatnonzero(ks == 0)[0])
     for h in range(H - 1, -1, -1):
@@ -644,6 +657,7 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         idle = tot[:, zero] >= top - 1e-9 * (1.0 + np.abs(top))
         choice[h] = np.where(idle, zero, best)
         V = tot[np.arange(G), choice[h]]
+        Vs[h] = V
     g = g0
     soc = np.empty(H + 1)
     soc[0] = levels[g]
@@ -652,6 +666,7 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         m[h] = choice[h, g]
         g = int(nxt[g, m[h]])
         soc[h + 1] = levels[g]
+    offer_thr, bid_thr = _storage_thresholds(record, sl, ks, qs, Vs)
     hours_idx = np.arange(H)
     best_profit = r[hours_idx, m]
     q = qs[m]
@@ -667,8 +682,79 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         mechanism=record.mechanism, hours=np.asarray(record.hours), best_profit_per_hour=best_profit,
         best_price=best_price, best_action=best_action, recorded_profit_per_hour=recorded_profit(record, sl.i),
         recorded_price=_rec_prices(record, sl, rec_dir), direction=direction, n_candidates=int(len(qs)),
-        best_volume=q, soc=soc, soc_points=G,
+        best_volume=q, soc=soc, soc_points=G, soc_levels=levels,
+        offer_threshold=offer_thr, bid_threshold=bid_thr, recorded_soc=_recorded_soc(record, sl, params),
     )
+
+
+def _recorded_soc(record: EpisodeRecord, sl: _Slots, params: StorageParams) -> np.ndarray:
+    """State of charge (MWh) at the start of each hour and after the last, moved as the
+    env moves it by the record's accepted volumes of the storage's bids."""
+    sold = record.supply_accepted[:, sl.s_cols].sum(axis=1)
+    bought = record.demand_accepted[:, sl.d_cols].sum(axis=1)
+    delta = (bought * params.efficiency_charge - sold / params.efficiency_discharge) * record.dt
+    soc = np.empty(record.n_hours + 1)
+    soc[0] = params.soc_initial
+    for h in range(record.n_hours):
+        soc[h + 1] = min(max(soc[h] + delta[h], params.soc_min), params.soc_max)
+    return soc
+
+
+def _storage_thresholds(record: EpisodeRecord, sl: _Slots, ks: np.ndarray, qs: np.ndarray,
+                        Vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Break-even prices ``(H, G)`` of the largest discharge and charge move of each hour
+    from each grid level: the price at which the move's cash flow equals the fall (rise)
+    of the value from the next hour on, plus (minus) the storage's own cost per MWh."""
+    H, G = Vs.shape[0] - 1, Vs.shape[1]
+    dt = float(record.dt)
+    g = np.arange(G)
+    kd = np.minimum(int(ks.max()), g)  # levels down by the largest discharge (or onto the bottom)
+    kc = np.minimum(int(-ks.min()), G - 1 - g)  # levels up by the largest charge (or onto the top)
+    q_of = dict(zip(ks.tolist(), qs.tolist()))
+    qd = np.array([q_of.get(int(k), np.nan) if k > 0 else np.nan for k in kd])
+    qc = np.array([-q_of.get(int(-k), np.nan) if k > 0 else np.nan for k in kc])
+    s_cost = record.supply_cost[:, sl.s_cols[0], None] if len(sl.s_cols) else np.zeros((H, 1))
+    d_cost = record.demand_cost[:, sl.d_cols[0], None] if len(sl.d_cols) else np.zeros((H, 1))
+    nxt = Vs[1:]  # (H, G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offer = np.where(kd > 0, s_cost + (nxt - nxt[:, g - kd]) / (qd * dt), np.inf)
+        bid = np.where(kc > 0, (nxt[:, np.minimum(g + kc, G - 1)] - nxt) / (qc * dt) - d_cost, -np.inf)
+    return offer, bid
+
+
+def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states="recorded") -> np.ndarray:
+    """Two-sided storage bids ``(H, 2)`` EUR/MWh (charge bid, discharge offer) at an exact
+    storage best response's break-even prices ("water values", see
+    :class:`BestResponse`), from the states of charge of ``states``: ``"recorded"``
+    (default), those the record's own bids led to (what the policy that made the record
+    observed), ``"best"``, those of the best response's own schedule, or an array of
+    ``H`` states of charge (MWh; each rounded to the nearest grid level). ``record`` is
+    the record ``br`` was computed on. Charging below the first price and discharging
+    above the second (each the largest move) is the best response's choice in every
+    hour when its moves are whole-volume (``storage_moves="full"``); in an hour it waits,
+    the hour's price lies between the two. Prices are clipped to [0, max bid price] (an
+    empty storage offers at the top, a full one bids at 0)."""
+    if br.kind != "storage" or br.offer_threshold is None or br.soc_levels is None:
+        raise ValueError(f"agent {br.agent!r}: break-even prices need the exact storage best response "
+                         "(best_response(..., scenario=...))")
+    H = record.n_hours
+    if isinstance(states, str):
+        if states not in ("recorded", "best"):
+            raise ValueError(f"states must be 'recorded', 'best' or an array of {H} states of charge, got {states!r}")
+        soc = np.asarray(br.recorded_soc if states == "recorded" else br.soc, dtype=float)[:H]
+    else:
+        soc = np.asarray(states, dtype=float)
+        if soc.shape != (H,) or not np.all(np.isfinite(soc)):
+            raise ValueError(f"states: expected {H} finite states of charge (MWh), got shape {soc.shape}")
+    lv = np.asarray(br.soc_levels, dtype=float)
+    step = lv[1] - lv[0] if len(lv) > 1 else 1.0
+    g = np.clip(np.rint((soc - lv[0]) / step).astype(np.int64), 0, len(lv) - 1)
+    h = np.arange(H)
+    mbp = float(record.max_bid_price)
+    out = np.empty((H, 2))
+    out[:, 0] = np.clip(np.nan_to_num(br.bid_threshold[h, g], nan=0.0, neginf=0.0, posinf=mbp), 0.0, mbp)
+    out[:, 1] = np.clip(np.nan_to_num(br.offer_threshold[h, g], nan=mbp, neginf=0.0, posinf=mbp), 0.0, mbp)
+    return out
 
 
 # ---------------------------------------------------------------------------- plants

@@ -29,10 +29,9 @@ from .market import ClearingResult, clear_market
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
 STORAGE_BIDS = ("signed", "two_sided")
-"""Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction,
-the whole feasible volume) and ``"two_sided"`` (a charge bid and a discharge offer in the
-same hour, and the share of the feasible volume both carry; 3 action entries)."""
-TWO_SIDED_STORAGE_DIM = 3
+"""Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction)
+and ``"two_sided"`` (a charge bid and a discharge offer in the same hour, 2 action
+entries); both bid the whole volume the hour allows."""
 # agent-id prefix of plants bidding one price for all their capacity
 # (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
@@ -98,6 +97,16 @@ class MarketCore:
 
         learning_units: names of rule units that learn too (see
             :func:`envs.scenario.with_learning_units`); unknown names raise.
+        storage_bids: how a learning storage unit bids (both for the whole volume the
+            hour allows). ``"signed"`` (default, ASSUME's): one action entry ``a``, an
+            offer to discharge at ``a * max_bid_price`` when ``a >= 0``, else a bid to
+            charge at ``|a| * max_bid_price``. ``"two_sided"``: two entries, a charge bid
+            at ``(min(a0, a1) + 1) / 2 * max_bid_price`` and a discharge offer at
+            ``(max(a0, a1) + 1) / 2 * max_bid_price`` in the same hour: the unit charges
+            when the price clears at or below the first, discharges at or above the
+            second and waits in between, so "wait" lies between "charge" and
+            "discharge" for a policy (with ``"signed"``, every switch of direction
+            passes through "discharge at any price").
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -277,7 +286,7 @@ class MarketCore:
         self.act_dims = np.array([ACT_DIMS[k] for k in kinds], dtype=np.int64)
         self.act_dims[self.sl_plant][self.lp_single] = 1
         if self.storage_bids == "two_sided":
-            self.act_dims[self.sl_storage] = TWO_SIDED_STORAGE_DIM
+            self.act_dims[self.sl_storage] = 2
         self.max_act = int(self.act_dims.max()) if self.n else 1
         # capacity used to scale rewards and dispatch observations
         cap = np.concatenate(
@@ -610,16 +619,14 @@ class MarketCore:
             price_s = np.zeros((B, self.n_storage))
             discharge = np.zeros((B, self.n_storage), dtype=bool)
             if len(self.ls) and self.storage_bids == "two_sided":
-                # charge below the lower price, discharge above the higher one, each for
-                # the same share of what the hour allows (prices and share from [-1, 1])
-                a = actions[:, self.sl_storage, :TWO_SIDED_STORAGE_DIM]
-                p_ch = (a[:, :, :2].min(axis=2) + 1.0) * (0.5 * mbp)
-                p_dis = (a[:, :, :2].max(axis=2) + 1.0) * (0.5 * mbp)
-                share = (a[:, :, 2] + 1.0) * 0.5
+                # charge below the lower price, discharge above the higher one (both in [0, mbp])
+                a = actions[:, self.sl_storage, :2]
+                p_ch = (a.min(axis=2) + 1.0) * (0.5 * mbp)
+                p_dis = (a.max(axis=2) + 1.0) * (0.5 * mbp)
                 sp[:, self.col_dis.start + self.ls] = p_dis
-                sv[:, self.col_dis.start + self.ls] = can_dis[:, self.ls] * share
+                sv[:, self.col_dis.start + self.ls] = can_dis[:, self.ls]
                 dpr[:, self.ls] = p_ch
-                dvo[:, self.ls] = can_ch[:, self.ls] * share
+                dvo[:, self.ls] = can_ch[:, self.ls]
                 bid_price[:, self.sl_storage, 0], bid_price[:, self.sl_storage, 1] = p_ch, p_dis
             elif len(self.ls):
                 a = scaled[:, self.sl_storage, 0]

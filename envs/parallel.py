@@ -29,10 +29,9 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
   the higher one for the flexible ``max_power - min_power`` (available capacity).
 * storage: one signed price. ``a >= 0``: offer to discharge at ``a*m`` (as much as the
   state of charge and power allow within the hour); ``a < 0``: bid to charge at ``|a|*m``.
-  With ``storage_bids="two_sided"`` three entries instead: a charge bid at
-  ``(min(a0, a1) + 1) * m / 2`` and a discharge offer at ``(max(a0, a1) + 1) * m / 2``
-  in the same hour, each for the share ``(a2 + 1) / 2`` of what the state of charge and
-  power allow within the hour (prices in ``[0, m]``, as the one-price action's).
+  With ``storage_bids="two_sided"`` two entries instead: a charge bid at
+  ``(min(a0, a1) + 1) * m / 2`` and a discharge offer at ``(max(a0, a1) + 1) * m / 2`` in
+  the same hour, both for what the state of charge and power allow within the hour.
 * renewable: one price ``a*m`` for the available capacity.
 * An agent left out of the action dict submits no bid that hour (its volumes are 0).
 
@@ -131,8 +130,7 @@ from .fast import FastStep
 from .validate import check_env_options, check_seed, validate_scenario
 
 UNIFORM_ACT_DIM = max(ACT_DIMS.values())
-"""Action width of every agent with ``uniform_spaces=True`` (the widest kind: plants' 2
-prices; 3 when learning storage bids ``storage_bids="two_sided"``)."""
+"""Action width of every agent with ``uniform_spaces=True`` (the widest kind: plants' 2 prices)."""
 
 INFO_KEYS = (
     "profit", "accepted_volume", "clearing_price", "regret", "bid_price_0", "bid_price_1",

@@ -81,7 +81,7 @@ def rule_actions(core: MarketCore, out: np.ndarray | None = None) -> np.ndarray:
         a = max(abs(mean) / m, 1e-9)
         if core.storage_bids == "two_sided":  # the rule's one bid; the other side at the range's end
             p = float(np.clip(2.0 * mean / m - 1.0, -1.0, 1.0))
-            out[:, core.sl_storage, :3] = (p, 1.0, 1.0) if charge else (-1.0, p, 1.0)
+            out[:, core.sl_storage, :2] = (p, 1.0) if charge else (-1.0, p)
         else:
             out[:, core.sl_storage, 0] = -a if charge else a
     return out
