@@ -658,7 +658,13 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
         if agent not in actors:
             continue
         if old_dims[agent] != algo.act_dims[i]:
-            raise CheckpointError(f"{d}: agent {agent!r} has action size {old_dims[agent]} there, {algo.act_dims[i]} here")
+            hint = ""
+            if agent.startswith("storage_") and {old_dims[agent], algo.act_dims[i]} == {1, 2}:
+                mode = "signed" if old_dims[agent] == 1 else "two_sided"
+                hint = (f"; the checkpoint's storage bids {mode!r} (1 entry: 'signed', 2: 'two_sided'): "
+                        f"set storage_bids: {mode} in the config (or --set storage_bids={mode})")
+            raise CheckpointError(
+                f"{d}: agent {agent!r} has action size {old_dims[agent]} there, {algo.act_dims[i]} here{hint}")
         plan.append((i, agent))
     same_set = old_agents == list(agents) and manifest.get("max_act", algo.max_act) == algo.max_act
     # check every tensor's name and shape for every agent before changing any weight

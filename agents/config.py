@@ -285,10 +285,14 @@ class LearningConfig:
     agents' bids of recent deterministic evaluation episodes, added to the MATD3 actor
     loss whose Q term is then normalised by max(mean |Q|, 1) (TD3+BC style, see
     "Imitation" in agents/matd3.py). Needs the analysis, i.e. the plain training loop (the
-    mango runtime does not refresh a teacher); 0 disables. "auto": 100 when the run has
-    exactly one learning unit (measured on example_02a, see benchmarks/RESULTS.md), else
-    0 (with several learners it made `default` worse). Must be >= 0 or "auto".
-    Default: "auto"."""
+    mango runtime does not refresh a teacher); 0 disables. A storage unit that bids
+    two-sided (`storage_bids`) is taught the break-even prices ("water values") of its
+    best response with whole-volume moves at the states of charge the episode visited
+    (:func:`envs.analysis.storage_break_even_prices`); one that bids signed, the best
+    response's hourly bid. "auto": 100 when the run has exactly one learning unit
+    (measured on example_02a, see benchmarks/RESULTS.md); with several, 100 for the
+    storage units that bid two-sided and none for the others (on plants it made `default`
+    worse). Must be >= 0 or "auto". Default: "auto"."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
@@ -361,12 +365,15 @@ class LearningConfig:
     """Weight of ASSUME's regret (opportunity-cost) term subtracted from the profit
     reward; 0 = pure profit reward. Must be >= 0. Default: 0.0."""
 
-    storage_bids: str = "signed"
+    storage_bids: str = "two_sided"
     """How a learning storage unit bids (the env option of the same name, see
-    `envs.MarketCore`): "signed", ASSUME's one price whose sign is the direction for the
-    whole feasible volume (1 action entry); "two_sided", a charge bid and a discharge
-    offer in the same hour, each for the whole feasible volume (2 entries).
-    Default: "signed"."""
+    `envs.MarketCore`): "two_sided", a charge bid and a discharge offer in the same hour,
+    each for the whole feasible volume (2 action entries; the storage waits when the
+    price clears between them); "signed", ASSUME's one price whose sign is the direction
+    (1 entry), which makes every switch of direction pass through "discharge at any
+    price". Two-sided bids with the break-even teacher (`best_response_teacher` "auto")
+    took example_02e from exploitability 1.69 to 0.33 (benchmarks/RESULTS.md, fifth round).
+    Policies trained with one cannot be loaded with the other. Default: "two_sided"."""
 
     seed: int | None = None
     """Seed of every random generator of the run (env, noise, networks, buffer).

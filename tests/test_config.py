@@ -91,7 +91,7 @@ def test_defaults():
         best_policy_interval="auto",
         critic_reward_scale=1.0,
         regret_scale=0.0,
-        storage_bids="signed",
+        storage_bids="two_sided",
         seed=None,
         num_envs=1,
         torch_threads=None,

@@ -186,9 +186,11 @@ def test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy(
     assert [r["episode"] for r in tr.history if "eval/reward" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_best_response_teacher_auto_teaches_a_single_learning_unit_only():
+def test_best_response_teacher_auto_teaches_a_single_learning_unit_or_two_sided_storage():
     """best_response_teacher "auto" (the default): weight 100 with one learning unit (the
-    plain loop then refreshes the teacher and the actor steps imitate), 0 with several."""
+    plain loop then refreshes the teacher and the actor steps imitate); with several, 100
+    for the storage units that bid two-sided only (plants get weight 0 and NaN targets),
+    none when no storage bids two-sided."""
     from agents.learner import TEACHER_AUTO_WEIGHT
 
     tr = make(None, ["training_episodes=3"])
@@ -198,10 +200,46 @@ def test_best_response_teacher_auto_teaches_a_single_learning_unit_only():
     assert tr.learner.teacher_data and "losses/imitation_loss" in tr.history[-1]
     assert make(None, ["best_response_teacher=0"]).learner.teacher_weight == 0.0
     assert make(None, ["best_response_teacher=7"]).learner.teacher_weight == 7.0
-    sc = load_scenario("default")  # three learning units
-    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
-    several = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
-    assert several.n == 3 and several.learner.teacher_weight == 0.0 and not several.learner.teacher_due(2)
+    sc = load_scenario("default")  # three learning units: two plants with start-up costs, a storage
+    signed = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["storage_bids=signed"]),
+                     run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert signed.n == 3 and signed.learner.teacher_weight == 0.0 and not signed.learner.teacher_due(2)
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=3"])
+    two = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    kinds = np.array(two.core.agent_kind)
+    np.testing.assert_array_equal(two.learner.teach_mask, kinds == "storage")
+    assert two.learner.teacher_weight == 100.0
+    two.train()
+    obs, tgt = two.learner.teacher_data[-1]
+    assert np.isnan(tgt[:, kinds != "storage"]).all() and np.isfinite(tgt[:, kinds == "storage"]).all()
+    if two.learner.algo.n_updates % 2 == 0:
+        two.learner.algo.n_updates += 1  # the next step is an actor step
+    _, _, w = two.learner._teacher_batch()
+    np.testing.assert_array_equal(w, np.where(kinds == "storage", 100.0, 0.0))
+
+
+def test_teacher_and_critic_search_share_one_imitation_term():
+    """A teacher for some units and critic_search for the others: one imitation batch
+    with the teacher's rows (targets only for the taught units) and the search's rows
+    (targets only for the others), each unit weighted by its own key."""
+    sc = load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        SMALL + ["training_episodes=3", "critic_search=2"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    tr.train()
+    kinds = np.array(tr.core.agent_kind)
+    if tr.learner.algo.n_updates % 2 == 0:
+        tr.learner.algo.n_updates += 1
+    batch = tr.learner.buffer.sample(tr.config.batch_size)
+    t_obs, _, _ = tr.learner._teacher_batch()
+    obs, tgt, w = tr.learner._imitation_batch(batch)
+    nt = len(t_obs)
+    assert obs.shape[0] == nt + min(tr.config.batch_size, 64)
+    np.testing.assert_array_equal(w, np.where(kinds == "storage", 100.0, 2.0))
+    tgt = tgt.numpy()
+    assert np.isnan(tgt[:nt, kinds != "storage"]).all() and np.isfinite(tgt[:nt, kinds == "storage"]).all()
+    assert np.isnan(tgt[nt:, kinds == "storage"]).all()
+    tr.learner.algo.update(batch, imitation=(obs, tgt, w))  # accepted by the actor step
 
 
 def test_resume_state_keeps_the_best_response_teacher(tmp_path):

@@ -493,11 +493,14 @@ def test_every_key_reaches_the_object_it_configures():
         _torch.set_num_threads(before)
 
 
-def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
+@pytest.mark.parametrize("storage_bids", ["two_sided", "signed"])
+def test_best_response_teacher_refreshes_and_teaches_every_exact_response(storage_bids):
     """best_response_teacher: a teacher refresh after every `interval`-th episode (and at
     evaluations), at most `window` episodes kept, plant targets = the analysis's
     best-response actions minus `margin` / max_bid_price (storage: an offer stays an
-    offer), and the imitation term reaches the actor steps; weight 0 keeps none of it."""
+    offer; two-sided storage: the break-even prices of its full-move best response at the
+    visited states of charge), and the imitation term reaches the actor steps; weight 0
+    keeps none of it."""
     from envs import load_scenario
 
     sc = load_scenario("default")
@@ -506,11 +509,11 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
             "torch_threads=1", "best_policy_interval=null"]
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         base + ["best_response_teacher=5", "best_response_teacher_interval=2", "best_response_teacher_window=1",
-                "best_response_teacher_margin=2.0"])
+                "best_response_teacher_margin=2.0", f"storage_bids={storage_bids}"])
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options={"max_cycles": 48})
     refreshes, taught = [], []
     orig, orig_update = tr.learner.refresh_teacher, tr.learner.algo.update
-    tr.learner.refresh_teacher = lambda obs, an: (refreshes.append((obs, an)), orig(obs, an))[1]
+    tr.learner.refresh_teacher = lambda obs, an, **kw: (refreshes.append((obs, an, kw)), orig(obs, an, **kw))[1]
 
     def update(batch, imitation=None, **kw):
         taught.append(imitation is not None)
@@ -527,7 +530,15 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
     assert obs.shape == (48, tr.n, tr.core.obs_dim) and tgt.shape == (48, tr.n, tr.core.max_act)
     for k, a in enumerate(tr.agents):
         best = an.responses[a].best_action
-        if tr.core.agent_kind[k] == "storage":
+        if tr.core.agent_kind[k] == "storage" and storage_bids == "two_sided":
+            from envs.analysis import best_response, storage_break_even_prices
+
+            rec = refreshes[-1][2]["record"]
+            full = best_response(rec, a, scenario=sc, storage_moves="full")
+            want = 2.0 * storage_break_even_prices(full, rec) / cfg.max_bid_price - 1.0
+            np.testing.assert_allclose(tgt[:, k, :2], want, atol=1e-6)
+            assert np.ptp(want) > 0
+        elif tr.core.agent_kind[k] == "storage":
             assert an.responses[a].exact and np.isnan(tgt[:, k, 1]).all()
             want = np.maximum(best[:, 0] - 0.02, np.where(best[:, 0] >= 0, 0.0, -1.0))
             np.testing.assert_allclose(tgt[:, k, 0], want, atol=1e-6)
@@ -541,7 +552,8 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response():
         tr.learner.algo.n_updates += 1  # the next step is an actor step
     obs_b, tgt_b, w = tr.learner._teacher_batch()
     assert obs_b.shape == (16, tr.n, tr.core.obs_dim) and w == 5.0
-    off = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base), run_dir=None, seed=3,
+    off = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(base + ["best_response_teacher=0"]),
+                  run_dir=None, seed=3,
                   progress=False, tensorboard=False, env_options={"max_cycles": 48})
     off.train()
     assert off.learner.teacher_data == [] and off.learner._teacher_batch() is None
