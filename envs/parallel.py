@@ -56,9 +56,10 @@ Uniform spaces (``uniform_spaces=True``), for libraries and shared policies that
 every agent to have the same spaces (SuperSuit's vectorisation, Tianshou, one SB3
 policy for all agents):
 
-* every action space is ``Box(-1, 1, (2,), float32)``: plants use both entries as
-  above; storage and renewables use entry 0 only and **ignore entry 1** (any finite
-  value; it changes nothing);
+* every action space is ``Box(-1, 1, (2,), float32)``: plants (and storage with
+  ``storage_bids="two_sided"``) use both entries as above; renewables and storage with
+  signed bids use entry 0 only and **ignore entry 1** (any finite value; it changes
+  nothing);
 * every observation has 3 more entries ``[3F + 2, 3F + 5)``: the agent's kind as a
   one-hot over ``("plant", "storage", "renewable")`` (bounds 0 and 1), so one policy
   can tell the kinds apart (``env.agent_kind`` maps agent -> kind);

@@ -329,7 +329,8 @@ class _Run:
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
         teacher = cfg.best_response_teacher
-        if (teacher == "auto" and core.n == 1) or (teacher != "auto" and float(teacher) > 0):
+        two_sided_storage = any(k == "storage" and d > 1 for k, d in zip(core.agent_kind, core.act_dims))
+        if (teacher == "auto" and (core.n == 1 or two_sided_storage)) or (teacher != "auto" and float(teacher) > 0):
             print("note: the mango runtime does not refresh the best-response teacher (best_response_teacher "
                   f"{teacher!r}); it trains without it (the plain loop, without --runtime mango, uses it)")
         self.agents = list(core.agents)
