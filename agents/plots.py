@@ -58,14 +58,21 @@ def bids_vs_cost(ev, agents: list[str], path: Path, hours: int = 336) -> Path:
     H = min(hours, len(ev.prices))
     x = np.arange(H)
     for i, (ax, a) in enumerate(zip(axes, agents)):
-        ax.plot(x, ev.bids[:H, i, 1], lw=1, label="bid price (flexible / only)")
-        if not np.allclose(ev.bids[:H, i, 0], ev.bids[:H, i, 1]):
-            ax.plot(x, ev.bids[:H, i, 0], lw=1, label="bid price (inflexible)")
+        two = not np.allclose(ev.bids[:H, i, 0], ev.bids[:H, i, 1])
+        if a.startswith("storage_"):  # two-sided: charge bid, discharge offer; signed: sign = direction
+            labels = ("discharge offer", "charge bid") if two else ("signed price (< 0: charge bid at |p|)", "")
+        else:
+            labels = ("bid price (flexible / only)", "bid price (inflexible)")
+        ax.plot(x, ev.bids[:H, i, 1], lw=1, label=labels[0])
+        if two:
+            ax.plot(x, ev.bids[:H, i, 0], lw=1, label=labels[1])
         ax.plot(x, ev.marginal_cost[:H, i], "k--", lw=1, label="marginal cost")
         ax.plot(x, ev.prices[:H], color="tab:red", lw=0.8, alpha=0.7, label="clearing price")
         ax.set_ylabel("EUR/MWh")
         ax.set_title(a, fontsize=9)
-    axes[0].legend(fontsize=7, ncol=4, loc="upper right")
+    for i, (ax, a) in enumerate(zip(axes, agents)):
+        if i == 0 or a.startswith("storage_"):  # storage bids are labelled differently
+            ax.legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1].set_xlabel("hour of the evaluation episode")
     fig.tight_layout()
     return _save(fig, path)
