@@ -197,3 +197,22 @@ def test_break_even_prices_replay_the_full_move_best_response():
         storage_break_even_prices(best_response(rec, 0), rec)
     with pytest.raises(ValueError, match="states"):
         storage_break_even_prices(full, rec, states=np.zeros(3))
+
+
+def test_policies_of_the_other_storage_encoding_are_refused_with_the_setting_to_use(tmp_path):
+    """A checkpoint trained with signed storage bids (1 action entry) cannot be loaded
+    into two-sided actors (2 entries): one error that names the setting to use."""
+    from agents.checkpoint import CheckpointError
+
+    sc = envs.load_scenario("default")
+    small = ["training_episodes=1", "episodes_collecting_initial_experience=1", "actor_hidden_sizes=[8]",
+             "critic_hidden_sizes=[8]", "torch_threads=1", "best_policy_interval=null"]
+
+    def trainer(mode):
+        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(small + [f"storage_bids={mode}"])
+        return Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+
+    trainer("signed").learner.save(tmp_path / "signed")
+    with pytest.raises(CheckpointError, match="storage_bids: signed"):
+        trainer("two_sided").learner.load(tmp_path / "signed")
+    trainer("signed").learner.load(tmp_path / "signed")  # the same encoding loads
