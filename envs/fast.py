@@ -91,7 +91,6 @@ class FastStep:
             and c.net is None  # zonal/nodal markets clear by LP (envs/network.py)
             and c.L == c.n_storage  # no priced demand units or exchange exports (dynamic demand columns)
             and not c.lp_single.any()  # single-bid plants: one supply column per plant
-            and (c.storage_bids == "signed" or not len(c.ls))  # two-sided storage bids: array path
             and c.static_sorted_price.shape[1] + c.K + c.L <= FAST_MAX_BIDS
         )
 
@@ -217,6 +216,7 @@ class FastStep:
             mx_d, mx_c, eff_d, eff_c, smin, smax, add_d, add_c, _ = self.st
             soc = c.soc[0].tolist()
             rs_mean, rs_charge = row[o[6]], row[o[7]]
+            two_sided = c.storage_bids == "two_sided"
             for s in range(S):
                 x = soc[s]
                 cd = (x - smin[s]) * eff_d[s] / dt
@@ -226,6 +226,16 @@ class FastStep:
                 cc = mx_c[s] if mx_c[s] <= cc else cc
                 cc = cc if cc >= 0.0 else 0.0
                 k = self.st_slot[s]
+                if k >= 0 and two_sided:  # charge bid at the lower price, offer at the higher
+                    a0, a1 = acts[k][0], acts[k][1]
+                    lo, hi = (a0, a1) if a0 <= a1 else (a1, a0)
+                    p_ch, p_dis = (lo + 1.0) * (0.5 * mbp), (hi + 1.0) * (0.5 * mbp)
+                    bid_price[k] = [p_ch, p_dis]
+                    sp.append(p_dis)
+                    sv.append(cd)
+                    dpr.append(p_ch)
+                    dvo.append(cc)
+                    continue
                 if k >= 0:
                     a = acts[k][0] * mbp
                     ps = abs(a)
