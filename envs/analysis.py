@@ -732,7 +732,8 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
     the record ``br`` was computed on. Charging below the first price and discharging
     above the second (each the largest move) is the best response's choice in every
     hour when its moves are whole-volume (``storage_moves="full"``); in an hour it waits,
-    the hour's price lies between the two. Prices are clipped to [0, max bid price] (an
+    the hour's price lies between the two. (The two can cross where the value function
+    on the grid is not concave; a two-sided env action sorts them.) Prices are clipped to [0, max bid price] (an
     empty storage offers at the top, a full one bids at 0)."""
     if br.kind != "storage" or br.offer_threshold is None or br.soc_levels is None:
         raise ValueError(f"agent {br.agent!r}: break-even prices need the exact storage best response "

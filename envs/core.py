@@ -642,13 +642,17 @@ class MarketCore:
                     f = self.node_price_forecast[t: min(t + 24, self.T), self.net.storage_node[rs]]
                     price_s[:, rs] = f.mean(axis=0)
                     discharge[:, rs] = f[0] > f.mean(axis=0)
-            rule = np.ones(self.n_storage, dtype=bool)
-            if self.storage_bids == "two_sided":
-                rule[self.ls] = False  # set above
-            sp[:, self.col_dis] = np.where(rule, price_s, sp[:, self.col_dis])
-            sv[:, self.col_dis] = np.where(rule, np.where(discharge, can_dis, 0.0), sv[:, self.col_dis])
-            dpr[:, : self.n_storage] = np.where(rule, price_s, dpr[:, : self.n_storage])
-            dvo[:, : self.n_storage] = np.where(rule, np.where(discharge, 0.0, can_ch), dvo[:, : self.n_storage])
+            if self.storage_bids == "two_sided" and len(self.ls):  # the learners' bids are set above
+                if len(rs):
+                    sp[:, self.col_dis.start + rs] = price_s[:, rs]
+                    sv[:, self.col_dis.start + rs] = np.where(discharge[:, rs], can_dis[:, rs], 0.0)
+                    dpr[:, rs] = price_s[:, rs]
+                    dvo[:, rs] = np.where(discharge[:, rs], 0.0, can_ch[:, rs])
+            else:
+                sp[:, self.col_dis] = price_s
+                sv[:, self.col_dis] = np.where(discharge, can_dis, 0.0)
+                dpr[:, : self.n_storage] = price_s
+                dvo[:, : self.n_storage] = np.where(discharge, 0.0, can_ch)
         if self.L > self.n_storage:  # priced demand units and exchange exports
             dpr[:, self.n_storage:] = self.sdem_price
             dvo[:, self.n_storage:] = self.sdem_volume[t]
