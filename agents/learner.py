@@ -438,7 +438,7 @@ class Learner:
                 from envs.analysis import best_response, storage_break_even_prices
 
                 full = best_response(record, a, scenario=scenario, storage_moves="full")
-                prices = storage_break_even_prices(full, record, states=os.environ.get("MZ_TEACH_STATES", "recorded"))[:H]  # EXPERIMENT
+                prices = storage_break_even_prices(full, record)[:H]
                 tgt[:, k, :2] = 2.0 * prices / cfg.max_bid_price - 1.0
                 continue
             d = self.act_dims[k]
