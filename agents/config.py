@@ -372,7 +372,8 @@ class LearningConfig:
     price clears between them); "signed", ASSUME's one price whose sign is the direction
     (1 entry), which makes every switch of direction pass through "discharge at any
     price". Two-sided bids with the break-even teacher (`best_response_teacher` "auto")
-    took example_02e from exploitability 1.69 to 0.33 (benchmarks/RESULTS.md, fifth round).
+    took example_02e from exploitability 1.75 to 0.33 and `default` from 1.18 to 0.73
+    (benchmarks/RESULTS.md, fifth round).
     Policies trained with one cannot be loaded with the other. Default: "two_sided"."""
 
     seed: int | None = None

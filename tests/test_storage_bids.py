@@ -34,6 +34,8 @@ def test_action_sizes_and_spaces():
     assert env.action_space("plant_ccgt-1").shape == (2,)
     uni = envs.parallel_env("default", storage_bids="two_sided", uniform_spaces=True)
     assert {uni.action_space(a).shape for a in uni.possible_agents} == {(2,)}
+    vec = envs.VectorMarketEnv("default", num_envs=2, storage_bids="two_sided")
+    assert vec.max_act == 2 and vec.action_mask[k].all()  # the storage uses both padded entries
 
 
 def test_bids_placed_in_the_market():
