@@ -229,6 +229,9 @@ class Learner:
         self.search_weight: float = 0.0 if cs == "auto" else float(cs)
         self.search_mask: torch.Tensor | None = None
         self.unit_kinds: list[str] | None = None  # "plant" | "renewable" | "storage", set by apply_unit_roles
+        # the units the teacher teaches (a number: all; "auto": all of one learning unit, else
+        # the storage units that bid two-sided, resolved by apply_unit_roles)
+        self.teach_mask = np.full(self.n, cfg.best_response_teacher != "auto" or self.n == 1)
 
     # ------------------------------------------------------------------ generators
     @property
@@ -390,23 +393,12 @@ class Learner:
     # ------------------------------------------------------------------ best-response teacher
     @property
     def teacher_weight(self) -> float:
-        """``best_response_teacher`` as a number (``"auto"``: :data:`TEACHER_AUTO_WEIGHT` for
-        exactly one learning unit, else 0)."""
+        """``best_response_teacher`` as a number (``"auto"``: :data:`TEACHER_AUTO_WEIGHT` when
+        :attr:`teach_mask` holds a unit, else 0)."""
         v = self.config.best_response_teacher
         if v == "auto":
-            return TEACHER_AUTO_WEIGHT if self.n == 1 or self.teach_mask.any() else 0.0
+            return TEACHER_AUTO_WEIGHT if self.teach_mask.any() else 0.0
         return float(v)
-
-    @property
-    def teach_mask(self) -> np.ndarray:
-        """``(n,)`` bool: the units the teacher teaches (a number: all; ``"auto"``: all of
-        one learning unit, else the storage units that bid two-sided, whose break-even
-        targets :meth:`refresh_teacher` computes; set by :meth:`apply_unit_roles`)."""
-        if self.config.best_response_teacher != "auto" or self.n == 1:
-            return np.ones(self.n, dtype=bool)
-        if self.unit_kinds is None:
-            return np.zeros(self.n, dtype=bool)
-        return np.array([k == "storage" and d > 1 for k, d in zip(self.unit_kinds, self.act_dims)], dtype=bool)
 
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
@@ -421,8 +413,12 @@ class Learner:
         and every agent's best-response actions from ``analysis`` (an
         :class:`envs.analysis.Exploitability` of that episode), lowered by
         ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
-        offer stays an offer); agents whose best response is not exact (storage analysed
-        without its unit data) and storage bidding two-sided get no target (NaN). Keeps the latest
+        offer stays an offer); a storage unit that bids two-sided gets the break-even prices
+        of its whole-volume best response at the visited states of charge
+        (:func:`envs.analysis.storage_break_even_prices`; needs ``record`` and
+        ``scenario``, the episode's :class:`~envs.record.EpisodeRecord` and scenario).
+        Agents whose best response is not exact (storage analysed without its unit data)
+        or that :attr:`teach_mask` leaves out get no target (NaN). Keeps the latest
         ``best_response_teacher_window`` episodes."""
         cfg = self.config
         H = obs.shape[0]
@@ -457,8 +453,12 @@ class Learner:
           with start-up costs; off (or "auto" with one learning unit): ``gamma`` for all;
         * ``critic_search``: a number applies to every unit; "auto" is weight
           :data:`CRITIC_SEARCH_AUTO_WEIGHT` for the units that ``per_unit_gamma`` gave
-          discount 0, and off when it gave none."""
+          discount 0, and off when it gave none;
+        * ``best_response_teacher`` "auto" with several learning units: :attr:`teach_mask`
+          = the storage units that bid two-sided."""
         self.unit_kinds = [str(k) for k in core.agent_kind]
+        if self.config.best_response_teacher == "auto" and self.n > 1:  # two-sided storage units only
+            self.teach_mask = (np.asarray(core.agent_kind) == "storage") & (np.asarray(self.act_dims) > 1)
         v = self.config.per_unit_gamma
         coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
         myopic = np.zeros(core.n, dtype=bool)

@@ -328,11 +328,6 @@ class _Run:
                 "use the plain loop (without --runtime mango), or set episode_hours equal to holdout_hours")
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
-        teacher = cfg.best_response_teacher
-        two_sided_storage = any(k == "storage" and d > 1 for k, d in zip(core.agent_kind, core.act_dims))
-        if (teacher == "auto" and (core.n == 1 or two_sided_storage)) or (teacher != "auto" and float(teacher) > 0):
-            print("note: the mango runtime does not refresh the best-response teacher (best_response_teacher "
-                  f"{teacher!r}); it trains without it (the plain loop, without --runtime mango, uses it)")
         self.agents = list(core.agents)
         n = len(self.agents)
         if self.remote:
@@ -366,6 +361,10 @@ class _Run:
         self.role.create_actors_and_critics()
         self.learner = self.role.learner
         self.learner.apply_unit_roles(core)
+        if self.learner.teacher_weight > 0:
+            print("note: the mango runtime does not refresh the best-response teacher (best_response_teacher "
+                  f"{cfg.best_response_teacher!r}); it trains without it (the plain loop, without --runtime mango, "
+                  "uses it)")
         path = warm_start_path(cfg)
         if path is not None:
             self.role.load_params(path)
