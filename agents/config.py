@@ -311,6 +311,32 @@ class LearningConfig:
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
     imitation on the safe side. Must be >= 0. Default: 0.3."""
 
+    equilibrium_teacher: bool | str = "auto"
+    """Teach the learning plants and renewables their bids in the equilibrium reference
+    of the training hours (:func:`envs.analysis.equilibrium`, iterated exact best
+    responses from hour 0 over the training episode's length), computed once before the
+    first training episode: where it converges, each such unit's actor is first fitted to
+    its equilibrium bids along the equilibrium's own path (`equilibrium_teacher_steps`),
+    and those rows then stay in the teacher's data (weight: `best_response_teacher`,
+    "auto" = 100), replacing the unit's best-response targets. Of several bids that tie
+    for a unit, the one nearest its marginal cost is taught
+    (`best_response(..., ties="cost")`), offers above cost lowered by
+    `best_response_teacher_margin`. No equilibrium within 10 passes and 120 s: one note,
+    and the run trains without it. The equilibrium's own bids cannot be expressed by a
+    storage unit's env action, so storage units keep their `best_response_teacher`
+    targets; the plain training loop only (the mango runtime does not use it).
+    "auto": on when the market has two or more learning units and every one is a plant
+    without start-up costs or a renewable (there the best-response dynamics converge in a
+    few passes; with start-ups and storage they can cycle, e.g. `default`), in a market
+    without a network; measured on example_02b and `many`, see benchmarks/RESULTS.md.
+    `best_response_teacher: 0` turns it off too. Default: "auto"."""
+
+    equilibrium_teacher_steps: int = 3000
+    """With `equilibrium_teacher`: imitation-only gradient steps (batches of 256 rows)
+    that fit the actors to the equilibrium bids before training, half at the actors'
+    learning rate and half at a tenth of it. 0: no such fit (the rows are still taught
+    during training). Must be >= 0. Default: 3000."""
+
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
     between hours (plants without start-up costs, renewables), `gamma` for storage and
@@ -978,6 +1004,8 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_interval": _int(1),
     "best_response_teacher_window": _int(1),
     "best_response_teacher_margin": _float(0.0),
+    "equilibrium_teacher": _auto_or(_to_bool),
+    "equilibrium_teacher_steps": _int(0, maximum=10_000_000),
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share"),

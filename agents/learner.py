@@ -57,6 +57,10 @@ CRITIC_SEARCH_STATES = 64  # sampled states searched per actor step (many: as go
 CRITIC_SEARCH_AUTO_WEIGHT = 1.0  # critic_search "auto", on the units with discount 0 (see Learner.apply_unit_roles)
 # best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
 TEACHER_AUTO_WEIGHT = 100.0
+# equilibrium_teacher: limits of the equilibrium computation before training
+EQ_TEACHER_MAX_PASSES = 10
+EQ_TEACHER_TIME_LIMIT_S = 120.0
+EQ_TEACHER_BATCH = 256
 
 
 def default_torch_threads() -> int:
@@ -232,6 +236,10 @@ class Learner:
         # the units the teacher teaches (a number: all; "auto": all of one learning unit, else
         # the storage units that bid two-sided, resolved by apply_unit_roles)
         self.teach_mask = np.full(self.n, cfg.best_response_teacher != "auto" or self.n == 1)
+        # equilibrium_teacher: (obs (H, n, obs_dim), targets (H, n, max_act)) along the
+        # equilibrium's path and the units it teaches (set_equilibrium_teacher)
+        self.equilibrium_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self.equilibrium_mask = np.zeros(self.n, dtype=bool)
 
     # ------------------------------------------------------------------ generators
     @property
@@ -385,7 +393,7 @@ class Learner:
 
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
         ev = run_episode(episode, act)
-        if self.teacher_weight > 0 and getattr(ev, "analysis_result", None) is not None:
+        if self.teacher_weight > 0 and self._br_taught.any() and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
                                  scenario=scenario)
         return ev
@@ -400,11 +408,16 @@ class Learner:
             return TEACHER_AUTO_WEIGHT if self.teach_mask.any() else 0.0
         return float(v)
 
+    @property
+    def _br_taught(self) -> np.ndarray:
+        """The units taught best-response targets (not those the equilibrium teaches)."""
+        return self.teach_mask & ~self.equilibrium_mask
+
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
         (``best_response_teacher_interval``; regular evaluations refresh it anyway)."""
         cfg = self.config
-        if self.teacher_weight <= 0 or self.mode(episode) == "explore":
+        if self.teacher_weight <= 0 or not self._br_taught.any() or self.mode(episode) == "explore":
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 
@@ -443,7 +456,95 @@ class Learner:
             # but a discharge offer must not turn into a charge bid
             low = np.where(best >= 0, 0.0, -1.0) if r.kind == "storage" else -1.0
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
+        tgt[:, self.equilibrium_mask] = np.nan  # taught by the equilibrium's rows
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
+
+    def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
+        """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
+        config key): "auto" needs two or more learning units, all of them plants without
+        start-up costs or renewables, and no network; ``true`` needs one such unit; off
+        without a teacher weight."""
+        v = self.config.equilibrium_teacher
+        if v is False or self.config.best_response_teacher == 0:
+            return False
+        kinds = np.asarray(core.agent_kind)
+        uncoupled = (kinds != "storage") & (core.agent_start_up_cost <= 0)
+        if v == "auto":
+            return core.n >= 2 and bool(uncoupled.all()) and getattr(core, "net", None) is None
+        return bool((kinds != "storage").any())
+
+    def set_equilibrium_teacher(self, core: MarketCore, scenario: Scenario, *, fit: bool = True) -> str:
+        """Compute the equilibrium reference over ``core``'s episode (a one-copy market
+        whose episodes start at hour 0, e.g. the training window) and make its bids the
+        teacher of the learning plants and renewables (``equilibrium_teacher``): targets
+        are each unit's best response to the equilibrium with ties resolved towards its
+        marginal cost (the same market outcome), offers above cost lowered by
+        ``best_response_teacher_margin`` (not below cost); observations are those of
+        ``core`` run with these bids. With ``fit``, ``equilibrium_teacher_steps``
+        imitation-only steps fit the actors first. Returns a one-line report (also when
+        no equilibrium is found; then nothing changes)."""
+        from envs.analysis import best_response, equilibrium
+
+        from .reference import _TimeUp, _with_time_limit
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        H = core.max_cycles
+        try:
+            eq = _with_time_limit(lambda: equilibrium(scenario, hours=H, max_bid_price=core.max_bid_price,
+                                                      max_passes=EQ_TEACHER_MAX_PASSES), EQ_TEACHER_TIME_LIMIT_S)
+        except _TimeUp:
+            return (f"equilibrium teacher: no equilibrium within {EQ_TEACHER_TIME_LIMIT_S:.0f} s; training without it "
+                    "(equilibrium_teacher: false skips the attempt)")
+        if not eq.converged:
+            return f"equilibrium teacher: {eq.verdict()}; training without it (equilibrium_teacher: false skips the attempt)"
+        kinds = np.asarray(core.agent_kind)
+        taught = kinds != "storage"
+        mbp = float(core.max_bid_price)
+        sc = scenario
+        cost = np.zeros((H, self.n))
+        if len(core.lp):
+            cost[:, core.sl_plant] = sc.plants.marginal_cost[np.arange(H)][:, core.lp]
+        if len(core.lr):
+            cost[:, core.sl_ren] = sc.renewables.marginal_cost[core.lr][None, :]
+        actions = np.array(eq.actions, dtype=np.float64)
+        tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
+        margin = cfg.best_response_teacher_margin
+        for k in np.flatnonzero(taught):
+            d = int(self.act_dims[k])
+            price = best_response(eq.record, int(k), ties="cost").best_price[:, :d]
+            c = cost[:, k, None]
+            price = np.where(price > c, np.maximum(price - margin, c), price)
+            a = np.clip(price / mbp, -1.0, 1.0)
+            actions[:, k, :d] = a
+            tgt[:, k, :d] = a
+        obs = np.empty((H, self.n, self.obs_dim), dtype=np.float32)
+        o = core.reset(np.random.default_rng(0))
+        for h in range(H):
+            obs[h] = o[0]
+            _, o = core.step_observe(actions[h][None])
+        self.equilibrium_rows = (obs, tgt)
+        self.equilibrium_mask = taught
+        self.teach_mask = self.teach_mask | taught
+        msg = f"equilibrium teacher: {eq.verdict()}; teaching {int(taught.sum())} units"
+        steps = cfg.equilibrium_teacher_steps if fit else 0
+        if steps:
+            w = np.where(taught, self.teacher_weight, 0.0).astype(np.float32)
+            opt = self.algo.actor_optimizer
+            lrs = [g["lr"] for g in opt.param_groups]
+            loss = float("nan")
+            try:
+                for j in range(steps):
+                    if j == steps // 2:
+                        for g in opt.param_groups:
+                            g["lr"] *= 0.1
+                    rows = self.teacher_rng.integers(H, size=EQ_TEACHER_BATCH)
+                    loss = self.algo.imitation_step(obs[rows], tgt[rows], w, as_float=True)["losses/imitation_loss"]
+            finally:
+                for g, v in zip(opt.param_groups, lrs):
+                    g["lr"] = v
+            msg += f"; actors fitted in {steps} steps (imitation loss {loss:.3g})"
+        return msg + f" ({time.perf_counter() - t0:.1f} s)"
 
     def apply_unit_roles(self, core: MarketCore) -> None:
         """Settings that depend on the kind of each learning unit of ``core``:
@@ -503,12 +604,13 @@ class Learner:
     def _teacher_batch(self):
         """``(obs, target, weight)`` of ``batch_size`` teacher rows for the next MATD3 step
         when it is an actor step and the teacher holds data, else ``None``."""
-        if not self.teacher_data or (self.algo.n_updates + 1) % self.algo.policy_delay:
+        data = self.teacher_data + ([self.equilibrium_rows] if self.equilibrium_rows is not None else [])
+        if not data or (self.algo.n_updates + 1) % self.algo.policy_delay:
             return None
-        sizes = [len(o) for o, _ in self.teacher_data]
+        sizes = [len(o) for o, _ in data]
         rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
-        obs = np.concatenate([o for o, _ in self.teacher_data])[rows]
-        tgt = np.concatenate([t for _, t in self.teacher_data])[rows]
+        obs = np.concatenate([o for o, _ in data])[rows]
+        tgt = np.concatenate([t for _, t in data])[rows]
         mask = self.teach_mask
         w = self.teacher_weight
         return obs, tgt, (w if mask.all() else np.where(mask, w, 0.0).astype(np.float32))

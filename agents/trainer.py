@@ -124,6 +124,8 @@ class Trainer:
         self.seed = resolve_seed(seed, config, scenario)
         self.config = cfg = config.with_overrides({"seed": self.seed}) if config.seed != self.seed else config
         configure_torch_threads(cfg)
+        self.env_options = dict(env_options or {})
+        self.equilibrium_teacher_report: str | None = None
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options))
         self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
         self.eval_core.recording = True
@@ -228,6 +230,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
+        self.prepare_equilibrium_teacher()
         stopped = False
         bar = tqdm(range(self.episode, total), desc="training", unit="ep", disable=not self.progress, dynamic_ncols=True)
         for ep in bar:
@@ -250,6 +253,25 @@ class Trainer:
         self.recorder.flush()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
+
+    def prepare_equilibrium_teacher(self) -> None:
+        """``equilibrium_teacher``: compute the equilibrium reference of the training hours
+        and teach it (:meth:`agents.learner.Learner.set_equilibrium_teacher`; the actors
+        are fitted to it only before the first episode, not on a resume), once per
+        trainer; the report line is printed with the progress bar and kept in
+        :attr:`equilibrium_teacher_report`."""
+        if self.equilibrium_teacher_report is not None or not self.learner.equilibrium_teacher_wanted(self.core):
+            return
+        opts = {k: v for k, v in env_options_for(self.config, self.env_options).items()
+                if k not in ("random_start", "demand_noise", "availability_noise")}
+        core = MarketCore(self.scenario, num_envs=1, **opts)  # the training window from hour 0, no noise
+        if self.progress:
+            print(f"equilibrium teacher: computing the equilibrium reference of {core.max_cycles} training hours "
+                  "(equilibrium_teacher: false skips it) ...", flush=True)
+        self.equilibrium_teacher_report = self.learner.set_equilibrium_teacher(core, self.scenario,
+                                                                               fit=self.episode == 0)
+        if self.progress:
+            print(self.equilibrium_teacher_report, flush=True)
 
     def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None,
                force_analysis: bool = False) -> dict[str, Any]:

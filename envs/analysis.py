@@ -759,13 +759,17 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
 
 
 # ---------------------------------------------------------------------------- plants
-def _prefer_first(profit: np.ndarray) -> np.ndarray:
-    """Row-wise argmax preferring column 0 (the recorded bid) among ties."""
+def _prefer_first(profit: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise argmax preferring column 0 (the recorded bid) among ties; with
+    ``distance`` (same shape), the tied column of the smallest distance instead."""
     best = profit.argmax(axis=1)
     rows = np.arange(profit.shape[0])
     top = profit[rows, best]
-    keep = profit[:, 0] >= top - 1e-9 * (1.0 + np.abs(top))
-    return np.where(keep & np.isfinite(profit[:, 0]), 0, best)
+    tied = profit >= (top - 1e-9 * (1.0 + np.abs(top)))[:, None]
+    if distance is not None:
+        pick = np.where(tied, distance, np.inf).argmin(axis=1)
+        return np.where(np.isfinite(top), pick, best)
+    return np.where(tied[:, 0] & np.isfinite(profit[:, 0]), 0, best)
 
 
 def _on_off_path(on_val: np.ndarray, off_val: np.ndarray, start_up: float, on0: bool,
@@ -808,6 +812,7 @@ def best_response(
     storage: "StorageParams | dict[str, StorageParams] | None" = None,
     soc_points: int = 201,
     storage_moves: str = "any",
+    ties: str = "recorded",
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -833,6 +838,13 @@ def best_response(
             largest grid step within the power limit), so, up to the grid, a storage
             policy of the env can reach at least this profit against the same bids and at
             most the ``"any"`` one.
+        ties: which of several equally profitable bids a plant or renewable reports:
+            ``"recorded"`` (default) its recorded bid when that is among them, else the
+            first candidate; ``"cost"`` the one nearest its marginal cost (smallest sum of
+            the absolute differences of its prices to its costs): a canonical choice that
+            changes smoothly from hour to hour, e.g. for a teacher that policies imitate.
+            Where the bids tie for the agent, they usually clear the market the same way.
+            Storage is not affected.
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
@@ -841,6 +853,8 @@ def best_response(
     """
     if not tick > 0:
         raise ValueError(f"tick must be > 0, got {tick}")
+    if ties not in ("recorded", "cost"):
+        raise ValueError(f"ties must be 'recorded' or 'cost', got {ties!r}")
     if storage_moves not in ("any", "full"):
         raise ValueError(f"storage_moves must be 'any' or 'full', got {storage_moves!r}")
     if record.n_hours == 0:
@@ -893,13 +907,18 @@ def best_response(
         profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
 
     rows = np.arange(H)
+    dist = None
+    if ties == "cost" and sl.kind != "storage":
+        cost = record.supply_cost[:, sl.s_cols]  # (H, own supply columns)
+        c = cost if own.shape[2] == cost.shape[1] else cost[:, :1]
+        dist = np.abs(own - c[:, None, :]).sum(axis=2)  # (H, P)
     suc = float(record.agent_start_up_cost[i]) if sl.kind == "plant" else 0.0
     if sl.kind == "plant" and suc != 0.0:
         # on/off dynamic programme over the episode: start-up cost when dispatched after
         # an hour without dispatch (the state before the first hour from the record)
         on_val = np.where(on, profit, -np.inf)
         off_val = np.where(on, -np.inf, profit)
-        b_on, b_off = _prefer_first(on_val), _prefer_first(off_val)
+        b_on, b_off = _prefer_first(on_val, dist), _prefer_first(off_val, dist)
         rec_on = record.supply_accepted[:, sl.s_cols].sum(axis=1) > 0
         path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc,
                             bool(record.agent_prev_dispatch[0, i] > 0), rec_on)
@@ -907,7 +926,7 @@ def best_response(
         prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], path[:-1]])
         best_profit = profit[rows, best] - suc * (path & ~prev_on)
     else:
-        best = _prefer_first(profit)
+        best = _prefer_first(profit, dist)
         best_profit = profit[rows, best]
     bp = own[rows, best]  # (H, k)
     best_price = np.full((H, 2), np.nan)

@@ -693,3 +693,33 @@ def test_storage_full_moves_equal_the_enumeration_of_full_power_paths():
     assert best_response(rec2, 0, storage=par2, soc_points=5, storage_moves="full").best_profit == pytest.approx(1214.0)
     with pytest.raises(ValueError, match="storage_moves"):
         best_response(rec, 0, storage=par, storage_moves="half")
+
+
+def test_cost_ties_pick_the_bid_nearest_marginal_cost_at_the_same_profit():
+    """``best_response(..., ties="cost")``: the same best profit in every hour as the
+    default, but among equally good bids the one nearest the marginal cost. In the
+    02a-like hour the learner sets the price with its flexible part (one best price) and
+    its 1 MW inflexible part is dispatched at any price up to that: the default reports
+    the first candidate (the bid floor), "cost" the marginal cost itself. On random bids
+    in `many` the cost ties are never farther from cost and in some hours much nearer;
+    on a plant with start-up costs (the on/off programme) the profits agree too."""
+    rec = _02a_like([55.708, 55.708])
+    plain, cost = best_response(rec, 0, tick=TICK), best_response(rec, 0, tick=TICK, ties="cost")
+    assert cost.best_profit == pytest.approx(plain.best_profit, rel=1e-12)
+    assert cost.best_price[0, 1] == pytest.approx(85.708 - TICK) == plain.best_price[0, 1]
+    assert plain.best_price[0, 0] < 0 and cost.best_price[0, 0] == pytest.approx(55.708)
+    core, rec = _core_record("many", lambda core, rng: rng.uniform(0.0, 0.3, (1, core.n, core.max_act)), hours=24)
+    closer = 0
+    for k in range(0, core.n, 4):
+        a, b = best_response(rec, k), best_response(rec, k, ties="cost")
+        np.testing.assert_allclose(b.best_profit_per_hour, a.best_profit_per_hour, rtol=1e-9, atol=1e-6)
+        mc = rec.supply_cost[:, rec.supply_unit == rec.agent_unit[k]][:, :1]
+        da, db = np.abs(a.best_price - mc).sum(axis=1), np.abs(b.best_price - mc).sum(axis=1)
+        assert np.all(db <= da + 1e-9)
+        closer += int(np.sum(db < da - 1.0))
+    assert closer > 0
+    _, rec = _core_record("default", lambda core, rng: rng.uniform(-0.1, 0.2, (1, core.n, core.max_act)), hours=48)
+    for k in (0, 1):  # the learning CCGTs, 20,000 EUR per start
+        assert best_response(rec, k, ties="cost").best_profit == pytest.approx(best_response(rec, k).best_profit)
+    with pytest.raises(ValueError, match="ties"):
+        best_response(rec, 0, ties="lowest")

@@ -85,6 +85,8 @@ def test_defaults():
         best_response_teacher_interval=1,
         best_response_teacher_window=10,
         best_response_teacher_margin=0.3,
+        equilibrium_teacher="auto",
+        equilibrium_teacher_steps=3000,
         per_unit_gamma="auto",
         critic_search="auto",
         best_policy_metric="auto",

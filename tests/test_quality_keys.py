@@ -402,3 +402,58 @@ def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
     on = critics(["per_unit_gamma=true", "gamma=0.9"])
     assert all(torch.equal(a, b) for a, b in zip(on, critics(["gamma=0"])))
     assert not all(torch.equal(a, b) for a, b in zip(on, critics(["gamma=0.9"])))
+
+
+def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
+    """equilibrium_teacher "auto" on `many` (24 plants without start-up costs, 24 hours):
+    before the first episode the equilibrium reference of the training hours is computed,
+    its rows (targets: each unit's equilibrium bids, ties at marginal cost) join the
+    teacher, every unit is taught, and the fit moves the actors onto them: the evaluation
+    after it is much nearer an equilibrium than the untrained actors. The best-response
+    refreshes are skipped (every unit is taught by the equilibrium); off for `default`
+    (start-ups, storage), with best_response_teacher 0 or equilibrium_teacher false."""
+    from envs.analysis import best_response, exploitability
+    from envs.equilibrium import equilibrium
+
+    sc = load_scenario("many")
+    over = SMALL + ["equilibrium_teacher_steps=600", "best_policy_interval=null"]
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(over)
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    le = tr.learner
+    assert le.equilibrium_teacher_wanted(tr.core) and le.equilibrium_rows is None
+    before = tr.evaluate()
+    tr.prepare_equilibrium_teacher()
+    assert tr.equilibrium_teacher_report.startswith("equilibrium teacher: equilibrium found")
+    obs, tgt = le.equilibrium_rows
+    assert obs.shape == (24, tr.n, tr.core.obs_dim) and tgt.shape == (24, tr.n, tr.core.max_act)
+    assert le.equilibrium_mask.all() and le.teach_mask.all() and le.teacher_weight == 100.0
+    # the targets: the equilibrium's bids with cost ties (offers above cost 0.3 EUR lower)
+    eq = equilibrium(sc, hours=24, max_bid_price=tr.core.max_bid_price)
+    mbp = tr.core.max_bid_price
+    for k in (0, 11, 23):
+        p = best_response(eq.record, k, ties="cost").best_price
+        mc = sc.plants.marginal_cost[:24, tr.core.lp[k]][:, None]
+        want = np.where(p > mc, np.maximum(p - 0.3, mc), p) / mbp
+        np.testing.assert_allclose(tgt[:, k, :2], np.clip(want, -1, 1), atol=1e-6)
+    # the first observation is the env's own at hour 0
+    np.testing.assert_allclose(obs[0], tr.eval_core.reset(np.random.default_rng(0))[0], atol=1e-6)
+    # fitted: the actors' actions on the equilibrium path are near the targets
+    err = np.abs(le.act(obs, explore=False)[:, :, :2] - tgt[:, :, :2]).mean()
+    assert err < 0.01
+    after = tr.evaluate()
+    assert after.exploitability < 0.5 * before.exploitability
+    assert not le.teacher_due(3)
+    le.algo.n_updates += 1 - le.algo.n_updates % 2  # odd: the next step is an actor step
+    t_obs, t_tgt, w = le._teacher_batch()  # the equilibrium rows alone feed the imitation term
+    assert np.ndim(w) == 0 and w == 100.0 and len(t_obs) == cfg.batch_size and np.isfinite(t_tgt[:, :, :2]).all()
+    tr.close()
+    d = load_scenario("default")
+    dflt = Trainer(d, LearningConfig.from_dict(d.learning_config).with_overrides(SMALL), run_dir=None, seed=0,
+                   progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert not dflt.learner.equilibrium_teacher_wanted(dflt.core)
+    for extra in (["best_response_teacher=0"], ["equilibrium_teacher=false"]):
+        off = Trainer(sc, cfg.with_overrides(extra), run_dir=None, seed=0, progress=False, tensorboard=False,
+                      env_options={"max_cycles": 24})
+        assert not off.learner.equilibrium_teacher_wanted(off.core)
+        off.prepare_equilibrium_teacher()
+        assert off.equilibrium_teacher_report is None and off.learner.equilibrium_rows is None

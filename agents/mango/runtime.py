@@ -365,6 +365,9 @@ class _Run:
             print("note: the mango runtime does not refresh the best-response teacher (best_response_teacher "
                   f"{cfg.best_response_teacher!r}); it trains without it (the plain loop, without --runtime mango, "
                   "uses it)")
+        if self.learner.equilibrium_teacher_wanted(core):
+            print("note: the mango runtime does not use the equilibrium teacher (equilibrium_teacher "
+                  f"{cfg.equilibrium_teacher!r}); it trains without it (the plain loop uses it)")
         path = warm_start_path(cfg)
         if path is not None:
             self.role.load_params(path)
