@@ -322,14 +322,16 @@ class LearningConfig:
     for a unit, the one nearest its marginal cost is taught
     (`best_response(..., ties="cost")`), offers above cost lowered by
     `best_response_teacher_margin`. No equilibrium within 10 passes and 120 s: one note,
-    and the run trains without it. The equilibrium's own bids cannot be expressed by a
-    storage unit's env action, so storage units keep their `best_response_teacher`
-    targets; the plain training loop only (the mango runtime does not use it).
-    "auto": on when the market has two or more learning units and every one is a plant
-    without start-up costs or a renewable (there the best-response dynamics converge in a
-    few passes; with start-ups and storage they can cycle, e.g. `default`), in a market
-    without a network; measured on example_02b and `many`, see benchmarks/RESULTS.md.
-    `best_response_teacher: 0` turns it off too. Default: "auto"."""
+    and the run trains without it. Plain training loop only (the mango runtime does not
+    use it). "auto": on when the market has two or more learning units and every one is a
+    plant without start-up costs or a renewable (there the best-response dynamics
+    converge in a few passes; with start-ups and storage they can cycle, e.g. `default`),
+    in a market without a network; measured on example_02b and `many`, see
+    benchmarks/RESULTS.md. true: also plants with start-up costs and storage units that
+    bid two-sided (the equilibrium then has whole-volume storage moves, and a storage unit
+    is taught the break-even prices of its best response to it at the states of charge
+    the env reaches; measured worse than the `best_response_teacher` alone on
+    example_02e). `best_response_teacher: 0` turns it off too. Default: "auto"."""
 
     equilibrium_teacher_steps: int = 3000
     """With `equilibrium_teacher`: imitation-only gradient steps (batches of 256 rows)

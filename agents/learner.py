@@ -462,44 +462,54 @@ class Learner:
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
         config key): "auto" needs two or more learning units, all of them plants without
-        start-up costs or renewables, and no network; ``true`` needs one such unit; off
-        without a teacher weight."""
+        start-up costs or renewables, and no network; ``true`` needs one plant, renewable
+        or two-sided storage unit; off without a teacher weight."""
         v = self.config.equilibrium_teacher
         if v is False or self.config.best_response_teacher == 0:
             return False
-        kinds = np.asarray(core.agent_kind)
-        uncoupled = (kinds != "storage") & (core.agent_start_up_cost <= 0)
         if v == "auto":
+            uncoupled = (np.asarray(core.agent_kind) != "storage") & (core.agent_start_up_cost <= 0)
             return core.n >= 2 and bool(uncoupled.all()) and getattr(core, "net", None) is None
-        return bool((kinds != "storage").any())
+        return bool(self._equilibrium_units(core).any())
+
+    def _equilibrium_units(self, core: MarketCore) -> np.ndarray:
+        """The units an equilibrium teacher can teach: plants, renewables and storage
+        units that bid two-sided (a signed storage action cannot be taught break-even
+        prices)."""
+        kinds = np.asarray(core.agent_kind)
+        return (kinds != "storage") | (np.asarray(self.act_dims) > 1)
 
     def set_equilibrium_teacher(self, core: MarketCore, scenario: Scenario, *, fit: bool = True) -> str:
         """Compute the equilibrium reference over ``core``'s episode (a one-copy market
-        whose episodes start at hour 0, e.g. the training window) and make its bids the
-        teacher of the learning plants and renewables (``equilibrium_teacher``): targets
-        are each unit's best response to the equilibrium with ties resolved towards its
-        marginal cost (the same market outcome), offers above cost lowered by
-        ``best_response_teacher_margin`` (not below cost); observations are those of
-        ``core`` run with these bids. With ``fit``, ``equilibrium_teacher_steps``
-        imitation-only steps fit the actors first. Returns a one-line report (also when
-        no equilibrium is found; then nothing changes)."""
-        from envs.analysis import best_response, equilibrium
+        whose episodes start at hour 0, e.g. the training window; storage with whole-volume
+        moves, ``storage_moves="full"``) and make it the teacher of the learning plants,
+        renewables and two-sided storage units (``equilibrium_teacher``): a plant's or
+        renewable's targets are its best response to the equilibrium with ties resolved
+        towards its marginal cost (the same market outcome), offers above cost lowered by
+        ``best_response_teacher_margin`` (not below cost); a storage unit's are the
+        break-even prices of its whole-volume best response to the equilibrium at the
+        state of charge ``core`` reaches. Observations are those of ``core`` run with these
+        bids. With ``fit``, ``equilibrium_teacher_steps`` imitation-only steps fit the
+        actors first. Returns a one-line report (also when no equilibrium is found; then
+        nothing changes)."""
+        from envs.analysis import best_response, equilibrium, storage_break_even_prices
 
         from .reference import _TimeUp, _with_time_limit
 
         cfg = self.config
         t0 = time.perf_counter()
         H = core.max_cycles
-        try:
+        taught = self._equilibrium_units(core)
+        storage = taught & (np.asarray(core.agent_kind) == "storage")
+        try:  # whole-volume storage moves: what a two-sided storage bid does when accepted
             eq = _with_time_limit(lambda: equilibrium(scenario, hours=H, max_bid_price=core.max_bid_price,
-                                                      max_passes=EQ_TEACHER_MAX_PASSES), EQ_TEACHER_TIME_LIMIT_S)
+                                                      max_passes=EQ_TEACHER_MAX_PASSES, storage_moves="full"),
+                                  EQ_TEACHER_TIME_LIMIT_S)
         except _TimeUp:
             return (f"equilibrium teacher: no equilibrium within {EQ_TEACHER_TIME_LIMIT_S:.0f} s; training without it "
                     "(equilibrium_teacher: false skips the attempt)")
         if not eq.converged:
             return f"equilibrium teacher: {eq.verdict()}; training without it (equilibrium_teacher: false skips the attempt)"
-        kinds = np.asarray(core.agent_kind)
-        taught = kinds != "storage"
         mbp = float(core.max_bid_price)
         sc = scenario
         cost = np.zeros((H, self.n))
@@ -507,10 +517,12 @@ class Learner:
             cost[:, core.sl_plant] = sc.plants.marginal_cost[np.arange(H)][:, core.lp]
         if len(core.lr):
             cost[:, core.sl_ren] = sc.renewables.marginal_cost[core.lr][None, :]
-        actions = np.array(eq.actions, dtype=np.float64)
+        actions = np.zeros((H, self.n, self.max_act))  # the env's actions (the profile's core bids storage signed)
+        m = min(self.max_act, eq.actions.shape[2])
+        actions[:, :, :m] = eq.actions[:, :, :m]
         tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
         margin = cfg.best_response_teacher_margin
-        for k in np.flatnonzero(taught):
+        for k in np.flatnonzero(taught & ~storage):
             d = int(self.act_dims[k])
             price = best_response(eq.record, int(k), ties="cost").best_price[:, :d]
             c = cost[:, k, None]
@@ -518,10 +530,20 @@ class Learner:
             a = np.clip(price / mbp, -1.0, 1.0)
             actions[:, k, :d] = a
             tgt[:, k, :d] = a
+        # storage: the break-even prices of its whole-volume best response to the
+        # equilibrium at the state of charge the env reaches (closed loop)
+        full = {int(k): best_response(eq.record, int(k), scenario=scenario, storage_moves="full")
+                for k in np.flatnonzero(storage)}
+        col = {k: int(core.ls[k - core.sl_storage.start]) for k in full}
+        soc_path = {k: np.zeros(H) for k in full}
         obs = np.empty((H, self.n, self.obs_dim), dtype=np.float32)
         o = core.reset(np.random.default_rng(0))
         for h in range(H):
             obs[h] = o[0]
+            for k, br in full.items():
+                soc_path[k][h:] = core.soc[0, col[k]]
+                p = storage_break_even_prices(br, eq.record, states=soc_path[k])[h]
+                actions[h, k, :2] = tgt[h, k, :2] = np.clip(2.0 * p / mbp - 1.0, -1.0, 1.0)
             _, o = core.step_observe(actions[h][None])
         self.equilibrium_rows = (obs, tgt)
         self.equilibrium_mask = taught

@@ -279,6 +279,7 @@ def equilibrium(
     patience: int = 4,
     warm_ticks: tuple[float, ...] = (),
     seed: int = 0,
+    storage_moves: str = "any",
 ) -> EquilibriumResult:
     """Equilibrium reference of a scenario's learning agents (see the module docstring).
 
@@ -299,6 +300,11 @@ def equilibrium(
         patience: passes without progress (the pass's total gain not below 0.9 x the
             best so far) that count as a cycle.
         seed: seeds the choice of hours under damping.
+        storage_moves: the storage best responses' moves (see
+            :func:`envs.analysis.best_response`): ``"any"`` (default), or ``"full"``, whole-
+            volume moves only -- the equilibrium of the game in which every learning storage
+            unit trades its whole feasible volume or waits, as the env's storage actions do
+            when accepted in full; its certificate measures such deviations only.
 
     Returns:
         :class:`EquilibriumResult` -- ``converged`` True with a certificate, or False with
@@ -316,6 +322,8 @@ def equilibrium(
         raise ValueError(f"rtol and atol must be >= 0, got {rtol}, {atol}")
     if int(max_passes) < 1:
         raise ValueError(f"max_passes must be >= 1, got {max_passes}")
+    if storage_moves not in ("any", "full"):
+        raise ValueError(f"storage_moves must be 'any' or 'full', got {storage_moves!r}")
     core = _make_core(scenario, hours, max_bid_price)
     if core.n == 0:
         raise ValueError(f"scenario {scenario.name!r} has no learning units: nothing to find an equilibrium for")
@@ -334,7 +342,7 @@ def equilibrium(
         # coarse ticks first (a warm start: undercutting races move a whole coarse tick
         # per pass), then the requested tick decides convergence
         final = stage == len(ticks) - 1
-        kw = dict(tick=t_stage, scenario=scenario, soc_points=soc_points)
+        kw = dict(tick=t_stage, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves)
         damping = 1.0
         seen: set[str] = set()
         best_total = np.inf  # smallest total gain of a pass so far (for stagnation)
@@ -389,7 +397,7 @@ def equilibrium(
             seen.add(key)
         if final:
             break
-    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points)
+    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves)
     if not converged:
         # residual gains of the last iterate, against its own record
         responses = {a: best_response(record, k, **kw) for k, a in enumerate(core.agents)}

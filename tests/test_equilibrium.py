@@ -192,3 +192,36 @@ def test_best_response_replayed_in_the_env_earns_what_it_promised(k):
         q = again.supply_accepted[:, again.agent_supply_columns(k)].sum(axis=1)
         starts = (q > 0) & (np.concatenate([[0.0], q[:-1]]) <= 0)
         assert starts.sum() >= 1
+
+
+def test_whole_volume_storage_equilibrium():
+    """``storage_moves="full"``: the equilibrium of the game in which the learning storage
+    trades its whole feasible volume or waits (24 hours of `default`). Every storage move
+    of the profile is idle, the largest move of the grid, or a move onto an end of its
+    state-of-charge range; the certificate is the whole-volume best responses to the
+    final profile (the any-volume best response of the storage can only earn more)."""
+    from envs.analysis import _storage_params  # noqa: PLC2701 - the unit's limits as the analysis uses them
+    from envs.analysis import best_response, soc_grid
+
+    sc = load_scenario("default")
+    eq = equilibrium(sc, hours=24, storage_moves="full", max_passes=10)
+    assert eq.converged
+    k = eq.kinds.index("storage")
+    assert eq.certificate.responses[eq.agents[k]].n_candidates > 0
+    rec = eq.record
+    full = best_response(rec, k, scenario=sc, storage_moves="full")
+    assert full.best_profit == pytest.approx(eq.best_response_profit[k], rel=1e-9)
+    assert best_response(rec, k, scenario=sc).best_profit >= full.best_profit - 1e-6
+    p = _storage_params(rec, k, sc, None)
+    levels, _ = soc_grid(p, 201)
+    step = levels[1] - levels[0]
+    q = eq.storage_volume[:, k]
+    largest_dis = np.floor(p.max_power_discharge / (step * p.efficiency_discharge) + 1e-9) * step * p.efficiency_discharge
+    largest_ch = np.floor(p.max_power_charge * p.efficiency_charge / step + 1e-9) * step / p.efficiency_charge
+    soc = full.recorded_soc[:-1]
+    to_end = np.isclose(np.abs(q), np.where(q > 0, (soc - p.soc_min) * p.efficiency_discharge,
+                                             (p.soc_max - soc) / p.efficiency_charge), rtol=1e-6, atol=1e-6)
+    whole = np.isclose(q, 0) | np.isclose(q, largest_dis) | np.isclose(q, -largest_ch) | to_end
+    assert whole.all() and (q != 0).any()
+    with pytest.raises(ValueError, match="storage_moves"):
+        equilibrium(sc, hours=4, storage_moves="some")

@@ -465,3 +465,37 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
         assert not off.learner.equilibrium_teacher_wanted(off.core)
         off.prepare_equilibrium_teacher()
         assert off.equilibrium_teacher_report is None and off.learner.equilibrium_rows is None
+
+
+def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_storage():
+    """equilibrium_teacher true on 24 hours of `default` (two CCGTs with start-up costs,
+    a storage that bids two-sided; "auto" leaves this market out): the equilibrium with
+    whole-volume storage moves is found, every unit is taught by it (no best-response
+    refreshes), and the storage's targets are the break-even prices of its whole-volume
+    best response to the equilibrium at the state of charge the env is in."""
+    from envs.analysis import best_response, equilibrium, storage_break_even_prices
+
+    sc = load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        SMALL + ["equilibrium_teacher=true", "equilibrium_teacher_steps=200"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    le = tr.learner
+    auto = Trainer(sc, cfg.with_overrides(["equilibrium_teacher=auto"]), run_dir=None, seed=0, progress=False,
+                   tensorboard=False, env_options={"max_cycles": 24})
+    assert le.equilibrium_teacher_wanted(tr.core) and not auto.learner.equilibrium_teacher_wanted(auto.core)
+    tr.prepare_equilibrium_teacher()
+    assert tr.equilibrium_teacher_report.startswith("equilibrium teacher: equilibrium found")
+    obs, tgt = le.equilibrium_rows
+    assert le.equilibrium_mask.all() and np.isfinite(tgt[:, :, :2]).all() and not le.teacher_due(3)
+    k = list(tr.core.agent_kind).index("storage")
+    mbp = tr.core.max_bid_price
+    eq = equilibrium(sc, hours=24, max_bid_price=mbp, storage_moves="full", max_passes=10)
+    full = best_response(eq.record, k, scenario=sc, storage_moves="full")
+    core = tr.eval_core
+    core.reset(np.random.default_rng(0))
+    soc0 = float(core.soc[0, core.ls[0]])
+    p = storage_break_even_prices(full, eq.record, states=np.full(24, soc0))[0]
+    np.testing.assert_allclose(tgt[0, k, :2], np.clip(2 * p / mbp - 1, -1, 1), atol=1e-6)
+    assert np.ptp(obs[:, k, -2]) > 0  # the state of charge moves along the taught path
+    tr.close()
+    auto.close()
