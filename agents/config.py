@@ -326,7 +326,7 @@ class LearningConfig:
     use it). "auto": on when the market has two or more learning units and every one is a
     plant without start-up costs or a renewable (there the best-response dynamics
     converge in a few passes; with start-ups and storage they can cycle, e.g. `default`),
-    in a market without a network; measured on example_02b and `many`, see
+    at most `analysis_max_agents` of them, in a market without a network; measured on example_02b and `many`, see
     benchmarks/RESULTS.md. true: also plants with start-up costs and storage units that
     bid two-sided (the equilibrium then has whole-volume storage moves, and a storage unit
     is taught the break-even prices of its best response to it at the states of charge

@@ -411,7 +411,8 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
     teacher, every unit is taught, and the fit moves the actors onto them: the evaluation
     after it is much nearer an equilibrium than the untrained actors. The best-response
     refreshes are skipped (every unit is taught by the equilibrium); off for `default`
-    (start-ups, storage), with best_response_teacher 0 or equilibrium_teacher false;
+    (start-ups, storage), with best_response_teacher 0, equilibrium_teacher false or more
+    learners than analysis_max_agents;
     equilibrium_teacher_steps 0 sets the rows without fitting."""
     from envs.analysis import best_response, exploitability
     from envs.equilibrium import equilibrium
@@ -459,7 +460,7 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
     nofit.prepare_equilibrium_teacher()
     assert nofit.learner.equilibrium_rows is not None and "fitted" not in nofit.equilibrium_teacher_report
     np.testing.assert_array_equal(nofit.learner.act(obs, explore=False), a0)
-    for extra in (["best_response_teacher=0"], ["equilibrium_teacher=false"]):
+    for extra in (["best_response_teacher=0"], ["equilibrium_teacher=false"], ["analysis_max_agents=20"]):
         off = Trainer(sc, cfg.with_overrides(extra), run_dir=None, seed=0, progress=False, tensorboard=False,
                       env_options={"max_cycles": 24})
         assert not off.learner.equilibrium_teacher_wanted(off.core)
