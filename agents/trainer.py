@@ -277,6 +277,8 @@ class Trainer:
                force_analysis: bool = False) -> dict[str, Any]:
         """:func:`agents.recorder.finish_run` for this trainer (``force_analysis``: the final
         best-response analysis even above ``analysis_max_agents``)."""
+        if self.equilibrium_teacher_report is not None:  # say where the learned bids come from
+            extra = {"equilibrium_teacher": self.equilibrium_teacher_report, **(extra or {})}
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra)
 

@@ -404,7 +404,7 @@ def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
     assert not all(torch.equal(a, b) for a, b in zip(on, critics(["gamma=0.9"])))
 
 
-def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
+def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
     """equilibrium_teacher "auto" on `many` (24 plants without start-up costs, 24 hours):
     before the first episode the equilibrium reference of the training hours is computed,
     its rows (targets: each unit's equilibrium bids, ties at marginal cost) join the
@@ -448,6 +448,11 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids():
     le.algo.n_updates += 1 - le.algo.n_updates % 2  # odd: the next step is an actor step
     t_obs, t_tgt, w = le._teacher_batch()  # the equilibrium rows alone feed the imitation term
     assert np.ndim(w) == 0 and w == 100.0 and len(t_obs) == cfg.batch_size and np.isfinite(t_tgt[:, :, :2]).all()
+    # training keeps the rows (no second computation) and the summary says where the bids come from
+    report = tr.equilibrium_teacher_report
+    summary = tr.finish(tr.train(), plots=False)
+    assert tr.equilibrium_teacher_report == report and summary["equilibrium_teacher"] == report
+    assert "trained with the equilibrium teacher" in capsys.readouterr().out
     tr.close()
     d = load_scenario("default")
     dflt = Trainer(d, LearningConfig.from_dict(d.learning_config).with_overrides(SMALL), run_dir=None, seed=0,
