@@ -458,15 +458,6 @@ class Learner:
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         tgt[:, self.equilibrium_mask] = np.nan  # taught by the equilibrium's rows
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
-        fit = int(os.environ.get("MZ_BR_FIT", "0"))
-        if fit:
-            data = self.teacher_data
-            o_all = np.concatenate([o for o, _ in data])
-            t_all = np.concatenate([t for _, t in data])
-            w = np.where(self._br_taught, self.teacher_weight, 0.0).astype(np.float32)
-            for _ in range(fit):
-                rows = self.teacher_rng.integers(len(o_all), size=EQ_TEACHER_BATCH)
-                self.algo.imitation_step(o_all[rows], t_all[rows], w)
 
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
