@@ -536,14 +536,12 @@ class Learner:
         full = {int(k): best_response(eq.record, int(k), scenario=scenario, storage_moves="full")
                 for k in np.flatnonzero(storage)}
         col = {k: int(core.ls[k - core.sl_storage.start]) for k in full}
-        soc_path = {k: np.zeros(H) for k in full}
         obs = np.empty((H, self.n, self.obs_dim), dtype=np.float32)
         o = core.reset(np.random.default_rng(0))
         for h in range(H):
             obs[h] = o[0]
             for k, br in full.items():
-                soc_path[k][h:] = core.soc[0, col[k]]
-                p = storage_break_even_prices(br, eq.record, states=soc_path[k])[h]
+                p = storage_break_even_prices(br, eq.record, states=core.soc[0, [col[k]]], hours=[h])[0]
                 actions[h, k, :2] = tgt[h, k, :2] = np.clip(2.0 * p / mbp - 1.0, -1.0, 1.0)
             _, o = core.step_observe(actions[h][None])
         self.equilibrium_rows = (obs, tgt)

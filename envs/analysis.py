@@ -722,7 +722,8 @@ def _storage_thresholds(record: EpisodeRecord, sl: _Slots, ks: np.ndarray, qs: n
     return offer, bid
 
 
-def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states="recorded") -> np.ndarray:
+def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states="recorded",
+                              hours=None) -> np.ndarray:
     """Two-sided storage bids ``(H, 2)`` EUR/MWh (charge bid, discharge offer) at an exact
     storage best response's break-even prices ("water values", see
     :class:`BestResponse`), from the states of charge of ``states``: ``"recorded"``
@@ -734,15 +735,18 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
     hour when its moves are whole-volume (``storage_moves="full"``); in an hour it waits,
     the hour's price lies between the two. (The two can cross where the value function
     on the grid is not concave; a two-sided env action sorts them.) Prices are clipped to [0, max bid price] (an
-    empty storage offers at the top, a full one bids at 0)."""
+    empty storage offers at the top, a full one bids at 0). ``hours`` (indices into the
+    record's hours): only those rows, with ``states`` an array of as many states of
+    charge (e.g. one hour at a time in a closed loop)."""
     if br.kind != "storage" or br.offer_threshold is None or br.soc_levels is None:
         raise ValueError(f"agent {br.agent!r}: break-even prices need the exact storage best response "
                          "(best_response(..., scenario=...))")
-    H = record.n_hours
+    h = np.arange(record.n_hours) if hours is None else np.asarray(hours, dtype=np.int64).reshape(-1)
+    H = len(h)
     if isinstance(states, str):
         if states not in ("recorded", "best"):
             raise ValueError(f"states must be 'recorded', 'best' or an array of {H} states of charge, got {states!r}")
-        soc = np.asarray(br.recorded_soc if states == "recorded" else br.soc, dtype=float)[:H]
+        soc = np.asarray(br.recorded_soc if states == "recorded" else br.soc, dtype=float)[h]
     else:
         soc = np.asarray(states, dtype=float)
         if soc.shape != (H,) or not np.all(np.isfinite(soc)):
@@ -750,7 +754,6 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
     lv = np.asarray(br.soc_levels, dtype=float)
     step = lv[1] - lv[0] if len(lv) > 1 else 1.0
     g = np.clip(np.rint((soc - lv[0]) / step).astype(np.int64), 0, len(lv) - 1)
-    h = np.arange(H)
     mbp = float(record.max_bid_price)
     out = np.empty((H, 2))
     out[:, 0] = np.clip(np.nan_to_num(br.bid_threshold[h, g], nan=0.0, neginf=0.0, posinf=mbp), 0.0, mbp)

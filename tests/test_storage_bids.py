@@ -181,6 +181,10 @@ def test_break_even_prices_replay_the_full_move_best_response():
     for states in ("best", "recorded"):
         prices = storage_break_even_prices(full, rec, states=states)
         assert prices.shape == (T, 2) and np.all((prices >= 0) & (prices <= core.max_bid_price))
+    # selected hours: the same rows
+    some = [0, 5, T - 1]
+    np.testing.assert_array_equal(storage_break_even_prices(full, rec, states=np.asarray(soc_rec)[some], hours=some),
+                                  storage_break_even_prices(full, rec, states=np.asarray(soc_rec))[some])
 
     def replay(bids):
         core.reset(np.random.default_rng(0))
