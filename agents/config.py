@@ -340,6 +340,18 @@ class LearningConfig:
     learning rate and half at a tenth of it. 0: no such fit (the rows are still taught
     during training). Must be >= 0. Default: 3000."""
 
+    equilibrium_teacher_rollouts: int = 3
+    """With `equilibrium_teacher`, after the fit of `equilibrium_teacher_steps`: rounds of
+    DAgger (dataset aggregation). Each round runs the fitted actors over the training
+    hours in four copies of the market (one with the bare actors, three with Gaussian
+    action noise of 2 % of `max_bid_price`), labels every state they visit with the
+    equilibrium bids of its hour, adds these rows to the teacher's data (they stay there
+    during training) and fits the actors again (a third of `equilibrium_teacher_steps`,
+    imitation-only, at a tenth of their learning rate). A fitted actor that bids a little off the equilibrium sees a
+    price history the equilibrium's path never had; these rows teach it what to bid
+    there. Storage units are not labelled in these rows (their targets depend on the
+    state of charge). 0: no rollouts. Not repeated on a resume. Must be >= 0. Default: 3."""
+
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
     between hours (plants without start-up costs, renewables), `gamma` for storage and
@@ -1009,6 +1021,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_response_teacher_margin": _float(0.0),
     "equilibrium_teacher": _auto_or(_to_bool),
     "equilibrium_teacher_steps": _int(0, maximum=10_000_000),
+    "equilibrium_teacher_rollouts": _int(0, maximum=1000),
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share"),

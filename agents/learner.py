@@ -61,6 +61,12 @@ TEACHER_AUTO_WEIGHT = 100.0
 EQ_TEACHER_MAX_PASSES = 10
 EQ_TEACHER_TIME_LIMIT_S = 120.0
 EQ_TEACHER_BATCH = 256
+# equilibrium_teacher_rollouts: copies of the training window each rollout round runs
+# (copy 0 with the bare actors, the others with Gaussian action noise of this scale,
+# a fraction of max_bid_price); each round is followed by equilibrium_teacher_steps / 3
+# imitation-only steps at a tenth of the actors' learning rate
+EQ_TEACHER_COPIES = 4
+EQ_TEACHER_ROLLOUT_NOISE = 0.02
 
 
 def default_torch_threads() -> int:
@@ -114,6 +120,25 @@ def train_freq_steps(config: LearningConfig, time_step_hours: float = 1.0) -> in
     (ASSUME's convention, e.g. "24h"); with a sub-hourly time step (``dt`` hours per
     step) that is ``train_freq / dt`` steps (24 h at 15 min: 96 steps)."""
     return max(1, int(round(config.train_freq / float(time_step_hours or 1.0))))
+
+
+def _sample_rows(data: Sequence[tuple[np.ndarray, np.ndarray]], size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` rows drawn uniformly (with replacement) from the concatenation of the
+    ``(obs, targets)`` pairs in ``data``, without building the concatenation."""
+    sizes = np.array([len(o) for o, _ in data])
+    rows = rng.integers(int(sizes.sum()), size=size)
+    if len(data) == 1:
+        return data[0][0][rows], data[0][1][rows]
+    piece = np.searchsorted(np.cumsum(sizes), rows, side="right")
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    obs = np.empty((size,) + data[0][0].shape[1:], dtype=data[0][0].dtype)
+    tgt = np.empty((size,) + data[0][1].shape[1:], dtype=data[0][1].dtype)
+    for j in np.unique(piece):
+        sel = piece == j
+        obs[sel] = data[j][0][rows[sel] - start[j]]
+        tgt[sel] = data[j][1][rows[sel] - start[j]]
+    return obs, tgt
 
 
 def _schedule(kind: str | None, start: float, progress: float) -> float:
@@ -239,6 +264,9 @@ class Learner:
         # equilibrium_teacher: (obs (H, n, obs_dim), targets (H, n, max_act)) along the
         # equilibrium's path and the units it teaches (set_equilibrium_teacher)
         self.equilibrium_rows: tuple[np.ndarray, np.ndarray] | None = None
+        # equilibrium_teacher_rollouts: (obs, targets) of the states the fitted actors
+        # visit themselves, labelled with the equilibrium targets of their hour
+        self.equilibrium_rollout_rows: list[tuple[np.ndarray, np.ndarray]] = []
         self.equilibrium_mask = np.zeros(self.n, dtype=bool)
 
     # ------------------------------------------------------------------ generators
@@ -538,34 +566,77 @@ class Learner:
         col = {k: int(core.ls[k - core.sl_storage.start]) for k in full}
         obs = np.empty((H, self.n, self.obs_dim), dtype=np.float32)
         o = core.reset(np.random.default_rng(0))
-        for h in range(H):
+        B = core.B
+        for h in range(H):  # every copy follows the equilibrium's path (no noise: they stay equal)
             obs[h] = o[0]
             for k, br in full.items():
                 p = storage_break_even_prices(br, eq.record, states=core.soc[0, [col[k]]], hours=[h])[0]
                 actions[h, k, :2] = tgt[h, k, :2] = np.clip(2.0 * p / mbp - 1.0, -1.0, 1.0)
-            _, o = core.step_observe(actions[h][None])
+            _, o = core.step_observe(np.broadcast_to(actions[h][None], (B,) + actions[h].shape))
         self.equilibrium_rows = (obs, tgt)
+        self.equilibrium_rollout_rows = []
         self.equilibrium_mask = taught
         self.teach_mask = self.teach_mask | taught
         msg = f"equilibrium teacher: {eq.verdict()}; teaching {int(taught.sum())} units"
         steps = cfg.equilibrium_teacher_steps if fit else 0
         if steps:
             w = np.where(taught, self.teacher_weight, 0.0).astype(np.float32)
-            opt = self.algo.actor_optimizer
-            lrs = [g["lr"] for g in opt.param_groups]
-            loss = float("nan")
-            try:
-                for j in range(steps):
-                    if j == steps // 2:
-                        for g in opt.param_groups:
-                            g["lr"] *= 0.1
-                    rows = self.teacher_rng.integers(H, size=EQ_TEACHER_BATCH)
-                    loss = self.algo.imitation_step(obs[rows], tgt[rows], w, as_float=True)["losses/imitation_loss"]
-            finally:
-                for g, v in zip(opt.param_groups, lrs):
-                    g["lr"] = v
+            loss = self._fit_rows([(obs, tgt)], w, steps // 2, 1.0)
+            loss = self._fit_rows([(obs, tgt)], w, steps - steps // 2, 0.1)
             msg += f"; actors fitted in {steps} steps (imitation loss {loss:.3g})"
+            rounds = cfg.equilibrium_teacher_rollouts
+            if rounds:
+                # DAgger: the fitted actors drift off the equilibrium's path (a bid a little
+                # off changes the price history they observe next); label the states they
+                # visit themselves with the targets of the hour and fit again. Storage
+                # targets depend on the state of charge: not labelled (nan) in these rows.
+                rtgt = tgt.copy()
+                rtgt[:, storage] = np.nan
+                for _ in range(rounds):
+                    vis = self._rollout(core, H)  # (B, H, n, obs_dim)
+                    self.equilibrium_rollout_rows.append(
+                        (vis.reshape(-1, self.n, self.obs_dim),
+                         np.broadcast_to(rtgt[None], (B,) + rtgt.shape).reshape(-1, self.n, self.max_act)))
+                    loss = self._fit_rows([(obs, tgt)] + self.equilibrium_rollout_rows, w,
+                                          max(1, steps // 3), 0.1)
+                msg += (f", then {rounds} rounds of rollouts ({B} copies) and fits "
+                        f"(imitation loss {loss:.3g})")
         return msg + f" ({time.perf_counter() - t0:.1f} s)"
+
+    def _fit_rows(self, data: list, weight: np.ndarray, steps: int, lr_factor: float) -> float:
+        """``steps`` imitation-only actor steps on batches of ``EQ_TEACHER_BATCH`` rows drawn
+        uniformly from ``data`` (a list of ``(obs, targets)``), the actors' learning rate
+        scaled by ``lr_factor`` meanwhile; returns the last imitation loss."""
+        opt = self.algo.actor_optimizer
+        lrs = [g["lr"] for g in opt.param_groups]
+        loss = float("nan")
+        try:
+            for g in opt.param_groups:
+                g["lr"] *= lr_factor
+            for _ in range(steps):
+                o, t = _sample_rows(data, EQ_TEACHER_BATCH, self.teacher_rng)
+                loss = self.algo.imitation_step(o, t, weight, as_float=True)["losses/imitation_loss"]
+        finally:
+            for g, v in zip(opt.param_groups, lrs):
+                g["lr"] = v
+        return loss
+
+    def _rollout(self, core: MarketCore, hours: int) -> np.ndarray:
+        """The observations ``(B, hours, n, obs_dim)`` of one episode of ``core`` (from
+        hour 0) bid by the actors: copy 0 without noise, the others with Gaussian action
+        noise (``EQ_TEACHER_ROLLOUT_NOISE``, from the teacher's generator)."""
+        o = core.reset(np.random.default_rng(0))
+        B = core.B
+        vis = np.empty((B, hours, self.n, self.obs_dim), dtype=np.float32)
+        for h in range(hours):
+            vis[:, h] = o
+            a = self.act(o, explore=False)
+            if B > 1:
+                a[1:] += self.teacher_rng.normal(0.0, EQ_TEACHER_ROLLOUT_NOISE, a[1:].shape)
+                np.clip(a, -1.0, 1.0, out=a)
+                a *= self.mask
+            _, o = core.step_observe(a)
+        return vis
 
     def apply_unit_roles(self, core: MarketCore) -> None:
         """Settings that depend on the kind of each learning unit of ``core``:
@@ -626,12 +697,10 @@ class Learner:
         """``(obs, target, weight)`` of ``batch_size`` teacher rows for the next MATD3 step
         when it is an actor step and the teacher holds data, else ``None``."""
         data = self.teacher_data + ([self.equilibrium_rows] if self.equilibrium_rows is not None else [])
+        data += self.equilibrium_rollout_rows
         if not data or (self.algo.n_updates + 1) % self.algo.policy_delay:
             return None
-        sizes = [len(o) for o, _ in data]
-        rows = self.teacher_rng.integers(sum(sizes), size=self.config.batch_size)
-        obs = np.concatenate([o for o, _ in data])[rows]
-        tgt = np.concatenate([t for _, t in data])[rows]
+        obs, tgt = _sample_rows(data, self.config.batch_size, self.teacher_rng)
         mask = self.teach_mask
         w = self.teacher_weight
         return obs, tgt, (w if mask.all() else np.where(mask, w, 0.0).astype(np.float32))

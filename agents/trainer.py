@@ -29,7 +29,7 @@ from envs import MarketCore, Scenario
 from .config import LearningConfig
 from .evaluation import EvalResult, evaluation_episode, print_run_summary, run_episode, run_summary, write_json_atomic
 from .checkpoint import read_manifest
-from .learner import EpisodeStats, Learner, configure_torch_threads, default_torch_threads, policy_load_path
+from .learner import EQ_TEACHER_COPIES, EpisodeStats, Learner, configure_torch_threads, default_torch_threads, policy_load_path
 from .recorder import RunRecorder, TrainResult, early_stop_message, finish_run
 from .seeding import agent_generators, draw_seed
 
@@ -264,7 +264,9 @@ class Trainer:
             return
         opts = {k: v for k, v in env_options_for(self.config, self.env_options).items()
                 if k not in ("random_start", "demand_noise", "availability_noise")}
-        core = MarketCore(self.scenario, num_envs=1, **opts)  # the training window from hour 0, no noise
+        # the training window from hour 0, no noise; copies for the rollouts (equilibrium_teacher_rollouts)
+        core = MarketCore(self.scenario, num_envs=EQ_TEACHER_COPIES if self.config.equilibrium_teacher_rollouts else 1,
+                          **opts)
         if self.progress:
             print(f"equilibrium teacher: computing the equilibrium reference of {core.max_cycles} training hours "
                   "(equilibrium_teacher: false skips it) ...", flush=True)

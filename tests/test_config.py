@@ -87,6 +87,7 @@ def test_defaults():
         best_response_teacher_margin=0.3,
         equilibrium_teacher="auto",
         equilibrium_teacher_steps=3000,
+        equilibrium_teacher_rollouts=3,
         per_unit_gamma="auto",
         critic_search="auto",
         best_policy_metric="auto",

@@ -413,7 +413,8 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
     refreshes are skipped (every unit is taught by the equilibrium); off for `default`
     (start-ups, storage), with best_response_teacher 0, equilibrium_teacher false or more
     learners than analysis_max_agents;
-    equilibrium_teacher_steps 0 sets the rows without fitting."""
+    equilibrium_teacher_steps 0 sets the rows without fitting; equilibrium_teacher_rollouts
+    adds the states the fitted actors visit, labelled with their hour's targets."""
     from envs.analysis import best_response, exploitability
     from envs.equilibrium import equilibrium
 
@@ -439,9 +440,21 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
         np.testing.assert_allclose(tgt[:, k, :2], np.clip(want, -1, 1), atol=1e-6)
     # the first observation is the env's own at hour 0
     np.testing.assert_allclose(obs[0], tr.eval_core.reset(np.random.default_rng(0))[0], atol=1e-6)
+    # equilibrium_teacher_rollouts (3): each round adds the states of four rollouts of the
+    # fitted actors (copy 0 bare, three with action noise), labelled with their hour's targets
+    rr = le.equilibrium_rollout_rows
+    assert len(rr) == 3 and "3 rounds of rollouts (4 copies)" in tr.equilibrium_teacher_report
+    for r_obs, r_tgt in rr:
+        assert r_obs.shape == (4 * 24, tr.n, tr.core.obs_dim)
+        for c in range(4):
+            np.testing.assert_array_equal(r_tgt[c * 24:(c + 1) * 24], tgt)
+        np.testing.assert_allclose(r_obs[0], obs[0], atol=1e-6)  # every rollout starts at hour 0
+        assert not np.allclose(r_obs[24:48], r_obs[:24])  # the noisy copy visits other states
     # fitted: the actors' actions on the equilibrium path are near the targets
     err = np.abs(le.act(obs, explore=False)[:, :, :2] - tgt[:, :, :2]).mean()
     assert err < 0.01
+    r_obs = np.concatenate([o for o, _ in rr])  # ... and on the states of the rollouts
+    assert np.abs(le.act(r_obs, explore=False)[:, :, :2] - np.tile(tgt, (12, 1, 1))[:, :, :2]).mean() < 0.01
     after = tr.evaluate()
     assert after.exploitability < 0.5 * before.exploitability
     assert not le.teacher_due(3)
@@ -464,6 +477,7 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
     a0 = nofit.learner.act(obs, explore=False)
     nofit.prepare_equilibrium_teacher()
     assert nofit.learner.equilibrium_rows is not None and "fitted" not in nofit.equilibrium_teacher_report
+    assert nofit.learner.equilibrium_rollout_rows == []  # the rollouts follow the fit
     np.testing.assert_array_equal(nofit.learner.act(obs, explore=False), a0)
     for extra in (["best_response_teacher=0"], ["equilibrium_teacher=false"], ["analysis_max_agents=20"]):
         off = Trainer(sc, cfg.with_overrides(extra), run_dir=None, seed=0, progress=False, tensorboard=False,
@@ -471,6 +485,30 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
         assert not off.learner.equilibrium_teacher_wanted(off.core)
         off.prepare_equilibrium_teacher()
         assert off.equilibrium_teacher_report is None and off.learner.equilibrium_rows is None
+
+
+def test_teacher_rows_are_drawn_uniformly_from_every_piece_without_concatenating():
+    """The teacher's rows come from several (obs, targets) pieces (best-response episodes,
+    the equilibrium's path, the rollouts); a draw keeps each row's obs and target together
+    and reaches every piece in proportion to its size."""
+    from agents.learner import _sample_rows
+
+    sizes = (5, 40, 155)
+    data, start = [], 0
+    for n in sizes:
+        ids = np.arange(start, start + n, dtype=np.float32)
+        data.append((np.repeat(ids[:, None, None], 3, axis=2), -ids[:, None, None]))
+        start += n
+    obs, tgt = _sample_rows(data, 20_000, np.random.default_rng(0))
+    assert obs.shape == (20_000, 1, 3) and tgt.shape == (20_000, 1, 1)
+    np.testing.assert_array_equal(obs[:, 0, 0], -tgt[:, 0, 0])
+    np.testing.assert_array_equal(obs[:, 0, 1], obs[:, 0, 0])
+    counts = np.bincount(obs[:, 0, 0].astype(int), minlength=200)
+    assert counts.min() > 0 and counts.max() < 200  # uniform: 100 per row expected
+    share_first = (obs[:, 0, 0] < 5).mean()
+    assert abs(share_first - 5 / 200) < 0.01
+    one = _sample_rows(data[:1], 7, np.random.default_rng(1))
+    assert one[0].shape == (7, 1, 3) and set(one[0][:, 0, 0]) <= set(range(5))
 
 
 def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_storage():

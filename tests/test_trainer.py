@@ -438,6 +438,7 @@ KEY_TESTS = {
     "per_unit_gamma": "tests/test_quality_keys.py::test_per_unit_gamma_discounts_only_units_with_a_link_between_hours",
     "equilibrium_teacher": "tests/test_quality_keys.py::test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids",
     "equilibrium_teacher_steps": "tests/test_quality_keys.py::test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids",
+    "equilibrium_teacher_rollouts": "tests/test_quality_keys.py::test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids",
     "critic_search": "tests/test_quality_keys.py::test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_actor",
     "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
     "num_envs": "tests/test_mango_runtime.py::test_several_units_uneven_train_freq_and_every_message_through_the_codec",
