@@ -345,12 +345,13 @@ class LearningConfig:
     DAgger (dataset aggregation). Each round runs the fitted actors over the training
     hours in four copies of the market (one with the bare actors, three with Gaussian
     action noise of 2 % of `max_bid_price`), labels every state they visit with the
-    equilibrium bids of its hour, adds these rows to the teacher's data (they stay there
-    during training) and fits the actors again (a third of `equilibrium_teacher_steps`,
-    imitation-only, at a tenth of their learning rate). A fitted actor that bids a little off the equilibrium sees a
-    price history the equilibrium's path never had; these rows teach it what to bid
-    there. Storage units are not labelled in these rows (their targets depend on the
-    state of charge). 0: no rollouts. Not repeated on a resume. Must be >= 0. Default: 3."""
+    equilibrium bids of its hour (a storage unit: its break-even prices at the state of
+    charge it is in), adds these rows to the teacher's data (they stay there during
+    training) and fits the actors again (a third of `equilibrium_teacher_steps`,
+    imitation-only, at a tenth of their learning rate). A fitted actor that bids a little
+    off the equilibrium sees a price history the equilibrium's path never had; these rows
+    teach it what to bid there. 0: no rollouts. A resume keeps the rows (they are in the
+    run state) and does not roll out again. Must be >= 0. Default: 3."""
 
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link

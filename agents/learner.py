@@ -66,6 +66,9 @@ EQ_TEACHER_BATCH = 256
 # a fraction of max_bid_price); each round is followed by equilibrium_teacher_steps / 3
 # imitation-only steps at a tenth of the actors' learning rate
 EQ_TEACHER_COPIES = 4
+# storage targets of the equilibrium teacher are clipped to the equilibrium's range of
+# clearing prices widened by this fraction of max_bid_price
+EQ_TEACHER_STORAGE_PAD = 0.02
 EQ_TEACHER_ROLLOUT_NOISE = 0.02
 
 
@@ -564,6 +567,14 @@ class Learner:
         full = {int(k): best_response(eq.record, int(k), scenario=scenario, storage_moves="full")
                 for k in np.flatnonzero(storage)}
         col = {k: int(core.ls[k - core.sl_storage.start]) for k in full}
+        # a storage target beyond the equilibrium's clearing prices (e.g. an empty unit's
+        # offer at the cap) acts like one just beyond them; clipped there, such targets no
+        # longer dominate the imitation loss (it is measured before the actor's tanh)
+        pad = EQ_TEACHER_STORAGE_PAD * mbp
+        lo, hi = float(np.min(eq.record.clearing_price)) - pad, float(np.max(eq.record.clearing_price)) + pad
+
+        def storage_action(p):
+            return np.clip(2.0 * np.clip(p, lo, hi) / mbp - 1.0, -1.0, 1.0)
         obs = np.empty((H, self.n, self.obs_dim), dtype=np.float32)
         o = core.reset(np.random.default_rng(0))
         B = core.B
@@ -571,10 +582,11 @@ class Learner:
             obs[h] = o[0]
             for k, br in full.items():
                 p = storage_break_even_prices(br, eq.record, states=core.soc[0, [col[k]]], hours=[h])[0]
-                actions[h, k, :2] = tgt[h, k, :2] = np.clip(2.0 * p / mbp - 1.0, -1.0, 1.0)
+                actions[h, k, :2] = tgt[h, k, :2] = storage_action(p)
             _, o = core.step_observe(np.broadcast_to(actions[h][None], (B,) + actions[h].shape))
         self.equilibrium_rows = (obs, tgt)
-        self.equilibrium_rollout_rows = []
+        if fit:  # a resume (fit False) keeps the rollout rows of its run state
+            self.equilibrium_rollout_rows = []
         self.equilibrium_mask = taught
         self.teach_mask = self.teach_mask | taught
         msg = f"equilibrium teacher: {eq.verdict()}; teaching {int(taught.sum())} units"
@@ -588,15 +600,18 @@ class Learner:
             if rounds:
                 # DAgger: the fitted actors drift off the equilibrium's path (a bid a little
                 # off changes the price history they observe next); label the states they
-                # visit themselves with the targets of the hour and fit again. Storage
-                # targets depend on the state of charge: not labelled (nan) in these rows.
-                rtgt = tgt.copy()
-                rtgt[:, storage] = np.nan
+                # visit themselves with the targets of the hour (storage: the break-even
+                # prices at the state of charge of the copy) and fit again.
+                cols = [col[k] for k in full]
                 for _ in range(rounds):
-                    vis = self._rollout(core, H)  # (B, H, n, obs_dim)
+                    vis, socs = self._rollout(core, H, cols)  # (B, H, n, obs_dim), (B, H, len(cols))
+                    lab = np.repeat(tgt[None], B, axis=0)
+                    for j, (k, br) in enumerate(full.items()):
+                        for c in range(B):
+                            p = storage_break_even_prices(br, eq.record, states=socs[c, :, j])
+                            lab[c, :, k, :2] = storage_action(p)
                     self.equilibrium_rollout_rows.append(
-                        (vis.reshape(-1, self.n, self.obs_dim),
-                         np.broadcast_to(rtgt[None], (B,) + rtgt.shape).reshape(-1, self.n, self.max_act)))
+                        (vis.reshape(-1, self.n, self.obs_dim), lab.reshape(-1, self.n, self.max_act)))
                     loss = self._fit_rows([(obs, tgt)] + self.equilibrium_rollout_rows, w,
                                           max(1, steps // 3), 0.1)
                 msg += (f", then {rounds} rounds of rollouts ({B} copies) and fits "
@@ -621,22 +636,26 @@ class Learner:
                 g["lr"] = v
         return loss
 
-    def _rollout(self, core: MarketCore, hours: int) -> np.ndarray:
+    def _rollout(self, core: MarketCore, hours: int, soc_cols: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """The observations ``(B, hours, n, obs_dim)`` of one episode of ``core`` (from
-        hour 0) bid by the actors: copy 0 without noise, the others with Gaussian action
-        noise (``EQ_TEACHER_ROLLOUT_NOISE``, from the teacher's generator)."""
+        hour 0) bid by the actors (copy 0 without noise, the others with Gaussian action
+        noise, ``EQ_TEACHER_ROLLOUT_NOISE``, from the teacher's generator) and the states of
+        charge ``(B, hours, len(soc_cols))`` of the storage columns ``soc_cols`` at the
+        start of each hour."""
         o = core.reset(np.random.default_rng(0))
         B = core.B
         vis = np.empty((B, hours, self.n, self.obs_dim), dtype=np.float32)
+        socs = np.empty((B, hours, len(soc_cols)))
         for h in range(hours):
             vis[:, h] = o
+            socs[:, h] = core.soc[:, list(soc_cols)]
             a = self.act(o, explore=False)
             if B > 1:
                 a[1:] += self.teacher_rng.normal(0.0, EQ_TEACHER_ROLLOUT_NOISE, a[1:].shape)
                 np.clip(a, -1.0, 1.0, out=a)
                 a *= self.mask
             _, o = core.step_observe(a)
-        return vis
+        return vis, socs
 
     def apply_unit_roles(self, core: MarketCore) -> None:
         """Settings that depend on the kind of each learning unit of ``core``:
@@ -766,6 +785,9 @@ class Learner:
             },
             # best_response_teacher: the refreshes it holds (tensors: state.pt loads with weights_only)
             "teacher_data": [(torch.from_numpy(o.copy()), torch.from_numpy(t.copy())) for o, t in self.teacher_data],
+            # equilibrium_teacher_rollouts: the visited states it labelled (not recomputable on a resume)
+            "equilibrium_rollout_rows": [(torch.from_numpy(o.copy()), torch.from_numpy(t.copy()))
+                                         for o, t in self.equilibrium_rollout_rows],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -787,6 +809,8 @@ class Learner:
         if "search" in gens:  # states written before critic_search existed lack it
             self.search_rng.bit_generator.state = gens["search"]
         self.teacher_data = [(o.numpy().copy(), t.numpy().copy()) for o, t in sd.get("teacher_data", [])]
+        self.equilibrium_rollout_rows = [(o.numpy().copy(), t.numpy().copy())
+                                         for o, t in sd.get("equilibrium_rollout_rows", [])]
         self.seed = int(sd["seed"])
         self.episode = int(sd["episode"])
         self.n_updates = int(sd["n_updates"])

@@ -455,6 +455,15 @@ def test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids(capsys):
     assert err < 0.01
     r_obs = np.concatenate([o for o, _ in rr])  # ... and on the states of the rollouts
     assert np.abs(le.act(r_obs, explore=False)[:, :, :2] - np.tile(tgt, (12, 1, 1))[:, :, :2]).mean() < 0.01
+    # the rollout rows are in the run state: a resume (no fit, no new rollouts) keeps them
+    twin = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    twin.learner.load_state_dict(le.state_dict())
+    twin.learner.set_equilibrium_teacher(twin.core, sc, fit=False)
+    assert len(twin.learner.equilibrium_rollout_rows) == 3
+    for (o1, t1), (o2, t2) in zip(rr, twin.learner.equilibrium_rollout_rows):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(t1, t2)
+    twin.close()
     after = tr.evaluate()
     assert after.exploitability < 0.5 * before.exploitability
     assert not le.teacher_due(3)
