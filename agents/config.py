@@ -323,16 +323,16 @@ class LearningConfig:
     (`best_response(..., ties="cost")`), offers above cost lowered by
     `best_response_teacher_margin`. No equilibrium within 10 passes and 120 s: one note,
     and the run trains without it. Plain training loop only (the mango runtime does not
-    use it). "auto": on when the market has two to `analysis_max_agents` learning units,
-    every one a plant without start-up costs or a renewable (there the best-response
-    dynamics converge in a few passes; with start-ups and storage they can cycle, e.g.
-    `default`), in a market without a network; measured on example_02b and `many`, see
-    benchmarks/RESULTS.md. The learned bids are then largely the equilibrium solver's;
-    false shows what MATD3 learns on its own. true: also plants with start-up costs and storage units that
-    bid two-sided (the equilibrium then has whole-volume storage moves, and a storage unit
-    is taught the break-even prices of its best response to it at the states of charge
-    the env reaches; measured worse than the `best_response_teacher` alone on
-    example_02e). `best_response_teacher: 0` turns it off too. Default: "auto"."""
+    use it). Storage units that bid two-sided are taught too: the equilibrium then has
+    whole-volume storage moves, and a storage unit is taught the break-even prices of its
+    best response to it at the states of charge the env reaches. "auto": on when the
+    market has two to `analysis_max_agents` learning units, every one a plant without
+    start-up costs, a renewable or a storage unit that bids two-sided, in a market without
+    a network (with start-ups the best-response dynamics can cycle, e.g. `default`);
+    measured on example_02b, `many` and example_02e, see benchmarks/RESULTS.md. The
+    learned bids are then largely the equilibrium solver's; false shows what MATD3 learns
+    on its own. true: also plants with start-up costs and single learners.
+    `best_response_teacher: 0` turns it off too. Default: "auto"."""
 
     equilibrium_teacher_steps: int = 3000
     """With `equilibrium_teacher`: imitation-only gradient steps (batches of 256 rows)

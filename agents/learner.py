@@ -493,14 +493,16 @@ class Learner:
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
         config key): "auto" needs two to ``analysis_max_agents`` learning units, all of
-        them plants without start-up costs or renewables, and no network; ``true`` needs
+        them plants without start-up costs, renewables or storage units that bid
+        two-sided, and no network; ``true`` needs
         one plant, renewable or two-sided storage unit; off without a teacher weight."""
         v = self.config.equilibrium_teacher
         if v is False or self.config.best_response_teacher == 0:
             return False
         if v == "auto":
-            uncoupled = (np.asarray(core.agent_kind) != "storage") & (core.agent_start_up_cost <= 0)
-            return (2 <= core.n <= self.config.analysis_max_agents and bool(uncoupled.all())
+            # no start-up costs; storage only when it bids two-sided
+            ok = self._equilibrium_units(core) & (core.agent_start_up_cost <= 0)
+            return (2 <= core.n <= self.config.analysis_max_agents and bool(ok.all())
                     and getattr(core, "net", None) is None)
         return bool(self._equilibrium_units(core).any())
 

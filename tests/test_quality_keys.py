@@ -520,6 +520,20 @@ def test_teacher_rows_are_drawn_uniformly_from_every_piece_without_concatenating
     assert one[0].shape == (7, 1, 3) and set(one[0][:, 0, 0]) <= set(range(5))
 
 
+def test_equilibrium_teacher_auto_covers_two_sided_storage_but_not_signed_bids_or_start_ups():
+    """"auto" on example_02e (two learning storage units): on when they bid two-sided
+    (break-even targets exist), off with signed storage bids and, as before, off for
+    `default` (plants with start-up costs)."""
+    from _examples import assume_example
+
+    sc = load_scenario(assume_example("example_02e"))
+    for bids, want in (("two_sided", True), ("signed", False)):
+        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + [f"storage_bids={bids}"])
+        tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+        assert tr.learner.equilibrium_teacher_wanted(tr.core) is want, bids
+        tr.close()
+
+
 def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_storage():
     """equilibrium_teacher true on 24 hours of `default` (two CCGTs with start-up costs,
     a storage that bids two-sided; "auto" leaves this market out): the equilibrium with
