@@ -66,10 +66,10 @@ EQ_TEACHER_BATCH = 256
 # a fraction of max_bid_price); each round is followed by equilibrium_teacher_steps / 3
 # imitation-only steps at a tenth of the actors' learning rate
 EQ_TEACHER_COPIES = 4
+EQ_TEACHER_ROLLOUT_NOISE = 0.02
 # storage targets of the equilibrium teacher are clipped to the equilibrium's range of
 # clearing prices widened by this fraction of max_bid_price
 EQ_TEACHER_STORAGE_PAD = 0.02
-EQ_TEACHER_ROLLOUT_NOISE = 0.02
 
 
 def default_torch_threads() -> int:

@@ -29,7 +29,8 @@ from envs import MarketCore, Scenario
 from .config import LearningConfig
 from .evaluation import EvalResult, evaluation_episode, print_run_summary, run_episode, run_summary, write_json_atomic
 from .checkpoint import read_manifest
-from .learner import EQ_TEACHER_COPIES, EpisodeStats, Learner, configure_torch_threads, default_torch_threads, policy_load_path
+from .learner import (EQ_TEACHER_COPIES, EpisodeStats, Learner, configure_torch_threads, default_torch_threads,
+                      policy_load_path)
 from .recorder import RunRecorder, TrainResult, early_stop_message, finish_run
 from .seeding import agent_generators, draw_seed
 
