@@ -1375,3 +1375,34 @@ def test_resume_purges_tensorboard_steps_logged_after_the_state(tmp_path):
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/reward")] == [0, 1, 2, 3]
     assert [int(row["episode"]) for row in history_rows(tmp_path / "history.csv")] == [0, 1, 2, 3]
+
+
+def test_resume_with_the_equilibrium_teacher_is_bit_identical(tmp_path):
+    """`many` on 24 hours trains with the equilibrium teacher (fit and DAgger rollouts
+    before the first episode); a run cut after episode 2 and resumed from its run state
+    (which holds the rollout rows: they cannot be recomputed) ends bit-identical to the
+    uncut run."""
+    from agents.config import LearningConfig
+    from agents.trainer import Trainer
+
+    sc = load_scenario("many")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides([
+        "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=12h", "gradient_steps=2",
+        "batch_size=16", "episodes_collecting_initial_experience=1", "training_episodes=4", "seed=5",
+        "equilibrium_teacher_steps=150", "torch_threads=1"])
+    kw = dict(progress=False, tensorboard=False, analysis=False, save_replay_buffer=True,
+              env_options={"max_cycles": 24})
+    full = Trainer(sc, cfg, run_dir=tmp_path / "full", **kw)
+    full.train()
+    assert len(full.learner.equilibrium_rollout_rows) == 3
+    cut = Trainer(sc, cfg, run_dir=tmp_path / "cut", **kw)
+    _interrupt_after(cut, 2)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    resumed = Trainer(sc, cfg, run_dir=tmp_path / "cut", resume=read_run_state(tmp_path / "cut"), **kw)
+    assert resumed.episode == 2 and len(resumed.learner.equilibrium_rollout_rows) == 3
+    resumed.train()
+    a, b = full.learner.algo.state_dict(), resumed.learner.algo.state_dict()
+    for key in ("actor", "critic", "actor_target", "critic_target"):
+        assert all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
+    assert history_rows(tmp_path / "full" / "history.csv") == history_rows(tmp_path / "cut" / "history.csv")
