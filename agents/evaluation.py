@@ -290,7 +290,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
             print(f"  {'':<30s} {'':>26s}  full-volume moves {r['full_moves_best_response_profit']:>10,.0f} EUR "
                   "(best response bidding the whole volume, as the env's storage action does)")
     if s.get("equilibrium_teacher"):
-        print(f"  (trained with the equilibrium teacher: {s['equilibrium_teacher']})")
+        report = str(s["equilibrium_teacher"]).removeprefix("equilibrium teacher: ")
+        print(f"  (trained with the equilibrium teacher: {report})")
     from .reference import print_reference
 
     print_reference(s)
