@@ -133,8 +133,9 @@ def _sample_rows(data: Sequence[tuple[np.ndarray, np.ndarray]], size: int,
     rows = rng.integers(int(sizes.sum()), size=size)
     if len(data) == 1:
         return data[0][0][rows], data[0][1][rows]
-    piece = np.searchsorted(np.cumsum(sizes), rows, side="right")
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    ends = np.cumsum(sizes)
+    piece = np.searchsorted(ends, rows, side="right")
+    start = ends - sizes
     obs = np.empty((size,) + data[0][0].shape[1:], dtype=data[0][0].dtype)
     tgt = np.empty((size,) + data[0][1].shape[1:], dtype=data[0][1].dtype)
     for j in np.unique(piece):
@@ -608,10 +609,10 @@ class Learner:
                 for _ in range(rounds):
                     vis, socs = self._rollout(core, H, cols)  # (B, H, n, obs_dim), (B, H, len(cols))
                     lab = np.repeat(tgt[None], B, axis=0)
-                    for j, (k, br) in enumerate(full.items()):
-                        for c in range(B):
-                            p = storage_break_even_prices(br, eq.record, states=socs[c, :, j])
-                            lab[c, :, k, :2] = storage_action(p)
+                    for j, (k, br) in enumerate(full.items()):  # every copy's hours in one lookup
+                        p = storage_break_even_prices(br, eq.record, states=socs[:, :, j].reshape(-1),
+                                                      hours=np.tile(np.arange(H), B))
+                        lab[:, :, k, :2] = storage_action(p).reshape(B, H, 2)
                     self.equilibrium_rollout_rows.append(
                         (vis.reshape(-1, self.n, self.obs_dim), lab.reshape(-1, self.n, self.max_act)))
                     loss = self._fit_rows([(obs, tgt)] + self.equilibrium_rollout_rows, w,

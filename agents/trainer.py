@@ -265,14 +265,15 @@ class Trainer:
             return
         opts = {k: v for k, v in env_options_for(self.config, self.env_options).items()
                 if k not in ("random_start", "demand_noise", "availability_noise")}
-        # the training window from hour 0, no noise; copies for the rollouts (equilibrium_teacher_rollouts)
-        core = MarketCore(self.scenario, num_envs=EQ_TEACHER_COPIES if self.config.equilibrium_teacher_rollouts else 1,
-                          **opts)
+        # the training window from hour 0, no noise; copies for the rollouts after the fit
+        # (equilibrium_teacher_rollouts; a resume neither fits nor rolls out)
+        fit = self.episode == 0
+        copies = EQ_TEACHER_COPIES if fit and self.config.equilibrium_teacher_rollouts else 1
+        core = MarketCore(self.scenario, num_envs=copies, **opts)
         if self.progress:
             print(f"equilibrium teacher: computing the equilibrium reference of {core.max_cycles} training hours "
                   "(equilibrium_teacher: false skips it) ...", flush=True)
-        self.equilibrium_teacher_report = self.learner.set_equilibrium_teacher(core, self.scenario,
-                                                                               fit=self.episode == 0)
+        self.equilibrium_teacher_report = self.learner.set_equilibrium_teacher(core, self.scenario, fit=fit)
         if self.progress:
             print(self.equilibrium_teacher_report, flush=True)
 
