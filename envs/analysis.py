@@ -67,9 +67,25 @@ net injection; under pay-as-bid its own price). The dynamic programme over (hour
 then gives the best schedule from the initial level, with no value for energy left at the
 end (as in the env). The result is exact for schedules on the grid (up to ``tick * |q|``
 per hour); a finer grid can only find more when it contains the coarser one.
-The storage may sell less than it could (withholding): the env's storage action offers
-its whole feasible volume at one price, so the storage best response is an upper bound
-of what the env's one-price action can reach.
+The storage may sell less than it could (withholding).
+
+Off the grid (``storage_off_grid=True``, the default). A grid of ``soc_points`` levels
+only holds moves that are whole numbers of level steps, so it misses the power limits
+themselves (e.g. 150 MW at 91 % efficiency is 164.8 MWh, 6.6 steps of 25 MWh: the grid
+moves at most 6 steps, 136.5 MW) and the volume the residual demand leaves to a storage
+bid that sets the price. On ASSUME's example_02e this costs the 201-level grid 4-10 % of
+the best-response profit. So a second dynamic programme runs over the same levels with
+moves that may end between levels (the value there interpolated linearly between the
+two neighbouring levels): idle; the whole feasible volume offered (bid) at one of the
+candidate prices, accepted in full or, where the bid sets the price, in part (exactly
+the env's storage action); or ``j/12`` of the power limit (``j = 1..12``, each way)
+accepted in full. A forward pass from the initial state of charge then takes, hour by
+hour, the best of these moves at the exact (off-grid) state of charge and books the
+profit the market really pays for it. That schedule is feasible and its profit exact, so
+it is a lower bound of the true (continuous) best response, as the grid's is; the
+analysis reports the better of the two (``BestResponse.off_grid`` says which). The
+break-even prices always come from the grid's value function. The equilibrium search
+plays on the grid only (``storage_off_grid=False``, faster; its certificate too).
 
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
 (rows = hours x candidate price vectors [x storage injections], in chunks of at most
@@ -119,6 +135,9 @@ __all__ = [
 
 # largest batch handed to clear_market in one call
 MAX_ROWS = 200_000
+# withholding volumes of the off-grid storage search: j / OFF_GRID_VOLUME_STEPS of the
+# power limit, j = 1..OFF_GRID_VOLUME_STEPS, each way
+OFF_GRID_VOLUME_STEPS = 12
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,10 @@ class BestResponse:
     direction: np.ndarray  # (H,) int8: +1 sells (supply bid), -1 buys (storage charge), 0 no volume
     n_candidates: int  # price vectors evaluated per hour (exact storage: net injections per hour)
     best_volume: np.ndarray | None = None  # (H,) exact storage: net injection MW (+ sold, - bought)
+    # (H,) exact storage: the signed volume bid at ``best_price`` (MW) that gets
+    # ``best_volume`` accepted: the same on the grid; off the grid, the whole feasible
+    # volume where the bid sets the price and is accepted in part
+    bid_volume: np.ndarray | None = None
     soc: np.ndarray | None = None  # (H+1,) exact storage: state of charge MWh along the best response
     soc_points: int = 0  # exact storage: levels of the state-of-charge grid
     # exact storage, per hour and level of the state-of-charge grid (``soc_levels``, MWh):
@@ -156,6 +179,10 @@ class BestResponse:
     offer_threshold: np.ndarray | None = None  # (H, G)
     bid_threshold: np.ndarray | None = None  # (H, G)
     recorded_soc: np.ndarray | None = None  # (H+1,)
+    # exact storage: True when the schedule above (profits, volumes, prices, ``soc``) is
+    # the off-grid one (see "Off the grid" in the module docstring); the break-even
+    # prices always come from the grid's value function
+    off_grid: bool = False
 
     @property
     def best_profit(self) -> float:
@@ -628,10 +655,12 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
 
 
 def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float,
-                           soc_points: int, moves: str = "any") -> BestResponse:
+                           soc_points: int, moves: str = "any", volume_steps: int = 0) -> BestResponse:
     """Episode best response of a storage agent by dynamic programming over its state of
     charge (see the module docstring); ``moves="full"`` allows only idling, the largest
-    charge or discharge move of the grid and moves onto the grid's end levels."""
+    charge or discharge move of the grid and moves onto the grid's end levels. With
+    ``volume_steps > 0`` (``moves="any"`` only) the off-grid schedule of
+    :func:`_storage_off_grid` replaces the grid's when it earns more."""
     H = record.n_hours
     mbp = float(record.max_bid_price)
     levels, g0 = soc_grid(params, soc_points)
@@ -671,6 +700,13 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     best_profit = r[hours_idx, m]
     q = qs[m]
     p = np.where(q != 0, pr[hours_idx, m], np.nan)
+    off_grid, bid = False, q
+    if moves == "any" and volume_steps > 0 and G > 1:
+        profit_o, q_o, p_o, bid_o, soc_o = _storage_off_grid(record, sl, params, levels, tick, volume_steps)
+        if profit_o.sum() > best_profit.sum() + 1e-9 * (1.0 + abs(best_profit.sum())):
+            best_profit, q, soc, off_grid = profit_o, q_o, soc_o, True
+            bid = np.where(q_o != 0, bid_o, 0.0)
+            p = np.where(q_o != 0, p_o, np.nan)
     direction = np.sign(q).astype(np.int8)
     best_price = np.full((H, 2), np.nan)
     best_price[:, 0] = p
@@ -682,9 +718,133 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         mechanism=record.mechanism, hours=np.asarray(record.hours), best_profit_per_hour=best_profit,
         best_price=best_price, best_action=best_action, recorded_profit_per_hour=recorded_profit(record, sl.i),
         recorded_price=_rec_prices(record, sl, rec_dir), direction=direction, n_candidates=int(len(qs)),
-        best_volume=q, soc=soc, soc_points=G, soc_levels=levels,
+        best_volume=q, bid_volume=bid, soc=soc, soc_points=G, soc_levels=levels, off_grid=off_grid,
         offer_threshold=offer_thr, bid_threshold=bid_thr, recorded_soc=_recorded_soc(record, sl, params),
     )
+
+
+def _whole_volume_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.ndarray, C: np.ndarray,
+                           h0: int, h1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hours ``h0:h1``: the storage bids the whole volume ``vols[u]`` (MW) on one side
+    (``side > 0``: an offer to discharge, ``< 0``: a bid to charge) at each candidate price
+    ``C[h, c]``, the others' bids fixed, as the env's storage action does. Returns the net
+    injection accepted (MW, ``+`` sold; part of the volume when the bid sets the price)
+    and the profit per step, both ``(h1 - h0, U, Cn)``."""
+    H, U, Cn = h1 - h0, len(vols), C.shape[1]
+    per = U * Cn
+    j_s, j_d = int(sl.s_cols[0]), int(sl.d_cols[0])
+    rep = lambda a: np.repeat(a[h0:h1], per, axis=0)  # noqa: E731
+    sp, sv = rep(record.supply_price), rep(record.supply_volume)
+    dp, dv = rep(record.demand_price), rep(record.demand_volume)
+    price = np.broadcast_to(C[h0:h1, None, :], (H, U, Cn)).reshape(-1)
+    vol = np.broadcast_to(np.asarray(vols, dtype=float)[None, :, None], (H, U, Cn)).reshape(-1)
+    if side > 0:
+        sp[:, j_s], sv[:, j_s], dv[:, j_d] = price, vol, 0.0
+    else:
+        dp[:, j_d], dv[:, j_d], sv[:, j_s] = price, vol, 0.0
+    res = clear_market(sp, sv, dp, dv, fixed_demand=rep(record.fixed_demand), price_cap=record.price_cap,
+                       price_floor=record.price_floor, mechanism=record.mechanism)
+    if side > 0:
+        acc = res.supply_accepted[:, j_s]
+        pay = _cols(res.supply_payment, res.supply_accepted.shape, sl.s_cols)[:, 0]
+        profit = acc * (pay - rep(record.supply_cost[:, j_s:j_s + 1])[:, 0])
+    else:
+        acc = -res.demand_accepted[:, j_d]
+        pay = _cols(res.demand_payment, res.demand_accepted.shape, sl.d_cols)[:, 0]
+        profit = acc * (pay + rep(record.demand_cost[:, j_d:j_d + 1])[:, 0])
+    return acc.reshape(H, U, Cn), (profit * record.dt).reshape(H, U, Cn)
+
+
+def _storage_off_grid(record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
+                      tick: float, volume_steps: int):
+    """A storage schedule with off-grid states of charge (see "Off the grid" in the module
+    docstring): a dynamic programme over ``levels`` whose moves may end between levels
+    (the value there interpolated linearly), then a forward pass from the initial state of
+    charge that takes the best move at the exact state of charge and books its exact
+    profit. Moves: idle; the whole feasible volume offered (bid) at one candidate price,
+    accepted in full or in part (as the env's action); or ``j / volume_steps`` of the
+    power limit accepted in full (withholding). Returns ``(profit (H,), q (H,), price (H,),
+    bid volume (H,), soc (H+1,))`` of the forward pass, a feasible schedule (``q``
+    accepted of the signed volume bid at the price).""" 
+    H, dt, G = record.n_hours, float(record.dt), len(levels)
+    lo, hi = params.soc_min, params.soc_max
+    step = float(levels[1] - levels[0])
+    C = _candidates(record, sl, tick, np.full((H, 1), np.nan))
+    e_dis, e_ch = dt / params.efficiency_discharge, dt * params.efficiency_charge  # MWh per MW sold / bought
+
+    def volumes(side: int, soc):
+        if side > 0:
+            return np.minimum(params.max_power_discharge, np.maximum(soc - lo, 0.0) / e_dis)
+        return np.minimum(params.max_power_charge, np.maximum(hi - soc, 0.0) / e_ch)
+
+    def soc_after(soc, q):
+        return soc - np.where(q > 0, q * e_dis, q * e_ch)
+
+    def interp(V, soc):
+        x = np.clip((np.asarray(soc, dtype=float) - levels[0]) / step, 0.0, G - 1.0)
+        i0 = np.clip(np.floor(x).astype(np.int64), 0, max(G - 2, 0))
+        w = x - i0
+        return V[i0] * (1.0 - w) + V[np.minimum(i0 + 1, G - 1)] * w
+
+    whole = {}
+    for side in (1, -1):
+        vols, inv = np.unique(volumes(side, levels), return_inverse=True)
+        acc = np.zeros((H, len(vols), C.shape[1]))
+        prof = np.zeros_like(acc)
+        chunk = max(1, MAX_ROWS // (len(vols) * C.shape[1]))
+        for h0 in range(0, H, chunk):
+            h1 = min(H, h0 + chunk)
+            acc[h0:h1], prof[h0:h1] = _whole_volume_outcomes(record, sl, side, vols, C, h0, h1)
+        whole[side] = (vols, inv, acc, prof)
+    n = max(1, int(volume_steps))
+    qs = np.concatenate([params.max_power_discharge * np.arange(1, n + 1) / n,
+                         -params.max_power_charge * np.arange(1, n + 1) / n])
+    qs = qs[np.abs(qs) > 1e-9]
+    r_q, p_q = _storage_hour_values(record, sl, qs, tick) if len(qs) else (np.zeros((H, 0)), np.zeros((H, 0)))
+    soc_q = levels[:, None] - np.where(qs > 0, qs * e_dis, qs * e_ch)[None, :]  # (G, Q)
+    fits_q = (soc_q >= lo - 1e-9) & (soc_q <= hi + 1e-9)
+    Vs = np.zeros((H + 1, G))
+    for h in range(H - 1, -1, -1):
+        V = Vs[h + 1]
+        best = V.copy()
+        for vols, inv, acc, prof in whole.values():
+            a = acc[h][inv]  # (G, Cn)
+            best = np.maximum(best, (prof[h][inv] + interp(V, soc_after(levels[:, None], a))).max(axis=1))
+        if len(qs):
+            best = np.maximum(best, np.where(fits_q, r_q[h][None, :] + interp(V, soc_q), -np.inf).max(axis=1))
+        Vs[h] = best
+    soc = np.empty(H + 1)
+    soc[0] = s = float(params.soc_initial)
+    profit, q_out, price, bid = np.zeros(H), np.zeros(H), np.full(H, np.nan), np.zeros(H)
+    for h in range(H):
+        V = Vs[h + 1]
+        best_v, best = float(interp(V, s)), (0.0, 0.0, np.nan, 0.0)  # idle
+        for side, (vols, inv, acc, prof) in whole.items():
+            v = float(volumes(side, s))
+            if v <= VOLUME_TOL:
+                continue
+            u = np.flatnonzero(np.abs(vols - v) <= 1e-9 * max(1.0, v))
+            if len(u):
+                a, p = acc[h, u[0]], prof[h, u[0]]
+            else:  # a volume no grid level has (near an end of the range)
+                a, p = _whole_volume_outcomes(record, sl, side, np.array([v]), C, h, h + 1)
+                a, p = a[0, 0], p[0, 0]
+            tot = p + interp(V, soc_after(s, a))
+            c = int(tot.argmax())
+            if tot[c] > best_v + 1e-9 * (1.0 + abs(best_v)):
+                best_v, best = float(tot[c]), (float(p[c]), float(a[c]), float(C[h, c]), side * v)
+        if len(qs):
+            nxt = soc_after(s, qs)
+            ok = (nxt >= lo - 1e-9) & (nxt <= hi + 1e-9) & np.isfinite(r_q[h])
+            if ok.any():
+                tot = np.where(ok, r_q[h] + interp(V, nxt), -np.inf)
+                c = int(tot.argmax())
+                if tot[c] > best_v + 1e-9 * (1.0 + abs(best_v)):
+                    best_v, best = float(tot[c]), (float(r_q[h, c]), float(qs[c]), float(p_q[h, c]), float(qs[c]))
+        profit[h], q_out[h], price[h], bid[h] = best
+        s = float(np.clip(soc_after(s, q_out[h]), lo, hi))
+        soc[h + 1] = s
+    return profit, q_out, price, bid, soc
 
 
 def _recorded_soc(record: EpisodeRecord, sl: _Slots, params: StorageParams) -> np.ndarray:
@@ -816,6 +976,7 @@ def best_response(
     soc_points: int = 201,
     storage_moves: str = "any",
     ties: str = "recorded",
+    storage_off_grid: bool = True,
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -841,6 +1002,10 @@ def best_response(
             largest grid step within the power limit), so, up to the grid, a storage
             policy of the env can reach at least this profit against the same bids and at
             most the ``"any"`` one.
+        storage_off_grid: with ``storage_moves="any"``, also search schedules whose
+            states of charge leave the grid (see "Off the grid" in the module docstring)
+            and report the better of the two; ``False``: the grid's schedule only (exact
+            on the grid, faster; the equilibrium search uses it).
         ties: which of several equally profitable bids a plant or renewable reports:
             ``"recorded"`` (default) its recorded bid when that is among them, else the
             first candidate; ``"cost"`` the one nearest its marginal cost (smallest sum of
@@ -869,7 +1034,8 @@ def best_response(
     if sl.kind == "storage":
         params = _storage_params(record, i, scenario, storage)
         if params is not None:
-            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves)
+            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves,
+                                          OFF_GRID_VOLUME_STEPS if storage_off_grid else 0)
         direction = _storage_direction(record, sl)
     else:
         direction = np.ones(H, dtype=np.int8)
@@ -968,9 +1134,10 @@ def exploitability(
     scenario=None,
     storage: "dict[str, StorageParams] | None" = None,
     soc_points: int = 201,
+    storage_off_grid: bool = True,
 ) -> Exploitability:
     """Best response of every learning agent of the record (see :func:`best_response`
-    for ``scenario``/``storage``/``soc_points``), and the joint exploitability
+    for ``scenario``/``storage``/``soc_points``/``storage_off_grid``), and the joint exploitability
     ``sum(BR - recorded) / sum(|recorded|)`` (0 at a Nash equilibrium of the episode up to
     ``tick`` and the storage grid).
 
@@ -978,7 +1145,8 @@ def exploitability(
     recorded bids are themselves a response, and only a storage grid that misses the
     recorded (off-grid) state-of-charge path can find less."""
     responses = {
-        a: best_response(record, k, tick=tick, scenario=scenario, storage=storage, soc_points=soc_points)
+        a: best_response(record, k, tick=tick, scenario=scenario, storage=storage, soc_points=soc_points,
+                         storage_off_grid=storage_off_grid)
         for k, a in enumerate(record.agents)
     }
     return exploitability_from(record, responses)

@@ -162,7 +162,7 @@ def _adopt(core: MarketCore, price: np.ndarray, vol: np.ndarray, k: int, br: Bes
     """Write agent ``k``'s best response into the profile (in place)."""
     kind = core.agent_kind[k]
     if kind == "storage":
-        q = br.best_volume
+        q = br.best_volume if br.bid_volume is None else br.bid_volume  # what is bid (off the grid: more than is sold)
         p = np.where(q < 0, -1.0, 1.0) * np.nan_to_num(br.best_price[:, 0], nan=0.0)
         if mix < 1.0:
             # damped: a convex mix of the old and the new schedule (feasible: the power
@@ -342,7 +342,8 @@ def equilibrium(
         # coarse ticks first (a warm start: undercutting races move a whole coarse tick
         # per pass), then the requested tick decides convergence
         final = stage == len(ticks) - 1
-        kw = dict(tick=t_stage, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves)
+        kw = dict(tick=t_stage, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves,
+                  storage_off_grid=False)
         damping = 1.0
         seen: set[str] = set()
         best_total = np.inf  # smallest total gain of a pass so far (for stagnation)
@@ -397,7 +398,8 @@ def equilibrium(
             seen.add(key)
         if final:
             break
-    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves)
+    kw = dict(tick=tick, scenario=scenario, soc_points=soc_points, storage_moves=storage_moves,
+                  storage_off_grid=False)
     if not converged:
         # residual gains of the last iterate, against its own record
         responses = {a: best_response(record, k, **kw) for k, a in enumerate(core.agents)}

@@ -513,10 +513,18 @@ def test_storage_sets_the_price_with_what_the_residual_demand_leaves():
     assert br.best_volume[0] == pytest.approx(40.0)
     assert br.best_price[0, 0] == pytest.approx(80.0 - TICK)
     assert br.best_profit == pytest.approx(40.0 * (80.0 - TICK))
-    # a grid without the 40 MW level (steps of 30 MW): 30 MW, the 80 EUR plant sets the price
-    br = best_response(rec, 0, storage=replace(par, soc_max=90.0, soc_initial=90.0), soc_points=4)
-    assert br.best_volume[0] == pytest.approx(30.0)
+    # a grid without the 40 MW level (steps of 30 MW): on the grid, 30 MW (the 80 EUR plant
+    # sets the price); the off-grid search offers the whole 90 MW at 79.99 and sells the 40
+    # MW the residual demand leaves, ending at 50 MWh, between two levels
+    coarse = replace(par, soc_max=90.0, soc_initial=90.0)
+    br = best_response(rec, 0, storage=coarse, soc_points=4, storage_off_grid=False)
+    assert br.best_volume[0] == pytest.approx(30.0) and not br.off_grid
     assert br.best_profit == pytest.approx(30.0 * 80.0)
+    br = best_response(rec, 0, storage=coarse, soc_points=4)
+    assert br.off_grid and br.best_volume[0] == pytest.approx(40.0)
+    assert br.best_price[0, 0] == pytest.approx(80.0 - TICK)
+    assert br.best_profit == pytest.approx(40.0 * (80.0 - TICK))
+    np.testing.assert_allclose(br.soc, [90.0, 50.0])
 
 
 @pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
@@ -537,7 +545,7 @@ def test_storage_dp_matches_brute_force_paths(mechanism):
         par = StorageParams(max_power_charge=float(rng.uniform(15, 40)), max_power_discharge=float(rng.uniform(15, 40)),
                             efficiency_charge=float(rng.uniform(0.7, 1.0)), efficiency_discharge=float(rng.uniform(0.7, 1.0)),
                             soc_min=5.0, soc_max=45.0, soc_initial=float(rng.choice([5.0, 25.0, 45.0])))
-        br = best_response(rec, 0, storage=par, soc_points=5, tick=TICK)
+        br = best_response(rec, 0, storage=par, soc_points=5, tick=TICK, storage_off_grid=False)
         bf = brute_force_best_response(rec, 0, dense_grid(rec, 0.25), storage=par, soc_points=5)
         slack = TICK * np.abs(br.best_volume).sum() + 1e-6
         assert br.best_profit <= bf.best_profit + 1e-6, seed
@@ -567,6 +575,62 @@ def test_storage_dp_matches_brute_force_paths(mechanism):
             prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
             assert s_acc[-1] - d_acc[-1] == pytest.approx(q)
             assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_storage_off_grid_schedule_is_feasible_and_replays_to_its_profit(mechanism):
+    """Random 6-hour markets on a coarse grid (4 levels, moves that do not fit the power
+    limits): the off-grid schedule earns at least the grid's, keeps the power and
+    state-of-charge limits, moves its state of charge like the env, and re-clearing each
+    hour with its price and bid volume sells exactly its volume for exactly its profit."""
+    from envs.analysis import StorageParams
+
+    found = 0
+    for seed in range(8):
+        rng = np.random.default_rng(900 + seed)
+        H, n = 6, int(rng.integers(2, 5))
+        o_p = rng.integers(0, 21, (H, n)) / 2.0
+        o_v = rng.uniform(10, 60, (H, n))
+        fixed = rng.uniform(20, 120, H)
+        rec = _storage_record(o_p, o_v, fixed, own_cost=(rng.uniform(0, 1), rng.uniform(0, 1)),
+                              mechanism=mechanism, mbp=10.0, st_p=rng.integers(0, 21, (H, 1)) / 2.0,
+                              st_v=rng.uniform(0, 30, (H, 1)))
+        par = StorageParams(max_power_charge=float(rng.uniform(15, 40)), max_power_discharge=float(rng.uniform(15, 40)),
+                            efficiency_charge=float(rng.uniform(0.7, 1.0)), efficiency_discharge=float(rng.uniform(0.7, 1.0)),
+                            soc_min=5.0, soc_max=65.0, soc_initial=float(rng.choice([5.0, 35.0, 65.0])))
+        grid = best_response(rec, 0, storage=par, soc_points=4, tick=TICK, storage_off_grid=False)
+        br = best_response(rec, 0, storage=par, soc_points=4, tick=TICK)
+        assert br.best_profit >= grid.best_profit - 1e-9
+        if not br.off_grid:
+            assert br.best_profit == grid.best_profit
+            continue
+        found += 1
+        assert br.best_profit > grid.best_profit
+        e = np.where(br.best_volume >= 0, -br.best_volume / par.efficiency_discharge,
+                     -br.best_volume * par.efficiency_charge) * rec.dt
+        np.testing.assert_allclose(np.diff(br.soc), e, atol=1e-9)
+        assert br.soc.min() >= par.soc_min - 1e-9 and br.soc.max() <= par.soc_max + 1e-9
+        assert np.all(br.bid_volume <= par.max_power_discharge + 1e-9)
+        assert np.all(-br.bid_volume <= par.max_power_charge + 1e-9)
+        assert np.all(np.abs(br.best_volume) <= np.abs(br.bid_volume) + 1e-9)
+        assert np.all(br.best_volume * br.bid_volume >= 0)
+        for h in range(H):
+            b = br.bid_volume[h]
+            if b == 0:
+                assert br.best_volume[h] == 0 and br.best_profit_per_hour[h] == 0.0
+                continue
+            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
+            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
+            sp[-1], dp[-1] = br.best_price[h, 0], br.best_price[h, 0]
+            sv[-1], dv[-1] = max(b, 0), max(-b, 0)
+            price, _, s_acc, d_acc, _ = reference_clear(
+                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
+                price_cap=rec.price_cap, price_floor=rec.price_floor)
+            pay = br.best_price[h, 0] if mechanism == "pay_as_bid" else price
+            prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
+            assert s_acc[-1] - d_acc[-1] == pytest.approx(br.best_volume[h], abs=1e-7)
+            assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
+    assert found >= 2  # the coarse grid leaves something to find in most of these markets
 
 
 def test_storage_exact_on_env_record_and_grid_convergence():
