@@ -223,10 +223,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResult) -> dict[str, float]:
-    """Each storage agent's best-response profit restricted to full-volume moves
-    (``envs.analysis.best_response(..., storage_moves="full")``): what the env's one-price
-    storage action reaches when its bid is accepted in full, a lower reference beside the
-    any-volume best response (an upper bound for that action). Empty without storage
+    """Each storage agent's best-response profit restricted to whole-volume bids
+    (``envs.analysis.best_response(..., storage_moves="full")``, searched off the
+    state-of-charge grid): the best the env's storage action (the whole feasible volume
+    at one price, accepted in part where it sets the price) can do against the same bids,
+    beside the any-volume best response that may also withhold. Empty without storage
     learners, without an analysed record, or in a zonal/nodal market."""
     rec = ev.record
     if rec is None or ev.br_profit is None or getattr(scenario, "network", None) is not None:

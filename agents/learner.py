@@ -70,6 +70,8 @@ EQ_TEACHER_ROLLOUT_NOISE = 0.02
 # storage targets of the equilibrium teacher are clipped to the equilibrium's range of
 # clearing prices widened by this fraction of max_bid_price
 EQ_TEACHER_STORAGE_PAD = 0.02
+# the storage moves of the teacher's equilibrium (see envs.analysis.equilibrium)
+EQ_TEACHER_STORAGE_MOVES = "full"
 
 
 def default_torch_threads() -> int:
@@ -538,7 +540,8 @@ class Learner:
         storage = taught & (np.asarray(core.agent_kind) == "storage")
         try:  # whole-volume storage moves: what a two-sided storage bid does when accepted
             eq = _with_time_limit(lambda: equilibrium(scenario, hours=H, max_bid_price=core.max_bid_price,
-                                                      max_passes=EQ_TEACHER_MAX_PASSES, storage_moves="full"),
+                                                      max_passes=EQ_TEACHER_MAX_PASSES,
+                                                      storage_moves=EQ_TEACHER_STORAGE_MOVES),
                                   EQ_TEACHER_TIME_LIMIT_S)
         except _TimeUp:
             return (f"equilibrium teacher: no equilibrium within {EQ_TEACHER_TIME_LIMIT_S:.0f} s; training without it "

@@ -16,8 +16,9 @@ equilibrium reference (``envs.analysis.equilibrium``: hourly price RMSE and mean
 difference; "n/a" when the reference does not converge), training wall time, and for each
 the mean with a 95 % interval over the seeds (Student t). Storage agents also get
 ``full_moves_best_response_profit`` in the JSON line: their best response restricted to
-full-volume moves (``storage_moves="full"``), what the env's one-price storage action
-reaches when accepted in full.
+whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the whole
+feasible volume at one price, accepted in part where it sets the price), i.e. the best
+the env's storage action can do against the same bids.
 
 A bare name that is not a built-in scenario is looked up in ``../shared/scenarios/assume``
 (skipped with a JSON line when absent).

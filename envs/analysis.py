@@ -83,9 +83,10 @@ accepted in full. A forward pass from the initial state of charge then takes, ho
 hour, the best of these moves at the exact (off-grid) state of charge and books the
 profit the market really pays for it. That schedule is feasible and its profit exact, so
 it is a lower bound of the true (continuous) best response, as the grid's is; the
-analysis reports the better of the two (``BestResponse.off_grid`` says which). The
-break-even prices always come from the grid's value function. The equilibrium search
-plays on the grid only (``storage_off_grid=False``, faster; its certificate too).
+analysis reports the better of the two (``BestResponse.off_grid`` says which). With the
+off-grid search, the break-even prices are those of the whole feasible volume by its
+value function. The equilibrium search plays on the grid unless asked otherwise
+(``equilibrium(..., storage_off_grid=True)``).
 
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
 (rows = hours x candidate price vectors [x storage injections], in chunks of at most
@@ -123,6 +124,7 @@ __all__ = [
     "agent_rows",
     "deviation_verdict",
     "storage_break_even_prices",
+    "StorageResponsePolicy",
     "max_relative_gain",
     "exploitability_from",
     "equilibrium",
@@ -180,8 +182,10 @@ class BestResponse:
     bid_threshold: np.ndarray | None = None  # (H, G)
     recorded_soc: np.ndarray | None = None  # (H+1,)
     # exact storage: True when the schedule above (profits, volumes, prices, ``soc``) is
-    # the off-grid one (see "Off the grid" in the module docstring); the break-even
-    # prices always come from the grid's value function
+    # the off-grid one (see "Off the grid" in the module docstring). Whenever the off-grid
+    # search ran (``storage_off_grid``), the break-even prices are those of the whole
+    # feasible volume (the env's storage bid) by its value function; else those of the
+    # grid's largest move by the grid's
     off_grid: bool = False
 
     @property
@@ -655,12 +659,12 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
 
 
 def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float,
-                           soc_points: int, moves: str = "any", volume_steps: int = 0) -> BestResponse:
+                           soc_points: int, moves: str = "any", off_grid: bool = False) -> BestResponse:
     """Episode best response of a storage agent by dynamic programming over its state of
     charge (see the module docstring); ``moves="full"`` allows only idling, the largest
     charge or discharge move of the grid and moves onto the grid's end levels. With
-    ``volume_steps > 0`` (``moves="any"`` only) the off-grid schedule of
-    :func:`_storage_off_grid` replaces the grid's when it earns more."""
+    ``off_grid`` the off-grid schedule of :class:`_OffGridDP` (``moves="full"``: its
+    whole-volume moves only, no withholding) replaces the grid's when it earns more."""
     H = record.n_hours
     mbp = float(record.max_bid_price)
     levels, g0 = soc_grid(params, soc_points)
@@ -700,9 +704,11 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     best_profit = r[hours_idx, m]
     q = qs[m]
     p = np.where(q != 0, pr[hours_idx, m], np.nan)
-    off_grid, bid = False, q
-    if moves == "any" and volume_steps > 0 and G > 1:
-        profit_o, q_o, p_o, bid_o, soc_o = _storage_off_grid(record, sl, params, levels, tick, volume_steps)
+    searched, off_grid, bid = off_grid, False, q
+    if searched and G > 1:
+        dp = _OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS if moves == "any" else 0)
+        profit_o, q_o, p_o, bid_o, soc_o = dp.forward()
+        offer_thr, bid_thr = dp.thresholds()
         if profit_o.sum() > best_profit.sum() + 1e-9 * (1.0 + abs(best_profit.sum())):
             best_profit, q, soc, off_grid = profit_o, q_o, soc_o, True
             bid = np.where(q_o != 0, bid_o, 0.0)
@@ -755,96 +761,159 @@ def _whole_volume_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: n
     return acc.reshape(H, U, Cn), (profit * record.dt).reshape(H, U, Cn)
 
 
-def _storage_off_grid(record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
-                      tick: float, volume_steps: int):
-    """A storage schedule with off-grid states of charge (see "Off the grid" in the module
-    docstring): a dynamic programme over ``levels`` whose moves may end between levels
-    (the value there interpolated linearly), then a forward pass from the initial state of
-    charge that takes the best move at the exact state of charge and books its exact
-    profit. Moves: idle; the whole feasible volume offered (bid) at one candidate price,
-    accepted in full or in part (as the env's action); or ``j / volume_steps`` of the
-    power limit accepted in full (withholding). Returns ``(profit (H,), q (H,), price (H,),
-    bid volume (H,), soc (H+1,))`` of the forward pass, a feasible schedule (``q``
-    accepted of the signed volume bid at the price).""" 
-    H, dt, G = record.n_hours, float(record.dt), len(levels)
-    lo, hi = params.soc_min, params.soc_max
-    step = float(levels[1] - levels[0])
-    C = _candidates(record, sl, tick, np.full((H, 1), np.nan))
-    e_dis, e_ch = dt / params.efficiency_discharge, dt * params.efficiency_charge  # MWh per MW sold / bought
+class _OffGridDP:
+    """The off-grid storage programme (see "Off the grid" in the module docstring): a
+    dynamic programme over ``levels`` whose moves may end between levels (the value there
+    interpolated linearly). Moves: idle; the whole feasible volume offered (bid) at one
+    candidate price, accepted in full or in part (the env's storage action); and, with
+    ``volume_steps > 0``, ``j / volume_steps`` of the power limit accepted in full
+    (withholding). ``Vs[h]`` (``(H+1, G)``): the value from the start of hour ``h`` on."""
 
-    def volumes(side: int, soc):
+    def __init__(self, record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
+                 tick: float, volume_steps: int):
+        self.record, self.sl, self.params, self.levels = record, sl, params, levels
+        H, G = record.n_hours, len(levels)
+        self.dt = dt = float(record.dt)
+        self.step = float(levels[1] - levels[0]) if G > 1 else 1.0
+        self.C = C = _candidates(record, sl, tick, np.full((H, 1), np.nan))
+        self.e_dis, self.e_ch = dt / params.efficiency_discharge, dt * params.efficiency_charge  # MWh per MW
+        self.whole = {}
+        for side in (1, -1):
+            vols, inv = np.unique(self.volumes(side, levels), return_inverse=True)
+            acc = np.zeros((H, len(vols), C.shape[1]))
+            prof = np.zeros_like(acc)
+            chunk = max(1, MAX_ROWS // (len(vols) * C.shape[1]))
+            for h0 in range(0, H, chunk):
+                h1 = min(H, h0 + chunk)
+                acc[h0:h1], prof[h0:h1] = _whole_volume_outcomes(record, sl, side, vols, C, h0, h1)
+            self.whole[side] = (vols, inv, acc, prof)
+        n = max(0, int(volume_steps))
+        qs = np.concatenate([params.max_power_discharge * np.arange(1, n + 1) / max(n, 1),
+                             -params.max_power_charge * np.arange(1, n + 1) / max(n, 1)])
+        self.qs = qs = qs[np.abs(qs) > 1e-9]
+        # the env's action: waiting needs a price on each side at which nothing trades
+        # (an offer even at the top is sold when the price clears above it, e.g. in
+        # scarcity); withholding moves (the analysis's "any") may always wait
+        self.env_action = n == 0
+        self.can_idle = {side: (np.abs(w[2]) <= VOLUME_TOL).any(axis=2) if self.env_action
+                         else np.ones((H, len(w[0])), dtype=bool) for side, w in self.whole.items()}
+        idle_ok = self.can_idle[1][:, self.whole[1][1]] & self.can_idle[-1][:, self.whole[-1][1]]  # (H, G)
+        # an offer at the bottom of the range or a charge bid at its top leaves the other
+        # side of a two-sided bid no price that keeps it out: not the env's moves
+        self.valid = {1: np.where(C > sl.lo, 0.0, -np.inf), -1: np.where(C < sl.hi, 0.0, -np.inf)} if self.env_action \
+            else {1: np.zeros_like(C), -1: np.zeros_like(C)}
+        if len(qs):
+            self.r_q, self.p_q = _storage_hour_values(record, sl, qs, tick)
+        else:
+            self.r_q = self.p_q = np.zeros((H, 0))
+        soc_q = self.soc_after(levels[:, None], qs[None, :])  # (G, Q)
+        fits_q = (soc_q >= params.soc_min - 1e-9) & (soc_q <= params.soc_max + 1e-9)
+        self.Vs = Vs = np.zeros((H + 1, G))
+        for h in range(H - 1, -1, -1):
+            V = Vs[h + 1]
+            best = np.where(idle_ok[h], V, -np.inf)
+            for side, (vols, inv, acc, prof) in self.whole.items():
+                a = acc[h][inv]  # (G, Cn)
+                tot = prof[h][inv] + self.valid[side][h] + self.interp(V, self.soc_after(levels[:, None], a))
+                best = np.maximum(best, tot.max(axis=1))
+            if len(qs):
+                best = np.maximum(best, np.where(fits_q, self.r_q[h][None, :] + self.interp(V, soc_q), -np.inf).max(axis=1))
+            Vs[h] = best
+
+    def volumes(self, side: int, soc):
+        """The whole feasible volume (MW) to discharge (``side > 0``) or charge at ``soc``."""
+        p = self.params
         if side > 0:
-            return np.minimum(params.max_power_discharge, np.maximum(soc - lo, 0.0) / e_dis)
-        return np.minimum(params.max_power_charge, np.maximum(hi - soc, 0.0) / e_ch)
+            return np.minimum(p.max_power_discharge, np.maximum(soc - p.soc_min, 0.0) / self.e_dis)
+        return np.minimum(p.max_power_charge, np.maximum(p.soc_max - soc, 0.0) / self.e_ch)
 
-    def soc_after(soc, q):
-        return soc - np.where(q > 0, q * e_dis, q * e_ch)
+    def soc_after(self, soc, q):
+        return soc - np.where(q > 0, q * self.e_dis, q * self.e_ch)
 
-    def interp(V, soc):
-        x = np.clip((np.asarray(soc, dtype=float) - levels[0]) / step, 0.0, G - 1.0)
+    def interp(self, V: np.ndarray, soc) -> np.ndarray:
+        L, G = self.levels, len(self.levels)
+        x = np.clip((np.asarray(soc, dtype=float) - L[0]) / self.step, 0.0, G - 1.0)
         i0 = np.clip(np.floor(x).astype(np.int64), 0, max(G - 2, 0))
         w = x - i0
         return V[i0] * (1.0 - w) + V[np.minimum(i0 + 1, G - 1)] * w
 
-    whole = {}
-    for side in (1, -1):
-        vols, inv = np.unique(volumes(side, levels), return_inverse=True)
-        acc = np.zeros((H, len(vols), C.shape[1]))
-        prof = np.zeros_like(acc)
-        chunk = max(1, MAX_ROWS // (len(vols) * C.shape[1]))
-        for h0 in range(0, H, chunk):
-            h1 = min(H, h0 + chunk)
-            acc[h0:h1], prof[h0:h1] = _whole_volume_outcomes(record, sl, side, vols, C, h0, h1)
-        whole[side] = (vols, inv, acc, prof)
-    n = max(1, int(volume_steps))
-    qs = np.concatenate([params.max_power_discharge * np.arange(1, n + 1) / n,
-                         -params.max_power_charge * np.arange(1, n + 1) / n])
-    qs = qs[np.abs(qs) > 1e-9]
-    r_q, p_q = _storage_hour_values(record, sl, qs, tick) if len(qs) else (np.zeros((H, 0)), np.zeros((H, 0)))
-    soc_q = levels[:, None] - np.where(qs > 0, qs * e_dis, qs * e_ch)[None, :]  # (G, Q)
-    fits_q = (soc_q >= lo - 1e-9) & (soc_q <= hi + 1e-9)
-    Vs = np.zeros((H + 1, G))
-    for h in range(H - 1, -1, -1):
-        V = Vs[h + 1]
-        best = V.copy()
-        for vols, inv, acc, prof in whole.values():
-            a = acc[h][inv]  # (G, Cn)
-            best = np.maximum(best, (prof[h][inv] + interp(V, soc_after(levels[:, None], a))).max(axis=1))
-        if len(qs):
-            best = np.maximum(best, np.where(fits_q, r_q[h][None, :] + interp(V, soc_q), -np.inf).max(axis=1))
-        Vs[h] = best
-    soc = np.empty(H + 1)
-    soc[0] = s = float(params.soc_initial)
-    profit, q_out, price, bid = np.zeros(H), np.zeros(H), np.full(H, np.nan), np.zeros(H)
-    for h in range(H):
-        V = Vs[h + 1]
-        best_v, best = float(interp(V, s)), (0.0, 0.0, np.nan, 0.0)  # idle
-        for side, (vols, inv, acc, prof) in whole.items():
-            v = float(volumes(side, s))
-            if v <= VOLUME_TOL:
+    def best_move(self, h: int, soc: float, anchor: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
+        """The best move in hour ``h`` from the exact state of charge ``soc`` by the value
+        of hour ``h + 1``: ``(profit, accepted net injection q, price, signed bid volume)``
+        (idle: ``(0, 0, nan, 0)``). Among equally good prices: the lowest offer, the
+        highest charge bid; with ``anchor`` (charge bid, offer) the one nearest to it."""
+        V = self.Vs[h + 1]
+        best_v, best = float(self.interp(V, soc)), (0.0, 0.0, np.nan, 0.0)
+        outcomes = {side: self.outcomes(h, side, soc) for side in self.whole}
+        if self.env_action and not all((np.abs(a) <= VOLUME_TOL).any() for a, _ in outcomes.values()):
+            best_v = -np.inf  # the env's action cannot wait this hour
+        for side, (a, p) in outcomes.items():
+            if not np.any(a):
                 continue
-            u = np.flatnonzero(np.abs(vols - v) <= 1e-9 * max(1.0, v))
-            if len(u):
-                a, p = acc[h, u[0]], prof[h, u[0]]
-            else:  # a volume no grid level has (near an end of the range)
-                a, p = _whole_volume_outcomes(record, sl, side, np.array([v]), C, h, h + 1)
-                a, p = a[0, 0], p[0, 0]
-            tot = p + interp(V, soc_after(s, a))
-            c = int(tot.argmax())
-            if tot[c] > best_v + 1e-9 * (1.0 + abs(best_v)):
-                best_v, best = float(tot[c]), (float(p[c]), float(a[c]), float(C[h, c]), side * v)
-        if len(qs):
-            nxt = soc_after(s, qs)
-            ok = (nxt >= lo - 1e-9) & (nxt <= hi + 1e-9) & np.isfinite(r_q[h])
+            tot = p + self.valid[side][h] + self.interp(V, self.soc_after(soc, a))
+            if not np.isfinite(tot.max()):
+                continue
+            if anchor is None:
+                c = int(tot.argmax()) if side > 0 else int(len(tot) - 1 - tot[::-1].argmax())
+            else:
+                top = tot >= tot.max() - 1e-9 * (1.0 + abs(tot.max()))
+                c = int(np.where(top, np.abs(self.C[h] - anchor[1 if side > 0 else 0]), np.inf).argmin())
+            if not np.isfinite(best_v) or tot[c] > best_v + 1e-9 * (1.0 + abs(best_v)):
+                best_v, best = float(tot[c]), (float(p[c]), float(a[c]), float(self.C[h, c]),
+                                               side * float(self.volumes(side, soc)))
+        if len(self.qs):
+            nxt = self.soc_after(soc, self.qs)
+            ok = (nxt >= self.params.soc_min - 1e-9) & (nxt <= self.params.soc_max + 1e-9) & np.isfinite(self.r_q[h])
             if ok.any():
-                tot = np.where(ok, r_q[h] + interp(V, nxt), -np.inf)
+                tot = np.where(ok, self.r_q[h] + self.interp(V, nxt), -np.inf)
                 c = int(tot.argmax())
                 if tot[c] > best_v + 1e-9 * (1.0 + abs(best_v)):
-                    best_v, best = float(tot[c]), (float(r_q[h, c]), float(qs[c]), float(p_q[h, c]), float(qs[c]))
-        profit[h], q_out[h], price[h], bid[h] = best
-        s = float(np.clip(soc_after(s, q_out[h]), lo, hi))
-        soc[h + 1] = s
-    return profit, q_out, price, bid, soc
+                    best = (float(self.r_q[h, c]), float(self.qs[c]), float(self.p_q[h, c]), float(self.qs[c]))
+        return best
+
+    def outcomes(self, h: int, side: int, soc: float) -> tuple[np.ndarray, np.ndarray]:
+        """Accepted net injection and profit ``(Cn,)`` of the whole feasible volume at
+        ``soc`` offered (``side > 0``) or bid at each candidate price of hour ``h``."""
+        vols, _, acc, prof = self.whole[side]
+        v = float(self.volumes(side, soc))
+        if v <= VOLUME_TOL:
+            return np.zeros(self.C.shape[1]), np.zeros(self.C.shape[1])
+        u = np.flatnonzero(np.abs(vols - v) <= 1e-9 * max(1.0, v))
+        if len(u):
+            return acc[h, u[0]], prof[h, u[0]]
+        # a volume no grid level has (near an end of the range)
+        a, p = _whole_volume_outcomes(self.record, self.sl, side, np.array([v]), self.C, h, h + 1)
+        return a[0, 0], p[0, 0]
+
+    def forward(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The schedule from the initial state of charge, the best move at the exact state
+        of charge each hour: ``(profit (H,), q (H,), price (H,), bid volume (H,), soc
+        (H+1,))``, feasible, its profit booked as the market pays it."""
+        H, p = self.record.n_hours, self.params
+        soc = np.empty(H + 1)
+        soc[0] = s = float(p.soc_initial)
+        profit, q, price, bid = np.zeros(H), np.zeros(H), np.full(H, np.nan), np.zeros(H)
+        for h in range(H):
+            profit[h], q[h], price[h], bid[h] = self.best_move(h, s)
+            s = float(np.clip(self.soc_after(s, q[h]), p.soc_min, p.soc_max))
+            soc[h + 1] = s
+        return profit, q, price, bid, soc
+
+    def thresholds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Break-even prices ``(H, G)`` of offering and of bidding the whole feasible
+        volume from each level (see :func:`_storage_thresholds`), by this programme's
+        values."""
+        rec, sl, L = self.record, self.sl, self.levels
+        s_cost = rec.supply_cost[:, sl.s_cols[0], None]
+        d_cost = rec.demand_cost[:, sl.d_cols[0], None]
+        vd, vc = self.volumes(1, L), self.volumes(-1, L)
+        nxt = self.Vs[1:]
+        after_d = np.stack([self.interp(v, L - vd * self.e_dis) for v in nxt])
+        after_c = np.stack([self.interp(v, L + vc * self.e_ch) for v in nxt])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offer = np.where(vd > VOLUME_TOL, s_cost + (nxt - after_d) / (vd * self.dt), np.inf)
+            bid = np.where(vc > VOLUME_TOL, (after_c - nxt) / (vc * self.dt) - d_cost, -np.inf)
+        return offer, bid
 
 
 def _recorded_soc(record: EpisodeRecord, sl: _Slots, params: StorageParams) -> np.ndarray:
@@ -897,7 +966,10 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
     on the grid is not concave; a two-sided env action sorts them.) Prices are clipped to [0, max bid price] (an
     empty storage offers at the top, a full one bids at 0). ``hours`` (indices into the
     record's hours): only those rows, with ``states`` an array of as many states of
-    charge (e.g. one hour at a time in a closed loop)."""
+    charge (e.g. one hour at a time in a closed loop). With the off-grid search (the
+    default of :func:`best_response`) the prices are those of the whole feasible volume,
+    the env's storage bid; a price-setting storage earns more by bidding its best move's
+    price instead, see :class:`StorageResponsePolicy`."""
     if br.kind != "storage" or br.offer_threshold is None or br.soc_levels is None:
         raise ValueError(f"agent {br.agent!r}: break-even prices need the exact storage best response "
                          "(best_response(..., scenario=...))")
@@ -919,6 +991,99 @@ def storage_break_even_prices(br: BestResponse, record: EpisodeRecord, *, states
     out[:, 0] = np.clip(np.nan_to_num(br.bid_threshold[h, g], nan=0.0, neginf=0.0, posinf=mbp), 0.0, mbp)
     out[:, 1] = np.clip(np.nan_to_num(br.offer_threshold[h, g], nan=mbp, neginf=0.0, posinf=mbp), 0.0, mbp)
     return out
+
+
+class StorageResponsePolicy:
+    """A storage agent's best response to a record's other bids within the env's own
+    storage action (the whole feasible volume at one price, accepted in part where it
+    sets the price), as bids for any hour and state of charge: the off-grid dynamic
+    programme of :func:`best_response` with whole-volume moves (``storage_moves="full"``),
+    read as a policy. :meth:`bids` gives the two-sided bid of each ``(hour, state of
+    charge)``: the price of the best move on its side (the lowest offer, the highest
+    charge bid among equally good ones) and, on the other side (both sides when waiting
+    is best), the price nearest to the break-even price of the whole feasible volume (by
+    the programme's value of the hours after) at which that side trades nothing. The
+    programme knows that the env's storage cannot always wait: an offer even at the top
+    of the bid range is sold when the price clears above it. A closed loop that bids these at the states it reaches follows the
+    best response wherever the others bid as recorded.
+
+    Args:
+        record, agent: the record and the storage agent (index or name).
+        scenario / storage, soc_points, tick: as for :func:`best_response`.
+    """
+
+    def __init__(self, record: EpisodeRecord, agent: int | str, *, scenario=None, storage=None,
+                 soc_points: int = 201, tick: float = 0.01):
+        i = _agent_index(record, agent)
+        sl = _slots(record, i)
+        if sl.kind != "storage":
+            raise ValueError(f"agent {record.agents[i]!r} is a {sl.kind}, not a storage unit")
+        params = _storage_params(record, i, scenario, storage)
+        if params is None:
+            raise ValueError(f"agent {record.agents[i]!r}: the storage policy needs the unit's data "
+                             "(scenario= or storage=)")
+        if not len(sl.s_cols) or not len(sl.d_cols):
+            raise ValueError(f"storage agent {record.agents[i]!r} needs one supply and one demand bid in the record")
+        levels, _ = soc_grid(params, soc_points)
+        if len(levels) < 2:
+            raise ValueError(f"agent {record.agents[i]!r}: the state-of-charge range holds one level only")
+        self.agent, self.tick = record.agents[i], float(tick)
+        self.max_bid_price = float(record.max_bid_price)
+        self._dp = _OffGridDP(record, sl, params, levels, tick, 0)
+        self._profit = None
+
+    @property
+    def best_profit(self) -> float:
+        """Profit (EUR) of following the policy from the initial state of charge against
+        the recorded bids."""
+        if self._profit is None:
+            self._profit = float(self._dp.forward()[0].sum())
+        return self._profit
+
+    def bids(self, hours, states) -> np.ndarray:
+        """Two-sided bids ``(N, 2)`` EUR/MWh (charge bid, discharge offer), each in
+        ``[0, max_bid_price]``, for hours ``hours`` (indices into the record) at states of
+        charge ``states`` (MWh), both ``(N,)``."""
+        h = np.asarray(hours, dtype=np.int64).reshape(-1)
+        soc = np.asarray(states, dtype=float).reshape(-1)
+        if h.shape != soc.shape:
+            raise ValueError(f"hours {h.shape} and states {soc.shape} must have the same length")
+        dp, mbp, t = self._dp, self.max_bid_price, self.tick
+        H = dp.record.n_hours
+        if len(h) and (h.min() < 0 or h.max() >= H):
+            raise ValueError(f"hours must lie in [0, {H}), got {h.min()}..{h.max()}")
+        rec, sl = dp.record, dp.sl
+        out = np.empty((len(h), 2))
+        for n, (hh, s) in enumerate(zip(h, soc)):
+            V = dp.Vs[hh + 1]
+            vd, vc = float(dp.volumes(1, s)), float(dp.volumes(-1, s))
+            here = float(dp.interp(V, s))
+            offer = (rec.supply_cost[hh, sl.s_cols[0]] + (here - float(dp.interp(V, dp.soc_after(s, vd)))) / (vd * dp.dt)
+                     if vd > VOLUME_TOL else mbp)
+            bid = ((float(dp.interp(V, dp.soc_after(s, -vc))) - here) / (vc * dp.dt) - rec.demand_cost[hh, sl.d_cols[0]]
+                   if vc > VOLUME_TOL else 0.0)
+            _, q, price, b = dp.best_move(int(hh), float(s), anchor=(bid, offer))
+            # the side that does not trade: the price nearest to its break-even price at
+            # which nothing of it is accepted (against the recorded bids)
+            C = dp.C[hh]
+            if b <= 0:
+                idle = np.abs(dp.outcomes(int(hh), 1, float(s))[0]) <= VOLUME_TOL
+                if b < 0:
+                    idle &= C >= price + t
+                if idle.any():
+                    offer = float(C[idle][np.abs(C[idle] - offer).argmin()])
+            if b >= 0:
+                idle = np.abs(dp.outcomes(int(hh), -1, float(s))[0]) <= VOLUME_TOL
+                if b > 0:
+                    idle &= C <= price - t
+                if idle.any():
+                    bid = float(C[idle][np.abs(C[idle] - bid).argmin()])
+            if b > 0:
+                offer = price
+            elif b < 0:
+                bid = price
+            out[n] = bid, offer
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=mbp, neginf=0.0), 0.0, mbp)
 
 
 # ---------------------------------------------------------------------------- plants
@@ -1002,10 +1167,10 @@ def best_response(
             largest grid step within the power limit), so, up to the grid, a storage
             policy of the env can reach at least this profit against the same bids and at
             most the ``"any"`` one.
-        storage_off_grid: with ``storage_moves="any"``, also search schedules whose
-            states of charge leave the grid (see "Off the grid" in the module docstring)
-            and report the better of the two; ``False``: the grid's schedule only (exact
-            on the grid, faster; the equilibrium search uses it).
+        storage_off_grid: also search schedules whose states of charge leave the grid
+            (see "Off the grid" in the module docstring; with ``storage_moves="full"``
+            its whole-volume moves only) and report the better of the two; ``False``:
+            the grid's schedule only (exact on the grid, faster).
         ties: which of several equally profitable bids a plant or renewable reports:
             ``"recorded"`` (default) its recorded bid when that is among them, else the
             first candidate; ``"cost"`` the one nearest its marginal cost (smallest sum of
@@ -1034,8 +1199,7 @@ def best_response(
     if sl.kind == "storage":
         params = _storage_params(record, i, scenario, storage)
         if params is not None:
-            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves,
-                                          OFF_GRID_VOLUME_STEPS if storage_off_grid else 0)
+            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves, storage_off_grid)
         direction = _storage_direction(record, sl)
     else:
         direction = np.ones(H, dtype=np.int8)

@@ -633,6 +633,50 @@ def test_storage_off_grid_schedule_is_feasible_and_replays_to_its_profit(mechani
     assert found >= 2  # the coarse grid leaves something to find in most of these markets
 
 
+def test_storage_response_policy_in_closed_loop_earns_the_whole_volume_best_response():
+    """Random 8-hour markets: bidding StorageResponsePolicy's two-sided bids at the state
+    of charge it reaches (both bids at once, for the whole feasible volume, re-cleared
+    each hour against the recorded other bids, as the env does) earns exactly what the
+    policy's programme promises, and (where nothing forces a trade) at least the
+    whole-volume best response on the grid."""
+    from envs.analysis import StorageParams, StorageResponsePolicy
+
+    for seed in range(6):
+        rng = np.random.default_rng(1300 + seed)
+        H, n = 8, int(rng.integers(2, 5))
+        rec = _storage_record(rng.integers(0, 21, (H, n)) / 2.0, rng.uniform(10, 60, (H, n)),
+                              rng.uniform(20, 120, H), own_cost=(rng.uniform(0, 1), rng.uniform(0, 1)), mbp=10.0,
+                              st_p=rng.integers(0, 21, (H, 1)) / 2.0, st_v=rng.uniform(0, 30, (H, 1)))
+        par = StorageParams(max_power_charge=float(rng.uniform(15, 40)), max_power_discharge=float(rng.uniform(15, 40)),
+                            efficiency_charge=float(rng.uniform(0.7, 1.0)), efficiency_discharge=float(rng.uniform(0.7, 1.0)),
+                            soc_min=5.0, soc_max=65.0, soc_initial=float(rng.choice([5.0, 35.0, 65.0])))
+        policy = StorageResponsePolicy(rec, 0, storage=par, soc_points=7, tick=TICK)
+        grid = best_response(rec, 0, storage=par, soc_points=7, tick=TICK, storage_moves="full", storage_off_grid=False)
+        soc, total = par.soc_initial, 0.0
+        for h in range(H):
+            p_ch, p_dis = policy.bids([h], [soc])[0]
+            assert 0.0 <= p_ch <= p_dis <= rec.max_bid_price
+            v_dis = min(par.max_power_discharge, (soc - par.soc_min) * par.efficiency_discharge)
+            v_ch = min(par.max_power_charge, (par.soc_max - soc) / par.efficiency_charge)
+            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
+            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
+            sp[-1], sv[-1], dp[-1], dv[-1] = p_dis, v_dis, p_ch, v_ch
+            price, _, s_acc, d_acc, _ = reference_clear(
+                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
+                price_cap=rec.price_cap, price_floor=rec.price_floor)
+            total += s_acc[-1] * (price - rec.supply_cost[h, -1]) - d_acc[-1] * (price + rec.demand_cost[h, -1])
+            soc = float(np.clip(soc - s_acc[-1] / par.efficiency_discharge + d_acc[-1] * par.efficiency_charge,
+                                par.soc_min, par.soc_max))
+        assert total == pytest.approx(policy.best_profit, abs=1e-6), seed
+        if rec.clearing_price.max() <= rec.max_bid_price:  # the grid may wait where the env cannot
+            assert policy.best_profit >= grid.best_profit - 1e-6, seed
+    with pytest.raises(ValueError, match="hours"):
+        policy.bids([H], [par.soc_min])
+    plant = _02a_like([55.708, 55.708])
+    with pytest.raises(ValueError, match="not a storage unit"):
+        StorageResponsePolicy(plant, 0)
+
+
 def test_storage_exact_on_env_record_and_grid_convergence():
     """default scenario, 48 hours of random bids: the exact storage response is feasible,
     needs the scenario, and refines (weakly) as the grid gets finer in nested grids."""
@@ -727,8 +771,8 @@ def test_storage_full_moves_equal_the_enumeration_of_full_power_paths():
         par = StorageParams(max_power_charge=float(rng.uniform(15, 30)), max_power_discharge=float(rng.uniform(15, 30)),
                             efficiency_charge=0.9, efficiency_discharge=0.85, soc_min=0.0, soc_max=40.0,
                             soc_initial=float(rng.choice([0.0, 20.0, 40.0])))
-        full = best_response(rec, 0, storage=par, soc_points=9, tick=TICK, storage_moves="full")
-        anym = best_response(rec, 0, storage=par, soc_points=9, tick=TICK)
+        full = best_response(rec, 0, storage=par, soc_points=9, tick=TICK, storage_moves="full", storage_off_grid=False)
+        anym = best_response(rec, 0, storage=par, soc_points=9, tick=TICK, storage_off_grid=False)
         levels, g0 = A.soc_grid(par, 9)
         ks, qs = A._storage_moves(par, levels, rec.dt)
         r, _ = A._storage_hour_values(rec, A._slots(rec, 0), qs, TICK)
