@@ -461,7 +461,8 @@ class Learner:
         :class:`envs.analysis.Exploitability` of that episode), lowered by
         ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
         offer stays an offer); a storage unit that bids two-sided gets the break-even prices
-        of its whole-volume best response at the visited states of charge
+        of its whole-volume best response on the state-of-charge grid at the visited states
+        of charge
         (:func:`envs.analysis.storage_break_even_prices`; needs ``record`` and
         ``scenario``, the episode's :class:`~envs.record.EpisodeRecord` and scenario).
         Agents whose best response is not exact (storage analysed without its unit data)
@@ -480,7 +481,9 @@ class Learner:
                     continue
                 from envs.analysis import best_response, storage_break_even_prices
 
-                full = best_response(record, a, scenario=scenario, storage_moves="full")
+                # on the grid: the off-grid break-even prices made `default` worse
+                # (exploitability 0.644 -> 0.803, `python train.py`; RESULTS.md, eighth round)
+                full = best_response(record, a, scenario=scenario, storage_moves="full", storage_off_grid=False)
                 prices = storage_break_even_prices(full, record)[:H]
                 tgt[:, k, :2] = 2.0 * prices / cfg.max_bid_price - 1.0
                 continue
@@ -524,7 +527,8 @@ class Learner:
         renewable's targets are its best response to the equilibrium with ties resolved
         towards its marginal cost (the same market outcome), offers above cost lowered by
         ``best_response_teacher_margin`` (not below cost); a storage unit's are the
-        break-even prices of its whole-volume best response to the equilibrium at the
+        break-even prices of its whole feasible volume (the env's bid) by its whole-volume
+        best response to the equilibrium, searched off the state-of-charge grid, at the
         state of charge ``core`` reaches. Observations are those of ``core`` run with these
         bids. With ``fit``, ``equilibrium_teacher_steps`` imitation-only steps fit the
         actors first. Returns a one-line report (also when no equilibrium is found; then
@@ -570,6 +574,7 @@ class Learner:
             tgt[:, k, :d] = a
         # storage: the break-even prices of its whole-volume best response to the
         # equilibrium at the state of charge the env reaches (closed loop)
+        # off the grid: the break-even prices of the whole feasible volume (the env's bid)
         full = {int(k): best_response(eq.record, int(k), scenario=scenario, storage_moves="full")
                 for k in np.flatnonzero(storage)}
         col = {k: int(core.ls[k - core.sl_storage.start]) for k in full}

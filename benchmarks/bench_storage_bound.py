@@ -5,11 +5,11 @@
 For each scenario, the equilibrium reference (``envs.analysis.equilibrium``; for a
 scenario where it does not converge, its last iterate) fixes everyone's bids; for every
 learning storage unit this prints its best response over the episode with every net
-injection the state-of-charge grid allows (``storage_moves="any"``, the analysis's
-yardstick) and with full-volume moves only (``storage_moves="full"``: idle, the largest
-grid move within the power limit, or onto an end level -- what the env's one-price
-storage action does when its bid is accepted in full), and their ratio: a policy of the
-env's action reaches at least about the "full" profit and at most the "any" one.
+injection (``storage_moves="any"``, the analysis's yardstick, which may withhold) and with
+whole-volume bids only (``storage_moves="full"``: the env's own storage action, the whole
+feasible volume at one price, accepted in part where it sets the price), both with the
+search off the state-of-charge grid, and their ratio: how much of the yardstick a policy
+of the env's storage action can reach against those bids.
 A bare name that is not a built-in is looked up in ``../shared/scenarios/assume``.
 """
 

@@ -706,13 +706,19 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     p = np.where(q != 0, pr[hours_idx, m], np.nan)
     searched, off_grid, bid = off_grid, False, q
     if searched and G > 1:
-        dp = _OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS if moves == "any" else 0)
-        profit_o, q_o, p_o, bid_o, soc_o = dp.forward()
-        offer_thr, bid_thr = dp.thresholds()
-        if profit_o.sum() > best_profit.sum() + 1e-9 * (1.0 + abs(best_profit.sum())):
-            best_profit, q, soc, off_grid = profit_o, q_o, soc_o, True
-            bid = np.where(q_o != 0, bid_o, 0.0)
-            p = np.where(q_o != 0, p_o, np.nan)
+        # the env's action (whole volumes); "any" also with withholding, and the better of
+        # the two forward passes (interpolated values do not make a larger move set
+        # always find more)
+        dps = [_OffGridDP(record, sl, params, levels, tick, 0)]
+        if moves == "any":
+            dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole))
+        offer_thr, bid_thr = dps[0].thresholds()
+        for dp in dps:
+            profit_o, q_o, p_o, bid_o, soc_o = dp.forward()
+            if profit_o.sum() > best_profit.sum() + 1e-9 * (1.0 + abs(best_profit.sum())):
+                best_profit, q, soc, off_grid = profit_o, q_o, soc_o, True
+                bid = np.where(q_o != 0, bid_o, 0.0)
+                p = np.where(q_o != 0, p_o, np.nan)
     direction = np.sign(q).astype(np.int8)
     best_price = np.full((H, 2), np.nan)
     best_price[:, 0] = p
@@ -770,15 +776,15 @@ class _OffGridDP:
     (withholding). ``Vs[h]`` (``(H+1, G)``): the value from the start of hour ``h`` on."""
 
     def __init__(self, record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
-                 tick: float, volume_steps: int):
+                 tick: float, volume_steps: int, whole: dict | None = None):
         self.record, self.sl, self.params, self.levels = record, sl, params, levels
         H, G = record.n_hours, len(levels)
         self.dt = dt = float(record.dt)
         self.step = float(levels[1] - levels[0]) if G > 1 else 1.0
         self.C = C = _candidates(record, sl, tick, np.full((H, 1), np.nan))
         self.e_dis, self.e_ch = dt / params.efficiency_discharge, dt * params.efficiency_charge  # MWh per MW
-        self.whole = {}
-        for side in (1, -1):
+        self.whole = {} if whole is None else whole  # (another programme's, same record and levels)
+        for side in (1, -1) if whole is None else ():
             vols, inv = np.unique(self.volumes(side, levels), return_inverse=True)
             acc = np.zeros((H, len(vols), C.shape[1]))
             prof = np.zeros_like(acc)

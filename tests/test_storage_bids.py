@@ -175,7 +175,8 @@ def test_break_even_prices_replay_the_full_move_best_response():
         core.step(x)
     rec = core.episode_record()
     k = rec.agents.index(STORAGE)
-    full = best_response(rec, k, scenario=core.scenario, storage_moves="full")
+    # the grid's whole-volume moves: break-even prices are that programme's best response
+    full = best_response(rec, k, scenario=core.scenario, storage_moves="full", storage_off_grid=False)
     np.testing.assert_allclose(full.recorded_soc[:-1], soc_rec, rtol=1e-9, atol=1e-6)
     assert np.ptp(soc_rec) > 0 and full.best_profit > 0
     for states in ("best", "recorded"):
@@ -198,6 +199,16 @@ def test_break_even_prices_replay_the_full_move_best_response():
 
     closed = replay(lambda h, soc: storage_break_even_prices(full, rec, states=soc))
     assert 0.97 <= closed <= 1.1
+    # StorageResponsePolicy (off the grid, the env's own action, price-setting included)
+    # earns in the env what it promises, and more than the break-even prices
+    from envs.analysis import StorageResponsePolicy
+
+    policy = StorageResponsePolicy(rec, k, scenario=core.scenario)
+    promised = policy.best_profit
+    assert promised >= full.best_profit - 1e-6
+    got = replay(lambda h, soc: np.vstack([np.zeros((h, 2)), policy.bids([h], soc[h:h + 1])])) * full.best_profit
+    assert 0.97 * promised <= got <= 1.03 * promised
+    assert got > closed * full.best_profit
     assert replay(lambda h, soc: storage_break_even_prices(full, rec, states="recorded")) < 0.5
     with pytest.raises(ValueError, match="exact storage"):
         storage_break_even_prices(best_response(rec, 0), rec)

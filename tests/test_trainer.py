@@ -537,7 +537,7 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response(storag
             from envs.analysis import best_response, storage_break_even_prices
 
             rec = refreshes[-1][2]["record"]
-            full = best_response(rec, a, scenario=sc, storage_moves="full")
+            full = best_response(rec, a, scenario=sc, storage_moves="full", storage_off_grid=False)
             want = 2.0 * storage_break_even_prices(full, rec) / cfg.max_bid_price - 1.0
             np.testing.assert_allclose(tgt[:, k, :2], want, atol=1e-6)
             assert np.ptp(want) > 0
