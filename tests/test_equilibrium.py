@@ -228,3 +228,20 @@ def test_whole_volume_storage_equilibrium():
     assert whole.all() and (q != 0).any()
     with pytest.raises(ValueError, match="storage_moves"):
         equilibrium(sc, hours=4, storage_moves="some")
+
+
+def test_equilibrium_off_the_grid_certifies_with_off_grid_best_responses():
+    """``storage_off_grid=True``: the search adopts off-grid schedules (their bid volumes)
+    and its certificate is the off-grid best responses to the final profile; the
+    storage's recorded profit is what the simulated profile pays it."""
+    from envs.analysis import best_response
+
+    sc = load_scenario("default")
+    eq = equilibrium(sc, hours=24, storage_moves="full", storage_off_grid=True, max_passes=10)
+    k = eq.kinds.index("storage")
+    br = best_response(eq.record, k, scenario=sc, storage_moves="full")
+    assert eq.certificate.responses[eq.agents[k]].best_profit == pytest.approx(br.best_profit, rel=1e-9)
+    assert eq.best_response_profit[k] == pytest.approx(br.best_profit, rel=1e-9)
+    np.testing.assert_allclose(eq.profit, eq.record.agent_profit.sum(axis=0))
+    if eq.converged:
+        assert np.all(eq.residual_gain <= eq.tolerance + 1e-9)
