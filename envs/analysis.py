@@ -81,7 +81,12 @@ candidate prices, accepted in full or, where the bid sets the price, in part (ex
 the env's storage action); or ``j/12`` of the power limit (``j = 1..12``, each way)
 accepted in full. A forward pass from the initial state of charge then takes, hour by
 hour, the best of these moves at the exact (off-grid) state of charge and books the
-profit the market really pays for it. That schedule is feasible and its profit exact, so
+profit the market really pays for it. A second programme and pass use the whole-volume
+moves alone, exactly as the env's action allows them (waiting only where some price on
+each side trades nothing; no offer at the bottom of the range or charge bid at its top,
+which would leave the other side of a two-sided bid no price that keeps it out):
+interpolated values do not make the larger move set always find more, and
+``storage_moves="full"`` is this pass. That schedule is feasible and its profit exact, so
 it is a lower bound of the true (continuous) best response, as the grid's is; the
 analysis reports the better of the two (``BestResponse.off_grid`` says which). With the
 off-grid search, the break-even prices are those of the whole feasible volume by its
