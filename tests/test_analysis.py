@@ -466,6 +466,22 @@ def _storage_record(o_p, o_v, fixed, *, own_cost=(0.0, 0.0), mechanism="pay_as_c
     )
 
 
+def _reclear_storage_hour(rec, h, p_ch, p_dis, v_ch, v_dis, mechanism="pay_as_clear"):
+    """Hour ``h`` of a ``_storage_record`` re-cleared by ``reference_clear`` with the
+    storage's charge bid ``v_ch`` MW at ``p_ch`` and offer ``v_dis`` MW at ``p_dis``:
+    its accepted net injection (MW, + sold) and profit of the hour."""
+    sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
+    sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
+    sp[-1], sv[-1], dp[-1], dv[-1] = p_dis, v_dis, p_ch, v_ch
+    price, _, s_acc, d_acc, _ = reference_clear(
+        list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
+        price_cap=rec.price_cap, price_floor=rec.price_floor)
+    pay_s = p_dis if mechanism == "pay_as_bid" else price
+    pay_d = p_ch if mechanism == "pay_as_bid" else price
+    profit = s_acc[-1] * (pay_s - rec.supply_cost[h, -1]) - d_acc[-1] * (pay_d + rec.demand_cost[h, -1])
+    return s_acc[-1] - d_acc[-1], profit
+
+
 def test_storage_hand_computed_arbitrage():
     """Cheap hour then dear hour, others' curves flat: charge 50 MW at 10, sell the 36 MW
     it yields at 50 (the 50 EUR plant still sets the price)."""
@@ -564,16 +580,9 @@ def test_storage_dp_matches_brute_force_paths(mechanism):
             if q == 0:
                 assert br.best_profit_per_hour[h] == 0.0
                 continue
-            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
-            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
-            sp[-1], dp[-1] = br.best_price[h, 0], br.best_price[h, 0]
-            sv[-1], dv[-1] = max(q, 0), max(-q, 0)
-            price, _, s_acc, d_acc, _ = reference_clear(
-                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
-                price_cap=rec.price_cap, price_floor=rec.price_floor)
-            pay = br.best_price[h, 0] if mechanism == "pay_as_bid" else price
-            prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
-            assert s_acc[-1] - d_acc[-1] == pytest.approx(q)
+            p = br.best_price[h, 0]
+            net, prof = _reclear_storage_hour(rec, h, p, p, max(-q, 0), max(q, 0), mechanism)
+            assert net == pytest.approx(q)
             assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
 
 
@@ -619,16 +628,9 @@ def test_storage_off_grid_schedule_is_feasible_and_replays_to_its_profit(mechani
             if b == 0:
                 assert br.best_volume[h] == 0 and br.best_profit_per_hour[h] == 0.0
                 continue
-            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
-            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
-            sp[-1], dp[-1] = br.best_price[h, 0], br.best_price[h, 0]
-            sv[-1], dv[-1] = max(b, 0), max(-b, 0)
-            price, _, s_acc, d_acc, _ = reference_clear(
-                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
-                price_cap=rec.price_cap, price_floor=rec.price_floor)
-            pay = br.best_price[h, 0] if mechanism == "pay_as_bid" else price
-            prof = s_acc[-1] * (pay - rec.supply_cost[h, -1]) - d_acc[-1] * (pay + rec.demand_cost[h, -1])
-            assert s_acc[-1] - d_acc[-1] == pytest.approx(br.best_volume[h], abs=1e-7)
+            p = br.best_price[h, 0]
+            net, prof = _reclear_storage_hour(rec, h, p, p, max(-b, 0), max(b, 0), mechanism)
+            assert net == pytest.approx(br.best_volume[h], abs=1e-7)
             assert prof == pytest.approx(br.best_profit_per_hour[h], abs=1e-6)
     assert found >= 2  # the coarse grid leaves something to find in most of these markets
 
@@ -658,14 +660,9 @@ def test_storage_response_policy_in_closed_loop_earns_the_whole_volume_best_resp
             assert 0.0 <= p_ch <= p_dis <= rec.max_bid_price
             v_dis = min(par.max_power_discharge, (soc - par.soc_min) * par.efficiency_discharge)
             v_ch = min(par.max_power_charge, (par.soc_max - soc) / par.efficiency_charge)
-            sp, dp = rec.supply_price[h].copy(), rec.demand_price[h].copy()
-            sv, dv = rec.supply_volume[h].copy(), rec.demand_volume[h].copy()
-            sp[-1], sv[-1], dp[-1], dv[-1] = p_dis, v_dis, p_ch, v_ch
-            price, _, s_acc, d_acc, _ = reference_clear(
-                list(zip(sp, sv)), [(rec.price_cap, rec.fixed_demand[h])] + list(zip(dp, dv)),
-                price_cap=rec.price_cap, price_floor=rec.price_floor)
-            total += s_acc[-1] * (price - rec.supply_cost[h, -1]) - d_acc[-1] * (price + rec.demand_cost[h, -1])
-            soc = float(np.clip(soc - s_acc[-1] / par.efficiency_discharge + d_acc[-1] * par.efficiency_charge,
+            net, prof = _reclear_storage_hour(rec, h, p_ch, p_dis, v_ch, v_dis)
+            total += prof
+            soc = float(np.clip(soc - max(net, 0) / par.efficiency_discharge - min(net, 0) * par.efficiency_charge,
                                 par.soc_min, par.soc_max))
         assert total == pytest.approx(policy.best_profit, abs=1e-6), seed
         if rec.clearing_price.max() <= rec.max_bid_price:  # the grid may wait where the env cannot
