@@ -353,6 +353,18 @@ class LearningConfig:
     teach it what to bid there. 0: no rollouts. A resume keeps the rows (they are in the
     run state) and does not roll out again. Must be >= 0. Default: 3."""
 
+    equilibrium_teacher_storage_refresh: bool = True
+    """With `equilibrium_teacher`, for the storage units it teaches: every refresh of
+    the best-response teacher (after each training episode, see
+    `best_response_teacher_interval`, and at every evaluation) also adds the break-even
+    prices of each such unit's best response to that deterministic episode, at the
+    states of charge the episode visited (the targets `best_response_teacher` gives a
+    storage unit, on the state-of-charge grid), besides the equilibrium's rows. Those
+    rows hold along the equilibrium's path and its DAgger rollouts; these follow the
+    policies as they train and answer the other unit's current bids. false: the
+    equilibrium's rows only. Measured on example_02e (benchmarks/RESULTS.md, ninth
+    round). Default: True."""
+
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
     between hours (plants without start-up costs, renewables), `gamma` for storage and
@@ -434,6 +446,19 @@ class LearningConfig:
     example_03a's 143 critics) run on one thread or on all usable cores, whichever the
     learner's timing finds faster, re-timed every 20 steps (:mod:`agents.threads`; the
     results are the same either way). Must be >= 1. Default: None."""
+
+    foresight: int | str = "auto"
+    """Time steps of forecasts (residual load, price) and of realised price history in
+    every agent's observation (the env option of the same name; ASSUME's layout,
+    3 x foresight + 2 values). "auto": 12, or, when a learning storage unit is in the
+    market, long enough to see one whole cycle of the slowest one -- its time to fill
+    plus its time to empty at full power, rounded up to whole days, at most a week
+    (example_02e: 5,000 MWh at 150 MW -> 72 h; `default`'s pumped storage -> 24 h). A
+    storage unit's value of stored energy depends on prices beyond 12 hours: on
+    example_02e the actors fitted to the equilibrium teacher reached exploitability 0.54
+    with 12 hours and 0.19 with 72 (benchmarks/RESULTS.md, ninth round). Policies trained
+    with one foresight cannot be loaded with another. Must be >= 1 or "auto".
+    Default: "auto"."""
 
     episode_hours: int | None = None
     """Length of a training episode in hours (env option ``episode_hours``, see
@@ -682,6 +707,12 @@ class LearningConfig:
             return 1.0 - self.gamma if self.gamma < 1.0 else 1.0
         return float(self.critic_reward_scale)
 
+    def resolved_foresight(self, scenario) -> int:
+        """`foresight` as a number of time steps for ``scenario`` ("auto": see the key)."""
+        if self.foresight != "auto":
+            return int(self.foresight)
+        return auto_foresight(scenario)
+
     def resolved_device(self) -> str:
         """The concrete torch device string: "auto" becomes "cuda" when available,
         else "cpu". Imports torch lazily. Raises :class:`ConfigError` when a cuda
@@ -762,6 +793,8 @@ _MAX_BUFFER = 2_000_000_000
 _MAX_SEED = 2**63 - 1
 _MAX_ENVS = 65_536
 _MAX_THREADS = 1024
+_MAX_FORESIGHT = 10_000  # the checkpoint manifest's bound
+AUTO_FORESIGHT_STEPS = 12  # "auto" foresight without learning storage (the env's default)
 _MAX_WIDTH = 1_000_000
 _MAX_LAYERS = 64
 
@@ -1023,6 +1056,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "equilibrium_teacher": _auto_or(_to_bool),
     "equilibrium_teacher_steps": _int(0, maximum=10_000_000),
     "equilibrium_teacher_rollouts": _int(0, maximum=1000),
+    "equilibrium_teacher_storage_refresh": _to_bool,
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share"),
@@ -1033,6 +1067,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),
     "torch_threads": _optional(_int(1, maximum=_MAX_THREADS), auto=True),
+    "foresight": _auto_or(_int(1, maximum=_MAX_FORESIGHT)),
     "episode_hours": _optional(_int(1)),
     "random_start": _to_bool,
     "demand_noise": _float(0.0, 1.0),
@@ -1092,3 +1127,23 @@ def _hint(key: str) -> str:
     probe = str(key).strip().lower().replace("-", "_")
     match = difflib.get_close_matches(probe, sorted(_FIELD_NAMES), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def auto_foresight(scenario) -> int:
+    """The "auto" `foresight` of ``scenario``, in time steps: 12, or, with learning
+    storage units, one whole cycle of the slowest (time to fill plus time to empty at
+    full power from its lowest to its highest state of charge) rounded up to whole
+    days, at most a week."""
+    st = scenario.storages
+    hours = 0.0
+    for i, learning in enumerate(st.learning):
+        if not learning:
+            continue
+        usable = float((st.max_soc[i] - st.min_soc[i]) * st.capacity[i])
+        fill = usable / max(float(st.max_power_charge[i] * st.efficiency_charge[i]), 1e-9)
+        empty = usable * float(st.efficiency_discharge[i]) / max(float(st.max_power_discharge[i]), 1e-9)
+        hours = max(hours, fill + empty)
+    if hours <= 0:
+        return AUTO_FORESIGHT_STEPS
+    days = min(math.ceil(hours / 24.0 - 1e-9), 7)
+    return max(AUTO_FORESIGHT_STEPS, math.ceil(days * 24.0 / float(scenario.time_step_hours) - 1e-9))

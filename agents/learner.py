@@ -444,8 +444,12 @@ class Learner:
 
     @property
     def _br_taught(self) -> np.ndarray:
-        """The units taught best-response targets (not those the equilibrium teaches)."""
-        return self.teach_mask & ~self.equilibrium_mask
+        """The units taught best-response targets: those the equilibrium does not teach,
+        and with `equilibrium_teacher_storage_refresh` the storage units it teaches."""
+        taught = self.teach_mask & ~self.equilibrium_mask
+        if self.config.equilibrium_teacher_storage_refresh and self.unit_kinds is not None:
+            taught |= self.teach_mask & self.equilibrium_mask & (np.asarray(self.unit_kinds) == "storage")
+        return taught
 
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
@@ -493,7 +497,7 @@ class Learner:
             # but a discharge offer must not turn into a charge bid
             low = np.where(best >= 0, 0.0, -1.0) if r.kind == "storage" else -1.0
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
-        tgt[:, self.equilibrium_mask] = np.nan  # taught by the equilibrium's rows
+        tgt[:, ~self._br_taught] = np.nan  # not taught here (e.g. by the equilibrium's rows only)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:

@@ -51,9 +51,10 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
 
 
 def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
-                    evaluation: bool = False) -> dict[str, Any]:
+                    evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price`` and ``regret_scale`` and the episode options of
+    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``foresight`` (resolved for
+    ``scenario``; left to the env's default without one) and the episode options of
     :func:`envs.episode_options` (training env, or with ``evaluation=True`` the
     evaluation env: the held-out window when ``holdout_hours`` is set) unless given."""
     from envs.episodes import episode_options
@@ -62,6 +63,10 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
+    if os.environ.get("MZ_FORESIGHT"):  # EXPERIMENT
+        opts.setdefault("foresight", int(os.environ["MZ_FORESIGHT"]))
+    if scenario is not None:
+        opts.setdefault("foresight", config.resolved_foresight(scenario))
     for k, v in episode_options(config, evaluation=evaluation).items():
         opts.setdefault(k, v)
     return opts
@@ -127,8 +132,8 @@ class Trainer:
         configure_torch_threads(cfg)
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
-        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options))
-        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
+        self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
         self.eval_core.recording = True
         core = self.core
         if core.n == 0:
@@ -263,7 +268,7 @@ class Trainer:
         :attr:`equilibrium_teacher_report`."""
         if self.equilibrium_teacher_report is not None or not self.learner.equilibrium_teacher_wanted(self.core):
             return
-        opts = {k: v for k, v in env_options_for(self.config, self.env_options).items()
+        opts = {k: v for k, v in env_options_for(self.config, self.env_options, scenario=self.scenario).items()
                 if k not in ("random_start", "demand_noise", "availability_noise")}
         # the training window from hour 0, no noise; copies for the rollouts after the fit
         # (equilibrium_teacher_rollouts; a resume neither fits nor rolls out)
@@ -308,9 +313,12 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
         over["device"] = device
     cfg = config.with_overrides(over)
     opts = dict(env_options or {})
-    if info.get("foresight"):
-        opts.setdefault("foresight", info["foresight"])
-    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True))
+    # the checkpoint's foresight (recorded, else implied by its observation size:
+    # 3 x foresight + the unique values)
+    fs = info.get("foresight") or (int(manifest["obs_dim"]) - int(manifest["unique_obs_len"])) // 3
+    if fs >= 1:
+        opts.setdefault("foresight", fs)
+    core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))
     learner = Learner(cfg, list(core.agents), core.obs_dim, core.act_dims.tolist(), num_envs=1, seed=run_seed)

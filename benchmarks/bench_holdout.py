@@ -67,7 +67,7 @@ def run(scenario, name: str, keys: dict, seed: int, episodes: int, overrides: li
                  analysis=False)
     # evaluate on the held-out window only
     tr.eval_core = envs.MarketCore(scenario, num_envs=1, max_bid_price=cfg.max_bid_price,
-                                   regret_scale=cfg.regret_scale, **eval_opts)
+                                   regret_scale=cfg.regret_scale, foresight=tr.core.foresight, **eval_opts)
     tr.eval_core.recording = True
     clock = 0.0
     curve = []

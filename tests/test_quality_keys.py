@@ -539,8 +539,11 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
     """equilibrium_teacher true on 24 hours of `default` (two CCGTs with start-up costs,
     a storage that bids two-sided; "auto" leaves this market out): the equilibrium with
     whole-volume storage moves is found, every unit is taught by it (no best-response
-    refreshes), and the storage's targets are the break-even prices of its whole-volume
-    best response to the equilibrium at the state of charge the env is in."""
+    refreshes for the plants), and the storage's targets are the break-even prices of its
+    whole-volume best response to the equilibrium at the state of charge the env is in.
+    With equilibrium_teacher_storage_refresh (the default) every evaluation also teaches
+    the storage the break-even prices of its best response to that episode at the states
+    of charge it visited; false: no refreshes at all."""
     from envs.analysis import best_response, equilibrium, storage_break_even_prices
 
     sc = load_scenario("default")
@@ -554,8 +557,10 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
     tr.prepare_equilibrium_teacher()
     assert tr.equilibrium_teacher_report.startswith("equilibrium teacher: equilibrium found")
     obs, tgt = le.equilibrium_rows
-    assert le.equilibrium_mask.all() and np.isfinite(tgt[:, :, :2]).all() and not le.teacher_due(3)
     k = list(tr.core.agent_kind).index("storage")
+    assert le.equilibrium_mask.all() and np.isfinite(tgt[:, :, :2]).all()
+    np.testing.assert_array_equal(le._br_taught, np.arange(tr.n) == k)
+    assert le.teacher_due(3) and le.teacher_data == []
     mbp = tr.core.max_bid_price
     eq = equilibrium(sc, hours=24, max_bid_price=mbp, storage_moves="full", max_passes=10)
     full = best_response(eq.record, k, scenario=sc, storage_moves="full")
@@ -565,5 +570,73 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
     p = storage_break_even_prices(full, eq.record, states=np.full(24, soc0))[0]
     np.testing.assert_allclose(tgt[0, k, :2], np.clip(2 * p / mbp - 1, -1, 1), atol=1e-6)
     assert np.ptp(obs[:, k, -2]) > 0  # the state of charge moves along the taught path
-    tr.close()
-    auto.close()
+    # the refresh: the storage's break-even prices against the evaluated episode, at the
+    # states of charge it visited; no plant targets
+    ev = tr.evaluate()
+    (obs_r, tgt_r), = le.teacher_data
+    full_r = best_response(ev.record, k, scenario=sc, storage_moves="full", storage_off_grid=False)
+    p_r = storage_break_even_prices(full_r, ev.record)
+    np.testing.assert_allclose(tgt_r[:, k, :2], 2 * p_r / mbp - 1, atol=1e-6)
+    assert np.isnan(tgt_r[:, np.arange(tr.n) != k]).all()
+    off = Trainer(sc, cfg.with_overrides(["equilibrium_teacher_storage_refresh=false"]), run_dir=None, seed=0,
+                  progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    off.prepare_equilibrium_teacher()
+    assert not off.learner._br_taught.any() and not off.learner.teacher_due(3)
+    off.evaluate()
+    assert off.learner.teacher_data == []
+    for t in (tr, auto, off):
+        t.close()
+
+
+def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_path):
+    """foresight "auto": 12 steps without learning storage; with it, the slowest learning
+    unit's time to fill plus time to empty, in whole days, at most a week, in time steps;
+    a number overrides it; the trainer's env, its checkpoints and `evaluate` follow it, and
+    a checkpoint of another foresight is refused with the key to set."""
+    import dataclasses
+
+    from agents.checkpoint import CheckpointError, load_checkpoint
+    from agents.config import auto_foresight
+    from agents.trainer import evaluate_policy
+
+    assert auto_foresight(load_scenario("tiny")) == 12  # no storage
+    sc = load_scenario("default")  # learning pumped storage: 16 h to fill and empty
+    st = sc.storages
+    k = int(np.flatnonzero(st.learning)[0])
+    usable = (st.max_soc[k] - st.min_soc[k]) * st.capacity[k]
+    cycle = usable / (st.max_power_charge[k] * st.efficiency_charge[k]) + usable * st.efficiency_discharge[k] / st.max_power_discharge[k]
+    assert 12 < cycle <= 24 and auto_foresight(sc) == 24
+
+    def with_storage(**kw):
+        arrays = {f: np.array(getattr(st, f), dtype=float) for f in kw}
+        for f, v in kw.items():
+            arrays[f][k] = v
+        return dataclasses.replace(sc, storages=dataclasses.replace(st, **arrays))
+
+    # 5,000 MWh at 150 MW both ways, lossless, 0..100 %: 66.7 h -> 3 days
+    big = with_storage(capacity=5000.0, max_power_charge=150.0, max_power_discharge=150.0, efficiency_charge=1.0,
+                       efficiency_discharge=1.0, min_soc=0.0, max_soc=1.0)
+    assert auto_foresight(big) == 72
+    assert auto_foresight(with_storage(capacity=1e6)) == 168  # at most a week
+    assert auto_foresight(with_storage(capacity=1.0)) == 24  # a whole day at least
+    quarter = dataclasses.replace(big, time_step_hours=0.25)
+    assert auto_foresight(quarter) == 72 * 4  # in time steps
+    no_learning = dataclasses.replace(sc, storages=dataclasses.replace(st, learning=np.zeros(len(st.names), dtype=bool)))
+    assert auto_foresight(no_learning) == 12
+
+    small = SMALL + ["training_episodes=2", "equilibrium_reference=false"]
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(small)
+    assert cfg.foresight == "auto" and cfg.resolved_foresight(sc) == 24
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert tr.core.foresight == tr.eval_core.foresight == 24 and tr.core.obs_dim == 3 * 24 + 2
+    tr.learner.save(tmp_path / "ck")
+    cfg12 = cfg.with_overrides(["foresight=12"])
+    tr12 = Trainer(sc, cfg12, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert tr12.core.foresight == 12 and tr12.core.obs_dim == 3 * 12 + 2
+    with pytest.raises(CheckpointError, match="foresight=24"):
+        load_checkpoint(tmp_path / "ck", tr12.algo, tr12.agents)
+    # evaluate reads the checkpoint's foresight, whatever the config says
+    ev, core = evaluate_policy(sc, cfg12, tmp_path / "ck", env_options={"max_cycles": 24}, analysis=False)
+    assert core.foresight == 24 and ev.record.n_hours == 24
+    with pytest.raises(ConfigError, match="foresight"):
+        cfg.with_overrides(["foresight=0"])

@@ -315,11 +315,11 @@ class _Run:
         self.exact = exact
         self.host, self.port = host, int(port)
         self.remote = [_parse_addr(w) for w in workers] if workers else []
-        self.env_options = env_options_for(cfg, env_options)
+        self.env_options = env_options_for(cfg, env_options, scenario=scenario)
         # the market's cores (the market agent steps them; the runtime reads their sizes
         # and runs the final evaluation on the evaluation core)
         self.core = core = MarketCore(scenario, num_envs=cfg.num_envs, **self.env_options)
-        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True))
+        self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
         self.eval_core.recording = True
         if self.eval_core.max_cycles != core.max_cycles:
             raise ValueError(
