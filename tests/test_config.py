@@ -88,7 +88,7 @@ def test_defaults():
         equilibrium_teacher="auto",
         equilibrium_teacher_steps=3000,
         equilibrium_teacher_rollouts=3,
-        equilibrium_teacher_storage_refresh=True,
+        equilibrium_teacher_storage_refresh=False,
         per_unit_gamma="auto",
         critic_search="auto",
         best_policy_metric="auto",

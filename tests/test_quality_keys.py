@@ -541,14 +541,14 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
     whole-volume storage moves is found, every unit is taught by it (no best-response
     refreshes for the plants), and the storage's targets are the break-even prices of its
     whole-volume best response to the equilibrium at the state of charge the env is in.
-    With equilibrium_teacher_storage_refresh (the default) every evaluation also teaches
-    the storage the break-even prices of its best response to that episode at the states
-    of charge it visited; false: no refreshes at all."""
+    With equilibrium_teacher_storage_refresh true every evaluation also teaches the
+    storage the break-even prices of its best response to that episode at the states of
+    charge it visited; false (the default): no refreshes at all."""
     from envs.analysis import best_response, equilibrium, storage_break_even_prices
 
     sc = load_scenario("default")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
-        SMALL + ["equilibrium_teacher=true", "equilibrium_teacher_steps=200"])
+        SMALL + ["equilibrium_teacher=true", "equilibrium_teacher_steps=200", "equilibrium_teacher_storage_refresh=true"])
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     le = tr.learner
     auto = Trainer(sc, cfg.with_overrides(["equilibrium_teacher=auto"]), run_dir=None, seed=0, progress=False,
@@ -589,10 +589,10 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
 
 
 def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_path):
-    """foresight "auto": 12 steps without learning storage; with it, the slowest learning
-    unit's time to fill plus time to empty, in whole days, at most a week, in time steps;
-    a number overrides it; the trainer's env, its checkpoints and `evaluate` follow it, and
-    a checkpoint of another foresight is refused with the key to set."""
+    """foresight "auto": 12 steps, unless a learning storage unit takes more than a day to
+    fill and empty; then the slowest such cycle in whole days, at most a week, in time
+    steps; a number overrides it; the trainer's env, its checkpoints and `evaluate`
+    follow it, and a checkpoint of another foresight is refused with the key to set."""
     import dataclasses
 
     from agents.checkpoint import CheckpointError, load_checkpoint
@@ -605,7 +605,7 @@ def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_p
     k = int(np.flatnonzero(st.learning)[0])
     usable = (st.max_soc[k] - st.min_soc[k]) * st.capacity[k]
     cycle = usable / (st.max_power_charge[k] * st.efficiency_charge[k]) + usable * st.efficiency_discharge[k] / st.max_power_discharge[k]
-    assert 12 < cycle <= 24 and auto_foresight(sc) == 24
+    assert 12 < cycle <= 24 and auto_foresight(sc) == 12  # within a day: the default window
 
     def with_storage(**kw):
         arrays = {f: np.array(getattr(st, f), dtype=float) for f in kw}
@@ -618,7 +618,8 @@ def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_p
                        efficiency_discharge=1.0, min_soc=0.0, max_soc=1.0)
     assert auto_foresight(big) == 72
     assert auto_foresight(with_storage(capacity=1e6)) == 168  # at most a week
-    assert auto_foresight(with_storage(capacity=1.0)) == 24  # a whole day at least
+    assert auto_foresight(with_storage(capacity=4600.0)) == 12  # 23.8 h: within a day
+    assert auto_foresight(with_storage(capacity=4700.0)) == 48  # 24.3 h: two days
     quarter = dataclasses.replace(big, time_step_hours=0.25)
     assert auto_foresight(quarter) == 72 * 4  # in time steps
     no_learning = dataclasses.replace(sc, storages=dataclasses.replace(st, learning=np.zeros(len(st.names), dtype=bool)))
@@ -626,7 +627,9 @@ def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_p
 
     small = SMALL + ["training_episodes=2", "equilibrium_reference=false"]
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(small)
-    assert cfg.foresight == "auto" and cfg.resolved_foresight(sc) == 24
+    assert cfg.foresight == "auto" and cfg.resolved_foresight(sc) == 12 and cfg.resolved_foresight(big) == 72
+    cfg = cfg.with_overrides(["foresight=24"])
+    assert cfg.resolved_foresight(sc) == cfg.resolved_foresight(big) == 24
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     assert tr.core.foresight == tr.eval_core.foresight == 24 and tr.core.obs_dim == 3 * 24 + 2
     tr.learner.save(tmp_path / "ck")
