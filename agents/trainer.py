@@ -63,8 +63,6 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
-    if os.environ.get("MZ_FORESIGHT"):  # EXPERIMENT
-        opts.setdefault("foresight", int(os.environ["MZ_FORESIGHT"]))
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
     for k, v in episode_options(config, evaluation=evaluation).items():
