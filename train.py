@@ -203,10 +203,20 @@ def _flag_overrides(args: argparse.Namespace, flags: tuple[str, ...]) -> list[st
     """``KEY=VALUE`` overrides for those of ``flags`` given on the command line."""
     return [f"{_FLAG_KEYS[f]}={getattr(args, f)}" for f in flags if getattr(args, f) is not None]
 
+def _resumed_config(config: dict, source: str):
+    """The learning config of a run to resume, from its run state. Runs started before
+    `foresight` was a key observed the env's 12 steps: their config gets that number."""
+    from agents.config import AUTO_FORESIGHT_STEPS, LearningConfig
+
+    cfg = LearningConfig.from_dict(config, source=source)
+    if "foresight" not in config:
+        cfg = cfg.with_overrides({"foresight": AUTO_FORESIGHT_STEPS})
+    return cfg
+
+
 def _setup_train(args: argparse.Namespace):
     """Scenario, config, seed, run folder (claimed and locked) and resume state of a
     ``train`` command; raises one of :func:`_user_errors`."""
-    from agents.config import LearningConfig
     from agents.recorder import read_run_state
     from agents.rundir import claim_run_dir
     from agents.trainer import resolve_seed
@@ -223,7 +233,7 @@ def _setup_train(args: argparse.Namespace):
         state = read_run_state(args.resume)
         info = state["info"]
         sc, _ = _load(args, info.get("scenario", "default"), info.get("study_case"), info.get("learning_units"))
-        cfg = LearningConfig.from_dict(state["config"], source=f"{args.resume}/state.pt config")
+        cfg = _resumed_config(state["config"], f"{args.resume}/state.pt config")
         extra = _flag_overrides(args, ("episodes", "device"))
         if extra:
             cfg = cfg.with_overrides(extra)
@@ -238,7 +248,9 @@ def _setup_train(args: argparse.Namespace):
         if extra:
             cfg = cfg.with_overrides(extra)
         seed = resolve_seed(None, cfg, sc)
-        cfg = cfg.with_overrides({"seed": seed})  # recorded in the run's config.yaml
+        # recorded in the run's config.yaml (the foresight as a number, so that a resume
+        # observes what the run did whatever "auto" becomes)
+        cfg = cfg.with_overrides({"seed": seed, "foresight": cfg.resolved_foresight(sc)})
     cfg.resolved_device()  # cuda without a GPU is one line now, before any work
     if args.containers != 1 and args.runtime != "mango":
         raise ValueError("--containers needs --runtime mango")

@@ -1406,3 +1406,20 @@ def test_resume_with_the_equilibrium_teacher_is_bit_identical(tmp_path):
     for key in ("actor", "critic", "actor_target", "critic_target"):
         assert all(torch.equal(x, y) for x, y in zip(a[key], b[key])), key
     assert history_rows(tmp_path / "full" / "history.csv") == history_rows(tmp_path / "cut" / "history.csv")
+
+
+def test_a_run_records_its_foresight_as_a_number_and_old_run_states_resume_with_12(tmp_path, capsys):
+    """train.py writes the resolved foresight into the run's config (a resume then observes
+    what the run did, whatever "auto" becomes); a run state from before the key existed
+    resumes with the env's 12 steps that every such run had."""
+    from agents.config import LearningConfig
+
+    rc, err = cli(capsys, "--scenario", "tiny", "--episodes", "1", "--out", tmp_path / "r", "--quiet", "--no-plots",
+                  "--set", "equilibrium_reference=false")
+    assert rc == 0, err
+    saved = LearningConfig.load(tmp_path / "r" / "config.yaml")
+    assert saved.foresight == 12 and "foresight: 12" in (tmp_path / "r" / "config.yaml").read_text()
+    assert read_run_state(tmp_path / "r")["config"]["foresight"] == 12
+    assert train_cli._resumed_config({"batch_size": 8}, "old state").foresight == 12
+    assert train_cli._resumed_config({"foresight": 72}, "new state").foresight == 72
+    assert train_cli._resumed_config({"foresight": "auto"}, "new state").foresight == "auto"
