@@ -623,11 +623,11 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
     manifest, actors = load_actor_files(d)
     old_agents = list(manifest["agents"])
     if manifest["obs_dim"] != algo.obs_dim or manifest["unique_obs_len"] != algo.unique_obs_len:
+        trained = (manifest["obs_dim"] - manifest["unique_obs_len"]) // 3  # obs = 3 x foresight + unique
         raise CheckpointError(
             f"{d}: observation size {manifest['obs_dim']} (unique {manifest['unique_obs_len']}) does not match the "
             f"environment's {algo.obs_dim} (unique {algo.unique_obs_len}): the checkpoint was trained with another foresight; "
-            f"set learning_config foresight to {(manifest['obs_dim'] - manifest['unique_obs_len']) // 3} (e.g. "
-            f"--set foresight={(manifest['obs_dim'] - manifest['unique_obs_len']) // 3})"
+            f"set learning_config foresight to {trained} (e.g. --set foresight={trained})"
         )
     if list(manifest["actor_hidden_sizes"]) != list(algo.actor_hidden_sizes) or (
         load_critics and list(manifest["critic_hidden_sizes"]) != list(algo.critic_hidden_sizes)
