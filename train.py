@@ -303,6 +303,7 @@ def _train(args: argparse.Namespace, sc, cfg, seed: int, out: Path, state) -> in
     except errors as exc:
         return _fail(exc)
     try:
+        trainer.start_equilibrium_reference()  # the final summary's reference, computed alongside training
         result = trainer.train()
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  python train.py --resume {out}", file=sys.stderr)

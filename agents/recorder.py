@@ -408,10 +408,13 @@ def early_stop_message(config: LearningConfig, episode: int) -> str:
 
 def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore,
                result: TrainResult, *, analysis: bool = True, plots: bool = True,
-               extra: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
+               pending_reference: Any = None) -> dict[str, Any]:
     """The end of a run (both runtimes): load ``best`` (when saved), evaluate it, write
     ``RUN_DIR/summary.json`` (with ``extra`` merged in), print the summary and, with
-    ``plots``, draw the PNG figures. Returns the summary."""
+    ``plots``, draw the PNG figures. Returns the summary. ``pending_reference``: the
+    equilibrium reference started while the run trained
+    (:class:`agents.reference.PendingEquilibrium`), if any."""
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
@@ -430,7 +433,7 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     out = recorder.run_dir
     from .reference import add_equilibrium_reference  # equilibrium profits, verdict, distance, plot
 
-    add_equilibrium_reference(summary, scenario, learner.config, ev, echo=echo,
+    add_equilibrium_reference(summary, scenario, learner.config, ev, echo=echo, pending=pending_reference,
                               plots_dir=out / "plots" if plots and out is not None else None)
     if out is not None:
         write_json_atomic(out / "summary.json", summary)

@@ -12,10 +12,18 @@ The equilibrium is computed only when it is cheap: ``learning_config.equilibrium
 on (the default) and at most :data:`MAX_EQUILIBRIUM_AGENTS` learning agents, over the
 same hours as the evaluation episode (a held-out window that does not start at the first
 hour is skipped); otherwise one note says why it is skipped.
+
+During training the reference is computed alongside the run: :class:`PendingEquilibrium`
+starts it in a separate process when training starts (on a machine with at least two
+usable cores; the trainer uses one torch thread for small networks, so the search runs on
+an otherwise idle core), and the final summary only waits for what is left of it. The
+result is the same as computing it at the end (the search is deterministic); where the
+process cannot start or fails, the summary computes it itself, as before.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +38,95 @@ the reference is skipped with a note (default scenario: about 15-35 s)."""
 
 class _TimeUp(Exception):
     pass
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class PendingEquilibrium:
+    """The equilibrium reference of ``hours`` from the first hour, computed in a separate
+    process (``spawn``: NumPy only, no torch) while the caller goes on; see the module
+    docstring. :meth:`result` waits for it, at most until ``time_limit_s`` after the start;
+    :meth:`close` stops the process (also on garbage collection). Use :meth:`start`, which
+    returns None where a separate process does not help or cannot start."""
+
+    def __init__(self, scenario, hours: int, max_bid_price: float, time_limit_s: float | None):
+        import multiprocessing as mp
+
+        from envs.equilibrium import _equilibrium_in_process
+
+        ctx = mp.get_context("spawn")
+        self.hours, self.max_bid_price = int(hours), float(max_bid_price)
+        self.time_limit_s = time_limit_s
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_equilibrium_in_process, name="marketzoo-equilibrium-reference", daemon=True,
+                                 args=(send, scenario, {"hours": self.hours, "max_bid_price": self.max_bid_price}))
+        self.t0 = time.perf_counter()
+        try:
+            self._proc.start()
+        finally:
+            send.close()
+        self._msg = None
+
+    @classmethod
+    def start(cls, scenario, config, n_agents: int, hours: int, first_hour: int,
+              time_limit_s: float | None = None) -> "PendingEquilibrium | None":
+        """Start the reference that :func:`add_equilibrium_reference` will need for an
+        evaluation episode of ``hours`` from ``first_hour`` with ``n_agents`` learning
+        agents, or return None: when it will not be computed (``equilibrium_reference``
+        off, too many agents, a window that does not start at the first hour), on a
+        machine with one usable core, or when the process cannot start."""
+        limit = EQUILIBRIUM_TIME_LIMIT_S if time_limit_s is None else time_limit_s
+        if (not getattr(config, "equilibrium_reference", True) or n_agents > MAX_EQUILIBRIUM_AGENTS
+                or int(first_hour) != 0 or _usable_cores() < 2):
+            return None
+        try:
+            return cls(scenario, hours, config.max_bid_price, limit)
+        except Exception:  # noqa: BLE001 -- e.g. a scenario that cannot be pickled: computed at the end instead
+            return None
+
+    def matches(self, hours: int, max_bid_price: float) -> bool:
+        return int(hours) == self.hours and float(max_bid_price) == self.max_bid_price
+
+    def result(self):
+        """``("ok", EquilibriumResult)``, ``("value_error", message)`` or ``("error",
+        message)``; raises :class:`_TimeUp` (and stops the process) when the time limit
+        since the start passes first."""
+        if self._msg is None:
+            left = None if not self.time_limit_s else max(0.0, self.time_limit_s - (time.perf_counter() - self.t0))
+            try:
+                ready = self._recv.poll(left)
+            except (EOFError, OSError):
+                ready = True
+            if not ready:
+                self.close()
+                raise _TimeUp
+            try:
+                self._msg = self._recv.recv()
+            except (EOFError, OSError) as exc:  # the process died without an answer
+                self._msg = ("error", f"the equilibrium process ended without a result ({type(exc).__name__})")
+            self.close()
+        return self._msg
+
+    def close(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is None:
+            return
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=5)
+        self._recv.close()
+        self._proc = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 -- interpreter shutdown
+            pass
 
 
 def _with_time_limit(fn: Callable[[], Any], seconds: float | None) -> Any:
@@ -53,10 +150,26 @@ def _with_time_limit(fn: Callable[[], Any], seconds: float | None) -> Any:
 
 def add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, plots_dir: Path | None = None,
                               echo: Callable[[str], None] = print,
-                              time_limit_s: float | None = EQUILIBRIUM_TIME_LIMIT_S) -> dict[str, Any]:
+                              time_limit_s: float | None = EQUILIBRIUM_TIME_LIMIT_S,
+                              pending: PendingEquilibrium | None = None) -> dict[str, Any]:
     """Add ``verdict``, ``equilibrium`` (converged, reason, distances, seconds) and each
     agent's ``equilibrium_profit`` to ``summary`` (in place; also returned); draw
-    ``plots_dir/prices_vs_equilibrium.png`` when ``plots_dir`` is given."""
+    ``plots_dir/prices_vs_equilibrium.png`` when ``plots_dir`` is given. ``pending``: the
+    same reference started earlier (:meth:`PendingEquilibrium.start`); used when it covers
+    the same hours and action scale (its own time limit counts from its start), else
+    stopped and computed here."""
+    try:
+        return _add_equilibrium_reference(summary, scenario, config, ev, plots_dir=plots_dir, echo=echo,
+                                          time_limit_s=time_limit_s, pending=pending)
+    finally:
+        if pending is not None:  # stops the process when the summary did not need it
+            pending.close()
+
+
+def _add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, plots_dir: Path | None = None,
+                              echo: Callable[[str], None] = print,
+                              time_limit_s: float | None = EQUILIBRIUM_TIME_LIMIT_S,
+                              pending: PendingEquilibrium | None = None) -> dict[str, Any]:
     ex = getattr(ev, "analysis_result", None)
     if ex is not None:
         from envs.analysis import deviation_verdict
@@ -81,12 +194,37 @@ def add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, 
         return summary
     from envs.equilibrium import distance_to_equilibrium, equilibrium
 
-    echo(f"computing the equilibrium reference over {rec.n_hours} hours (at most {time_limit_s:g} s; "
-         "learning_config equilibrium_reference: false skips it) ...")
     t0 = time.perf_counter()
+    msg = None
+    if pending is not None and pending.matches(rec.n_hours, config.max_bid_price):
+        limit = pending.time_limit_s
+        echo(f"equilibrium reference over {rec.n_hours} hours: computed alongside training (at most {limit:g} s "
+             "from the start; learning_config equilibrium_reference: false skips it) ...")
+        try:
+            msg = pending.result()
+        except _TimeUp:
+            note = f"equilibrium reference skipped: not found within {limit:g} s"
+            echo("note: " + note)
+            summary["equilibrium"] = {"skipped": note}
+            return summary
+        if msg[0] == "value_error":  # as the search here would have raised
+            note = f"equilibrium reference skipped: {msg[1]}"
+            echo("note: " + note)
+            summary["equilibrium"] = {"skipped": note}
+            return summary
+        if msg[0] != "ok":
+            echo(f"note: the equilibrium reference alongside training failed ({msg[1]}); computing it now")
+            msg = None
+    elif pending is not None:
+        pending.close()
     try:
-        eq = _with_time_limit(lambda: equilibrium(scenario, hours=rec.n_hours, max_bid_price=config.max_bid_price),
-                              time_limit_s)
+        if msg is not None:
+            eq = msg[1]
+        else:
+            echo(f"computing the equilibrium reference over {rec.n_hours} hours (at most {time_limit_s:g} s; "
+                 "learning_config equilibrium_reference: false skips it) ...")
+            eq = _with_time_limit(lambda: equilibrium(scenario, hours=rec.n_hours,
+                                                      max_bid_price=config.max_bid_price), time_limit_s)
         dist = distance_to_equilibrium(rec, eq)
     except _TimeUp:
         note = f"equilibrium reference skipped: not found within {time_limit_s:g} s"
@@ -101,7 +239,8 @@ def add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *, 
     summary["equilibrium"] = {
         "converged": bool(eq.converged), "reason": eq.reason, "verdict": eq.verdict(),
         "mean_price": float(eq.prices.mean()), "mean_price_difference": dist.mean_price_difference,
-        "price_rmse": dist.price_rmse, "price_mae": dist.price_mae, "wall_time_s": round(time.perf_counter() - t0, 3),
+        "price_rmse": dist.price_rmse, "price_mae": dist.price_mae, "wall_time_s": round(float(eq.wall_time), 3),
+        "waited_s": round(time.perf_counter() - t0, 3), "alongside_training": msg is not None,
     }
     for k, a in enumerate(eq.agents):
         if a in summary.get("agents", {}):

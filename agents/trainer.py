@@ -130,6 +130,7 @@ class Trainer:
         configure_torch_threads(cfg)
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
+        self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
         self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
         self.eval_core.recording = True
@@ -280,16 +281,33 @@ class Trainer:
         if self.progress:
             print(self.equilibrium_teacher_report, flush=True)
 
+    def start_equilibrium_reference(self) -> None:
+        """Start the equilibrium reference of the final summary now, in a separate process,
+        so that it is computed while the run trains (:class:`agents.reference.PendingEquilibrium`:
+        on two or more usable cores, when the summary will compute it); :meth:`finish` then
+        waits only for what is left of it. ``train.py`` calls this before :meth:`train`."""
+        from .reference import PendingEquilibrium
+
+        if self._pending_reference is not None or not self.config.learning_mode:
+            return
+        ec = self.eval_core
+        first = ec.window[0] if ec.start_mode != "random" else -1
+        self._pending_reference = PendingEquilibrium.start(self.scenario, self.config, self.n, ec.max_cycles, first)
+
     def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None,
                force_analysis: bool = False) -> dict[str, Any]:
         """:func:`agents.recorder.finish_run` for this trainer (``force_analysis``: the final
         best-response analysis even above ``analysis_max_agents``)."""
         if self.equilibrium_teacher_report is not None:  # say where the learned bids come from
             extra = {"equilibrium_teacher": self.equilibrium_teacher_report, **(extra or {})}
+        pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
-                          analysis=self.analysis or force_analysis, plots=plots, extra=extra)
+                          analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
 
     def close(self) -> None:
+        if self._pending_reference is not None:
+            self._pending_reference.close()
+            self._pending_reference = None
         self.recorder.close()
 
 

@@ -472,3 +472,20 @@ def distance_to_equilibrium(record: EpisodeRecord, eq: EquilibriumResult) -> Equ
 def _span(rec: EpisodeRecord) -> str:
     h = np.asarray(rec.hours)
     return f"{int(h[0])}..{int(h[-1])} ({len(h)} h)" if len(h) else "none"
+
+
+def _equilibrium_in_process(conn, scenario, kwargs: dict) -> None:
+    """Target of a separate process (``agents.reference.PendingEquilibrium``): compute
+    :func:`equilibrium` and send ``("ok", result)``, ``("value_error", message)`` or
+    ``("error", message)`` through the pipe end ``conn``. Lives here, not in ``agents``,
+    so that the process imports NumPy only, not torch."""
+    try:
+        msg = ("ok", equilibrium(scenario, **kwargs))
+    except ValueError as exc:
+        msg = ("value_error", str(exc))
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent, which computes it itself
+        msg = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        conn.send(msg)
+    finally:
+        conn.close()

@@ -147,6 +147,55 @@ def test_final_summary_names_equilibrium_profits(tmp_path, capsys):
     assert "equilibrium" not in s and "equilibrium_profit" not in s["agents"]["plant_learner-1"]
 
 
+def test_equilibrium_reference_alongside_training_equals_the_one_computed_at_the_end(tmp_path, monkeypatch, capsys):
+    import agents.reference as R
+
+    monkeypatch.setattr(R, "_usable_cores", lambda: 2)  # a separate process, also on a one-core machine
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=2", "train_freq=12h"])
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=5, progress=False, tensorboard=False)
+    tr.start_equilibrium_reference()
+    pending = tr._pending_reference
+    assert isinstance(pending, R.PendingEquilibrium) and pending.hours == 48
+    result = tr.train()
+    s = tr.finish(result, plots=False)
+    tr.close()
+    assert tr._pending_reference is None and pending._proc is None  # the process was joined
+    e = s["equilibrium"]
+    assert e["alongside_training"] is True and e["converged"] is True
+    assert "computed alongside training" in capsys.readouterr().out
+    # the same numbers as the search at the end, in this process
+    inline = R.add_equilibrium_reference({"agents": {"plant_learner-1": {}}}, sc, tr.config, result.final_eval,
+                                         echo=lambda _: None)
+    assert inline["equilibrium"]["alongside_training"] is False
+    for k in ("mean_price", "mean_price_difference", "price_rmse", "price_mae", "reason"):
+        assert e[k] == inline["equilibrium"][k]
+    assert s["agents"]["plant_learner-1"]["equilibrium_profit"] == pytest.approx(1_439_520.0, abs=1.0)
+    assert inline["agents"]["plant_learner-1"]["equilibrium_profit"] == s["agents"]["plant_learner-1"]["equilibrium_profit"]
+    # one that covers other hours is stopped and the reference computed here
+    other = R.PendingEquilibrium(sc, 24, cfg.max_bid_price, 60.0)
+    again = R.add_equilibrium_reference({}, sc, tr.config, result.final_eval, echo=lambda _: None, pending=other)
+    assert again["equilibrium"]["alongside_training"] is False and other._proc is None
+    assert again["equilibrium"]["price_rmse"] == e["price_rmse"]
+    # a search the process refuses (hours beyond the scenario): the note the search here gives
+    bad = R.PendingEquilibrium(sc, 10_000, cfg.max_bid_price, 60.0)
+    bad.hours = 48  # pretend it covers the episode
+    note = R.add_equilibrium_reference({}, sc, tr.config, result.final_eval, echo=lambda _: None, pending=bad)
+    assert "max_cycles must be in [1, 48]" in note["equilibrium"]["skipped"]
+    # past its time limit (counted from its start): a note, and the process is stopped
+    slow = R.PendingEquilibrium(load_scenario("default"), 48, cfg.max_bid_price, 0.01)
+    slow.hours = 48
+    late = R.add_equilibrium_reference({}, sc, tr.config, result.final_eval, echo=lambda _: None, pending=slow)
+    assert late["equilibrium"] == {"skipped": "equilibrium reference skipped: not found within 0.01 s"}
+    assert slow._proc is None
+    # one usable core, or the reference switched off: nothing starts
+    monkeypatch.setattr(R, "_usable_cores", lambda: 1)
+    assert R.PendingEquilibrium.start(sc, cfg, 1, 48, 0) is None
+    monkeypatch.setattr(R, "_usable_cores", lambda: 2)
+    assert R.PendingEquilibrium.start(sc, cfg.with_overrides({"equilibrium_reference": False}), 1, 48, 0) is None
+    assert R.PendingEquilibrium.start(sc, cfg, 1, 48, 12) is None  # a held-out window
+
+
 def run_cli(*args, timeout=300):
     import os
 
