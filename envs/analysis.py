@@ -624,33 +624,27 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
     if not len(live):
         return values, prices
     ql = qs[live]
-    per_hour = len(live) * Cn
-    step = max(1, MAX_ROWS // per_hour)
-    j_s, j_d = int(s[0]), int(d[0])
+    j_s, j_d = int(sl.s_cols[0]), int(sl.d_cols[0])
     tol = 1e-7 * (1.0 + np.abs(ql))
+    step = max(1, MAX_ROWS // (len(live) * Cn))
     for h0 in range(0, H, step):
         h1 = min(H, h0 + step)
         h = h1 - h0
-        rep = lambda a: np.repeat(a[h0:h1], per_hour, axis=0)  # noqa: E731
-        sp, sv = rep(record.supply_price), rep(record.supply_volume)
-        dp, dv = rep(record.demand_price), rep(record.demand_volume)
-        price = np.broadcast_to(C[h0:h1, None, :], (h, len(live), Cn)).reshape(-1)
-        qrow = np.broadcast_to(ql[None, :, None], (h, len(live), Cn)).reshape(-1)
-        sp[:, j_s] = price
-        dp[:, j_d] = price
-        sv[:, j_s] = np.maximum(qrow, 0.0)
-        dv[:, j_d] = np.maximum(-qrow, 0.0)
-        res = clear_market(
-            sp, sv, dp, dv, fixed_demand=rep(record.fixed_demand),
-            price_cap=record.price_cap, price_floor=record.price_floor, mechanism=record.mechanism,
-        )
-        acc = res.supply_accepted[:, j_s] - res.demand_accepted[:, j_d]
-        pay_s = _cols(res.supply_payment, res.supply_accepted.shape, s)[:, 0]
-        pay_d = _cols(res.demand_payment, res.demand_accepted.shape, d)[:, 0]
-        profit = (res.supply_accepted[:, j_s] * (pay_s - rep(record.supply_cost[:, j_s:j_s + 1])[:, 0])
-                  - res.demand_accepted[:, j_d] * (pay_d + rep(record.demand_cost[:, j_d:j_d + 1])[:, 0]))
-        profit = (profit * record.dt).reshape(h, len(live), Cn)
-        full = np.abs(acc.reshape(h, len(live), Cn) - ql[None, :, None]) <= tol[None, :, None]
+        acc = np.zeros((h, len(live), Cn))
+        profit = np.zeros((h, len(live), Cn))
+        for side in (1, -1):  # one clearing per side: the own offer, or the own charge bid
+            m = ql > 0 if side > 0 else ql < 0
+            if not m.any():
+                continue
+            a, pay = _own_bid_outcomes(record, sl, side, np.abs(ql[m]), C, h0, h1)
+            if side > 0:
+                acc[:, m] = a
+                profit[:, m] = a * (pay - record.supply_cost[h0:h1, j_s][:, None, None])
+            else:
+                acc[:, m] = -a
+                profit[:, m] = -a * (pay + record.demand_cost[h0:h1, j_d][:, None, None])
+        profit = profit * record.dt
+        full = np.abs(acc - ql[None, :, None]) <= tol[None, :, None]
         profit = np.where(full, profit, -np.inf)
         # among equally good prices: the lowest offer, but the HIGHEST charge bid (a
         # demand bid does not set the price, so bidding higher costs nothing and is the
@@ -740,6 +734,154 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     )
 
 
+def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.ndarray, C: np.ndarray,
+                      h0: int, h1: int) -> tuple[np.ndarray, np.ndarray]:
+    """The market of hours ``h0:h1`` cleared with the storage's one bid on one side
+    (``side > 0``: an offer of ``vols[u]`` MW, ``< 0``: a charge bid of ``vols[u]`` MW) at
+    each candidate price ``C[h, c]``, its other side idle and everyone else's bids as
+    recorded: the own accepted volume (MW, ``>= 0``) and the price it is paid (the clearing
+    price; pay-as-bid: its own bid price), both ``(h1 - h0, U, Cn)``.
+
+    The same outcome as :func:`envs.market.clear_market` on the whole bid arrays (tested
+    equal on random markets, ties, scarcity and both mechanisms), without clearing every
+    row from scratch: the others' merit order is sorted once per hour, and one bid added
+    to it moves the crossing in a way that binary searches on per-hour curves find (the
+    supply offered and the demand willing at each step price are monotone). Volumes
+    agree to rounding (the sums are taken in another order)."""
+    tol = VOLUME_TOL
+    cap, floor = float(record.price_cap), float(record.price_floor)
+    H, U, Cn = h1 - h0, len(vols), C.shape[1]
+    j_s, j_d = int(sl.s_cols[0]), int(sl.d_cols[0])
+    # the others' bids, per hour
+    s_o = np.ones(record.supply_price.shape[1], dtype=bool)
+    s_o[j_s] = False
+    d_o = np.ones(record.demand_price.shape[1], dtype=bool)
+    d_o[j_d] = False
+    sp = np.clip(record.supply_price[h0:h1][:, s_o], floor, cap)
+    sv = record.supply_volume[h0:h1][:, s_o]
+    live = sv > tol
+    key = np.where(live, sp, np.inf)
+    order = key.argsort(axis=1, kind="stable")
+    ks = np.take_along_axis(key, order, axis=1)  # (H, n) ascending, dead bids last at inf
+    n = ks.shape[1]
+    cpad = np.zeros((H, n + 1))
+    np.cumsum(np.take_along_axis(sv * live, order, axis=1), axis=1, out=cpad[:, 1:])
+    n_fin = (ks < np.inf).sum(axis=1)  # (H,)
+    dp = np.clip(record.demand_price[h0:h1][:, d_o], floor, cap)
+    dv = record.demand_volume[h0:h1][:, d_o]
+    dvol = dv * (dv > tol)
+    fixed = record.fixed_demand[h0:h1].astype(float)
+    dem_o = ((dp[:, None, :] >= ks[:, :, None]) * dvol[:, None, :]).sum(axis=2) + fixed[:, None]  # (H, n)
+    # supply offered up to step j minus the demand willing at its price: non-decreasing in
+    # j (sums of non-negative terms; +inf past the live bids), so "the first step where
+    # supply covers demand" is a count of the steps below a threshold
+    g = np.where(ks < np.inf, cpad[:, 1:] - dem_o, np.inf)
+    p = np.clip(C[h0:h1], floor, cap)  # (H, Cn) own prices
+    nlt = (ks[:, None, :] < p[:, :, None]).sum(axis=2)  # (H, Cn) others' steps below the own price
+    nle = (ks[:, None, :] <= p[:, :, None]).sum(axis=2)
+    hh = np.arange(H)[:, None]
+
+    def at(a, j):  # a (H, m) gathered at indices j (H, ...) (clipped into range)
+        jj = np.clip(j, 0, a.shape[1] - 1)
+        return a[hh.reshape((H,) + (1,) * (jj.ndim - 1)), jj]
+
+    v = np.asarray(vols, dtype=float)[None, :, None]  # (1, U, 1)
+    own_live = v > tol
+    shape = (H, U, Cn)
+    P3 = np.broadcast_to(p[:, None, :], shape)
+    cap_dem = fixed + ((dp >= cap) * dvol).sum(axis=1)  # (H,)
+
+    def first_at_least(x):  # first step j with g_j >= x; x (H, U, Cn) -> (H, U, Cn)
+        return (g[:, None, None, :] < x[..., None]).sum(axis=3)
+
+    fin = n_fin[:, None, None]
+    if side > 0:
+        Dp = ((dp[:, None, :] >= p[:, :, None]) * dvol[:, None, :]).sum(axis=2) + fixed[:, None]  # (H, Cn)
+        cl = at(cpad, nlt)  # (H, Cn) others' supply below the own price
+        f0 = (g < -tol).sum(axis=1)  # (H,) first others' step meeting without the own offer
+        caseA = np.broadcast_to((f0[:, None] < nlt)[:, None, :], shape)
+        own_meets = (cl[:, None, :] + v >= Dp[:, None, :] - tol)
+        caseB = ~caseA & own_meets
+        jC = np.maximum(nlt[:, None, :], first_at_least(-v - tol))
+        caseC = ~caseA & ~caseB & (jC < fin)
+        cross = caseA | caseB | caseC
+        f0b = np.broadcast_to(f0[:, None, None], shape)
+        k = np.where(caseA, f0b, jC)  # others' step index (A, C)
+        c_prev = np.where(caseA, at(cpad, k), np.where(caseB, cl[:, None, :], at(cpad, k) + v))
+        d_k = np.where(caseB, Dp[:, None, :], at(dem_o, k))
+        marg = d_k > c_prev + tol
+        volume = np.where(cross, np.where(marg, d_k, c_prev), cpad[:, -1][:, None, None] + v)
+        kp = at(ks, k)
+        prev_o = np.where(caseC & (k == nlt[:, None, :]), P3, at(ks, k - 1))  # merged step before k
+        prev_exists = np.where(caseA, k >= 1, np.where(caseB, nlt[:, None, :] >= 1, True))
+        prev_B = at(ks, np.broadcast_to(nlt[:, None, :] - 1, shape))
+        price = np.where(caseB, np.where(marg, P3, prev_B), np.where(marg, kp, prev_o))
+        last_ok = marg | prev_exists
+        # no crossing: everything offered is sold; the last finite step sets the price
+        top = at(ks, np.broadcast_to((n_fin - 1)[:, None, None], shape))
+        last_price = np.where((n_fin[:, None, None] >= 1) & (top >= P3), top, P3)
+        price = np.where(cross, price, last_price)
+        last_ok = np.where(cross, last_ok, True)
+        cheapest = np.minimum(np.broadcast_to(ks[:, :1, None], shape) if n else np.inf, P3)
+    else:
+        f0 = (g < -tol).sum(axis=1)
+        jA = first_at_least(np.broadcast_to(v - tol, shape))
+        nle3 = np.broadcast_to(nle[:, None, :], shape)
+        jB = np.maximum(nle3, f0[:, None, None])
+        useA = jA < nle3
+        k = np.where(useA, jA, jB)
+        cross = useA | (jB < fin)
+        c_prev = at(cpad, k)
+        d_k = at(dem_o, k) + np.where(at(ks, k) <= P3, v, 0.0)
+        marg = d_k > c_prev + tol
+        volume = np.where(cross, np.where(marg, d_k, c_prev), cpad[:, -1][:, None, None] + 0.0 * v)
+        price = np.where(marg, at(ks, k), at(ks, k - 1))
+        last_ok = marg | (k >= 1)
+        top = at(ks, np.broadcast_to((n_fin - 1)[:, None, None], shape))
+        price = np.where(cross, price, top)
+        last_ok = np.where(cross, last_ok, np.broadcast_to(n_fin[:, None, None] >= 1, shape))
+        cheapest = np.broadcast_to((ks[:, :1] if n else np.full((H, 1), np.inf))[:, :, None], shape)
+    traded = last_ok & (volume > tol)
+    cheapest = np.where(cheapest < np.inf, cheapest, cap)
+    price = np.where(traded, price, cheapest)
+    volume = volume * traded
+    cap_demand = cap_dem[:, None, None] + (np.where(P3 >= cap, v, 0.0) if side < 0 else 0.0)
+    price = np.where(cap_demand - volume > tol, cap, price)
+    if side > 0:
+        below = P3 < price
+        tie = P3 == price
+        # supply below / at the clearing price (others by their merit order, plus the own offer)
+        n_lt = (ks[:, None, None, :] < price[..., None]).sum(axis=3)
+        n_le = (ks[:, None, None, :] <= price[..., None]).sum(axis=3)
+        v_below = at(cpad, n_lt) + np.where(below, v, 0.0)
+        v_at = at(cpad, n_le) - at(cpad, n_lt) + np.where(tie, v, 0.0)
+        share = np.clip((volume - v_below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
+        acc = np.where(below, v, np.where(tie, v * share, 0.0))
+    else:
+        # demand: the fixed demand at the cap, the others' bids and the own bid; the
+        # marginal price group shares what the supply leaves it
+        m = dp.shape[1]
+        a_p = np.empty(shape + (m + 2,))
+        a_v = np.empty(shape + (m + 2,))
+        a_p[..., 0] = cap
+        a_v[..., 0] = fixed[:, None, None]
+        a_p[..., 1:m + 1] = np.where(dv > tol, dp, -np.inf)[:, None, None, :]
+        a_v[..., 1:m + 1] = dvol[:, None, None, :]
+        a_p[..., m + 1] = np.where(own_live, P3, -np.inf)
+        a_v[..., m + 1] = np.broadcast_to(v, shape)
+        ge = ((a_p[..., None, :] >= a_p[..., :, None]) * a_v[..., None, :]).sum(axis=-1)
+        reach = (ge >= volume[..., None] - tol) & (a_v > tol)
+        pd_marg = np.where(reach, a_p, -np.inf).max(axis=-1)
+        v_above = ((a_p > pd_marg[..., None]) * a_v).sum(axis=-1)
+        v_dat = ((a_p == pd_marg[..., None]) * a_v).sum(axis=-1)
+        d_share = np.clip((volume - v_above) / np.maximum(v_dat, tol), 0.0, 1.0) * (v_dat > tol)
+        own_p = a_p[..., m + 1]
+        acc = np.where(own_p > pd_marg, v, np.where(own_p == pd_marg, v * d_share, 0.0))
+    acc = np.where(own_live, acc, 0.0)
+    pay = P3 if record.mechanism == "pay_as_bid" else price
+    return np.broadcast_to(acc, shape).copy(), np.array(pay, dtype=float)
+
+
 def _whole_volume_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.ndarray, C: np.ndarray,
                            h0: int, h1: int) -> tuple[np.ndarray, np.ndarray]:
     """Hours ``h0:h1``: the storage bids the whole volume ``vols[u]`` (MW) on one side
@@ -747,29 +889,13 @@ def _whole_volume_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: n
     ``C[h, c]``, the others' bids fixed, as the env's storage action does. Returns the net
     injection accepted (MW, ``+`` sold; part of the volume when the bid sets the price)
     and the profit per step, both ``(h1 - h0, U, Cn)``."""
-    H, U, Cn = h1 - h0, len(vols), C.shape[1]
-    per = U * Cn
-    j_s, j_d = int(sl.s_cols[0]), int(sl.d_cols[0])
-    rep = lambda a: np.repeat(a[h0:h1], per, axis=0)  # noqa: E731
-    sp, sv = rep(record.supply_price), rep(record.supply_volume)
-    dp, dv = rep(record.demand_price), rep(record.demand_volume)
-    price = np.broadcast_to(C[h0:h1, None, :], (H, U, Cn)).reshape(-1)
-    vol = np.broadcast_to(np.asarray(vols, dtype=float)[None, :, None], (H, U, Cn)).reshape(-1)
+    acc, pay = _own_bid_outcomes(record, sl, side, vols, C, h0, h1)
     if side > 0:
-        sp[:, j_s], sv[:, j_s], dv[:, j_d] = price, vol, 0.0
+        profit = acc * (pay - record.supply_cost[h0:h1, int(sl.s_cols[0])][:, None, None])
     else:
-        dp[:, j_d], dv[:, j_d], sv[:, j_s] = price, vol, 0.0
-    res = clear_market(sp, sv, dp, dv, fixed_demand=rep(record.fixed_demand), price_cap=record.price_cap,
-                       price_floor=record.price_floor, mechanism=record.mechanism)
-    if side > 0:
-        acc = res.supply_accepted[:, j_s]
-        pay = _cols(res.supply_payment, res.supply_accepted.shape, sl.s_cols)[:, 0]
-        profit = acc * (pay - rep(record.supply_cost[:, j_s:j_s + 1])[:, 0])
-    else:
-        acc = -res.demand_accepted[:, j_d]
-        pay = _cols(res.demand_payment, res.demand_accepted.shape, sl.d_cols)[:, 0]
-        profit = acc * (pay + rep(record.demand_cost[:, j_d:j_d + 1])[:, 0])
-    return acc.reshape(H, U, Cn), (profit * record.dt).reshape(H, U, Cn)
+        acc = -acc
+        profit = acc * (pay + record.demand_cost[h0:h1, int(sl.d_cols[0])][:, None, None])
+    return acc, profit * record.dt
 
 
 class _OffGridDP:

@@ -124,7 +124,7 @@ def test_several_units_uneven_train_freq_and_every_message_through_the_codec(mon
 
 # names whose values are wall-clock times (or derived from them) or creation stamps
 TIMING = {"wall_time", "train/sim_seconds", "train/update_seconds", "train/sps", "wall_time_s", "created",
-          "simulated_hours_per_s"}
+          "simulated_hours_per_s", "waited_s"}
 
 
 def _tensors_equal(a, b, where):
