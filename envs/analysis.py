@@ -94,8 +94,10 @@ value function. The equilibrium search plays on the grid unless asked otherwise
 (``equilibrium(..., storage_off_grid=True)``).
 
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
-(rows = hours x candidate price vectors [x storage injections], in chunks of at most
-``MAX_ROWS`` rows); the dynamic programmes are vectorised over states.
+(rows = hours x candidate price vectors, in chunks of at most ``MAX_ROWS`` rows), or
+placed on the others' merit order sorted once per hour (fixed demand; and every storage
+candidate, one bid on one side: :func:`_own_bid_outcomes`); the dynamic programmes are
+vectorised over states.
 
 Limits:
 
