@@ -15,8 +15,9 @@ hour is skipped); otherwise one note says why it is skipped.
 
 During training the reference is computed alongside the run: :class:`PendingEquilibrium`
 starts it in a separate process when training starts (on a machine with at least two
-usable cores; the trainer uses one torch thread for small networks, so the search runs on
-an otherwise idle core), and the final summary only waits for what is left of it. The
+usable cores, for runs of at least :data:`BACKGROUND_MIN_TRAINING_HOURS` training hours;
+the trainer uses one torch thread for small networks, so the search runs on an otherwise
+idle core), and the final summary only waits for what is left of it. The
 result is the same as computing it at the end (the search is deterministic); where the
 process cannot start or fails, the summary computes it itself, as before.
 """
@@ -30,6 +31,11 @@ from typing import Any, Callable
 
 MAX_EQUILIBRIUM_AGENTS = 5
 """Most learning agents for which the final summary computes the equilibrium."""
+
+BACKGROUND_MIN_TRAINING_HOURS = 2000
+"""Least training (episodes x hours per episode, from where a run starts) for which
+``train.py`` computes the reference alongside training: starting the separate process
+takes about a second, longer than a short run's whole search (e.g. ``tiny``: 0.02 s)."""
 
 EQUILIBRIUM_TIME_LIMIT_S = 120.0
 """Wall-clock limit of that computation (Unix main thread; elsewhere unlimited); past it

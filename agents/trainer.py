@@ -284,15 +284,18 @@ class Trainer:
     def start_equilibrium_reference(self) -> None:
         """Start the equilibrium reference of the final summary now, in a separate process,
         so that it is computed while the run trains (:class:`agents.reference.PendingEquilibrium`:
-        on two or more usable cores, when the summary will compute it); :meth:`finish` then
-        waits only for what is left of it. ``train.py`` calls this before :meth:`train`."""
-        from .reference import PendingEquilibrium
+        on two or more usable cores, when the summary will compute it, and for at least
+        :data:`agents.reference.BACKGROUND_MIN_TRAINING_HOURS` training hours); :meth:`finish`
+        then waits only for what is left of it. ``train.py`` calls this before :meth:`train`."""
+        from . import reference
 
-        if self._pending_reference is not None or not self.config.learning_mode:
+        cfg = self.config
+        hours = max(0, cfg.training_episodes - self.episode) * self.core.max_cycles
+        if self._pending_reference is not None or not cfg.learning_mode or hours < reference.BACKGROUND_MIN_TRAINING_HOURS:
             return
         ec = self.eval_core
         first = ec.window[0] if ec.start_mode != "random" else -1
-        self._pending_reference = PendingEquilibrium.start(self.scenario, self.config, self.n, ec.max_cycles, first)
+        self._pending_reference = reference.PendingEquilibrium.start(self.scenario, cfg, self.n, ec.max_cycles, first)
 
     def finish(self, result: TrainResult, *, plots: bool = True, extra: dict[str, Any] | None = None,
                force_analysis: bool = False) -> dict[str, Any]:

@@ -153,6 +153,11 @@ def test_equilibrium_reference_alongside_training_equals_the_one_computed_at_the
     monkeypatch.setattr(R, "_usable_cores", lambda: 2)  # a separate process, also on a one-core machine
     sc = load_scenario("tiny")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=2", "train_freq=12h"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=5, progress=False, tensorboard=False)
+    tr.start_equilibrium_reference()  # 2 x 48 training hours: not worth a process
+    assert tr._pending_reference is None
+    monkeypatch.setattr(R, "BACKGROUND_MIN_TRAINING_HOURS", 96)
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=2", "train_freq=12h"])
     tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=5, progress=False, tensorboard=False)
     tr.start_equilibrium_reference()
     pending = tr._pending_reference
