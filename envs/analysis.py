@@ -626,7 +626,6 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
     if not len(live):
         return values, prices
     ql = qs[live]
-    j_s, j_d = int(sl.s_cols[0]), int(sl.d_cols[0])
     tol = 1e-7 * (1.0 + np.abs(ql))
     step = max(1, MAX_ROWS // (len(live) * Cn))
     for h0 in range(0, H, step):
@@ -636,16 +635,8 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
         profit = np.zeros((h, len(live), Cn))
         for side in (1, -1):  # one clearing per side: the own offer, or the own charge bid
             m = ql > 0 if side > 0 else ql < 0
-            if not m.any():
-                continue
-            a, pay = _own_bid_outcomes(record, sl, side, np.abs(ql[m]), C, h0, h1)
-            if side > 0:
-                acc[:, m] = a
-                profit[:, m] = a * (pay - record.supply_cost[h0:h1, j_s][:, None, None])
-            else:
-                acc[:, m] = -a
-                profit[:, m] = -a * (pay + record.demand_cost[h0:h1, j_d][:, None, None])
-        profit = profit * record.dt
+            if m.any():
+                acc[:, m], profit[:, m] = _whole_volume_outcomes(record, sl, side, np.abs(ql[m]), C, h0, h1)
         full = np.abs(acc - ql[None, :, None]) <= tol[None, :, None]
         profit = np.where(full, profit, -np.inf)
         # among equally good prices: the lowest offer, but the HIGHEST charge bid (a
@@ -746,8 +737,8 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
 
     The same outcome as :func:`envs.market.clear_market` on the whole bid arrays (tested
     equal on random markets, ties, scarcity and both mechanisms), without clearing every
-    row from scratch: the others' merit order is sorted once per hour, and one bid added
-    to it moves the crossing in a way that binary searches on per-hour curves find (the
+    row from scratch: the others' merit order is sorted once per hour, and where one bid
+    added to it moves the crossing is found by counting steps on per-hour curves (the
     supply offered and the demand willing at each step price are monotone). Volumes
     agree to rounding (the sums are taken in another order)."""
     tol = VOLUME_TOL
@@ -797,10 +788,11 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         return (g[:, None, None, :] < x[..., None]).sum(axis=3)
 
     fin = n_fin[:, None, None]
+    f0 = (g < -tol).sum(axis=1)  # (H,) first others' step where supply covers demand without the own bid
+    top = at(ks, np.broadcast_to((n_fin - 1)[:, None, None], shape))  # the dearest live offer
     if side > 0:
         Dp = ((dp[:, None, :] >= p[:, :, None]) * dvol[:, None, :]).sum(axis=2) + fixed[:, None]  # (H, Cn)
         cl = at(cpad, nlt)  # (H, Cn) others' supply below the own price
-        f0 = (g < -tol).sum(axis=1)  # (H,) first others' step meeting without the own offer
         caseA = np.broadcast_to((f0[:, None] < nlt)[:, None, :], shape)
         own_meets = (cl[:, None, :] + v >= Dp[:, None, :] - tol)
         caseB = ~caseA & own_meets
@@ -820,13 +812,11 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         price = np.where(caseB, np.where(marg, P3, prev_B), np.where(marg, kp, prev_o))
         last_ok = marg | prev_exists
         # no crossing: everything offered is sold; the last finite step sets the price
-        top = at(ks, np.broadcast_to((n_fin - 1)[:, None, None], shape))
         last_price = np.where((n_fin[:, None, None] >= 1) & (top >= P3), top, P3)
         price = np.where(cross, price, last_price)
         last_ok = np.where(cross, last_ok, True)
         cheapest = np.minimum(np.broadcast_to(ks[:, :1, None], shape) if n else np.inf, P3)
     else:
-        f0 = (g < -tol).sum(axis=1)
         jA = first_at_least(np.broadcast_to(v - tol, shape))
         nle3 = np.broadcast_to(nle[:, None, :], shape)
         jB = np.maximum(nle3, f0[:, None, None])
@@ -836,10 +826,9 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         c_prev = at(cpad, k)
         d_k = at(dem_o, k) + np.where(at(ks, k) <= P3, v, 0.0)
         marg = d_k > c_prev + tol
-        volume = np.where(cross, np.where(marg, d_k, c_prev), cpad[:, -1][:, None, None] + 0.0 * v)
+        volume = np.where(cross, np.where(marg, d_k, c_prev), cpad[:, -1][:, None, None])
         price = np.where(marg, at(ks, k), at(ks, k - 1))
         last_ok = marg | (k >= 1)
-        top = at(ks, np.broadcast_to((n_fin - 1)[:, None, None], shape))
         price = np.where(cross, price, top)
         last_ok = np.where(cross, last_ok, np.broadcast_to(n_fin[:, None, None] >= 1, shape))
         cheapest = np.broadcast_to((ks[:, :1] if n else np.full((H, 1), np.inf))[:, :, None], shape)
