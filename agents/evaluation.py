@@ -60,13 +60,15 @@ class EvalResult:
         return out
 
 
-def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analysis: bool):
+def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analysis: bool, exploitability_fn=None):
     """One deterministic evaluation episode on copy 0 of ``core``, as a generator.
 
     It yields the observations ``(B, n, obs_dim)`` of every hour and takes the actions
     ``(B, n, max_act)`` for them through ``send()``; its return value (``StopIteration.value``,
     see :func:`run_episode`) is the :class:`EvalResult`. :meth:`agents.learner.Learner.evaluate`
     feeds it the learner's deterministic actions, the mango runtime the unit agents' bids.
+    ``exploitability_fn(record, scenario)`` replaces :func:`envs.analysis.exploitability`
+    (same result), e.g. :meth:`agents.analysis_pool.AnalysisPool.exploitability`.
     """
     obs = core.reset(np.random.default_rng(seed))
     n, H = core.n, core.max_cycles
@@ -110,6 +112,8 @@ def evaluation_episode(core: MarketCore, scenario: Scenario, *, seed: int, analy
             from envs.network import network_exploitability
 
             ex = network_exploitability(rec, scenario)
+        elif exploitability_fn is not None:
+            ex = exploitability_fn(rec, scenario)
         else:
             ex = exploitability(rec, scenario=scenario)  # exact storage and start-up best responses
         res.br_profit = np.asarray(ex.best_response_profit, dtype=float)

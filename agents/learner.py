@@ -252,6 +252,9 @@ class Learner:
         )
         """Torch's thread count per gradient step (``torch_threads``; see :mod:`agents.threads`)."""
         self.hours_since_update = 0
+        # computes the evaluations' best-response analysis when set (the trainer's two-core
+        # split, agents.analysis_pool); None: envs.analysis.exploitability, same result
+        self.analysis_pool = None
         self.last_metrics: dict[str, Any] = {}
         self.update_seconds = 0.0
         # best-response teacher (best_response_teacher > 0): data of the latest refreshes
@@ -425,7 +428,9 @@ class Learner:
             seen.append(obs[:1].copy())
             return self.act(obs, explore=False)
 
-        episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis)
+        pool = self.analysis_pool
+        episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis,
+                                     exploitability_fn=pool.exploitability if pool is not None else None)
         ev = run_episode(episode, act)
         if self.teacher_weight > 0 and self._br_taught.any() and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,

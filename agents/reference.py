@@ -53,6 +53,24 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def start_process(proc) -> None:
+    """Start the ``spawn`` process ``proc`` without running the caller's script again in
+    it. A spawned process normally imports the main script first (as ``__mp_main__``), so
+    a script that trains at its top level, without ``if __name__ == "__main__":``, would
+    start training again there. Our processes run functions of ``envs`` only, so the main
+    module is hidden from the start-up for that moment."""
+    import sys
+    import types
+
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        proc.start()
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 class PendingEquilibrium:
     """The equilibrium reference of ``hours`` from the first hour, computed in a separate
     process (``spawn``: NumPy only, no torch) while the caller goes on; see the module
@@ -73,7 +91,7 @@ class PendingEquilibrium:
                                  args=(send, scenario, {"hours": self.hours, "max_bid_price": self.max_bid_price}))
         self.t0 = time.perf_counter()
         try:
-            self._proc.start()
+            start_process(self._proc)
         finally:
             send.close()
         self._msg = None

@@ -26,6 +26,7 @@ import numpy as np
 
 from envs import MarketCore, Scenario
 
+from .analysis_pool import AnalysisPool
 from .config import LearningConfig
 from .evaluation import EvalResult, evaluation_episode, print_run_summary, run_episode, run_summary, write_json_atomic
 from .checkpoint import read_manifest
@@ -152,6 +153,8 @@ class Trainer:
         self.learner.apply_unit_roles(core)
         self.progress = progress
         self.analysis = analysis and analysis_allowed(cfg, self.n)
+        # the evaluations' best responses split over two cores where that pays (same results)
+        self.learner.analysis_pool = AnalysisPool() if self.analysis and self.n >= 2 else None
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
@@ -308,6 +311,8 @@ class Trainer:
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
 
     def close(self) -> None:
+        if self.learner.analysis_pool is not None:
+            self.learner.analysis_pool.close()
         if self._pending_reference is not None:
             self._pending_reference.close()
             self._pending_reference = None

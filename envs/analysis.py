@@ -113,6 +113,7 @@ Limits:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,7 @@ __all__ = [
     "BestResponse",
     "Exploitability",
     "best_response",
+    "best_responses",
     "exploitability",
     "StorageParams",
     "brute_force_best_response",
@@ -1436,12 +1438,45 @@ def exploitability(
     An agent's best-response profit is never reported below its recorded profit: the
     recorded bids are themselves a response, and only a storage grid that misses the
     recorded (off-grid) state-of-charge path can find less."""
-    responses = {
-        a: best_response(record, k, tick=tick, scenario=scenario, storage=storage, soc_points=soc_points,
-                         storage_off_grid=storage_off_grid)
-        for k, a in enumerate(record.agents)
-    }
-    return exploitability_from(record, responses)
+    kw = dict(tick=tick, scenario=scenario, storage=storage, soc_points=soc_points, storage_off_grid=storage_off_grid)
+    return exploitability_from(record, best_responses(record, record.agents, **kw)[0])
+
+
+def _best_responses_server(conn) -> None:
+    """Target of the worker process of :class:`agents.analysis_pool.AnalysisPool`: answer
+    each ``(record, agents, kw)`` received through the pipe end ``conn`` with
+    ``("ok", best_responses(record, agents, **kw))`` or ``("error", exception)``, until
+    it receives None or the pipe closes. Lives here, not in ``agents``, so that the
+    process imports NumPy and ``envs`` only, not torch."""
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                return
+            if job is None:
+                return
+            try:
+                msg = ("ok", best_responses(*job[:2], **job[2]))
+            except Exception as exc:  # noqa: BLE001 -- the parent computes it itself and sees the error
+                msg = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send(msg)
+    finally:
+        conn.close()
+
+
+def best_responses(record: EpisodeRecord, agents, **kw) -> tuple[dict[str, BestResponse], dict[str, float]]:
+    """:func:`best_response` (with keywords ``kw``) of each of ``agents`` (names or indices)
+    to the same record, and the seconds each took, both by agent name. The unit of work
+    that :class:`agents.analysis_pool.AnalysisPool` hands to its worker process (a
+    function of this module, so that the process imports NumPy and ``envs`` only)."""
+    out, seconds = {}, {}
+    for a in agents:
+        i = _agent_index(record, a)
+        t0 = time.perf_counter()
+        out[record.agents[i]] = best_response(record, i, **kw)
+        seconds[record.agents[i]] = time.perf_counter() - t0
+    return out, seconds
 
 
 def exploitability_from(record: EpisodeRecord, responses: dict[str, BestResponse]) -> Exploitability:

@@ -1,0 +1,164 @@
+"""The best-response analysis of an evaluation episode on two cores.
+
+Every evaluation during training is scored with the exact best response of each learning
+agent (:func:`envs.analysis.exploitability`). The agents' best responses are independent
+of each other, and while they are computed the trainer waits, so on a machine with two or
+more usable cores :class:`AnalysisPool` hands part of the agents to one worker process
+and computes the rest itself, at the same time. The result is the same as computing them
+one after the other (each best response is a deterministic function of the record), only
+sooner.
+
+The worker is a ``spawn`` process that imports NumPy and ``envs`` only (no torch, and not
+the caller's script: see :func:`agents.reference.start_process`). It is started after the
+first analysis that took at least :data:`MIN_ANALYSIS_SECONDS` (short analyses, e.g. the
+``tiny`` scenario's, are not worth a process) and lives until :meth:`AnalysisPool.close`.
+The agents are split by the time each took at the previous analysis (longest first, each
+to the side with less work so far). Where the worker cannot start or fails, its agents
+are computed here and the pool stops using it (:attr:`AnalysisPool.failure` says why).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .reference import _usable_cores, start_process
+
+MIN_ANALYSIS_SECONDS = 0.5
+"""Least wall time of an analysis (computed here) before the worker process is started:
+starting it takes about a second, which its first use waits for."""
+
+# first guesses of the relative cost of one best response by unit kind, before any timing
+_KIND_COST = {"storage": 4.0, "plant": 1.0, "renewable": 0.5}
+
+
+class AnalysisPool:
+    """Computes :func:`envs.analysis.exploitability` of a record with the best responses
+    split between this process and one worker process (see the module docstring).
+
+    Args:
+        enabled: False computes everything here (as does a machine with one usable core).
+        min_seconds: default :data:`MIN_ANALYSIS_SECONDS`.
+    """
+
+    def __init__(self, *, enabled: bool = True, min_seconds: float | None = None):
+        self.enabled = bool(enabled) and _usable_cores() >= 2
+        self.min_seconds = float(MIN_ANALYSIS_SECONDS if min_seconds is None else min_seconds)
+        self._proc = None
+        self._conn = None
+        self._seconds: dict[str, float] = {}  # each agent's last measured time
+        self.used = 0  # analyses split with the worker
+        self.failure: str | None = None  # why the worker stopped being used
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker process is in use."""
+        return self._proc is not None
+
+    def exploitability(self, record, scenario=None):
+        """The :class:`envs.analysis.Exploitability` of ``record`` (best responses with
+        ``scenario`` for the exact storage analysis), as :func:`envs.analysis.exploitability`
+        with its default keywords returns it."""
+        from envs.analysis import best_responses, exploitability_from
+
+        agents = list(record.agents)
+        kw = {"scenario": scenario}
+        if self._proc is None or len(agents) < 2:
+            t0 = time.perf_counter()
+            responses, seconds = best_responses(record, agents, **kw)
+            self._seconds.update(seconds)
+            if (self.enabled and self._proc is None and self.failure is None and len(agents) >= 2
+                    and time.perf_counter() - t0 >= self.min_seconds):
+                self._start()  # used from the next analysis on
+            return exploitability_from(record, responses)
+        mine, theirs = self._split(agents, record)
+        sent = self._send((record, theirs, kw))
+        responses, seconds = best_responses(record, mine if sent else agents, **kw)
+        if sent:
+            answer = self._receive()
+            if answer is None:  # the worker failed: its agents here
+                answer = best_responses(record, theirs, **kw)
+            else:
+                self.used += 1
+            responses.update(answer[0])
+            seconds.update(answer[1])
+        self._seconds.update(seconds)
+        return exploitability_from(record, responses)
+
+    def close(self) -> None:
+        """Stop the worker process (the pool then computes everything here)."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is None:
+            return
+        try:
+            conn.send(None)
+        except (OSError, ValueError):
+            pass
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        conn.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 -- interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------ internals
+    def _start(self) -> None:
+        import multiprocessing as mp
+
+        from envs.analysis import _best_responses_server
+
+        ctx = mp.get_context("spawn")
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_best_responses_server, args=(child,), name="marketzoo-analysis", daemon=True)
+        try:
+            start_process(proc)
+        except Exception as exc:  # noqa: BLE001 -- no worker: everything here
+            self.failure = f"the analysis process did not start ({type(exc).__name__}: {exc})"
+            conn.close()
+            return
+        finally:
+            child.close()
+        self._proc, self._conn = proc, conn
+
+    def _send(self, job) -> bool:
+        try:
+            self._conn.send(job)
+            return True
+        except Exception as exc:  # noqa: BLE001 -- e.g. the worker died
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return False
+
+    def _receive(self):
+        try:
+            status, value = self._conn.recv()
+        except Exception as exc:  # noqa: BLE001 -- the worker died
+            self._fail(f"the analysis process ended without an answer ({type(exc).__name__})")
+            return None
+        if status != "ok":
+            self._fail(value)
+            return None
+        return value
+
+    def _fail(self, why: str) -> None:
+        self.failure = why
+        self.close()
+
+    def _split(self, agents: list[str], record) -> tuple[list[str], list[str]]:
+        """Agents for this process and for the worker: longest first, each to the side
+        with less work so far (the worker gets the first; with two or more agents each
+        side gets at least one)."""
+        kinds = dict(zip(record.agents, record.agent_kind))
+        cost = {a: self._seconds.get(a, _KIND_COST.get(kinds.get(a), 1.0)) for a in agents}
+        mine: list[str] = []
+        theirs: list[str] = []
+        load = [0.0, 0.0]  # here, worker
+        for a in sorted(agents, key=lambda a: -cost[a]):
+            side = 1 if load[1] <= load[0] else 0
+            (theirs if side else mine).append(a)
+            load[side] += cost[a]
+        return mine, theirs

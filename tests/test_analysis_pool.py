@@ -1,0 +1,150 @@
+"""The evaluations' best-response analysis split between two processes
+(agents.analysis_pool): the same numbers as in one process, a fallback when the worker
+dies, no worker where it does not pay, and no second run of the caller's script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import agents.analysis_pool as P
+from agents.analysis_pool import AnalysisPool
+from agents.config import LearningConfig
+from agents.trainer import Trainer
+from envs import load_scenario
+from envs.analysis import exploitability
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1"]
+OPTS = {"max_cycles": 96}
+
+
+@pytest.fixture(scope="module")
+def default_record():
+    """The built-in default scenario (two CCGTs with start-up costs and a pumped storage
+    as learners) and one deterministic episode of untrained actors (four days)."""
+    sc = load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, analysis=False, env_options=OPTS)
+    rec = tr.evaluate(analysis=False).record
+    tr.close()
+    return sc, rec, exploitability(rec, scenario=sc)
+
+
+def _assert_same(ex, want):
+    assert ex.agents == want.agents
+    assert ex.joint == want.joint
+    np.testing.assert_array_equal(ex.best_response_profit, want.best_response_profit)
+    np.testing.assert_array_equal(ex.share, want.share)
+    for a in want.agents:
+        r, w = ex.responses[a], want.responses[a]
+        np.testing.assert_array_equal(r.best_profit_per_hour, w.best_profit_per_hour)
+        np.testing.assert_array_equal(r.best_price, w.best_price)  # NaN where unused, in the same places
+        if w.soc is not None:
+            np.testing.assert_array_equal(r.soc, w.soc)
+
+
+def test_split_analysis_equals_the_one_in_one_process(default_record, monkeypatch):
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)  # also on a one-core machine
+    sc, rec, want = default_record
+    pool = AnalysisPool(min_seconds=0.0)
+    try:
+        _assert_same(pool.exploitability(rec, sc), want)  # in this process; starts the worker
+        assert pool.running and pool.used == 0
+        mine, theirs = pool._split(list(rec.agents), rec)
+        assert mine and theirs and sorted(mine + theirs) == sorted(rec.agents)
+        # by the measured times: the storage (the slowest) alone on one side
+        assert ["storage_pumped-storage-1"] in (mine, theirs)
+        for _ in range(2):
+            _assert_same(pool.exploitability(rec, sc), want)  # split with the worker
+        assert pool.used == 2 and pool.failure is None
+    finally:
+        pool.close()
+    assert not pool.running
+    _assert_same(pool.exploitability(rec, sc), want)  # closed: here again
+
+
+def test_a_dead_worker_falls_back_to_this_process(default_record, monkeypatch):
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    sc, rec, want = default_record
+    pool = AnalysisPool(min_seconds=0.0)
+    pool.exploitability(rec, sc)
+    assert pool.running
+    pool._proc.kill()
+    pool._proc.join()
+    _assert_same(pool.exploitability(rec, sc), want)
+    assert not pool.running and pool.used == 0
+    assert "ended without an answer" in pool.failure or "Error" in pool.failure
+    _assert_same(pool.exploitability(rec, sc), want)
+    assert not pool.running  # not started again
+
+
+def test_no_worker_where_it_does_not_pay(default_record, monkeypatch):
+    sc, rec, want = default_record
+    monkeypatch.setattr(P, "_usable_cores", lambda: 1)
+    one_core = AnalysisPool(min_seconds=0.0)
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    for pool in (one_core, AnalysisPool(min_seconds=1e9), AnalysisPool(enabled=False, min_seconds=0.0)):
+        for _ in range(2):
+            _assert_same(pool.exploitability(rec, sc), want)
+        assert not pool.running and pool.used == 0
+
+
+def test_trainer_uses_the_pool_and_stops_it(default_record, monkeypatch):
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(P, "MIN_ANALYSIS_SECONDS", 0.0)
+    sc, rec, want = default_record
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
+    tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options=OPTS)
+    pool = tr.learner.analysis_pool
+    assert isinstance(pool, AnalysisPool)
+    try:
+        for _ in range(2):
+            ev = tr.evaluate()
+            _assert_same(ev.analysis_result, want)  # the same untrained actors, the same episode
+        assert pool.used == 1
+    finally:
+        tr.close()
+    assert not pool.running
+    # one learner: nothing to split
+    tiny = load_scenario("tiny")
+    t1 = Trainer(tiny, LearningConfig.from_dict(tiny.learning_config).with_overrides(SMALL), run_dir=None, seed=3,
+                 progress=False, tensorboard=False)
+    assert t1.learner.analysis_pool is None
+    t1.close()
+
+
+def test_the_worker_does_not_run_the_callers_script_again(tmp_path):
+    """A user's script that trains at its top level (no ``if __name__ == "__main__":``)
+    is not run again in the spawned worker."""
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        print("top level ran", flush=True)
+        import agents.analysis_pool as P
+        from agents.config import LearningConfig
+        from agents.trainer import Trainer
+        from envs import load_scenario
+
+        P._usable_cores = lambda: 2
+        sc = load_scenario("default")
+        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides({SMALL!r})
+        tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, analysis=False,
+                     env_options={OPTS!r})
+        rec = tr.evaluate(analysis=False).record
+        pool = P.AnalysisPool(min_seconds=0.0)
+        a = pool.exploitability(rec, sc)
+        b = pool.exploitability(rec, sc)
+        print("used", pool.used, a.joint == b.joint, flush=True)
+        pool.close()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("top level ran") == 1, out.stdout
+    assert "used 1 True" in out.stdout
