@@ -58,15 +58,27 @@ def start_process(proc) -> None:
     it. A spawned process normally imports the main script first (as ``__mp_main__``), so
     a script that trains at its top level, without ``if __name__ == "__main__":``, would
     start training again there. Our processes run functions of ``envs`` only, so the main
-    module is hidden from the start-up for that moment."""
+    module is hidden from the start-up for that moment.
+
+    Ctrl-C (SIGINT, sent to the whole process group) is the caller's to handle: the
+    process starts with it ignored (an ignored signal stays ignored in the new
+    interpreter), so that it neither dies half-started nor prints a traceback of its own;
+    the caller stops it."""
+    import signal
     import sys
+    import threading
     import types
 
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         proc.start()
     finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
         if main is not None:
             sys.modules["__main__"] = main
 

@@ -148,3 +148,24 @@ def test_the_worker_does_not_run_the_callers_script_again(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("top level ran") == 1, out.stdout
     assert "used 1 True" in out.stdout
+
+
+def test_ctrl_c_is_left_to_the_trainer(default_record, monkeypatch):
+    """Ctrl-C reaches the whole process group; the worker ignores it (no traceback of its
+    own) and stays usable until the trainer stops it."""
+    import os
+    import signal
+
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    sc, rec, want = default_record
+    pool = AnalysisPool(min_seconds=0.0)
+    try:
+        pool.exploitability(rec, sc)
+        os.kill(pool._proc.pid, signal.SIGINT)  # still starting up
+        _assert_same(pool.exploitability(rec, sc), want)
+        os.kill(pool._proc.pid, signal.SIGINT)  # waiting for work
+        _assert_same(pool.exploitability(rec, sc), want)
+        assert pool.running and pool.used == 2 and pool.failure is None
+    finally:
+        pool.close()
+    assert not pool.running
