@@ -1445,11 +1445,10 @@ def exploitability(
 def _best_responses_server(conn) -> None:
     """Target of the worker process of :class:`agents.analysis_pool.AnalysisPool`: answer
     each ``(record, agents, kw)`` received through the pipe end ``conn`` with
-    ``("ok", best_responses(record, agents, **kw))`` or ``("error", exception)``, until
+    ``("ok", best_responses(record, agents, **kw))`` or ``("error", message)``, until
     it receives None or the pipe closes. Lives here, not in ``agents``, so that the
-    process imports NumPy and ``envs`` only, not torch. Ctrl-C is the parent's to handle
-    (it stops this process), so it is ignored here."""
-    _ignore_interrupts()
+    process imports NumPy and ``envs`` only, not torch. It starts with Ctrl-C ignored
+    (:func:`agents.reference.start_process`): the parent stops it."""
     try:
         while True:
             try:
@@ -1465,17 +1464,6 @@ def _best_responses_server(conn) -> None:
             conn.send(msg)
     finally:
         conn.close()
-
-
-def _ignore_interrupts() -> None:
-    """In a worker process: leave Ctrl-C (SIGINT, sent to the whole process group) to the
-    parent, which stops its workers, instead of printing a traceback from each."""
-    import signal
-
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread of the process
-        pass
 
 
 def best_responses(record: EpisodeRecord, agents, **kw) -> tuple[dict[str, BestResponse], dict[str, float]]:

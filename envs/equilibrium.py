@@ -478,10 +478,8 @@ def _equilibrium_in_process(conn, scenario, kwargs: dict) -> None:
     """Target of a separate process (``agents.reference.PendingEquilibrium``): compute
     :func:`equilibrium` and send ``("ok", result)``, ``("value_error", message)`` or
     ``("error", message)`` through the pipe end ``conn``. Lives here, not in ``agents``,
-    so that the process imports NumPy only, not torch. Ctrl-C is left to the parent."""
-    from .analysis import _ignore_interrupts
-
-    _ignore_interrupts()
+    so that the process imports NumPy only, not torch. It starts with Ctrl-C ignored
+    (:func:`agents.reference.start_process`): the parent stops it."""
     try:
         msg = ("ok", equilibrium(scenario, **kwargs))
     except ValueError as exc:
