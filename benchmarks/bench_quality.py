@@ -2,7 +2,7 @@
 
     python benchmarks/bench_quality.py [--scenario default example_02a ...] [--seeds 0 1 2]
                                        [--study-case base] [--set KEY=VALUE ...]
-                                       [--no-equilibrium] [--out FILE.jsonl]
+                                       [--no-equilibrium] [--variants STRENGTH] [--out FILE.jsonl]
 
 Each run trains with the scenario's own ``learning_config`` as written (marketzoo's
 defaults for the keys it leaves out; ``--set`` overrides, e.g. ``--set
@@ -19,6 +19,12 @@ the mean with a 95 % interval over the seeds (Student t). Storage agents also ge
 whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the whole
 feasible volume at one price, accepted in part where it sets the price), i.e. the best
 the env's storage action can do against the same bids.
+
+``--variants 1`` asks whether a method generalises beyond the markets it was tuned on:
+each seed then trains on its own seeded variant of the scenario
+(:func:`envs.perturb_scenario`: every unit's costs and capacities, the storage units'
+sizes and efficiencies and the demand drawn around the original), scored against that
+variant's own best responses and equilibrium.
 
 A bare name that is not a built-in scenario is looked up in ``../shared/scenarios/assume``
 (skipped with a JSON line when absent).
@@ -152,7 +158,7 @@ def fmt(values: list[float], digits: int = 3) -> str:
 
 
 def quality(args) -> None:
-    from envs import load_scenario
+    from envs import load_scenario, perturb_scenario
 
     machine = f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip()
     table = []
@@ -161,27 +167,31 @@ def quality(args) -> None:
         if path is None:
             print(json.dumps({"bench": "quality", "scenario": name, "skipped": "not found"}), flush=True)
             continue
-        sc = load_scenario(path, study_case=args.study_case)
+        base = load_scenario(path, study_case=args.study_case)
         eq = None
-        if not args.no_equilibrium:
-            from envs.analysis import equilibrium
-
-            t0 = time.perf_counter()
-            eq = equilibrium(sc)
-            print(json.dumps({"bench": "quality_equilibrium", "scenario": sc.name, "converged": bool(eq.converged),
-                              "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         rows = []
-        for seed in args.seeds:
+        for i, seed in enumerate(args.seeds):
+            # --variants: every seed trains on its own seeded variant (and reference)
+            sc = perturb_scenario(base, seed, args.variants) if args.variants else base
+            if not args.no_equilibrium and (eq is None or args.variants):
+                from envs.analysis import equilibrium
+
+                t0 = time.perf_counter()
+                eq = equilibrium(sc)
+                print(json.dumps({"bench": "quality_equilibrium", "scenario": sc.name, "converged": bool(eq.converged),
+                                  "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
             r = train_and_score(sc, seed, args.overrides, eq)
             r.update({"bench": "quality", "scenario": sc.name, "study_case": sc.study_case,
                       "overrides": args.overrides, "machine": machine, "date": time.strftime("%Y-%m-%d")})
+            if args.variants:
+                r["variant"] = {"of": base.name, "seed": seed, "strength": args.variants}
             line = json.dumps(r)
             print(line, flush=True)
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(line + "\n")
             rows.append(r)
-        table.append((sc.name, rows))
+        table.append((f"{base.name} (variants, strength {args.variants:g})" if args.variants else base.name, rows))
     print()
     print("| scenario | seeds | share of BR profit | worst learner's share | exploitability | price RMSE to eq. "
           "| mean price diff. to eq. | training wall time s |")
@@ -275,6 +285,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--no-equilibrium", action="store_true", help="skip the equilibrium reference (distance columns n/a)")
+    p.add_argument("--variants", type=float, default=0.0, metavar="STRENGTH",
+                   help="train each seed on its own seeded variant of the scenario (envs.perturb_scenario: "
+                        "costs, capacities, storage and demand drawn around the original; 1 = the documented "
+                        "ranges), with its own equilibrium reference: does the method generalise?")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     p.add_argument("--time-to-quality", action="store_true", help="the time-to-quality mode (see above)")
     p.add_argument("--target", type=float, default=0.95)

@@ -9,7 +9,7 @@ from .data import Demands, MarketConfig, Plants, Renewables, Scenario, ScenarioE
 from .market import ClearingResult, clear_market, reference_clear
 from .parallel import MarketParallelEnv, env, parallel_env, raw_env
 from .record import EpisodeRecord
-from .scenario import list_builtin_scenarios, load_scenario
+from .scenario import list_builtin_scenarios, load_scenario, perturb_scenario
 from .single_agent import SingleAgentMarketEnv, single_agent_env
 from .vector import VectorMarketEnv
 
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ClearingResult", "Demands", "EPISODE_CONFIG_KEYS", "EpisodeRecord", "MarketConfig", "MarketCore", "MarketParallelEnv", "Plants",
     "Renewables", "Scenario", "ScenarioError", "SingleAgentMarketEnv", "Storages", "VectorMarketEnv", "agent_name", "clear_market",
-    "env", "episode_options", "list_builtin_scenarios", "load_scenario", "parallel_env", "raw_env", "reference_clear",
+    "env", "episode_options", "list_builtin_scenarios", "load_scenario", "parallel_env", "perturb_scenario", "raw_env",
+    "reference_clear",
     "single_agent_env",
 ]
 

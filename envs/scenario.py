@@ -137,6 +137,55 @@ def with_learning_units(scenario: Scenario, names: Iterable[str] | str) -> Scena
     return dataclasses.replace(scenario, **changes) if changes else scenario
 
 
+def perturb_scenario(scenario: Scenario, seed: int, strength: float = 1.0) -> Scenario:
+    """A seeded variant of ``scenario`` with the same units, hours and configuration but
+    different numbers, for checking that a method generalises beyond the market it was
+    tuned on (``benchmarks/bench_quality.py --variants``).
+
+    Every factor is drawn once per unit (constant over the horizon) from
+    ``numpy.random.default_rng(seed)``, as ``1 + strength * u`` with ``u`` uniform in the
+    range given:
+
+    * plants: marginal cost ``[-0.15, 0.15]``; maximum and minimum power ``[-0.2, 0.2]``
+      (one factor for both, so the must-run share stays); start-up cost ``[-0.5, 0.5]``;
+    * storage: energy capacity, charging power and discharging power ``[-0.3, 0.3]`` each;
+      each efficiency ``[-0.05, 0.03]`` (at most 1);
+    * renewables: capacity ``[-0.2, 0.2]``;
+    * demand: volume ``[-0.1, 0.1]``.
+
+    The learning units, bidding strategies, market rules, ``learning_config`` and
+    time series shapes stay; the name gets ``~v{seed}``. ``strength`` 0 returns an equal
+    copy. Raises ``ValueError`` for a negative or non-finite ``strength`` or one of 3 or
+    more (factors could reach zero)."""
+    strength = float(strength)
+    if not (np.isfinite(strength) and 0.0 <= strength < 3.0):
+        raise ValueError(f"perturb_scenario: strength must be in [0, 3), got {strength}")
+    rng = np.random.default_rng(seed)
+
+    def factor(n: int, lo: float, hi: float) -> np.ndarray:
+        return 1.0 + strength * rng.uniform(lo, hi, n)
+
+    sc = _fresh_copy(scenario)
+    pl, st, rn, dm = sc.plants, sc.storages, sc.renewables, sc.demands
+    P, S, R, D = len(pl), len(st), len(rn), len(dm)
+    cost, power, start = factor(P, -0.15, 0.15), factor(P, -0.2, 0.2), factor(P, -0.5, 0.5)
+    plants = dataclasses.replace(
+        pl, marginal_cost=pl.marginal_cost * cost[None, :], max_power=pl.max_power * power,
+        min_power=pl.min_power * power, start_up_cost=pl.start_up_cost * start)
+    cap, pch, pdis = factor(S, -0.3, 0.3), factor(S, -0.3, 0.3), factor(S, -0.3, 0.3)
+    ech, edis = factor(S, -0.05, 0.03), factor(S, -0.05, 0.03)
+    storages = dataclasses.replace(
+        st, capacity=st.capacity * cap, max_power_charge=st.max_power_charge * pch,
+        max_power_discharge=st.max_power_discharge * pdis,
+        efficiency_charge=np.minimum(st.efficiency_charge * ech, 1.0),
+        efficiency_discharge=np.minimum(st.efficiency_discharge * edis, 1.0))
+    renewables = dataclasses.replace(rn, capacity=rn.capacity * factor(R, -0.2, 0.2))
+    demands = dataclasses.replace(dm, volume=dm.volume * factor(D, -0.1, 0.1)[None, :])
+    return dataclasses.replace(
+        sc, name=f"{scenario.name}~v{seed}", plants=plants, storages=storages,
+        renewables=renewables, demands=demands)
+
+
 def scenario_device(requested: str | None, *, from_scenario: bool, cuda_available: bool,
                     source: str = "learning_config") -> str | None:
     """The torch device to train on. A GPU asked for by a scenario file (ASSUME's

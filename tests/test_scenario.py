@@ -621,3 +621,47 @@ def test_nothing_half_loaded_cache_not_poisoned(tmp_path):
     set_cell(folder / "powerplant_units.csv", "mid_1", "efficiency", "0.5")
     again = load_scenario(folder)
     assert np.array_equal(good.plants.marginal_cost, again.plants.marginal_cost)
+
+
+# ----------------------------------------------------------------------------- variants
+def test_perturb_scenario_draws_documented_factors_per_unit_and_is_seeded():
+    """perturb_scenario: every factor is constant over the horizon, inside its documented
+    range, the same for the same seed and different for another; the original is untouched
+    and the variant runs in the env with forecasts of its own."""
+    from envs import MarketCore, perturb_scenario
+
+    sc = load_scenario("default")
+    before = sc.plants.marginal_cost.copy()
+    a, b, c = perturb_scenario(sc, 7), perturb_scenario(sc, 7), perturb_scenario(sc, 8)
+    assert a.name == "default~v7" and a.learning_units == sc.learning_units
+    assert a.learning_config == sc.learning_config and a.market == sc.market
+    np.testing.assert_array_equal(sc.plants.marginal_cost, before)
+    for x, y in ((a.plants.marginal_cost, b.plants.marginal_cost), (a.storages.capacity, b.storages.capacity),
+                 (a.demands.volume, b.demands.volume)):
+        np.testing.assert_array_equal(x, y)
+    assert not np.allclose(a.plants.marginal_cost, c.plants.marginal_cost)
+
+    def factors(new, old):
+        f = np.asarray(new, float) / np.asarray(old, float)
+        return f
+
+    cost = factors(a.plants.marginal_cost, sc.plants.marginal_cost)
+    np.testing.assert_allclose(cost, cost[:1].repeat(len(cost), axis=0))  # one factor per unit, all hours
+    assert np.all(np.abs(cost - 1) <= 0.15) and np.ptp(cost[0]) > 0.02
+    power = factors(a.plants.max_power, sc.plants.max_power)
+    assert np.all(np.abs(power - 1) <= 0.2)
+    on = sc.plants.min_power > 0
+    np.testing.assert_allclose(factors(a.plants.min_power[on], sc.plants.min_power[on]), power[on])
+    for field, lo, hi in (("capacity", -0.3, 0.3), ("max_power_charge", -0.3, 0.3), ("max_power_discharge", -0.3, 0.3)):
+        f = factors(getattr(a.storages, field), getattr(sc.storages, field))
+        assert np.all((f >= 1 + lo) & (f <= 1 + hi)) and np.all(f != 1.0), field
+    assert np.all(a.storages.efficiency_charge <= 1.0) and np.all(a.storages.efficiency_discharge <= 1.0)
+    dem = factors(a.demands.volume, sc.demands.volume)
+    assert np.all(np.abs(dem - 1) <= 0.1 + 1e-12)
+    same = perturb_scenario(sc, 7, strength=0.0)
+    np.testing.assert_array_equal(same.plants.marginal_cost, sc.plants.marginal_cost)
+    np.testing.assert_array_equal(same.storages.capacity, sc.storages.capacity)
+    assert not np.allclose(MarketCore(a).price_forecast, MarketCore(sc).price_forecast)
+    for bad in (-0.1, 3.0, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            perturb_scenario(sc, 0, bad)
