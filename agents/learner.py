@@ -507,7 +507,7 @@ class Learner:
 
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
-        config key): "auto" needs two to ``analysis_max_agents`` learning units, all of
+        config key): "auto" needs one to ``analysis_max_agents`` learning units, all of
         them plants without start-up costs, renewables or storage units that bid
         two-sided, and no network; ``true`` needs
         one plant, renewable or two-sided storage unit; off without a teacher weight."""
@@ -517,7 +517,7 @@ class Learner:
         if v == "auto":
             # no start-up costs; storage only when it bids two-sided
             ok = self._equilibrium_units(core) & (core.agent_start_up_cost <= 0)
-            return (2 <= core.n <= self.config.analysis_max_agents and bool(ok.all())
+            return (1 <= core.n <= self.config.analysis_max_agents and bool(ok.all())
                     and getattr(core, "net", None) is None)
         return bool(self._equilibrium_units(core).any())
 

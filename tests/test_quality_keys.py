@@ -193,7 +193,9 @@ def test_best_response_teacher_auto_teaches_a_single_learning_unit_or_two_sided_
     none when no storage bids two-sided."""
     from agents.learner import TEACHER_AUTO_WEIGHT
 
-    tr = make(None, ["training_episodes=3"])
+    # the equilibrium teacher ("auto": on for one plant without start-ups) would replace
+    # the refreshed best-response targets; off here to see the refreshes themselves
+    tr = make(None, ["training_episodes=3", "equilibrium_teacher=false"])
     assert tr.config.best_response_teacher == "auto" and tr.n == 1
     assert tr.learner.teacher_weight == TEACHER_AUTO_WEIGHT == 100.0
     tr.train()
@@ -247,13 +249,13 @@ def test_resume_state_keeps_the_best_response_teacher(tmp_path):
     so a resumed run teaches from the same data as an uninterrupted one."""
     import torch
 
-    tr = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    tr = make(None, ["training_episodes=4", "best_response_teacher=100", "equilibrium_teacher=false"])
     tr.train(3)
     assert tr.learner.teacher_data
     path = tmp_path / "state.pt"
     torch.save(tr.learner.state_dict(), path)
     sd = torch.load(path, weights_only=True)
-    fresh = make(None, ["training_episodes=4", "best_response_teacher=100"])
+    fresh = make(None, ["training_episodes=4", "best_response_teacher=100", "equilibrium_teacher=false"])
     fresh.learner.load_state_dict(sd)
     fresh.learner.load_buffer_state_dict(tr.learner.buffer_state_dict())
     assert len(fresh.learner.teacher_data) == len(tr.learner.teacher_data)
@@ -533,6 +535,32 @@ def test_equilibrium_teacher_auto_covers_two_sided_storage_but_not_signed_bids_o
         tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
         assert tr.learner.equilibrium_teacher_wanted(tr.core) is want, bids
         tr.close()
+
+
+def test_equilibrium_teacher_auto_covers_a_single_learner_without_start_ups():
+    """"auto" on `tiny` (one learning plant without start-up costs): on, and the
+    prepared teacher's targets for it are its best response to the rule units, ties
+    towards its marginal cost; off with `analysis_max_agents` 0 (no analysis)."""
+    from envs.analysis import best_response
+
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["equilibrium_teacher_steps=0"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+    assert tr.core.n == 1 and tr.learner.equilibrium_teacher_wanted(tr.core)
+    tr.prepare_equilibrium_teacher()
+    assert tr.equilibrium_teacher_report.startswith("equilibrium teacher: equilibrium found")
+    obs, tgt = tr.learner.equilibrium_rows
+    rec = tr.evaluate(analysis=False).record
+    br = best_response(rec, 0, ties="cost").best_price  # the others are rules: the same whatever it bids
+    cost = sc.plants.marginal_cost[: tgt.shape[0], tr.core.lp[0]]
+    margin = cfg.best_response_teacher_margin
+    want = np.where(br > cost[:, None], np.maximum(br - margin, cost[:, None]), br) / tr.core.max_bid_price
+    np.testing.assert_allclose(tgt[:, 0, :2], np.clip(want, -1, 1), atol=1e-6)
+    tr.close()
+    off = Trainer(sc, cfg.with_overrides(["analysis_max_agents=0"]), run_dir=None, seed=0, progress=False,
+                  tensorboard=False, env_options={"max_cycles": 24})
+    assert not off.learner.equilibrium_teacher_wanted(off.core)
+    off.close()
 
 
 def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_storage():
