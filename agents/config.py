@@ -326,12 +326,14 @@ class LearningConfig:
     use it). Storage units that bid two-sided are taught too: the equilibrium then has
     whole-volume storage moves, and a storage unit is taught the break-even prices of its
     best response to it at the states of charge the env reaches. "auto": on when the
-    market has two to `analysis_max_agents` learning units, every one a plant without
+    market has one to `analysis_max_agents` learning units, every one a plant without
     start-up costs, a renewable or a storage unit that bids two-sided, in a market without
     a network (with start-ups the best-response dynamics can cycle, e.g. `default`);
-    measured on example_02b, `many` and example_02e, see benchmarks/RESULTS.md. The
+    measured on example_02a, example_02b, `many` and example_02e and on seeded variants of
+    them (`benchmarks/bench_quality.py --variants`), see benchmarks/RESULTS.md. With one
+    learning unit the "equilibrium" is its exact best response to the rule units. The
     learned bids are then largely the equilibrium solver's; false shows what MATD3 learns
-    on its own. true: also plants with start-up costs and single learners.
+    on its own. true: also plants with start-up costs.
     `best_response_teacher: 0` turns it off too. Default: "auto"."""
 
     equilibrium_teacher_steps: int = 3000
