@@ -609,7 +609,8 @@ class Learner:
             self.equilibrium_rollout_rows = []
         self.equilibrium_mask = taught
         self.teach_mask = self.teach_mask | taught
-        msg = f"equilibrium teacher: {eq.verdict()}; teaching {int(taught.sum())} units"
+        n_taught = int(taught.sum())
+        msg = f"equilibrium teacher: {eq.verdict()}; teaching {n_taught} unit{'' if n_taught == 1 else 's'}"
         steps = cfg.equilibrium_teacher_steps if fit else 0
         if steps:
             w = np.where(taught, self.teacher_weight, 0.0).astype(np.float32)
