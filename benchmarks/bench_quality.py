@@ -170,7 +170,7 @@ def quality(args) -> None:
         base = load_scenario(path, study_case=args.study_case)
         eq = None
         rows = []
-        for i, seed in enumerate(args.seeds):
+        for seed in args.seeds:
             # --variants: every seed trains on its own seeded variant (and reference)
             sc = perturb_scenario(base, seed, args.variants) if args.variants else base
             if not args.no_equilibrium and (eq is None or args.variants):
