@@ -543,6 +543,7 @@ class LearningConfig:
             raise ConfigError(
                 source, [ConfigProblem("learning_config", d, "a mapping of key: value")]
             )
+        d = _flatten_sections(d, source)
         known: dict[str, Any] = {}
         unknown: list[str] = []
         for key, value in d.items():
@@ -1125,6 +1126,39 @@ def _check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     if problems:
         raise ConfigError(source, problems)
     return out
+
+
+SECTIONS = ("off_policy", "matd3")
+"""Sub-blocks of ``learning_config`` that newer ASSUME configs group keys in (e.g.
+``off_policy: {gradient_steps: 10, noise_sigma: 0.1}``, or a block named after the
+algorithm). Their keys are read as if written at the top level; ``on_policy`` (keys of
+on-policy algorithms marketzoo does not implement) stays an unknown key."""
+
+
+def _flatten_sections(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``d`` with the keys of its :data:`SECTIONS` blocks lifted to the top level. A key
+    given both at the top level and in a block with different values is a
+    :class:`ConfigError` naming both places."""
+    flat = {k: v for k, v in d.items() if not (k in SECTIONS and isinstance(v, Mapping))}
+    origin = {k: "learning_config" for k in flat}
+    problems: list[ConfigProblem] = []
+    for section in SECTIONS:
+        block = d.get(section)
+        if not isinstance(block, Mapping):
+            continue
+        for key, value in block.items():
+            key = str(key)
+            if key in flat and flat[key] != value:
+                problems.append(ConfigProblem(
+                    f"{section}.{key}", value,
+                    f"the same value as {origin[key]}.{key} ({flat[key]!r}), or the key in one place only",
+                ))
+                continue
+            flat[key] = value
+            origin[key] = section
+    if problems:
+        raise ConfigError(source, problems)
+    return flat
 
 
 def _hint(key: str) -> str:

@@ -402,6 +402,32 @@ def test_unknown_keys_warned_with_hint_and_kept():
     assert "unknown_keys" not in cfg.to_dict()
 
 
+def test_newer_assume_sections_are_read_as_top_level_keys(tmp_path):
+    """Newer ASSUME configs group keys in ``off_policy:`` (or ``matd3:``) blocks; their
+    values must reach the config, not be dropped as one unknown key."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"base": {"learning_config": {
+        "algorithm": "matd3", "learning_rate": 0.002, "train_freq": "100h",
+        "off_policy": {"episodes_collecting_initial_experience": 4, "gradient_steps": 7,
+                       "noise_sigma": 0.25, "replay_buffer_size": 20000},
+        "matd3": {"batch_size": 64},
+    }}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = LearningConfig.load(path)
+    assert (cfg.episodes_collecting_initial_experience, cfg.gradient_steps, cfg.noise_sigma) == (4, 7, 0.25)
+    assert (cfg.replay_buffer_size, cfg.batch_size, cfg.learning_rate) == (20000, 64, 0.002)
+    assert cfg.unknown_keys == ()
+    # the same value in both places is fine; different values name both places
+    LearningConfig.from_dict({"batch_size": 64, "matd3": {"batch_size": 64}})
+    with pytest.raises(ConfigError, match=r"matd3\.batch_size.*learning_config\.batch_size \(128\)"):
+        LearningConfig.from_dict({"batch_size": 128, "matd3": {"batch_size": 64}}, source="x.yaml")
+    # keys of on-policy algorithms are not marketzoo's: one unknown key, warned
+    with pytest.warns(UnknownConfigKeyWarning, match="on_policy"):
+        cfg = LearningConfig.from_dict({"on_policy": {"clip_ratio": 0.2}})
+    assert cfg.unknown_keys == ("on_policy",)
+
+
 def test_known_keys_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
