@@ -401,11 +401,15 @@ class LearningConfig:
     evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
     highest evaluation reward (ASSUME's choice); "br_share", the highest share of the
     best-response profit of the exact analysis, all learners together (Σ profit / Σ
-    best-response profit = 1 - Σ gains from deviating / Σ best-response profit; the
-    reward, with one printed note, for evaluations without the analysis, see
-    `analysis_max_agents`); "auto", the same as "br_share" without the note.
-    `best_profit`, `best_regret` and early stopping (reward) are unchanged.
-    Default: "auto"."""
+    best-response profit = 1 - Σ gains from deviating / Σ best-response profit);
+    "gain", the lowest Σ gains from deviating in EUR (each learner's exact best-response
+    profit less its profit, summed), which stays defined where the best responses earn
+    nothing (a competitive market whose equilibrium profits are zero); "auto", the same
+    as "gain" without the note. "br_share" and "gain" fall back to the reward, with one
+    printed note, for evaluations without the analysis (see `analysis_max_agents`).
+    With `equilibrium_teacher`, the actors right after its fit compete too (one
+    evaluation before the first training episode). `best_profit`, `best_regret` and
+    early stopping (reward) are unchanged. Default: "auto"."""
 
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
@@ -1065,7 +1069,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "equilibrium_teacher_storage_refresh": _to_bool,
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
-    "best_policy_metric": _choice("auto", "reward", "br_share"),
+    "best_policy_metric": _choice("auto", "reward", "br_share", "gain"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

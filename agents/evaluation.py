@@ -57,6 +57,8 @@ class EvalResult:
             total_br = float(np.sum(self.br_profit))
             out["br_share"] = float(np.sum(self.agent_profit)) / total_br if total_br > 0 else float("nan")
             out["exploitability"] = float(self.exploitability)
+            # EUR the learners could gain together by each deviating alone to its best response
+            out["gain"] = float(np.sum(np.asarray(self.br_profit) - np.asarray(self.agent_profit)))
         return out
 
 

@@ -276,6 +276,7 @@ class Learner:
         # equilibrium_teacher_rollouts: (obs, targets) of the states the fitted actors
         # visit themselves, labelled with the equilibrium targets of their hour
         self.equilibrium_rollout_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self.equilibrium_fitted = False  # the equilibrium teacher fitted the actors (set_equilibrium_teacher)
         self.equilibrium_mask = np.zeros(self.n, dtype=bool)
 
     # ------------------------------------------------------------------ generators
@@ -617,6 +618,7 @@ class Learner:
             loss = self._fit_rows([(obs, tgt)], w, steps // 2, 1.0)
             loss = self._fit_rows([(obs, tgt)], w, steps - steps // 2, 0.1)
             msg += f"; actors fitted in {steps} steps (imitation loss {loss:.3g})"
+            self.equilibrium_fitted = True
             rounds = cfg.equilibrium_teacher_rollouts
             if rounds:
                 # DAgger: the fitted actors drift off the equilibrium's path (a bid a little

@@ -55,19 +55,29 @@ def initial_best() -> dict[str, float]:
     return {key: (-math.inf if larger else math.inf) for key, _, larger in POLICY_CRITERIA}
 
 
+AUTO_BEST_POLICY_METRIC = "gain"
+"""What ``best_policy_metric: auto`` means (see the config key)."""
+
+
 def best_metric(setting: str, metrics: Mapping[str, float], best: Mapping[str, float] | None = None) -> str:
-    """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``):
-    ``"br_share"`` when so set (or ``"auto"``) and the evaluation ran the exact
-    best-response analysis (its metrics hold ``br_share``), else ``"reward"``
-    (:class:`RunRecorder` prints a note when ``"br_share"`` has to fall back). A share
-    that is undefined (NaN: no learner could earn anything) falls back to the reward
-    too, as long as ``best`` (the run's best values) holds no finite share yet, so that
-    a run whose every share is undefined still keeps a best policy.
+    """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``,
+    ``"auto"`` = :data:`AUTO_BEST_POLICY_METRIC`): ``"gain"`` (lowest) or ``"br_share"``
+    (highest) when so set and the evaluation ran the exact best-response analysis (its
+    metrics hold them), else ``"reward"`` (:class:`RunRecorder` prints a note when it has
+    to fall back). A share that is undefined (NaN: no learner could earn anything) falls
+    back to the reward too, as long as ``best`` (the run's best values) holds no finite
+    share yet, so that a run whose every share is undefined still keeps a best policy.
 
     Not the joint exploitability (Σ gains / Σ |profits|): a policy that loses money has
     a larger denominator, so a worse loss can lower it (measured on example_02e: it kept
-    a policy at -1.5 of the best-response profit)."""
-    if setting != "reward" and "br_share" in metrics:
+    a policy at -1.5 of the best-response profit). The gain in EUR has no denominator: it
+    stays defined where the learners' best responses earn nothing (a competitive market
+    whose equilibrium profits are zero), where the share is undefined or explodes."""
+    if setting == "auto":
+        setting = AUTO_BEST_POLICY_METRIC
+    if setting == "gain" and "gain" in metrics and math.isfinite(float(metrics["gain"])):
+        return "gain"
+    if setting == "br_share" and "br_share" in metrics:
         undefined = not math.isfinite(float(metrics["br_share"]))
         if undefined and not math.isfinite(float((best or {}).get("br_share", -math.inf))):
             return "reward"
@@ -81,9 +91,9 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, be
     policy names (``best``, ``best_profit``, ``best_regret``) that improved.
 
     ``best_by`` (see :func:`best_metric`) is the metric of ``best``: ``"reward"``
-    (highest, ASSUME's choice) or ``"br_share"`` (highest; ``best`` then also holds the
-    highest share under that key, while ``best["reward"]`` stays the highest reward,
-    which early stopping follows)."""
+    (highest, ASSUME's choice), ``"br_share"`` (highest) or ``"gain"`` (lowest); with
+    either of the last two ``best`` also holds the best value under that key, while
+    ``best["reward"]`` stays the highest reward, which early stopping follows."""
     missing = [k for k, _, _ in POLICY_CRITERIA if k not in metrics]
     if best_by != "reward" and best_by not in metrics:
         missing.append(best_by)
@@ -100,6 +110,11 @@ def compare_policies(best: dict[str, float], metrics: Mapping[str, float], *, be
         value = float(metrics["br_share"])  # NaN (no best-response profit at all) never improves
         if value > best.get("br_share", -math.inf):
             best["br_share"] = value
+            improved.insert(0, "best")
+    elif best_by == "gain":
+        value = float(metrics["gain"])
+        if value < best.get("gain", math.inf):
+            best["gain"] = value
             improved.insert(0, "best")
     return improved
 
@@ -217,9 +232,9 @@ class RunRecorder:
         names of the improved policies."""
         setting = self.config.best_policy_metric
         by = best_metric(setting, metrics, self.best)
-        if setting == "br_share" and "br_share" not in metrics and not self._fallback_noted:
+        if setting in ("br_share", "gain") and setting not in metrics and not self._fallback_noted:
             self._fallback_noted = True
-            print("note: best_policy_metric is br_share, but this evaluation ran no best-response analysis "
+            print(f"note: best_policy_metric is {setting}, but this evaluation ran no best-response analysis "
                   "(analysis_max_agents or --no-analysis): policies/best is chosen by the reward instead")
         saved = compare_policies(self.best, metrics, best_by=by)
         for name in saved:
@@ -351,8 +366,12 @@ class RunRecorder:
 
         raised = []
         criteria = list(POLICY_CRITERIA)
-        if self.config.best_policy_metric != "reward":  # best by br_share (when its manifest has one)
+        setting = self.config.best_policy_metric
+        setting = AUTO_BEST_POLICY_METRIC if setting == "auto" else setting
+        if setting == "br_share":  # best by br_share (when its manifest has one)
             criteria.append(("br_share", "best", True))
+        elif setting == "gain":
+            criteria.append(("gain", "best", False))
         for key, name, larger in criteria:
             d = self.policy_dir(name)
             if d is None or not (d / "manifest.json").exists():
@@ -418,9 +437,20 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     best = recorder.policy_dir("best")
     if best is not None and best.exists():
         learner.load(best)
-        by_share = math.isfinite(recorder.best.get("br_share", -math.inf))
-        evaluated = ("best policy: " + ("highest share of the best-response profit" if by_share else "highest reward")
-                     + " of the evaluations")
+        if math.isfinite(recorder.best.get("gain", math.inf)):
+            how = "lowest total gain from deviating alone (exact best responses)"
+        elif math.isfinite(recorder.best.get("br_share", -math.inf)):
+            how = "highest share of the best-response profit"
+        else:
+            how = "highest reward"
+        evaluated = f"best policy: {how} of the evaluations"
+        from .checkpoint import CheckpointError, read_manifest
+
+        try:
+            if (read_manifest(best).get("metrics") or {}).get("before_training"):
+                evaluated += " (the actors right after the equilibrium teacher's fit, before any training episode)"
+        except CheckpointError:
+            pass
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
         best = recorder.policy_dir("last")
         evaluated = "last policy: no evaluation ran during training, so no best policy was kept"

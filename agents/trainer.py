@@ -131,6 +131,7 @@ class Trainer:
         configure_torch_threads(cfg)
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
+        self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
         self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
@@ -238,7 +239,10 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
+        fitting = self.episode == 0 and self.equilibrium_teacher_report is None
         self.prepare_equilibrium_teacher()
+        if fitting and self.equilibrium_teacher_report is not None and self.learner.equilibrium_fitted:
+            self.evaluate_fit()
         stopped = False
         bar = tqdm(range(self.episode, total), desc="training", unit="ep", disable=not self.progress, dynamic_ncols=True)
         for ep in bar:
@@ -283,6 +287,17 @@ class Trainer:
         self.equilibrium_teacher_report = self.learner.set_equilibrium_teacher(core, self.scenario, fit=fit)
         if self.progress:
             print(self.equilibrium_teacher_report, flush=True)
+
+    def evaluate_fit(self) -> EvalResult:
+        """Evaluate the actors right after the equilibrium teacher's fit, before the first
+        training episode, and let them compete for ``policies/best`` like any evaluation
+        (training can move a fitted profile away from equilibrium, e.g. in a competitive
+        market where every learner's equilibrium bid is its marginal cost). Its metrics
+        are kept in :attr:`fit_evaluation` (not in the per-episode history)."""
+        ev = self.evaluate()
+        self.fit_evaluation = {**ev.metrics(), "before_training": 1.0}  # the manifest says where it comes from
+        self.recorder.compare_and_save_policies(self.fit_evaluation)
+        return ev
 
     def start_equilibrium_reference(self) -> None:
         """Start the equilibrium reference of the final summary now, in a separate process,

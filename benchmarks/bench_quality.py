@@ -112,13 +112,20 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         "agents": {a: {"profit": round(float(p)), "best_response_profit": round(float(b)), "share": round(float(s), 4)}
                    for a, p, b, s in zip(tr.agents, ev.agent_profit, ev.br_profit, shares)},
         "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4),
-                   round(r["eval/reward"], 6)) for r in res.history if "eval/br_share" in r],
+                   round(r["eval/reward"], 6), round(r.get("eval/gain", math.nan)),
+                   round(min((v for k, v in r.items() if k.startswith("eval/br_share_")), default=math.nan), 4))
+                  for r in res.history if "eval/br_share" in r],
     }
+    fe = tr.fit_evaluation
+    if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
+        row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
+                                 round(fe["gain"])]
     from agents.evaluation import full_moves_best_responses
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
-    row["select"] = selections(row["curve"], LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
+    curve = ([row["fit_evaluation"]] if "fit_evaluation" in row else []) + row["curve"]
+    row["select"] = selections(curve, LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:
         from envs.equilibrium import distance_to_equilibrium
 
@@ -140,13 +147,16 @@ def selections(curve: list, own, total: int) -> dict:
     from agents.recorder import validation_due
 
     out = {}
-    for where, rows in (("own", [c for c in curve if validation_due(own, c[0], total)]), ("all", curve)):
+    for where, rows in (("own", [c for c in curve if c[0] < 0 or validation_due(own, c[0], total)]), ("all", curve)):
         if not rows:
             continue
         by_r = max(rows, key=lambda c: c[3])  # first of equals, as compare_policies keeps
         by_s = max(rows, key=lambda c: c[1] if math.isfinite(c[1]) else -math.inf)
         out[f"reward_{where}"] = list(by_r[:3])
         out[f"br_share_{where}"] = list(by_s[:3])
+        if all(len(c) > 4 for c in rows):
+            by_g = min(rows, key=lambda c: c[4] if math.isfinite(c[4]) else math.inf)
+            out[f"gain_{where}"] = list(by_g[:3]) + [by_g[4]]
     return out
 
 

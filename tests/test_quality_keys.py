@@ -43,11 +43,12 @@ def fake_eval(n: int, reward: float, share: float | None) -> EvalResult:
 EVALS = [(1.0, 0.5), (2.0, 0.2), (0.5, 0.8)]
 
 
-@pytest.mark.parametrize("setting, want", [("reward", 1), ("br_share", 2), ("auto", 2)])
-def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, want):
+@pytest.mark.parametrize("setting, want, key", [("reward", 1, None), ("br_share", 2, "br_share"),
+                                               ("gain", 2, "gain"), ("auto", 2, "gain")])
+def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, want, key):
     """best_policy_metric: `policies/best` holds the evaluation with the highest reward
-    ("reward") or the highest share of the best-response profit ("br_share", "auto" with
-    the analysis);
+    ("reward"), the highest share of the best-response profit ("br_share") or the lowest
+    total gain from deviating ("gain", "auto"; with the analysis);
     best_profit / best_regret and the best reward (early stopping) do not depend on it; a
     resumed run's books keep the choice."""
     tr = make(tmp_path, [f"best_policy_metric={setting}"])
@@ -63,9 +64,10 @@ def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, 
     assert rec.best["reward"] == 2.0
     if setting == "reward":
         assert saved == ["best+best_profit+best_regret"] * 2 + [""] and "br_share" not in rec.best
+        assert "gain" not in rec.best
     else:
         assert saved == ["best+best_profit+best_regret", "best_profit+best_regret", "best"]
-        assert rec.best["br_share"] == 0.8
+        assert rec.best[key] == pytest.approx(0.8 if key == "br_share" else tr.n * 0.2)
     # resume: the books round-trip and guard_best raises a fresh recorder to the saved best
     state = rec.state_dict()
     tr2 = make(tmp_path, [f"best_policy_metric={setting}"])
@@ -74,7 +76,7 @@ def test_best_policy_metric_decides_what_policies_best_holds(tmp_path, setting, 
     tr3 = make(tmp_path, [f"best_policy_metric={setting}"])
     tr3.recorder.guard_best()
     if setting != "reward":
-        assert tr3.recorder.best["br_share"] == 0.8
+        assert tr3.recorder.best[key] == pytest.approx(rec.best[key])
         # a later, worse evaluation does not replace policies/best
         tr3.recorder.record_episode(3, {"reward": 0.0}, fake_eval(tr.n, 9.0, 0.7), 0.0)
         assert read_manifest(tmp_path / "policies" / "best")["episode"] == 2
@@ -84,14 +86,15 @@ def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, 
     """Evaluations without the analysis choose `best` by reward: silently with "auto",
     with one note with "br_share"; an unknown value is refused on construction."""
     assert best_metric("auto", {"reward": 1.0}) == "reward"
-    assert best_metric("auto", {"reward": 1.0, "br_share": 0.3}) == "br_share"
-    assert best_metric("reward", {"reward": 1.0, "br_share": 0.3}) == "reward"
-    for setting, noted in (("auto", False), ("br_share", True)):
+    assert best_metric("auto", {"reward": 1.0, "br_share": 0.3, "gain": 5.0}) == "gain"
+    assert best_metric("br_share", {"reward": 1.0, "br_share": 0.3, "gain": 5.0}) == "br_share"
+    assert best_metric("reward", {"reward": 1.0, "br_share": 0.3, "gain": 5.0}) == "reward"
+    for setting, noted in (("auto", False), ("br_share", True), ("gain", True)):
         tr = make(tmp_path / setting, [f"best_policy_metric={setting}"])
         for ep, (reward, _) in enumerate(EVALS):
             tr.recorder.record_episode(ep, {"reward": 0.0}, fake_eval(tr.n, reward, None), 0.0)
         assert read_manifest(tmp_path / setting / "policies" / "best")["episode"] == 1
-        assert capsys.readouterr().out.count("best_policy_metric is br_share") == int(noted)
+        assert capsys.readouterr().out.count(f"best_policy_metric is {setting}") == int(noted)
     # NaN share (no best-response profit at all) never becomes the best
     best = initial_best()
     assert compare_policies(best, {"reward": 1.0, "profit": 1.0, "regret": 0.0, "br_share": math.nan},
@@ -105,10 +108,56 @@ def test_best_policy_metric_without_the_analysis_falls_back_to_reward(tmp_path, 
     assert "best" not in compare_policies(best, losing, best_by="br_share") and best["br_share"] == 0.3
     # an undefined share chooses by reward until a defined one has been seen
     nan = {"reward": 2.0, "br_share": math.nan}
-    assert best_metric("auto", nan) == "reward" and best_metric("auto", nan, initial_best()) == "reward"
-    assert best_metric("auto", nan, {"br_share": 0.4}) == "br_share"
+    assert best_metric("br_share", nan) == "reward" and best_metric("br_share", nan, initial_best()) == "reward"
+    assert best_metric("br_share", nan, {"br_share": 0.4}) == "br_share"
     with pytest.raises(ConfigError, match="best_policy_metric"):
         LearningConfig.from_dict({"best_policy_metric": "profit"})
+
+
+def test_gain_keeps_the_profile_nearest_to_equilibrium_where_shares_are_undefined(tmp_path):
+    """A competitive market: every learner's best response earns (almost) nothing, so the
+    share is undefined or explodes. "gain" (and "auto") keep the evaluation the learners
+    could gain least from by deviating, in EUR."""
+    tr = make(tmp_path, ["best_policy_metric=auto"])
+    z = np.zeros(tr.n)
+    evals = []
+    for profit, br in ((-900.0, 100.0), (-50.0, 20.0), (30.0, 500.0)):  # gains 1000, 70, 470
+        ev = EvalResult(reward=profit / 1e3, profit=profit, regret=0.0, mean_price=50.0, agent_profit=np.full(tr.n, profit),
+                        agent_reward=z, markup=0.0, dispatch=z, br_profit=np.full(tr.n, br),
+                        br_share=np.full(tr.n, profit / br), exploitability=(br - profit) / abs(profit))
+        evals.append(ev)
+    assert [round(e.metrics()["gain"]) for e in evals] == [1000 * tr.n, 70 * tr.n, 470 * tr.n]
+    for ep, ev in enumerate(evals):
+        tr.recorder.record_episode(ep, {"reward": 0.0}, ev, 0.0)
+    assert read_manifest(tmp_path / "policies" / "best")["episode"] == 1  # br_share would keep episode 2
+    assert compare_policies(initial_best(), {**evals[0].metrics(), "gain": math.nan}, best_by="gain") == [
+        "best_profit", "best_regret"]
+
+
+def test_the_fitted_actors_compete_for_policies_best(tmp_path):
+    """With the equilibrium teacher, the actors right after its fit are evaluated before
+    the first training episode and kept in `policies/best` unless an evaluation during
+    training is nearer to equilibrium (here no training evaluation runs: all episodes
+    are initial exploration)."""
+    tr = make(tmp_path, ["equilibrium_teacher_steps=200", "training_episodes=1", "episodes_collecting_initial_experience=2"])
+    tr.train()
+    assert tr.learner.equilibrium_fitted and tr.fit_evaluation is not None
+    assert not any("eval/gain" in r for r in tr.history)
+    best = read_manifest(tmp_path / "policies" / "best")
+    assert best["episode"] == 0 and best["metrics"]["gain"] == pytest.approx(tr.fit_evaluation["gain"])
+    assert best["metrics"]["before_training"] == 1.0
+    summary = tr.finish(tr.train(), plots=False)  # no more episodes: the summary scores the fitted actors
+    assert "right after the equilibrium teacher's fit" in summary["evaluated_policy"]
+    # it is what re-evaluating policies/best scores (the evaluation is deterministic)
+    tr.learner.load(tmp_path / "policies" / "best")
+    assert tr.evaluate(analysis=True).metrics()["gain"] == pytest.approx(tr.fit_evaluation["gain"], rel=1e-9, abs=1e-6)
+    tr.close()
+    # without the teacher nothing is evaluated before training
+    tr2 = make(tmp_path / "off", ["equilibrium_teacher=false", "training_episodes=1",
+                                  "episodes_collecting_initial_experience=2"])
+    tr2.train()
+    assert tr2.fit_evaluation is None and not (tmp_path / "off" / "policies" / "best").exists()
+    tr2.close()
 
 
 def test_undefined_shares_still_keep_a_best_policy(tmp_path, capsys):
@@ -124,18 +173,20 @@ def test_undefined_shares_still_keep_a_best_policy(tmp_path, capsys):
 
 
 def test_best_policy_metric_auto_keeps_the_evaluation_nearest_to_the_best_responses_of_a_real_run(tmp_path):
-    """A real run with the analysis: `policies/best` is the evaluation with the highest
-    share of the best-response profit in history.csv, and re-evaluating it (what
-    train.py's final summary does) scores that share again."""
+    """A real run with the analysis: `policies/best` is the evaluation with the lowest
+    total gain from deviating among those in history.csv and the one right after the
+    equilibrium teacher's fit (tiny's config turns it on), and re-evaluating it (what
+    train.py's final summary does) scores that gain again."""
     tr = make(tmp_path, ["best_policy_metric=auto", "training_episodes=5"])
     res = tr.train()
-    evals = [(r["episode"], r["eval/br_share"]) for r in res.history if "eval/br_share" in r]
-    assert len(evals) == 4
-    ep, highest = max(evals, key=lambda e: e[1])
+    evals = [(r["episode"], r["eval/gain"]) for r in res.history if "eval/gain" in r]
+    assert len(evals) == 4 and tr.fit_evaluation is not None
+    ep, lowest = min([(-1, tr.fit_evaluation["gain"])] + evals, key=lambda e: e[1])
     best = read_manifest(tmp_path / "policies" / "best")
-    assert best["episode"] == ep and best["metrics"]["br_share"] == highest == res.best["br_share"]
+    assert best["metrics"]["gain"] == lowest == res.best["gain"]
+    assert best["episode"] == max(ep, 0) and bool(best["metrics"].get("before_training")) == (ep == -1)
     tr.learner.load(tmp_path / "policies" / "best")
-    assert tr.evaluate(analysis=True).metrics()["br_share"] == pytest.approx(highest, rel=1e-9, abs=1e-12)
+    assert tr.evaluate(analysis=True).metrics()["gain"] == pytest.approx(lowest, rel=1e-9, abs=1e-6)
 
 
 def test_critic_reward_scale_multiplies_what_the_critics_learn_from_only(tmp_path):
