@@ -295,8 +295,11 @@ class Trainer:
         market where every learner's equilibrium bid is its marginal cost). Its metrics
         are kept in :attr:`fit_evaluation` (not in the per-episode history)."""
         ev = self.evaluate()
-        self.fit_evaluation = {**ev.metrics(), "before_training": 1.0}  # the manifest says where it comes from
-        self.recorder.compare_and_save_policies(self.fit_evaluation)
+        self.fit_evaluation = m = {**ev.metrics(), "before_training": 1.0}  # the manifest says where it comes from
+        self.recorder.compare_and_save_policies(m)
+        if self.progress and "gain" in m:
+            print(f"equilibrium teacher: the fitted actors, evaluated: the learners could gain {m['gain']:,.0f} EUR "
+                  f"together by deviating alone (share of the best-response profit {m['br_share']:.3f})", flush=True)
         return ev
 
     def start_equilibrium_reference(self) -> None:

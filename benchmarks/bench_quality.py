@@ -107,12 +107,12 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
     shares = np.asarray(ev.br_share, dtype=float)
     row = {
         "seed": seed, "br_share": m.get("br_share"), "worst_share": float(np.nanmin(shares)) if len(shares) else None,
-        "exploitability": m.get("exploitability"), "mean_price": m["mean_price"], "train_s": round(res.wall_time, 1),
+        "exploitability": m.get("exploitability"), "gain": m.get("gain"), "mean_price": m["mean_price"], "train_s": round(res.wall_time, 1),
         "episodes": res.episodes,
         "agents": {a: {"profit": round(float(p)), "best_response_profit": round(float(b)), "share": round(float(s), 4)}
                    for a, p, b, s in zip(tr.agents, ev.agent_profit, ev.br_profit, shares)},
         "curve": [(r["episode"], round(r["eval/br_share"], 4), round(r["eval/exploitability"], 4),
-                   round(r["eval/reward"], 6), round(r.get("eval/gain", math.nan)),
+                   round(r["eval/reward"], 6), round(r["eval/gain"]) if math.isfinite(r.get("eval/gain", math.nan)) else None,
                    round(min((v for k, v in r.items() if k.startswith("eval/br_share_")), default=math.nan), 4))
                   for r in res.history if "eval/br_share" in r],
     }
@@ -140,10 +140,13 @@ def selections(curve: list, own, total: int) -> dict:
     """What each ``best_policy_metric`` would have kept, read off one run's evaluation curve
     (training does not depend on the evaluations, so a run with
     ``validation_episodes_interval=1`` shows every choice): for ``reward`` and
-    ``br_share`` (highest each), over the evaluations the scenario's own config runs
-    (``own``: its ``validation_episodes_interval``) and over all evaluations of this run
-    (``all``; with ``best_policy_interval`` also its extra ones). Each: ``[episode, share, exploitability]`` of the evaluation kept (its
-    re-evaluation scores the same: the evaluation episode is deterministic)."""
+    ``br_share`` (highest each) and ``gain`` (lowest), over the evaluations the scenario's
+    own config runs (``own``: its ``validation_episodes_interval``) and over all
+    evaluations of this run (``all``; with ``best_policy_interval`` also its extra ones).
+    Both include the evaluation right after the equilibrium teacher's fit (episode -1)
+    when the curve starts with one. Each: ``[episode, share, exploitability]`` of the
+    evaluation kept, and for ``gain`` its Σ gain in EUR (its re-evaluation scores the
+    same: the evaluation episode is deterministic)."""
     from agents.recorder import validation_due
 
     out = {}
@@ -155,7 +158,7 @@ def selections(curve: list, own, total: int) -> dict:
         out[f"reward_{where}"] = list(by_r[:3])
         out[f"br_share_{where}"] = list(by_s[:3])
         if all(len(c) > 4 for c in rows):
-            by_g = min(rows, key=lambda c: c[4] if math.isfinite(c[4]) else math.inf)
+            by_g = min(rows, key=lambda c: c[4] if c[4] is not None and math.isfinite(c[4]) else math.inf)
             out[f"gain_{where}"] = list(by_g[:3]) + [by_g[4]]
     return out
 
