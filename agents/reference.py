@@ -207,11 +207,11 @@ def _add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *,
                               time_limit_s: float | None = EQUILIBRIUM_TIME_LIMIT_S,
                               pending: PendingEquilibrium | None = None) -> dict[str, Any]:
     ex = getattr(ev, "analysis_result", None)
+    rec = ev.record
     if ex is not None:
         from envs.analysis import deviation_verdict
 
-        summary["verdict"] = deviation_verdict(ex)
-    rec = ev.record
+        summary["verdict"] = deviation_verdict(ex, revenue=rec.agent_revenue() if rec is not None else None)
     if not getattr(config, "equilibrium_reference", True) or rec is None:
         return summary
     n = len(rec.agents)

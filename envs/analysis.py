@@ -1692,16 +1692,22 @@ def max_relative_gain(ex: Exploitability) -> tuple[float, str]:
     return float(rel[k]), ex.agents[k]
 
 
-def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05) -> str:
+def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05, revenue: np.ndarray | None = None) -> str:
     """One plain line for a final summary: "near equilibrium: no agent can gain more than
     X % by deviating alone" when the largest relative gain is at most ``threshold``,
-    else which agent can gain how much."""
+    else which agent can gain how much. ``revenue`` (``(n,)`` EUR, e.g.
+    :meth:`~envs.record.EpisodeRecord.agent_revenue`) adds that gain as a share of the
+    agent's sales: where equilibrium profits are near zero (a competitive market) a gain
+    of a few thousand EUR is many times the profit but a sliver of the revenue."""
     rel, agent = max_relative_gain(ex)
     if rel <= threshold:
         return f"near equilibrium: no agent can gain more than {100 * rel:.1f} % by deviating alone"
     k = ex.agents.index(agent)
-    return (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR by deviating alone (it earns "
-            f"{ex.recorded_profit[k]:,.0f} EUR, {ex.best_response_profit[k]:,.0f} EUR with its best response)")
+    line = (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR by deviating alone (it earns "
+            f"{ex.recorded_profit[k]:,.0f} EUR, {ex.best_response_profit[k]:,.0f} EUR with its best response")
+    if revenue is not None and revenue[k] > 0:
+        line += f"; the gain is {100 * ex.gain[k] / revenue[k]:.2g} % of its sales of {revenue[k]:,.0f} EUR"
+    return line + ")"
 
 
 def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:

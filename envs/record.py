@@ -61,3 +61,12 @@ class EpisodeRecord:
     def agent_demand_columns(self, i: int) -> np.ndarray:
         """Indices of agent ``i``'s demand bids."""
         return np.flatnonzero(self.demand_unit == self.agent_unit[i])
+
+    def agent_revenue(self) -> np.ndarray:
+        """``(n,)`` EUR each agent was paid for the energy it sold over the record: accepted
+        supply x price x ``dt`` (the clearing price; the bid price under pay-as-bid).
+        Storage purchases are not subtracted. A scale for gains where profits are near
+        zero (a competitive market)."""
+        pay = self.supply_price if self.mechanism == "pay_as_bid" else self.clearing_price[:, None]
+        paid = self.supply_accepted * pay * self.dt  # (H, Nb)
+        return np.array([paid[:, self.agent_supply_columns(i)].sum() for i in range(len(self.agents))])

@@ -168,6 +168,14 @@ def test_verdict_and_agent_rows():
     rel, who = max_relative_gain(ex)
     assert who == a and rel == pytest.approx(1.0)
     assert deviation_verdict(ex).startswith(f"not at equilibrium: {a} can gain")
+    # the agent's sales as a scale: at marginal cost it sells a lot and earns nothing
+    rec = core.episode_record()
+    revenue = rec.agent_revenue()
+    cols = rec.agent_supply_columns(0)
+    assert revenue[0] == pytest.approx((rec.supply_accepted[:, cols].sum(axis=1) * rec.clearing_price).sum() * rec.dt)
+    assert revenue[0] > 1e6 and ex.recorded_profit[0] == pytest.approx(0.0, abs=1e-6)  # sells at its cost
+    share = 100 * ex.gain[0] / revenue[0]
+    assert deviation_verdict(ex, revenue=revenue).endswith(f"; the gain is {share:.2g} % of its sales of {revenue[0]:,.0f} EUR)")
 
 
 @pytest.mark.parametrize("k", [0, 1, 2])
