@@ -665,3 +665,26 @@ def test_perturb_scenario_draws_documented_factors_per_unit_and_is_seeded():
     for bad in (-0.1, 3.0, float("nan")):
         with pytest.raises(ValueError, match="strength"):
             perturb_scenario(sc, 0, bad)
+
+
+def test_heldout_like_scenarios_build_and_load(tmp_path):
+    """benchmarks/make_heldout_like.py: ten learning CCGTs with one marginal cost, and one
+    learning solar unit whose availability is a daylight curve in [0, 1]."""
+    import subprocess
+    import sys
+
+    if not (ASSUME_DIR / "example_02b").exists():
+        pytest.skip("shared ASSUME example_02b absent")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_heldout_like.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    c = load_scenario(tmp_path / "like_02c")
+    pl = c.plants
+    assert pl.learning.sum() == 10 and len(pl.names) == 16
+    assert np.ptp(pl.marginal_cost[:, pl.learning]) == 0  # all learners share one cost
+    assert pl.marginal_cost[0, list(pl.names).index("pp_16")] == pytest.approx(pl.marginal_cost[0, pl.learning][0] + 30)
+    d = load_scenario(tmp_path / "like_02d")
+    rn = d.renewables
+    assert not d.plants.learning.any() and rn.learning.tolist() == [True]
+    av = rn.availability[:, 0]
+    hours = pd.DatetimeIndex(d.times).hour
+    assert av.min() >= 0 and av.max() <= 1 and av[(hours < 6) | (hours >= 18)].max() < 1e-12 and av.max() > 0.3
