@@ -237,11 +237,12 @@ class EquilibriumResult:
 
     def verdict(self) -> str:
         """One plain line."""
+        passes = f"{self.passes} pass{'' if self.passes == 1 else 'es'}"
         if self.converged:
-            return (f"equilibrium found after {self.passes} passes: no agent can gain more than "
+            return (f"equilibrium found after {passes}: no agent can gain more than "
                     f"{100 * self.max_relative_gain:.2f} % by deviating alone (exploitability {self.exploitability:.4f})")
         worst = int(np.argmax(self.residual_gain)) if len(self.agents) else 0
-        return (f"NO equilibrium ({self.reason} after {self.passes} passes): {self.agents[worst]} can still gain "
+        return (f"NO equilibrium ({self.reason} after {passes}): {self.agents[worst]} can still gain "
                 f"{self.residual_gain[worst]:,.0f} EUR ({100 * self.max_relative_gain:.1f} %), bids still changing "
                 f"in {len(self.changing_hours)} hours; the profile is the last iterate, not an equilibrium")
 
