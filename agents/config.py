@@ -502,8 +502,8 @@ class LearningConfig:
     equilibrium_reference: bool = True
     """At the end of training or ``evaluate``, compute the market's equilibrium and show
     each agent's equilibrium profit and the distance of the learned prices to the
-    equilibrium prices; only done for at most 5 learning agents (else skipped with a
-    note). Default: True."""
+    equilibrium prices; only done for at most 40 learning agents and within 120 s (else
+    skipped with a note). Default: True."""
 
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
     """Keys of the source mapping that are not known and were ignored (not part of
