@@ -59,6 +59,11 @@ AUTO_BEST_POLICY_METRIC = "gain"
 """What ``best_policy_metric: auto`` means (see the config key)."""
 
 
+def resolved_best_policy_metric(setting: str) -> str:
+    """``best_policy_metric`` with ``"auto"`` replaced by :data:`AUTO_BEST_POLICY_METRIC`."""
+    return AUTO_BEST_POLICY_METRIC if setting == "auto" else setting
+
+
 def best_metric(setting: str, metrics: Mapping[str, float], best: Mapping[str, float] | None = None) -> str:
     """The metric that decides ``policies/best`` for one evaluation (``best_policy_metric``,
     ``"auto"`` = :data:`AUTO_BEST_POLICY_METRIC`): ``"gain"`` (lowest) or ``"br_share"``
@@ -73,8 +78,7 @@ def best_metric(setting: str, metrics: Mapping[str, float], best: Mapping[str, f
     a policy at -1.5 of the best-response profit). The gain in EUR has no denominator: it
     stays defined where the learners' best responses earn nothing (a competitive market
     whose equilibrium profits are zero), where the share is undefined or explodes."""
-    if setting == "auto":
-        setting = AUTO_BEST_POLICY_METRIC
+    setting = resolved_best_policy_metric(setting)
     if setting == "gain" and "gain" in metrics and math.isfinite(float(metrics["gain"])):
         return "gain"
     if setting == "br_share" and "br_share" in metrics:
@@ -366,8 +370,7 @@ class RunRecorder:
 
         raised = []
         criteria = list(POLICY_CRITERIA)
-        setting = self.config.best_policy_metric
-        setting = AUTO_BEST_POLICY_METRIC if setting == "auto" else setting
+        setting = resolved_best_policy_metric(self.config.best_policy_metric)
         if setting == "br_share":  # best by br_share (when its manifest has one)
             criteria.append(("br_share", "best", True))
         elif setting == "gain":

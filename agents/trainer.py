@@ -239,9 +239,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
-        fitting = self.episode == 0 and self.equilibrium_teacher_report is None
+        first_call = self.equilibrium_teacher_report is None  # the teacher is prepared once per trainer
         self.prepare_equilibrium_teacher()
-        if fitting and self.equilibrium_teacher_report is not None and self.learner.equilibrium_fitted:
+        if first_call and self.learner.equilibrium_fitted:  # fitted only before the first episode
             self.evaluate_fit()
         stopped = False
         bar = tqdm(range(self.episode, total), desc="training", unit="ep", disable=not self.progress, dynamic_ncols=True)
