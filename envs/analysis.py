@@ -1706,7 +1706,9 @@ def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05, revenue: n
     line = (f"not at equilibrium: {agent} can gain {ex.gain[k]:,.0f} EUR by deviating alone (it earns "
             f"{ex.recorded_profit[k]:,.0f} EUR, {ex.best_response_profit[k]:,.0f} EUR with its best response")
     if revenue is not None and revenue[k] > 0:
-        line += f"; the gain is {100 * ex.gain[k] / revenue[k]:.2g} % of its sales of {revenue[k]:,.0f} EUR"
+        pct = 100 * ex.gain[k] / revenue[k]
+        spec = ".2g" if pct < 99.5 else ",.0f"  # two significant digits, never "1.2e+02"
+        line += f"; the gain is {pct:{spec}} % of its sales of {revenue[k]:,.0f} EUR"
     return line + ")"
 
 
