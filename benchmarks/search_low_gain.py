@@ -1,0 +1,183 @@
+"""Search for a bid profile with a small total gain from deviating alone, where the
+equilibrium reference's best-response dynamics cycle (e.g. `default`).
+
+    PYTHONPATH=$PWD python benchmarks/search_low_gain.py [--scenario default]
+        [--iterations 1500] [--seed 0] [--step 1.0] [--out profile.npz] [--start profile.npz]
+
+It answers one question: does a pure-strategy profile exist whose exploitability is low,
+or is a goal such as "exploitability <= 0.10" out of reach for deterministic bids? It is
+a heuristic (a local search), not a solver: it can show that such a profile exists, not
+that none does.
+
+1. Start: the last iterate of :func:`envs.analysis.equilibrium` at a 1 EUR/MWh tick with
+   whole-volume storage moves (the env's storage action), or ``--start``.
+2. Local search. Each step proposes one change and keeps it only when the profile's total
+   gain from deviating alone (Σ over learners of best-response profit − profit, scored
+   exactly as training scores its evaluations: :func:`envs.analysis.exploitability`,
+   0.01 EUR/MWh tick, storage off the state-of-charge grid) falls. Proposals, drawn from
+   the run's seeded generator:
+
+   * a learner (drawn in proportion to its gain) adopts its best response in a window of
+     1–48 hours, placed where its gain per hour is concentrated, or anywhere;
+   * a learner's prices move by ``±step`` or ``±3 step`` in such a window;
+   * the learning plants bid just above the clearing price in hours where they lose
+     money (a start-up for a sliver of volume at a tie with another learner);
+   * a storage unit adopts its best response bidding the whole feasible volume.
+
+   Storage bids are the env's own action: the whole feasible volume at one signed price
+   (an offer at the top of the bid range in hours it waits), accepted in part where it
+   sets the price. Every profile is therefore one that env actions reproduce exactly.
+3. Output: one JSON line per 25 steps, the final figures, and the profile (``--out``,
+   written atomically): bid prices ``(H, n, 2)`` EUR/MWh (storage: signed by direction),
+   i.e. env actions ``price / max_bid_price``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from envs import load_scenario  # noqa: E402
+from envs import equilibrium as eqm  # noqa: E402  (the profile helpers of the equilibrium search)
+from envs.analysis import best_response, equilibrium  # noqa: E402
+
+WINDOWS = (1, 2, 4, 8, 16, 24, 48)
+
+
+class Profile:
+    """The learners' bid prices, with their exact gains from deviating alone."""
+
+    def __init__(self, core, scenario, price: np.ndarray):
+        self.core, self.scenario = core, scenario
+        self.price = price
+        # storage: the env's own action (the whole feasible volume at the signed price)
+        rec = eqm.simulate_profile(core, eqm._actions(core, price), None, price)
+        kw = dict(tick=0.01, scenario=scenario, storage_off_grid=True)  # as exploitability() scores
+        self.record = rec
+        self.responses = [best_response(rec, k, **kw) for k in range(core.n)]
+        self.full = {k: best_response(rec, k, **kw, storage_moves="full")
+                     for k in range(core.n) if core.agent_kind[k] == "storage"}
+        self.profit = rec.agent_profit.sum(axis=0)
+        self.gains = np.array([b.best_profit for b in self.responses]) - self.profit
+        self.total_gain = float(np.clip(self.gains, 0, None).sum())
+        self.exploitability = self.total_gain / max(float(np.abs(self.profit).sum()), 1e-9)
+
+    def row(self) -> dict:
+        return {"total_gain": round(self.total_gain), "exploitability": round(self.exploitability, 4),
+                "gain": {a: round(float(g)) for a, g in zip(self.core.agents, self.gains)},
+                "profit": {a: round(float(p)) for a, p in zip(self.core.agents, self.profit)}}
+
+
+def env_storage_prices(core, price: np.ndarray, vol: np.ndarray, k: int) -> None:
+    """Write storage unit ``k``'s schedule (signed volumes ``vol[:, k]``, prices
+    ``price[:, k, 0]``) as env bids: the price signed by the direction where it trades,
+    an offer at the top of the bid range where it waits (in place)."""
+    q = vol[:, k]
+    p = np.where(np.abs(q) < 1e-9, core.max_bid_price, np.sign(q) * np.abs(price[:, k, 0]))
+    price[:, k, 0] = price[:, k, 1] = p
+
+
+def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np.ndarray:
+    """One proposed change of ``p``'s bid prices (a copy)."""
+    core = p.core
+    price = p.price.copy()
+    vol = np.full((price.shape[0], core.n), np.nan)
+    H = p.record.n_hours
+    weights = np.clip(p.gains, 0, None) + 1.0
+    k = int(rng.choice(core.n, p=weights / weights.sum())) if rng.random() < 0.7 else int(rng.integers(core.n))
+    if core.agent_kind[k] == "storage":
+        vol[:, k] = 0.0
+        eqm._adopt(core, price, vol, k, p.full[k], None)
+        env_storage_prices(core, price, vol, k)
+        return price
+    u = rng.random()
+    if u < 0.2:  # plants off where they lose money at a price they only tie
+        for j in range(core.n):
+            if core.agent_kind[j] != "plant":
+                continue
+            bad = np.flatnonzero(p.responses[j].recorded_profit_per_hour < -500)
+            if len(bad) > 1 and rng.random() < 0.5:
+                bad = bad[rng.random(len(bad)) < 0.5]
+            lift = p.record.clearing_price[bad, None] + rng.uniform(0.01, 1.0)
+            price[bad, j, :] = np.maximum(price[bad, j, :], lift)
+        return np.clip(price, -mbp, mbp)
+    L = int(rng.choice(WINDOWS))
+    if rng.random() < 0.6:  # where the learner's gain is concentrated
+        g = np.convolve(np.clip(p.responses[k].gain_per_hour, 0, None), np.ones(L), "valid") + 1e-9
+        s = int(rng.choice(len(g), p=g / g.sum()))
+    else:
+        s = int(rng.integers(0, H - L + 1))
+    mask = np.zeros(H, dtype=bool)
+    mask[s:s + L] = True
+    if u < 0.6:
+        eqm._adopt(core, price, vol, k, p.responses[k], mask)
+    else:
+        price[mask, k, int(rng.integers(2))] += rng.choice([-3, -1, 1, 3]) * step
+    return np.clip(price, -mbp, mbp)
+
+
+def save(path: Path, p: Profile) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, price=p.price, agents=np.array(p.core.agents))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--study-case", default="base")
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--step", type=float, default=1.0, help="price move of a proposal, EUR/MWh")
+    ap.add_argument("--start", type=Path, default=None, help="a profile written by --out")
+    ap.add_argument("--out", type=Path, default=None, help="where to write the best profile (.npz)")
+    a = ap.parse_args(argv)
+    sc = load_scenario(a.scenario, a.study_case)
+    rng = np.random.default_rng(a.seed)
+    t0 = time.perf_counter()
+    core = eqm._make_core(sc, None, None)
+    mbp = float(core.max_bid_price)
+    if a.start is not None:
+        price = np.load(a.start)["price"].copy()
+    else:
+        eq = equilibrium(sc, tick=1.0, max_passes=30, storage_moves="full")
+        print(json.dumps({"start": eq.verdict(), "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+        price = eq.bid_prices.copy()
+        for k in range(core.n):
+            if core.agent_kind[k] == "storage":
+                env_storage_prices(core, price, eq.storage_volume, k)
+    best = Profile(core, sc, price)
+    print(json.dumps({"it": 0, **best.row()}), flush=True)
+    kept = 0
+    for it in range(1, a.iterations + 1):
+        cand = Profile(core, sc, propose(best, rng, a.step, mbp))
+        if cand.total_gain < best.total_gain:
+            best, kept = cand, kept + 1
+            if a.out is not None:
+                save(a.out, best)
+        if it % 25 == 0:
+            print(json.dumps({"it": it, "kept": kept, "seconds": round(time.perf_counter() - t0), **best.row()}),
+                  flush=True)
+    print(json.dumps({"final": True, "scenario": a.scenario, "iterations": a.iterations, "kept": kept,
+                      "seconds": round(time.perf_counter() - t0), **best.row()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
