@@ -20,8 +20,9 @@ that none does.
    * a learner (drawn in proportion to its gain) adopts its best response in a window of
      1–48 hours, placed where its gain per hour is concentrated, or anywhere;
    * a learner's prices move by ``±step`` or ``±3 step`` in such a window;
-   * the learning plants bid just above the clearing price in hours where they lose
-     money (a start-up for a sliver of volume at a tie with another learner);
+   * in hours where a learning plant loses money (a start-up for a sliver of volume at a
+     tie with another learner), every learning plant bidding at about the price bids just
+     above it;
    * a storage unit adopts its best response bidding the whole feasible volume.
 
    Storage bids are the env's own action: the whole feasible volume at one signed price
@@ -101,15 +102,22 @@ def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np
         env_storage_prices(core, price, vol, k)
         return price
     u = rng.random()
-    if u < 0.2:  # plants off where they lose money at a price they only tie
-        for j in range(core.n):
-            if core.agent_kind[j] != "plant":
-                continue
-            bad = np.flatnonzero(p.responses[j].recorded_profit_per_hour < -500)
-            if len(bad) > 1 and rng.random() < 0.5:
-                bad = bad[rng.random(len(bad)) < 0.5]
-            lift = p.record.clearing_price[bad, None] + rng.uniform(0.01, 1.0)
-            price[bad, j, :] = np.maximum(price[bad, j, :], lift)
+    if u < 0.2:
+        # hours where a learning plant loses money (typically a start-up for a sliver of
+        # volume at a tie): every learning plant bidding at about the price there bids
+        # just above it (lifting one alone hands the sliver to the other)
+        plants = [j for j in range(core.n) if core.agent_kind[j] == "plant"]
+        bad = np.zeros(H, dtype=bool)
+        for j in plants:
+            bad |= p.responses[j].recorded_profit_per_hour < -500
+        bad = np.flatnonzero(bad)
+        if len(bad) > 1 and rng.random() < 0.5:
+            bad = bad[rng.random(len(bad)) < 0.5]
+        cp = p.record.clearing_price[bad, None]
+        lift = cp + rng.uniform(0.01, 1.0)
+        for j in plants:
+            near = price[bad, j, :] >= cp - 0.5  # at the margin, not well inside the merit order
+            price[bad, j, :] = np.where(near, np.maximum(price[bad, j, :], lift), price[bad, j, :])
         return np.clip(price, -mbp, mbp)
     L = int(rng.choice(WINDOWS))
     if rng.random() < 0.6:  # where the learner's gain is concentrated
