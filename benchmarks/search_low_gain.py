@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,9 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.jsonio import write_atomic  # noqa: E402
 from envs import load_scenario  # noqa: E402
 from envs import equilibrium as eqm  # noqa: E402  (the profile helpers of the equilibrium search)
-from envs.analysis import best_response, equilibrium  # noqa: E402
+from envs.analysis import best_response, equilibrium, exploitability  # noqa: E402
 
 WINDOWS = (1, 2, 4, 8, 16, 24, 48)
 
@@ -62,16 +61,21 @@ class Profile:
         self.core, self.scenario = core, scenario
         self.price = price
         # storage: the env's own action (the whole feasible volume at the signed price)
-        rec = eqm.simulate_profile(core, eqm._actions(core, price), None, price)
-        kw = dict(tick=0.01, scenario=scenario, storage_off_grid=True)  # as exploitability() scores
-        self.record = rec
-        self.responses = [best_response(rec, k, **kw) for k in range(core.n)]
-        self.full = {k: best_response(rec, k, **kw, storage_moves="full")
-                     for k in range(core.n) if core.agent_kind[k] == "storage"}
-        self.profit = rec.agent_profit.sum(axis=0)
-        self.gains = np.array([b.best_profit for b in self.responses]) - self.profit
+        self.record = eqm.simulate_profile(core, eqm._actions(core, price), None, price)
+        ex = exploitability(self.record, scenario=scenario)  # scored as training scores its evaluations
+        self.responses = [ex.responses[a] for a in core.agents]
+        self.profit = np.asarray(ex.recorded_profit, dtype=float)
+        self.gains = np.asarray(ex.best_response_profit, dtype=float) - self.profit
         self.total_gain = float(np.clip(self.gains, 0, None).sum())
-        self.exploitability = self.total_gain / max(float(np.abs(self.profit).sum()), 1e-9)
+        self.exploitability = float(ex.joint)
+        self._full: dict[int, object] = {}
+
+    def full(self, k: int):
+        """Storage unit ``k``'s best response bidding its whole feasible volume (computed
+        once, when a proposal asks for it)."""
+        if k not in self._full:
+            self._full[k] = best_response(self.record, k, scenario=self.scenario, storage_moves="full")
+        return self._full[k]
 
     def row(self) -> dict:
         return {"total_gain": round(self.total_gain), "exploitability": round(self.exploitability, 4),
@@ -98,7 +102,7 @@ def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np
     k = int(rng.choice(core.n, p=weights / weights.sum())) if rng.random() < 0.7 else int(rng.integers(core.n))
     if core.agent_kind[k] == "storage":
         vol[:, k] = 0.0
-        eqm._adopt(core, price, vol, k, p.full[k], None)
+        eqm._adopt(core, price, vol, k, p.full(k), None)
         env_storage_prices(core, price, vol, k)
         return price
     u = rng.random()
@@ -136,14 +140,7 @@ def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np
 
 def save(path: Path, p: Profile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, price=p.price, agents=np.array(p.core.agents))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda f: np.savez(f, price=p.price, agents=np.array(p.core.agents)), binary=True)
 
 
 def main(argv=None) -> int:
@@ -182,6 +179,8 @@ def main(argv=None) -> int:
         if it % 25 == 0:
             print(json.dumps({"it": it, "kept": kept, "seconds": round(time.perf_counter() - t0), **best.row()}),
                   flush=True)
+    if a.out is not None:  # also when no step improved on the start
+        save(a.out, best)
     print(json.dumps({"final": True, "scenario": a.scenario, "iterations": a.iterations, "kept": kept,
                       "seconds": round(time.perf_counter() - t0), **best.row()}), flush=True)
     return 0
