@@ -396,6 +396,23 @@ class LearningConfig:
     scored by both critics for 64 of the sampled states on every actor step (`many`:
     about 1.8x the training time). Must be >= 0 or "auto". Default: "auto"."""
 
+    plant_cost_floor: float | str = "auto"
+    """Weight of a cloning term that lifts a learning plant's offer for its flexible part
+    (the capacity above `min_power`) to its marginal cost wherever its actor offers that
+    part below cost, on the sampled states of every actor step. Such an offer is weakly
+    dominated within the hour: it can only sell that energy at a loss or lower the price
+    the plant's other energy earns. The inflexible part is left alone (offering it below
+    cost can pay: it keeps a plant with start-up costs running through a few cheap hours).
+    The deterministic policy gradient does not see the loss in hours where another unit
+    sets the price below the offer, so actors drift there. A number applies to every
+    learning plant that bids two prices; 0 disables. "auto": weight 100 for the plants
+    with start-up costs in a market with two or more learning units (the units no other
+    imitation term covers: `per_unit_gamma` keeps their horizon and `critic_search`
+    leaves them out), none otherwise. A unit that the best-response teacher teaches keeps
+    the teacher's targets; for a unit that `critic_search` also covers, the floor's
+    targets and weight replace the search's. Measured on `default`
+    (benchmarks/RESULTS.md, fifteenth round). Must be >= 0 or "auto". Default: "auto"."""
+
     best_policy_metric: str = "auto"
     """Which evaluation's policy `policies/best` holds (what `train.py`'s final
     evaluation, `evaluate` and `benchmarks/bench_quality.py` score): "reward", the
@@ -1069,6 +1086,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "equilibrium_teacher_storage_refresh": _to_bool,
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
+    "plant_cost_floor": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share", "gain"),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

@@ -55,6 +55,9 @@ CRITIC_SEARCH_CANDIDATES = 32
 CRITIC_SEARCH_MARGIN = 0.05
 CRITIC_SEARCH_STATES = 64  # sampled states searched per actor step (many: as good as 128, 1.7x faster training)
 CRITIC_SEARCH_AUTO_WEIGHT = 1.0  # critic_search "auto", on the units with discount 0 (see Learner.apply_unit_roles)
+# plant_cost_floor "auto": the weight for the plants with start-up costs among several learners (RESULTS.md, 15th round)
+COST_FLOOR_AUTO_WEIGHT = 100.0
+COST_FLOOR_EPS = 0.001  # target: the marginal cost + this, in action units (0.1 EUR/MWh at max_bid_price 100)
 # best_response_teacher "auto": the weight for a market with one learning unit (RESULTS.md, 02a)
 TEACHER_AUTO_WEIGHT = 100.0
 # equilibrium_teacher: limits of the equilibrium computation before training
@@ -266,6 +269,8 @@ class Learner:
         cs = cfg.critic_search
         self.search_weight: float = 0.0 if cs == "auto" else float(cs)
         self.search_mask: torch.Tensor | None = None
+        # plant_cost_floor: the weight per unit (0: none), resolved by apply_unit_roles
+        self.floor_weight = np.zeros(self.n, dtype=np.float32)
         self.unit_kinds: list[str] | None = None  # "plant" | "renewable" | "storage", set by apply_unit_roles
         # the units the teacher teaches (a number: all; "auto": all of one learning unit, else
         # the storage units that bid two-sided, resolved by apply_unit_roles)
@@ -707,6 +712,15 @@ class Learner:
             self.search_mask = torch.from_numpy(myopic)
         else:
             self.search_weight, self.search_mask = float(self.config.critic_search), None
+        # plant_cost_floor: plants that bid two prices (inflexible, flexible part)
+        two_part = (np.asarray(core.agent_kind) == "plant") & (np.asarray(self.act_dims) == 2)
+        f = self.config.plant_cost_floor
+        if f == "auto":
+            floored = two_part & (core.agent_start_up_cost > 0) if core.n >= 2 else np.zeros(core.n, dtype=bool)
+            f = COST_FLOOR_AUTO_WEIGHT
+        else:
+            floored = two_part
+        self.floor_weight = np.where(floored, float(f), 0.0).astype(np.float32)
 
     def _search_batch(self, batch):
         """``(obs, target, weight)`` of ``critic_search`` for the next MATD3 step when it
@@ -735,6 +749,19 @@ class Learner:
             return obs, tgt, np.where(self.search_mask.numpy(), w, 0.0).astype(np.float32)
         return obs, tgt, w
 
+    def _floor_targets(self, obs) -> torch.Tensor:
+        """``plant_cost_floor``'s targets for ``obs`` ``(B, n, obs_dim)``: for each unit with a
+        floor weight, the marginal cost (its observation's last entry, in action units) plus
+        :data:`COST_FLOOR_EPS` for the flexible part wherever its actor offers that part below
+        the cost; NaN everywhere else."""
+        pi = self.algo.act(obs)
+        obs_t = torch.as_tensor(obs).to(pi)
+        mc = obs_t[:, :, -1]  # MarketCore.unique_obs: marginal cost / max_bid_price (plants)
+        tgt = torch.full_like(pi, float("nan"))
+        below = (pi[:, :, 1] < mc) & torch.from_numpy(self.floor_weight > 0).to(pi.device)
+        tgt[:, :, 1] = torch.where(below, mc + COST_FLOOR_EPS, tgt[:, :, 1])
+        return tgt
+
     def _teacher_batch(self):
         """``(obs, target, weight)`` of ``batch_size`` teacher rows for the next MATD3 step
         when it is an actor step and the teacher holds data, else ``None``."""
@@ -747,6 +774,30 @@ class Learner:
         w = self.teacher_weight
         return obs, tgt, (w if mask.all() else np.where(mask, w, 0.0).astype(np.float32))
 
+    def _with_cost_floor(self, batch, search, teach):
+        """``search`` (``critic_search``'s rows, or ``None``) with ``plant_cost_floor``'s
+        targets for its units on the same sampled states: a unit with a floor weight that
+        the teacher does not teach takes the floor's targets and weight instead of the
+        search's. ``None`` on critic-only steps."""
+        floored = self.floor_weight > 0
+        if teach is not None:
+            floored = floored & ~(np.broadcast_to(np.asarray(teach[2]), floored.shape) > 0)
+        if not floored.any() or (self.algo.n_updates + 1) % self.algo.policy_delay:
+            return search
+        if search is None:
+            obs = batch.observations[:CRITIC_SEARCH_STATES]
+            tgt = torch.full(batch.actions[:CRITIC_SEARCH_STATES].shape, float("nan"), dtype=batch.actions.dtype,
+                             device=batch.actions.device)
+            w = np.zeros(self.n, dtype=np.float32)
+        else:
+            obs, tgt, w = search
+            tgt = tgt.clone()
+            w = np.broadcast_to(np.asarray(w, dtype=np.float32), (self.n,)).copy()
+        cols = torch.from_numpy(floored).to(tgt.device)
+        tgt[:, cols] = self._floor_targets(obs).to(tgt)[:, cols]
+        w[floored] = self.floor_weight[floored]
+        return obs, tgt, w
+
     def _imitation_batch(self, batch):
         """The imitation term of the next MATD3 step: the teacher's rows for the units it
         teaches and ``critic_search``'s rows (on the sampled ``batch``) for the others, in
@@ -756,6 +807,7 @@ class Learner:
         if teach is not None and np.ndim(teach[2]) == 0:  # every unit taught: no search
             return teach
         search = self._search_batch(batch)
+        search = self._with_cost_floor(batch, search, teach)
         if teach is None or search is None:
             return teach if search is None else search
         t_obs, t_tgt, t_w = teach

@@ -91,6 +91,7 @@ def test_defaults():
         equilibrium_teacher_storage_refresh=False,
         per_unit_gamma="auto",
         critic_search="auto",
+        plant_cost_floor="auto",
         best_policy_metric="auto",
         best_policy_interval="auto",
         critic_reward_scale=1.0,

@@ -277,7 +277,7 @@ def test_teacher_and_critic_search_share_one_imitation_term():
     (targets only for the others), each unit weighted by its own key."""
     sc = load_scenario("default")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
-        SMALL + ["training_episodes=3", "critic_search=2"])
+        SMALL + ["training_episodes=3", "critic_search=2", "plant_cost_floor=0"])
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     tr.train()
     kinds = np.array(tr.core.agent_kind)
@@ -722,3 +722,71 @@ def test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage(tmp_p
     assert core.foresight == 24 and ev.record.n_hours == 24
     with pytest.raises(ConfigError, match="foresight"):
         cfg.with_overrides(["foresight=0"])
+
+
+def _default_trainer(extra, seed=0):
+    sc = load_scenario("default")  # two CCGTs with start-up costs and a storage unit
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=2"] + list(extra))
+    return Trainer(sc, cfg, run_dir=None, seed=seed, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+
+
+@pytest.mark.parametrize("setting, plants, weight", [("auto", True, 100.0), ("7", True, 7.0), ("0", False, 0.0)])
+def test_plant_cost_floor_lifts_flexible_offers_below_cost(setting, plants, weight):
+    """plant_cost_floor: on actor steps, each floored plant's target is its marginal cost
+    (+ COST_FLOOR_EPS) for the flexible part exactly where its actor offers that part below
+    the cost, NaN elsewhere and for the inflexible part; the storage keeps the teacher's
+    weight; "auto" covers `default`'s CCGTs (start-up costs), a number every two-price
+    plant, 0 none. Imitation steps on these targets lift the offers above cost."""
+    import torch
+
+    from agents import learner as learner_mod
+
+    tr = _default_trainer([f"plant_cost_floor={setting}"])
+    tr.train()
+    le = tr.learner
+    kinds = np.array(tr.core.agent_kind)
+    np.testing.assert_array_equal(le.floor_weight, np.where(kinds == "plant", weight, 0.0))
+    batch = le.buffer.sample(learner_mod.CRITIC_SEARCH_STATES + 8)
+    le.algo.n_updates += le.algo.n_updates % 2  # the next step is critic-only: no rows
+    assert le._with_cost_floor(batch, None, None) is None
+    le.algo.n_updates += 1
+    got = le._imitation_batch(batch)
+    if not plants:
+        assert got is None or np.all(np.asarray(got[2])[kinds == "plant"] == 0)
+        return
+    obs, tgt, w = got
+    np.testing.assert_array_equal(np.asarray(w), np.where(kinds == "plant", weight, 100.0))  # storage: the teacher
+    rows = obs[-learner_mod.CRITIC_SEARCH_STATES:]  # the floor's rows follow the teacher's
+    assert torch.equal(torch.as_tensor(rows), torch.as_tensor(batch.observations[:learner_mod.CRITIC_SEARCH_STATES]))
+    t = torch.as_tensor(tgt)[-learner_mod.CRITIC_SEARCH_STATES:]
+    pi = le.algo.act(rows)
+    mc = torch.as_tensor(rows)[:, :, -1]
+    for k in np.flatnonzero(kinds == "plant"):
+        assert np.isclose(mc[0, k].item() * tr.core.max_bid_price, tr.scenario.plants.marginal_cost[0, tr.core.lp[k]],
+                          rtol=0.5)  # the observation's last entry is the cost
+        below = pi[:, k, 1] < mc[:, k]
+        assert torch.isnan(t[:, k, 0]).all()
+        torch.testing.assert_close(t[below, k, 1], mc[below, k] + learner_mod.COST_FLOOR_EPS)
+        assert torch.isnan(t[~below, k, 1]).all()
+    # force offers below cost, then imitation steps on the floor's targets alone lift them
+    plant = torch.from_numpy(kinds == "plant")
+    with torch.no_grad():
+        for p in le.algo.actor_params[-1:]:  # last bias: (n, max_act, 1)
+            p[plant, 1] -= 3.0
+    lo = le.algo.act(rows)[:, plant, 1] < mc[:, plant]
+    assert lo.float().mean() > 0.9
+    for _ in range(300):  # Adam with gradient clipping: about 250 steps from 3 below in pre-activation
+        ft = le._floor_targets(rows)
+        le.algo.imitation_step(rows, ft, le.floor_weight)
+    assert (le.algo.act(rows)[:, plant, 1] < mc[:, plant] - 0.01).float().mean() < 0.1
+
+
+def test_plant_cost_floor_auto_leaves_a_single_learner_and_plants_without_start_up_costs():
+    """"auto" floors only plants with start-up costs among two or more learners: none on
+    tiny's single learner."""
+    tr = make(None, ["plant_cost_floor=auto"])
+    tr.learner.apply_unit_roles(tr.core)
+    if tr.core.n == 1:
+        assert not tr.learner.floor_weight.any()
+    starts = tr.core.agent_start_up_cost > 0
+    assert not tr.learner.floor_weight[~starts].any()
