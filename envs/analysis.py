@@ -196,6 +196,9 @@ class BestResponse:
     # feasible volume (the env's storage bid) by its value function; else those of the
     # grid's largest move by the grid's
     off_grid: bool = False
+    # plants: (H,) bool, dispatched in the hour under the best response (with start-up
+    # costs: the on/off schedule of the episode's dynamic programme); None for other kinds
+    best_on: np.ndarray | None = None
 
     @property
     def best_profit(self) -> float:
@@ -1386,11 +1389,13 @@ def best_response(
         path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc,
                             bool(record.agent_prev_dispatch[0, i] > 0), rec_on)
         best = np.where(path, b_on, b_off)
+        best_on = path
         prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], path[:-1]])
         best_profit = profit[rows, best] - suc * (path & ~prev_on)
     else:
         best = _prefer_first(profit, dist)
         best_profit = profit[rows, best]
+        best_on = on[rows, best] if sl.kind == "plant" else None
     bp = own[rows, best]  # (H, k)
     best_price = np.full((H, 2), np.nan)
     best_action = np.full((H, 2), np.nan)
@@ -1418,6 +1423,7 @@ def best_response(
         recorded_price=rec_price,
         direction=direction,
         n_candidates=P,
+        best_on=None if best_on is None else np.asarray(best_on, dtype=bool),
     )
 
 

@@ -296,6 +296,7 @@ def test_start_up_cost_over_the_episode():
     np.testing.assert_allclose(br.best_profit_per_hour, [199.8 - 200.0, 199.8], atol=1e-9)
     assert br.best_profit == pytest.approx(199.6)
     assert np.all(br.best_price[:, 1] == pytest.approx(39.99))
+    np.testing.assert_array_equal(br.best_on, [True, True])  # the schedule the profits follow
     # already on before the first hour: no start at all
     br = best_response(_two_hour_start_up(50.0), 0)
     np.testing.assert_allclose(br.best_profit_per_hour, [199.8, 199.8], atol=1e-9)
@@ -304,6 +305,7 @@ def test_start_up_cost_over_the_episode():
     rec1 = replace(rec, **{k: getattr(rec, k)[1:] for k in _HOURLY})
     assert best_response(rec1, 0).best_profit == pytest.approx(0.0, abs=1e-9)  # one hour alone: stay off
     assert best_response(rec1, 0).best_price[0, 0] > 20.0  # priced out of the market
+    np.testing.assert_array_equal(best_response(rec1, 0).best_on, [False])
 
 
 _HOURLY = ("hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
