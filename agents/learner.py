@@ -774,14 +774,12 @@ class Learner:
         w = self.teacher_weight
         return obs, tgt, (w if mask.all() else np.where(mask, w, 0.0).astype(np.float32))
 
-    def _with_cost_floor(self, batch, search, teach):
+    def _with_cost_floor(self, batch, search):
         """``search`` (``critic_search``'s rows, or ``None``) with ``plant_cost_floor``'s
         targets for its units on the same sampled states: a unit with a floor weight that
-        the teacher does not teach takes the floor's targets and weight instead of the
-        search's. ``None`` on critic-only steps."""
-        floored = self.floor_weight > 0
-        if teach is not None:
-            floored = floored & ~(np.broadcast_to(np.asarray(teach[2]), floored.shape) > 0)
+        the teacher does not teach (:attr:`teach_mask`, with or without data yet) takes the
+        floor's targets and weight instead of the search's. ``None`` on critic-only steps."""
+        floored = (self.floor_weight > 0) & ~(self.teach_mask & (self.teacher_weight > 0))
         if not floored.any() or (self.algo.n_updates + 1) % self.algo.policy_delay:
             return search
         if search is None:
@@ -807,7 +805,7 @@ class Learner:
         if teach is not None and np.ndim(teach[2]) == 0:  # every unit taught: no search
             return teach
         search = self._search_batch(batch)
-        search = self._with_cost_floor(batch, search, teach)
+        search = self._with_cost_floor(batch, search)
         if teach is None or search is None:
             return teach if search is None else search
         t_obs, t_tgt, t_w = teach

@@ -748,7 +748,7 @@ def test_plant_cost_floor_lifts_flexible_offers_below_cost(setting, plants, weig
     np.testing.assert_array_equal(le.floor_weight, np.where(kinds == "plant", weight, 0.0))
     batch = le.buffer.sample(learner_mod.CRITIC_SEARCH_STATES + 8)
     le.algo.n_updates += le.algo.n_updates % 2  # the next step is critic-only: no rows
-    assert le._with_cost_floor(batch, None, None) is None
+    assert le._with_cost_floor(batch, None) is None
     le.algo.n_updates += 1
     got = le._imitation_batch(batch)
     if not plants:
@@ -790,3 +790,18 @@ def test_plant_cost_floor_auto_leaves_a_single_learner_and_plants_without_start_
         assert not tr.learner.floor_weight.any()
     starts = tr.core.agent_start_up_cost > 0
     assert not tr.learner.floor_weight[~starts].any()
+
+
+def test_plant_cost_floor_leaves_units_the_teacher_teaches():
+    """A plant that the best-response teacher teaches (a number: every unit) gets no floor
+    targets, also before the teacher's first refresh."""
+    from agents import learner as learner_mod
+
+    tr = _default_trainer(["best_response_teacher=5", "plant_cost_floor=auto"])
+    le = tr.learner
+    le.apply_unit_roles(tr.core)
+    assert le.floor_weight[np.array(tr.core.agent_kind) == "plant"].all() and le.teach_mask.all()
+    tr.train(1)  # exploration only: no refresh yet
+    assert not le.teacher_data
+    le.algo.n_updates += 1 - le.algo.n_updates % 2  # an actor step next
+    assert le._with_cost_floor(le.buffer.sample(learner_mod.CRITIC_SEARCH_STATES), None) is None
