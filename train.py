@@ -336,6 +336,10 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
         full = (f", full-volume moves {r['full_moves_best_response_profit']:,.0f} EUR"
                 if "full_moves_best_response_profit" in r else "")
         print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{full}{eq}")
+        if "on_off" in r:
+            from agents.evaluation import on_off_line
+
+            print(f"    {on_off_line(r['on_off'])}")
     print_reference(summary)
 
 

@@ -247,7 +247,11 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
     """Per agent: unit, kind, profit (and dispatch), best-response profit and share when
     the analysis ran, and for storage the full-move best-response profit."""
+    from envs.analysis import on_off_comparison
+
     full = full_moves_best_responses(scenario, core, ev)
+    ar = getattr(ev, "analysis_result", None)
+    responses = dict(getattr(ar, "responses", None) or {}) if ev.record is not None else {}
     agents = {}
     for i, a in enumerate(core.agents):
         row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
@@ -258,6 +262,11 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
             row["share_of_best_response"] = float(ev.br_share[i])
         if a in full:
             row["full_moves_best_response_profit"] = full[a]
+        br = responses.get(a)
+        if br is not None:
+            on_off = on_off_comparison(ev.record, br)
+            if on_off is not None:
+                row["on_off"] = on_off
         agents[a] = row
     return agents
 
@@ -283,6 +292,16 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
     return out
 
 
+def on_off_line(o: dict[str, Any]) -> str:
+    """One line of :func:`envs.analysis.on_off_comparison`: "runs 132 h with 13 starts;
+    its best response runs 300 h with 2 starts (20,000 EUR a start)"."""
+    def runs(h, n):
+        return f"runs {h} h with {n} start{'' if n == 1 else 's'}"
+
+    return (f"{runs(o['hours_on'], o['starts'])}; its best response {runs(o['best_response_hours_on'], o['best_response_starts'])}"
+            f" ({o['start_up_cost']:,.0f} EUR a start)")
+
+
 def print_run_summary(s: dict[str, Any]) -> None:
     """Print :func:`run_summary` as a short table."""
     e = s["evaluation"]
@@ -296,6 +315,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
         if "full_moves_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  full-volume moves {r['full_moves_best_response_profit']:>10,.0f} EUR "
                   "(best response bidding the whole volume, as the env's storage action does)")
+        if "on_off" in r:
+            print(f"  {'':<30s} {on_off_line(r['on_off'])}")
     if s.get("equilibrium_teacher"):
         report = str(s["equilibrium_teacher"]).removeprefix("equilibrium teacher: ")
         print(f"  (trained with the equilibrium teacher: {report})")

@@ -1718,6 +1718,32 @@ def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05, revenue: n
     return line + ")"
 
 
+def _starts(on: np.ndarray, on_before: bool) -> int:
+    """Number of off-to-on switches of the hourly schedule ``on`` (the state before its
+    first hour: ``on_before``)."""
+    prev = np.concatenate([[bool(on_before)], on[:-1]])
+    return int(np.sum(on & ~prev))
+
+
+def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, float] | None:
+    """How a plant with start-up costs ran in ``record`` against its best response
+    ``br`` (:func:`best_response` of the same record): hours dispatched and starts of
+    each, and the cost of a start. For a plant whose best response runs long blocks
+    while the policy starts every morning (or never), this says where its gap comes
+    from. None for other units, plants without start-up costs and best responses
+    without an on/off schedule."""
+    i = br.agent_index
+    suc = float(record.agent_start_up_cost[i])
+    if br.kind != "plant" or suc <= 0 or br.best_on is None:
+        return None
+    before = bool(record.agent_prev_dispatch[0, i] > 0)
+    on = record.supply_accepted[:, record.agent_supply_columns(i)].sum(axis=1) > 0
+    best_on = np.asarray(br.best_on, dtype=bool)
+    return {"hours_on": int(on.sum()), "starts": _starts(on, before),
+            "best_response_hours_on": int(best_on.sum()), "best_response_starts": _starts(best_on, before),
+            "start_up_cost": suc}
+
+
 def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:
     """Per agent, for a summary table/JSON: ``profit``, ``best_response_profit``,
     ``share_of_best_response`` and, with an equilibrium result ``eq``

@@ -830,3 +830,30 @@ def test_cost_ties_pick_the_bid_nearest_marginal_cost_at_the_same_profit():
         assert best_response(rec, k, ties="cost").best_profit == pytest.approx(best_response(rec, k).best_profit)
     with pytest.raises(ValueError, match="ties"):
         best_response(rec, 0, ties="lowest")
+
+
+def test_on_off_comparison_counts_hours_and_starts_of_the_record_and_the_best_response():
+    """``on_off_comparison``: for a learning plant with start-up costs, the hours it ran
+    and its starts (recomputed independently: the recorded profit is the energy margin
+    less one start-up cost per start), and the same for its best response's schedule
+    (whose profit is the per-hour energy margin of ``best_on`` hours less the starts);
+    None for the storage unit."""
+    from envs.analysis import on_off_comparison
+
+    rng_actions = lambda core, rng: rng.uniform(-0.2, 0.9, (1, core.n, core.max_act))  # noqa: E731
+    core, rec = _core_record("default", rng_actions, hours=96)
+    for k in (0, 1):  # the learning CCGTs, 20,000 EUR per start
+        br = best_response(rec, k)
+        o = on_off_comparison(rec, br)
+        cols = rec.agent_supply_columns(k)
+        q = rec.supply_accepted[:, cols]
+        margin = (q * (rec.clearing_price[:, None] - rec.supply_cost[:, cols])).sum() * rec.dt
+        assert o["start_up_cost"] == 20_000.0
+        assert o["hours_on"] == int((q.sum(axis=1) > 0).sum())
+        assert margin - rec.agent_profit[:, k].sum() == pytest.approx(o["starts"] * 20_000.0)
+        assert o["best_response_hours_on"] == int(br.best_on.sum())
+        # the best response starts where an on hour follows an off one (the first hour: off before)
+        on = br.best_on.astype(int)
+        assert o["best_response_starts"] == int(on[0] + np.sum(np.diff(on) == 1))
+        assert o["starts"] > o["best_response_starts"]  # random bids switch often; the best response does not
+    assert on_off_comparison(rec, best_response(rec, 2, scenario=core.scenario, soc_points=51)) is None

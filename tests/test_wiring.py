@@ -307,6 +307,19 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys):
         assert row["full_moves_best_response_profit"] == pytest.approx(full)
         # restricted moves never beat the any-volume best response
         assert row["full_moves_best_response_profit"] <= row["best_response_profit"] + 1e-6
+    # the plants with start-up costs: hours and starts against their best response's
+    plants = [a for a, k in kinds.items() if k == "plant"]
+    assert plants and all("on_off" not in s["agents"][a] for a in storage)
+    for a in plants:
+        o = s["agents"][a]["on_off"]
+        br = ev.analysis_result.responses[a]
+        assert o["best_response_hours_on"] == int(br.best_on.sum()) and o["start_up_cost"] == 20_000.0
+        assert o["hours_on"] == int((ev.record.supply_accepted[:, ev.record.agent_supply_columns(
+            ev.record.agents.index(a))].sum(axis=1) > 0).sum())
     print_run_summary(s)
-    assert "full-volume moves" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "full-volume moves" in out
+    o = s["agents"][plants[0]]["on_off"]
+    assert (f"runs {o['hours_on']} h with {o['starts']} start" in out
+            and f"its best response runs {o['best_response_hours_on']} h" in out)
     tr.close()
