@@ -18,7 +18,9 @@ the mean with a 95 % interval over the seeds (Student t). Storage agents also ge
 ``full_moves_best_response_profit`` in the JSON line: their best response restricted to
 whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the whole
 feasible volume at one price, accepted in part where it sets the price), i.e. the best
-the env's storage action can do against the same bids.
+the env's storage action can do against the same bids. Plants with start-up costs get
+``on_off``: hours run and starts, theirs and their best response's
+(``envs.analysis.on_off_comparison``).
 
 ``--variants 1`` asks whether a method generalises beyond the markets it was tuned on:
 each seed then trains on its own seeded variant of the scenario
@@ -124,6 +126,12 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
+    from envs.analysis import on_off_comparison
+
+    for a, br in (getattr(ev.analysis_result, "responses", None) or {}).items():  # plants with start-up costs
+        o = on_off_comparison(ev.record, br)
+        if o is not None and a in row["agents"]:
+            row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
     curve = ([row["fit_evaluation"]] if "fit_evaluation" in row else []) + row["curve"]
     row["select"] = selections(curve, LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:
