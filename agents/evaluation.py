@@ -296,7 +296,7 @@ def on_off_line(o: dict[str, Any]) -> str:
     """One line of :func:`envs.analysis.on_off_comparison`: "runs 132 h with 13 starts;
     its best response runs 300 h with 2 starts (20,000 EUR a start)"."""
     def runs(h, n):
-        return f"runs {h} h with {n} start{'' if n == 1 else 's'}"
+        return f"runs {h:g} h with {n} start{'' if n == 1 else 's'}"
 
     return (f"{runs(o['hours_on'], o['starts'])}; its best response {runs(o['best_response_hours_on'], o['best_response_starts'])}"
             f" ({o['start_up_cost']:,.0f} EUR a start)")

@@ -1728,7 +1728,7 @@ def _starts(on: np.ndarray, on_before: bool) -> int:
 def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, float] | None:
     """How a plant with start-up costs ran in ``record`` against its best response
     ``br`` (:func:`best_response` of the same record): hours dispatched and starts of
-    each, and the cost of a start. For a plant whose best response runs long blocks
+    each (hours: steps times the step length), and the cost of a start. For a plant whose best response runs long blocks
     while the policy starts every morning (or never), this says where its gap comes
     from. None for other units, plants without start-up costs and best responses
     without an on/off schedule."""
@@ -1739,8 +1739,9 @@ def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, floa
     before = bool(record.agent_prev_dispatch[0, i] > 0)
     on = record.supply_accepted[:, record.agent_supply_columns(i)].sum(axis=1) > 0
     best_on = np.asarray(br.best_on, dtype=bool)
-    return {"hours_on": int(on.sum()), "starts": _starts(on, before),
-            "best_response_hours_on": int(best_on.sum()), "best_response_starts": _starts(best_on, before),
+    dt = float(record.dt)  # a step's length in hours: 15-minute steps count a quarter hour each
+    return {"hours_on": float(on.sum() * dt), "starts": _starts(on, before),
+            "best_response_hours_on": float(best_on.sum() * dt), "best_response_starts": _starts(best_on, before),
             "start_up_cost": suc}
 
 

@@ -857,3 +857,8 @@ def test_on_off_comparison_counts_hours_and_starts_of_the_record_and_the_best_re
         assert o["best_response_starts"] == int(on[0] + np.sum(np.diff(on) == 1))
         assert o["starts"] > o["best_response_starts"]  # random bids switch often; the best response does not
     assert on_off_comparison(rec, best_response(rec, 2, scenario=core.scenario, soc_points=51)) is None
+    # hours are steps times the step length: the same steps as quarter hours
+    import dataclasses
+
+    quarter = on_off_comparison(dataclasses.replace(rec, dt=0.25), br)
+    assert quarter["hours_on"] == pytest.approx(o["hours_on"] / 4) and quarter["starts"] == o["starts"]

@@ -320,6 +320,6 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys):
     out = capsys.readouterr().out
     assert "full-volume moves" in out
     o = s["agents"][plants[0]]["on_off"]
-    assert (f"runs {o['hours_on']} h with {o['starts']} start" in out
-            and f"its best response runs {o['best_response_hours_on']} h" in out)
+    assert (f"runs {o['hours_on']:g} h with {o['starts']} start" in out
+            and f"its best response runs {o['best_response_hours_on']:g} h" in out)
     tr.close()
