@@ -108,13 +108,50 @@ def profit_vs_best_response(ev, agents: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
+def on_off_vs_best_response(ev, path: Path) -> Path | None:
+    """For each learning plant with start-up costs: the hours it was dispatched in the
+    evaluation episode against the on/off schedule of its exact best response (the
+    others' bids fixed), with the clearing price behind. None (no file) when the
+    evaluation has no analysis or no such plant."""
+    from envs.analysis import on_off_comparison
+
+    from .evaluation import on_off_line
+
+    rec = getattr(ev, "record", None)
+    responses = getattr(getattr(ev, "analysis_result", None), "responses", None) or {}
+    rows = [(a, br, on_off_comparison(rec, br)) for a, br in responses.items()] if rec is not None else []
+    rows = [r for r in rows if r[2] is not None]
+    if not rows:
+        return None
+    fig = _figure(10, 1.2 + 1.7 * len(rows))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    t = np.arange(rec.n_hours) * rec.dt
+    for ax, (a, br, o) in zip(axes, rows):
+        on = rec.supply_accepted[:, rec.agent_supply_columns(br.agent_index)].sum(axis=1) > 0
+        ax.fill_between(t, 1.1, 2.0, where=on, step="post", color="tab:blue", label="learned policy: running")
+        ax.fill_between(t, 0.0, 0.9, where=br.best_on, step="post", color="tab:green", label="best response: running")
+        ax.set_yticks([0.45, 1.55], ["best response", "learned"], fontsize=8)
+        ax.set_ylim(-0.1, 2.1)
+        ax.set_title(f"{a}: {on_off_line(o)}", fontsize=9)
+        tw = ax.twinx()
+        tw.plot(t, rec.clearing_price, color="tab:red", lw=0.7, alpha=0.6)
+        tw.set_ylabel("price EUR/MWh", fontsize=8, color="tab:red")
+    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
+    axes[-1].set_xlabel("hour of the evaluation episode")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> list[Path]:
-    """Write all figures into ``run_dir/plots``; returns their paths."""
+    """Write all figures into ``run_dir/plots``; returns their paths (the on/off
+    schedules only for a run with plants with start-up costs and the analysis)."""
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         learning_curves(history, out / "learning_curves.png"),
         bids_vs_cost(ev, agents, out / "bids_vs_marginal_cost.png"),
         price_duration(ev, out / "price_duration_curve.png"),
         profit_vs_best_response(ev, agents, out / "profit_vs_best_response.png"),
     ]
+    on_off = on_off_vs_best_response(ev, out / "on_off_vs_best_response.png")
+    return paths + ([on_off] if on_off is not None else [])

@@ -289,7 +289,7 @@ def test_mango_runtime_refuses_evaluation_episodes_of_another_length():
         train_mango(sc, cfg, seed=1, analysis=False)
 
 
-def test_summary_storage_rows_name_the_full_volume_best_response(capsys):
+def test_summary_storage_rows_name_the_full_volume_best_response(capsys, tmp_path):
     from agents.evaluation import print_run_summary, run_summary
     from envs.analysis import best_response
 
@@ -322,4 +322,11 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys):
     o = s["agents"][plants[0]]["on_off"]
     assert (f"runs {o['hours_on']:g} h with {o['starts']} start" in out
             and f"its best response runs {o['best_response_hours_on']:g} h" in out)
+    # the same as a figure: one panel per plant with start-up costs; none without the analysis
+    from agents.plots import on_off_vs_best_response
+
+    png = on_off_vs_best_response(ev, tmp_path / "on_off.png")
+    assert png is not None and png.stat().st_size > 1000
+    assert on_off_vs_best_response(tr.evaluate(analysis=False), tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
     tr.close()
