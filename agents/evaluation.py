@@ -247,11 +247,8 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
     """Per agent: unit, kind, profit (and dispatch), best-response profit and share when
     the analysis ran, and for storage the full-move best-response profit."""
-    from envs.analysis import on_off_comparison
-
     full = full_moves_best_responses(scenario, core, ev)
-    ar = getattr(ev, "analysis_result", None)
-    responses = dict(getattr(ar, "responses", None) or {}) if ev.record is not None else {}
+    on_off = on_off_rows(ev)
     agents = {}
     for i, a in enumerate(core.agents):
         row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
@@ -262,11 +259,8 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
             row["share_of_best_response"] = float(ev.br_share[i])
         if a in full:
             row["full_moves_best_response_profit"] = full[a]
-        br = responses.get(a)
-        if br is not None:
-            on_off = on_off_comparison(ev.record, br)
-            if on_off is not None:
-                row["on_off"] = on_off
+        if a in on_off:
+            row["on_off"] = on_off[a]
         agents[a] = row
     return agents
 
@@ -290,6 +284,17 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
                            "evaluation": ev.metrics(), "agents": {}}
     out["agents"] = _agent_rows(scenario, core, ev, dispatch=False)
     return out
+
+
+def on_off_rows(ev: EvalResult) -> dict[str, dict[str, float]]:
+    """:func:`envs.analysis.on_off_comparisons` of an evaluation: the plants with
+    start-up costs, by agent name; empty without the analysis."""
+    from envs.analysis import on_off_comparisons
+
+    responses = getattr(getattr(ev, "analysis_result", None), "responses", None)
+    if ev.record is None or not responses:
+        return {}
+    return on_off_comparisons(ev.record, responses)
 
 
 def on_off_line(o: dict[str, Any]) -> str:

@@ -113,22 +113,21 @@ def on_off_vs_best_response(ev, path: Path) -> Path | None:
     evaluation episode against the on/off schedule of its exact best response (the
     others' bids fixed), with the clearing price behind. None (no file) when the
     evaluation has no analysis or no such plant."""
-    from envs.analysis import on_off_comparison
+    from envs.analysis import dispatched
 
-    from .evaluation import on_off_line
+    from .evaluation import on_off_line, on_off_rows
 
-    rec = getattr(ev, "record", None)
-    responses = getattr(getattr(ev, "analysis_result", None), "responses", None) or {}
-    rows = [(a, br, on_off_comparison(rec, br)) for a, br in responses.items()] if rec is not None else []
-    rows = [r for r in rows if r[2] is not None]
+    rows = on_off_rows(ev)
     if not rows:
         return None
+    rec, responses = ev.record, ev.analysis_result.responses
     fig = _figure(10, 1.2 + 1.7 * len(rows))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     t = np.arange(rec.n_hours) * rec.dt
-    for ax, (a, br, o) in zip(axes, rows):
-        on = rec.supply_accepted[:, rec.agent_supply_columns(br.agent_index)].sum(axis=1) > 0
-        ax.fill_between(t, 1.1, 2.0, where=on, step="post", color="tab:blue", label="learned policy: running")
+    for ax, (a, o) in zip(axes, rows.items()):
+        br = responses[a]
+        ax.fill_between(t, 1.1, 2.0, where=dispatched(rec, br.agent_index), step="post", color="tab:blue",
+                        label="learned policy: running")
         ax.fill_between(t, 0.0, 0.9, where=br.best_on, step="post", color="tab:green", label="best response: running")
         ax.set_yticks([0.45, 1.55], ["best response", "learned"], fontsize=8)
         ax.set_ylim(-0.1, 2.1)

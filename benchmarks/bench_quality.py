@@ -122,16 +122,12 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
                                  round(fe["gain"])]
-    from agents.evaluation import full_moves_best_responses
+    from agents.evaluation import full_moves_best_responses, on_off_rows
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
-    from envs.analysis import on_off_comparison
-
-    for a, br in (getattr(ev.analysis_result, "responses", None) or {}).items():  # plants with start-up costs
-        o = on_off_comparison(ev.record, br)
-        if o is not None and a in row["agents"]:
-            row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
+    for a, o in on_off_rows(ev).items():  # plants with start-up costs
+        row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
     curve = ([row["fit_evaluation"]] if "fit_evaluation" in row else []) + row["curve"]
     row["select"] = selections(curve, LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:

@@ -1725,6 +1725,19 @@ def _starts(on: np.ndarray, on_before: bool) -> int:
     return int(np.sum(on & ~prev))
 
 
+def dispatched(record: EpisodeRecord, i: int) -> np.ndarray:
+    """``(H,)`` bool: whether agent ``i`` sold anything in each recorded step (for a
+    plant: it ran, as the env counts a start)."""
+    return record.supply_accepted[:, record.agent_supply_columns(i)].sum(axis=1) > 0
+
+
+def on_off_comparisons(record: EpisodeRecord, responses: dict[str, BestResponse]) -> dict[str, dict[str, float]]:
+    """:func:`on_off_comparison` of every agent in ``responses`` (best responses to
+    ``record``, by agent name) that has one: the plants with start-up costs."""
+    out = {a: on_off_comparison(record, br) for a, br in responses.items()}
+    return {a: o for a, o in out.items() if o is not None}
+
+
 def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, float] | None:
     """How a plant with start-up costs ran in ``record`` against its best response
     ``br`` (:func:`best_response` of the same record): hours dispatched and starts of
@@ -1737,7 +1750,7 @@ def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, floa
     if br.kind != "plant" or suc <= 0 or br.best_on is None:
         return None
     before = bool(record.agent_prev_dispatch[0, i] > 0)
-    on = record.supply_accepted[:, record.agent_supply_columns(i)].sum(axis=1) > 0
+    on = dispatched(record, i)
     best_on = np.asarray(br.best_on, dtype=bool)
     dt = float(record.dt)  # a step's length in hours: 15-minute steps count a quarter hour each
     return {"hours_on": float(on.sum() * dt), "starts": _starts(on, before),
