@@ -53,10 +53,15 @@ class RunLock:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise
-            try:
-                owner = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-            except OSError:
-                owner = []
+            owner: list[str] = []
+            for _ in range(5):  # the holder writes its pid just after its flock: give it a moment
+                try:
+                    owner = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+                except OSError:
+                    break
+                if owner:
+                    break
+                time.sleep(0.02)
             os.close(fd)
             who = f"process {owner[0]}" if owner else "another process"
             raise RunDirError(f"run folder {self.run_dir} is in use by {who} (lock {self.path}); "
