@@ -1385,13 +1385,12 @@ def best_response(
         on_val = np.where(on, profit, -np.inf)
         off_val = np.where(on, -np.inf, profit)
         b_on, b_off = _prefer_first(on_val, dist), _prefer_first(off_val, dist)
-        rec_on = record.supply_accepted[:, sl.s_cols].sum(axis=1) > 0
+        rec_on = dispatched(record, i)
         path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc,
                             bool(record.agent_prev_dispatch[0, i] > 0), rec_on)
         best = np.where(path, b_on, b_off)
         best_on = path
-        prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], path[:-1]])
-        best_profit = profit[rows, best] - suc * (path & ~prev_on)
+        best_profit = profit[rows, best] - suc * _start_hours(path, record.agent_prev_dispatch[0, i] > 0)
     else:
         best = _prefer_first(profit, dist)
         best_profit = profit[rows, best]
@@ -1657,8 +1656,7 @@ def brute_force_best_response(record: EpisodeRecord, agent: int | str, grid, *, 
                 best_tot, best_pat = tot, pat
         pat = np.array(best_pat)
         best = np.where(pat, on_v.argmax(axis=1), off_v.argmax(axis=1))
-        prev_on = np.concatenate([[record.agent_prev_dispatch[0, i] > 0], pat[:-1]])
-        best_profit = prof[rows, best] - suc * (pat & ~prev_on)
+        best_profit = prof[rows, best] - suc * _start_hours(pat, record.agent_prev_dispatch[0, i] > 0)
     else:
         best = prof.argmax(axis=1)
         best_profit = prof[rows, best]
@@ -1718,11 +1716,16 @@ def deviation_verdict(ex: Exploitability, *, threshold: float = 0.05, revenue: n
     return line + ")"
 
 
-def _starts(on: np.ndarray, on_before: bool) -> int:
-    """Number of off-to-on switches of the hourly schedule ``on`` (the state before its
-    first hour: ``on_before``)."""
+def _start_hours(on: np.ndarray, on_before: bool) -> np.ndarray:
+    """``(H,)`` bool: the hours where the schedule ``on`` switches from off to on (the
+    state before its first hour: ``on_before``); each costs one start-up."""
     prev = np.concatenate([[bool(on_before)], on[:-1]])
-    return int(np.sum(on & ~prev))
+    return on & ~prev
+
+
+def _starts(on: np.ndarray, on_before: bool) -> int:
+    """Number of starts of the schedule ``on`` (:func:`_start_hours`)."""
+    return int(np.sum(_start_hours(on, on_before)))
 
 
 def dispatched(record: EpisodeRecord, i: int) -> np.ndarray:
