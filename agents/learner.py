@@ -688,6 +688,8 @@ class Learner:
     def apply_unit_roles(self, core: MarketCore) -> None:
         """Settings that depend on the kind of each learning unit of ``core``:
 
+        * ``obs_normalization``: the networks' observation standardisation from
+          :meth:`~envs.MarketCore.observation_scaling`;
         * ``per_unit_gamma``: discount 0 for the units without a link between their hours
           (plants without start-up costs, renewables), ``gamma`` for storage and plants
           with start-up costs; off (or "auto" with one learning unit): ``gamma`` for all;
@@ -697,6 +699,8 @@ class Learner:
         * ``best_response_teacher`` "auto" with several learning units: :attr:`teach_mask`
           = the storage units that bid two-sided."""
         self.unit_kinds = [str(k) for k in core.agent_kind]
+        if self.config.obs_normalization:  # before any weight is trained or loaded
+            self.algo.set_obs_normalization(*core.observation_scaling())
         if self.config.best_response_teacher == "auto" and self.n > 1:  # two-sided storage units only
             self.teach_mask = (np.asarray(core.agent_kind) == "storage") & (np.asarray(self.act_dims) > 1)
         v = self.config.per_unit_gamma

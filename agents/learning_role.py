@@ -370,7 +370,8 @@ class Learning(Role):
             if addr is None:
                 continue
             msg = {"context": POLICY, "type": "actor_weights", "unit": unit, "version": version,
-                   "state_dict": self.rl_algorithm.actor_state_dict(i)}
+                   # standardised weights: the unit agent standardises its observations itself
+                   "state_dict": self.rl_algorithm.actor_state_dict(i, folded=False)}
             if not await self.context.send_message(msg, addr):
                 raise ConnectionError(f"learning role: cannot reach unit agent {unit!r} at {addr}")
         if all(self._acks.get(u, -1) >= version for u in self.unit_addresses):

@@ -403,6 +403,10 @@ class MATD3:
             idx[i] = torch.cat([i * od + torch.arange(od), uniq, n * od + torch.arange(n * m)])
         self._critic_index = idx.reshape(-1).to(self.device)
         self._act_col0 = self.critic_obs_dim  # first action column of the critic input
+        self.obs_shift: Tensor | None = None
+        """``(n, obs_dim)``: observation standardisation ``(obs - obs_shift) / obs_scale``
+        applied inside every forward pass (:meth:`set_obs_normalization`); ``None``: off."""
+        self.obs_scale: Tensor | None = None
 
         self.actor_params = self._init_actor()
         self.critic_params = self._init_critic()
@@ -491,6 +495,82 @@ class MATD3:
 
     # ------------------------------------------------------------------ acting
 
+    # ------------------------------------------------------------------ observation standardisation
+
+    def set_obs_normalization(self, shift: Any | None, scale: Any | None = None) -> None:
+        """Standardise observations inside the networks: every actor and critic sees
+        ``(obs - shift) / scale`` (both ``(n_agents, obs_dim)``; ``None`` turns it off).
+
+        The weights are not converted: call it before training (or before loading per-agent
+        state dicts, which are converted on load). The per-agent exports
+        (:meth:`actor_state_dict`, :meth:`critic_state_dict`, ...) fold the standardisation
+        into the first layer, so an exported :class:`~agents.learning_utils.Actor` takes the
+        raw observation and gives the same output (up to float rounding); :meth:`load_agent`
+        unfolds it again. :meth:`state_dict` keeps the stacked weights and both arrays.
+        """
+        if shift is None:
+            self.obs_shift = self.obs_scale = None
+            return
+        kw = {"device": self.device, "dtype": self.float_type}
+        shift_t = torch.as_tensor(shift, **kw).clone()
+        scale_t = torch.as_tensor(scale, **kw).clone() if scale is not None else None
+        want = (self.n_agents, self.obs_dim)
+        if scale_t is None or tuple(shift_t.shape) != want or tuple(scale_t.shape) != want:
+            raise ValueError(f"MATD3.set_obs_normalization: shift and scale must both be {want}, got "
+                             f"{tuple(shift_t.shape)} and {None if scale_t is None else tuple(scale_t.shape)}")
+        if not (torch.isfinite(shift_t).all() and torch.isfinite(scale_t).all() and (scale_t > 0).all()):
+            raise ValueError("MATD3.set_obs_normalization: shift must be finite and scale finite and > 0")
+        self.obs_shift, self.obs_scale = shift_t, scale_t
+
+    def _normalize(self, obs: Tensor) -> Tensor:
+        if self.obs_shift is None:
+            return obs
+        return (obs - self.obs_shift) / self.obs_scale
+
+    def _input_affine(self, i: int, critic: bool) -> tuple[Tensor, Tensor]:
+        """``(shift, scale)`` of the first layer's input of agent ``i``'s actor (obs_dim) or
+        critic (critic_input_dim; the action columns are not standardised)."""
+        if not critic:
+            return self.obs_shift[i], self.obs_scale[i]
+        n, m = self.n_agents, self.max_act
+        kw = {"device": self.device, "dtype": self.float_type}
+        shift = torch.cat([self.obs_shift.reshape(-1), torch.zeros(n * m, **kw)])
+        scale = torch.cat([self.obs_scale.reshape(-1), torch.ones(n * m, **kw)])
+        cols = self._critic_index.view(n, -1)[i]
+        return shift[cols], scale[cols]
+
+    def _first_layer_keys(self, critic: bool) -> list[tuple[str, str]]:
+        return [("q1.0.weight", "q1.0.bias"), ("q2.0.weight", "q2.0.bias")] if critic else [("net.0.weight", "net.0.bias")]
+
+    def _fold(self, sd: dict[str, Tensor], i: int, critic: bool) -> dict[str, Tensor]:
+        """Export: the first layer rewritten for raw observations (``W / scale``,
+        ``b - W (shift / scale)``)."""
+        if self.obs_shift is None:
+            return sd
+        shift, scale = self._input_affine(i, critic)
+        for wk, bk in self._first_layer_keys(critic):
+            w = sd[wk]
+            sd[bk] = sd[bk] - w @ (shift / scale)
+            sd[wk] = w / scale
+        return sd
+
+    def _unfold(self, sd: Mapping[str, Tensor], i: int, critic: bool) -> Mapping[str, Tensor]:
+        """Load: the inverse of :meth:`_fold` (``W scale``, ``b + W shift``)."""
+        if self.obs_shift is None:
+            return sd
+        out = dict(sd)
+        shift, scale = self._input_affine(i, critic)
+        kw = {"device": self.device, "dtype": self.float_type}
+        for wk, bk in self._first_layer_keys(critic):
+            if wk not in out or bk not in out:
+                return sd  # let the key check report it
+            w = torch.as_tensor(out[wk], **kw)
+            if w.dim() != 2 or w.shape[1] != shift.shape[0]:
+                return sd  # let the shape check report it
+            out[bk] = torch.as_tensor(out[bk], **kw) + w @ shift
+            out[wk] = w * scale
+        return out
+
     def _as_obs(self, obs: Any) -> tuple[Tensor, bool]:
         obs = torch.as_tensor(obs, device=self.device, dtype=self.float_type)
         single = obs.dim() == 2
@@ -501,7 +581,7 @@ class MATD3:
                 f"MATD3: observations must be (batch, {self.n_agents}, {self.obs_dim}) or "
                 f"({self.n_agents}, {self.obs_dim}), got {tuple(obs.shape)}"
             )
-        return obs, single
+        return self._normalize(obs), single
 
     def _act_with(self, params: list[Tensor], obs: Any) -> Tensor:
         """Feature-major forward ``W x``. Kept although ``x^T W^T`` through a transposed
@@ -664,7 +744,7 @@ class MATD3:
             rew = rew[..., 0]
         if tuple(rew.shape) != (bsz, n):
             raise ValueError(f"MATD3.update: rewards must be ({bsz}, {n}), got {tuple(rew.shape)}")
-        return obs, act, nxt, rew
+        return self._normalize(obs), act, self._normalize(nxt), rew
 
     def update(self, batch: Any, *, target_noise: Tensor | None = None, as_float: bool = False,
                imitation: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
@@ -949,23 +1029,31 @@ class MATD3:
     def _export(self, params: list[Tensor], entries) -> dict[str, Tensor]:
         return {key: params[pos][idx].detach().clone() for key, pos, idx in entries}
 
-    def actor_state_dict(self, i: int) -> dict[str, Tensor]:
+    def actor_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s actor, loadable into ``Actor(obs_dim, act_dims[i], float_type,
-        hidden_sizes=actor_hidden_sizes)``."""
-        return self._export(self.actor_params, self._actor_layer_index(self._check_agent(i)))
+        hidden_sizes=actor_hidden_sizes)``. With the observation standardisation on
+        (:meth:`set_obs_normalization`) it is folded into the first layer, so the actor
+        takes raw observations; ``folded=False`` gives the stacked weights as they are,
+        for standardised observations (the mango unit agents' bit-exact path)."""
+        i = self._check_agent(i)
+        sd = self._export(self.actor_params, self._actor_layer_index(i))
+        return self._fold(sd, i, critic=False) if folded else sd
 
     def actor_target_state_dict(self, i: int) -> dict[str, Tensor]:
         """Agent ``i``'s target actor (same keys as :meth:`actor_state_dict`)."""
-        return self._export(self.actor_target_params, self._actor_layer_index(self._check_agent(i)))
+        i = self._check_agent(i)
+        return self._fold(self._export(self.actor_target_params, self._actor_layer_index(i)), i, critic=False)
 
     def critic_state_dict(self, i: int) -> dict[str, Tensor]:
         """Agent ``i``'s twin critic, loadable into ``CriticTD3(n_agents, obs_dim, max_act,
         float_type, unique_obs_len, hidden_sizes=critic_hidden_sizes)``."""
-        return self._export(self.critic_params, self._critic_layer_index(self._check_agent(i)))
+        i = self._check_agent(i)
+        return self._fold(self._export(self.critic_params, self._critic_layer_index(i)), i, critic=True)
 
     def critic_target_state_dict(self, i: int) -> dict[str, Tensor]:
         """Agent ``i``'s target critic (same keys as :meth:`critic_state_dict`)."""
-        return self._export(self.critic_target_params, self._critic_layer_index(self._check_agent(i)))
+        i = self._check_agent(i)
+        return self._fold(self._export(self.critic_target_params, self._critic_layer_index(i)), i, critic=True)
 
     def _optimizer_state(self, opt: torch.optim.Adam, params: list[Tensor], entries) -> dict[str, Any]:
         group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
@@ -1078,7 +1166,7 @@ class MATD3:
         ]
         for what, sd, params, entries in todo:
             if sd is not None:
-                self._load_params(what, i, params, entries, sd)
+                self._load_params(what, i, params, entries, self._unfold(sd, i, critic=what.startswith("critic")))
         if actor_opt is not None:
             self._load_opt("actor_opt", i, self.actor_optimizer, self.actor_params, a_idx, actor_opt)
         if critic_opt is not None:
@@ -1107,6 +1195,8 @@ class MATD3:
         sd["critic_optimizer"] = self.critic_optimizer.state_dict()
         sd["generator"] = self.generator.get_state()
         sd["learning_rate"] = self.learning_rate
+        sd["obs_shift"] = None if self.obs_shift is None else self.obs_shift.detach().clone()
+        sd["obs_scale"] = None if self.obs_scale is None else self.obs_scale.detach().clone()
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
@@ -1132,3 +1222,5 @@ class MATD3:
         self.generator.set_state(sd["generator"].cpu() if isinstance(sd["generator"], Tensor) else sd["generator"])
         self.n_updates = int(sd["n_updates"])
         self.set_learning_rate(sd.get("learning_rate", self.learning_rate))
+        if "obs_shift" in sd:  # older state dicts: leave the standardisation as it is
+            self.set_obs_normalization(sd["obs_shift"], sd["obs_scale"])

@@ -37,6 +37,7 @@ entries); both bid the whole volume the hour allows."""
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
 SINGLE_BID_PREFIX = "plantsingle"
 UNIQUE_OBS_LEN = 2
+OBS_SCALE_FLOOR = 0.05  # MarketCore.observation_scaling: smallest scale of a feature
 
 
 def agent_name(kind: str, unit: str) -> str:
@@ -520,6 +521,52 @@ class MarketCore:
         suc = np.zeros(self.n)
         suc[self.sl_plant] = self.scenario.plants.start_up_cost[self.lp]
         return suc
+
+    def observation_scaling(self, min_scale: float = OBS_SCALE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed standardisation of every agent's observation: ``(shift, scale)``, each
+        ``(n, obs_dim)`` float32, so that ``(obs - shift) / scale`` has features of mean
+        about 0 and spread about 1. A pure function of the scenario and the env options
+        (no episode is run): the same in every runtime and for every seed.
+
+        * forecasts (residual load, price): mean and standard deviation of each column of
+          the forecast block over the scenario's hours (per agent's node in a network);
+        * realised prices: those of the price forecast;
+        * plants and renewables: dispatch share ``(x - 0.5) / 0.5``; marginal cost
+          (plants) and availability (renewables) by their series over the hours;
+        * storage: state-of-charge share ``(x - 0.5) / 0.5``; cost of the stored energy
+          by the price forecast's statistics.
+
+        A feature that hardly varies (a constant marginal cost) gets ``scale = min_scale``,
+        so it becomes about 0 without amplifying small changes more than ``1 / min_scale``
+        times. Used by the trainer's ``obs_normalization``.
+        """
+        F, n, od = self.foresight, self.n, self.obs_dim
+        shift = np.zeros((n, od))
+        scale = np.ones((n, od))
+        if self.net is not None:
+            blocks = self._fc_nodes[self.agent_node]  # (n, T+1, 2F)
+        else:
+            blocks = np.broadcast_to(self._fc_block, (n,) + self._fc_block.shape)
+        shift[:, : 2 * F] = blocks.mean(axis=1)
+        scale[:, : 2 * F] = blocks.std(axis=1)
+        price = blocks[:, :, F:2 * F]  # price forecast / max_bid_price
+        p_mean, p_std = price.mean(axis=(1, 2)), price.std(axis=(1, 2))
+        shift[:, 2 * F: 3 * F] = p_mean[:, None]
+        scale[:, 2 * F: 3 * F] = p_std[:, None]
+        u0 = 3 * F
+        shift[:, u0], scale[:, u0] = 0.5, 0.5  # dispatch / state-of-charge share
+        sc, mbp = self.scenario, self.max_bid_price
+        if len(self.lp):
+            mc = sc.plants.marginal_cost[:, self.lp] / mbp
+            shift[self.sl_plant, u0 + 1], scale[self.sl_plant, u0 + 1] = mc.mean(axis=0), mc.std(axis=0)
+        if len(self.ls):
+            shift[self.sl_storage, u0 + 1] = p_mean[self.sl_storage]
+            scale[self.sl_storage, u0 + 1] = p_std[self.sl_storage]
+        if len(self.lr):
+            av = sc.renewables.availability[:, self.lr]
+            shift[self.sl_ren, u0 + 1], scale[self.sl_ren, u0 + 1] = av.mean(axis=0), av.std(axis=0)
+        scale = np.maximum(scale, float(min_scale))
+        return shift.astype(np.float32), scale.astype(np.float32)
 
     def unique_obs(self) -> np.ndarray:
         """The agents' own values ``(B, n, 2)`` for the current hour."""

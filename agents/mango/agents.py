@@ -126,6 +126,14 @@ class UnitAgent(_SafeHandler, Agent):
                                 critic_hidden_sizes=(1,), seed=0)
             self._stack.load_agent(0, actor=self.actor.state_dict())
         self.mask = (np.arange(s.max_act) < s.act_dim).astype(np.float64)
+        self._shift = self._scale = None  # the learner's observation standardisation (obs_normalization)
+        if (s.obs_shift is None) != (s.obs_scale is None):
+            raise ValueError(f"UnitAgent {s.name}: obs_shift and obs_scale must be given together")
+        if s.obs_shift is not None:
+            self._shift = torch.tensor(s.obs_shift, dtype=torch.float32)
+            self._scale = torch.tensor(s.obs_scale, dtype=torch.float32)
+            if self._shift.shape != (s.obs_dim,) or self._scale.shape != (s.obs_dim,) or not (self._scale > 0).all():
+                raise ValueError(f"UnitAgent {s.name}: obs_shift and obs_scale must be {s.obs_dim} values, scale > 0")
         self.version = 0
         """Version of the actor weights in use (0: not yet received from the learner)."""
         self.bids = 0
@@ -135,6 +143,8 @@ class UnitAgent(_SafeHandler, Agent):
         """Actor output for observations ``(B, obs_dim)``, padded to ``(B, max_act)``, float64."""
         s = self.spec
         x = torch.from_numpy(np.asarray(obs, dtype=np.float32))
+        if self._shift is not None:  # the same operation as MATD3's standardisation
+            x = (x - self._shift) / self._scale
         if self._stack is not None:
             if self._x.shape[0] != x.shape[0]:
                 self._x = torch.zeros(x.shape[0], self._k, s.obs_dim)

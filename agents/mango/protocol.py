@@ -235,6 +235,10 @@ class UnitSpec:
     seed: int
     exact: bool = True
     unique_obs_len: int = 2
+    # the learner's observation standardisation of this unit (obs_normalization): the
+    # unit agent bids with (obs - obs_shift) / obs_scale and the unfolded actor weights
+    obs_shift: list[float] | None = None
+    obs_scale: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -390,7 +390,13 @@ class _Run:
         return [UnitSpec(name=a, index=i, n_agents=core.n, obs_dim=core.obs_dim, act_dim=int(core.act_dims[i]),
                          max_act=core.max_act, num_envs=core.B, actor_hidden_sizes=list(cfg.actor_hidden_sizes),
                          critic_hidden_sizes=list(cfg.critic_hidden_sizes), noise_sigma=cfg.noise_sigma,
-                         seed=self.seed, exact=self.exact) for i, a in enumerate(self.agents)]
+                         seed=self.seed, exact=self.exact, **self._obs_norm(i)) for i, a in enumerate(self.agents)]
+
+    def _obs_norm(self, i: int) -> dict[str, Any]:
+        algo = self.learner.algo
+        if algo.obs_shift is None:
+            return {}
+        return {"obs_shift": algo.obs_shift[i].tolist(), "obs_scale": algo.obs_scale[i].tolist()}
 
     def _check(self) -> None:
         for who, failure in (("market", self.market.failure), ("learning agent", self.role.failure)):
