@@ -486,20 +486,21 @@ class LearningConfig:
     (benchmarks/RESULTS.md, ninth round). Policies trained with one foresight cannot be
     loaded with another. Must be >= 1 or "auto". Default: "auto"."""
 
-    obs_normalization: bool = False
+    obs_normalization: bool = True
     """Standardise the observations inside the actors and critics: every network sees
     ``(obs - shift) / scale`` with the fixed statistics of the scenario's series
     (:meth:`envs.MarketCore.observation_scaling`: forecasts and prices by their mean and
     spread over the scenario's hours, dispatch and state-of-charge shares centred on
-    0.5). The raw features have means near 0.6 and spreads near 0.1, which makes the
-    first layer badly conditioned: an actor fitted to one episode's exact best-response
-    bids of `default` missed them by 6.4 EUR/MWh (median) after 2,000 steps on the raw
-    observations and by 0.03 on standardised ones. Training `default` with it: exploitability
-    0.555 against 0.646 over seeds 0-3, better on every seed (benchmarks/RESULTS.md,
-    nineteenth round). Saved actors and critics take the raw observation (the
+    0.5). The raw features have means near 0.6 and spreads near 0.1, which conditions the
+    first layer badly: an actor fitted to one episode's exact best-response bids of
+    `default` missed them by 6.4 EUR/MWh (median) after 2,000 steps on the raw
+    observations, by 0.03 on standardised ones. Measured (exploitability): `default`
+    0.676 -> 0.568 (seeds 0-6, better on each), `many` 0.023 -> 0.004 (seeds 0-1),
+    example_02b 0.111 -> 0.044 (seeds 0-2), example_02a and example_02e unchanged
+    (benchmarks/RESULTS.md, nineteenth round). Saved actors and critics take the raw observation (the
     standardisation is folded into their first layer), so checkpoints load anywhere.
     Both runtimes (the mango unit agents standardise their observations as the learner
-    does, and bid bitwise the same). `default`'s own config turns it on. Default: False."""
+    does, and bid bitwise the same). Default: True."""
 
     episode_hours: int | None = None
     """Length of a training episode in hours (env option ``episode_hours``, see

@@ -56,6 +56,15 @@ agents' padded actions -- exactly :class:`~agents.learning_utils.CriticTD3`'s in
 ``act_dim = m``. It is built for all agents by one ``index_select`` with an index
 precomputed at construction.
 
+Standardised observations
+-------------------------
+With :meth:`MATD3.set_obs_normalization` every observation entering the networks (acting,
+critic values, updates, imitation) is first mapped to ``(obs - obs_shift) / obs_scale``.
+The stacked weights live in that standardised space. Every per-agent export folds the
+map into the first layer (``W / scale``, ``b - W (shift / scale)``; for a critic on its
+observation columns, not its action columns), so an exported ``Actor`` / ``CriticTD3``
+takes raw observations. :meth:`MATD3.load_agent` unfolds it again.
+
 Heterogeneous actions
 ---------------------
 Agents may have different action sizes (``act_dims``); every action is padded to ``m``.
@@ -493,8 +502,6 @@ class MATD3:
             for (_, w_pos, w_idx), (_, b_pos, b_idx) in zip(entries[::2], entries[1::2])
         ]
 
-    # ------------------------------------------------------------------ acting
-
     # ------------------------------------------------------------------ observation standardisation
 
     def set_obs_normalization(self, shift: Any | None, scale: Any | None = None) -> None:
@@ -570,6 +577,8 @@ class MATD3:
             out[bk] = torch.as_tensor(out[bk], **kw) + w @ shift
             out[wk] = w * scale
         return out
+
+    # ------------------------------------------------------------------ acting
 
     def _as_obs(self, obs: Any) -> tuple[Tensor, bool]:
         obs = torch.as_tensor(obs, device=self.device, dtype=self.float_type)

@@ -101,7 +101,7 @@ def test_defaults():
         num_envs=1,
         torch_threads=None,
         foresight="auto",
-        obs_normalization=False,
+        obs_normalization=True,
         episode_hours=None,
         random_start=False,
         demand_noise=0.0,
