@@ -4,14 +4,17 @@ A checkpoint is a folder::
 
     manifest.json                 format, agents (order), kinds, dims, network sizes,
                                   scenario, episode, metrics, library versions
-    actors/actor_<agent>.pt       {"actor", "actor_target", "actor_optimizer"}
-    critics/critic_<agent>.pt     {"critic", "critic_target", "critic_optimizer"}
+    actors/actor_<agent>.pt       {"actor", "actor_target", "actor_optimizer"[, "standardised"]}
+    critics/critic_<agent>.pt     {"critic", "critic_target", "critic_optimizer"[, "standardised"]}
 
 ``actor``/``actor_target`` load into :class:`agents.learning_utils.Actor` (``obs_dim``,
 the agent's own ``act_dim``) and ``critic``/``critic_target`` into
 :class:`agents.learning_utils.CriticTD3` (``n_agents``, ``obs_dim``, ``max_act``,
 ``unique_obs_len``), with the hidden sizes the manifest records. Optimizer entries hold
-that agent's Adam moments.
+that agent's Adam moments. With ``obs_normalization`` these take raw observations (the
+standardisation is folded into the first layer); ``standardised`` then also holds the
+unfolded weights with their input ``shift`` and ``scale``, which a learner with the same
+standardisation loads bit for bit.
 
 File names: ``<agent>`` is the agent id with every character other than letters, digits,
 ``-``, ``_`` and ``.`` replaced by ``-``. When two agents would get the same file name that
@@ -287,22 +290,27 @@ def _save(target: Path, algo, agents: list[str], stems: dict[str, str], *, agent
         files = {}
         for i, agent in enumerate(agents):
             a_name, c_name = f"actors/actor_{stems[agent]}.pt", f"critics/critic_{stems[agent]}.pt"
-            _save_file(
-                {
-                    "actor": algo.actor_state_dict(i),
-                    "actor_target": algo.actor_target_state_dict(i),
-                    "actor_optimizer": algo.actor_optimizer_state(i),
-                },
-                tmp / a_name,
-            )
-            _save_file(
-                {
-                    "critic": algo.critic_state_dict(i),
-                    "critic_target": algo.critic_target_state_dict(i),
-                    "critic_optimizer": algo.critic_optimizer_state(i),
-                },
-                tmp / c_name,
-            )
+            actor_file = {
+                "actor": algo.actor_state_dict(i),
+                "actor_target": algo.actor_target_state_dict(i),
+                "actor_optimizer": algo.actor_optimizer_state(i),
+            }
+            critic_file = {
+                "critic": algo.critic_state_dict(i),
+                "critic_target": algo.critic_target_state_dict(i),
+                "critic_optimizer": algo.critic_optimizer_state(i),
+            }
+            std = algo.input_standardisation(i, critic=False)
+            if std is not None:  # obs_normalization: the unfolded weights too, for exact reloads
+                actor_file["standardised"] = {
+                    "shift": std[0], "scale": std[1], "actor": algo.actor_state_dict(i, folded=False),
+                    "actor_target": algo.actor_target_state_dict(i, folded=False)}
+                c_shift, c_scale = algo.input_standardisation(i, critic=True)
+                critic_file["standardised"] = {
+                    "shift": c_shift, "scale": c_scale, "critic": algo.critic_state_dict(i, folded=False),
+                    "critic_target": algo.critic_target_state_dict(i, folded=False)}
+            _save_file(actor_file, tmp / a_name)
+            _save_file(critic_file, tmp / c_name)
             files[agent] = {"actor": a_name, "critic": c_name}
         manifest = {
             "format": FORMAT,
@@ -559,6 +567,19 @@ def _agent_files(d: Path, manifest: dict[str, Any], part: str, keys: tuple[str, 
             for a in manifest["agents"]}
 
 
+def _same_standardisation(saved: dict[str, Any], current: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+    """Whether a saved actor or critic file holds unfolded weights (``obs_normalization``)
+    of exactly the standardisation the loading learner uses: then those load bit for bit,
+    else the folded ones are unfolded (equal up to float rounding)."""
+    std = saved.get("standardised")
+    if current is None or not isinstance(std, dict):
+        return False
+    shift, scale = std.get("shift"), std.get("scale")
+    return (isinstance(shift, torch.Tensor) and isinstance(scale, torch.Tensor)
+            and shift.shape == current[0].shape and scale.shape == current[1].shape
+            and torch.equal(shift.to(current[0]), current[0]) and torch.equal(scale.to(current[1]), current[1]))
+
+
 def load_actor_files(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(manifest, {agent: {"actor", "actor_target", "actor_optimizer"}})``."""
     d = Path(directory)
@@ -684,12 +705,19 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
         for i, agent in plan:
             a = actors[agent]
             kw: dict[str, Any] = {"actor": a["actor"], "actor_target": a.get("actor_target", a["actor"])}
+            unfolded: list[str] = []
+            if _same_standardisation(a, algo.input_standardisation(i, critic=False)):
+                kw.update(actor=a["standardised"]["actor"], actor_target=a["standardised"]["actor_target"])
+                unfolded += ["actor", "actor_target"]
             if load_optimizers and a.get("actor_optimizer"):
                 kw["actor_opt"] = a["actor_optimizer"]
             if load_critics:
                 c = critics[agent]
                 if same_set:
                     kw["critic"], kw["critic_target"] = c["critic"], c.get("critic_target", c["critic"])
+                    if _same_standardisation(c, algo.input_standardisation(i, critic=True)):
+                        kw.update(critic=c["standardised"]["critic"], critic_target=c["standardised"]["critic_target"])
+                        unfolded += ["critic", "critic_target"]
                     if load_optimizers and c.get("critic_optimizer"):
                         kw["critic_opt"] = c["critic_optimizer"]
                 else:
@@ -697,7 +725,7 @@ def load_checkpoint(directory: str | os.PathLike, algo, agents: list[str], *, re
                             manifest.get("max_act", max(manifest["act_dims"])), algo.max_act)
                     kw["critic"] = remap_critic(c["critic"], algo.critic_state_dict(i), *args)
                     kw["critic_target"] = remap_critic(c.get("critic_target", c["critic"]), algo.critic_target_state_dict(i), *args)
-            algo.load_agent(i, **kw)
+            algo.load_agent(i, unfolded=unfolded, **kw)
     except CheckpointError:
         raise
     except (KeyError, ValueError, RuntimeError) as exc:

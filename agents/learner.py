@@ -699,7 +699,7 @@ class Learner:
         * ``best_response_teacher`` "auto" with several learning units: :attr:`teach_mask`
           = the storage units that bid two-sided."""
         self.unit_kinds = [str(k) for k in core.agent_kind]
-        if self.config.obs_normalization:  # before any weight is trained or loaded
+        if self.config.obs_normalization and self.algo.obs_shift is None:  # once, before any weight is trained
             self.algo.set_obs_normalization(*core.observation_scaling())
         if self.config.best_response_teacher == "auto" and self.n > 1:  # two-sided storage units only
             self.teach_mask = (np.asarray(core.agent_kind) == "storage") & (np.asarray(self.act_dims) > 1)

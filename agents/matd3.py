@@ -1048,21 +1048,35 @@ class MATD3:
         sd = self._export(self.actor_params, self._actor_layer_index(i))
         return self._fold(sd, i, critic=False) if folded else sd
 
-    def actor_target_state_dict(self, i: int) -> dict[str, Tensor]:
-        """Agent ``i``'s target actor (same keys as :meth:`actor_state_dict`)."""
+    def actor_target_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
+        """Agent ``i``'s target actor (same keys and ``folded`` as :meth:`actor_state_dict`)."""
         i = self._check_agent(i)
-        return self._fold(self._export(self.actor_target_params, self._actor_layer_index(i)), i, critic=False)
+        sd = self._export(self.actor_target_params, self._actor_layer_index(i))
+        return self._fold(sd, i, critic=False) if folded else sd
 
-    def critic_state_dict(self, i: int) -> dict[str, Tensor]:
+    def critic_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s twin critic, loadable into ``CriticTD3(n_agents, obs_dim, max_act,
-        float_type, unique_obs_len, hidden_sizes=critic_hidden_sizes)``."""
+        float_type, unique_obs_len, hidden_sizes=critic_hidden_sizes)`` (the observation
+        standardisation folded in unless ``folded=False``, as for :meth:`actor_state_dict`)."""
         i = self._check_agent(i)
-        return self._fold(self._export(self.critic_params, self._critic_layer_index(i)), i, critic=True)
+        sd = self._export(self.critic_params, self._critic_layer_index(i))
+        return self._fold(sd, i, critic=True) if folded else sd
 
-    def critic_target_state_dict(self, i: int) -> dict[str, Tensor]:
-        """Agent ``i``'s target critic (same keys as :meth:`critic_state_dict`)."""
+    def critic_target_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
+        """Agent ``i``'s target critic (same keys and ``folded`` as :meth:`critic_state_dict`)."""
         i = self._check_agent(i)
-        return self._fold(self._export(self.critic_target_params, self._critic_layer_index(i)), i, critic=True)
+        sd = self._export(self.critic_target_params, self._critic_layer_index(i))
+        return self._fold(sd, i, critic=True) if folded else sd
+
+    def input_standardisation(self, i: int, *, critic: bool) -> tuple[Tensor, Tensor] | None:
+        """``(shift, scale)`` of the first-layer input of agent ``i``'s actor (``obs_dim``)
+        or critic (critic input; 0 and 1 on the action columns), or ``None`` when the
+        observations are not standardised. Checkpoints store it next to the unfolded
+        weights, so that a learner with the same standardisation reloads them exactly."""
+        if self.obs_shift is None:
+            return None
+        shift, scale = self._input_affine(self._check_agent(i), critic)
+        return shift.detach().clone(), scale.detach().clone()
 
     def _optimizer_state(self, opt: torch.optim.Adam, params: list[Tensor], entries) -> dict[str, Any]:
         group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
@@ -1157,8 +1171,14 @@ class MATD3:
         critic_target: Mapping[str, Tensor] | None = None,
         actor_opt: Mapping[str, Any] | None = None,
         critic_opt: Mapping[str, Any] | None = None,
+        unfolded: Sequence[str] = (),
     ) -> None:
         """Write agent ``i``'s per-agent state dicts (inverse of the exports).
+
+        With the observation standardisation on, the given dicts are taken as folded
+        exports (raw observations) and unfolded, except the parts named in ``unfolded``
+        (``"actor"``, ``"actor_target"``, ``"critic"``, ``"critic_target"``), which are
+        written as they are (exports with ``folded=False`` of the same standardisation).
 
         Every given dict is checked completely (keys and shapes) before anything is
         written, so a mismatch raises ``KeyError`` / ``ValueError`` and leaves that part
@@ -1175,7 +1195,9 @@ class MATD3:
         ]
         for what, sd, params, entries in todo:
             if sd is not None:
-                self._load_params(what, i, params, entries, self._unfold(sd, i, critic=what.startswith("critic")))
+                if what not in unfolded:
+                    sd = self._unfold(sd, i, critic=what.startswith("critic"))
+                self._load_params(what, i, params, entries, sd)
         if actor_opt is not None:
             self._load_opt("actor_opt", i, self.actor_optimizer, self.actor_params, a_idx, actor_opt)
         if critic_opt is not None:

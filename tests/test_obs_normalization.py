@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import LearningConfig
 from agents.learning_utils import Actor, CriticTD3
 from agents.matd3 import MATD3
@@ -144,3 +145,38 @@ def test_trained_checkpoint_evaluates_the_same_without_the_trainer(tmp_path):
     ev2, _ = evaluate_policy(sc, cfg, tmp_path / "run" / "policies" / "last", seed=0)
     np.testing.assert_allclose(ev2.bids, ev.bids, rtol=0, atol=1e-3)
     np.testing.assert_allclose(ev2.agent_profit, ev.agent_profit, rtol=1e-6, atol=1.0)
+
+
+def _tiny_trainer(*extra, seed=0, run_dir=None):
+    sc = load_scenario("tiny")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["training_episodes=2", "episodes_collecting_initial_experience=1", "torch_threads=1", *extra])
+    return Trainer(sc, cfg, run_dir=run_dir, seed=seed, progress=False, tensorboard=False)
+
+
+def test_the_key_switches_the_standardisation_on_and_off():
+    on = _tiny_trainer()  # the default
+    shift, scale = on.core.observation_scaling()
+    assert on.config.obs_normalization is True
+    assert np.array_equal(on.algo.obs_shift.numpy(), shift) and np.array_equal(on.algo.obs_scale.numpy(), scale)
+    off = _tiny_trainer("obs_normalization=false")
+    assert off.algo.obs_shift is None and off.algo.obs_scale is None
+    # same seed, same initial weights: only the standardisation differs, and so do the bids
+    obs = on.core.reset(np.random.default_rng(0))
+    assert not torch.allclose(on.algo.act(obs), off.algo.act(obs), atol=1e-3)
+
+
+def test_checkpoints_reload_bit_for_bit_with_the_same_standardisation(tmp_path):
+    a = _tiny_trainer()
+    a.train()
+    save_checkpoint(tmp_path / "ck", a.algo, a.agents)
+    b = _tiny_trainer(seed=9)
+    load_checkpoint(tmp_path / "ck", b.algo, b.agents)
+    for name in ("actor_params", "actor_target_params", "critic_params", "critic_target_params"):
+        assert all(torch.equal(x, y) for x, y in zip(getattr(a.algo, name), getattr(b.algo, name))), name
+    # another standardisation (or none) loads the folded weights: the same function
+    c = _tiny_trainer("obs_normalization=false", seed=9)
+    load_checkpoint(tmp_path / "ck", c.algo, c.agents)
+    obs = a.core.reset(np.random.default_rng(1))
+    torch.testing.assert_close(c.algo.act(obs), a.algo.act(obs), rtol=0, atol=2e-6)
+    assert not all(torch.equal(x, y) for x, y in zip(a.algo.actor_params, c.algo.actor_params))

@@ -441,6 +441,7 @@ KEY_TESTS = {
     "equilibrium_teacher_rollouts": "tests/test_quality_keys.py::test_equilibrium_teacher_fits_the_actors_to_the_equilibrium_bids",
     "equilibrium_teacher_storage_refresh": "tests/test_quality_keys.py::test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_storage",
     "foresight": "tests/test_quality_keys.py::test_foresight_auto_sees_a_whole_cycle_of_the_slowest_learning_storage",
+    "obs_normalization": "tests/test_obs_normalization.py::test_the_key_switches_the_standardisation_on_and_off",
     "critic_search": "tests/test_quality_keys.py::test_critic_search_teaches_the_critics_best_candidate_where_it_beats_the_actor",
     "plant_cost_floor": "tests/test_quality_keys.py::test_plant_cost_floor_lifts_flexible_offers_below_cost",
     "seed": "test_seed_null_is_drawn_from_the_os_and_recorded",
