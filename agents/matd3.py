@@ -1038,35 +1038,34 @@ class MATD3:
     def _export(self, params: list[Tensor], entries) -> dict[str, Tensor]:
         return {key: params[pos][idx].detach().clone() for key, pos, idx in entries}
 
+    def _export_agent(self, params: list[Tensor], i: int, critic: bool, folded: bool) -> dict[str, Tensor]:
+        """Agent ``i``'s slice of the stacked actor or critic ``params`` as a state dict,
+        with the observation standardisation folded in when ``folded``."""
+        i = self._check_agent(i)
+        sd = self._export(params, self._critic_layer_index(i) if critic else self._actor_layer_index(i))
+        return self._fold(sd, i, critic=critic) if folded else sd
+
     def actor_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s actor, loadable into ``Actor(obs_dim, act_dims[i], float_type,
         hidden_sizes=actor_hidden_sizes)``. With the observation standardisation on
         (:meth:`set_obs_normalization`) it is folded into the first layer, so the actor
         takes raw observations; ``folded=False`` gives the stacked weights as they are,
         for standardised observations (the mango unit agents' bit-exact path)."""
-        i = self._check_agent(i)
-        sd = self._export(self.actor_params, self._actor_layer_index(i))
-        return self._fold(sd, i, critic=False) if folded else sd
+        return self._export_agent(self.actor_params, i, False, folded)
 
     def actor_target_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s target actor (same keys and ``folded`` as :meth:`actor_state_dict`)."""
-        i = self._check_agent(i)
-        sd = self._export(self.actor_target_params, self._actor_layer_index(i))
-        return self._fold(sd, i, critic=False) if folded else sd
+        return self._export_agent(self.actor_target_params, i, False, folded)
 
     def critic_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s twin critic, loadable into ``CriticTD3(n_agents, obs_dim, max_act,
         float_type, unique_obs_len, hidden_sizes=critic_hidden_sizes)`` (the observation
         standardisation folded in unless ``folded=False``, as for :meth:`actor_state_dict`)."""
-        i = self._check_agent(i)
-        sd = self._export(self.critic_params, self._critic_layer_index(i))
-        return self._fold(sd, i, critic=True) if folded else sd
+        return self._export_agent(self.critic_params, i, True, folded)
 
     def critic_target_state_dict(self, i: int, *, folded: bool = True) -> dict[str, Tensor]:
         """Agent ``i``'s target critic (same keys and ``folded`` as :meth:`critic_state_dict`)."""
-        i = self._check_agent(i)
-        sd = self._export(self.critic_target_params, self._critic_layer_index(i))
-        return self._fold(sd, i, critic=True) if folded else sd
+        return self._export_agent(self.critic_target_params, i, True, folded)
 
     def input_standardisation(self, i: int, *, critic: bool) -> tuple[Tensor, Tensor] | None:
         """``(shift, scale)`` of the first-layer input of agent ``i``'s actor (``obs_dim``)

@@ -543,14 +543,13 @@ class MarketCore:
         F, n, od = self.foresight, self.n, self.obs_dim
         shift = np.zeros((n, od))
         scale = np.ones((n, od))
-        if self.net is not None:
-            blocks = self._fc_nodes[self.agent_node]  # (n, T+1, 2F)
-        else:
-            blocks = np.broadcast_to(self._fc_block, (n,) + self._fc_block.shape)
-        shift[:, : 2 * F] = blocks.mean(axis=1)
-        scale[:, : 2 * F] = blocks.std(axis=1)
+        # per node in a network (agents of one node share its statistics), else one block
+        blocks = self._fc_nodes if self.net is not None else self._fc_block[None]  # (Z or 1, T+1, 2F)
+        row = self.agent_node if self.net is not None else np.zeros(n, dtype=np.int64)
+        shift[:, : 2 * F] = blocks.mean(axis=1)[row]
+        scale[:, : 2 * F] = blocks.std(axis=1)[row]
         price = blocks[:, :, F:2 * F]  # price forecast / max_bid_price
-        p_mean, p_std = price.mean(axis=(1, 2)), price.std(axis=(1, 2))
+        p_mean, p_std = price.mean(axis=(1, 2))[row], price.std(axis=(1, 2))[row]
         shift[:, 2 * F: 3 * F] = p_mean[:, None]
         scale[:, 2 * F: 3 * F] = p_std[:, None]
         u0 = 3 * F

@@ -389,3 +389,23 @@ bat_learn,battery,storage_energy_learning,10,10,1,1,0,1,40,0.5,op,n1
         assert core.soc[0, 1] == pytest.approx(out_before[0, 1] - 10.0)
         assert r.supply_accepted.shape[1] == core.K
         assert not out.scarcity[0]  # the 1e-6 MW demand cut (DEMAND_EPS) is not unserved demand
+
+
+def test_observation_scaling_uses_each_agents_own_zone(tmp_path):
+    """obs_normalization on a network: every agent's forecast and price columns are
+    standardised with the series of its own zone (cheap sits in Z1 at 10 EUR/MWh, dear
+    in Z2 at 60)."""
+    from envs import MarketCore
+
+    core = MarketCore(load_scenario(str(_tiny(tmp_path, "complex_clearing"))))
+    shift, scale = core.observation_scaling()
+    F = core.foresight
+    i_cheap, i_dear = core.agents.index("plant_cheap"), core.agents.index("plant_dear")
+    fc = core._fc_nodes  # (zones, T+1, 2F)
+    for i in (i_cheap, i_dear):
+        z = core.agent_node[i]
+        assert np.allclose(shift[i, : 2 * F], fc[z].mean(axis=0), atol=1e-6)
+        assert np.allclose(shift[i, 2 * F: 3 * F], fc[z, :, F:].mean(), atol=1e-6)
+    assert np.isclose(shift[i_cheap, 2 * F] * core.max_bid_price, 10.0, atol=1e-4)
+    assert np.isclose(shift[i_dear, 2 * F] * core.max_bid_price, 60.0, atol=1e-4)
+    assert (scale > 0).all()
