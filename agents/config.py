@@ -374,7 +374,7 @@ class LearningConfig:
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
     between hours (plants without start-up costs, renewables), `gamma` for storage and
-    plants with start-up costs. The exact analysis scores deviations with everyone else's
+    `start_up_gamma` for plants with start-up costs. The exact analysis scores deviations with everyone else's
     bids fixed, hour by hour; for an uncoupled unit the only future its critic could learn
     is how the other learners react to the price history (the repeated-game effect that
     sustains collusive prices). "auto": on when the market has two or more learning units
@@ -456,6 +456,25 @@ class LearningConfig:
     took example_02e from exploitability 1.75 to 0.33 and `default` from 1.18 to 0.73
     (benchmarks/RESULTS.md, fifth round).
     Policies trained with one cannot be loaded with the other. Default: "two_sided"."""
+
+    plant_bids: str = "auto"
+    """How a learning plant's offer prices are read (the env option of the same name, see
+    `envs.MarketCore`): "free", as the actions say; "undercut", each price is raised to
+    0.01 EUR/MWh below the cheapest rule-bidding offer at or above it in that hour (a
+    price above all of them stays), so the plant picks which rule offer to stay under
+    instead of a price to the cent. A best response usually sits just below another
+    unit's offer, and neither the policy gradient nor a critic smoothed by noise finds
+    that edge from the flat side. "auto": "undercut" for markets with a learning plant
+    that has start-up costs, else "free". Measured on `default` together with
+    `start_up_gamma` (benchmarks/RESULTS.md, twentieth round). Policies trained with one
+    bid other prices with the other. Default: "auto"."""
+
+    start_up_gamma: float | str = "auto"
+    """Discount of the critics of learning plants with start-up costs when
+    `per_unit_gamma` gives units their own horizon. A start has to pay back within the
+    horizon the critic sees, about 1 / (1 - discount) hours: at 0.9 a start of
+    `default`'s CCGTs (20,000 EUR) never looks worth it, while their best responses run in
+    blocks of days. "auto": max(`gamma`, 0.97); a number in [0, 1]. Default: "auto"."""
 
     seed: int | None = None
     """Seed of every random generator of the run (env, noise, networks, buffer).
@@ -743,6 +762,19 @@ class LearningConfig:
     def gradient_steps_from_train_freq(self) -> bool:
         """True when ``gradient_steps`` was given as -1 (= ``train_freq`` hours)."""
         return self._gradient_steps_auto
+
+    def resolved_plant_bids(self, scenario) -> str:
+        """`plant_bids` for ``scenario`` ("auto": "undercut" when a learning plant has
+        start-up costs, else "free")."""
+        if self.plant_bids != "auto":
+            return self.plant_bids
+        pl = scenario.plants
+        start_ups = any(bool(learn) and float(cost) > 0 for learn, cost in zip(pl.learning, pl.start_up_cost))
+        return "undercut" if start_ups else "free"
+
+    def resolved_start_up_gamma(self) -> float:
+        """`start_up_gamma` as a number ("auto": max(`gamma`, 0.97))."""
+        return max(self.gamma, 0.97) if self.start_up_gamma == "auto" else float(self.start_up_gamma)
 
     def resolved_critic_reward_scale(self) -> float:
         """`critic_reward_scale` as a number ("auto": 1 - gamma, or 1 when gamma is 1)."""
@@ -1108,6 +1140,8 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
     "storage_bids": _choice("signed", "two_sided"),
+    "plant_bids": _choice("auto", "free", "undercut"),
+    "start_up_gamma": _auto_or(_float(0.0, 1.0)),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),
     "torch_threads": _optional(_int(1, maximum=_MAX_THREADS), auto=True),

@@ -691,8 +691,9 @@ class Learner:
         * ``obs_normalization``: the networks' observation standardisation from
           :meth:`~envs.MarketCore.observation_scaling`;
         * ``per_unit_gamma``: discount 0 for the units without a link between their hours
-          (plants without start-up costs, renewables), ``gamma`` for storage and plants
-          with start-up costs; off (or "auto" with one learning unit): ``gamma`` for all;
+          (plants without start-up costs, renewables), ``gamma`` for storage and
+          ``start_up_gamma`` for plants with start-up costs; off (or "auto" with one
+          learning unit): ``gamma`` for all;
         * ``critic_search``: a number applies to every unit; "auto" is weight
           :data:`CRITIC_SEARCH_AUTO_WEIGHT` for the units that ``per_unit_gamma`` gave
           discount 0, and off when it gave none;
@@ -707,7 +708,9 @@ class Learner:
         coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
         myopic = np.zeros(core.n, dtype=bool)
         if v is True or (v == "auto" and core.n >= 2):
-            self.algo.set_agent_gamma(np.where(coupled, self.config.gamma, 0.0))
+            start_ups = (np.asarray(core.agent_kind) == "plant") & (core.agent_start_up_cost > 0)
+            self.algo.set_agent_gamma(np.where(start_ups, self.config.resolved_start_up_gamma(),
+                                               np.where(coupled, self.config.gamma, 0.0)))
             myopic = ~coupled
         else:
             self.algo.set_agent_gamma(None)

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import Scenario
+from .fast import UNDERCUT_TICK
 from .market import ClearingResult, clear_market
 
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
 STORAGE_BIDS = ("signed", "two_sided")
+PLANT_BIDS = ("free", "undercut")
 """Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction)
 and ``"two_sided"`` (a charge bid and a discharge offer in the same hour, 2 action
 entries); both bid the whole volume the hour allows."""
@@ -108,6 +110,17 @@ class MarketCore:
             second and waits in between, so "wait" lies between "charge" and
             "discharge" for a policy (with ``"signed"``, every switch of direction
             passes through "discharge at any price").
+        plant_bids: how a learning plant's two offer prices are read. ``"free"``
+            (default): as the actions say. ``"undercut"``: each price ``p`` is raised to
+            :data:`UNDERCUT_TICK` below the cheapest offer of the rule-bidding units
+            (plants at marginal cost, renewables, imports) priced at or above ``p`` in
+            that hour, when that stays within ``max_bid_price``; a price above every
+            such offer (or where the next one lies above ``max_bid_price``) is kept.
+            The plant then chooses which rule offer to stay under (the price just below
+            another unit's offer is where a best response usually sits, and a policy
+            gradient cannot find it from the flat side), not a price to the cent.
+            Other learners' offers are not on the grid. The exact analysis still scores
+            best responses over all prices.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -133,10 +146,14 @@ class MarketCore:
         eval_window: bool = False,
         learning_units=None,
         storage_bids: str = "signed",
+        plant_bids: str = "free",
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
+        if plant_bids not in PLANT_BIDS:
+            raise ValueError(f"plant_bids must be one of {PLANT_BIDS}, got {plant_bids!r}")
         self.storage_bids = str(storage_bids)
+        self.plant_bids = str(plant_bids)
         if learning_units is not None:  # rule units named here learn too
             from .scenario import with_learning_units
 
@@ -619,6 +636,16 @@ class MarketCore:
         mean = float(window.mean())
         return mean, bool(self.price_forecast[t] <= mean)
 
+    def undercut(self, price: np.ndarray, t: int) -> np.ndarray:
+        """Offer prices (EUR/MWh, any shape) moved as ``plant_bids="undercut"`` does in
+        hour ``t``: up to :data:`UNDERCUT_TICK` below the cheapest rule-bidding offer at
+        or above each, where that is at most ``max_bid_price``; else unchanged."""
+        ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
+        k = np.searchsorted(ladder, price, side="left")
+        nxt = ladder[np.minimum(k, ladder.size - 1)] - UNDERCUT_TICK if ladder.size else price
+        ok = (k < ladder.size) & (nxt <= self.max_bid_price)
+        return np.where(ok, nxt, price)
+
     def build_bids(self, actions: np.ndarray, active: np.ndarray | None):
         """Dynamic bids for the current hour from actions ``(B, n, max_act)`` in [-1, 1].
 
@@ -646,6 +673,8 @@ class MarketCore:
             inflex = np.minimum(pl.min_power[self.lp], avail)
             if self.lp_single.any():  # single-bid plants offer everything in their flexible column
                 inflex = np.where(self.lp_single, 0.0, inflex)
+            if self.plant_bids == "undercut":
+                lo, hi = self.undercut(lo, t), self.undercut(hi, t)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi

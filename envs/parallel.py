@@ -27,6 +27,9 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
 
 * plant: two prices ``a*m``; the lower one is bid for the inflexible ``min_power`` part,
   the higher one for the flexible ``max_power - min_power`` (available capacity).
+  With ``plant_bids="undercut"`` each price is then raised to 0.01 EUR/MWh below the
+  cheapest rule-bidding offer at or above it in that hour (kept where none lies within
+  ``m``); see :class:`envs.MarketCore`.
 * storage: one signed price. ``a >= 0``: offer to discharge at ``a*m`` (as much as the
   state of charge and power allow within the hour); ``a < 0``: bid to charge at ``|a|*m``.
   With ``storage_bids="two_sided"`` two entries instead: a charge bid at

@@ -382,6 +382,11 @@ def check_env_options(options: dict[str, Any]) -> None:
 
             if value not in STORAGE_BIDS:
                 raise ValueError(f"environment option storage_bids={value!r}: expected one of {STORAGE_BIDS}")
+        elif key == "plant_bids":
+            from .core import PLANT_BIDS
+
+            if value not in PLANT_BIDS:
+                raise ValueError(f"environment option plant_bids={value!r}: expected one of {PLANT_BIDS}")
         elif key in _FLOAT_OPTIONS:
             lo, hi = _FLOAT_OPTIONS[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

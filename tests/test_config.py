@@ -97,6 +97,8 @@ def test_defaults():
         critic_reward_scale=1.0,
         regret_scale=0.0,
         storage_bids="two_sided",
+        plant_bids="auto",
+        start_up_gamma="auto",
         seed=None,
         num_envs=1,
         torch_threads=None,

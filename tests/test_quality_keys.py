@@ -402,7 +402,8 @@ def test_critic_search_auto_applies_to_the_units_with_discount_zero_only():
     le.apply_unit_roles(mixed)
     assert le.search_weight == learner_mod.CRITIC_SEARCH_AUTO_WEIGHT
     assert le.search_mask.tolist() == [True, False, False]
-    assert le.algo.agent_gamma.view(-1).tolist() == pytest.approx([0.0, le.config.gamma, le.config.gamma])
+    assert le.algo.agent_gamma.view(-1).tolist() == pytest.approx(
+        [0.0, le.config.resolved_start_up_gamma(), le.config.gamma])
     batch = le.buffer.sample(32)
     le.algo.n_updates += 1 - le.algo.n_updates % 2  # odd: the next step is an actor step
     state = le.search_rng.bit_generator.state
@@ -427,17 +428,20 @@ def test_critic_search_auto_applies_to_the_units_with_discount_zero_only():
 
 def test_per_unit_gamma_discounts_only_units_with_a_link_between_hours():
     """per_unit_gamma: discount 0 for plants without start-up costs and renewables, the
-    config's gamma for storage and plants with start-up costs; off (and "auto" with one
+    config's gamma for storage, start_up_gamma for plants with start-up costs; off (and "auto" with one
     learning unit): gamma for all. On
     `tiny` (one plant without start-up costs) a run with it is bit for bit the run with
     gamma 0, and not the run with the config's gamma."""
     import torch
 
-    d = load_scenario("default")  # two CCGTs with start-up costs, one storage: all keep gamma
+    d = load_scenario("default")  # two CCGTs with start-up costs (start_up_gamma), one storage (gamma)
     cfg = LearningConfig.from_dict(d.learning_config).with_overrides(["per_unit_gamma=true", "gamma=0.9",
-                                                                      "torch_threads=1"])
+                                                                      "start_up_gamma=0.9", "torch_threads=1"])
     tr = Trainer(d, cfg, run_dir=None, seed=0, progress=False, tensorboard=False)
     assert tr.learner.algo.agent_gamma.view(-1).tolist() == pytest.approx([0.9, 0.9, 0.9])
+    tr = Trainer(d, cfg.with_overrides(["start_up_gamma=auto"]), run_dir=None, seed=0, progress=False,
+                 tensorboard=False)
+    assert tr.learner.algo.agent_gamma.view(-1).tolist() == pytest.approx([0.97, 0.97, 0.9])
     m = load_scenario("many")  # 24 plants without start-up costs
     cfg = LearningConfig.from_dict(m.learning_config).with_overrides(["per_unit_gamma=true", "torch_threads=1"])
     tr = Trainer(m, cfg, run_dir=None, seed=0, progress=False, tensorboard=False)
