@@ -159,7 +159,7 @@ class Trainer:
         self.learner.analysis_pool = AnalysisPool() if self.analysis and self.n >= 2 else None
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
-            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price},
+            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids},
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
             save_replay_buffer=save_replay_buffer, state_info=state_info,
@@ -342,8 +342,9 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
                     env_options: dict[str, Any] | None = None, analysis: bool = True,
                     device: str | None = None) -> tuple[EvalResult, MarketCore]:
     """Run one deterministic episode with the actors of checkpoint ``policy`` (no
-    training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight and the
-    seed come from the checkpoint's manifest unless given. Returns the result and the
+    training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
+    ``plant_bids`` ("free" for checkpoints that do not record it) and the seed come from
+    the checkpoint's manifest unless given. Returns the result and the
     (one-copy, recording) core it ran on."""
     manifest = read_manifest(policy)
     info = manifest.get("trainer") or {}
@@ -361,6 +362,8 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     fs = info.get("foresight") or (int(manifest["obs_dim"]) - int(manifest["unique_obs_len"])) // 3
     if fs >= 1:
         opts.setdefault("foresight", fs)
+    # how the policy's plants bid: recorded; checkpoints from before plant_bids read prices as given
+    opts.setdefault("plant_bids", info.get("plant_bids", "free"))
     core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))

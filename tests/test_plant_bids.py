@@ -159,3 +159,39 @@ def test_auto_resolves_by_start_up_costs_and_the_trainer_uses_both_keys():
                  progress=False, tensorboard=False)
     assert tr.core.plant_bids == tr.eval_core.plant_bids == "free"
     np.testing.assert_allclose(tr.learner.algo.agent_gamma.view(-1).numpy()[kinds == "plant"], 0.5)
+
+
+def test_checkpoints_record_how_the_plants_bid_and_evaluate_so(tmp_path):
+    """The manifest records the run's plant_bids; evaluate_policy rebuilds the env with it
+    (the trained profits again), and reads a checkpoint without the record (written
+    before the option existed) with prices as given."""
+    import json
+
+    from agents.trainer import evaluate_policy
+
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
+         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
+         "validation_episodes_interval=10", "equilibrium_reference=false"])
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
+                 env_options={"max_cycles": 48})
+    tr.train()
+    ev = tr.evaluate(analysis=False)
+    tr.close()
+    policy = tmp_path / "run" / "policies" / "last"
+    manifest = json.loads((policy / "manifest.json").read_text())
+    assert manifest["trainer"]["plant_bids"] == "undercut"
+    other = LearningConfig.from_dict(sc.learning_config).with_overrides(["plant_bids=free"])  # the record wins
+    ev2, core = evaluate_policy(sc, other, policy, seed=0, env_options={"max_cycles": 48}, analysis=False)
+    assert core.plant_bids == "undercut"
+    np.testing.assert_allclose(ev2.agent_profit, ev.agent_profit, rtol=1e-6)  # folded weights: float rounding
+    del manifest["trainer"]["plant_bids"]
+    (policy / "manifest.json").write_text(json.dumps(manifest))
+    ev3, core = evaluate_policy(sc, cfg, policy, seed=0, env_options={"max_cycles": 48}, analysis=False)
+    assert core.plant_bids == "free"
+    assert not np.allclose(ev3.agent_profit, ev.agent_profit)  # the same actors bid other prices
+    manifest["trainer"]["plant_bids"] = "grid"
+    (policy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="plant_bids"):
+        evaluate_policy(sc, cfg, policy, seed=0, env_options={"max_cycles": 48}, analysis=False)
