@@ -374,8 +374,8 @@ class LearningConfig:
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
     between hours (plants without start-up costs, renewables), `gamma` for storage and
-    `start_up_gamma` for plants with start-up costs. The exact analysis scores deviations with everyone else's
-    bids fixed, hour by hour; for an uncoupled unit the only future its critic could learn
+    `start_up_gamma` for plants with start-up costs. The exact analysis scores deviations
+    with everyone else's bids fixed, hour by hour; for an uncoupled unit the only future its critic could learn
     is how the other learners react to the price history (the repeated-game effect that
     sustains collusive prices). "auto": on when the market has two or more learning units
     (with one, nothing reacts to its bids: measured on example_02a, the horizon made no

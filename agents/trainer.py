@@ -55,9 +55,10 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
                     evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
     ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``foresight`` and
-    ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without one) and the episode options of
-    :func:`envs.episode_options` (training env, or with ``evaluation=True`` the
-    evaluation env: the held-out window when ``holdout_hours`` is set) unless given."""
+    ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
+    one) and the episode options of :func:`envs.episode_options` (training env, or with
+    ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
+    set) unless given."""
     from envs.episodes import episode_options
 
     opts = dict(env_options or {})

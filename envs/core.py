@@ -30,10 +30,12 @@ from .market import ClearingResult, clear_market
 KINDS = ("plant", "storage", "renewable")
 ACT_DIMS = {"plant": 2, "storage": 1, "renewable": 1}
 STORAGE_BIDS = ("signed", "two_sided")
-PLANT_BIDS = ("free", "undercut")
 """Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction)
 and ``"two_sided"`` (a charge bid and a discharge offer in the same hour, 2 action
 entries); both bid the whole volume the hour allows."""
+PLANT_BIDS = ("free", "undercut")
+"""How a learning plant's prices are read: as given, or raised to just below the next
+rule-bidding offer (:meth:`MarketCore.undercut`)."""
 # agent-id prefix of plants bidding one price for all their capacity
 # (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
