@@ -467,9 +467,9 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
         mbp = info.get("max_bid_price")
         if mbp is not None and (isinstance(mbp, bool) or not isinstance(mbp, (int, float)) or not math.isfinite(mbp) or mbp <= 0):
             raise bad(f"{section}.max_bid_price", "a positive finite number", mbp)
-        pb = info.get("plant_bids")
-        if pb is not None and pb not in ("free", "undercut"):
-            raise bad(f"{section}.plant_bids", "'free' or 'undercut'", pb)
+        for k in ("plant_bids", "storage_prices"):
+            if info.get(k) is not None and info[k] not in ("free", "undercut"):
+                raise bad(f"{section}.{k}", "'free' or 'undercut'", info[k])
     files = manifest["files"]
     if not isinstance(files, dict):
         raise bad("files", "an object mapping every agent to {\"actor\": path, \"critic\": path}", files)

@@ -469,6 +469,15 @@ class LearningConfig:
     `start_up_gamma` (benchmarks/RESULTS.md, twentieth round). Policies trained with one
     bid other prices with the other. Default: "auto"."""
 
+    storage_prices: str = "auto"
+    """How a two-sided learning storage unit's prices are read (the env option of the same
+    name, see `envs.MarketCore`): "free", as the actions say; "undercut", its discharge
+    offer is raised to 0.01 EUR/MWh below the cheapest rule-bidding offer at or above it
+    (as `plant_bids` does) and its charge bid moved to 0.01 above the dearest rule offer at
+    or below it. "auto": "undercut". Signed storage bids are never moved. Measured on
+    `default` (with `plant_bids` and `start_up_gamma`) and example_02e
+    (benchmarks/RESULTS.md, twentieth round). Default: "auto"."""
+
     start_up_gamma: float | str = "auto"
     """Discount of the critics of learning plants with start-up costs when
     `per_unit_gamma` gives units their own horizon. A start has to pay back within the
@@ -771,6 +780,10 @@ class LearningConfig:
         pl = scenario.plants
         start_ups = any(bool(learn) and float(cost) > 0 for learn, cost in zip(pl.learning, pl.start_up_cost))
         return "undercut" if start_ups else "free"
+
+    def resolved_storage_prices(self) -> str:
+        """`storage_prices` ("auto": "undercut")."""
+        return "undercut" if self.storage_prices == "auto" else self.storage_prices
 
     def resolved_start_up_gamma(self) -> float:
         """`start_up_gamma` as a number ("auto": max(`gamma`, 0.97))."""
@@ -1141,6 +1154,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "regret_scale": _float(0.0),
     "storage_bids": _choice("signed", "two_sided"),
     "plant_bids": _choice("auto", "free", "undercut"),
+    "storage_prices": _choice("auto", "free", "undercut"),
     "start_up_gamma": _auto_or(_float(0.0, 1.0)),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

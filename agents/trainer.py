@@ -54,7 +54,7 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
 def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
                     evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``foresight`` and
+    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``, ``foresight`` and
     ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
     one) and the episode options of :func:`envs.episode_options` (training env, or with
     ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
@@ -65,6 +65,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
+    opts.setdefault("storage_prices", config.resolved_storage_prices())
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))
@@ -160,7 +161,8 @@ class Trainer:
         self.learner.analysis_pool = AnalysisPool() if self.analysis and self.n >= 2 else None
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
-            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids},
+            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
+                      "storage_prices": core.storage_prices},
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
             save_replay_buffer=save_replay_buffer, state_info=state_info,
@@ -344,7 +346,8 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
                     device: str | None = None) -> tuple[EvalResult, MarketCore]:
     """Run one deterministic episode with the actors of checkpoint ``policy`` (no
     training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
-    ``plant_bids`` ("free" for checkpoints that do not record it) and the seed come from
+    ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them)
+    and the seed come from
     the checkpoint's manifest unless given. Returns the result and the
     (one-copy, recording) core it ran on."""
     manifest = read_manifest(policy)
@@ -363,8 +366,10 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     fs = info.get("foresight") or (int(manifest["obs_dim"]) - int(manifest["unique_obs_len"])) // 3
     if fs >= 1:
         opts.setdefault("foresight", fs)
-    # how the policy's plants bid: recorded; checkpoints from before plant_bids read prices as given
+    # how the policy's plants and storage bid: recorded; checkpoints from before these
+    # options read prices as given
     opts.setdefault("plant_bids", info.get("plant_bids", "free"))
+    opts.setdefault("storage_prices", info.get("storage_prices", "free"))
     core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))

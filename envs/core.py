@@ -36,6 +36,10 @@ entries); both bid the whole volume the hour allows."""
 PLANT_BIDS = ("free", "undercut")
 """How a learning plant's prices are read: as given, or raised to just below the next
 rule-bidding offer (:meth:`MarketCore.undercut`)."""
+STORAGE_PRICES = ("free", "undercut")
+"""How a two-sided learning storage unit's prices are read: as given, or the offer raised
+to just below the next rule-bidding offer and the bid lowered to just above the rule
+offer below it (:meth:`MarketCore.undercut`, :meth:`MarketCore.outbid`)."""
 # agent-id prefix of plants bidding one price for all their capacity
 # (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
@@ -123,6 +127,13 @@ class MarketCore:
             gradient cannot find it from the flat side), not a price to the cent.
             Other learners' offers are not on the grid. The exact analysis still scores
             best responses over all prices.
+        storage_prices: the same for a learning storage unit that bids two-sided.
+            ``"free"`` (default): as the actions say. ``"undercut"``: its discharge offer
+            is raised as a plant's price is, and its charge bid is moved to
+            :data:`UNDERCUT_TICK` above the dearest rule-bidding offer at or below it
+            (kept where there is none or that would be negative), never above the
+            discharge offer. The charge bid is then matched with the same rule offers
+            and, where it sets the price, pays less. Signed storage bids are not moved.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -149,13 +160,17 @@ class MarketCore:
         learning_units=None,
         storage_bids: str = "signed",
         plant_bids: str = "free",
+        storage_prices: str = "free",
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
         if plant_bids not in PLANT_BIDS:
             raise ValueError(f"plant_bids must be one of {PLANT_BIDS}, got {plant_bids!r}")
+        if storage_prices not in STORAGE_PRICES:
+            raise ValueError(f"storage_prices must be one of {STORAGE_PRICES}, got {storage_prices!r}")
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
+        self.storage_prices = str(storage_prices)
         if learning_units is not None:  # rule units named here learn too
             from .scenario import with_learning_units
 
@@ -648,6 +663,16 @@ class MarketCore:
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         return np.where(ok, nxt, price)
 
+    def outbid(self, price: np.ndarray, t: int) -> np.ndarray:
+        """Charge bid prices (EUR/MWh, any shape) moved as ``storage_prices="undercut"``
+        does in hour ``t``: to :data:`UNDERCUT_TICK` above the dearest rule-bidding offer at
+        or below each, where there is one and the result is not negative; else unchanged."""
+        ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
+        k = np.searchsorted(ladder, price, side="right") - 1
+        prv = ladder[np.maximum(k, 0)] + UNDERCUT_TICK if ladder.size else price
+        ok = (k >= 0) & (prv >= 0.0)
+        return np.where(ok, prv, price)
+
     def build_bids(self, actions: np.ndarray, active: np.ndarray | None):
         """Dynamic bids for the current hour from actions ``(B, n, max_act)`` in [-1, 1].
 
@@ -700,6 +725,9 @@ class MarketCore:
                 a = actions[:, self.sl_storage, :2]
                 p_ch = (a.min(axis=2) + 1.0) * (0.5 * mbp)
                 p_dis = (a.max(axis=2) + 1.0) * (0.5 * mbp)
+                if self.storage_prices == "undercut":
+                    p_dis = self.undercut(p_dis, t)
+                    p_ch = np.minimum(self.outbid(p_ch, t), p_dis)
                 sp[:, self.col_dis.start + self.ls] = p_dis
                 sv[:, self.col_dis.start + self.ls] = can_dis[:, self.ls]
                 dpr[:, self.ls] = p_ch

@@ -23,7 +23,7 @@ fails otherwise.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +46,16 @@ def _undercut(ladder: list, p: float, mbp: float) -> float:
     if k < len(ladder):
         v = ladder[k] - UNDERCUT_TICK
         if v <= mbp:
+            return v
+    return p
+
+
+def _outbid(ladder: list, p: float) -> float:
+    """:meth:`MarketCore.outbid <envs.core.MarketCore.outbid>` for one price."""
+    k = bisect_right(ladder, p) - 1
+    if k >= 0:
+        v = ladder[k] + UNDERCUT_TICK
+        if v >= 0.0:
             return v
     return p
 
@@ -236,6 +246,7 @@ class FastStep:
             soc = c.soc[0].tolist()
             rs_mean, rs_charge = row[o[6]], row[o[7]]
             two_sided = c.storage_bids == "two_sided"
+            st_ladder = row[o[8]: o[9]] if two_sided and c.storage_prices == "undercut" else None
             for s in range(S):
                 x = soc[s]
                 cd = (x - smin[s]) * eff_d[s] / dt
@@ -249,6 +260,10 @@ class FastStep:
                     a0, a1 = acts[k][0], acts[k][1]
                     lo, hi = (a0, a1) if a0 <= a1 else (a1, a0)
                     p_ch, p_dis = (lo + 1.0) * (0.5 * mbp), (hi + 1.0) * (0.5 * mbp)
+                    if st_ladder is not None:  # MarketCore.undercut / outbid
+                        p_dis = _undercut(st_ladder, p_dis, mbp)
+                        p_ch = _outbid(st_ladder, p_ch)
+                        p_ch = p_ch if p_ch <= p_dis else p_dis
                     bid_price[k] = [p_ch, p_dis]
                     sp.append(p_dis)
                     sv.append(cd)

@@ -387,6 +387,11 @@ def check_env_options(options: dict[str, Any]) -> None:
 
             if value not in PLANT_BIDS:
                 raise ValueError(f"environment option plant_bids={value!r}: expected one of {PLANT_BIDS}")
+        elif key == "storage_prices":
+            from .core import STORAGE_PRICES
+
+            if value not in STORAGE_PRICES:
+                raise ValueError(f"environment option storage_prices={value!r}: expected one of {STORAGE_PRICES}")
         elif key in _FLOAT_OPTIONS:
             lo, hi = _FLOAT_OPTIONS[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

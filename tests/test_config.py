@@ -98,6 +98,7 @@ def test_defaults():
         regret_scale=0.0,
         storage_bids="two_sided",
         plant_bids="auto",
+        storage_prices="auto",
         start_up_gamma="auto",
         seed=None,
         num_envs=1,

@@ -1,5 +1,7 @@
 """``plant_bids="undercut"``: a learning plant's offer prices are raised to 0.01 EUR/MWh
-below the cheapest rule-bidding offer at or above them, hour by hour.
+below the cheapest rule-bidding offer at or above them, hour by hour;
+``storage_prices="undercut"``: a two-sided storage unit's offer likewise, its charge bid
+to 0.01 above the dearest rule offer at or below it.
 
 What would be wrong if the option broke: the prices placed in the market (checked
 against a grid rebuilt here from the scenario's rule plants), prices above the grid or
@@ -195,3 +197,68 @@ def test_checkpoints_record_how_the_plants_bid_and_evaluate_so(tmp_path):
     (policy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="plant_bids"):
         evaluate_policy(sc, cfg, policy, seed=0, env_options={"max_cycles": 48}, analysis=False)
+
+
+STORAGE = "storage_pumped-storage-1"
+
+
+def test_storage_prices_move_to_the_rule_offers_around_them():
+    sc = envs.load_scenario("default")
+    cut = envs.MarketCore(sc, num_envs=1, storage_bids="two_sided", storage_prices="undercut")
+    free = envs.MarketCore(sc, num_envs=1, storage_bids="two_sided")
+    signed = envs.MarketCore(sc, num_envs=1, storage_bids="signed", storage_prices="undercut")
+    for c in (cut, free, signed):
+        c.reset(np.random.default_rng(0))
+    ladder = _rule_offers(sc, 0)
+    mbp = cut.max_bid_price
+    k = cut.agents.index(STORAGE)
+    rng = np.random.default_rng(7)
+    moved = 0
+    for _ in range(300):
+        acts = rng.uniform(-1, 1, (1, cut.n, cut.max_act))
+        got = cut.build_bids(acts, None)[4][0, k]
+        ch, dis = free.build_bids(acts, None)[4][0, k]  # as the actions say
+        above, below = ladder[ladder >= dis], ladder[ladder <= ch]
+        want_dis = above[0] - 0.01 if len(above) and above[0] - 0.01 <= mbp else dis
+        want_ch = below[-1] + 0.01 if len(below) and below[-1] + 0.01 >= 0 else ch
+        np.testing.assert_allclose(got, [min(want_ch, want_dis), want_dis], rtol=0, atol=1e-9)
+        moved += not np.allclose(got, [ch, dis])
+        a = signed.build_bids(acts, None)[4][0, k]
+        np.testing.assert_array_equal(a, [acts[0, k, 0] * mbp] * 2)  # signed bids are not moved
+    assert moved > 250
+
+
+def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
+    import json
+
+    from agents.trainer import evaluate_policy
+
+    assert LearningConfig().resolved_storage_prices() == "undercut"
+    with pytest.raises(ConfigError, match="storage_prices"):
+        LearningConfig().with_overrides(["storage_prices=grid"])
+    with pytest.raises(ValueError, match="storage_prices"):
+        envs.parallel_env("default", storage_prices="grid")
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
+         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
+         "validation_episodes_interval=10", "equilibrium_reference=false", "plant_bids=free"])
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
+                 env_options={"max_cycles": 48})
+    assert tr.core.storage_prices == tr.eval_core.storage_prices == "undercut"
+    tr.train()
+    ev = tr.evaluate(analysis=False)
+    tr.close()
+    policy = tmp_path / "run" / "policies" / "last"
+    manifest = json.loads((policy / "manifest.json").read_text())
+    assert manifest["trainer"]["storage_prices"] == "undercut" and manifest["trainer"]["plant_bids"] == "free"
+    ev2, core = evaluate_policy(sc, cfg.with_overrides(["storage_prices=free"]), policy, seed=0,
+                                env_options={"max_cycles": 48}, analysis=False)
+    assert core.storage_prices == "undercut"
+    np.testing.assert_allclose(ev2.agent_profit, ev.agent_profit, rtol=1e-6)
+    del manifest["trainer"]["storage_prices"]  # a checkpoint from before the option
+    (policy / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate_policy(sc, cfg, policy, seed=0, env_options={"max_cycles": 48}, analysis=False)[1].storage_prices == "free"
+    tr = Trainer(sc, cfg.with_overrides(["storage_prices=free"]), run_dir=None, seed=0, progress=False,
+                 tensorboard=False)
+    assert tr.core.storage_prices == "free"

@@ -373,7 +373,8 @@ class _Run:
             self.role.load_params(path)
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard and run_dir is not None,
-            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids},
+            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
+                      "storage_prices": core.storage_prices},
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
