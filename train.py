@@ -342,6 +342,10 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
             from agents.evaluation import on_off_line
 
             print(f"    {on_off_line(r['on_off'])}")
+        if "gain_by_hours" in r:
+            from envs.analysis import gain_by_hours_line
+
+            print(f"    {gain_by_hours_line(r['gain_by_hours'])}")
     print_reference(summary)
 
 

@@ -249,6 +249,7 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
     the analysis ran, and for storage the full-move best-response profit."""
     full = full_moves_best_responses(scenario, core, ev)
     on_off = on_off_rows(ev)
+    by_hours = gain_by_hours_rows(ev)
     agents = {}
     for i, a in enumerate(core.agents):
         row = {"unit": core.agent_unit[i], "kind": core.agent_kind[i], "profit": float(ev.agent_profit[i])}
@@ -261,6 +262,8 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
             row["full_moves_best_response_profit"] = full[a]
         if a in on_off:
             row["on_off"] = on_off[a]
+        if a in by_hours:
+            row["gain_by_hours"] = by_hours[a]
         agents[a] = row
     return agents
 
@@ -297,6 +300,18 @@ def on_off_rows(ev: EvalResult) -> dict[str, dict[str, float]]:
     return on_off_comparisons(ev.record, responses)
 
 
+def gain_by_hours_rows(ev: EvalResult) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`envs.analysis.gain_by_hours` of every analysed agent of an evaluation that
+    has one, by agent name; empty without the analysis."""
+    from envs.analysis import gain_by_hours
+
+    responses = getattr(getattr(ev, "analysis_result", None), "responses", None)
+    if ev.record is None or not responses:
+        return {}
+    out = {a: gain_by_hours(ev.record, br) for a, br in responses.items()}
+    return {a: o for a, o in out.items() if o is not None}
+
+
 def on_off_line(o: dict[str, Any]) -> str:
     """One line of :func:`envs.analysis.on_off_comparison`: "runs 132 h with 13 starts;
     its best response runs 300 h with 2 starts (20,000 EUR a start)"."""
@@ -322,6 +337,10 @@ def print_run_summary(s: dict[str, Any]) -> None:
                   "(best response bidding the whole volume, as the env's storage action does)")
         if "on_off" in r:
             print(f"  {'':<30s} {on_off_line(r['on_off'])}")
+        if "gain_by_hours" in r:
+            from envs.analysis import gain_by_hours_line
+
+            print(f"  {'':<30s} {gain_by_hours_line(r['gain_by_hours'])}")
     if s.get("equilibrium_teacher"):
         report = str(s["equilibrium_teacher"]).removeprefix("equilibrium teacher: ")
         print(f"  (trained with the equilibrium teacher: {report})")

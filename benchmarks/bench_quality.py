@@ -20,7 +20,9 @@ whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the w
 feasible volume at one price, accepted in part where it sets the price), i.e. the best
 the env's storage action can do against the same bids. Plants with start-up costs get
 ``on_off``: hours run and starts, theirs and their best response's
-(``envs.analysis.on_off_comparison``).
+(``envs.analysis.on_off_comparison``). Every analysed agent gets ``gain_by_hours``: its
+gain from deviating split by hour type (``envs.analysis.gain_by_hours``), e.g. the hours
+where both sell and its best response withholds more, or less.
 
 ``--variants 1`` asks whether a method generalises beyond the markets it was tuned on:
 each seed then trains on its own seeded variant of the scenario
@@ -122,12 +124,14 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
                                  round(fe["gain"])]
-    from agents.evaluation import full_moves_best_responses, on_off_rows
+    from agents.evaluation import full_moves_best_responses, gain_by_hours_rows, on_off_rows
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
     for a, o in on_off_rows(ev).items():  # plants with start-up costs
         row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
+    for a, parts in gain_by_hours_rows(ev).items():  # where each gain lies, by hour type
+        row["agents"][a]["gain_by_hours"] = {k: {"hours": v["hours"], "gain": round(v["gain"])} for k, v in parts.items()}
     curve = ([row["fit_evaluation"]] if "fit_evaluation" in row else []) + row["curve"]
     row["select"] = selections(curve, LearningConfig.from_dict(sc.learning_config or {}), res.episodes)
     if eq is not None and eq.converged:

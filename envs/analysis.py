@@ -141,6 +141,8 @@ __all__ = [
     "distance_to_equilibrium",
     "recorded_profit",
     "soc_grid",
+    "gain_by_hours",
+    "gain_by_hours_line",
     "MAX_ROWS",
 ]
 
@@ -1759,6 +1761,98 @@ def on_off_comparison(record: EpisodeRecord, br: BestResponse) -> dict[str, floa
     return {"hours_on": float(on.sum() * dt), "starts": _starts(on, before),
             "best_response_hours_on": float(best_on.sum() * dt), "best_response_starts": _starts(best_on, before),
             "start_up_cost": suc}
+
+
+# where a learner's gain from deviating lies, hour by hour (:func:`gain_by_hours`)
+SELLER_HOUR_TYPES = {
+    "best_response_raises_price": "both sell, its best response sets a higher price",
+    "best_response_sells_more": "both sell, its best response sells more at no higher price",
+    "both_sell_other": "both sell, other",
+    "idle_where_best_response_sells": "idle where its best response sells",
+    "sells_where_best_response_idles": "sells where its best response is idle",
+    "both_idle": "both idle",
+}
+STORAGE_HOUR_TYPES = {
+    "opposite_direction": "it and its best response trade in opposite directions",
+    "same_direction": "both trade in the same direction",
+    "only_best_response_trades": "only its best response trades",
+    "only_it_trades": "only it trades",
+    "both_idle": "neither trades",
+}
+PRICE_EPS = 0.005  # EUR/MWh: clearing prices closer than half a cent count as equal
+
+
+def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str, float]] | None:
+    """Where agent ``br.agent``'s gain from deviating alone lies: its hours split by how
+    the recorded episode and its best response ``br`` (:func:`best_response` of the same
+    record) differ, with the hours (steps times the step length) and the gain (EUR,
+    best-response profit less recorded profit, start-ups included) of each type.
+
+    Plants and renewables (:data:`SELLER_HOUR_TYPES`): whether each sells, and where both
+    do, whether the best response sets a higher clearing price (it withholds more) or
+    sells more at a price no higher (it withholds less). The best response's price and
+    volume come from clearing each hour again with its bids; a plant with start-up costs
+    counts as selling where its best response's on/off schedule runs it. Storage
+    (:data:`STORAGE_HOUR_TYPES`, exact best responses only): the direction of its net
+    trade and of the best response's. ``None`` for a storage unit without an exact best
+    response. The gains of all types add up to ``br.gain``."""
+    i = br.agent_index
+    sl = _slots(record, i)
+    g = br.gain_per_hour
+    dt = float(record.dt)
+    tol = VOLUME_TOL
+    acc_s = record.supply_accepted[:, sl.s_cols].sum(axis=1)
+    if sl.kind == "storage":
+        if br.best_volume is None:
+            return None
+        net = acc_s - record.demand_accepted[:, sl.d_cols].sum(axis=1)
+        mine, best = np.sign(np.where(np.abs(net) > tol, net, 0.0)), np.sign(np.where(np.abs(br.best_volume) > tol, br.best_volume, 0.0))
+        masks = {
+            "opposite_direction": mine * best < 0,
+            "same_direction": mine * best > 0,
+            "only_best_response_trades": (mine == 0) & (best != 0),
+            "only_it_trades": (mine != 0) & (best == 0),
+            "both_idle": (mine == 0) & (best == 0),
+        }
+    else:
+        own = np.nan_to_num(br.best_price[:, : len(sl.s_cols)], nan=sl.hi)
+        H = record.n_hours
+        sp = record.supply_price.copy()
+        sp[:, sl.s_cols] = own
+        res = clear_market(sp, record.supply_volume, record.demand_price, record.demand_volume,
+                           fixed_demand=record.fixed_demand, price_cap=record.price_cap,
+                           price_floor=record.price_floor, mechanism=record.mechanism)
+        q_best = res.supply_accepted[:, sl.s_cols].sum(axis=1)
+        sells = acc_s > tol
+        best_sells = np.asarray(br.best_on, dtype=bool) if br.best_on is not None else q_best > tol
+        both = sells & best_sells
+        raises = both & (res.price > record.clearing_price + PRICE_EPS)
+        more = both & ~raises & (q_best > acc_s + tol)
+        masks = {
+            "best_response_raises_price": raises,
+            "best_response_sells_more": more,
+            "both_sell_other": both & ~raises & ~more,
+            "idle_where_best_response_sells": ~sells & best_sells,
+            "sells_where_best_response_idles": sells & ~best_sells,
+            "both_idle": ~sells & ~best_sells,
+        }
+        assert len(raises) == H
+    return {k: {"hours": float(m.sum() * dt), "gain": float(g[m].sum())} for k, m in masks.items()}
+
+
+def gain_by_hours_line(parts: dict[str, dict[str, float]], *, min_share: float = 0.05) -> str:
+    """One line of :func:`gain_by_hours`: the types that hold at least ``min_share`` of
+    the total absolute gain, largest first, e.g. "gain 188 k EUR: 147 k in 80 h where both
+    sell, its best response sells more at no higher price; ..."."""
+    labels = {**SELLER_HOUR_TYPES, **STORAGE_HOUR_TYPES}
+    total = sum(v["gain"] for v in parts.values())
+    scale = sum(abs(v["gain"]) for v in parts.values())
+    if scale <= 0:
+        return "no gain from deviating"
+    keep = sorted((k for k, v in parts.items() if abs(v["gain"]) >= min_share * scale),
+                  key=lambda k: -abs(parts[k]["gain"]))
+    items = [f"{parts[k]['gain'] / 1e3:,.0f} k in {parts[k]['hours']:g} h: {labels[k]}" for k in keep]
+    return f"gain {total / 1e3:,.0f} k EUR by hour: " + "; ".join(items)
 
 
 def agent_rows(ex: Exploitability, eq=None) -> dict[str, dict]:

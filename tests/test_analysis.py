@@ -862,3 +862,77 @@ def test_on_off_comparison_counts_hours_and_starts_of_the_record_and_the_best_re
 
     quarter = on_off_comparison(dataclasses.replace(rec, dt=0.25), br)
     assert quarter["hours_on"] == pytest.approx(o["hours_on"] / 4) and quarter["starts"] == o["starts"]
+
+
+def test_gain_by_hours_names_the_hour_types_of_hand_computed_cases():
+    """``gain_by_hours`` on the 02a-like hour (rule plants up to 85.708 EUR/MWh, demand
+    4500 MW, a 2500 MW learner at cost 55.708): bidding at cost it sells 1500 MW at
+    55.708, and its best response (just under 85.708) sets a higher price; offering only
+    its 1 MW inflexible part (the rest at 90) it sells 1 MW at 85.708, and its best
+    response sells 1500 MW at a price no higher (it withholds too much); offering all at
+    90 it is idle where its best response sells. Each case puts the whole gain in its
+    type, and the line names it."""
+    from envs.analysis import gain_by_hours, gain_by_hours_line
+
+    cases = {(55.708, 55.708): "best_response_raises_price", (0.0, 90.0): "best_response_sells_more",
+             (90.0, 90.0): "idle_where_best_response_sells"}
+    for prices, kind in cases.items():
+        rec = _02a_like(list(prices))
+        br = best_response(rec, 0, tick=TICK)
+        assert br.gain > 1000.0
+        parts = gain_by_hours(rec, br)
+        assert parts[kind] == {"hours": 1.0, "gain": pytest.approx(br.gain)}
+        assert sum(v["hours"] for v in parts.values()) == 1.0
+        assert all(v["gain"] == 0.0 for k, v in parts.items() if k != kind)
+        line = gain_by_hours_line(parts)
+        assert line.startswith(f"gain {br.gain / 1e3:,.0f} k EUR by hour: ") and line.count(" in 1 h: ") == 1
+
+
+def test_gain_by_hours_splits_the_whole_gain_of_plants_and_storage():
+    """On `default` with random bids (96 h): for each learning CCGT (start-up costs) the
+    types' gains add up to its gain and their hours to the episode; the selling types
+    cover exactly the hours it was dispatched and those its best response's on/off
+    schedule runs; where both sell, the type agrees with an independent loop-based
+    clearing of the hour with the best response's prices. For the storage unit's exact
+    best response, the types follow the signs of the recorded net trade and of the best
+    response's net injection."""
+    from envs.analysis import dispatched, gain_by_hours
+
+    rng_actions = lambda core, rng: rng.uniform(-0.2, 0.9, (1, core.n, core.max_act))  # noqa: E731
+    core, rec = _core_record("default", rng_actions, hours=96)
+    H = rec.n_hours
+    for k in (0, 1):
+        br = best_response(rec, k)
+        parts = gain_by_hours(rec, br)
+        assert sum(v["gain"] for v in parts.values()) == pytest.approx(br.gain, abs=1e-6)
+        assert sum(v["hours"] for v in parts.values()) == H
+        on = dispatched(rec, k)
+        sells = ("best_response_raises_price", "best_response_sells_more", "both_sell_other")
+        assert sum(parts[t]["hours"] for t in sells) == int((on & br.best_on).sum())
+        assert parts["sells_where_best_response_idles"]["hours"] == int((on & ~br.best_on).sum())
+        assert parts["idle_where_best_response_sells"]["hours"] == int((~on & br.best_on).sum())
+        cols = list(rec.agent_supply_columns(k))
+        checked = {t: 0 for t in sells}
+        for h in np.flatnonzero(on & br.best_on):
+            sup = [(float(br.best_price[h, cols.index(j)]) if j in cols else float(rec.supply_price[h, j]),
+                    float(rec.supply_volume[h, j])) for j in range(rec.supply_price.shape[1])]
+            dem = [(rec.price_cap, float(rec.fixed_demand[h]))]
+            price, _, s_acc, _, _ = reference_clear(sup, dem, price_cap=rec.price_cap, price_floor=rec.price_floor)
+            q_best, q_rec = sum(s_acc[j] for j in cols), rec.supply_accepted[h, cols].sum()
+            if price > rec.clearing_price[h] + 0.005:
+                t = "best_response_raises_price"
+            elif q_best > q_rec + 1e-6:
+                t = "best_response_sells_more"
+            else:
+                t = "both_sell_other"
+            checked[t] += 1
+        assert {t: parts[t]["hours"] for t in sells} == checked
+    assert sum(checked.values()) > 0
+    br = best_response(rec, 2, scenario=core.scenario, soc_points=51)
+    parts = gain_by_hours(rec, br)
+    net = rec.supply_accepted[:, rec.agent_supply_columns(2)].sum(axis=1) - rec.demand_accepted[:, rec.agent_demand_columns(2)].sum(axis=1)
+    mine, best = np.sign(np.round(net, 6)), np.sign(np.round(br.best_volume, 6))
+    assert parts["opposite_direction"]["hours"] == int((mine * best < 0).sum())
+    assert parts["only_best_response_trades"]["hours"] == int(((mine == 0) & (best != 0)).sum())
+    assert sum(v["gain"] for v in parts.values()) == pytest.approx(br.gain, abs=1e-6)
+    assert parts["opposite_direction"]["hours"] + parts["same_direction"]["hours"] > 0

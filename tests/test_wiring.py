@@ -322,6 +322,16 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys, tmp_pat
     o = s["agents"][plants[0]]["on_off"]
     assert (f"runs {o['hours_on']:g} h with {o['starts']} start" in out
             and f"its best response runs {o['best_response_hours_on']:g} h" in out)
+    # every analysed agent: where its gain lies by hour type, adding up to its gain, and that line printed
+    from envs.analysis import gain_by_hours_line
+
+    for a, row in s["agents"].items():
+        parts = row["gain_by_hours"]
+        assert sum(v["gain"] for v in parts.values()) == pytest.approx(row["best_response_profit"] - row["profit"], abs=1e-3)
+        assert sum(v["hours"] for v in parts.values()) == ev.record.n_hours
+        assert gain_by_hours_line(parts) in out
+    assert "idle_where_best_response_sells" in s["agents"][plants[0]]["gain_by_hours"]
+    assert "only_best_response_trades" in s["agents"][storage[0]]["gain_by_hours"]
     # the same as a figure: one panel per plant with start-up costs; none without the analysis
     from agents.plots import on_off_vs_best_response
 
