@@ -141,9 +141,56 @@ def on_off_vs_best_response(ev, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def gain_by_hour_type(ev, path: Path) -> Path | None:
+    """One bar per analysed learner: its gain from deviating alone (EUR) split by hour
+    type (:func:`envs.analysis.gain_by_hours`), gains to the right, losses (hours where
+    the best response earns less, e.g. running through a dip to save a start) to the
+    left, each segment labelled with its hours. None (no file) without the analysis."""
+    from envs.analysis import SELLER_HOUR_TYPES, STORAGE_HOUR_TYPES
+
+    from .evaluation import gain_by_hours_rows
+
+    rows = gain_by_hours_rows(ev)
+    if not rows:
+        return None
+    labels = {**SELLER_HOUR_TYPES, **STORAGE_HOUR_TYPES}
+    kinds = [k for k in labels if k != "both_idle"]
+    fig = _figure(10, 1.6 + 0.55 * len(rows) + 0.25 * len(kinds))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = {k: f"C{j}" for j, k in enumerate(kinds)}
+    names = list(rows)
+    used = set()
+    span = max(sum(abs(v["gain"]) for v in r.values()) for r in rows.values()) / 1e3 or 1.0
+    for y, a in enumerate(names):
+        left_pos = left_neg = 0.0
+        for k in kinds:
+            part = rows[a].get(k)
+            if part is None or part["gain"] == 0.0:
+                continue
+            g = part["gain"] / 1e3
+            x0 = left_pos if g > 0 else left_neg
+            ax.barh(y, g, left=x0, color=colors[k], label=None if k in used else labels[k], edgecolor="white")
+            used.add(k)
+            if abs(g) >= 0.06 * span:  # room for the label
+                ax.text(x0 + g / 2, y, f"{part['hours']:g} h", ha="center", va="center", fontsize=7)
+            if g > 0:
+                left_pos += g
+            else:
+                left_neg += g
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain from deviating alone, k EUR (by hour type; hours in the bars)")
+    ax.set_title("where each learner's gain lies: its hours against its exact best response's")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> list[Path]:
     """Write all figures into ``run_dir/plots``; returns their paths (the on/off
-    schedules only for a run with plants with start-up costs and the analysis)."""
+    schedules only for a run with plants with start-up costs and the analysis, the gain
+    by hour type only with the analysis)."""
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -153,4 +200,5 @@ def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> li
         profit_vs_best_response(ev, agents, out / "profit_vs_best_response.png"),
     ]
     on_off = on_off_vs_best_response(ev, out / "on_off_vs_best_response.png")
-    return paths + ([on_off] if on_off is not None else [])
+    by_hours = gain_by_hour_type(ev, out / "gain_by_hour_type.png")
+    return paths + [p for p in (on_off, by_hours) if p is not None]

@@ -339,4 +339,9 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys, tmp_pat
     assert png is not None and png.stat().st_size > 1000
     assert on_off_vs_best_response(tr.evaluate(analysis=False), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+    from agents.plots import gain_by_hour_type
+
+    png = gain_by_hour_type(ev, tmp_path / "gain_by_hour_type.png")
+    assert png is not None and png.stat().st_size > 1000
+    assert gain_by_hour_type(tr.evaluate(analysis=False), tmp_path / "none.png") is None
     tr.close()
