@@ -1795,7 +1795,9 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
     counts as selling where its best response's on/off schedule runs it. Storage
     (:data:`STORAGE_HOUR_TYPES`, exact best responses only): the direction of its net
     trade and of the best response's. ``None`` for a storage unit without an exact best
-    response. The gains of all types add up to ``br.gain``."""
+    response. The gains of all types add up to ``br.gain``. Under ``pay_as_bid`` "price"
+    is still the hour's clearing price. Records of zonal/nodal markets are analysed by
+    :mod:`envs.network` instead, which keeps no per-hour best responses."""
     i = br.agent_index
     sl = _slots(record, i)
     g = br.gain_per_hour
@@ -1816,7 +1818,6 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
         }
     else:
         own = np.nan_to_num(br.best_price[:, : len(sl.s_cols)], nan=sl.hi)
-        H = record.n_hours
         sp = record.supply_price.copy()
         sp[:, sl.s_cols] = own
         res = clear_market(sp, record.supply_volume, record.demand_price, record.demand_volume,
@@ -1836,14 +1837,13 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
             "sells_where_best_response_idles": sells & ~best_sells,
             "both_idle": ~sells & ~best_sells,
         }
-        assert len(raises) == H
     return {k: {"hours": float(m.sum() * dt), "gain": float(g[m].sum())} for k, m in masks.items()}
 
 
 def gain_by_hours_line(parts: dict[str, dict[str, float]], *, min_share: float = 0.05) -> str:
     """One line of :func:`gain_by_hours`: the types that hold at least ``min_share`` of
-    the total absolute gain, largest first, e.g. "gain 188 k EUR: 147 k in 80 h where both
-    sell, its best response sells more at no higher price; ..."."""
+    the total absolute gain, largest first, e.g. "gain 188 k EUR by hour: 146 k in 57 h:
+    both sell, its best response sells more at no higher price; 38 k in 27 h: ..."."""
     labels = {**SELLER_HOUR_TYPES, **STORAGE_HOUR_TYPES}
     total = sum(v["gain"] for v in parts.values())
     scale = sum(abs(v["gain"]) for v in parts.values())
