@@ -1771,6 +1771,7 @@ SELLER_HOUR_TYPES = {
     "idle_where_best_response_sells": "idle where its best response sells",
     "sells_where_best_response_idles": "sells where its best response is idle",
     "both_idle": "both idle",
+    "start_ups": "start-up costs, its starts against its best response's",
 }
 STORAGE_HOUR_TYPES = {
     "opposite_direction": "it and its best response trade in opposite directions",
@@ -1792,7 +1793,11 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
     do, whether the best response sets a higher clearing price (it withholds more) or
     sells more at a price no higher (it withholds less). The best response's price and
     volume come from clearing each hour again with its bids; a plant with start-up costs
-    counts as selling where its best response's on/off schedule runs it. Storage
+    counts as selling where its best response's on/off schedule runs it, and its start-up
+    costs are split off the hours into ``start_ups``: the gain ``start_up_cost x (its
+    starts - its best response's)``, over the hours where only one of the two starts (the
+    other types then hold the energy margins alone, and their hours add up to the
+    episode). Storage
     (:data:`STORAGE_HOUR_TYPES`, exact best responses only): the direction of its net
     trade and of the best response's. ``None`` for a storage unit without an exact best
     response. The gains of all types add up to ``br.gain``. Under ``pay_as_bid`` "price"
@@ -1826,6 +1831,14 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
         q_best = res.supply_accepted[:, sl.s_cols].sum(axis=1)
         sells = acc_s > tol
         best_sells = np.asarray(br.best_on, dtype=bool) if br.best_on is not None else q_best > tol
+        suc = float(record.agent_start_up_cost[i]) if sl.kind == "plant" else 0.0
+        start_diff = np.zeros(len(g), dtype=bool)
+        if suc != 0.0 and br.best_on is not None:  # as recorded_profit and the on/off programme charge them
+            rec_starts = (acc_s > 0) & (record.agent_prev_dispatch[:, i] <= 0)
+            br_starts = _start_hours(best_sells, record.agent_prev_dispatch[0, i] > 0)
+            start_gain = suc * (rec_starts.astype(float) - br_starts)
+            start_diff = rec_starts != br_starts
+            g = g - start_gain
         both = sells & best_sells
         raises = both & (res.price > record.clearing_price + PRICE_EPS)
         more = both & ~raises & (q_best > acc_s + tol)
@@ -1837,12 +1850,15 @@ def gain_by_hours(record: EpisodeRecord, br: BestResponse) -> dict[str, dict[str
             "sells_where_best_response_idles": sells & ~best_sells,
             "both_idle": ~sells & ~best_sells,
         }
-    return {k: {"hours": float(m.sum() * dt), "gain": float(g[m].sum())} for k, m in masks.items()}
+    out = {k: {"hours": float(m.sum() * dt), "gain": float(g[m].sum())} for k, m in masks.items()}
+    if sl.kind != "storage":
+        out["start_ups"] = {"hours": float(start_diff.sum() * dt), "gain": float(br.gain_per_hour.sum() - g.sum())}
+    return out
 
 
 def gain_by_hours_line(parts: dict[str, dict[str, float]], *, min_share: float = 0.05) -> str:
     """One line of :func:`gain_by_hours`: the types that hold at least ``min_share`` of
-    the total absolute gain, largest first, e.g. "gain 188 k EUR by hour: 146 k in 57 h:
+    the total absolute gain, largest first, e.g. "gain 188 k EUR by hour: 66 k in 57 h:
     both sell, its best response sells more at no higher price; 38 k in 27 h: ..."."""
     labels = {**SELLER_HOUR_TYPES, **STORAGE_HOUR_TYPES}
     total = sum(v["gain"] for v in parts.values())

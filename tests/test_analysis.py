@@ -882,21 +882,24 @@ def test_gain_by_hours_names_the_hour_types_of_hand_computed_cases():
         assert br.gain > 1000.0
         parts = gain_by_hours(rec, br)
         assert parts[kind] == {"hours": 1.0, "gain": pytest.approx(br.gain)}
-        assert sum(v["hours"] for v in parts.values()) == 1.0
+        assert sum(v["hours"] for k, v in parts.items() if k != "start_ups") == 1.0
         assert all(v["gain"] == 0.0 for k, v in parts.items() if k != kind)
+        assert parts["start_ups"] == {"hours": 0.0, "gain": 0.0}  # no start-up cost
         line = gain_by_hours_line(parts)
         assert line.startswith(f"gain {br.gain / 1e3:,.0f} k EUR by hour: ") and line.count(" in 1 h: ") == 1
 
 
 def test_gain_by_hours_splits_the_whole_gain_of_plants_and_storage():
     """On `default` with random bids (96 h): for each learning CCGT (start-up costs) the
-    types' gains add up to its gain and their hours to the episode; the selling types
+    types' gains add up to its gain and their hours to the episode; ``start_ups`` holds
+    20,000 EUR times its starts less its best response's, over the hours where only one
+    of the two starts, and the other types hold the energy margins; the selling types
     cover exactly the hours it was dispatched and those its best response's on/off
     schedule runs; where both sell, the type agrees with an independent loop-based
     clearing of the hour with the best response's prices. For the storage unit's exact
     best response, the types follow the signs of the recorded net trade and of the best
     response's net injection."""
-    from envs.analysis import dispatched, gain_by_hours
+    from envs.analysis import dispatched, gain_by_hours, on_off_comparison
 
     rng_actions = lambda core, rng: rng.uniform(-0.2, 0.9, (1, core.n, core.max_act))  # noqa: E731
     core, rec = _core_record("default", rng_actions, hours=96)
@@ -905,8 +908,17 @@ def test_gain_by_hours_splits_the_whole_gain_of_plants_and_storage():
         br = best_response(rec, k)
         parts = gain_by_hours(rec, br)
         assert sum(v["gain"] for v in parts.values()) == pytest.approx(br.gain, abs=1e-6)
-        assert sum(v["hours"] for v in parts.values()) == H
+        assert sum(v["hours"] for t, v in parts.items() if t != "start_ups") == H
         on = dispatched(rec, k)
+        o = on_off_comparison(rec, br)
+        assert o["starts"] > o["best_response_starts"]  # random bids switch often
+        assert parts["start_ups"]["gain"] == pytest.approx(20_000.0 * (o["starts"] - o["best_response_starts"]))
+        rec_start = on & ~np.concatenate([[rec.agent_prev_dispatch[0, k] > 0], on[:-1]])
+        br_start = br.best_on & ~np.concatenate([[rec.agent_prev_dispatch[0, k] > 0], br.best_on[:-1]])
+        assert parts["start_ups"]["hours"] == int((rec_start != br_start).sum())
+        margin = br.gain_per_hour + 20_000.0 * (br_start.astype(float) - rec_start)  # energy margins alone
+        both_idle = ~on & ~br.best_on
+        assert parts["both_idle"]["gain"] == pytest.approx(margin[both_idle].sum(), abs=1e-6) == 0.0
         sells = ("best_response_raises_price", "best_response_sells_more", "both_sell_other")
         assert sum(parts[t]["hours"] for t in sells) == int((on & br.best_on).sum())
         assert parts["sells_where_best_response_idles"]["hours"] == int((on & ~br.best_on).sum())
