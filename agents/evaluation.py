@@ -289,15 +289,20 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
     return out
 
 
+def _responses(ev: EvalResult) -> dict:
+    """The per-agent best responses of an evaluation's analysis, by agent name; empty
+    without a record or an analysis that keeps them (e.g. zonal/nodal markets)."""
+    responses = getattr(getattr(ev, "analysis_result", None), "responses", None)
+    return responses if ev.record is not None and responses else {}
+
+
 def on_off_rows(ev: EvalResult) -> dict[str, dict[str, float]]:
     """:func:`envs.analysis.on_off_comparisons` of an evaluation: the plants with
     start-up costs, by agent name; empty without the analysis."""
     from envs.analysis import on_off_comparisons
 
-    responses = getattr(getattr(ev, "analysis_result", None), "responses", None)
-    if ev.record is None or not responses:
-        return {}
-    return on_off_comparisons(ev.record, responses)
+    responses = _responses(ev)
+    return on_off_comparisons(ev.record, responses) if responses else {}
 
 
 def gain_by_hours_rows(ev: EvalResult) -> dict[str, dict[str, dict[str, float]]]:
@@ -305,10 +310,7 @@ def gain_by_hours_rows(ev: EvalResult) -> dict[str, dict[str, dict[str, float]]]
     has one, by agent name; empty without the analysis."""
     from envs.analysis import gain_by_hours
 
-    responses = getattr(getattr(ev, "analysis_result", None), "responses", None)
-    if ev.record is None or not responses:
-        return {}
-    out = {a: gain_by_hours(ev.record, br) for a, br in responses.items()}
+    out = {a: gain_by_hours(ev.record, br) for a, br in _responses(ev).items()}
     return {a: o for a, o in out.items() if o is not None}
 
 
