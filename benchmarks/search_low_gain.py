@@ -3,6 +3,7 @@ equilibrium reference's best-response dynamics cycle (e.g. `default`).
 
     PYTHONPATH=$PWD python benchmarks/search_low_gain.py [--scenario default]
         [--iterations 1500] [--seed 0] [--step 1.0] [--out profile.npz] [--start profile.npz]
+        [--objective total|worst] [--storage-proposals whole|window]
 
 It answers one question: does a pure-strategy profile exist whose exploitability is low,
 or is a goal such as "exploitability <= 0.10" out of reach for deterministic bids? It is
@@ -11,11 +12,13 @@ that none does.
 
 1. Start: the last iterate of :func:`envs.analysis.equilibrium` at a 1 EUR/MWh tick with
    whole-volume storage moves (the env's storage action), or ``--start``.
-2. Local search. Each step proposes one change and keeps it only when the profile's total
-   gain from deviating alone (Σ over learners of best-response profit − profit, scored
-   exactly as training scores its evaluations: :func:`envs.analysis.exploitability`,
-   0.01 EUR/MWh tick, storage off the state-of-charge grid) falls. Proposals, drawn from
-   the run's seeded generator:
+2. Local search. Each step proposes one change and keeps it only when it lowers the
+   objective: ``--objective total`` (the default), the learners' total gain from
+   deviating alone, Σ (best-response profit − profit); ``--objective worst``, the largest
+   share of its best-response profit that one learner could gain, ties broken by the
+   total. Gains are scored exactly as training scores its evaluations
+   (:func:`envs.analysis.exploitability`: 0.01 EUR/MWh tick, storage off the
+   state-of-charge grid). Proposals, drawn from the run's seeded generator:
 
    * a learner (drawn in proportion to its gain) adopts its best response in a window of
      1–48 hours, placed where its gain per hour is concentrated, or anywhere;
@@ -23,7 +26,10 @@ that none does.
    * in hours where a learning plant loses money (a start-up for a sliver of volume at a
      tie with another learner), every learning plant bidding at about the price bids just
      above it;
-   * a storage unit adopts its best response bidding the whole feasible volume.
+   * a storage unit adopts its best response bidding the whole feasible volume
+     (everywhere; with ``--storage-proposals window`` also in a window of 2–168 hours
+     only, or moves its price by ``±step`` or ``±3 step`` in such a window, keeping the
+     direction).
 
    Storage bids are the env's own action: the whole feasible volume at one signed price
    (an offer at the top of the bid range in hours it waits), accepted in part where it
@@ -52,6 +58,7 @@ from envs import equilibrium as eqm  # noqa: E402  (the profile helpers of the e
 from envs.analysis import best_response, equilibrium, exploitability  # noqa: E402
 
 WINDOWS = (1, 2, 4, 8, 16, 24, 48)
+STORAGE_WINDOWS = (2, 4, 8, 16, 24, 48, 96, 168)
 
 
 class Profile:
@@ -77,8 +84,21 @@ class Profile:
             self._full[k] = best_response(self.record, k, scenario=self.scenario, storage_moves="full")
         return self._full[k]
 
+    def worst_share_gain(self) -> float:
+        """The largest gain from deviating alone as a share of that learner's
+        best-response profit."""
+        br = np.maximum(self.profit + self.gains, 1e-9)
+        return float((np.clip(self.gains, 0, None) / br).max())
+
+    def score(self, objective: str) -> tuple[float, ...]:
+        """What the search lowers (compared as a tuple)."""
+        if objective == "worst":
+            return (self.worst_share_gain(), self.total_gain)
+        return (self.total_gain,)
+
     def row(self) -> dict:
         return {"total_gain": round(self.total_gain), "exploitability": round(self.exploitability, 4),
+                "worst_share_gain": round(self.worst_share_gain(), 4),
                 "gain": {a: round(float(g)) for a, g in zip(self.core.agents, self.gains)},
                 "profit": {a: round(float(p)) for a, p in zip(self.core.agents, self.profit)}}
 
@@ -92,7 +112,47 @@ def env_storage_prices(core, price: np.ndarray, vol: np.ndarray, k: int) -> None
     price[:, k, 0] = price[:, k, 1] = p
 
 
-def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np.ndarray:
+def window(p: Profile, k: int, rng: np.random.Generator, lengths) -> np.ndarray:
+    """A window of hours (boolean mask) of one of ``lengths``, placed where learner
+    ``k``'s gain per hour is concentrated (60 %) or anywhere."""
+    H = p.record.n_hours
+    L = min(int(rng.choice(lengths)), H)
+    if rng.random() < 0.6:
+        g = np.convolve(np.clip(p.responses[k].gain_per_hour, 0, None), np.ones(L), "valid") + 1e-9
+        s = int(rng.choice(len(g), p=g / g.sum()))
+    else:
+        s = int(rng.integers(0, H - L + 1))
+    mask = np.zeros(H, dtype=bool)
+    mask[s:s + L] = True
+    return mask
+
+
+def propose_storage(p: Profile, k: int, rng: np.random.Generator, step: float, mbp: float,
+                    windows: bool) -> np.ndarray:
+    """A proposed change of storage unit ``k``'s env bids: its whole-volume best response
+    everywhere or (``windows``) in a window, or its price moved in a window."""
+    core = p.core
+    price = p.price.copy()
+    u = rng.random() if windows else 0.0
+    if u < 0.65:
+        new = price.copy()
+        vol = np.full((price.shape[0], core.n), np.nan)
+        vol[:, k] = 0.0
+        eqm._adopt(core, new, vol, k, p.full(k), None)
+        env_storage_prices(core, new, vol, k)
+        mask = window(p, k, rng, STORAGE_WINDOWS) if u >= 0.15 else slice(None)
+        price[mask, k, :] = new[mask, k, :]
+        return price
+    mask = window(p, k, rng, STORAGE_WINDOWS)
+    a = price[mask, k, 0]
+    trades = np.abs(a) < mbp - 1e-9  # at the top of the range it waits
+    moved = np.clip(np.abs(a) + rng.choice([-3, -1, 1, 3]) * step, 0.0, mbp - 0.01)
+    price[mask, k, 0] = price[mask, k, 1] = np.where(trades, np.sign(a) * moved, a)
+    return price
+
+
+def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float,
+            storage_windows: bool = False) -> np.ndarray:
     """One proposed change of ``p``'s bid prices (a copy)."""
     core = p.core
     price = p.price.copy()
@@ -101,10 +161,7 @@ def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np
     weights = np.clip(p.gains, 0, None) + 1.0
     k = int(rng.choice(core.n, p=weights / weights.sum())) if rng.random() < 0.7 else int(rng.integers(core.n))
     if core.agent_kind[k] == "storage":
-        vol[:, k] = 0.0
-        eqm._adopt(core, price, vol, k, p.full(k), None)
-        env_storage_prices(core, price, vol, k)
-        return price
+        return propose_storage(p, k, rng, step, mbp, storage_windows)
     u = rng.random()
     if u < 0.2:
         # hours where a learning plant loses money (typically a start-up for a sliver of
@@ -123,14 +180,7 @@ def propose(p: Profile, rng: np.random.Generator, step: float, mbp: float) -> np
             near = price[bad, j, :] >= cp - 0.5  # at the margin, not well inside the merit order
             price[bad, j, :] = np.where(near, np.maximum(price[bad, j, :], lift), price[bad, j, :])
         return np.clip(price, -mbp, mbp)
-    L = int(rng.choice(WINDOWS))
-    if rng.random() < 0.6:  # where the learner's gain is concentrated
-        g = np.convolve(np.clip(p.responses[k].gain_per_hour, 0, None), np.ones(L), "valid") + 1e-9
-        s = int(rng.choice(len(g), p=g / g.sum()))
-    else:
-        s = int(rng.integers(0, H - L + 1))
-    mask = np.zeros(H, dtype=bool)
-    mask[s:s + L] = True
+    mask = window(p, k, rng, WINDOWS)
     if u < 0.6:
         eqm._adopt(core, price, vol, k, p.responses[k], mask)
     else:
@@ -152,6 +202,10 @@ def main(argv=None) -> int:
     ap.add_argument("--step", type=float, default=1.0, help="price move of a proposal, EUR/MWh")
     ap.add_argument("--start", type=Path, default=None, help="a profile written by --out")
     ap.add_argument("--out", type=Path, default=None, help="where to write the best profile (.npz)")
+    ap.add_argument("--objective", choices=("total", "worst"), default="total",
+                    help="lower the total gain, or the largest gain as a share of a learner's best response")
+    ap.add_argument("--storage-proposals", choices=("whole", "window"), default="whole",
+                    help="storage units adopt their best response everywhere only, or also in windows")
     a = ap.parse_args(argv)
     sc = load_scenario(a.scenario, a.study_case)
     rng = np.random.default_rng(a.seed)
@@ -171,8 +225,8 @@ def main(argv=None) -> int:
     print(json.dumps({"it": 0, **best.row()}), flush=True)
     kept = 0
     for it in range(1, a.iterations + 1):
-        cand = Profile(core, sc, propose(best, rng, a.step, mbp))
-        if cand.total_gain < best.total_gain:
+        cand = Profile(core, sc, propose(best, rng, a.step, mbp, a.storage_proposals == "window"))
+        if cand.score(a.objective) < best.score(a.objective):
             best, kept = cand, kept + 1
             if a.out is not None:
                 save(a.out, best)
