@@ -758,12 +758,14 @@ class Learner:
 
     def _floor_targets(self, obs) -> torch.Tensor:
         """``plant_cost_floor``'s targets for ``obs`` ``(B, n, obs_dim)``: for each unit with a
-        floor weight, the marginal cost (its observation's last entry, in action units) plus
+        floor weight, the marginal cost (the second entry of its observation's unique part,
+        :meth:`~envs.MarketCore.unique_obs`, in action units) plus
         :data:`COST_FLOOR_EPS` for the flexible part wherever its actor offers that part below
         the cost; NaN everywhere else."""
         pi = self.algo.act(obs)
         obs_t = torch.as_tensor(obs).to(pi)
-        mc = obs_t[:, :, -1]  # MarketCore.unique_obs: marginal cost / max_bid_price (plants)
+        # MarketCore.unique_obs: [dispatch share, marginal cost / max_bid_price (plants), ...]
+        mc = obs_t[:, :, self.obs_dim - self.unique_obs_len + 1]
         tgt = torch.full_like(pi, float("nan"))
         below = (pi[:, :, 1] < mc) & torch.from_numpy(self.floor_weight > 0).to(pi.device)
         tgt[:, :, 1] = torch.where(below, mc + COST_FLOOR_EPS, tgt[:, :, 1])
