@@ -766,10 +766,12 @@ def test_plant_cost_floor_lifts_flexible_offers_below_cost(setting, plants, weig
     assert torch.equal(torch.as_tensor(rows), torch.as_tensor(batch.observations[:learner_mod.CRITIC_SEARCH_STATES]))
     t = torch.as_tensor(tgt)[-learner_mod.CRITIC_SEARCH_STATES:]
     pi = le.algo.act(rows)
-    mc = torch.as_tensor(rows)[:, :, -1]
+    cost_col = le.obs_dim - le.unique_obs_len + 1  # MarketCore.unique_obs: dispatch share, marginal cost
+    assert cost_col == 3 * tr.core.foresight + 1
+    mc = torch.as_tensor(rows)[:, :, cost_col]
     for k in np.flatnonzero(kinds == "plant"):
         assert np.isclose(mc[0, k].item() * tr.core.max_bid_price, tr.scenario.plants.marginal_cost[0, tr.core.lp[k]],
-                          rtol=0.5)  # the observation's last entry is the cost
+                          rtol=0.5)  # that entry is the cost
         below = pi[:, k, 1] < mc[:, k]
         assert torch.isnan(t[:, k, 0]).all()
         torch.testing.assert_close(t[below, k, 1], mc[below, k] + learner_mod.COST_FLOOR_EPS)
