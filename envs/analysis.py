@@ -1860,7 +1860,8 @@ def gain_by_hours_line(parts: dict[str, dict[str, float]], *, min_share: float =
     """One line of :func:`gain_by_hours`: the types that hold at least ``min_share`` of
     the total absolute gain, largest first, e.g. "gain 188 k EUR by hour: 66 k in 57 h:
     both sell, its best response sells more at no higher price; 38 k in 27 h: ..."."""
-    labels = {**SELLER_HOUR_TYPES, **STORAGE_HOUR_TYPES}
+    # a plant's or renewable's parts always hold "start_ups"; "both_idle" is in both sets
+    labels = SELLER_HOUR_TYPES if "start_ups" in parts else STORAGE_HOUR_TYPES
     total = sum(v["gain"] for v in parts.values())
     scale = sum(abs(v["gain"]) for v in parts.values())
     if scale <= 0:
