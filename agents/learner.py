@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -283,6 +283,11 @@ class Learner:
         self.equilibrium_rollout_rows: list[tuple[np.ndarray, np.ndarray]] = []
         self.equilibrium_fitted = False  # the equilibrium teacher fitted the actors (set_equilibrium_teacher)
         self.equilibrium_mask = np.zeros(self.n, dtype=bool)
+        # plant_bids "undercut": the env's map of offer prices onto its grid and the middle of
+        # each grid price's range (MarketCore.undercut / undercut_centre), set by
+        # apply_unit_roles; the teacher then teaches plants their best response on the grid
+        self.plant_prices: Callable[[np.ndarray, int], np.ndarray] | None = None
+        self.plant_price_centre: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ generators
     @property
@@ -503,6 +508,19 @@ class Learner:
                 tgt[:, k, :2] = 2.0 * prices / cfg.max_bid_price - 1.0
                 continue
             d = self.act_dims[k]
+            if r.kind == "plant" and self.plant_prices is not None and record is not None:
+                # the env bids plant offers on its grid: the best response within the grid (one the
+                # actor can reproduce; the unrestricted one often needs a price between two rule
+                # offers), each price taught at the middle of the range the grid moves to it
+                # instead of lowered by the margin (RESULTS.md, twenty-third round)
+                from envs.analysis import best_response
+
+                grid = best_response(record, a, ties="cost", plant_prices=self.plant_prices)
+                hours = np.asarray(record.hours)[:H]
+                price = np.asarray(grid.best_price[:H, :d], dtype=np.float64)
+                centre = np.stack([self.plant_price_centre(price[h], int(hours[h])) for h in range(H)])
+                tgt[:, k, :d] = np.sort(np.clip(centre / cfg.max_bid_price, -1.0, 1.0), axis=1)
+                continue
             best = np.asarray(r.best_action[:H, :d], dtype=np.float64)
             # lower offers, higher charge bids (storage: a < 0 charges at |a|); both are a - margin,
             # but a discharge offer must not turn into a charge bid
@@ -698,12 +716,19 @@ class Learner:
           :data:`CRITIC_SEARCH_AUTO_WEIGHT` for the units that ``per_unit_gamma`` gave
           discount 0, and off when it gave none;
         * ``best_response_teacher`` "auto" with several learning units: :attr:`teach_mask`
-          = the storage units that bid two-sided."""
+          = the storage units that bid two-sided and, where the env reads plant offers on
+          its grid (``plant_bids`` "undercut"), the plants;
+        * ``plant_bids`` "undercut": the teacher's plant targets are the best response
+          within the grid (:attr:`plant_prices`)."""
         self.unit_kinds = [str(k) for k in core.agent_kind]
         if self.config.obs_normalization and self.algo.obs_shift is None:  # once, before any weight is trained
             self.algo.set_obs_normalization(*core.observation_scaling())
-        if self.config.best_response_teacher == "auto" and self.n > 1:  # two-sided storage units only
-            self.teach_mask = (np.asarray(core.agent_kind) == "storage") & (np.asarray(self.act_dims) > 1)
+        grid = getattr(core, "plant_bids", "free") == "undercut"
+        self.plant_prices = core.undercut if grid else None
+        self.plant_price_centre = core.undercut_centre if grid else None
+        if self.config.best_response_teacher == "auto" and self.n > 1:
+            kinds = np.asarray(core.agent_kind)
+            self.teach_mask = ((kinds == "storage") & (np.asarray(self.act_dims) > 1)) | ((kinds == "plant") & grid)
         v = self.config.per_unit_gamma
         coupled = (np.asarray(core.agent_kind) == "storage") | (core.agent_start_up_cost > 0)
         myopic = np.zeros(core.n, dtype=bool)

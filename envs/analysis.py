@@ -365,6 +365,17 @@ def _prev_distinct(S: np.ndarray) -> np.ndarray:
     return np.take_along_axis(S, np.maximum(first - 1, 0), axis=1)
 
 
+def _mapped(C: np.ndarray, record: EpisodeRecord, price_map) -> np.ndarray:
+    """Candidate prices ``C`` ``(H, c)`` with each hour's row mapped by ``price_map(row,
+    hour)`` (``best_response``'s ``plant_prices``) and sorted again; ``C`` itself without
+    a map."""
+    if price_map is None:
+        return C
+    hours = np.asarray(record.hours)
+    out = np.stack([np.asarray(price_map(C[h], int(hours[h])), dtype=float) for h in range(C.shape[0])])
+    return np.sort(out, axis=1)
+
+
 def _candidates(record: EpisodeRecord, sl: _Slots, tick: float, extra: np.ndarray) -> np.ndarray:
     """Candidate own prices ``(H, C)`` (see the module docstring); ``extra`` ``(H, e)``
     are added as they are (the recorded prices), clipped to the range."""
@@ -1277,6 +1288,7 @@ def best_response(
     storage_moves: str = "any",
     ties: str = "recorded",
     storage_off_grid: bool = True,
+    plant_prices=None,
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -1313,6 +1325,15 @@ def best_response(
             changes smoothly from hour to hour, e.g. for a teacher that policies imitate.
             Where the bids tie for the agent, they usually clear the market the same way.
             Storage is not affected.
+        plant_prices: for a plant, restrict its best response to the offer prices an env
+            can actually bid: a function ``(prices, hour) -> prices`` applied to every
+            candidate price of each hour (``hour`` is the scenario's hour,
+            ``record.hours``), e.g. :meth:`envs.MarketCore.undercut` for an env with
+            ``plant_bids="undercut"``, whose plants can only bid just below a rule offer
+            or above all of them. The result is then the best response within the
+            env's action space, which a policy of that env can reproduce exactly (a
+            teacher's target); the unrestricted one (``None``, default) is the yardstick
+            of exploitability. Other unit kinds are not affected.
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
@@ -1347,7 +1368,7 @@ def best_response(
         live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
         n_live = int(live.sum())
     if sl.kind == "plant" and n_live == 2:
-        C = _candidates(record, sl, tick, rec_price)
+        C = _mapped(_candidates(record, sl, tick, rec_price), record, plant_prices)
         a, b = np.triu_indices(C.shape[1])
         pa, pb = C[:, a], C[:, b]
         pairs = np.stack([np.minimum(pa, pb), np.maximum(pa, pb)], axis=2)
@@ -1357,6 +1378,8 @@ def best_response(
     else:
         first = rec_price[:, :1] if sl.kind != "plant" else rec_price[:, live.argmax() if len(live) else 0][:, None]
         C = _candidates(record, sl, tick, first)
+        if sl.kind == "plant":
+            C = _mapped(C, record, plant_prices)
         own = np.concatenate([np.clip(np.where(np.isnan(first), sl.hi, first), sl.lo, sl.hi), C], axis=1)[:, :, None]
     P = own.shape[1]
 

@@ -663,6 +663,25 @@ class MarketCore:
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         return np.where(ok, nxt, price)
 
+    def undercut_centre(self, price: np.ndarray, t: int) -> np.ndarray:
+        """For offer prices that :meth:`undercut` produces in hour ``t`` (1-d, EUR/MWh):
+        the middle of the range of prices it moves to each, i.e. the bid least likely to
+        land elsewhere when a policy imitates it with a small error. A price just below
+        the cheapest rule offer gets the middle between ``-max_bid_price`` and it; a
+        price that is not one :meth:`undercut` produces (e.g. above every rule offer) is
+        returned as it is."""
+        price = np.asarray(price, dtype=float)
+        ladder = self.static_sorted_price[t]
+        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder <= self.max_bid_price)])
+        out = price.copy()
+        if not ladder.size:
+            return out
+        j = np.clip(np.searchsorted(ladder, price + UNDERCUT_TICK - 1e-6), 0, ladder.size - 1)
+        hit = np.abs(ladder[j] - UNDERCUT_TICK - price) < 1e-6
+        below = np.where(j > 0, ladder[np.maximum(j - 1, 0)], -self.max_bid_price)
+        below = np.maximum(below, -self.max_bid_price)
+        return np.where(hit, 0.5 * (below + ladder[j] - UNDERCUT_TICK), out)
+
     def outbid(self, price: np.ndarray, t: int) -> np.ndarray:
         """Charge bid prices (EUR/MWh, any shape) moved as ``storage_prices="undercut"``
         does in hour ``t``: to :data:`UNDERCUT_TICK` above the dearest rule-bidding offer at
