@@ -289,10 +289,17 @@ class LearningConfig:
     two-sided (`storage_bids`) is taught the break-even prices ("water values") of its
     best response with whole-volume moves at the states of charge the episode visited
     (:func:`envs.analysis.storage_break_even_prices`); one that bids signed, the best
-    response's hourly bid. "auto": 100 when the run has exactly one learning unit
-    (measured on example_02a, see benchmarks/RESULTS.md); with several, 100 for the
-    storage units that bid two-sided and none for the others (on plants it made `default`
-    worse). Must be >= 0 or "auto". Default: "auto"."""
+    response's hourly bid. Where the env reads plant offers on its grid (`plant_bids`
+    "undercut"), a plant is taught its best response within that grid
+    (`envs.analysis.best_response(..., plant_prices=...)`: the unrestricted one often
+    needs a price between two rule offers, e.g. one tick under another learner, which no
+    action of the env produces), each price at the middle of the range of actions the
+    grid moves to it (`envs.MarketCore.undercut_centre`) instead of lowered by
+    `best_response_teacher_margin`. "auto": 100 when the run has exactly one learning
+    unit (measured on example_02a, see benchmarks/RESULTS.md); with several, 100 for the
+    storage units that bid two-sided and, on the grid, for the plants (`default`:
+    exploitability 0.47 -> 0.16, twenty-third round; the unrestricted teacher on plants
+    made it worse), none for the others. Must be >= 0 or "auto". Default: "auto"."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
@@ -309,7 +316,9 @@ class LearningConfig:
     """With `best_response_teacher`: EUR/MWh subtracted from the best-response bid prices
     before they are taught. A best response often sits just below the next offer (a
     cliff: a little higher and the unit is not dispatched); the margin keeps an imperfect
-    imitation on the safe side. Must be >= 0. Default: 0.3."""
+    imitation on the safe side. Not used for plants on the env's grid (`plant_bids`
+    "undercut"), which are taught the middle of each grid price's range. Must be >= 0.
+    Default: 0.3."""
 
     equilibrium_teacher: bool | str = "auto"
     """Teach the learning plants and renewables their bids in the equilibrium reference
@@ -409,7 +418,8 @@ class LearningConfig:
     with start-up costs in a market with two or more learning units (the units no other
     imitation term covers: `per_unit_gamma` keeps their horizon and `critic_search`
     leaves them out), none otherwise. A unit that the best-response teacher teaches keeps
-    the teacher's targets; for a unit that `critic_search` also covers, the floor's
+    the teacher's targets (so on `default`, whose plants bid on the env's grid and are
+    taught by `best_response_teacher` "auto", the floor is superseded there); for a unit that `critic_search` also covers, the floor's
     targets and weight replace the search's. Measured on `default`
     (benchmarks/RESULTS.md, fifteenth round). Must be >= 0 or "auto". Default: "auto"."""
 

@@ -242,8 +242,9 @@ def test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy(
 def test_best_response_teacher_auto_teaches_a_single_learning_unit_or_two_sided_storage():
     """best_response_teacher "auto" (the default): weight 100 with one learning unit (the
     plain loop then refreshes the teacher and the actor steps imitate); with several, 100
-    for the storage units that bid two-sided only (plants get weight 0 and NaN targets),
-    none when no storage bids two-sided."""
+    for the storage units that bid two-sided and, where the env reads plant offers on its
+    grid (plant_bids "undercut"), for the plants; free plants get weight 0 and NaN
+    targets; none when nothing qualifies."""
     from agents.learner import TEACHER_AUTO_WEIGHT
 
     # the equilibrium teacher ("auto": on for one plant without start-ups) would replace
@@ -256,21 +257,28 @@ def test_best_response_teacher_auto_teaches_a_single_learning_unit_or_two_sided_
     assert make(None, ["best_response_teacher=0"]).learner.teacher_weight == 0.0
     assert make(None, ["best_response_teacher=7"]).learner.teacher_weight == 7.0
     sc = load_scenario("default")  # three learning units: two plants with start-up costs, a storage
-    signed = Trainer(sc, LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["storage_bids=signed"]),
-                     run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+
+    def trainer(*over):
+        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=3", *over])
+        return Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
+
+    signed = trainer("storage_bids=signed", "plant_bids=free")
     assert signed.n == 3 and signed.learner.teacher_weight == 0.0 and not signed.learner.teacher_due(2)
-    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + ["training_episodes=3"])
-    two = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
-    kinds = np.array(two.core.agent_kind)
-    np.testing.assert_array_equal(two.learner.teach_mask, kinds == "storage")
-    assert two.learner.teacher_weight == 100.0
-    two.train()
-    obs, tgt = two.learner.teacher_data[-1]
-    assert np.isnan(tgt[:, kinds != "storage"]).all() and np.isfinite(tgt[:, kinds == "storage"]).all()
-    if two.learner.algo.n_updates % 2 == 0:
-        two.learner.algo.n_updates += 1  # the next step is an actor step
-    _, _, w = two.learner._teacher_batch()
-    np.testing.assert_array_equal(w, np.where(kinds == "storage", 100.0, 0.0))
+    for plants, taught in (("free", {"storage"}), ("undercut", {"storage", "plant"})):
+        two = trainer(f"plant_bids={plants}")
+        assert two.core.plant_bids == plants
+        kinds = np.array(two.core.agent_kind)
+        mask = np.isin(kinds, list(taught))
+        np.testing.assert_array_equal(two.learner.teach_mask, mask)
+        assert two.learner.teacher_weight == 100.0
+        two.train()
+        obs, tgt = two.learner.teacher_data[-1]
+        assert np.isnan(tgt[:, ~mask]).all() and np.isfinite(tgt[:, mask, :2]).all()
+        if two.learner.algo.n_updates % 2 == 0:
+            two.learner.algo.n_updates += 1  # the next step is an actor step
+        _, _, w = two.learner._teacher_batch()
+        np.testing.assert_array_equal(np.broadcast_to(w, mask.shape), np.where(mask, 100.0, 0.0))
+    assert trainer().core.plant_bids == "undercut"  # "auto" for default: the grid, so plants are taught
 
 
 def test_teacher_and_critic_search_share_one_imitation_term():
@@ -279,7 +287,8 @@ def test_teacher_and_critic_search_share_one_imitation_term():
     (targets only for the others), each unit weighted by its own key."""
     sc = load_scenario("default")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
-        SMALL + ["training_episodes=3", "critic_search=2", "plant_cost_floor=0"])
+        SMALL + ["training_episodes=3", "critic_search=2", "plant_cost_floor=0",
+                 "plant_bids=free"])  # free: "auto" leaves the plants to the search (the grid would teach them)
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     tr.train()
     kinds = np.array(tr.core.agent_kind)
@@ -747,7 +756,8 @@ def test_plant_cost_floor_lifts_flexible_offers_below_cost(setting, plants, weig
 
     from agents import learner as learner_mod
 
-    tr = _default_trainer([f"plant_cost_floor={setting}"])
+    # plant_bids free: on the grid ("auto" for default) the teacher teaches the plants instead
+    tr = _default_trainer([f"plant_cost_floor={setting}", "plant_bids=free"])
     tr.train()
     le = tr.learner
     kinds = np.array(tr.core.agent_kind)

@@ -519,7 +519,8 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response(storag
             "torch_threads=1", "best_policy_interval=null"]
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         base + ["best_response_teacher=5", "best_response_teacher_interval=2", "best_response_teacher_window=1",
-                "best_response_teacher_margin=2.0", f"storage_bids={storage_bids}"])
+                "best_response_teacher_margin=2.0", f"storage_bids={storage_bids}",
+                "plant_bids=free"])  # the unrestricted targets (on the grid: tests/test_grid_teacher.py)
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options={"max_cycles": 48})
     refreshes, taught = [], []
     orig, orig_update = tr.learner.refresh_teacher, tr.learner.algo.update
