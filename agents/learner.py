@@ -445,7 +445,7 @@ class Learner:
         ev = run_episode(episode, act)
         if self.teacher_weight > 0 and self._br_taught.any() and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
-                                 scenario=scenario)
+                                 scenario=scenario, core=core)
         return ev
 
     # ------------------------------------------------------------------ best-response teacher
@@ -475,7 +475,8 @@ class Learner:
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 
-    def refresh_teacher(self, obs: np.ndarray, analysis: Any, *, record: Any = None, scenario: Any = None) -> None:
+    def refresh_teacher(self, obs: np.ndarray, analysis: Any, *, record: Any = None, scenario: Any = None,
+                        core: MarketCore | None = None) -> None:
         """Add one deterministic episode to the teacher: its observations ``(H, n, obs_dim)``
         and every agent's best-response actions from ``analysis`` (an
         :class:`envs.analysis.Exploitability` of that episode), lowered by
@@ -486,8 +487,11 @@ class Learner:
         (:func:`envs.analysis.storage_break_even_prices`; needs ``record`` and
         ``scenario``, the episode's :class:`~envs.record.EpisodeRecord` and scenario).
         Agents whose best response is not exact (storage analysed without its unit data)
-        or that :attr:`teach_mask` leaves out get no target (NaN). Keeps the latest
-        ``best_response_teacher_window`` episodes."""
+        or that :attr:`teach_mask` leaves out get no target (NaN). Plants that bid on the
+        env's grid (:attr:`plant_prices`) get their best response within the grid, at the
+        middle of each price's range (needs ``record``; the grid of ``core``, the market the
+        episode ran on, when given). Keeps the latest ``best_response_teacher_window``
+        episodes."""
         cfg = self.config
         H = obs.shape[0]
         tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
@@ -509,16 +513,19 @@ class Learner:
                 continue
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
+                grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
+                to_grid = grid_of.undercut if grid_of is not None else self.plant_prices
+                centre_of = grid_of.undercut_centre if grid_of is not None else self.plant_price_centre
                 # the env bids plant offers on its grid: the best response within the grid (one the
                 # actor can reproduce; the unrestricted one often needs a price between two rule
                 # offers), each price taught at the middle of the range the grid moves to it
                 # instead of lowered by the margin (RESULTS.md, twenty-third round)
                 from envs.analysis import best_response
 
-                grid = best_response(record, a, ties="cost", plant_prices=self.plant_prices)
+                grid = best_response(record, a, ties="cost", plant_prices=to_grid)
                 hours = np.asarray(record.hours)[:H]
                 price = np.asarray(grid.best_price[:H, :d], dtype=np.float64)
-                centre = np.stack([self.plant_price_centre(price[h], int(hours[h])) for h in range(H)])
+                centre = np.stack([centre_of(price[h], int(hours[h])) for h in range(H)])
                 tgt[:, k, :d] = np.sort(np.clip(centre / cfg.max_bid_price, -1.0, 1.0), axis=1)
                 continue
             best = np.asarray(r.best_action[:H, :d], dtype=np.float64)
