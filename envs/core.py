@@ -672,7 +672,7 @@ class MarketCore:
         returned as it is."""
         price = np.asarray(price, dtype=float)
         ladder = self.static_sorted_price[t]
-        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder <= self.max_bid_price)])
+        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder - UNDERCUT_TICK <= self.max_bid_price)])
         out = price.copy()
         if not ladder.size:
             return out
