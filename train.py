@@ -337,6 +337,8 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
         eq = f", equilibrium {r['equilibrium_profit']:,.0f} EUR" if "equilibrium_profit" in r else ""
         full = (f", full-volume moves {r['full_moves_best_response_profit']:,.0f} EUR"
                 if "full_moves_best_response_profit" in r else "")
+        if "grid_best_response_profit" in r:
+            full += f", on the env's grid {r['grid_best_response_profit']:,.0f} EUR"
         print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{full}{eq}")
         if "on_off" in r:
             from agents.evaluation import on_off_line

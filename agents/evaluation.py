@@ -244,10 +244,29 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
             for a, kind in zip(core.agents, core.agent_kind) if kind == "storage"}
 
 
+def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
+    """Where ``core`` reads plant offers on its grid (``plant_bids="undercut"``): each
+    plant agent's best-response profit restricted to the prices the grid produces
+    (``envs.analysis.best_response(..., plant_prices=core.undercut)``), i.e. the best its
+    actions can do against the same bids. The gap to the unrestricted best response is
+    gain no action of the env can take (e.g. one tick under another learner). Empty for
+    free plant bids, without an analysed record, or in a zonal/nodal market."""
+    rec = ev.record
+    if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") != "undercut"
+            or getattr(core.scenario, "network", None) is not None):
+        return {}
+    from envs.analysis import best_response
+
+    return {a: float(best_response(rec, a, plant_prices=core.undercut).best_profit)
+            for a, kind in zip(core.agents, core.agent_kind) if kind == "plant"}
+
+
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
     """Per agent: unit, kind, profit (and dispatch), best-response profit and share when
-    the analysis ran, and for storage the full-move best-response profit."""
+    the analysis ran, for storage the full-move best-response profit and for plants on
+    the env's grid the best-response profit within the grid."""
     full = full_moves_best_responses(scenario, core, ev)
+    grid = grid_best_responses(core, ev)
     on_off = on_off_rows(ev)
     by_hours = gain_by_hours_rows(ev)
     agents = {}
@@ -260,6 +279,8 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
             row["share_of_best_response"] = float(ev.br_share[i])
         if a in full:
             row["full_moves_best_response_profit"] = full[a]
+        if a in grid:
+            row["grid_best_response_profit"] = grid[a]
         if a in on_off:
             row["on_off"] = on_off[a]
         if a in by_hours:
@@ -337,6 +358,9 @@ def print_run_summary(s: dict[str, Any]) -> None:
         if "full_moves_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  full-volume moves {r['full_moves_best_response_profit']:>10,.0f} EUR "
                   "(best response bidding the whole volume, as the env's storage action does)")
+        if "grid_best_response_profit" in r:
+            print(f"  {'':<30s} {'':>26s}  on the env's grid {r['grid_best_response_profit']:>10,.0f} EUR "
+                  "(best response within the offer prices its actions can bid, plant_bids: undercut)")
         if "on_off" in r:
             print(f"  {'':<30s} {on_off_line(r['on_off'])}")
         if "gain_by_hours" in r:

@@ -18,7 +18,9 @@ the mean with a 95 % interval over the seeds (Student t). Storage agents also ge
 ``full_moves_best_response_profit`` in the JSON line: their best response restricted to
 whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the whole
 feasible volume at one price, accepted in part where it sets the price), i.e. the best
-the env's storage action can do against the same bids. Plants with start-up costs get
+the env's storage action can do against the same bids. Plants that bid on the env's
+grid (``plant_bids: undercut``) get ``grid_best_response_profit``: their best response
+restricted to the grid's prices, the best their actions can reach. Plants with start-up costs get
 ``on_off``: hours run and starts, theirs and their best response's
 (``envs.analysis.on_off_comparison``). Every analysed agent gets ``gain_by_hours``: its
 gain from deviating split by hour type (``envs.analysis.gain_by_hours``), e.g. the hours
@@ -124,10 +126,12 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
                                  round(fe["gain"])]
-    from agents.evaluation import full_moves_best_responses, gain_by_hours_rows, on_off_rows
+    from agents.evaluation import full_moves_best_responses, gain_by_hours_rows, grid_best_responses, on_off_rows
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
+    for a, p in grid_best_responses(tr.eval_core, ev).items():  # plants on the env's grid: what its actions reach
+        row["agents"][a]["grid_best_response_profit"] = round(p)
     for a, o in on_off_rows(ev).items():  # plants with start-up costs
         row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
     for a, parts in gain_by_hours_rows(ev).items():  # where each gain lies, by hour type

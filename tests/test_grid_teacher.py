@@ -167,5 +167,29 @@ def test_free_plant_bids_keep_the_unrestricted_teacher_and_auto_leaves_plants_ou
                                rtol=0, atol=1e-6)
 
 
+def test_summaries_show_the_grid_best_response_of_plants_on_the_grid():
+    """``evaluation_summary`` (and so `train.py`'s summaries and bench_quality's lines)
+    gives plants on the grid their best-response profit within the grid: between their
+    recorded profit (their own bids are on the grid) and the unrestricted one, and the
+    value of the analysis itself; free plant bids and storage get none."""
+    from agents.evaluation import evaluation_summary
+
+    tr = _trainer()
+    ev = tr.evaluate(analysis=True)
+    rows = evaluation_summary(tr.scenario, tr.eval_core, ev)["agents"]
+    for k, (a, kind) in enumerate(zip(tr.eval_core.agents, tr.eval_core.agent_kind)):
+        r = rows[a]
+        if kind != "plant":
+            assert "grid_best_response_profit" not in r
+            continue
+        want = best_response(ev.record, k, plant_prices=tr.eval_core.undercut).best_profit
+        assert r["grid_best_response_profit"] == pytest.approx(want)
+        assert r["profit"] - 1e-6 <= r["grid_best_response_profit"] <= r["best_response_profit"] + 1e-6
+    free = _trainer(plant_bids="free")
+    ev = free.evaluate(analysis=True)
+    rows = evaluation_summary(free.scenario, free.eval_core, ev)["agents"]
+    assert not any("grid_best_response_profit" in r for r in rows.values())
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
