@@ -301,6 +301,21 @@ class LearningConfig:
     exploitability 0.47 -> 0.16, twenty-third round; the unrestricted teacher on plants
     made it worse), none for the others. Must be >= 0 or "auto". Default: "auto"."""
 
+    storage_teacher: str = "auto"
+    """What the best-response teacher (`best_response_teacher`, and
+    `equilibrium_teacher_storage_refresh`) teaches a storage unit that bids two-sided:
+    "break_even", the break-even prices ("water values") of its best response with
+    whole-volume moves on the state-of-charge grid, at the states of charge the episode
+    visited (:func:`envs.analysis.storage_break_even_prices`): it charges and discharges
+    where its best response would, but as a price taker; "best_move", the bids of its best
+    response read as a policy (:class:`envs.analysis.StorageResponsePolicy`, off the
+    grid) at those states: on the side it trades, the price of its best move, which can
+    set the price with part of its volume, and on the other side the nearest price that
+    trades nothing. With `storage_prices` "undercut" each price is taught at the middle of
+    the range of actions the env's grid moves to it (`envs.MarketCore.undercut_centre`,
+    `outbid_centre`). Targets are clipped to the episode's clearing prices +- 2 % of
+    `max_bid_price`. "auto": "best_move" (MEASURED). Default: "auto"."""
+
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
     deterministic episode plus the exact best-response analysis, ~1-4 s for 1-5 agents
@@ -791,6 +806,10 @@ class LearningConfig:
         start_ups = any(bool(learn) and float(cost) > 0 for learn, cost in zip(pl.learning, pl.start_up_cost))
         return "undercut" if start_ups else "free"
 
+    def resolved_storage_teacher(self) -> str:
+        """`storage_teacher` ("auto": "best_move")."""
+        return "best_move" if self.storage_teacher == "auto" else self.storage_teacher
+
     def resolved_storage_prices(self) -> str:
         """`storage_prices` ("auto": "undercut")."""
         return "undercut" if self.storage_prices == "auto" else self.storage_prices
@@ -1165,6 +1184,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "storage_bids": _choice("signed", "two_sided"),
     "plant_bids": _choice("auto", "free", "undercut"),
     "storage_prices": _choice("auto", "free", "undercut"),
+    "storage_teacher": _choice("auto", "break_even", "best_move"),
     "start_up_gamma": _auto_or(_float(0.0, 1.0)),
     "seed": _optional(_int(0, maximum=_MAX_SEED)),
     "num_envs": _int(1, maximum=_MAX_ENVS),

@@ -481,11 +481,13 @@ class Learner:
         and every agent's best-response actions from ``analysis`` (an
         :class:`envs.analysis.Exploitability` of that episode), lowered by
         ``best_response_teacher_margin`` (for storage: offers lower, charge bids higher, an
-        offer stays an offer); a storage unit that bids two-sided gets the break-even prices
-        of its whole-volume best response on the state-of-charge grid at the visited states
-        of charge
-        (:func:`envs.analysis.storage_break_even_prices`; needs ``record`` and
-        ``scenario``, the episode's :class:`~envs.record.EpisodeRecord` and scenario).
+        offer stays an offer); a storage unit that bids two-sided gets, at the visited
+        states of charge, the bids of its best response read as a policy
+        (:class:`envs.analysis.StorageResponsePolicy`; on the env's storage grid at the
+        middle of each price's range) or, with ``storage_teacher`` "break_even", the
+        break-even prices of its whole-volume best response on the state-of-charge grid
+        (:func:`envs.analysis.storage_break_even_prices`); both need ``record`` and
+        ``scenario``, the episode's :class:`~envs.record.EpisodeRecord` and scenario.
         Agents whose best response is not exact (storage analysed without its unit data)
         or that :attr:`teach_mask` leaves out get no target (NaN). Plants that bid on the
         env's grid (:attr:`plant_prices`) get their best response within the grid, at the
@@ -503,13 +505,7 @@ class Learner:
             if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: the break-even prices
                 if record is None or scenario is None:
                     continue
-                from envs.analysis import best_response, storage_break_even_prices
-
-                # on the grid: the off-grid break-even prices made `default` worse
-                # (exploitability 0.644 -> 0.803, `python train.py`; RESULTS.md, eighth round)
-                full = best_response(record, a, scenario=scenario, storage_moves="full", storage_off_grid=False)
-                prices = storage_break_even_prices(full, record)[:H]
-                tgt[:, k, :2] = 2.0 * prices / cfg.max_bid_price - 1.0
+                tgt[:, k, :2] = self._storage_targets(record, a, scenario, core, H)
                 continue
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
@@ -536,18 +532,53 @@ class Learner:
         tgt[:, ~self._br_taught] = np.nan  # not taught here (e.g. by the equilibrium's rows only)
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
+    def _storage_targets(self, record: Any, agent: str, scenario: Any, core: MarketCore | None,
+                         H: int) -> np.ndarray:
+        """The best-response teacher's targets ``(H, 2)`` (actions) for a storage unit
+        that bids two-sided, as `storage_teacher` says (see :meth:`refresh_teacher`)."""
+        from envs.analysis import StorageResponsePolicy, best_response, storage_break_even_prices
+
+        mbp = float(self.config.max_bid_price)
+        if self.config.resolved_storage_teacher() == "break_even":
+            # on the grid: the off-grid break-even prices made `default` worse
+            # (exploitability 0.644 -> 0.803, `python train.py`; RESULTS.md, eighth round)
+            full = best_response(record, agent, scenario=scenario, storage_moves="full", storage_off_grid=False)
+            return 2.0 * storage_break_even_prices(full, record)[:H] / mbp - 1.0
+        # the best response read as a policy, at the states of charge the episode visited:
+        # on its trading side the price of its best move (it may set the price with part
+        # of its volume, which break-even prices, a price taker's, never do)
+        policy = StorageResponsePolicy(record, agent, scenario=scenario)
+        prices = policy.bids(np.arange(H), policy.recorded_soc[:H])
+        if core is not None and getattr(core, "storage_prices", None) == "undercut":
+            hours = np.asarray(record.hours)[:H]
+            for h in range(H):  # each price at the middle of the actions the grid moves to it
+                t = int(hours[h])
+                prices[h, 0] = core.outbid_centre(core.outbid(prices[h, :1], t), t)[0]
+                prices[h, 1] = core.undercut_centre(core.undercut(prices[h, 1:], t), t, low=0.0)[0]
+        # beyond the episode's clearing prices a target acts like one just beyond them
+        # (e.g. an empty unit's offer at the top); clipped, it does not dominate the loss
+        pad = EQ_TEACHER_STORAGE_PAD * mbp
+        clearing = np.asarray(record.clearing_price, dtype=float)
+        prices = np.clip(prices, float(clearing.min()) - pad, float(clearing.max()) + pad)
+        return np.clip(2.0 * prices / mbp - 1.0, -1.0, 1.0)
+
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
         config key): "auto" needs one to ``analysis_max_agents`` learning units, all of
-        them plants without start-up costs, renewables or storage units that bid
-        two-sided, and no network; ``true`` needs
+        them plants without start-up costs, renewables or (with ``storage_teacher``
+        "break_even") storage units that bid two-sided, and no network; ``true`` needs
         one plant, renewable or two-sided storage unit; off without a teacher weight."""
         v = self.config.equilibrium_teacher
         if v is False or self.config.best_response_teacher == 0:
             return False
         if v == "auto":
-            # no start-up costs; storage only when it bids two-sided
+            # no start-up costs; storage only when it bids two-sided and is taught
+            # break-even prices (the best-move teacher, refreshed on the learners' own
+            # episodes, does better without the equilibrium's fixed rows: RESULTS.md,
+            # twenty-fourth round)
             ok = self._equilibrium_units(core) & (core.agent_start_up_cost <= 0)
+            if self.config.resolved_storage_teacher() != "break_even":
+                ok &= np.asarray(core.agent_kind) != "storage"
             return (1 <= core.n <= self.config.analysis_max_agents and bool(ok.all())
                     and getattr(core, "net", None) is None)
         return bool(self._equilibrium_units(core).any())

@@ -1186,6 +1186,13 @@ class StorageResponsePolicy:
             self._profit = float(self._dp.forward()[0].sum())
         return self._profit
 
+    @property
+    def recorded_soc(self) -> np.ndarray:
+        """State of charge (MWh, ``(H+1,)``) at the start of each hour along the record's
+        own bids (the states a policy that made the record visited)."""
+        dp = self._dp
+        return _recorded_soc(dp.record, dp.sl, dp.params)
+
     def bids(self, hours, states) -> np.ndarray:
         """Two-sided bids ``(N, 2)`` EUR/MWh (charge bid, discharge offer), each in
         ``[0, max_bid_price]``, for hours ``hours`` (indices into the record) at states of

@@ -663,13 +663,15 @@ class MarketCore:
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         return np.where(ok, nxt, price)
 
-    def undercut_centre(self, price: np.ndarray, t: int) -> np.ndarray:
+    def undercut_centre(self, price: np.ndarray, t: int, low: float | None = None) -> np.ndarray:
         """For offer prices that :meth:`undercut` produces in hour ``t`` (1-d, EUR/MWh):
         the middle of the range of prices it moves to each, i.e. the bid least likely to
         land elsewhere when a policy imitates it with a small error. A price just below
-        the cheapest rule offer gets the middle between ``-max_bid_price`` and it; a
-        price that is not one :meth:`undercut` produces (e.g. above every rule offer) is
-        returned as it is."""
+        the cheapest rule offer gets the middle between ``low`` (the lowest price an
+        action gives: ``-max_bid_price`` for a plant, the default, 0 for a storage unit's
+        offer) and it; a price that is not one :meth:`undercut` produces (e.g. above
+        every rule offer) is returned as it is."""
+        low = -self.max_bid_price if low is None else float(low)
         price = np.asarray(price, dtype=float)
         ladder = self.static_sorted_price[t]
         ladder = np.unique(ladder[np.isfinite(ladder) & (ladder - UNDERCUT_TICK <= self.max_bid_price)])
@@ -678,9 +680,27 @@ class MarketCore:
             return out
         j = np.clip(np.searchsorted(ladder, price + UNDERCUT_TICK - 1e-6), 0, ladder.size - 1)
         hit = np.abs(ladder[j] - UNDERCUT_TICK - price) < 1e-6
-        below = np.where(j > 0, ladder[np.maximum(j - 1, 0)], -self.max_bid_price)
-        below = np.maximum(below, -self.max_bid_price)
+        below = np.where(j > 0, ladder[np.maximum(j - 1, 0)], low)
+        below = np.maximum(below, low)
         return np.where(hit, 0.5 * (below + ladder[j] - UNDERCUT_TICK), out)
+
+    def outbid_centre(self, price: np.ndarray, t: int) -> np.ndarray:
+        """For charge bid prices that :meth:`outbid` produces in hour ``t`` (1-d,
+        EUR/MWh): the middle of the range of prices it moves to each (from the rule offer
+        below up to the next dearer rule offer, or ``max_bid_price``), the counterpart of
+        :meth:`undercut_centre`. A price that is not one :meth:`outbid` produces (e.g.
+        below every rule offer) is returned as it is."""
+        price = np.asarray(price, dtype=float)
+        ladder = self.static_sorted_price[t]
+        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder + UNDERCUT_TICK >= 0.0)])
+        out = price.copy()
+        if not ladder.size:
+            return out
+        j = np.clip(np.searchsorted(ladder, price - UNDERCUT_TICK - 1e-6), 0, ladder.size - 1)
+        hit = np.abs(ladder[j] + UNDERCUT_TICK - price) < 1e-6
+        above = np.where(j + 1 < ladder.size, ladder[np.minimum(j + 1, ladder.size - 1)], self.max_bid_price)
+        above = np.minimum(above, self.max_bid_price)
+        return np.where(hit & (above > ladder[j]), 0.5 * (ladder[j] + above), out)
 
     def outbid(self, price: np.ndarray, t: int) -> np.ndarray:
         """Charge bid prices (EUR/MWh, any shape) moved as ``storage_prices="undercut"``

@@ -590,14 +590,17 @@ def test_teacher_rows_are_drawn_uniformly_from_every_piece_without_concatenating
 
 
 def test_equilibrium_teacher_auto_covers_two_sided_storage_but_not_signed_bids_or_start_ups():
-    """"auto" on example_02e (two learning storage units): on when they bid two-sided
-    (break-even targets exist), off with signed storage bids and, as before, off for
-    `default` (plants with start-up costs)."""
+    """"auto" on example_02e (two learning storage units): on when they bid two-sided and
+    are taught break-even prices (`storage_teacher` break_even), off with the best-move
+    teacher (the default: refreshed on the learners' own episodes instead), off with
+    signed storage bids and, as before, off for `default` (plants with start-up costs)."""
     from _examples import assume_example
 
     sc = load_scenario(assume_example("example_02e"))
-    for bids, want in (("two_sided", True), ("signed", False)):
-        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL + [f"storage_bids={bids}"])
+    for bids, teacher, want in (("two_sided", "break_even", True), ("two_sided", "auto", False),
+                                ("two_sided", "best_move", False), ("signed", "break_even", False)):
+        cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+            SMALL + [f"storage_bids={bids}", f"storage_teacher={teacher}"])
         tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
         assert tr.learner.equilibrium_teacher_wanted(tr.core) is want, bids
         tr.close()
@@ -636,13 +639,14 @@ def test_equilibrium_teacher_true_also_teaches_start_up_plants_and_two_sided_sto
     refreshes for the plants), and the storage's targets are the break-even prices of its
     whole-volume best response to the equilibrium at the state of charge the env is in.
     With equilibrium_teacher_storage_refresh true every evaluation also teaches the
-    storage the break-even prices of its best response to that episode at the states of
-    charge it visited; false (the default): no refreshes at all."""
+    storage (`storage_teacher` break_even) the break-even prices of its best response to
+    that episode at the states of charge it visited; false (the default): no refreshes at all."""
     from envs.analysis import best_response, equilibrium, storage_break_even_prices
 
     sc = load_scenario("default")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
-        SMALL + ["equilibrium_teacher=true", "equilibrium_teacher_steps=200", "equilibrium_teacher_storage_refresh=true"])
+        SMALL + ["equilibrium_teacher=true", "equilibrium_teacher_steps=200", "equilibrium_teacher_storage_refresh=true",
+                 "storage_teacher=break_even"])
     tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
     le = tr.learner
     auto = Trainer(sc, cfg.with_overrides(["equilibrium_teacher=auto"]), run_dir=None, seed=0, progress=False,

@@ -508,8 +508,9 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response(storag
     """best_response_teacher: a teacher refresh after every `interval`-th episode (and at
     evaluations), at most `window` episodes kept, plant targets = the analysis's
     best-response actions minus `margin` / max_bid_price (storage: an offer stays an
-    offer; two-sided storage: the break-even prices of its full-move best response at the
-    visited states of charge), and the imitation term reaches the actor steps; weight 0
+    offer; two-sided storage with `storage_teacher` break_even: the break-even prices of its
+    full-move best response at the visited states of charge; best_move in
+    tests/test_storage_teacher.py), and the imitation term reaches the actor steps; weight 0
     keeps none of it."""
     from envs import load_scenario
 
@@ -519,7 +520,7 @@ def test_best_response_teacher_refreshes_and_teaches_every_exact_response(storag
             "torch_threads=1", "best_policy_interval=null"]
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         base + ["best_response_teacher=5", "best_response_teacher_interval=2", "best_response_teacher_window=1",
-                "best_response_teacher_margin=2.0", f"storage_bids={storage_bids}",
+                "best_response_teacher_margin=2.0", f"storage_bids={storage_bids}", "storage_teacher=break_even",
                 "plant_bids=free"])  # the unrestricted targets (on the grid: tests/test_grid_teacher.py)
     tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options={"max_cycles": 48})
     refreshes, taught = [], []
