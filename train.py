@@ -248,11 +248,13 @@ def _setup_train(args: argparse.Namespace):
         if extra:
             cfg = cfg.with_overrides(extra)
         seed = resolve_seed(None, cfg, sc)
-        # recorded in the run's config.yaml (the foresight as a number, plant_bids and
-        # storage_prices resolved, so that a resume sees what the run did whatever "auto" becomes)
+        # recorded in the run's config.yaml (the foresight as a number, plant_bids,
+        # storage_prices and storage_teacher resolved, so that a resume sees what the run
+        # did whatever "auto" becomes)
         cfg = cfg.with_overrides({"seed": seed, "foresight": cfg.resolved_foresight(sc),
                                   "plant_bids": cfg.resolved_plant_bids(sc),
-                                  "storage_prices": cfg.resolved_storage_prices()})
+                                  "storage_prices": cfg.resolved_storage_prices(),
+                                  "storage_teacher": cfg.resolved_storage_teacher()})
     cfg.resolved_device()  # cuda without a GPU is one line now, before any work
     if args.containers != 1 and args.runtime != "mango":
         raise ValueError("--containers needs --runtime mango")

@@ -99,6 +99,7 @@ def test_defaults():
         storage_bids="two_sided",
         plant_bids="auto",
         storage_prices="auto",
+        storage_teacher="auto",
         start_up_gamma="auto",
         seed=None,
         num_envs=1,
