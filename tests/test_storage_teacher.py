@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import envs
+from _grid import rule_ladder
 from agents.config import LearningConfig
 from agents.trainer import Trainer
 from envs.analysis import StorageResponsePolicy, best_response, storage_break_even_prices
@@ -27,16 +28,7 @@ from envs.analysis import StorageResponsePolicy, best_response, storage_break_ev
 STORAGE = "storage_pumped-storage-1"
 
 
-def _ladder(core, t: int) -> np.ndarray:
-    """The distinct rule offers of hour ``t`` within the bid range, from the scenario."""
-    sc = core.scenario
-    pl, rn = sc.plants, sc.renewables
-    p = [pl.marginal_cost[t, i] for i in range(len(pl.names))
-         if not pl.learning[i] and pl.max_power[i] * pl.availability[t, i] > 0]
-    p += [rn.marginal_cost[i] for i in range(len(rn.names))
-          if not rn.learning[i] and rn.capacity[i] * rn.availability[t, i] > 0]
-    p = np.unique(np.asarray(p, dtype=float))
-    return p[p <= core.max_bid_price]
+_ladder = rule_ladder
 
 
 def _core(hours: int):
