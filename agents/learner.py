@@ -502,7 +502,7 @@ class Learner:
             r = analysis.responses.get(a)
             if r is None or not r.exact or not self.teach_mask[k]:  # e.g. storage without its unit data
                 continue
-            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: the break-even prices
+            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: see `storage_teacher`
                 if record is None or scenario is None:
                     continue
                 tgt[:, k, :2] = self._storage_targets(record, a, scenario, core, H)
