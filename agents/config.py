@@ -314,11 +314,11 @@ class LearningConfig:
     trades nothing. With `storage_prices` "undercut" each price is taught at the middle of
     the range of actions the env's grid moves to it (`envs.MarketCore.undercut_centre`,
     `outbid_centre`). Targets are clipped to the episode's clearing prices +- 2 % of
-    `max_bid_price`. "auto": "best_move" (example_02e: exploitability 0.149 -> 0.127 over
-    seeds 0-2, worst unit 0.865-0.870 -> 0.885-0.888, with `equilibrium_teacher` "auto" no
-    longer teaching its storage; `default`: 0.161 -> 0.155 over seeds 0-3, the storage
-    0.86-0.91 -> 0.91-0.93 of its best response; benchmarks/RESULTS.md, twenty-fourth
-    round). Default: "auto"."""
+    `max_bid_price`. "auto": "best_move" (example_02e, with the equilibrium teacher's
+    storage refresh that "auto" turns on: exploitability 0.149 -> 0.106 / 0.104 / SEED2
+    over seeds 0-2, every unit 0.903-0.908 of its best response; `default`: 0.161 -> 0.155
+    over seeds 0-3, the storage 0.86-0.91 -> 0.91-0.93 of its best response;
+    benchmarks/RESULTS.md, twenty-fourth round). Default: "auto"."""
 
     best_response_teacher_interval: int = 1
     """With `best_response_teacher`: training episodes between two teacher refreshes (a
@@ -383,13 +383,17 @@ class LearningConfig:
     teach it what to bid there. 0: no rollouts. A resume keeps the rows (they are in the
     run state) and does not roll out again. Must be >= 0. Default: 3."""
 
-    equilibrium_teacher_storage_refresh: bool = False
+    equilibrium_teacher_storage_refresh: bool | str = "auto"
     """With `equilibrium_teacher`, for the storage units it teaches: every refresh of
     the best-response teacher (after each training episode, see
-    `best_response_teacher_interval`, and at every evaluation) also adds the break-even
-    prices of each such unit's best response to that deterministic episode, at the
-    states of charge the episode visited (the targets `best_response_teacher` gives a
-    storage unit, on the state-of-charge grid), besides the equilibrium's rows. Those
+    `best_response_teacher_interval`, and at every evaluation) also adds the targets of
+    each such unit's best response to that deterministic episode, at the states of
+    charge the episode visited (what `storage_teacher` says, as `best_response_teacher`
+    gives a storage unit), besides the equilibrium's rows. "auto": on with
+    `storage_teacher` "best_move", off with "break_even" (example_02e, best-move targets:
+    exploitability 0.149 -> 0.106 / 0.104 / SEED2 over seeds 0-2, each unit 0.903-0.908
+    of its best response; RESULTS.md, twenty-fourth round). Earlier, with break-even
+    targets: Those
     rows hold along the equilibrium's path and its DAgger rollouts; these follow the
     policies as they train and answer the other unit's current bids. Measured on
     example_02e (benchmarks/RESULTS.md, ninth round): with a 12-hour foresight it took
@@ -397,7 +401,7 @@ class LearningConfig:
     `foresight` "auto" the scored policies were no better (0.175 against 0.166, seeds
     0-2) and training took 15 % longer, but every evaluation after the first third
     stayed within 0.18-0.25 (without: 0.16-0.63), so the last policy is about as good as
-    the best. Default: False."""
+    the best. Default: "auto"."""
 
     per_unit_gamma: bool | str = "auto"
     """Critic horizon per learning unit: `gamma` 0 for units whose own payoff has no link
@@ -814,6 +818,12 @@ class LearningConfig:
         """`storage_teacher` ("auto": "best_move")."""
         return "best_move" if self.storage_teacher == "auto" else self.storage_teacher
 
+    def resolved_equilibrium_teacher_storage_refresh(self) -> bool:
+        """`equilibrium_teacher_storage_refresh` ("auto": on with the best-move storage
+        teacher)."""
+        v = self.equilibrium_teacher_storage_refresh
+        return self.resolved_storage_teacher() == "best_move" if v == "auto" else bool(v)
+
     def resolved_storage_prices(self) -> str:
         """`storage_prices` ("auto": "undercut")."""
         return "undercut" if self.storage_prices == "auto" else self.storage_prices
@@ -1177,7 +1187,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "equilibrium_teacher": _auto_or(_to_bool),
     "equilibrium_teacher_steps": _int(0, maximum=10_000_000),
     "equilibrium_teacher_rollouts": _int(0, maximum=1000),
-    "equilibrium_teacher_storage_refresh": _to_bool,
+    "equilibrium_teacher_storage_refresh": _auto_or(_to_bool),
     "per_unit_gamma": _auto_or(_to_bool),
     "critic_search": _auto_or(_float(0.0)),
     "plant_cost_floor": _auto_or(_float(0.0)),

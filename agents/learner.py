@@ -463,7 +463,7 @@ class Learner:
         """The units taught best-response targets: those the equilibrium does not teach,
         and with `equilibrium_teacher_storage_refresh` the storage units it teaches."""
         taught = self.teach_mask & ~self.equilibrium_mask
-        if self.config.equilibrium_teacher_storage_refresh and self.unit_kinds is not None:
+        if self.config.resolved_equilibrium_teacher_storage_refresh() and self.unit_kinds is not None:
             taught |= self.teach_mask & self.equilibrium_mask & (np.asarray(self.unit_kinds) == "storage")
         return taught
 
@@ -565,20 +565,15 @@ class Learner:
     def equilibrium_teacher_wanted(self, core: MarketCore) -> bool:
         """Whether ``equilibrium_teacher`` applies to this run's market ``core`` (see the
         config key): "auto" needs one to ``analysis_max_agents`` learning units, all of
-        them plants without start-up costs, renewables or (with ``storage_teacher``
-        "break_even") storage units that bid two-sided, and no network; ``true`` needs
+        them plants without start-up costs, renewables or storage units that bid
+        two-sided, and no network; ``true`` needs
         one plant, renewable or two-sided storage unit; off without a teacher weight."""
         v = self.config.equilibrium_teacher
         if v is False or self.config.best_response_teacher == 0:
             return False
         if v == "auto":
-            # no start-up costs; storage only when it bids two-sided and is taught
-            # break-even prices (the best-move teacher, refreshed on the learners' own
-            # episodes, does better without the equilibrium's fixed rows: RESULTS.md,
-            # twenty-fourth round)
+            # no start-up costs; storage only when it bids two-sided
             ok = self._equilibrium_units(core) & (core.agent_start_up_cost <= 0)
-            if self.config.resolved_storage_teacher() != "break_even":
-                ok &= np.asarray(core.agent_kind) != "storage"
             return (1 <= core.n <= self.config.analysis_max_agents and bool(ok.all())
                     and getattr(core, "net", None) is None)
         return bool(self._equilibrium_units(core).any())

@@ -88,7 +88,7 @@ def test_defaults():
         equilibrium_teacher="auto",
         equilibrium_teacher_steps=3000,
         equilibrium_teacher_rollouts=3,
-        equilibrium_teacher_storage_refresh=False,
+        equilibrium_teacher_storage_refresh="auto",
         per_unit_gamma="auto",
         critic_search="auto",
         plant_cost_floor="auto",

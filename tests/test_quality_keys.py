@@ -590,19 +590,23 @@ def test_teacher_rows_are_drawn_uniformly_from_every_piece_without_concatenating
 
 
 def test_equilibrium_teacher_auto_covers_two_sided_storage_but_not_signed_bids_or_start_ups():
-    """"auto" on example_02e (two learning storage units): on when they bid two-sided and
-    are taught break-even prices (`storage_teacher` break_even), off with the best-move
-    teacher (the default: refreshed on the learners' own episodes instead), off with
-    signed storage bids and, as before, off for `default` (plants with start-up costs)."""
+    """"auto" on example_02e (two learning storage units): on when they bid two-sided
+    (break-even targets exist), off with signed storage bids and, as before, off for
+    `default` (plants with start-up costs). `equilibrium_teacher_storage_refresh` "auto"
+    refreshes the storage units' targets with the best-move storage teacher (the
+    default), not with break-even prices."""
     from _examples import assume_example
 
     sc = load_scenario(assume_example("example_02e"))
-    for bids, teacher, want in (("two_sided", "break_even", True), ("two_sided", "auto", False),
-                                ("two_sided", "best_move", False), ("signed", "break_even", False)):
+    for bids, teacher, want, refresh in (("two_sided", "auto", True, True), ("two_sided", "break_even", True, False),
+                                         ("signed", "auto", False, False)):
         cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
             SMALL + [f"storage_bids={bids}", f"storage_teacher={teacher}"])
         tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": 24})
         assert tr.learner.equilibrium_teacher_wanted(tr.core) is want, bids
+        if want:
+            tr.learner.equilibrium_mask[:] = True  # as if the equilibrium teacher taught both
+            assert bool(tr.learner._br_taught.all()) is refresh, teacher
         tr.close()
 
 
