@@ -315,8 +315,8 @@ class LearningConfig:
     the range of actions the env's grid moves to it (`envs.MarketCore.undercut_centre`,
     `outbid_centre`). Targets are clipped to the episode's clearing prices +- 2 % of
     `max_bid_price`. "auto": "best_move" (example_02e, with the equilibrium teacher's
-    storage refresh that "auto" turns on: exploitability 0.149 -> 0.106 / 0.104 / SEED2
-    over seeds 0-2, every unit 0.903-0.908 of its best response; `default`: 0.161 -> 0.155
+    storage refresh that "auto" turns on: exploitability 0.149 -> 0.106 / 0.104 / 0.100
+    over seeds 0-2, every unit 0.903-0.909 of its best response; `default`: 0.161 -> 0.155
     over seeds 0-3, the storage 0.86-0.91 -> 0.91-0.93 of its best response;
     benchmarks/RESULTS.md, twenty-fourth round). Default: "auto"."""
 
@@ -391,7 +391,7 @@ class LearningConfig:
     charge the episode visited (what `storage_teacher` says, as `best_response_teacher`
     gives a storage unit), besides the equilibrium's rows. "auto": on with
     `storage_teacher` "best_move", off with "break_even" (example_02e, best-move targets:
-    exploitability 0.149 -> 0.106 / 0.104 / SEED2 over seeds 0-2, each unit 0.903-0.908
+    exploitability 0.149 -> 0.106 / 0.104 / 0.100 over seeds 0-2, each unit 0.903-0.909
     of its best response; RESULTS.md, twenty-fourth round). Earlier, with break-even
     targets: Those
     rows hold along the equilibrium's path and its DAgger rollouts; these follow the
