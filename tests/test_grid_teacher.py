@@ -28,9 +28,6 @@ OTHER = "plant_ccgt-2"
 STORAGE = "storage_pumped-storage-1"
 
 
-_ladder = rule_ladder
-
-
 def _actions(core, rng, hours):
     """Random offers of both learning plants, the storage waiting (an offer at the top of
     the bid range, never accepted in `default`) so that every other bid is the same in a
@@ -52,7 +49,7 @@ def test_undercut_centre_is_the_middle_of_the_range_that_maps_to_the_same_price(
     core = envs.MarketCore(envs.load_scenario("default"), num_envs=1, plant_bids="undercut")
     mbp = core.max_bid_price
     for t in (0, 7, 100, 250):
-        lad = _ladder(core, t)
+        lad = rule_ladder(core, t)
         assert len(lad) >= 4
         grid = lad - 0.01
         centre = core.undercut_centre(grid, t)
@@ -79,7 +76,7 @@ def test_grid_best_response_is_on_the_grid_between_brute_force_and_the_unrestric
         np.testing.assert_allclose(core.undercut(grid.best_price[h], int(hours[h])), grid.best_price[h], atol=1e-9)
     assert grid.best_profit <= free.best_profit + 1e-6
     # brute force over the grid prices (the same ladder in these hours) and a few above it
-    lads = [_ladder(core, int(t)) for t in hours]
+    lads = [rule_ladder(core, int(t)) for t in hours]
     assert all(np.array_equal(lads[0], x) for x in lads)
     top = np.linspace(lads[0][-1] + 0.01, core.max_bid_price, 7)
     g = np.concatenate([lads[0] - 0.01, top])

@@ -28,9 +28,6 @@ from envs.analysis import StorageResponsePolicy, best_response, storage_break_ev
 STORAGE = "storage_pumped-storage-1"
 
 
-_ladder = rule_ladder
-
-
 def _core(hours: int):
     return envs.MarketCore(envs.load_scenario("default"), num_envs=1, plant_bids="undercut",
                            storage_bids="two_sided", storage_prices="undercut", max_cycles=hours)
@@ -40,7 +37,7 @@ def test_outbid_centre_is_the_middle_of_the_range_that_maps_to_the_same_charge_b
     core = _core(24)
     mbp = core.max_bid_price
     for t in (0, 7, 100, 250):
-        lad = _ladder(core, t)
+        lad = rule_ladder(core, t)
         assert len(lad) >= 4
         grid = lad + 0.01  # the charge bids the grid produces
         centre = core.outbid_centre(grid, t)
@@ -143,7 +140,7 @@ def test_best_move_targets_bid_the_response_policy_through_the_grid():
     some = np.flatnonzero(inside[:, 1])[:10]
     for h in some:
         t = int(hours[h])
-        lad = _ladder(core, t)
+        lad = rule_ladder(core, t)
         j = np.searchsorted(lad, core.undercut(got[h, 1:], t)[0] + 0.01 - 1e-6)
         if j < len(lad) and abs(lad[j] - 0.01 - core.undercut(got[h, 1:], t)[0]) < 1e-6:
             width = lad[j] - (lad[j - 1] if j else 0.0)
