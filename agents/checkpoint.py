@@ -63,6 +63,8 @@ from typing import Any
 
 import torch
 
+from envs.core import PLANT_BIDS, STORAGE_PRICES
+
 from .jsonio import dump_json_strict
 
 FORMAT = "marketzoo.policy/1"
@@ -467,9 +469,9 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
         mbp = info.get("max_bid_price")
         if mbp is not None and (isinstance(mbp, bool) or not isinstance(mbp, (int, float)) or not math.isfinite(mbp) or mbp <= 0):
             raise bad(f"{section}.max_bid_price", "a positive finite number", mbp)
-        for k in ("plant_bids", "storage_prices"):
-            if info.get(k) is not None and info[k] not in ("free", "undercut"):
-                raise bad(f"{section}.{k}", "'free' or 'undercut'", info[k])
+        for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES)):
+            if info.get(k) is not None and info[k] not in allowed:
+                raise bad(f"{section}.{k}", " or ".join(repr(v) for v in allowed), info[k])
     files = manifest["files"]
     if not isinstance(files, dict):
         raise bad("files", "an object mapping every agent to {\"actor\": path, \"critic\": path}", files)

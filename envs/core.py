@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import Scenario
-from .fast import UNDERCUT_TICK
+from .fast import STORAGE_BEHIND_TICK, UNDERCUT_TICK
 from .market import ClearingResult, clear_market
 
 KINDS = ("plant", "storage", "renewable")
@@ -36,10 +36,12 @@ entries); both bid the whole volume the hour allows."""
 PLANT_BIDS = ("free", "undercut")
 """How a learning plant's prices are read: as given, or raised to just below the next
 rule-bidding offer (:meth:`MarketCore.undercut`)."""
-STORAGE_PRICES = ("free", "undercut")
+STORAGE_PRICES = ("free", "undercut", "behind")
 """How a two-sided learning storage unit's prices are read: as given, or the offer raised
 to just below the next rule-bidding offer and the bid lowered to just above the rule
-offer below it (:meth:`MarketCore.undercut`, :meth:`MarketCore.outbid`)."""
+offer below it (:meth:`MarketCore.undercut`, :meth:`MarketCore.outbid`); ``"behind"``
+as ``"undercut"`` with the offer :data:`STORAGE_BEHIND_TICK` below the rule offer, behind
+the learning plants on their grid."""
 # agent-id prefix of plants bidding one price for all their capacity
 # (powerplant_energy_learning_single_bid): their kind is "plant", but their action has one
 # dimension, so they get their own id prefix (agents sharing a prefix share their spaces)
@@ -134,6 +136,13 @@ class MarketCore:
             (kept where there is none or that would be negative), never above the
             discharge offer. The charge bid is then matched with the same rule offers
             and, where it sets the price, pays less. Signed storage bids are not moved.
+            ``"behind"``: as ``"undercut"``, but the offer is raised to
+            :data:`STORAGE_BEHIND_TICK` (half a tick) below the rule offer, so that a
+            learning plant on its grid (``plant_bids="undercut"``) that stays under the
+            same rule offer is dispatched first and the storage unit takes what is left
+            before the rule offer. Without it the two would tie and split the volume,
+            and each could gain by undercutting the other by a tick, which neither grid
+            can bid.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -171,6 +180,8 @@ class MarketCore:
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
         self.storage_prices = str(storage_prices)
+        # how far below the next rule offer the storage grid puts a discharge offer
+        self.storage_offer_tick = STORAGE_BEHIND_TICK if self.storage_prices == "behind" else UNDERCUT_TICK
         if learning_units is not None:  # rule units named here learn too
             from .scenario import with_learning_units
 
@@ -653,36 +664,39 @@ class MarketCore:
         mean = float(window.mean())
         return mean, bool(self.price_forecast[t] <= mean)
 
-    def undercut(self, price: np.ndarray, t: int) -> np.ndarray:
+    def undercut(self, price: np.ndarray, t: int, tick: float = UNDERCUT_TICK) -> np.ndarray:
         """Offer prices (EUR/MWh, any shape) moved as ``plant_bids="undercut"`` does in
-        hour ``t``: up to :data:`UNDERCUT_TICK` below the cheapest rule-bidding offer at
-        or above each, where that is at most ``max_bid_price``; else unchanged."""
+        hour ``t``: up to ``tick`` (:data:`UNDERCUT_TICK`; a storage unit's offers:
+        :attr:`storage_offer_tick`) below the cheapest rule-bidding offer at or above
+        each, where that is at most ``max_bid_price``; else unchanged."""
         ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
         k = np.searchsorted(ladder, price, side="left")
-        nxt = ladder[np.minimum(k, ladder.size - 1)] - UNDERCUT_TICK if ladder.size else price
+        nxt = ladder[np.minimum(k, ladder.size - 1)] - tick if ladder.size else price
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         return np.where(ok, nxt, price)
 
-    def undercut_centre(self, price: np.ndarray, t: int, low: float | None = None) -> np.ndarray:
+    def undercut_centre(self, price: np.ndarray, t: int, low: float | None = None,
+                        tick: float = UNDERCUT_TICK) -> np.ndarray:
         """For offer prices that :meth:`undercut` produces in hour ``t`` (1-d, EUR/MWh):
         the middle of the range of prices it moves to each, i.e. the bid least likely to
         land elsewhere when a policy imitates it with a small error. A price just below
         the cheapest rule offer gets the middle between ``low`` (the lowest price an
         action gives: ``-max_bid_price`` for a plant, the default, 0 for a storage unit's
         offer) and it; a price that is not one :meth:`undercut` produces (e.g. above
-        every rule offer) is returned as it is."""
+        every rule offer) is returned as it is. ``tick``: the one :meth:`undercut` used
+        (:attr:`storage_offer_tick` for a storage unit's offers)."""
         low = -self.max_bid_price if low is None else float(low)
         price = np.asarray(price, dtype=float)
         ladder = self.static_sorted_price[t]
-        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder - UNDERCUT_TICK <= self.max_bid_price)])
+        ladder = np.unique(ladder[np.isfinite(ladder) & (ladder - tick <= self.max_bid_price)])
         out = price.copy()
         if not ladder.size:
             return out
-        j = np.clip(np.searchsorted(ladder, price + UNDERCUT_TICK - 1e-6), 0, ladder.size - 1)
-        hit = np.abs(ladder[j] - UNDERCUT_TICK - price) < 1e-6
+        j = np.clip(np.searchsorted(ladder, price + tick - 1e-6), 0, ladder.size - 1)
+        hit = np.abs(ladder[j] - tick - price) < 1e-6
         below = np.where(j > 0, ladder[np.maximum(j - 1, 0)], low)
         below = np.maximum(below, low)
-        return np.where(hit, 0.5 * (below + ladder[j] - UNDERCUT_TICK), out)
+        return np.where(hit, 0.5 * (below + ladder[j] - tick), out)
 
     def outbid_centre(self, price: np.ndarray, t: int) -> np.ndarray:
         """For charge bid prices that :meth:`outbid` produces in hour ``t`` (1-d,
@@ -764,8 +778,8 @@ class MarketCore:
                 a = actions[:, self.sl_storage, :2]
                 p_ch = (a.min(axis=2) + 1.0) * (0.5 * mbp)
                 p_dis = (a.max(axis=2) + 1.0) * (0.5 * mbp)
-                if self.storage_prices == "undercut":
-                    p_dis = self.undercut(p_dis, t)
+                if self.storage_prices != "free":  # "undercut" / "behind"
+                    p_dis = self.undercut(p_dis, t, self.storage_offer_tick)
                     p_ch = np.minimum(self.outbid(p_ch, t), p_dis)
                 sp[:, self.col_dis.start + self.ls] = p_dis
                 sv[:, self.col_dis.start + self.ls] = can_dis[:, self.ls]

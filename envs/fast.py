@@ -39,12 +39,19 @@ learning plant's offer (the exact analysis's price tick); :data:`envs.core.UNDER
 FAST_MAX_BIDS = 512
 
 
-def _undercut(ladder: list, p: float, mbp: float) -> float:
+STORAGE_BEHIND_TICK = 0.005
+"""EUR/MWh below the next rule-bidding offer where ``storage_prices="behind"`` places a
+two-sided learning storage unit's discharge offer: half of :data:`UNDERCUT_TICK`, so that
+a learning plant on its grid that stays under the same rule offer comes first in the
+merit order and the storage unit second (:data:`envs.core.STORAGE_BEHIND_TICK`)."""
+
+
+def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK) -> float:
     """:meth:`MarketCore.undercut <envs.core.MarketCore.undercut>` for one price and the
     hour's sorted rule offers ``ladder``."""
     k = bisect_left(ladder, p)
     if k < len(ladder):
-        v = ladder[k] - UNDERCUT_TICK
+        v = ladder[k] - tick
         if v <= mbp:
             return v
     return p
@@ -246,7 +253,8 @@ class FastStep:
             soc = c.soc[0].tolist()
             rs_mean, rs_charge = row[o[6]], row[o[7]]
             two_sided = c.storage_bids == "two_sided"
-            st_ladder = row[o[8]: o[9]] if two_sided and c.storage_prices == "undercut" else None
+            st_ladder = row[o[8]: o[9]] if two_sided and c.storage_prices != "free" else None
+            st_tick = c.storage_offer_tick
             for s in range(S):
                 x = soc[s]
                 cd = (x - smin[s]) * eff_d[s] / dt
@@ -261,7 +269,7 @@ class FastStep:
                     lo, hi = (a0, a1) if a0 <= a1 else (a1, a0)
                     p_ch, p_dis = (lo + 1.0) * (0.5 * mbp), (hi + 1.0) * (0.5 * mbp)
                     if st_ladder is not None:  # MarketCore.undercut / outbid
-                        p_dis = _undercut(st_ladder, p_dis, mbp)
+                        p_dis = _undercut(st_ladder, p_dis, mbp, st_tick)
                         p_ch = _outbid(st_ladder, p_ch)
                         p_ch = p_ch if p_ch <= p_dis else p_dis
                     bid_price[k] = [p_ch, p_dis]

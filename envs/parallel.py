@@ -37,7 +37,9 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
   the same hour, both for what the state of charge and power allow within the hour.
   With ``storage_prices="undercut"`` as well, the offer is raised as a plant's price is
   (above) and the charge bid moved to 0.01 EUR/MWh above the dearest rule-bidding offer at
-  or below it; see :class:`envs.MarketCore`.
+  or below it; with ``storage_prices="behind"`` the offer sits 0.005 EUR/MWh below the
+  rule offer instead, behind a learning plant's offer on the plants' grid; see
+  :class:`envs.MarketCore`.
 * renewable: one price ``a*m`` for the available capacity.
 * An agent left out of the action dict submits no bid that hour (its volumes are 0).
 

@@ -234,6 +234,10 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
     from agents.trainer import evaluate_policy
 
     assert LearningConfig().resolved_storage_prices() == "undercut"
+    # "auto": behind the plants where they bid on their grid (default's CCGTs have start-up costs)
+    assert LearningConfig().resolved_storage_prices(envs.load_scenario("default")) == "behind"
+    assert LearningConfig(plant_bids="free").resolved_storage_prices(envs.load_scenario("default")) == "undercut"
+    assert LearningConfig(storage_prices="undercut").resolved_storage_prices(envs.load_scenario("default")) == "undercut"
     with pytest.raises(ConfigError, match="storage_prices"):
         LearningConfig().with_overrides(["storage_prices=grid"])
     with pytest.raises(ValueError, match="storage_prices"):
@@ -262,3 +266,66 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
     tr = Trainer(sc, cfg.with_overrides(["storage_prices=free"]), run_dir=None, seed=0, progress=False,
                  tensorboard=False)
     assert tr.core.storage_prices == "free"
+
+
+def test_storage_behind_offers_sit_half_a_tick_under_the_rule_offer():
+    sc = envs.load_scenario("default")
+    opts = dict(num_envs=1, storage_bids="two_sided", plant_bids="undercut")
+    cut = envs.MarketCore(sc, storage_prices="undercut", **opts)
+    behind = envs.MarketCore(sc, storage_prices="behind", **opts)
+    assert behind.storage_offer_tick == 0.005 and cut.storage_offer_tick == 0.01
+    for c in (cut, behind):
+        c.reset(np.random.default_rng(0))
+    k = cut.agents.index(STORAGE)
+    rng = np.random.default_rng(3)
+    moved = 0
+    for _ in range(300):
+        acts = rng.uniform(-1, 1, (1, cut.n, cut.max_act))
+        a, b = cut.build_bids(acts, None)[4][0], behind.build_bids(acts, None)[4][0]
+        np.testing.assert_array_equal(b[:k], a[:k])  # the plants' grid is unchanged
+        # the offer: 0.005 instead of 0.01 under the same rule offer where the grid moved it
+        on_grid = np.isclose(a[k, 1] + 0.01, _rule_offers(sc, 0)).any()
+        assert b[k, 1] == pytest.approx(a[k, 1] + (0.005 if on_grid else 0.0), abs=1e-9)
+        assert b[k, 0] == pytest.approx(min(a[k, 0], b[k, 1]), abs=1e-9)  # the charge bid as before
+        moved += on_grid
+    assert moved > 200
+
+
+def _same_rule_offer_episode(storage_prices):
+    """ccgt-1 and the storage offer under the same rule offer (the one at or above the
+    hour's price forecast) wherever the forecast is 50 EUR/MWh or more; the storage
+    charges in the other hours, ccgt-2 stays out of the money."""
+    sc = envs.load_scenario("default")
+    core = envs.MarketCore(sc, num_envs=1, storage_bids="two_sided", plant_bids="undercut",
+                           storage_prices=storage_prices)
+    core.reset(np.random.default_rng(0))
+    core.recording = True
+    mbp = core.max_bid_price
+    k = core.agents.index(STORAGE)
+    offers = []
+    while not core.done:
+        f = core.price_forecast[core.hour]
+        p = f - 0.5
+        acts = np.ones((1, core.n, core.max_act))
+        acts[0, 0, :2] = p / mbp
+        acts[0, k, :2] = [1.0, 1.0] if f < 50 else [-1.0, 2.0 * p / mbp - 1.0]
+        offers.append(f >= 50)
+        core.step_observe(acts)
+    rec = core.episode_record(0)
+    plant, store = rec.agent_supply_columns(0), rec.agent_supply_columns(k)
+    acc, vol = rec.supply_accepted, rec.supply_volume
+    part_plant = ((acc[:, plant] < vol[:, plant] - 1e-6) & (acc[:, plant] > 1e-6)).any(axis=1)
+    part_store = ((acc[:, store] < vol[:, store] - 1e-6) & (acc[:, store] > 1e-6)).any(axis=1)
+    offers = np.asarray(offers)
+    gap = rec.supply_price[offers][:, store[0]] - rec.supply_price[offers][:, plant[1]]
+    np.testing.assert_allclose(gap, 0.005 if storage_prices == "behind" else 0.0, atol=1e-9)
+    return part_plant, part_store
+
+
+def test_a_plant_on_its_grid_is_dispatched_before_a_storage_unit_behind_it():
+    part_plant, part_store = _same_rule_offer_episode("behind")
+    assert part_store.sum() >= 10  # hours where the storage is the marginal unit
+    assert not (part_plant & part_store).any()  # the plant is then dispatched in full
+    # on the same grid ("undercut") the two tie and split the marginal volume
+    part_plant, part_store = _same_rule_offer_episode("undercut")
+    assert (part_plant & part_store).sum() >= 10

@@ -120,7 +120,8 @@ def _refreshed(storage_teacher: str):
 def test_best_move_targets_bid_the_response_policy_through_the_grid():
     tr, rec, tgt = _refreshed("auto")
     core, mbp = tr.eval_core, tr.config.max_bid_price
-    assert core.storage_prices == "undercut"
+    assert core.storage_prices == "behind"  # "auto" where default's plants bid on their grid
+    tick = core.storage_offer_tick
     k = tr.agents.index(STORAGE)
     hours = np.asarray(rec.hours)
     policy = StorageResponsePolicy(rec, STORAGE, scenario=tr.scenario)
@@ -131,8 +132,8 @@ def test_best_move_targets_bid_the_response_policy_through_the_grid():
     assert inside.sum() > rec.n_hours  # most targets are not clipped
     for h in range(rec.n_hours):
         t = int(hours[h])
-        env_got = np.array([core.outbid(got[h, :1], t)[0], core.undercut(got[h, 1:], t)[0]])
-        env_want = np.array([core.outbid(want[h, :1], t)[0], core.undercut(want[h, 1:], t)[0]])
+        env_got = np.array([core.outbid(got[h, :1], t)[0], core.undercut(got[h, 1:], t, tick)[0]])
+        env_want = np.array([core.outbid(want[h, :1], t)[0], core.undercut(want[h, 1:], t, tick)[0]])
         np.testing.assert_allclose(env_got[inside[h]], env_want[inside[h]], atol=1e-3)
         # clipped targets stay at the clip bound on their side
         assert np.all(got[h, ~inside[h]] >= lo - 1e-3) and np.all(got[h, ~inside[h]] <= hi + 1e-3)
@@ -141,11 +142,12 @@ def test_best_move_targets_bid_the_response_policy_through_the_grid():
     for h in some:
         t = int(hours[h])
         lad = rule_ladder(core, t)
-        j = np.searchsorted(lad, core.undercut(got[h, 1:], t)[0] + 0.01 - 1e-6)
-        if j < len(lad) and abs(lad[j] - 0.01 - core.undercut(got[h, 1:], t)[0]) < 1e-6:
+        bid = core.undercut(got[h, 1:], t, tick)[0]
+        j = np.searchsorted(lad, bid + tick - 1e-6)
+        if j < len(lad) and abs(lad[j] - tick - bid) < 1e-6:
             width = lad[j] - (lad[j - 1] if j else 0.0)
             for d in (-0.1 * width, 0.1 * width):
-                assert abs(core.undercut(got[h, 1:] + d, t)[0] - core.undercut(got[h, 1:], t)[0]) < 1e-6
+                assert abs(core.undercut(got[h, 1:] + d, t, tick)[0] - bid) < 1e-6
 
 
 def test_break_even_targets_are_the_break_even_prices():
