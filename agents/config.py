@@ -836,7 +836,7 @@ class LearningConfig:
         "undercut")."""
         if self.storage_prices != "auto":
             return self.storage_prices
-        grid = scenario is not None and self.resolved_plant_bids(scenario) != "free"
+        grid = scenario is not None and self.resolved_plant_bids(scenario) == "undercut"
         return "behind" if grid else "undercut"
 
     def resolved_start_up_gamma(self) -> float:
@@ -1207,7 +1207,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),
     "storage_bids": _choice("signed", "two_sided"),
-    "plant_bids": _choice("auto", "free", "undercut", "ranked"),
+    "plant_bids": _choice("auto", "free", "undercut"),
     "storage_prices": _choice("auto", "free", "undercut", "behind"),
     "storage_teacher": _choice("auto", "break_even", "best_move"),
     "start_up_gamma": _auto_or(_float(0.0, 1.0)),

@@ -245,21 +245,20 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
 
 
 def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
-    """Where ``core`` reads plant offers on its grid (``plant_bids`` "undercut" or
-    "ranked"): each plant agent's best-response profit restricted to the prices the grid
-    produces (``envs.analysis.best_response(..., plant_prices=...)`` with the plant's map
-    :meth:`envs.MarketCore.plant_grid`), i.e. the best its
+    """Where ``core`` reads plant offers on its grid (``plant_bids="undercut"``): each
+    plant agent's best-response profit restricted to the prices the grid produces
+    (``envs.analysis.best_response(..., plant_prices=core.undercut)``), i.e. the best its
     actions can do against the same bids. The gap to the unrestricted best response is
     gain no action of the env can take (e.g. one tick under another learner). Empty for
     free plant bids, without an analysed record, or in a zonal/nodal market."""
     rec = ev.record
-    if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") == "free"
+    if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") != "undercut"
             or getattr(core.scenario, "network", None) is not None):
         return {}
     from envs.analysis import best_response
 
-    return {a: float(best_response(rec, a, plant_prices=core.plant_grid(i)[0]).best_profit)
-            for i, (a, kind) in enumerate(zip(core.agents, core.agent_kind)) if kind == "plant"}
+    return {a: float(best_response(rec, a, plant_prices=core.undercut).best_profit)
+            for a, kind in zip(core.agents, core.agent_kind) if kind == "plant"}
 
 
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:

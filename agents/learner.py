@@ -509,9 +509,9 @@ class Learner:
                 continue
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
-                on_grid = core is not None and getattr(core, "plant_bids", "free") != "free"
-                to_grid, centre_of = (core.plant_grid(list(core.agents).index(a)) if on_grid
-                                      else (self.plant_prices, self.plant_price_centre))
+                grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
+                to_grid = grid_of.undercut if grid_of is not None else self.plant_prices
+                centre_of = grid_of.undercut_centre if grid_of is not None else self.plant_price_centre
                 # the env bids plant offers on its grid: the best response within the grid (one the
                 # actor can reproduce; the unrestricted one often needs a price between two rule
                 # offers), each price taught at the middle of the range the grid moves to it
@@ -751,13 +751,13 @@ class Learner:
           discount 0, and off when it gave none;
         * ``best_response_teacher`` "auto" with several learning units: :attr:`teach_mask`
           = the storage units that bid two-sided and, where the env reads plant offers on
-          its grid (``plant_bids`` "undercut" or "ranked"), the plants;
-        * ``plant_bids`` on the grid: the teacher's plant targets are the best response
-          within the grid (:attr:`plant_prices`; per plant, :meth:`MarketCore.plant_grid`)."""
+          its grid (``plant_bids`` "undercut"), the plants;
+        * ``plant_bids`` "undercut": the teacher's plant targets are the best response
+          within the grid (:attr:`plant_prices`)."""
         self.unit_kinds = [str(k) for k in core.agent_kind]
         if self.config.obs_normalization and self.algo.obs_shift is None:  # once, before any weight is trained
             self.algo.set_obs_normalization(*core.observation_scaling())
-        grid = getattr(core, "plant_bids", "free") != "free"  # "undercut" / "ranked"
+        grid = getattr(core, "plant_bids", "free") == "undercut"
         self.plant_prices = core.undercut if grid else None
         self.plant_price_centre = core.undercut_centre if grid else None
         if self.config.best_response_teacher == "auto" and self.n > 1:

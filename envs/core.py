@@ -33,11 +33,9 @@ STORAGE_BIDS = ("signed", "two_sided")
 """Storage action encodings: ``"signed"`` (ASSUME's: one price whose sign is the direction)
 and ``"two_sided"`` (a charge bid and a discharge offer in the same hour, 2 action
 entries); both bid the whole volume the hour allows."""
-PLANT_BIDS = ("free", "undercut", "ranked")
+PLANT_BIDS = ("free", "undercut")
 """How a learning plant's prices are read: as given, or raised to just below the next
-rule-bidding offer (:meth:`MarketCore.undercut`); ``"ranked"`` as ``"undercut"`` with the
-learning plants under the same rule offer ordered by marginal cost, the dearest first
-(:attr:`MarketCore.plant_offer_tick`)."""
+rule-bidding offer (:meth:`MarketCore.undercut`)."""
 STORAGE_PRICES = ("free", "undercut", "behind")
 """How a two-sided learning storage unit's prices are read: as given, or the offer raised
 to just below the next rule-bidding offer and the bid lowered to just above the rule
@@ -131,14 +129,6 @@ class MarketCore:
             gradient cannot find it from the flat side), not a price to the cent.
             Other learners' offers are not on the grid. The exact analysis still scores
             best responses over all prices.
-            ``"ranked"``: as ``"undercut"``, but learning plants under the same rule
-            offer do not tie: each sits its own distance below it
-            (:attr:`plant_offer_tick`), from :data:`UNDERCUT_TICK` for the plant with the
-            highest mean marginal cost down to just over :data:`STORAGE_BEHIND_TICK` for
-            the cheapest, so the dearer plant is dispatched first. At a shared price two
-            plants would split the volume and each could gain by undercutting the other
-            by a tick; ranked, the cheaper plant, which loses more margin when it gets
-            only what is left, is the one pushed to stay under a cheaper rule offer.
         storage_prices: the same for a learning storage unit that bids two-sided.
             ``"free"`` (default): as the actions say. ``"undercut"``: its discharge offer
             is raised as a plant's price is, and its charge bid is moved to
@@ -317,15 +307,6 @@ class MarketCore:
         self.n_storage = len(st)
         single = pl.single_bid if pl.single_bid is not None else np.zeros(len(pl), dtype=bool)
         self.lp_single = np.asarray(single, dtype=bool)[self.lp]  # (n_lp,) one price for all capacity
-        # how far below the next rule offer the plants' grid puts each learning plant's
-        # offers: UNDERCUT_TICK; "ranked": by mean marginal cost, the dearest at
-        # UNDERCUT_TICK, the others in equal steps towards STORAGE_BEHIND_TICK
-        n_lp = len(self.lp)
-        self.plant_offer_tick = np.full(n_lp, UNDERCUT_TICK)
-        if self.plant_bids == "ranked" and n_lp:
-            order = np.argsort(-pl.marginal_cost[:, self.lp].mean(axis=0), kind="stable")
-            step = (UNDERCUT_TICK - STORAGE_BEHIND_TICK) / n_lp
-            self.plant_offer_tick[order] = UNDERCUT_TICK - step * np.arange(n_lp)
         agents, kinds, units = [], [], []
         for i, one in zip(self.lp, self.lp_single):
             agents.append(agent_name(SINGLE_BID_PREFIX if one else "plant", pl.names[i]))
@@ -694,16 +675,6 @@ class MarketCore:
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         return np.where(ok, nxt, price)
 
-    def plant_grid(self, i: int):
-        """For plant agent ``i`` (index into :attr:`agents`): ``(to_grid, centre)``, the
-        functions ``(prices, t) -> prices`` that put its offer prices on the env's grid
-        (:meth:`undercut` with its :attr:`plant_offer_tick`) and give the middle of each
-        grid price's range (:meth:`undercut_centre`); ``None`` with free plant bids."""
-        if self.plant_bids == "free":
-            return None
-        tick = float(self.plant_offer_tick[i - self.sl_plant.start])
-        return (lambda p, t: self.undercut(p, t, tick)), (lambda p, t: self.undercut_centre(p, t, tick=tick))
-
     def undercut_centre(self, price: np.ndarray, t: int, low: float | None = None,
                         tick: float = UNDERCUT_TICK) -> np.ndarray:
         """For offer prices that :meth:`undercut` produces in hour ``t`` (1-d, EUR/MWh):
@@ -782,8 +753,8 @@ class MarketCore:
             inflex = np.minimum(pl.min_power[self.lp], avail)
             if self.lp_single.any():  # single-bid plants offer everything in their flexible column
                 inflex = np.where(self.lp_single, 0.0, inflex)
-            if self.plant_bids != "free":  # "undercut" / "ranked"
-                lo, hi = self.undercut(lo, t, self.plant_offer_tick), self.undercut(hi, t, self.plant_offer_tick)
+            if self.plant_bids == "undercut":
+                lo, hi = self.undercut(lo, t), self.undercut(hi, t)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi

@@ -186,7 +186,6 @@ class FastStep:
         for m, s in enumerate(c.ls.tolist()):
             slot[s] = P + m
         self.st_slot = slot
-        self.plant_ticks = c.plant_offer_tick.tolist()  # per learning plant (plant_bids "ranked")
         self.ls = c.ls.tolist()
         self.ls_add_dis = st.additional_cost_discharge[c.ls].tolist()
         self._buf_soc = np.zeros((1, c.n_storage))
@@ -227,15 +226,14 @@ class FastStep:
         inflex_p = row[o[1]: o[2]]
         mc_p = row[o[2]: o[3]]
         his = []
-        ladder = row[o[8]: o[9]] if c.plant_bids != "free" else None
-        ticks = self.plant_ticks
+        ladder = row[o[8]: o[9]] if c.plant_bids == "undercut" else None
         for j in range(P):
             a0 = acts[j][0] * mbp
             a1 = acts[j][1] * mbp
             lo = a0 if a0 <= a1 else a1
             hi = a1 if a0 <= a1 else a0
             if ladder is not None:  # MarketCore.undercut, one price at a time
-                lo, hi = _undercut(ladder, lo, mbp, ticks[j]), _undercut(ladder, hi, mbp, ticks[j])
+                lo, hi = _undercut(ladder, lo, mbp), _undercut(ladder, hi, mbp)
             sp.append(lo)
             his.append(hi)
             bid_price[j] = [lo, hi]

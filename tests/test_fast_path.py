@@ -113,7 +113,7 @@ def _load(sc):
 
 
 BIDS = [("signed", "free", "free"), ("two_sided", "free", "free"), ("two_sided", "undercut", "undercut"),
-        ("signed", "undercut", "undercut"), ("two_sided", "undercut", "behind"), ("two_sided", "ranked", "behind")]
+        ("signed", "undercut", "undercut"), ("two_sided", "undercut", "behind")]
 
 
 @pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices"), BIDS)

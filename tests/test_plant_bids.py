@@ -329,31 +329,3 @@ def test_a_plant_on_its_grid_is_dispatched_before_a_storage_unit_behind_it():
     # on the same grid ("undercut") the two tie and split the marginal volume
     part_plant, part_store = _same_rule_offer_episode("undercut")
     assert (part_plant & part_store).sum() >= 10
-
-
-def test_ranked_plants_sit_under_a_rule_offer_by_marginal_cost_the_dearest_first():
-    sc = envs.load_scenario("default")
-    cut = envs.MarketCore(sc, num_envs=1, plant_bids="undercut")
-    ranked = envs.MarketCore(sc, num_envs=1, plant_bids="ranked")
-    mc = sc.plants.marginal_cost[:, ranked.lp].mean(axis=0)
-    assert mc[0] < mc[1]  # plant_ccgt-1 is the cheaper of the two
-    np.testing.assert_allclose(ranked.plant_offer_tick, [0.0075, 0.01])
-    np.testing.assert_allclose(cut.plant_offer_tick, [0.01, 0.01])
-    for c in (cut, ranked):
-        c.reset(np.random.default_rng(0))
-    rng = np.random.default_rng(5)
-    moved = 0
-    for _ in range(200):
-        acts = rng.uniform(-1, 1, (1, cut.n, cut.max_act))
-        a, b = cut.build_bids(acts, None)[4][0], ranked.build_bids(acts, None)[4][0]
-        on_grid = np.isclose(a[0] + 0.01, _rule_offers(sc, 0)[:, None]).any(axis=0)
-        np.testing.assert_allclose(b[0], a[0] + np.where(on_grid, 0.0025, 0.0), atol=1e-9)
-        np.testing.assert_array_equal(b[1:], a[1:])  # the dearer plant and the storage as before
-        moved += on_grid.sum()
-    assert moved > 200
-    # each plant's map and middles: the middle of a grid price's range maps back to it
-    for i in (0, 1):
-        to_grid, centre = ranked.plant_grid(i)
-        prices = to_grid(np.linspace(-50, 95, 40), 0)
-        np.testing.assert_allclose(to_grid(centre(np.unique(prices), 0), 0), np.unique(prices), atol=1e-9)
-    assert envs.MarketCore(sc, num_envs=1).plant_grid(0) is None
