@@ -514,7 +514,7 @@ class LearningConfig:
     "behind" where the plants bid on their grid (`plant_bids` resolves to "undercut"),
     else "undercut". Signed storage bids are never moved. Measured on `default` (with
     `plant_bids` and `start_up_gamma`) and example_02e (benchmarks/RESULTS.md, twentieth
-    round); "behind" on `default`: 0.155 -> 0.129 (seeds 0-3, twenty-fifth round).
+    round); "behind" on `default`: 0.155 -> 0.119 (seeds 0-4, twenty-fifth round).
     Default: "auto"."""
 
     start_up_gamma: float | str = "auto"
