@@ -551,10 +551,10 @@ class Learner:
         prices = policy.bids(np.arange(H), policy.recorded_soc[:H])
         if core is not None and getattr(core, "storage_prices", "free") != "free":  # "undercut" / "behind"
             hours = np.asarray(record.hours)[:H]
+            tick = core.storage_offer_tick
             for h in range(H):  # each price at the middle of the actions the grid moves to it
                 t = int(hours[h])
                 prices[h, 0] = core.outbid_centre(core.outbid(prices[h, :1], t), t)[0]
-                tick = core.storage_offer_tick
                 prices[h, 1] = core.undercut_centre(core.undercut(prices[h, 1:], t, tick), t, low=0.0, tick=tick)[0]
         # beyond the episode's clearing prices a target acts like one just beyond them
         # (e.g. an empty unit's offer at the top); clipped, it does not dominate the loss

@@ -34,16 +34,15 @@ UNDERCUT_TICK = 0.01
 """EUR/MWh below the next rule-bidding offer where ``plant_bids="undercut"`` places a
 learning plant's offer (the exact analysis's price tick); :data:`envs.core.UNDERCUT_TICK`."""
 
-# bids per hour (static + dynamic) up to which the fused path is used; measured faster
-# than the array path up to 300 bids (200 units, 100 learners: 1.5x) on the dev machine
-FAST_MAX_BIDS = 512
-
-
 STORAGE_BEHIND_TICK = 0.005
 """EUR/MWh below the next rule-bidding offer where ``storage_prices="behind"`` places a
 two-sided learning storage unit's discharge offer: half of :data:`UNDERCUT_TICK`, so that
 a learning plant on its grid that stays under the same rule offer comes first in the
 merit order and the storage unit second (:data:`envs.core.STORAGE_BEHIND_TICK`)."""
+
+# bids per hour (static + dynamic) up to which the fused path is used; measured faster
+# than the array path up to 300 bids (200 units, 100 learners: 1.5x) on the dev machine
+FAST_MAX_BIDS = 512
 
 
 def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK) -> float:
