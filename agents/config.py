@@ -511,11 +511,11 @@ class LearningConfig:
     the rule offer, behind a learning plant on its grid under the same rule offer, which
     is then dispatched first: at a shared price the two would split the volume, and each
     could gain by undercutting the other by a tick, which neither grid can bid. "auto":
-    "behind" where the plants bid on their grid (`plant_bids` resolves to "undercut"),
-    else "undercut". Signed storage bids are never moved. Measured on `default` (with
+    "undercut". Signed storage bids are never moved. Measured on `default` (with
     `plant_bids` and `start_up_gamma`) and example_02e (benchmarks/RESULTS.md, twentieth
-    round); "behind" on `default`: 0.155 -> 0.119 (seeds 0-4, twenty-fifth round).
-    Default: "auto"."""
+    round). "behind" on `default`: 0.155 -> 0.119 (seeds 0-4), but worse on three seeded
+    variants of it (the storage loses more than the plants gain), so not the default
+    (twenty-fifth round). Default: "auto"."""
 
     start_up_gamma: float | str = "auto"
     """Discount of the critics of learning plants with start-up costs when
@@ -830,14 +830,9 @@ class LearningConfig:
         v = self.equilibrium_teacher_storage_refresh
         return self.resolved_storage_teacher() == "best_move" if v == "auto" else bool(v)
 
-    def resolved_storage_prices(self, scenario=None) -> str:
-        """`storage_prices` for ``scenario`` ("auto": "behind" where the plants bid on
-        their grid, `resolved_plant_bids` "undercut"; else, and without a scenario,
-        "undercut")."""
-        if self.storage_prices != "auto":
-            return self.storage_prices
-        grid = scenario is not None and self.resolved_plant_bids(scenario) == "undercut"
-        return "behind" if grid else "undercut"
+    def resolved_storage_prices(self) -> str:
+        """`storage_prices` ("auto": "undercut")."""
+        return "undercut" if self.storage_prices == "auto" else self.storage_prices
 
     def resolved_start_up_gamma(self) -> float:
         """`start_up_gamma` as a number ("auto": max(`gamma`, 0.97))."""

@@ -65,7 +65,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
-    opts.setdefault("storage_prices", config.resolved_storage_prices(scenario))
+    opts.setdefault("storage_prices", config.resolved_storage_prices())
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))

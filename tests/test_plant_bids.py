@@ -234,10 +234,7 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
     from agents.trainer import evaluate_policy
 
     assert LearningConfig().resolved_storage_prices() == "undercut"
-    # "auto": behind the plants where they bid on their grid (default's CCGTs have start-up costs)
-    assert LearningConfig().resolved_storage_prices(envs.load_scenario("default")) == "behind"
-    assert LearningConfig(plant_bids="free").resolved_storage_prices(envs.load_scenario("default")) == "undercut"
-    assert LearningConfig(storage_prices="undercut").resolved_storage_prices(envs.load_scenario("default")) == "undercut"
+    assert LearningConfig(storage_prices="behind").resolved_storage_prices() == "behind"
     with pytest.raises(ConfigError, match="storage_prices"):
         LearningConfig().with_overrides(["storage_prices=grid"])
     with pytest.raises(ValueError, match="storage_prices"):

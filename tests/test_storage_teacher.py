@@ -102,12 +102,13 @@ def test_response_policy_beats_break_even_prices_in_closed_loop_on_the_grid(seed
     assert respond >= 0.97 * replay(lambda h, soc: policy.bids([h], soc)[0])  # the middles keep its bids
 
 
-def _refreshed(storage_teacher: str):
+def _refreshed(storage_teacher: str, storage_prices: str = "auto"):
     sc = envs.load_scenario("default")
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         ["training_episodes=2", "episodes_collecting_initial_experience=1", "train_freq=48h", "gradient_steps=1",
          "batch_size=16", "validation_episodes_interval=10", "actor_hidden_sizes=[8]", "critic_hidden_sizes=[8]",
-         "torch_threads=1", "best_policy_interval=null", f"storage_teacher={storage_teacher}"])
+         "torch_threads=1", "best_policy_interval=null", f"storage_teacher={storage_teacher}",
+         f"storage_prices={storage_prices}"])
     tr = Trainer(sc, cfg, run_dir=None, seed=2, progress=False, tensorboard=False, env_options={"max_cycles": 48})
     seen = []
     orig = tr.learner.refresh_teacher
@@ -117,11 +118,13 @@ def _refreshed(storage_teacher: str):
     return tr, seen[-1]["record"], tr.learner.teacher_data[-1][1]
 
 
-def test_best_move_targets_bid_the_response_policy_through_the_grid():
-    tr, rec, tgt = _refreshed("auto")
+@pytest.mark.parametrize("storage_prices", ["auto", "behind"])
+def test_best_move_targets_bid_the_response_policy_through_the_grid(storage_prices):
+    tr, rec, tgt = _refreshed("auto", storage_prices)
     core, mbp = tr.eval_core, tr.config.max_bid_price
-    assert core.storage_prices == "behind"  # "auto" where default's plants bid on their grid
+    assert core.storage_prices == ("undercut" if storage_prices == "auto" else "behind")
     tick = core.storage_offer_tick
+    assert tick == (0.01 if storage_prices == "auto" else 0.005)
     k = tr.agents.index(STORAGE)
     hours = np.asarray(rec.hours)
     policy = StorageResponsePolicy(rec, STORAGE, scenario=tr.scenario)
