@@ -470,6 +470,18 @@ def test_every_config_key_has_a_behaviour_test():
         assert f"def {name}(" in source, (key, where)
 
 
+def test_learning_rate_decays_by_default_and_constant_keeps_it():
+    """marketzoo's default ``learning_rate_schedule`` is "linear" (a config that leaves the
+    key out decays the rate to 0 over the training episodes); "constant" and null keep it."""
+    base = ["learning_rate=0.004", "training_episodes=4"]
+    tr = make(extra=base)
+    assert tr.config.learning_rate_schedule == "linear"
+    assert [tr.learning_rate(e) for e in (0, 2, 4)] == [pytest.approx(0.004), pytest.approx(0.002), 0.0]
+    for kept in ("constant", "null"):
+        tr = make(extra=base + [f"learning_rate_schedule={kept}"])
+        assert [tr.learning_rate(e) for e in (0, 2, 4)] == [pytest.approx(0.004)] * 3
+
+
 def test_every_key_reaches_the_object_it_configures():
     import torch as _torch
 
