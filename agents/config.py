@@ -518,7 +518,9 @@ class LearningConfig:
     `plant_bids` and `start_up_gamma`) and example_02e (benchmarks/RESULTS.md, twentieth
     round). "behind" on `default`: 0.155 -> 0.119 (seeds 0-4), but worse on three seeded
     variants of it (the storage loses more than the plants gain), so not the default
-    (twenty-fifth round). Default: "auto"."""
+    (twenty-fifth round); with `learning_rate_schedule` "linear" 0.132 -> 0.107 on
+    `default`, the same on five variants on the mean (twenty-sixth round).
+    Default: "auto"."""
 
     start_up_gamma: float | str = "auto"
     """Discount of the critics of learning plants with start-up costs when
