@@ -367,11 +367,16 @@ class LearningConfig:
     on its own. true: also plants with start-up costs.
     `best_response_teacher: 0` turns it off too. Default: "auto"."""
 
-    equilibrium_teacher_steps: int = 3000
+    equilibrium_teacher_steps: int = 9000
     """With `equilibrium_teacher`: imitation-only gradient steps (batches of 256 rows)
     that fit the actors to the equilibrium bids before training, half at the actors'
     learning rate and half at a tenth of it. 0: no such fit (the rows are still taught
-    during training). Must be >= 0. Default: 3000."""
+    during training). Must be >= 0. Until the twenty-seventh round of
+    benchmarks/RESULTS.md the default was 3000; the longer fit leaves the fitted actors
+    closer to the equilibrium (a ten-learner market with one shared cost: 86 k -> 30 k EUR
+    of gain from deviating; example_02b after training 0.043 -> 0.029 / 0.035
+    exploitability, seeds 0 / 1) for about two to three minutes more with 5 to 20
+    learners on two cores. Default: 9000."""
 
     equilibrium_teacher_rollouts: int = 3
     """With `equilibrium_teacher`, after the fit of `equilibrium_teacher_steps`: rounds of

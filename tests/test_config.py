@@ -86,7 +86,7 @@ def test_defaults():
         best_response_teacher_window=10,
         best_response_teacher_margin=0.3,
         equilibrium_teacher="auto",
-        equilibrium_teacher_steps=3000,
+        equilibrium_teacher_steps=9000,
         equilibrium_teacher_rollouts=3,
         equilibrium_teacher_storage_refresh="auto",
         per_unit_gamma="auto",
