@@ -375,7 +375,7 @@ class LearningConfig:
     benchmarks/RESULTS.md the default was 3000; the longer fit leaves the fitted actors
     closer to the equilibrium (a ten-learner market with one shared cost: 86 k -> 30 k EUR
     of gain from deviating; example_02b after training 0.043 -> 0.029 / 0.035
-    exploitability, seeds 0 / 1) for about two to three minutes more with 5 to 20
+    exploitability, seeds 0 / 1) for about 1.5 to 2.5 minutes more with 5 to 20
     learners on two cores. Default: 9000."""
 
     equilibrium_teacher_rollouts: int = 3
