@@ -253,7 +253,7 @@ def _setup_train(args: argparse.Namespace):
         # did whatever "auto" becomes)
         cfg = cfg.with_overrides({"seed": seed, "foresight": cfg.resolved_foresight(sc),
                                   "plant_bids": cfg.resolved_plant_bids(sc),
-                                  "storage_prices": cfg.resolved_storage_prices(cfg.resolved_plant_bids(sc)),
+                                  "storage_prices": cfg.resolved_storage_prices(),
                                   "storage_teacher": cfg.resolved_storage_teacher()})
     cfg.resolved_device()  # cuda without a GPU is one line now, before any work
     if args.containers != 1 and args.runtime != "mango":

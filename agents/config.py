@@ -519,15 +519,13 @@ class LearningConfig:
     the rule offer, behind a learning plant on its grid under the same rule offer, which
     is then dispatched first: at a shared price the two would split the volume, and each
     could gain by undercutting the other by a tick, which neither grid can bid. "auto":
-    "behind" where the learning plants bid on the env's grid (`plant_bids` resolves to
-    "undercut": markets with a learning plant that has start-up costs, e.g. `default`),
-    else "undercut". Signed storage bids are never moved. Measured on `default` (with
+    "undercut". Signed storage bids are never moved. Measured on `default` (with
     `plant_bids` and `start_up_gamma`) and example_02e (benchmarks/RESULTS.md, twentieth
-    round). "behind" with `learning_rate_schedule` "linear" on `default`: exploitability
-    0.132 -> 0.107 (seeds 0-3, better on each), the worst learner's share 0.76 -> 0.85;
-    on five seeded variants of `default` the same on the mean (0.203 -> 0.203) and a
-    better worst learner on each (twenty-sixth and twenty-eighth rounds). Until the
-    twenty-eighth round "auto" was "undercut" everywhere. Default: "auto"."""
+    round). "behind" on `default`: 0.155 -> 0.119 (seeds 0-4), but worse on three seeded
+    variants of it (the storage loses more than the plants gain), so not the default
+    (twenty-fifth round); with `learning_rate_schedule` "linear" 0.132 -> 0.107 on
+    `default`, the same on five variants on the mean (twenty-sixth round).
+    Default: "auto"."""
 
     start_up_gamma: float | str = "auto"
     """Discount of the critics of learning plants with start-up costs when
@@ -842,13 +840,9 @@ class LearningConfig:
         v = self.equilibrium_teacher_storage_refresh
         return self.resolved_storage_teacher() == "best_move" if v == "auto" else bool(v)
 
-    def resolved_storage_prices(self, plant_bids: str | None = None) -> str:
-        """`storage_prices` for a run whose plants bid as ``plant_bids`` (the resolved
-        `plant_bids`; ``None`` when unknown). "auto": "behind" where the learning plants
-        bid on the env's grid ("undercut"), else "undercut"."""
-        if self.storage_prices != "auto":
-            return self.storage_prices
-        return "behind" if plant_bids == "undercut" else "undercut"
+    def resolved_storage_prices(self) -> str:
+        """`storage_prices` ("auto": "undercut")."""
+        return "undercut" if self.storage_prices == "auto" else self.storage_prices
 
     def resolved_start_up_gamma(self) -> float:
         """`start_up_gamma` as a number ("auto": max(`gamma`, 0.97))."""

@@ -54,10 +54,9 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
 def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
                     evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``foresight`` and ``plant_bids``
-    (both resolved for ``scenario``; left to the env's defaults without one),
-    ``storage_prices`` (resolved for the ``plant_bids`` the options end up with) and the
-    episode options of :func:`envs.episode_options` (training env, or with
+    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``, ``foresight`` and
+    ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
+    one) and the episode options of :func:`envs.episode_options` (training env, or with
     ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
     set) unless given."""
     from envs.episodes import episode_options
@@ -66,10 +65,10 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("max_bid_price", config.max_bid_price)
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
+    opts.setdefault("storage_prices", config.resolved_storage_prices())
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))
-    opts.setdefault("storage_prices", config.resolved_storage_prices(opts.get("plant_bids")))
     for k, v in episode_options(config, evaluation=evaluation).items():
         opts.setdefault(k, v)
     return opts

@@ -233,12 +233,8 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
 
     from agents.trainer import evaluate_policy
 
-    # "auto": behind the plants where they bid on the env's grid, else "undercut"
     assert LearningConfig().resolved_storage_prices() == "undercut"
-    assert LearningConfig().resolved_storage_prices("free") == "undercut"
-    assert LearningConfig().resolved_storage_prices("undercut") == "behind"
     assert LearningConfig(storage_prices="behind").resolved_storage_prices() == "behind"
-    assert LearningConfig(storage_prices="undercut").resolved_storage_prices("undercut") == "undercut"
     with pytest.raises(ConfigError, match="storage_prices"):
         LearningConfig().with_overrides(["storage_prices=grid"])
     with pytest.raises(ValueError, match="storage_prices"):
@@ -267,12 +263,6 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
     tr = Trainer(sc, cfg.with_overrides(["storage_prices=free"]), run_dir=None, seed=0, progress=False,
                  tensorboard=False)
     assert tr.core.storage_prices == "free"
-    # default's CCGTs have start-up costs: plant_bids "auto" puts them on the grid, and the
-    # storage goes behind them
-    tr = Trainer(sc, cfg.with_overrides(["plant_bids=auto"]), run_dir=None, seed=0, progress=False,
-                 tensorboard=False)
-    assert tr.core.plant_bids == tr.eval_core.plant_bids == "undercut"
-    assert tr.core.storage_prices == tr.eval_core.storage_prices == "behind"
 
 
 def test_storage_behind_offers_sit_half_a_tick_under_the_rule_offer():

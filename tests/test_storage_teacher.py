@@ -118,14 +118,13 @@ def _refreshed(storage_teacher: str, storage_prices: str = "auto"):
     return tr, seen[-1]["record"], tr.learner.teacher_data[-1][1]
 
 
-@pytest.mark.parametrize("storage_prices", ["auto", "undercut"])
+@pytest.mark.parametrize("storage_prices", ["auto", "behind"])
 def test_best_move_targets_bid_the_response_policy_through_the_grid(storage_prices):
     tr, rec, tgt = _refreshed("auto", storage_prices)
     core, mbp = tr.eval_core, tr.config.max_bid_price
-    # default's CCGTs bid on the grid, so "auto" puts the storage behind them
-    assert core.storage_prices == ("behind" if storage_prices == "auto" else "undercut")
+    assert core.storage_prices == ("undercut" if storage_prices == "auto" else "behind")
     tick = core.storage_offer_tick
-    assert tick == (0.005 if storage_prices == "auto" else 0.01)
+    assert tick == (0.01 if storage_prices == "auto" else 0.005)
     k = tr.agents.index(STORAGE)
     hours = np.asarray(rec.hours)
     policy = StorageResponsePolicy(rec, STORAGE, scenario=tr.scenario)
