@@ -469,6 +469,22 @@ class LearningConfig:
     evaluation before the first training episode). `best_profit`, `best_regret` and
     early stopping (reward) are unchanged. Default: "auto"."""
 
+    stay_out_fallback: bool = True
+    """After training, when a learning plant loses money over the evaluation episode of
+    the kept policy (`policies/best`), try that policy with each such plant's actor set
+    to offer at the top of its bid range whatever it observes (it stays out of the
+    market unless the price rises that far), evaluate it once with the exact analysis and
+    keep it as `policies/best` only when it is better by `best_policy_metric`
+    (`best_profit` and `best_regret` do not compete: withholding plants can raise the
+    others' profits). Against the same bids of the
+    others, a plant that loses money gains by offering nothing; a kept policy where it
+    still runs is one its own exact best response dominates. The manifest of a policy
+    kept this way names the plants (`stay_out`), and the run prints one line. Needs the
+    per-evaluation analysis (see `analysis_max_agents`) and a run folder; both runtimes
+    (the mango runtime after its containers stop). Measured on seeded variants of `default`, where
+    the dearer CCGT with a small best response is the one that loses money
+    (benchmarks/RESULTS.md, twenty-eighth round). Default: True."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1208,6 +1224,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "critic_search": _auto_or(_float(0.0)),
     "plant_cost_floor": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share", "gain"),
+    "stay_out_fallback": _to_bool,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

@@ -370,6 +370,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
     if s.get("equilibrium_teacher"):
         report = str(s["equilibrium_teacher"]).removeprefix("equilibrium teacher: ")
         print(f"  (trained with the equilibrium teacher: {report})")
+    if s.get("stay_out"):
+        print(f"  ({str(s['stay_out']).removeprefix('stay_out_fallback: ')})")
     from .reference import print_reference
 
     print_reference(s)

@@ -64,6 +64,9 @@ TEACHER_AUTO_WEIGHT = 100.0
 EQ_TEACHER_MAX_PASSES = 10
 EQ_TEACHER_TIME_LIMIT_S = 120.0
 EQ_TEACHER_BATCH = 256
+# stay_out_fallback: the pre-activation of a plant actor set to stay out (tanh(8) = 1 - 2e-7:
+# the top of its bid range)
+STAY_OUT_PREACTIVATION = 8.0
 # equilibrium_teacher_rollouts: copies of the training window each rollout round runs
 # (copy 0 with the bare actors, the others with Gaussian action noise of this scale,
 # a fraction of max_bid_price); each round is followed by equilibrium_teacher_steps / 3
@@ -428,11 +431,12 @@ class Learner:
         return self.episode_stats(acc.result(scales[0], lr), wall_seconds=time.perf_counter() - t_start,
                                   transitions=acc.hours * core.B)
 
-    def evaluate(self, core: MarketCore, scenario: Scenario, *, analysis: bool = True) -> EvalResult:
+    def evaluate(self, core: MarketCore, scenario: Scenario, *, analysis: bool = True,
+                 refresh: bool = True) -> EvalResult:
         """One deterministic episode (no noise) on copy 0 of ``core`` (reset with the
         run's evaluation seed); with the best-response analysis when ``analysis``. With
-        ``best_response_teacher`` the analysed episode also refreshes the teacher
-        (:meth:`refresh_teacher`)."""
+        ``best_response_teacher`` and ``refresh`` the analysed episode also refreshes the
+        teacher (:meth:`refresh_teacher`)."""
         seen: list[np.ndarray] = []
 
         def act(obs):
@@ -443,10 +447,23 @@ class Learner:
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis,
                                      exploitability_fn=pool.exploitability if pool is not None else None)
         ev = run_episode(episode, act)
-        if self.teacher_weight > 0 and self._br_taught.any() and getattr(ev, "analysis_result", None) is not None:
+        if (refresh and self.teacher_weight > 0 and self._br_taught.any()
+                and getattr(ev, "analysis_result", None) is not None):
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
                                  scenario=scenario, core=core)
         return ev
+
+    def stay_out(self, units: Sequence[int]) -> None:
+        """Set the actors of ``units`` (agent indices) to the action +1 in each of their
+        action dimensions whatever they observe (the last layer's weights 0, its bias
+        :data:`STAY_OUT_PREACTIVATION`): a plant then offers at the top of its bid range.
+        The other actors, the targets and the critics are left as they are."""
+        W, b = self.algo.actor_params[-2], self.algo.actor_params[-1]
+        with torch.no_grad():
+            for i in units:
+                d = int(self.act_dims[i])
+                W[i].zero_()
+                b[i, :d] = STAY_OUT_PREACTIVATION
 
     # ------------------------------------------------------------------ best-response teacher
     @property

@@ -32,7 +32,7 @@ from .evaluation import EvalResult, evaluation_episode, print_run_summary, run_e
 from .checkpoint import read_manifest
 from .learner import (EQ_TEACHER_COPIES, EpisodeStats, Learner, configure_torch_threads, default_torch_threads,
                       policy_load_path)
-from .recorder import RunRecorder, TrainResult, early_stop_message, finish_run
+from .recorder import RunRecorder, TrainResult, best_metric, early_stop_message, finish_run
 from .seeding import agent_generators, draw_seed
 
 __all__ = [
@@ -134,6 +134,7 @@ class Trainer:
         configure_torch_threads(cfg)
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
+        self.stay_out_report: str | None = None  # stay_out_fallback's line, when it acted
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
@@ -233,7 +234,7 @@ class Trainer:
 
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
-        continuing from :attr:`episode`."""
+        continuing from :attr:`episode`; then :meth:`stay_out_fallback`."""
         cfg = self.config
         if not cfg.learning_mode:  # run the loaded policies, as ASSUME does; no training
             t0 = time.perf_counter()
@@ -267,8 +268,18 @@ class Trainer:
                 break
         bar.close()
         self.recorder.flush()
+        self.stay_out_fallback()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
+
+    def stay_out_fallback(self) -> list[str]:
+        """``stay_out_fallback`` after training (:func:`stay_out_fallback`); its line is
+        kept in :attr:`stay_out_report`. Returns the plants kept out."""
+        names, report = stay_out_fallback(self.learner, self.recorder, self.scenario, self.eval_core,
+                                          analysis=self.analysis, progress=self.progress)
+        if report is not None:
+            self.stay_out_report = report
+        return names
 
     def prepare_equilibrium_teacher(self) -> None:
         """``equilibrium_teacher``: compute the equilibrium reference of the training hours
@@ -328,6 +339,8 @@ class Trainer:
         best-response analysis even above ``analysis_max_agents``)."""
         if self.equilibrium_teacher_report is not None:  # say where the learned bids come from
             extra = {"equilibrium_teacher": self.equilibrium_teacher_report, **(extra or {})}
+        if self.stay_out_report is not None:
+            extra = {"stay_out": self.stay_out_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -339,6 +352,67 @@ class Trainer:
             self._pending_reference.close()
             self._pending_reference = None
         self.recorder.close()
+
+
+def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                      analysis: bool, progress: bool = False) -> tuple[list[str], str | None]:
+    """``stay_out_fallback``: evaluate the run's ``policies/best`` with the analysis; where
+    learning plants lose money over that episode, evaluate it again with their actors set
+    to stay out (:meth:`agents.learner.Learner.stay_out`) and keep that as ``policies/best``
+    when it is better by ``best_policy_metric`` (its manifest names the plants under
+    ``trainer.stay_out``; ``best_profit`` and ``best_regret`` do not compete). The
+    learner's own actors are left as they were. Returns the plants kept out (empty when
+    none lost money or staying out was not better) and a one-line report (``None`` when
+    nothing was tried). Both runtimes call it when training ends."""
+    cfg = learner.config
+    run_dir = recorder.run_dir
+    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
+    if (not cfg.stay_out_fallback or not cfg.learning_mode or not analysis or best is None
+            or not (best / "manifest.json").exists()):
+        return [], None
+    kinds = np.asarray(eval_core.agent_kind)
+    algo = learner.algo
+    kept = [[p.detach().clone() for p in ps] for ps in (algo.actor_params, algo.actor_target_params)]
+    try:
+        manifest = learner.load(best, load_optimizers=False, load_critics=False)
+        if manifest.get("trainer", {}).get("stay_out"):  # already kept out (a resumed run)
+            return [], None
+        ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+        if ev.br_share is None:
+            return [], None
+        losing = [i for i in range(len(kinds)) if kinds[i] == "plant" and ev.agent_profit[i] < 0]
+        if not losing:
+            return [], None
+        learner.stay_out(losing)
+        ev2 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+        names = [learner.agents[i] for i in losing]
+        m0, m = ev.metrics(), {**ev2.metrics(), "stay_out": len(losing)}
+        # only policies/best competes (best_profit would keep a market some plants withhold from)
+        by = best_metric(cfg.best_policy_metric, m, recorder.best)
+        better = (m[by] < m0[by]) if by == "gain" else (m[by] > m0[by])
+        if better:
+            recorder.run_info["stay_out"] = names  # in the manifest ("trainer" part)
+            try:
+                recorder.save("best", dict(m), episode=manifest.get("episode"))
+            finally:
+                recorder.run_info.pop("stay_out", None)
+            recorder.best[by] = float(m[by])
+        gain = m0.get("gain", float("nan")), m.get("gain", float("nan"))
+        what = ", ".join(f"{a} ({ev.agent_profit[i]:,.0f} EUR)" for a, i in zip(names, losing))
+        if better:
+            report = (f"stay_out_fallback: {what} lost money in the kept policy's evaluation; kept with "
+                      f"{'it' if len(names) == 1 else 'them'} offering at the top of the bid range "
+                      f"(total gain from deviating {gain[0]:,.0f} -> {gain[1]:,.0f} EUR)")
+        else:
+            report = (f"stay_out_fallback: {what} lost money in the kept policy's evaluation; staying out was "
+                      f"not better (total gain from deviating {gain[0]:,.0f} -> {gain[1]:,.0f} EUR), kept as it was")
+        if progress:
+            print(report, flush=True)
+        return (names if better else []), report
+    finally:
+        for ps, old in zip((algo.actor_params, algo.actor_target_params), kept):
+            for p, o in zip(ps, old):
+                p.data.copy_(o)
 
 
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,

@@ -93,6 +93,7 @@ def test_defaults():
         critic_search="auto",
         plant_cost_floor="auto",
         best_policy_metric="auto",
+        stay_out_fallback=True,
         best_policy_interval="auto",
         critic_reward_scale=1.0,
         regret_scale=0.0,

@@ -94,6 +94,7 @@ class MangoRunResult:
     hours: int  # simulated hours cleared (training and evaluation)
     containers: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
 
 
 # --------------------------------------------------------------------------- timeline
@@ -655,7 +656,13 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
                port=port, env_options=env_options, progress=progress, tensorboard=tensorboard, analysis=analysis,
                exact=exact, timeouts=timeouts or Timeouts())
     try:
-        return asyncio.run(run.run())
+        res = asyncio.run(run.run())
+        # after the containers stopped: the same end of training as the plain loop's
+        from ..trainer import stay_out_fallback
+
+        _, res.stay_out_report = stay_out_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
+                                                   analysis=res.market.analysis, progress=progress)
+        return res
     except BaseException:
         run.workers.stop(2.0)
         run.recorder.close()
@@ -690,8 +697,11 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
                              res.stopped_early)
         runtime = {"kind": "mango", "containers": res.containers, "simulated_hours": res.hours,
                    "simulated_hours_per_s": round(res.hours / max(res.wall_time, 1e-9), 1)}
+        extra = {"runtime": runtime}
+        if res.stay_out_report is not None:
+            extra["stay_out"] = res.stay_out_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
-                   extra={"runtime": runtime})
+                   extra=extra)
     finally:
         res.recorder.close()
     return 0
