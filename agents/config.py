@@ -540,7 +540,8 @@ class LearningConfig:
     round). "behind" on `default`: 0.155 -> 0.119 (seeds 0-4), but worse on three seeded
     variants of it (the storage loses more than the plants gain), so not the default
     (twenty-fifth round); with `learning_rate_schedule` "linear" 0.132 -> 0.107 on
-    `default`, the same on five variants on the mean (twenty-sixth round).
+    `default`, the same on five variants on the mean (twenty-sixth round) and worse on
+    five more, 0.207 -> 0.237 (twenty-eighth round).
     Default: "auto"."""
 
     start_up_gamma: float | str = "auto"
