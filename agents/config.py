@@ -476,14 +476,15 @@ class LearningConfig:
     market unless the price rises that far), evaluate it once with the exact analysis and
     keep it as `policies/best` only when it is better by `best_policy_metric`
     (`best_profit` and `best_regret` do not compete: withholding plants can raise the
-    others' profits). Against the same bids of the
-    others, a plant that loses money gains by offering nothing; a kept policy where it
-    still runs is one its own exact best response dominates. The manifest of a policy
-    kept this way names the plants (`stay_out`), and the run prints one line. Needs the
-    per-evaluation analysis (see `analysis_max_agents`) and a run folder; both runtimes
-    (the mango runtime after its containers stop). Measured on seeded variants of `default`, where
-    the dearer CCGT with a small best response is the one that loses money
-    (benchmarks/RESULTS.md, twenty-eighth round). Default: True."""
+    others' profits). Against the same bids of the others, a plant that loses money gains
+    by offering nothing; a kept policy where it still runs is one its own exact best
+    response dominates. Taking it out also changes the market the others face, hence the
+    whole evaluation again. The manifest of a policy kept this way names the plants
+    (`trainer.stay_out`), and the run prints one line. Needs the per-evaluation analysis
+    (see `analysis_max_agents`) and a run folder; both runtimes (the mango runtime after
+    its containers stop). Measured on seeded variants of `default`, where the dearer CCGT
+    with a small best response is the one that loses money (benchmarks/RESULTS.md,
+    twenty-eighth round). Default: True."""
 
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic

@@ -134,7 +134,7 @@ class Trainer:
         configure_torch_threads(cfg)
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
-        self.stay_out_report: str | None = None  # stay_out_fallback's line, when it acted
+        self.stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
