@@ -390,6 +390,10 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         # only policies/best competes (best_profit would keep a market some plants withhold from)
         by = best_metric(cfg.best_policy_metric, m, recorder.best)
         better = (m[by] < m0[by]) if by == "gain" else (m[by] > m0[by])
+        what = ", ".join(f"{a} ({ev.agent_profit[i]:,.0f} EUR)" for a, i in zip(names, losing))
+        nan = float("nan")
+        change = f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
+        report = f"stay_out_fallback: {what} lost money in the kept policy's evaluation; "
         if better:
             recorder.run_info["stay_out"] = names  # in the manifest ("trainer" part)
             try:
@@ -397,15 +401,9 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
             finally:
                 recorder.run_info.pop("stay_out", None)
             recorder.best[by] = float(m[by])
-        gain = m0.get("gain", float("nan")), m.get("gain", float("nan"))
-        what = ", ".join(f"{a} ({ev.agent_profit[i]:,.0f} EUR)" for a, i in zip(names, losing))
-        if better:
-            report = (f"stay_out_fallback: {what} lost money in the kept policy's evaluation; kept with "
-                      f"{'it' if len(names) == 1 else 'them'} offering at the top of the bid range "
-                      f"(total gain from deviating {gain[0]:,.0f} -> {gain[1]:,.0f} EUR)")
+            report += f"kept with {'it' if len(names) == 1 else 'them'} offering at the top of the bid range ({change})"
         else:
-            report = (f"stay_out_fallback: {what} lost money in the kept policy's evaluation; staying out was "
-                      f"not better (total gain from deviating {gain[0]:,.0f} -> {gain[1]:,.0f} EUR), kept as it was")
+            report += f"staying out was not better ({change}), kept as it was"
         if progress:
             print(report, flush=True)
         return (names if better else []), report
