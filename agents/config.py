@@ -486,6 +486,28 @@ class LearningConfig:
     with a small best response is the one that loses money (benchmarks/RESULTS.md,
     twenty-eighth round). Default: True."""
 
+    start_up_markup_hours: float = 0.0
+    """The training env's `start_up_markup_hours` (`envs.MarketCore`): a learning plant with
+    a start-up cost that did not run in the previous hour offers both its parts at no
+    less than its marginal cost plus its start-up cost spread over this many hours at
+    minimum power, as heuristic bidders mark up a cold unit (ASSUME's flexABLE
+    strategies). 0 (default) leaves the offers as the actors say. Trained with 24 on
+    seeded variants of `default` it was no better on the mean (benchmarks/RESULTS.md,
+    twenty-ninth round); `start_up_markup_fallback` tries it on the kept policy instead.
+    Default: 0.0."""
+
+    start_up_markup_fallback: tuple[float, ...] = (12.0, 24.0, 48.0)
+    """After training (and `stay_out_fallback`), evaluate the kept policy (`policies/best`)
+    once more with the exact analysis for each of these `start_up_markup_hours` and keep
+    the best as `policies/best` when it is better by `best_policy_metric` than the policy
+    as trained; the actors stay as they are, the markup becomes part of the policy: its
+    manifest records it (`trainer.start_up_markup_hours`) and `train.py evaluate` bids
+    with it. It removes the starts a policy makes for a sliver of volume at a price just
+    above its cost, the variants' costliest failure. Only where a learning plant has a
+    start-up cost; needs the per-evaluation analysis and a run folder; both runtimes.
+    An empty list turns it off. Measured on seeded variants of `default`
+    (benchmarks/RESULTS.md, twenty-ninth round). Default: (12.0, 24.0, 48.0)."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1110,6 +1132,23 @@ def _sizes(v: Any) -> tuple[int, ...]:
         raise _Bad(desc) from None
 
 
+def _hours_list(v: Any) -> tuple[float, ...]:
+    desc = "a list of hours > 0, e.g. [12, 24, 48] ([] or null: none)"
+    if v is None or v is False:
+        return ()
+    if isinstance(v, str):
+        v = [p for p in v.strip().strip("[]()").replace(",", " ").split()]
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or len(v) > 16:
+        raise _Bad(desc)
+    to_hours = _float(0.0, 1e6, low_open=True)
+    try:
+        return tuple(to_hours(x) for x in v)
+    except _Bad:
+        raise _Bad(desc) from None
+
+
 _DURATION_DESC = "whole hours >= 1: an integer or a duration like '100h', '24h', '1d', '1w'"
 _UNIT_DW = re.compile(r"(\d\s*)([dw])(?![a-z])")
 
@@ -1227,6 +1266,8 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "plant_cost_floor": _auto_or(_float(0.0)),
     "best_policy_metric": _choice("auto", "reward", "br_share", "gain"),
     "stay_out_fallback": _to_bool,
+    "start_up_markup_hours": _float(0.0, 1e6),
+    "start_up_markup_fallback": _hours_list,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

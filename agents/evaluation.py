@@ -372,6 +372,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
         print(f"  (trained with the equilibrium teacher: {report})")
     if s.get("stay_out"):
         print(f"  ({str(s['stay_out']).removeprefix('stay_out_fallback: ')})")
+    if s.get("start_up_markup"):
+        print(f"  ({str(s['start_up_markup']).removeprefix('start_up_markup_fallback: ')})")
     from .reference import print_reference
 
     print_reference(s)

@@ -450,8 +450,12 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
         from .checkpoint import CheckpointError, read_manifest
 
         try:
-            if (read_manifest(best).get("metrics") or {}).get("before_training"):
+            manifest = read_manifest(best)
+            if (manifest.get("metrics") or {}).get("before_training"):
                 evaluated += " (the actors right after the equilibrium teacher's fit, before any training episode)"
+            mk = (manifest.get("trainer") or {}).get("start_up_markup_hours")
+            if mk is not None and float(mk) != eval_core.start_up_markup_hours:  # start_up_markup_fallback kept it
+                eval_core.set_start_up_markup(float(mk))
         except CheckpointError:
             pass
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)

@@ -54,7 +54,8 @@ def resolve_seed(seed: int | None, config: LearningConfig, scenario: Scenario | 
 def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, *,
                     evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
-    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``, ``foresight`` and
+    ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``,
+    ``start_up_markup_hours``, ``foresight`` and
     ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
     one) and the episode options of :func:`envs.episode_options` (training env, or with
     ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
@@ -66,6 +67,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("regret_scale", config.regret_scale)
     opts.setdefault("storage_bids", config.storage_bids)
     opts.setdefault("storage_prices", config.resolved_storage_prices())
+    opts.setdefault("start_up_markup_hours", config.start_up_markup_hours)
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))
@@ -135,6 +137,7 @@ class Trainer:
         self.env_options = dict(env_options or {})
         self.equilibrium_teacher_report: str | None = None
         self.stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
+        self.markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
@@ -163,7 +166,7 @@ class Trainer:
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
-                      "storage_prices": core.storage_prices},
+                      "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours},
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
             save_replay_buffer=save_replay_buffer, state_info=state_info,
@@ -234,7 +237,8 @@ class Trainer:
 
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
-        continuing from :attr:`episode`; then :meth:`stay_out_fallback`."""
+        continuing from :attr:`episode`; then :meth:`stay_out_fallback` and
+        :meth:`start_up_markup_fallback`."""
         cfg = self.config
         if not cfg.learning_mode:  # run the loaded policies, as ASSUME does; no training
             t0 = time.perf_counter()
@@ -269,6 +273,7 @@ class Trainer:
         bar.close()
         self.recorder.flush()
         self.stay_out_fallback()
+        self.start_up_markup_fallback()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
@@ -280,6 +285,15 @@ class Trainer:
         if report is not None:
             self.stay_out_report = report
         return names
+
+    def start_up_markup_fallback(self) -> float:
+        """``start_up_markup_fallback`` after training (:func:`start_up_markup_fallback`);
+        its line is kept in :attr:`markup_report`. Returns the markup kept (hours, 0: none)."""
+        hours, report = start_up_markup_fallback(self.learner, self.recorder, self.scenario, self.eval_core,
+                                                 analysis=self.analysis, progress=self.progress)
+        if report is not None:
+            self.markup_report = report
+        return hours
 
     def prepare_equilibrium_teacher(self) -> None:
         """``equilibrium_teacher``: compute the equilibrium reference of the training hours
@@ -341,6 +355,8 @@ class Trainer:
             extra = {"equilibrium_teacher": self.equilibrium_teacher_report, **(extra or {})}
         if self.stay_out_report is not None:
             extra = {"stay_out": self.stay_out_report, **(extra or {})}
+        if self.markup_report is not None:
+            extra = {"start_up_markup": self.markup_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -413,13 +429,78 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
                 p.data.copy_(o)
 
 
+def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                             analysis: bool, progress: bool = False) -> tuple[float, str | None]:
+    """``start_up_markup_fallback``: evaluate the run's ``policies/best`` with the analysis
+    (after :func:`stay_out_fallback`), then again with each of the key's
+    ``start_up_markup_hours`` in ``eval_core`` (a cold plant with a start-up cost offers at
+    least its cost plus that cost spread over so many hours at minimum power), and keep
+    the best of them as ``policies/best`` when it is better by ``best_policy_metric`` (its
+    manifest records the markup under ``trainer.start_up_markup_hours``, which
+    ``train.py evaluate`` and :func:`evaluate_policy` read; ``eval_core`` keeps it, so the
+    run's summary evaluates what was kept). The actors are not changed. Returns the
+    markup kept (the training env's when none was better) and a one-line report
+    (``None`` when nothing was tried: the key is empty, no learning plant has a start-up
+    cost, no analysis, no run folder, or ``policies/best`` already records a markup of
+    its own, e.g. in a resumed run). Both runtimes call it when training ends."""
+    cfg = learner.config
+    own = float(recorder.run_info.get("start_up_markup_hours", eval_core.start_up_markup_hours))  # as trained
+    hours = [float(h) for h in cfg.start_up_markup_fallback if float(h) != own]
+    run_dir = recorder.run_dir
+    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
+    if (not hours or not cfg.learning_mode or not analysis or best is None or not (best / "manifest.json").exists()
+            or not (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any()):
+        return own, None
+    algo = learner.algo
+    kept = [[p.detach().clone() for p in ps] for ps in (algo.actor_params, algo.actor_target_params)]
+    try:
+        manifest = learner.load(best, load_optimizers=False, load_critics=False)
+        recorded = float(manifest.get("trainer", {}).get("start_up_markup_hours") or 0.0)
+        if recorded != own:  # chosen before (a resumed run, or a second call)
+            eval_core.set_start_up_markup(recorded)
+            return recorded, None
+        eval_core.set_start_up_markup(own)
+        m0 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
+        if "gain" not in m0:
+            return own, None
+        by = best_metric(cfg.best_policy_metric, m0, recorder.best)
+        choice, mc = own, m0
+        for h in hours:
+            eval_core.set_start_up_markup(h)
+            m = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
+            if (m[by] < mc[by]) if by == "gain" else (m[by] > mc[by]):
+                choice, mc = h, m
+        eval_core.set_start_up_markup(choice)
+        nan = float("nan")
+        tried = ", ".join(f"{h:g}" for h in hours)
+        change = f"total gain from deviating {m0.get('gain', nan):,.0f} -> {mc.get('gain', nan):,.0f} EUR"
+        if choice != own:
+            recorder.run_info["start_up_markup_hours"] = choice  # in the manifest ("trainer" part)
+            try:
+                recorder.save("best", {**mc, "start_up_markup_hours": choice}, episode=manifest.get("episode"))
+            finally:
+                recorder.run_info["start_up_markup_hours"] = own
+            recorder.best[by] = float(mc[by])
+            report = (f"start_up_markup_fallback: kept with a start-up markup over {choice:g} h "
+                      f"(cold plants offer at least cost + start-up cost / ({choice:g} h x min power); {change})")
+        else:
+            report = f"start_up_markup_fallback: no start-up markup ({tried} h) was better, kept as it was"
+        if progress:
+            print(report, flush=True)
+        return choice, report
+    finally:
+        for ps, old in zip((algo.actor_params, algo.actor_target_params), kept):
+            for p, o in zip(ps, old):
+                p.data.copy_(o)
+
+
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,
                     env_options: dict[str, Any] | None = None, analysis: bool = True,
                     device: str | None = None) -> tuple[EvalResult, MarketCore]:
     """Run one deterministic episode with the actors of checkpoint ``policy`` (no
     training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
-    ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them)
-    and the seed come from
+    ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them),
+    ``start_up_markup_hours`` (0 where not recorded) and the seed come from
     the checkpoint's manifest unless given. Returns the result and the
     (one-copy, recording) core it ran on."""
     manifest = read_manifest(policy)
@@ -442,6 +523,7 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     # options read prices as given
     opts.setdefault("plant_bids", info.get("plant_bids", "free"))
     opts.setdefault("storage_prices", info.get("storage_prices", "free"))
+    opts.setdefault("start_up_markup_hours", float(info.get("start_up_markup_hours") or 0.0))
     core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))

@@ -143,6 +143,16 @@ class MarketCore:
             before the rule offer. Without it the two would tie and split the volume,
             and each could gain by undercutting the other by a tick, which neither grid
             can bid.
+        start_up_markup_hours: a learning plant with a start-up cost that was not
+            dispatched in the previous hour offers both its parts at no less than its
+            marginal cost plus its start-up cost spread over this many hours at its
+            minimum power (its maximum power where the minimum is 0), as heuristic
+            bidders mark up a cold unit's offer (ASSUME's flexABLE strategies do so
+            with the start-up cost). A start then pays for itself within about that many
+            hours, and the plant can no longer start for a sliver of volume at a price
+            just above its cost. Applied before ``plant_bids`` moves the prices; ``0``
+            (default) leaves the offers as the actions say. The exact analysis still
+            scores best responses over all prices.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -170,6 +180,7 @@ class MarketCore:
         storage_bids: str = "signed",
         plant_bids: str = "free",
         storage_prices: str = "free",
+        start_up_markup_hours: float = 0.0,
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
@@ -224,6 +235,7 @@ class MarketCore:
         self.floor = float(sc.market.price_floor)
         self.mechanism = sc.market.mechanism
         self._build_units()
+        self.set_start_up_markup(start_up_markup_hours)
         self._build_static_curves()
         self._build_forecasts()
         self.net = sc.network
@@ -664,6 +676,31 @@ class MarketCore:
         mean = float(window.mean())
         return mean, bool(self.price_forecast[t] <= mean)
 
+    def set_start_up_markup(self, hours: float) -> None:
+        """Set ``start_up_markup_hours`` (see the class docstring; ``0`` turns it off): the
+        markup of each learning plant, EUR/MWh, is kept in :attr:`start_up_markup`
+        ``(n_lp,)`` (0 for plants without a start-up cost)."""
+        h = float(hours)
+        if not (np.isfinite(h) and h >= 0.0):
+            raise ValueError(f"start_up_markup_hours must be a number >= 0 (0: no markup), got {hours!r}")
+        self.start_up_markup_hours = h
+        pl = self.scenario.plants
+        suc = np.asarray(pl.start_up_cost, dtype=float)[self.lp]
+        if h == 0.0 or not len(self.lp):
+            self.start_up_markup = np.zeros(len(self.lp))
+            return
+        power = np.asarray(pl.min_power, dtype=float)[self.lp]
+        power = np.where(power > 0, power, np.asarray(pl.max_power, dtype=float)[self.lp])
+        self.start_up_markup = np.where((suc > 0) & (power > 0), suc / np.maximum(power, 1e-9) / h, 0.0)
+
+    def cold_offer_floor(self, t: int) -> np.ndarray:
+        """``(B, n_lp)`` the lowest offer price of each learning plant in hour ``t`` under
+        ``start_up_markup_hours`` (-inf where it does not bind: no markup, or the plant was
+        dispatched in the previous hour)."""
+        mk = self.start_up_markup
+        cold = (self.last_dispatch[:, self.sl_plant] <= 0) & (mk > 0)
+        return np.where(cold, self.scenario.plants.marginal_cost[t, self.lp] + mk, -np.inf)
+
     def undercut(self, price: np.ndarray, t: int, tick: float = UNDERCUT_TICK) -> np.ndarray:
         """Offer prices (EUR/MWh, any shape) moved as ``plant_bids="undercut"`` does in
         hour ``t``: up to ``tick`` (:data:`UNDERCUT_TICK`; a storage unit's offers:
@@ -753,6 +790,9 @@ class MarketCore:
             inflex = np.minimum(pl.min_power[self.lp], avail)
             if self.lp_single.any():  # single-bid plants offer everything in their flexible column
                 inflex = np.where(self.lp_single, 0.0, inflex)
+            if self.start_up_markup_hours > 0:  # a cold plant offers at least cost + markup
+                floor = self.cold_offer_floor(t)
+                lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
             if self.plant_bids == "undercut":
                 lo, hi = self.undercut(lo, t), self.undercut(hi, t)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi

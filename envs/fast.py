@@ -226,11 +226,18 @@ class FastStep:
         mc_p = row[o[2]: o[3]]
         his = []
         ladder = row[o[8]: o[9]] if c.plant_bids == "undercut" else None
+        # start_up_markup_hours: a cold plant offers at least its cost + markup (core.cold_offer_floor)
+        markup = c.start_up_markup.tolist() if c.start_up_markup_hours > 0 else None
+        last_d = c.last_dispatch[0].tolist() if markup is not None else None
         for j in range(P):
             a0 = acts[j][0] * mbp
             a1 = acts[j][1] * mbp
             lo = a0 if a0 <= a1 else a1
             hi = a1 if a0 <= a1 else a0
+            if markup is not None and markup[j] > 0 and last_d[j] <= 0:
+                f = mc_p[j] + markup[j]
+                lo = lo if lo >= f else f
+                hi = hi if hi >= f else f
             if ladder is not None:  # MarketCore.undercut, one price at a time
                 lo, hi = _undercut(ladder, lo, mbp), _undercut(ladder, hi, mbp)
             sp.append(lo)

@@ -94,6 +94,8 @@ def test_defaults():
         plant_cost_floor="auto",
         best_policy_metric="auto",
         stay_out_fallback=True,
+        start_up_markup_hours=0.0,
+        start_up_markup_fallback=[12.0, 24.0, 48.0],
         best_policy_interval="auto",
         critic_reward_scale=1.0,
         regret_scale=0.0,

@@ -95,6 +95,7 @@ class MangoRunResult:
     containers: int
     history: list[dict[str, Any]] = field(default_factory=list)
     stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
+    markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
 
 
 # --------------------------------------------------------------------------- timeline
@@ -375,7 +376,7 @@ class _Run:
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard and run_dir is not None,
             run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
-                      "storage_prices": core.storage_prices},
+                      "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours},
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
@@ -658,10 +659,12 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
     try:
         res = asyncio.run(run.run())
         # after the containers stopped: the same end of training as the plain loop's
-        from ..trainer import stay_out_fallback
+        from ..trainer import start_up_markup_fallback, stay_out_fallback
 
         _, res.stay_out_report = stay_out_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                    analysis=res.market.analysis, progress=progress)
+        _, res.markup_report = start_up_markup_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
+                                                        analysis=res.market.analysis, progress=progress)
         return res
     except BaseException:
         run.workers.stop(2.0)
@@ -700,6 +703,8 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
         extra = {"runtime": runtime}
         if res.stay_out_report is not None:
             extra["stay_out"] = res.stay_out_report
+        if res.markup_report is not None:
+            extra["start_up_markup"] = res.markup_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra=extra)
     finally:

@@ -1,0 +1,163 @@
+"""``start_up_markup_hours``: a learning plant with a start-up cost that did not run in the
+previous hour offers at no less than its marginal cost plus its start-up cost spread over
+that many hours at minimum power; ``start_up_markup_fallback`` tries such markups on the
+kept policy after training and keeps the best by ``best_policy_metric``.
+
+What would be wrong if it broke: the offers a cold plant places (checked against the
+formula from the scenario), a warm plant's or a plant without start-up cost's offers
+(unchanged), the grid applied after the markup, the option's and keys' validation, and
+the fallback's choice (checked against independent evaluations of each markup), its
+record in the manifest and ``evaluate_policy`` bidding with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agents.checkpoint import read_manifest
+from agents.config import ConfigError, LearningConfig
+from agents.recorder import initial_best
+from agents.trainer import Trainer, evaluate_policy
+
+TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
+        "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
+        "validation_episodes_interval=10", "equilibrium_reference=false", "stay_out_fallback=false",
+        "start_up_markup_fallback=[]"]
+H = 48
+
+
+def _acts(core, prices: dict[str, float]) -> np.ndarray:
+    acts = np.zeros((1, core.n, core.max_act))
+    for name, p in prices.items():
+        acts[0, core.agents.index(name), :2] = p / core.max_bid_price
+    return acts
+
+
+@pytest.mark.parametrize("plant_bids", ["free", "undercut"])
+def test_a_cold_plant_offers_at_least_cost_plus_markup_and_a_warm_one_as_it_says(plant_bids):
+    sc = envs.load_scenario("default")
+    hours = 6.0
+    core = envs.MarketCore(sc, num_envs=1, plant_bids=plant_bids, start_up_markup_hours=hours)
+    plain = envs.MarketCore(sc, num_envs=1, plant_bids=plant_bids)
+    core.reset(np.random.default_rng(0))
+    plain.reset(np.random.default_rng(0))
+    pl = sc.plants
+    names = ["plant_ccgt-1", "plant_ccgt-2"]
+    js = [list(pl.names).index(n.removeprefix("plant_").replace("-", "_")) for n in names]
+    want_markup = pl.start_up_cost[js] / pl.min_power[js] / hours
+    np.testing.assert_allclose(core.start_up_markup, want_markup)
+    assert np.all(want_markup > 1.0)  # 20,000 EUR over 6 h at 200 MW: 16.7 EUR/MWh
+    low = _acts(core, {n: 5.0 for n in names})  # far below cost
+    t = core.hour
+    floor = pl.marginal_cost[t, js] + want_markup
+    if plant_bids == "undercut":
+        floor = core.undercut(floor, t)
+    got = core.build_bids(low, None)[4][0]
+    for k, n in enumerate(names):
+        i = core.agents.index(n)
+        np.testing.assert_allclose(got[i], [floor[k], floor[k]], rtol=0, atol=1e-9)  # cold at the first hour
+    assert np.all(plain.build_bids(low, None)[4][0, [core.agents.index(n) for n in names]] < floor.min())
+    high = _acts(core, {n: 99.0 for n in names})  # above the floor: as the action says
+    np.testing.assert_array_equal(core.build_bids(high, None)[4], plain.build_bids(high, None)[4])
+    # a step at the bottom of the range: the markup keeps both out of the first hour
+    bottom = _acts(core, {n: -100.0 for n in names})
+    out = core.step(bottom, None)
+    ref = plain.step(bottom, None)
+    idx = [core.agents.index(n) for n in names]
+    assert np.all(out.accepted[0, idx] == 0) and np.all(ref.accepted[0, idx] > 0)
+    # warm (dispatched the hour before): offers as the actions say
+    core.last_dispatch[0, idx] = ref.accepted[0, idx]
+    np.testing.assert_array_equal(core.build_bids(low, None)[4][0, idx], plain.build_bids(low, None)[4][0, idx])
+    core.last_dispatch[0, idx[0]] = 0.0  # one cold, one warm
+    got = core.build_bids(low, None)[4][0]
+    t = core.hour
+    f0 = pl.marginal_cost[t, js[0]] + want_markup[0]
+    f0 = core.undercut(np.array([f0]), t)[0] if plant_bids == "undercut" else f0
+    np.testing.assert_allclose(got[idx[0]], [f0, f0], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(got[idx[1]], plain.build_bids(low, None)[4][0, idx[1]])
+    # a plant without start-up cost is never marked up
+    sc2 = envs.load_scenario("default")
+    sc2.plants.start_up_cost[js[0]] = 0.0
+    c2 = envs.MarketCore(sc2, num_envs=1, plant_bids=plant_bids, start_up_markup_hours=hours)
+    c2.reset(np.random.default_rng(0))
+    assert c2.start_up_markup[0] == 0.0 and c2.start_up_markup[1] > 0.0
+    i0 = c2.agents.index(names[0])
+    np.testing.assert_array_equal(c2.build_bids(low, None)[4][0, i0], plain.build_bids(low, None)[4][0, i0])
+
+
+def test_option_and_keys_are_validated():
+    with pytest.raises(ValueError, match="start_up_markup_hours"):
+        envs.MarketCore(envs.load_scenario("tiny"), start_up_markup_hours=-1)
+    with pytest.raises((ValueError, TypeError), match="start_up_markup_hours"):
+        envs.parallel_env("tiny", start_up_markup_hours="soon")
+    with pytest.raises(ConfigError, match="start_up_markup_hours"):
+        LearningConfig().with_overrides(["start_up_markup_hours=-2"])
+    with pytest.raises(ConfigError, match="start_up_markup_fallback"):
+        LearningConfig().with_overrides(["start_up_markup_fallback=[0]"])
+    assert LearningConfig().with_overrides(["start_up_markup_fallback=null"]).start_up_markup_fallback == ()
+    assert LearningConfig.from_dict({"start_up_markup_fallback": [6, 24]}).start_up_markup_fallback == (6.0, 24.0)
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + ["start_up_markup_hours=12"])
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
+    assert tr.core.start_up_markup_hours == tr.eval_core.start_up_markup_hours == 12.0
+    tr.close()
+
+
+def _plant_constant(tr: Trainer, name: str, pre: float) -> None:
+    i = tr.agents.index(name)
+    W, b = tr.learner.algo.actor_params[-2], tr.learner.algo.actor_params[-1]
+    with torch.no_grad():
+        W[i].zero_()
+        b[i, : int(tr.learner.act_dims[i])] = pre
+
+
+def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
+    """`ccgt_2` with a start-up cost of 1 M EUR bids at the bottom of its range: it starts at
+    the first hour and loses money. A markup keeps it cold (its floor lies far above any
+    price); the fallback must pick what independent evaluations of each markup say is
+    best, record it in the manifest, and `evaluate_policy` must bid with it."""
+    sc = envs.load_scenario("default")
+    sc.plants.start_up_cost[list(sc.plants.names).index("ccgt_2")] = 1e6
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY)
+    run = tmp_path / "run"
+    tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
+    tr.train()
+    assert tr.markup_report is None  # the key was empty
+    _plant_constant(tr, "plant_ccgt-2", -8.0)
+    ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
+    tr.recorder.best = initial_best()
+    assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
+    best = run / "policies" / "best"
+    assert read_manifest(best)["trainer"]["start_up_markup_hours"] == 0.0
+    gains = {h: evaluate_policy(sc, cfg, best, seed=0, env_options={"max_cycles": H, "start_up_markup_hours": h})[0]
+             .metrics()["gain"] for h in (0.0, 6.0, 24.0)}
+    want = min(gains, key=lambda h: (gains[h], h))
+    assert want != 0.0 and gains[want] < gains[0.0]
+
+    tr.learner.config = cfg.with_overrides(["start_up_markup_fallback=[6, 24]"])
+    assert tr.start_up_markup_fallback() == want
+    assert "kept with a start-up markup" in tr.markup_report
+    assert read_manifest(best)["trainer"]["start_up_markup_hours"] == want
+    assert tr.eval_core.start_up_markup_hours == want  # the summary evaluates what was kept
+    ev2, core = evaluate_policy(sc, cfg, best, seed=0, env_options={"max_cycles": H})
+    assert core.start_up_markup_hours == want
+    assert ev2.metrics()["gain"] == pytest.approx(gains[want], rel=1e-9)
+    report = tr.markup_report
+    assert tr.start_up_markup_fallback() == want and tr.markup_report == report  # chosen once
+    for other in ("best_profit", "best_regret"):  # only policies/best competes
+        if (best.parent / other / "manifest.json").exists():
+            assert read_manifest(best.parent / other)["trainer"]["start_up_markup_hours"] == 0.0
+
+    # a policy the markup does not change: both plants offer at the top, never dispatched
+    tr.eval_core.set_start_up_markup(0.0)
+    _plant_constant(tr, "plant_ccgt-1", 8.0)
+    _plant_constant(tr, "plant_ccgt-2", 8.0)
+    ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
+    tr.recorder.best = initial_best()
+    assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
+    assert tr.start_up_markup_fallback() == 0.0
+    assert "no start-up markup" in tr.markup_report
+    assert read_manifest(best)["trainer"]["start_up_markup_hours"] == 0.0
+    tr.close()
