@@ -250,7 +250,10 @@ def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
     (``envs.analysis.best_response(..., plant_prices=core.undercut)``), i.e. the best its
     actions can do against the same bids. The gap to the unrestricted best response is
     gain no action of the env can take (e.g. one tick under another learner). Empty for
-    free plant bids, without an analysed record, or in a zonal/nodal market."""
+    free plant bids, without an analysed record, or in a zonal/nodal market. With a
+    ``start_up_markup_hours`` the grid's prices are taken as they are for every hour
+    (the markup's floor on a cold plant's offers is not applied), so the figure can lie
+    above what the env's actions reach."""
     rec = ev.record
     if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") != "undercut"
             or getattr(core.scenario, "network", None) is not None):
@@ -293,11 +296,14 @@ def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episode
                 stopped_early: bool, best: dict[str, float]) -> dict[str, Any]:
     """The JSON summary of a run: the final evaluation, per agent with its best response."""
     agents = _agent_rows(scenario, core, ev, dispatch=True)
-    return {
+    out = {
         "scenario": scenario.name, "study_case": scenario.study_case,
         "episodes": int(episodes), "wall_time_s": round(float(wall_time), 2), "stopped_early": bool(stopped_early),
         "best": dict(best), "evaluation": ev.metrics(), "agents": agents,
     }
+    if getattr(core, "start_up_markup_hours", 0.0):  # the policy bids with a start-up markup
+        out["start_up_markup_hours"] = float(core.start_up_markup_hours)
+    return out
 
 
 def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, policy: str | None = None) -> dict[str, Any]:
@@ -307,6 +313,8 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
                            "hours": int(ev.record.n_hours) if ev.record is not None else None,
                            "evaluation": ev.metrics(), "agents": {}}
     out["agents"] = _agent_rows(scenario, core, ev, dispatch=False)
+    if getattr(core, "start_up_markup_hours", 0.0):
+        out["start_up_markup_hours"] = float(core.start_up_markup_hours)
     return out
 
 
@@ -360,7 +368,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
                   "(best response bidding the whole volume, as the env's storage action does)")
         if "grid_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  on the env's grid {r['grid_best_response_profit']:>10,.0f} EUR "
-                  "(best response within the offer prices its actions can bid, plant_bids: undercut)")
+                  "(best response within the offer prices its actions can bid, plant_bids: undercut"
+                  + ("; without the start-up markup)" if s.get("start_up_markup_hours") else ")"))
         if "on_off" in r:
             print(f"  {'':<30s} {on_off_line(r['on_off'])}")
         if "gain_by_hours" in r:

@@ -18,7 +18,8 @@ import torch
 import envs
 from agents.checkpoint import read_manifest
 from agents.config import ConfigError, LearningConfig
-from agents.recorder import initial_best
+from agents.evaluation import evaluation_summary
+from agents.recorder import TrainResult, initial_best
 from agents.trainer import Trainer, evaluate_policy
 
 TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
@@ -144,8 +145,14 @@ def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
     ev2, core = evaluate_policy(sc, cfg, best, seed=0, env_options={"max_cycles": H})
     assert core.start_up_markup_hours == want
     assert ev2.metrics()["gain"] == pytest.approx(gains[want], rel=1e-9)
+    assert evaluation_summary(sc, core, ev2)["start_up_markup_hours"] == want
     report = tr.markup_report
     assert tr.start_up_markup_fallback() == want and tr.markup_report == report  # chosen once
+    # the run's summary evaluates policies/best with the markup its manifest records
+    tr.eval_core.set_start_up_markup(0.0)
+    summary = tr.finish(TrainResult(run, 2, 1.0, dict(tr.recorder.best), [], None, False), plots=False)
+    assert summary["start_up_markup_hours"] == want and "kept with a start-up markup" in summary["start_up_markup"]
+    assert summary["evaluation"]["gain"] == pytest.approx(gains[want], rel=1e-9)
     for other in ("best_profit", "best_regret"):  # only policies/best competes
         if (best.parent / other / "manifest.json").exists():
             assert read_manifest(best.parent / other)["trainer"]["start_up_markup_hours"] == 0.0
