@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,26 @@ class Trainer:
         self.recorder.close()
 
 
+@contextmanager
+def _actors_restored(learner: Learner):
+    """The learner's actors and target actors as they are now, put back on exit (the
+    fallbacks below load ``policies/best`` and change actors only to evaluate them)."""
+    algo = learner.algo
+    kept = [[p.detach().clone() for p in ps] for ps in (algo.actor_params, algo.actor_target_params)]
+    try:
+        yield
+    finally:
+        for ps, old in zip((algo.actor_params, algo.actor_target_params), kept):
+            for p, o in zip(ps, old):
+                p.data.copy_(o)
+
+
+def _better(by: str, new: dict[str, float], old: dict[str, float]) -> bool:
+    """Whether evaluation metrics ``new`` beat ``old`` by ``best_metric``'s ``by`` (lower
+    total gain, else higher share or reward)."""
+    return new[by] < old[by] if by == "gain" else new[by] > old[by]
+
+
 def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
                       analysis: bool, progress: bool = False) -> tuple[list[str], str | None]:
     """``stay_out_fallback``: evaluate the run's ``policies/best`` with the analysis; where
@@ -387,9 +408,7 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
             or not (best / "manifest.json").exists()):
         return [], None
     kinds = np.asarray(eval_core.agent_kind)
-    algo = learner.algo
-    kept = [[p.detach().clone() for p in ps] for ps in (algo.actor_params, algo.actor_target_params)]
-    try:
+    with _actors_restored(learner):
         manifest = learner.load(best, load_optimizers=False, load_critics=False)
         if manifest.get("trainer", {}).get("stay_out"):  # already kept out (a resumed run)
             return [], None
@@ -405,7 +424,7 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         m0, m = ev.metrics(), {**ev2.metrics(), "stay_out": len(losing)}
         # only policies/best competes (best_profit would keep a market some plants withhold from)
         by = best_metric(cfg.best_policy_metric, m, recorder.best)
-        better = (m[by] < m0[by]) if by == "gain" else (m[by] > m0[by])
+        better = _better(by, m, m0)
         what = ", ".join(f"{a} ({ev.agent_profit[i]:,.0f} EUR)" for a, i in zip(names, losing))
         nan = float("nan")
         change = f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
@@ -423,10 +442,6 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         if progress:
             print(report, flush=True)
         return (names if better else []), report
-    finally:
-        for ps, old in zip((algo.actor_params, algo.actor_target_params), kept):
-            for p, o in zip(ps, old):
-                p.data.copy_(o)
 
 
 def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
@@ -451,9 +466,7 @@ def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: 
     if (not hours or not cfg.learning_mode or not analysis or best is None or not (best / "manifest.json").exists()
             or not (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any()):
         return own, None
-    algo = learner.algo
-    kept = [[p.detach().clone() for p in ps] for ps in (algo.actor_params, algo.actor_target_params)]
-    try:
+    with _actors_restored(learner):
         manifest = learner.load(best, load_optimizers=False, load_critics=False)
         recorded = float(manifest.get("trainer", {}).get("start_up_markup_hours") or 0.0)
         if recorded != own:  # chosen before (a resumed run, or a second call)
@@ -468,7 +481,7 @@ def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: 
         for h in hours:
             eval_core.set_start_up_markup(h)
             m = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
-            if (m[by] < mc[by]) if by == "gain" else (m[by] > mc[by]):
+            if _better(by, m, mc):
                 choice, mc = h, m
         eval_core.set_start_up_markup(choice)
         nan = float("nan")
@@ -488,10 +501,6 @@ def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: 
         if progress:
             print(report, flush=True)
         return choice, report
-    finally:
-        for ps, old in zip((algo.actor_params, algo.actor_target_params), kept):
-            for p, o in zip(ps, old):
-                p.data.copy_(o)
 
 
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,
