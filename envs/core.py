@@ -152,7 +152,8 @@ class MarketCore:
             hours, and the plant can no longer start for a sliver of volume at a price
             just above its cost. Applied before ``plant_bids`` moves the prices; ``0``
             (default) leaves the offers as the actions say. The exact analysis still
-            scores best responses over all prices.
+            scores best responses over all prices. These are hours of time (energy =
+            minimum power x hours), also with a sub-hourly ``time_step``.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
