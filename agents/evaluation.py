@@ -251,17 +251,19 @@ def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
     actions can do against the same bids. The gap to the unrestricted best response is
     gain no action of the env can take (e.g. one tick under another learner). Empty for
     free plant bids, without an analysed record, or in a zonal/nodal market. With a
-    ``start_up_markup_hours`` the grid's prices are taken as they are for every hour
-    (the markup's floor on a cold plant's offers is not applied), so the figure can lie
-    above what the env's actions reach."""
+    ``start_up_markup_hours`` a plant's offers after an hour without dispatch are raised
+    to its floor first (``cold_prices``), as the env raises them. As for any best
+    response, the others' bids are held as recorded; under a markup they would in fact
+    move where the plant's deviation changes whether another plant ran the hour before."""
     rec = ev.record
     if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") != "undercut"
             or getattr(core.scenario, "network", None) is not None):
         return {}
-    from envs.analysis import best_response
+    from envs.analysis import best_response, cold_offer_map
 
-    return {a: float(best_response(rec, a, plant_prices=core.undercut).best_profit)
-            for a, kind in zip(core.agents, core.agent_kind) if kind == "plant"}
+    return {a: float(best_response(rec, a, plant_prices=core.undercut,
+                                   cold_prices=cold_offer_map(core, i, core.undercut)).best_profit)
+            for i, (a, kind) in enumerate(zip(core.agents, core.agent_kind)) if kind == "plant"}
 
 
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
@@ -369,7 +371,7 @@ def print_run_summary(s: dict[str, Any]) -> None:
         if "grid_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  on the env's grid {r['grid_best_response_profit']:>10,.0f} EUR "
                   "(best response within the offer prices its actions can bid, plant_bids: undercut"
-                  + ("; without the start-up markup)" if s.get("start_up_markup_hours") else ")"))
+                  + ("; a cold plant's offers marked up)" if s.get("start_up_markup_hours") else ")"))
         if "on_off" in r:
             print(f"  {'':<30s} {on_off_line(r['on_off'])}")
         if "gain_by_hours" in r:

@@ -533,9 +533,11 @@ class Learner:
                 # actor can reproduce; the unrestricted one often needs a price between two rule
                 # offers), each price taught at the middle of the range the grid moves to it
                 # instead of lowered by the margin (RESULTS.md, twenty-third round)
-                from envs.analysis import best_response
+                from envs.analysis import best_response, cold_offer_map
 
-                grid = best_response(record, a, ties="cost", plant_prices=to_grid)
+                # under a start-up markup a cold plant's offers are raised first, as the env does
+                cold = cold_offer_map(grid_of, k, to_grid) if grid_of is not None else None
+                grid = best_response(record, a, ties="cost", plant_prices=to_grid, cold_prices=cold)
                 hours = np.asarray(record.hours)[:H]
                 price = np.asarray(grid.best_price[:H, :d], dtype=np.float64)
                 centre = np.stack([centre_of(price[h], int(hours[h])) for h in range(H)])

@@ -143,6 +143,7 @@ __all__ = [
     "soc_grid",
     "gain_by_hours",
     "gain_by_hours_line",
+    "cold_offer_map",
     "MAX_ROWS",
 ]
 
@@ -374,6 +375,36 @@ def _mapped(C: np.ndarray, record: EpisodeRecord, price_map) -> np.ndarray:
     hours = np.asarray(record.hours)
     out = np.stack([np.asarray(price_map(C[h], int(hours[h])), dtype=float) for h in range(C.shape[0])])
     return np.sort(out, axis=1)
+
+
+def _mapped_rows(own: np.ndarray, record: EpisodeRecord, price_map) -> np.ndarray:
+    """Own price vectors ``own`` ``(H, P, k)`` with every price of each hour mapped by
+    ``price_map(prices, hour)`` (a non-decreasing map, so each vector stays sorted)."""
+    hours = np.asarray(record.hours)
+    H, P, k = own.shape
+    return np.stack([np.asarray(price_map(own[h].ravel(), int(hours[h])), dtype=float).reshape(P, k)
+                     for h in range(H)])
+
+
+def cold_offer_map(core, agent: int, price_map=None):
+    """The offer prices a learning plant of ``core`` (an :class:`envs.core.MarketCore`;
+    ``agent`` its agent index) bids after an hour without dispatch under the env's
+    ``start_up_markup_hours``, as a map ``(prices, hour) -> prices`` for
+    :func:`best_response`'s ``cold_prices``: raised to at least the plant's marginal cost
+    plus its markup, then through ``price_map`` (e.g. ``core.undercut``; ``None``: as
+    they are). ``None`` when the plant has no markup."""
+    k = int(agent) - int(core.sl_plant.start or 0)  # learning plants come first
+    if not (0 <= k < len(core.lp)):
+        raise ValueError(f"agent {agent} is not a learning plant of this market")
+    mk = float(core.start_up_markup[k]) if core.start_up_markup_hours > 0 else 0.0
+    if mk <= 0.0:
+        return None
+    mc = core.scenario.plants.marginal_cost[:, core.lp[k]]
+
+    def cold(price, hour):
+        p = np.maximum(np.asarray(price, dtype=float), mc[hour] + mk)
+        return p if price_map is None else price_map(p, hour)
+    return cold
 
 
 def _candidates(record: EpisodeRecord, sl: _Slots, tick: float, extra: np.ndarray) -> np.ndarray:
@@ -1257,16 +1288,19 @@ def _on_off_path(on_val: np.ndarray, off_val: np.ndarray, start_up: float, on0: 
                  rec_on: np.ndarray) -> np.ndarray:
     """Exact on/off schedule maximising ``sum(value) - start_up * starts``: hour ``h``
     earns ``on_val[h]`` when dispatched (a start when the hour before was off) and
-    ``off_val[h]`` otherwise (``-inf`` = impossible). Ties keep the recorded state
-    ``rec_on``. Returns ``(H,)`` bool."""
+    ``off_val[h]`` otherwise (``-inf`` = impossible). Values ``(H, 2)`` instead of
+    ``(H,)`` depend on the state before the hour (column 0: not dispatched, 1:
+    dispatched). Ties keep the recorded state ``rec_on``. Returns ``(H,)`` bool."""
     H = len(on_val)
+    on_val = np.asarray(on_val, dtype=float).reshape(H, -1)[:, [0, -1]]
+    off_val = np.asarray(off_val, dtype=float).reshape(H, -1)[:, [0, -1]]
     V = np.zeros(2)  # value from hour h on, given the state before hour h (0 off, 1 on)
     dec = np.zeros((H, 2), dtype=bool)
     for h in range(H - 1, -1, -1):
         newV = np.empty(2)
         for x in (0, 1):
-            a_on = on_val[h] - (start_up if x == 0 else 0.0) + V[1]
-            a_off = off_val[h] + V[0]
+            a_on = on_val[h, x] - (start_up if x == 0 else 0.0) + V[1]
+            a_off = off_val[h, x] + V[0]
             tol = 1e-9 * (1.0 + abs(max(a_on, a_off))) if np.isfinite(max(a_on, a_off)) else 0.0
             if abs(a_on - a_off) <= tol:
                 d = bool(rec_on[h])
@@ -1296,6 +1330,7 @@ def best_response(
     ties: str = "recorded",
     storage_off_grid: bool = True,
     plant_prices=None,
+    cold_prices=None,
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -1341,6 +1376,14 @@ def best_response(
             env's action space, which a policy of that env can reproduce exactly (a
             teacher's target); the unrestricted one (``None``, default) is the yardstick
             of exploitability. Other unit kinds are not affected.
+        cold_prices: for a plant with a start-up cost, the map ``(prices, hour) ->
+            prices`` its offers go through in an hour after one without dispatch, in
+            place of ``plant_prices`` (the env's ``start_up_markup_hours``: a cold plant
+            offers at no less than its marginal cost plus the markup, then on the grid;
+            see :func:`cold_offer_map`). The on/off programme then takes each hour's
+            best bid from the prices the plant can bid in the state it is in, so the
+            result is the best response within such an env's actions. ``None``
+            (default): the same prices in both states.
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
@@ -1390,19 +1433,23 @@ def best_response(
         own = np.concatenate([np.clip(np.where(np.isnan(first), sl.hi, first), sl.lo, sl.hi), C], axis=1)[:, :, None]
     P = own.shape[1]
 
-    profit = np.empty((H, P))
-    on = np.empty((H, P), dtype=bool)
-    step = max(1, MAX_ROWS // P)
-    for h0 in range(0, H, step):
-        h1 = min(H, h0 + step)
-        o = own[h0:h1]
-        if sl.kind == "storage":
-            s_price = np.repeat(o, len(sl.s_cols), axis=2)
-            d_price = np.repeat(o, len(sl.d_cols), axis=2)
-        else:
-            s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
-            d_price = np.zeros((h1 - h0, P, 0))
-        profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
+    def outcomes(own):  # profit and dispatch (H, P) of every own price vector of every hour
+        profit = np.empty((H, P))
+        on = np.empty((H, P), dtype=bool)
+        step = max(1, MAX_ROWS // P)
+        for h0 in range(0, H, step):
+            h1 = min(H, h0 + step)
+            o = own[h0:h1]
+            if sl.kind == "storage":
+                s_price = np.repeat(o, len(sl.s_cols), axis=2)
+                d_price = np.repeat(o, len(sl.d_cols), axis=2)
+            else:
+                s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
+                d_price = np.zeros((h1 - h0, P, 0))
+            profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
+        return profit, on
+
+    profit, on = outcomes(own)
 
     rows = np.arange(H)
     dist = None
@@ -1418,11 +1465,29 @@ def best_response(
         off_val = np.where(on, -np.inf, profit)
         b_on, b_off = _prefer_first(on_val, dist), _prefer_first(off_val, dist)
         rec_on = dispatched(record, i)
-        path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc,
-                            bool(record.agent_prev_dispatch[0, i] > 0), rec_on)
-        best = np.where(path, b_on, b_off)
+        on0 = bool(record.agent_prev_dispatch[0, i] > 0)
+        if cold_prices is None:
+            path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc, on0, rec_on)
+            best = np.where(path, b_on, b_off)
+            best_profit = profit[rows, best] - suc * _start_hours(path, on0)
+        else:
+            # after an hour without dispatch the plant bids the cold prices: a second set
+            # of outcomes, and the programme reads each hour's values in the state it is in
+            own_c = _mapped_rows(own, record, cold_prices)
+            profit_c, on_c = outcomes(own_c)
+            dist_c = np.abs(own_c - c[:, None, :]).sum(axis=2) if dist is not None else None
+            on_val_c = np.where(on_c, profit_c, -np.inf)
+            off_val_c = np.where(on_c, -np.inf, profit_c)
+            b_on_c, b_off_c = _prefer_first(on_val_c, dist_c), _prefer_first(off_val_c, dist_c)
+            path = _on_off_path(np.stack([on_val_c[rows, b_on_c], on_val[rows, b_on]], axis=1),
+                                np.stack([off_val_c[rows, b_off_c], off_val[rows, b_off]], axis=1),
+                                suc, on0, rec_on)
+            warm = np.concatenate([[on0], path[:-1]])
+            best = np.where(path, np.where(warm, b_on, b_on_c), np.where(warm, b_off, b_off_c))
+            own = np.where(warm[:, None, None], own, own_c)
+            profit = np.where(warm[:, None], profit, profit_c)
+            best_profit = profit[rows, best] - suc * _start_hours(path, on0)
         best_on = path
-        best_profit = profit[rows, best] - suc * _start_hours(path, record.agent_prev_dispatch[0, i] > 0)
     else:
         best = _prefer_first(profit, dist)
         best_profit = profit[rows, best]

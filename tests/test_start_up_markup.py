@@ -7,7 +7,10 @@ What would be wrong if it broke: the offers a cold plant places (checked against
 formula from the scenario), a warm plant's or a plant without start-up cost's offers
 (unchanged), the grid applied after the markup, the option's and keys' validation, and
 the fallback's choice (checked against independent evaluations of each markup), its
-record in the manifest and ``evaluate_policy`` bidding with it."""
+record in the manifest and ``evaluate_policy`` bidding with it; the best response within
+such an env's actions (``best_response(..., cold_prices=...)``: a replay through the env
+that earns anything but the reported profit, a result unlike a brute force over on/off
+patterns with the prices of each state, or the teacher's targets off it)."""
 
 from __future__ import annotations
 
@@ -168,3 +171,108 @@ def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
     assert "no start-up markup" in tr.markup_report
     assert read_manifest(best)["trainer"]["start_up_markup_hours"] == 0.0
     tr.close()
+
+
+# ------------------------------------------------------------------ best response under a markup
+def _random_record(markup: float, hours: int, other: str, seed: int):
+    """A recorded episode of `default` on the grid with a markup: random offers of the
+    learning plant under study, the other learning plant always offering above its floor
+    (so its offers do not depend on the first plant's dispatch) and the storage waiting."""
+    core = envs.MarketCore(envs.load_scenario("default"), num_envs=1, plant_bids="undercut",
+                           max_cycles=hours, start_up_markup_hours=markup)
+    rng = np.random.default_rng(seed)
+    acts = rng.uniform(-1.0, 1.0, (hours, 1, core.n, core.max_act))
+    acts[:, :, core.agents.index("storage_pumped-storage-1")] = 1.0
+    o = core.agents.index(other)
+    acts[:, :, o, :2] = 0.7 + 0.3 * np.abs(acts[:, :, o, :2])  # >= 70 EUR/MWh: above its cost + markup
+    return core, acts, _replay(core, acts)
+
+
+def _replay(core, acts):
+    core.recording = True
+    core.reset(np.random.default_rng(0))
+    for h in range(acts.shape[0]):
+        core.step(acts[h])
+    return core.episode_record()
+
+
+@pytest.mark.parametrize("plant,other", [("plant_ccgt-1", "plant_ccgt-2"), ("plant_ccgt-2", "plant_ccgt-1")])
+def test_best_response_with_cold_prices_replays_through_a_marked_up_env_to_its_profit(plant, other):
+    from envs.analysis import best_response, cold_offer_map
+
+    Hh = 72
+    core, acts, rec = _random_record(6.0, Hh, other, seed=5)
+    k = rec.agents.index(plant)
+    hours = np.asarray(rec.hours)
+    cold = cold_offer_map(core, k, core.undercut)
+    out = {}
+    for name, kw in (("cold", {"cold_prices": cold}), ("plain", {})):
+        br = best_response(rec, k, plant_prices=core.undercut, **kw)
+        mine = acts.copy()
+        for h in range(Hh):
+            mine[h, 0, k, :2] = core.undercut_centre(br.best_price[h], int(hours[h])) / core.max_bid_price
+        out[name] = (br, _replay(core, mine).agent_profit[:, k])
+    br, got = out["cold"]
+    np.testing.assert_allclose(got, br.best_profit_per_hour, rtol=0, atol=1e-6)
+    # every hour after one without dispatch bids at least the floor (on the grid)
+    warm = np.concatenate([[rec.agent_prev_dispatch[0, k] > 0], br.best_on[:-1]])
+    mc = core.scenario.plants.marginal_cost[hours, core.lp[k]]
+    floor = np.array([core.undercut(np.array([mc[h] + core.start_up_markup[k]]), int(hours[h]))[0] for h in range(Hh)])
+    assert (~warm).sum() >= 5
+    assert np.all(br.best_price[~warm] >= floor[~warm, None] - 1e-9)
+    # the best response that ignores the markup promises more than the env pays it
+    br0, got0 = out["plain"]
+    assert br0.best_profit > br.best_profit + 1000.0
+    assert got0.sum() < br0.best_profit - 1000.0
+
+
+def test_best_response_with_cold_prices_matches_a_brute_force_over_on_off_patterns():
+    """Every on/off pattern of 12 hours, each hour's best pair of grid prices in the state
+    the pattern puts the plant in (cold prices after an hour off), cleared one by one. The
+    markup binds here: without it the plant starts an hour earlier and earns more."""
+    import itertools
+
+    from envs.analysis import _reference_hour, _slots, best_response, cold_offer_map
+
+    Hh = 12
+    core, _, rec = _random_record(6.0, Hh, "plant_ccgt-2", seed=3)
+    k = rec.agents.index("plant_ccgt-1")
+    sl = _slots(rec, k)
+    hours = np.asarray(rec.hours)
+    cold = cold_offer_map(core, k, core.undercut)
+    suc = float(rec.agent_start_up_cost[k])
+    best = {}  # (hour, warm?, on?) -> best profit
+    for h in range(Hh):
+        t = int(hours[h])
+        grid = np.unique(core.undercut(np.concatenate([np.linspace(-100, 100, 81), core.static_sorted_price[t]]), t))
+        for warm, g in ((True, grid), (False, np.unique(cold(grid, t)))):
+            for a, b in itertools.combinations_with_replacement(g, 2):
+                prof, acc, _ = _reference_hour(rec, sl, h, (a, b))
+                key = (h, warm, acc > 0)
+                best[key] = max(best.get(key, -np.inf), prof)
+    total = -np.inf
+    for pat in itertools.product((False, True), repeat=Hh):
+        x, tot = bool(rec.agent_prev_dispatch[0, k] > 0), 0.0
+        for h, o in enumerate(pat):
+            tot += best.get((h, x, o), -np.inf) - (suc if o and not x else 0.0)
+            x = o
+        total = max(total, tot)
+    br = best_response(rec, k, plant_prices=core.undercut, cold_prices=cold)
+    assert abs(br.best_profit - total) <= 1e-6 * (1.0 + abs(total))
+    assert br.best_on.sum() >= 3
+    plain = best_response(rec, k, plant_prices=core.undercut)
+    assert plain.best_profit > br.best_profit + 1000.0  # the markup takes the earlier start away
+
+
+def test_cold_offer_map_is_none_without_a_markup_and_checks_the_agent():
+    from envs.analysis import cold_offer_map
+
+    sc = envs.load_scenario("default")
+    plain = envs.MarketCore(sc, num_envs=1, plant_bids="undercut")
+    assert cold_offer_map(plain, 0, plain.undercut) is None
+    core = envs.MarketCore(sc, num_envs=1, plant_bids="undercut", start_up_markup_hours=12.0)
+    with pytest.raises(ValueError, match="not a learning plant"):
+        cold_offer_map(core, core.agents.index("storage_pumped-storage-1"))
+    f = cold_offer_map(core, 0)
+    mc = sc.plants.marginal_cost[5, core.lp[0]]
+    np.testing.assert_allclose(f(np.array([0.0, 500.0]), 5), [mc + core.start_up_markup[0], 500.0])
