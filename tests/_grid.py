@@ -18,3 +18,13 @@ def rule_ladder(core, t: int) -> np.ndarray:
           if not rn.learning[i] and rn.capacity[i] * rn.availability[t, i] > 0]
     p = np.unique(np.asarray(p, dtype=float))
     return p[p <= core.max_bid_price]
+
+
+def replay(core, actions: np.ndarray):
+    """Run ``core`` (one copy, recording) from a seed-0 reset through ``actions``
+    ``(hours, 1, n, max_act)`` and return its :class:`~envs.record.EpisodeRecord`."""
+    core.recording = True
+    core.reset(np.random.default_rng(0))
+    for h in range(actions.shape[0]):
+        core.step(actions[h])
+    return core.episode_record()

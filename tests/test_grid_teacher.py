@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import envs
-from _grid import rule_ladder
+from _grid import replay, rule_ladder
 from agents.config import LearningConfig
 from agents.trainer import Trainer
 from envs.analysis import best_response, brute_force_best_response
@@ -37,12 +37,7 @@ def _actions(core, rng, hours):
     return a
 
 
-def _run(core, actions):
-    core.recording = True
-    core.reset(np.random.default_rng(0))
-    for h in range(actions.shape[0]):
-        core.step(actions[h])
-    return core.episode_record()
+_run = replay
 
 
 def test_undercut_centre_is_the_middle_of_the_range_that_maps_to_the_same_price():

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import envs
+from _grid import replay
 from agents.checkpoint import read_manifest
 from agents.config import ConfigError, LearningConfig
 from agents.evaluation import evaluation_summary
@@ -188,12 +189,7 @@ def _random_record(markup: float, hours: int, other: str, seed: int):
     return core, acts, _replay(core, acts)
 
 
-def _replay(core, acts):
-    core.recording = True
-    core.reset(np.random.default_rng(0))
-    for h in range(acts.shape[0]):
-        core.step(acts[h])
-    return core.episode_record()
+_replay = replay
 
 
 @pytest.mark.parametrize("plant,other", [("plant_ccgt-1", "plant_ccgt-2"), ("plant_ccgt-2", "plant_ccgt-1")])
