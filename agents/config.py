@@ -639,7 +639,11 @@ class LearningConfig:
     holdout_hours: int | None = None
     """Hold the last ``holdout_hours`` hours of the horizon out of training: training
     episodes never touch them and evaluation runs exactly them (``train.py
-    --holdout-hours``). None: train and evaluate on the whole horizon. Must be >= 1.
+    --holdout-hours``). The best-response teacher, which otherwise learns from the
+    evaluations' episodes, then gets an analysed episode of its own on the first training
+    window (no noise) after each evaluation, so nothing is imitated on the held-out hours.
+    The kept policy is still chosen by the held-out evaluations (a validation window, not
+    an untouched test). None: train and evaluate on the whole horizon. Must be >= 1.
     Default: None."""
 
     analysis_max_agents: int = 40

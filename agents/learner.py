@@ -447,8 +447,7 @@ class Learner:
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis,
                                      exploitability_fn=pool.exploitability if pool is not None else None)
         ev = run_episode(episode, act)
-        if (refresh and self.teacher_weight > 0 and self._br_taught.any()
-                and getattr(ev, "analysis_result", None) is not None):
+        if refresh and self.best_response_teaching and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
                                  scenario=scenario, core=core)
         return ev
@@ -484,11 +483,17 @@ class Learner:
             taught |= self.teach_mask & self.equilibrium_mask & (np.asarray(self.unit_kinds) == "storage")
         return taught
 
+    @property
+    def best_response_teaching(self) -> bool:
+        """Whether an analysed evaluation refreshes the best-response teacher (a positive
+        :attr:`teacher_weight` and a unit it teaches)."""
+        return self.teacher_weight > 0 and bool(self._br_taught.any())
+
     def teacher_due(self, episode: int) -> bool:
         """Whether training episode ``episode`` is followed by a teacher refresh of its own
         (``best_response_teacher_interval``; regular evaluations refresh it anyway)."""
         cfg = self.config
-        if self.teacher_weight <= 0 or not self._br_taught.any() or self.mode(episode) == "explore":
+        if not self.best_response_teaching or self.mode(episode) == "explore":
             return False
         return (episode + 1 - cfg.episodes_collecting_initial_experience) % cfg.best_response_teacher_interval == 0
 

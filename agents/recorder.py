@@ -461,7 +461,7 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)
         best = recorder.policy_dir("last")
         evaluated = "last policy: no evaluation ran during training, so no best policy was kept"
-    ev = learner.evaluate(eval_core, scenario, analysis=analysis)
+    ev = learner.evaluate(eval_core, scenario, analysis=analysis, refresh=False)  # training is over
     result.final_eval = ev
     summary = run_summary(scenario, eval_core, ev, episodes=result.episodes, wall_time=result.wall_time,
                           stopped_early=result.stopped_early, best=result.best)

@@ -144,6 +144,15 @@ class Trainer:
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
         self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
         self.eval_core.recording = True
+        # with held-out hours every evaluation runs them, so the best-response teacher gets
+        # its own analysed episode on the training hours: the first training window without
+        # noise (`refresh_teacher`); the held-out hours are never imitated
+        self.teacher_core: MarketCore | None = None
+        if cfg.holdout_hours is not None:
+            opts = {k: v for k, v in env_options_for(cfg, env_options, scenario=scenario).items()
+                    if k not in ("random_start", "demand_noise", "availability_noise")}
+            self.teacher_core = MarketCore(scenario, num_envs=1, **opts)
+            self.teacher_core.recording = True
         core = self.core
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
@@ -233,8 +242,24 @@ class Trainer:
         return self.learner.run_episode(self.core)
 
     def evaluate(self, *, analysis: bool | None = None) -> EvalResult:
-        """One deterministic episode on copy 0 (no noise); with the best-response analysis."""
-        return self.learner.evaluate(self.eval_core, self.scenario, analysis=self.analysis if analysis is None else analysis)
+        """One deterministic episode on copy 0 (no noise); with the best-response analysis.
+        An analysed evaluation also refreshes the best-response teacher (from the held-out
+        hours' episode only when there are none: see :meth:`refresh_teacher`)."""
+        analysis = self.analysis if analysis is None else analysis
+        ev = self.learner.evaluate(self.eval_core, self.scenario, analysis=analysis, refresh=self.teacher_core is None)
+        if analysis and self.teacher_core is not None:
+            self.refresh_teacher()
+        return ev
+
+    def refresh_teacher(self) -> None:
+        """Refresh the best-response teacher (``best_response_teacher``) from an analysed
+        deterministic episode: the evaluation's, or with ``holdout_hours`` one on the
+        training hours (:attr:`teacher_core`: the first training window, no noise), so
+        that training never imitates best responses on the held-out hours. Nothing when
+        the teacher is off."""
+        if self.learner.best_response_teaching:
+            core = self.eval_core if self.teacher_core is None else self.teacher_core
+            self.learner.evaluate(core, self.scenario, analysis=True)
 
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
@@ -259,7 +284,7 @@ class Trainer:
             stats = self.run_episode()
             due = self.evaluation_due(ep, total)
             if not due and self.learner.teacher_due(ep):  # best_response_teacher: refresh it
-                self.learner.evaluate(self.eval_core, self.scenario, analysis=True)
+                self.refresh_teacher()
             wall_time = time.perf_counter() - start
             ev = self.evaluate() if due else None
             row, stopped = self.recorder.record_episode(ep, stats, ev, wall_time)

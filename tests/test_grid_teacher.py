@@ -174,5 +174,33 @@ def test_summaries_show_the_grid_best_response_of_plants_on_the_grid():
     assert not any("grid_best_response_profit" in r for r in rows.values())
 
 
+def test_with_held_out_hours_the_teacher_learns_from_the_training_hours_only():
+    """`holdout_hours`: every evaluation runs the held-out hours, but the teacher's
+    observations and targets come from an analysed episode on the training hours (the
+    first training window), so the held-out hours are never imitated."""
+    tr = _trainer(holdout_hours=96, episode_hours=120)
+    assert tr.eval_core.window == (240, 336)
+    ev = tr.evaluate(analysis=True)
+    assert ev.record.n_hours == 96 and int(ev.record.hours[0]) == 240
+    obs, tgt = tr.learner.teacher_data[-1]
+    assert obs.shape[0] == tr.teacher_core.max_cycles == 120 and tr.teacher_core.window == (0, 240)
+    # its first row is the observation of hour 0, not of the first held-out hour
+    first = tr.teacher_core.reset(np.random.default_rng(0))[0]
+    held = tr.eval_core.reset(np.random.default_rng(0))[0]
+    np.testing.assert_allclose(obs[0], first, rtol=0, atol=1e-6)
+    assert not np.allclose(obs[0], held, atol=1e-3)
+    assert np.isfinite(tgt).any()
+    # a due refresh between evaluations also reads the training hours
+    n = len(tr.learner.teacher_data)
+    tr.refresh_teacher()
+    assert len(tr.learner.teacher_data) == min(n + 1, tr.config.best_response_teacher_window)
+    assert tr.learner.teacher_data[-1][0].shape[0] == 120
+    # without held-out hours the evaluation itself refreshes it, as before
+    plain = _trainer()
+    assert plain.teacher_core is None
+    plain.evaluate(analysis=True)
+    assert plain.learner.teacher_data[-1][0].shape[0] == plain.eval_core.max_cycles == 336
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
