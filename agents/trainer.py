@@ -144,15 +144,7 @@ class Trainer:
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
         self.eval_core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, env_options, evaluation=True, scenario=scenario))
         self.eval_core.recording = True
-        # with held-out hours every evaluation runs them, so the best-response teacher gets
-        # its own analysed episode on the training hours: the first training window without
-        # noise (`refresh_teacher`); the held-out hours are never imitated
-        self.teacher_core: MarketCore | None = None
-        if cfg.holdout_hours is not None:
-            opts = {k: v for k, v in env_options_for(cfg, env_options, scenario=scenario).items()
-                    if k not in ("random_start", "demand_noise", "availability_noise")}
-            self.teacher_core = MarketCore(scenario, num_envs=1, **opts)
-            self.teacher_core.recording = True
+        self._teacher_core: MarketCore | None = None  # teacher_core, built when first needed
         core = self.core
         if core.n == 0:
             raise ValueError(f"{scenario.summary()}: no learning units to train")
@@ -241,25 +233,46 @@ class Trainer:
         returns its statistics."""
         return self.learner.run_episode(self.core)
 
+    @property
+    def teacher_core(self) -> MarketCore | None:
+        """Where the evaluations run hours outside the training env's window (``holdout_hours``
+        in the config, or in ``env_options`` with an :attr:`eval_core` set to the held-out
+        hours by hand): a one-copy recording market over the
+        first training window without noise, on which the best-response teacher gets its
+        own analysed episode (:meth:`refresh_teacher`). ``None`` where the evaluation
+        hours lie within the training hours (the evaluation's episode is used)."""
+        (t0, t1), (e0, e1) = self.core.window, self.eval_core.window  # hours episodes may cover
+        if t0 <= e0 and e1 <= t1:
+            return None
+        if self._teacher_core is None:
+            opts = {k: v for k, v in env_options_for(self.config, self.env_options, scenario=self.scenario).items()
+                    if k not in ("random_start", "demand_noise", "availability_noise")}
+            self._teacher_core = MarketCore(self.scenario, num_envs=1, **opts)
+            self._teacher_core.recording = True
+        self._teacher_core.set_start_up_markup(self.core.start_up_markup_hours)
+        return self._teacher_core
+
     def evaluate(self, *, analysis: bool | None = None) -> EvalResult:
         """One deterministic episode on copy 0 (no noise); with the best-response analysis.
-        An analysed evaluation also refreshes the best-response teacher (from the held-out
-        hours' episode only when there are none: see :meth:`refresh_teacher`)."""
+        An analysed evaluation also refreshes the best-response teacher (from the
+        evaluation's own episode only where it runs training hours: see
+        :meth:`refresh_teacher`)."""
         analysis = self.analysis if analysis is None else analysis
-        ev = self.learner.evaluate(self.eval_core, self.scenario, analysis=analysis, refresh=self.teacher_core is None)
-        if analysis and self.teacher_core is not None:
+        own = self.teacher_core is None
+        ev = self.learner.evaluate(self.eval_core, self.scenario, analysis=analysis, refresh=own)
+        if analysis and not own:
             self.refresh_teacher()
         return ev
 
     def refresh_teacher(self) -> None:
         """Refresh the best-response teacher (``best_response_teacher``) from an analysed
-        deterministic episode: the evaluation's, or with ``holdout_hours`` one on the
-        training hours (:attr:`teacher_core`: the first training window, no noise), so
-        that training never imitates best responses on the held-out hours. Nothing when
-        the teacher is off."""
+        deterministic episode: the evaluation's, or where the evaluations run hours the
+        training env never plays (``holdout_hours``) one on the training hours
+        (:attr:`teacher_core`), so that training never imitates best responses on the
+        held-out hours. Nothing when the teacher is off."""
         if self.learner.best_response_teaching:
-            core = self.eval_core if self.teacher_core is None else self.teacher_core
-            self.learner.evaluate(core, self.scenario, analysis=True)
+            core = self.teacher_core
+            self.learner.evaluate(self.eval_core if core is None else core, self.scenario, analysis=True)
 
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,

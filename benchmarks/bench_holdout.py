@@ -59,16 +59,15 @@ def run(scenario, name: str, keys: dict, seed: int, episodes: int, overrides: li
     from agents.trainer import Trainer
 
     torch.set_num_threads(1)
+    # the episode keys go into the config, so that the trainer knows the held-out hours:
+    # its evaluations run exactly them, and its best-response teacher learns on the training
+    # hours instead (RESULTS.md, thirtieth round: before, this script refreshed the teacher
+    # from the held-out evaluations)
     cfg = LearningConfig.from_dict(scenario.learning_config).with_overrides(
-        overrides + [f"training_episodes={episodes}", "torch_threads=1"])
+        overrides + [f"training_episodes={episodes}", "torch_threads=1"]).with_overrides(keys)
     train_opts = envs.episode_options(keys)
     eval_opts = envs.episode_options(keys, evaluation=True)
-    tr = Trainer(scenario, cfg, run_dir=None, seed=seed, env_options=train_opts, progress=False, tensorboard=False,
-                 analysis=False)
-    # evaluate on the held-out window only
-    tr.eval_core = envs.MarketCore(scenario, num_envs=1, max_bid_price=cfg.max_bid_price,
-                                   regret_scale=cfg.regret_scale, foresight=tr.core.foresight, **eval_opts)
-    tr.eval_core.recording = True
+    tr = Trainer(scenario, cfg, run_dir=None, seed=seed, progress=False, tensorboard=False, analysis=False)
     clock = 0.0
     curve = []
     starts = []

@@ -195,6 +195,18 @@ def test_with_held_out_hours_the_teacher_learns_from_the_training_hours_only():
     tr.refresh_teacher()
     assert len(tr.learner.teacher_data) == min(n + 1, tr.config.best_response_teacher_window)
     assert tr.learner.teacher_data[-1][0].shape[0] == 120
+    # held-out hours given to the training env only, with an evaluation env set to them by
+    # hand (as benchmarks/bench_holdout.py did), count the same
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["torch_threads=1", "training_episodes=1", "episodes_collecting_initial_experience=0"])
+    by_hand = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False,
+                      env_options={"holdout_hours": 96, "episode_hours": 120})
+    assert by_hand.teacher_core is None  # its own evaluation env covers the training window
+    by_hand.eval_core = tr.eval_core
+    by_hand.evaluate(analysis=True)
+    assert by_hand.learner.teacher_data[-1][0].shape[0] == 120
+    np.testing.assert_allclose(by_hand.learner.teacher_data[-1][0][0], first, rtol=0, atol=1e-6)
     # without held-out hours the evaluation itself refreshes it, as before
     plain = _trainer()
     assert plain.teacher_core is None
