@@ -641,7 +641,8 @@ class LearningConfig:
     episodes never touch them and evaluation runs exactly them (``train.py
     --holdout-hours``). The best-response teacher, which otherwise learns from the
     evaluations' episodes, then gets an analysed episode of its own on the first training
-    window (no noise) after each evaluation, so nothing is imitated on the held-out hours.
+    window (no noise) after each evaluation, so nothing is imitated on the held-out hours;
+    ``obs_normalization``'s statistics come from the training hours only.
     The kept policy is still chosen by the held-out evaluations (a validation window, not
     an untouched test). None: train and evaluate on the whole horizon. Must be >= 1.
     Default: None."""

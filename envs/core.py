@@ -596,13 +596,18 @@ class MarketCore:
 
         A feature that hardly varies (a constant marginal cost) gets ``scale = min_scale``,
         so it becomes about 0 without amplifying small changes more than ``1 / min_scale``
-        times. Used by the trainer's ``obs_normalization``.
+        times. Used by the trainer's ``obs_normalization``. The statistics cover the env's
+        window (:attr:`window`): with ``holdout_hours`` the training env's scaling takes
+        nothing from the held-out hours.
         """
         F, n, od = self.foresight, self.n, self.obs_dim
         shift = np.zeros((n, od))
         scale = np.ones((n, od))
+        w0, w1 = self.window
+        rows = slice(w0, w1 + 1 if w1 == self.T else w1)  # the whole horizon: its end row too, as always
         # per node in a network (agents of one node share its statistics), else one block
         blocks = self._fc_nodes if self.net is not None else self._fc_block[None]  # (Z or 1, T+1, 2F)
+        blocks = blocks[:, rows]
         row = self.agent_node if self.net is not None else np.zeros(n, dtype=np.int64)
         shift[:, : 2 * F] = blocks.mean(axis=1)[row]
         scale[:, : 2 * F] = blocks.std(axis=1)[row]
@@ -614,13 +619,13 @@ class MarketCore:
         shift[:, u0], scale[:, u0] = 0.5, 0.5  # dispatch / state-of-charge share
         sc, mbp = self.scenario, self.max_bid_price
         if len(self.lp):
-            mc = sc.plants.marginal_cost[:, self.lp] / mbp
+            mc = sc.plants.marginal_cost[w0:w1, self.lp] / mbp
             shift[self.sl_plant, u0 + 1], scale[self.sl_plant, u0 + 1] = mc.mean(axis=0), mc.std(axis=0)
         if len(self.ls):
             shift[self.sl_storage, u0 + 1] = p_mean[self.sl_storage]
             scale[self.sl_storage, u0 + 1] = p_std[self.sl_storage]
         if len(self.lr):
-            av = sc.renewables.availability[:, self.lr]
+            av = sc.renewables.availability[w0:w1, self.lr]
             shift[self.sl_ren, u0 + 1], scale[self.sl_ren, u0 + 1] = av.mean(axis=0), av.std(axis=0)
         scale = np.maximum(scale, float(min_scale))
         return shift.astype(np.float32), scale.astype(np.float32)

@@ -33,6 +33,29 @@ def _obs(seed=2, batch=5):
     return torch.from_numpy(np.random.default_rng(seed).normal(0.6, 0.15, (batch, N, OD)).astype(np.float32))
 
 
+def test_scaling_takes_nothing_from_held_out_hours():
+    """With `holdout_hours` the training env's scaling is the statistics of its window:
+    the same as for a market that ends where the held-out hours begin, and not those of
+    the whole horizon (so the held-out hours do not shape the training's inputs)."""
+    month = load_scenario("default", study_case="month")
+    train = MarketCore(month, holdout_hours=336)
+    assert train.window == (0, 336)
+    shift, scale = train.observation_scaling()
+    whole_shift, _ = MarketCore(month).observation_scaling()
+    assert np.abs(shift - whole_shift).max() > 0.01
+    F = train.foresight
+    block = train._fc_block[0:336]
+    np.testing.assert_allclose(shift[:, : 2 * F], np.broadcast_to(block.mean(axis=0), (train.n, 2 * F)), atol=1e-6)
+    np.testing.assert_allclose(scale[:, : 2 * F],
+                               np.maximum(np.broadcast_to(block.std(axis=0), (train.n, 2 * F)), OBS_SCALE_FLOOR),
+                               atol=1e-6)
+    # the whole horizon keeps its statistics (its end row included, as before)
+    full_shift, _ = MarketCore(load_scenario("default")).observation_scaling()
+    base = MarketCore(load_scenario("default"))
+    np.testing.assert_allclose(full_shift[:, : 2 * F],
+                               np.broadcast_to(base._fc_block.mean(axis=0), (base.n, 2 * F)), atol=1e-6)
+
+
 def test_scaling_standardises_the_forecasts_of_an_episode():
     core = MarketCore(load_scenario("default"))
     shift, scale = core.observation_scaling()
