@@ -247,9 +247,8 @@ class Trainer:
         if self._teacher_core is None:
             opts = {k: v for k, v in env_options_for(self.config, self.env_options, scenario=self.scenario).items()
                     if k not in ("random_start", "demand_noise", "availability_noise")}
-            self._teacher_core = MarketCore(self.scenario, num_envs=1, **opts)
+            self._teacher_core = MarketCore(self.scenario, num_envs=1, **opts)  # the training env's markup too
             self._teacher_core.recording = True
-        self._teacher_core.set_start_up_markup(self.core.start_up_markup_hours)
         return self._teacher_core
 
     def evaluate(self, *, analysis: bool | None = None) -> EvalResult:
