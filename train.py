@@ -341,6 +341,8 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
                 if "full_moves_best_response_profit" in r else "")
         if "grid_best_response_profit" in r:
             full += f", on the env's grid {r['grid_best_response_profit']:,.0f} EUR"
+        if "undercut_learners_best_response_profit" in r:
+            full += f" ({r['undercut_learners_best_response_profit']:,.0f} with a tick under another learner)"
         print(f"  {a}: profit {r['profit']:,.0f} EUR{br}{full}{eq}")
         if "on_off" in r:
             from agents.evaluation import on_off_line
@@ -350,6 +352,11 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
             from envs.analysis import gain_by_hours_line
 
             print(f"    {gain_by_hours_line(r['gain_by_hours'])}")
+    from agents.evaluation import off_grid_line
+
+    line = off_grid_line(summary["agents"])
+    if line:
+        print(f"  ({line})")
     print_reference(summary)
 
 

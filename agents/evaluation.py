@@ -244,7 +244,7 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
             for a, kind in zip(core.agents, core.agent_kind) if kind == "storage"}
 
 
-def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
+def grid_best_responses(core: MarketCore, ev: EvalResult, *, undercut_learners: bool = False) -> dict[str, float]:
     """Where ``core`` reads plant offers on its grid (``plant_bids="undercut"``): each
     plant agent's best-response profit restricted to the prices the grid produces
     (``envs.analysis.best_response(..., plant_prices=core.undercut)``), i.e. the best its
@@ -254,16 +254,45 @@ def grid_best_responses(core: MarketCore, ev: EvalResult) -> dict[str, float]:
     ``start_up_markup_hours`` a plant's offers after an hour without dispatch are raised
     to its floor first (``cold_prices``), as the env raises them. As for any best
     response, the others' bids are held as recorded; under a markup they would in fact
-    move where the plant's deviation changes whether another plant ran the hour before."""
+    move where the plant's deviation changes whether another plant ran the hour before.
+
+    ``undercut_learners``: the grid widened by the prices up to a tick under another
+    learner's offer (:func:`envs.analysis.undercut_learners_map`): the part of the gap
+    that is the Bertrand-Edgeworth race between learners at (or next to) the same price."""
     rec = ev.record
     if (rec is None or ev.br_profit is None or getattr(core, "plant_bids", "free") != "undercut"
             or getattr(core.scenario, "network", None) is not None):
         return {}
-    from envs.analysis import best_response, cold_offer_map
+    from envs.analysis import best_response, cold_offer_map, undercut_learners_map
 
-    return {a: float(best_response(rec, a, plant_prices=core.undercut,
-                                   cold_prices=cold_offer_map(core, i, core.undercut)).best_profit)
-            for i, (a, kind) in enumerate(zip(core.agents, core.agent_kind)) if kind == "plant"}
+    out = {}
+    for i, (a, kind) in enumerate(zip(core.agents, core.agent_kind)):
+        if kind != "plant":
+            continue
+        prices = undercut_learners_map(rec, i, core.undercut) if undercut_learners else core.undercut
+        out[a] = float(best_response(rec, a, plant_prices=prices,
+                                     cold_prices=cold_offer_map(core, i, prices)).best_profit)
+    return out
+
+
+def off_grid_line(rows: dict[str, dict[str, Any]]) -> str | None:
+    """One line splitting the learning plants' total gain (best-response profit − profit)
+    by the prices it needs: within the env's grid, a tick under another learner's offer,
+    other prices off the grid; ``None`` without the grid figures."""
+    rows = [r for r in rows.values()
+            if "grid_best_response_profit" in r and "undercut_learners_best_response_profit" in r]
+    if not rows:
+        return None
+    parts = np.zeros(3)
+    for r in rows:
+        p, g, u, b = (r["profit"], r["grid_best_response_profit"], r["undercut_learners_best_response_profit"],
+                      r["best_response_profit"])
+        parts += (g - p, u - g, b - u)
+    total = parts.sum()
+    return (f"the learning plants could gain {total:,.0f} EUR: {parts[0]:,.0f} within the env's offer grid "
+            f"(training's shortfall), {parts[1]:,.0f} a tick under another learner's offer (the race between "
+            f"learners at a shared price, which no fixed grid offers both), {parts[2]:,.0f} at other prices "
+            "off the grid (ties with or just above a rule offer)")
 
 
 def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatch: bool) -> dict[str, dict[str, Any]]:
@@ -272,6 +301,7 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
     the env's grid the best-response profit within the grid."""
     full = full_moves_best_responses(scenario, core, ev)
     grid = grid_best_responses(core, ev)
+    under = grid_best_responses(core, ev, undercut_learners=True) if grid else {}
     on_off = on_off_rows(ev)
     by_hours = gain_by_hours_rows(ev)
     agents = {}
@@ -286,6 +316,8 @@ def _agent_rows(scenario: Scenario, core: MarketCore, ev: EvalResult, *, dispatc
             row["full_moves_best_response_profit"] = full[a]
         if a in grid:
             row["grid_best_response_profit"] = grid[a]
+        if a in under:
+            row["undercut_learners_best_response_profit"] = under[a]
         if a in on_off:
             row["on_off"] = on_off[a]
         if a in by_hours:
@@ -372,12 +404,18 @@ def print_run_summary(s: dict[str, Any]) -> None:
             print(f"  {'':<30s} {'':>26s}  on the env's grid {r['grid_best_response_profit']:>10,.0f} EUR "
                   "(best response within the offer prices its actions can bid, plant_bids: undercut"
                   + ("; a cold plant's offers marked up)" if s.get("start_up_markup_hours") else ")"))
+        if "undercut_learners_best_response_profit" in r:
+            print(f"  {'':<30s} {'':>26s}  + a tick under others {r['undercut_learners_best_response_profit']:>7,.0f} EUR "
+                  "(the grid, or a tick under another learner's offer)")
         if "on_off" in r:
             print(f"  {'':<30s} {on_off_line(r['on_off'])}")
         if "gain_by_hours" in r:
             from envs.analysis import gain_by_hours_line
 
             print(f"  {'':<30s} {gain_by_hours_line(r['gain_by_hours'])}")
+    line = off_grid_line(s["agents"])
+    if line:
+        print(f"  ({line})")
     if s.get("equilibrium_teacher"):
         report = str(s["equilibrium_teacher"]).removeprefix("equilibrium teacher: ")
         print(f"  (trained with the equilibrium teacher: {report})")

@@ -20,7 +20,9 @@ whole-volume bids (``storage_moves="full"``, off the state-of-charge grid: the w
 feasible volume at one price, accepted in part where it sets the price), i.e. the best
 the env's storage action can do against the same bids. Plants that bid on the env's
 grid (``plant_bids: undercut``) get ``grid_best_response_profit``: their best response
-restricted to the grid's prices, the best their actions can reach. Plants with start-up costs get
+restricted to the grid's prices, the best their actions can reach, and
+``undercut_learners_best_response_profit``: the same with the prices a tick under another
+learner's offer allowed too (the Bertrand-Edgeworth race at a shared price). Plants with start-up costs get
 ``on_off``: hours run and starts, theirs and their best response's
 (``envs.analysis.on_off_comparison``). Every analysed agent gets ``gain_by_hours``: its
 gain from deviating split by hour type (``envs.analysis.gain_by_hours``), e.g. the hours
@@ -136,6 +138,8 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
     for a, p in grid_best_responses(tr.eval_core, ev).items():  # plants on the env's grid: what its actions reach
         row["agents"][a]["grid_best_response_profit"] = round(p)
+    for a, p in grid_best_responses(tr.eval_core, ev, undercut_learners=True).items():  # ... or a tick under a learner
+        row["agents"][a]["undercut_learners_best_response_profit"] = round(p)
     for a, o in on_off_rows(ev).items():  # plants with start-up costs
         row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
     for a, parts in gain_by_hours_rows(ev).items():  # where each gain lies, by hour type

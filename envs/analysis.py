@@ -144,6 +144,7 @@ __all__ = [
     "gain_by_hours",
     "gain_by_hours_line",
     "cold_offer_map",
+    "undercut_learners_map",
     "MAX_ROWS",
 ]
 
@@ -405,6 +406,39 @@ def cold_offer_map(core, agent: int, price_map=None):
         p = np.maximum(np.asarray(price, dtype=float), mc[hour] + mk)
         return p if price_map is None else price_map(p, hour)
     return cold
+
+
+def undercut_learners_map(record: EpisodeRecord, agent: int | str, price_map, *, tick: float = 0.01):
+    """A map ``(prices, hour) -> prices`` for :func:`best_response`'s ``plant_prices``:
+    ``price_map`` (e.g. an env's grid, :meth:`envs.MarketCore.undercut`) widened by the
+    prices at most ``tick`` below another learning agent's offer of that hour (offers
+    with volume, as recorded), which it keeps as they are.
+
+    Between the grid's best response and the unrestricted one it measures the
+    Bertrand-Edgeworth part of a learner's gain: where two learners offer at the same
+    price and split the volume pro rata, or one is marginal just above the other, each
+    gains by going a tick under the other, a price no grid of fixed points offers to
+    both. ``tick``: the one the best response uses (its candidates lie ``tick`` under
+    each other bid, or half way to the next bid below where that is closer)."""
+    i = _agent_index(record, agent)
+    if not tick > 0:
+        raise ValueError(f"tick must be > 0, got {tick}")
+    cols = [c for j in range(len(record.agents)) if j != i for c in _slots(record, j).s_cols]
+    P = record.supply_price[:, cols] if cols else np.zeros((record.n_hours, 0))
+    P = np.where(record.supply_volume[:, cols] > VOLUME_TOL, P, np.nan) if cols else P
+    row = {int(h): k for k, h in enumerate(np.asarray(record.hours))}
+
+    def widened(price, hour):
+        price = np.asarray(price, dtype=float)
+        out = np.asarray(price if price_map is None else price_map(price, hour), dtype=float)
+        offers = P[row[int(hour)]]
+        offers = offers[np.isfinite(offers)]
+        if not offers.size:
+            return out
+        d = offers[None, :] - price.reshape(-1, 1)  # how far under each offer
+        keep = ((d > 0) & (d <= tick + 1e-9)).any(axis=1).reshape(price.shape)
+        return np.where(keep, price, out)
+    return widened
 
 
 def _candidates(record: EpisodeRecord, sl: _Slots, tick: float, extra: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import envs
 from _grid import replay, rule_ladder
 from agents.config import LearningConfig
 from agents.trainer import Trainer
-from envs.analysis import best_response, brute_force_best_response
+from envs.analysis import best_response, brute_force_best_response, undercut_learners_map
 
 PLANT = "plant_ccgt-1"
 OTHER = "plant_ccgt-2"
@@ -168,10 +168,15 @@ def test_summaries_show_the_grid_best_response_of_plants_on_the_grid():
         want = best_response(ev.record, k, plant_prices=tr.eval_core.undercut).best_profit
         assert r["grid_best_response_profit"] == pytest.approx(want)
         assert r["profit"] - 1e-6 <= r["grid_best_response_profit"] <= r["best_response_profit"] + 1e-6
+        wide = best_response(ev.record, k, plant_prices=undercut_learners_map(ev.record, k, tr.eval_core.undercut))
+        assert r["undercut_learners_best_response_profit"] == pytest.approx(wide.best_profit)
+        assert (r["grid_best_response_profit"] - 1e-6 <= r["undercut_learners_best_response_profit"]
+                <= r["best_response_profit"] + 1e-6)
     free = _trainer(plant_bids="free")
     ev = free.evaluate(analysis=True)
     rows = evaluation_summary(free.scenario, free.eval_core, ev)["agents"]
-    assert not any("grid_best_response_profit" in r for r in rows.values())
+    assert not any("grid_best_response_profit" in r or "undercut_learners_best_response_profit" in r
+                   for r in rows.values())
 
 
 def test_with_held_out_hours_the_teacher_learns_from_the_training_hours_only():
