@@ -329,7 +329,8 @@ def _write_evaluation(out: Path, json_path: Path, sc, core, ev, policy: str, cfg
     from agents.reference import add_equilibrium_reference, print_reference
 
     if cfg is not None:  # the env's action scale (evaluate takes it from the checkpoint)
-        add_equilibrium_reference(summary, sc, cfg.with_overrides({"max_bid_price": core.max_bid_price}), ev,
+        add_equilibrium_reference(summary, sc, cfg.with_overrides({"max_bid_price": core.max_bid_price,
+                                                                    "min_power_rule": core.min_power_rule}), ev,
                                   plots_dir=out / "plots")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(json_path, summary)
@@ -431,7 +432,8 @@ def cmd_equilibrium(args: argparse.Namespace) -> int:
     try:
         sc, cfg = _load(args, args.scenario, args.study_case, args.learning_units)
         t0 = time.perf_counter()
-        eq = equilibrium(sc, max_bid_price=cfg.max_bid_price, max_passes=args.max_passes)
+        eq = equilibrium(sc, max_bid_price=cfg.max_bid_price, max_passes=args.max_passes,
+                         min_power_rule=cfg.min_power_rule)
     except _user_errors() as exc:
         return _fail(exc)
     out = Path(args.out) if args.out else Path("runs") / f"{sc.name}-equilibrium"

@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from envs.core import PLANT_BIDS, STORAGE_PRICES
+from envs.core import MIN_POWER_RULES, PLANT_BIDS, STORAGE_PRICES
 
 from .jsonio import dump_json_strict
 
@@ -472,7 +472,8 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
         mk = info.get("start_up_markup_hours")
         if mk is not None and (isinstance(mk, bool) or not isinstance(mk, (int, float)) or not math.isfinite(mk) or mk < 0):
             raise bad(f"{section}.start_up_markup_hours", "a finite number >= 0", mk)
-        for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES)):
+        for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES),
+                           ("min_power_rule", MIN_POWER_RULES)):
             if info.get(k) is not None and info[k] not in allowed:
                 raise bad(f"{section}.{k}", " or ".join(repr(v) for v in allowed), info[k])
     files = manifest["files"]

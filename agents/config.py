@@ -496,6 +496,16 @@ class LearningConfig:
     twenty-ninth round); `start_up_markup_fallback` tries it on the kept policy instead.
     Default: 0.0."""
 
+    min_power_rule: str = "partial"
+    """The env's `min_power_rule` (`envs.MarketCore`), for training and every evaluation:
+    what a learning plant dispatched for less than its minimum power runs. "partial"
+    (default): what was accepted, and it counts as running. "raise": its minimum power, as
+    ASSUME raises a dispatched unit; it is paid for the accepted part only and pays the
+    marginal cost of all of it. The exact analysis scores best responses under the same
+    rule; the checkpoint's manifest records it (`trainer.min_power_rule`) and
+    `train.py evaluate` uses it. Measured on `default` and its variants in
+    benchmarks/RESULTS.md, thirty-first round. Default: "partial"."""
+
     start_up_markup_fallback: tuple[float, ...] = (12.0, 24.0, 48.0)
     """After training (and `stay_out_fallback`), evaluate the kept policy (`policies/best`)
     once more with the exact analysis for each of these `start_up_markup_hours` and keep
@@ -1272,6 +1282,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "best_policy_metric": _choice("auto", "reward", "br_share", "gain"),
     "stay_out_fallback": _to_bool,
     "start_up_markup_hours": _float(0.0, 1e6),
+    "min_power_rule": _choice("partial", "raise"),
     "start_up_markup_fallback": _hours_list,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

@@ -636,7 +636,8 @@ class Learner:
         try:  # whole-volume storage moves: what a two-sided storage bid does when accepted
             eq = _with_time_limit(lambda: equilibrium(scenario, hours=H, max_bid_price=core.max_bid_price,
                                                       max_passes=EQ_TEACHER_MAX_PASSES,
-                                                      storage_moves=EQ_TEACHER_STORAGE_MOVES),
+                                                      storage_moves=EQ_TEACHER_STORAGE_MOVES,
+                                                      min_power_rule=core.min_power_rule),
                                   EQ_TEACHER_TIME_LIMIT_S)
         except _TimeUp:
             return (f"equilibrium teacher: no equilibrium within {EQ_TEACHER_TIME_LIMIT_S:.0f} s; training without it "

@@ -93,17 +93,20 @@ class PendingEquilibrium:
     :meth:`close` stops the process (also on garbage collection). Use :meth:`start`, which
     returns None where a separate process does not help or cannot start."""
 
-    def __init__(self, scenario, hours: int, max_bid_price: float, time_limit_s: float | None):
+    def __init__(self, scenario, hours: int, max_bid_price: float, time_limit_s: float | None,
+                 min_power_rule: str = "partial"):
         import multiprocessing as mp
 
         from envs.equilibrium import _equilibrium_in_process
 
         ctx = mp.get_context("spawn")
         self.hours, self.max_bid_price = int(hours), float(max_bid_price)
+        self.min_power_rule = str(min_power_rule)
         self.time_limit_s = time_limit_s
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_equilibrium_in_process, name="marketzoo-equilibrium-reference", daemon=True,
-                                 args=(send, scenario, {"hours": self.hours, "max_bid_price": self.max_bid_price}))
+                                 args=(send, scenario, {"hours": self.hours, "max_bid_price": self.max_bid_price,
+                                                       "min_power_rule": self.min_power_rule}))
         self.t0 = time.perf_counter()
         try:
             start_process(self._proc)
@@ -124,12 +127,13 @@ class PendingEquilibrium:
                 or int(first_hour) != 0 or _usable_cores() < 2):
             return None
         try:
-            return cls(scenario, hours, config.max_bid_price, limit)
+            return cls(scenario, hours, config.max_bid_price, limit, getattr(config, "min_power_rule", "partial"))
         except Exception:  # noqa: BLE001 -- e.g. a scenario that cannot be pickled: computed at the end instead
             return None
 
-    def matches(self, hours: int, max_bid_price: float) -> bool:
-        return int(hours) == self.hours and float(max_bid_price) == self.max_bid_price
+    def matches(self, hours: int, max_bid_price: float, min_power_rule: str = "partial") -> bool:
+        return (int(hours) == self.hours and float(max_bid_price) == self.max_bid_price
+                and str(min_power_rule) == self.min_power_rule)
 
     def result(self):
         """``("ok", EquilibriumResult)``, ``("value_error", message)`` or ``("error",
@@ -235,7 +239,8 @@ def _add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *,
 
     t0 = time.perf_counter()
     msg = None
-    if pending is not None and pending.matches(rec.n_hours, config.max_bid_price):
+    if pending is not None and pending.matches(rec.n_hours, config.max_bid_price,
+                                               getattr(config, "min_power_rule", "partial")):
         limit = pending.time_limit_s
         echo(f"equilibrium reference over {rec.n_hours} hours: computed alongside training (at most {limit:g} s "
              "from the start; learning_config equilibrium_reference: false skips it) ...")
@@ -262,8 +267,9 @@ def _add_equilibrium_reference(summary: dict[str, Any], scenario, config, ev, *,
         else:
             echo(f"computing the equilibrium reference over {rec.n_hours} hours (at most {time_limit_s:g} s; "
                  "learning_config equilibrium_reference: false skips it) ...")
-            eq = _with_time_limit(lambda: equilibrium(scenario, hours=rec.n_hours,
-                                                      max_bid_price=config.max_bid_price), time_limit_s)
+            eq = _with_time_limit(lambda: equilibrium(scenario, hours=rec.n_hours, max_bid_price=config.max_bid_price,
+                                                      min_power_rule=getattr(config, "min_power_rule", "partial")),
+                                  time_limit_s)
         dist = distance_to_equilibrium(rec, eq)
     except _TimeUp:
         note = f"equilibrium reference skipped: not found within {time_limit_s:g} s"

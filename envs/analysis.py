@@ -317,6 +317,29 @@ def _payments(record: EpisodeRecord, price: np.ndarray) -> np.ndarray:
     return np.broadcast_to(record.clearing_price[:, None], price.shape)
 
 
+def _min_output(record: EpisodeRecord, sl: _Slots, h0: int = 0, h1: int | None = None):
+    """For a plant that produces at least ``record.agent_min_output`` once dispatched (the
+    env's ``min_power_rule="raise"``): ``(floor, cost)`` per hour ``h0:h1``, the output
+    (MW, capped by the volume it offers in the hour) and its marginal cost (EUR/MWh);
+    ``None`` where every agent produces what was accepted."""
+    m = record.agent_min_output
+    if m is None or sl.kind != "plant" or not float(m[sl.i]) > 0:
+        return None
+    h1 = record.n_hours if h1 is None else h1
+    offered = record.supply_volume[h0:h1, sl.s_cols].sum(axis=1)
+    return np.minimum(float(m[sl.i]), offered), record.supply_cost[h0:h1, sl.s_cols[0]]
+
+
+def _unpaid_output_cost(q: np.ndarray, floor_cost) -> np.ndarray:
+    """EUR/h a plant dispatched for ``q`` MW (``(h, ...)``) pays for the output it runs
+    beyond that, unpaid, up to its floor (:func:`_min_output`; 0 without one)."""
+    if floor_cost is None:
+        return np.zeros(np.shape(q))
+    floor, cost = floor_cost
+    shape = (-1,) + (1,) * (np.ndim(q) - 1)
+    return np.maximum(floor.reshape(shape) - q, 0.0) * (q > 0) * cost.reshape(shape)
+
+
 def recorded_profit(record: EpisodeRecord, agent: int | str) -> np.ndarray:
     """The agent's profit per hour ``(H,)`` recomputed from the record's accepted volumes
     and prices (equals ``record.agent_profit[:, i]`` for a record made by the env)."""
@@ -329,6 +352,7 @@ def recorded_profit(record: EpisodeRecord, agent: int | str) -> np.ndarray:
     pay_d = _payments(record, record.demand_price[:, d])
     profit = (acc_s * (pay_s - record.supply_cost[:, s])).sum(axis=1)
     profit -= (acc_d * (pay_d + record.demand_cost[:, d])).sum(axis=1)
+    profit -= _unpaid_output_cost(acc_s.sum(axis=1), _min_output(record, sl))
     profit *= record.dt
     if sl.kind == "plant":
         started = (acc_s.sum(axis=1) > 0) & (record.agent_prev_dispatch[:, i] <= 0)
@@ -519,8 +543,10 @@ def _evaluate(
     if len(d):
         pay_d = _cols(res.demand_payment, res.demand_accepted.shape, d)
         profit -= (res.demand_accepted[:, d] * (pay_d + rep(record.demand_cost[:, d]))).sum(axis=1)
+    q = acc_s.sum(axis=1).reshape(h, P)
+    profit = profit.reshape(h, P) - _unpaid_output_cost(q, _min_output(record, sl, h0, h1))
     # energy = MW * dt; start-up costs (EUR per start) are charged by the caller
-    return (profit * record.dt).reshape(h, P), (acc_s.sum(axis=1) > 0).reshape(h, P)
+    return profit * record.dt, q > 0
 
 
 def _evaluate_residual(
@@ -542,6 +568,7 @@ def _evaluate_residual(
     profit = np.zeros((h, P))
     on = np.zeros((h, P), dtype=bool)
     tol = VOLUME_TOL
+    floor_cost = _min_output(record, sl, h0, h1)
     for r, t in enumerate(range(h0, h1)):
         demand = float(record.fixed_demand[t])
         if demand <= tol:
@@ -591,8 +618,11 @@ def _evaluate_residual(
         share = np.clip((volume - below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
         acc = (A < price[:, None]) * av + (A == price[:, None]) * (av * share[:, None])
         cost = record.supply_cost[t, s_cols]
-        profit[r] = (acc * (price[:, None] - cost)).sum(axis=1) * record.dt
-        on[r] = acc.sum(axis=1) > 0
+        q = acc.sum(axis=1)
+        unpaid = 0.0 if floor_cost is None else _unpaid_output_cost(q[None], (floor_cost[0][r: r + 1],
+                                                                             floor_cost[1][r: r + 1]))[0]
+        profit[r] = ((acc * (price[:, None] - cost)).sum(axis=1) - unpaid) * record.dt
+        on[r] = q > 0
     return profit, on
 
 
@@ -1690,6 +1720,10 @@ def _reference_hour(record: EpisodeRecord, sl: _Slots, h: int, own_price, s_vol=
         pay = clip(p) if pab else price
         profit -= d_acc[pos] * (pay + record.demand_cost[h, j])
         qd += d_acc[pos]
+    if sl.kind == "plant" and record.agent_min_output is not None and qs > 0:  # raised to min output, unpaid
+        runs = min(float(record.agent_min_output[sl.i]), sum(float(record.supply_volume[h, j]) for j in s_own))
+        if qs < runs:
+            profit -= (runs - qs) * float(record.supply_cost[h, s_own[0]])
     return profit * record.dt, qs, qd
 
 

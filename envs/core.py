@@ -37,6 +37,8 @@ PLANT_BIDS = ("free", "undercut")
 """How a learning plant's prices are read: as given, or raised to just below the next
 rule-bidding offer (:meth:`MarketCore.undercut`)."""
 STORAGE_PRICES = ("free", "undercut", "behind")
+# how a learning plant dispatched below its minimum power is paid and charged
+MIN_POWER_RULES = ("partial", "raise")
 """How a two-sided learning storage unit's prices are read: as given, or the offer raised
 to just below the next rule-bidding offer and the bid lowered to just above the rule
 offer below it (:meth:`MarketCore.undercut`, :meth:`MarketCore.outbid`); ``"behind"``
@@ -154,6 +156,15 @@ class MarketCore:
             (default) leaves the offers as the actions say. The exact analysis still
             scores best responses over all prices. These are hours of time (energy =
             minimum power x hours), also with a sub-hourly ``time_step``.
+        min_power_rule: what a learning plant dispatched for less than its minimum power
+            (part of its inflexible offer, at a shared or a marginal price) produces.
+            ``"partial"`` (default): what was accepted, at its marginal cost, and it
+            counts as running. ``"raise"``: its minimum power (within its availability),
+            as ASSUME raises a dispatched unit to its minimum output: it is paid for the
+            accepted part only and pays the marginal cost of the whole output, so a
+            sliver of volume no longer keeps it running cheaply. The record carries the
+            rule (``EpisodeRecord.agent_min_output``) and the exact analysis scores every
+            best response under it.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -182,6 +193,7 @@ class MarketCore:
         plant_bids: str = "free",
         storage_prices: str = "free",
         start_up_markup_hours: float = 0.0,
+        min_power_rule: str = "partial",
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
@@ -189,6 +201,9 @@ class MarketCore:
             raise ValueError(f"plant_bids must be one of {PLANT_BIDS}, got {plant_bids!r}")
         if storage_prices not in STORAGE_PRICES:
             raise ValueError(f"storage_prices must be one of {STORAGE_PRICES}, got {storage_prices!r}")
+        if min_power_rule not in MIN_POWER_RULES:
+            raise ValueError(f"min_power_rule must be one of {MIN_POWER_RULES}, got {min_power_rule!r}")
+        self.min_power_rule = str(min_power_rule)
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
         self.storage_prices = str(storage_prices)
@@ -240,6 +255,9 @@ class MarketCore:
         self._build_static_curves()
         self._build_forecasts()
         self.net = sc.network
+        if self.net is not None and self.min_power_rule != "partial":
+            raise ValueError("min_power_rule='raise' is not supported in a zonal/nodal market (its analysis "
+                             "re-clears the network without it); use min_power_rule='partial'")
         if self.net is not None:  # zonal/nodal market (envs/network.py)
             self._build_network()
         self._build_spaces()
@@ -572,6 +590,16 @@ class MarketCore:
         self.done = False
         self._log = []
         return self.observe()
+
+    @property
+    def agent_min_output(self) -> np.ndarray:
+        """MW every learning agent produces at least once dispatched ``(n,)``: a learning
+        plant's minimum power under ``min_power_rule="raise"`` (within its availability
+        of the hour), else 0 (what was accepted is what runs)."""
+        out = np.zeros(self.n)
+        if self.min_power_rule == "raise":
+            out[self.sl_plant] = self.scenario.plants.min_power[self.lp]
+        return out
 
     @property
     def agent_start_up_cost(self) -> np.ndarray:
@@ -921,9 +949,12 @@ class MarketCore:
             q = q_in + q_fx
             revenue = q_in * pay_s[:, :n_lp] + q_fx * pay_s[:, n_lp: 2 * n_lp]
             started = (q > 0) & (self.last_dispatch[:, self.sl_plant] <= 0)
+            avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
             # energy = power x step length; a start costs its full amount whatever the step
             profit[:, self.sl_plant] = (revenue - mc * q) * dt - started * pl.start_up_cost[self.lp]
-            avail = pl.max_power[self.lp] * pl.availability[t, self.lp]
+            if self.min_power_rule == "raise":  # output raised to min power, the rest unpaid
+                short = np.maximum(np.minimum(pl.min_power[self.lp], avail) - q, 0.0) * (q > 0)
+                profit[:, self.sl_plant] -= mc * short * dt
             regret[:, self.sl_plant] = np.maximum(pcol[:, self.sl_plant] - mc, 0.0) * np.maximum(avail - q, 0.0)
             accepted[:, self.sl_plant] = q
         if len(self.lr):
@@ -1078,6 +1109,7 @@ class MarketCore:
             agent_profit=dyn(8),
             agent_prev_dispatch=dyn(9),
             agent_start_up_cost=self.agent_start_up_cost,
+            agent_min_output=self.agent_min_output,
             max_bid_price=self.max_bid_price,
             price_cap=self.cap,
             price_floor=self.floor,

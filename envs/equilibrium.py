@@ -107,8 +107,9 @@ class _ProfileCore(MarketCore):
         return sp, sv, dpr, dvo, bid_price
 
 
-def _make_core(scenario, hours: int | None, max_bid_price: float | None) -> _ProfileCore:
-    core = _ProfileCore(scenario, max_cycles=hours, max_bid_price=max_bid_price)
+def _make_core(scenario, hours: int | None, max_bid_price: float | None,
+               min_power_rule: str = "partial") -> _ProfileCore:
+    core = _ProfileCore(scenario, max_cycles=hours, max_bid_price=max_bid_price, min_power_rule=min_power_rule)
     core.recording = True
     return core
 
@@ -282,6 +283,7 @@ def equilibrium(
     seed: int = 0,
     storage_moves: str = "any",
     storage_off_grid: bool = False,
+    min_power_rule: str = "partial",
 ) -> EquilibriumResult:
     """Equilibrium reference of a scenario's learning agents (see the module docstring).
 
@@ -312,6 +314,9 @@ def equilibrium(
             that is the env's storage action exactly (the whole feasible volume at one
             price, accepted in part where it sets the price). Off by default: the grid's
             best responses are about 5 times faster.
+        min_power_rule: the env's rule for a plant dispatched below its minimum power
+            (:class:`envs.core.MarketCore`): ``"partial"`` (default) or ``"raise"``; the
+            best responses are scored under the same rule.
 
     Returns:
         :class:`EquilibriumResult` -- ``converged`` True with a certificate, or False with
@@ -331,7 +336,7 @@ def equilibrium(
         raise ValueError(f"max_passes must be >= 1, got {max_passes}")
     if storage_moves not in ("any", "full"):
         raise ValueError(f"storage_moves must be 'any' or 'full', got {storage_moves!r}")
-    core = _make_core(scenario, hours, max_bid_price)
+    core = _make_core(scenario, hours, max_bid_price, min_power_rule)
     if core.n == 0:
         raise ValueError(f"scenario {scenario.name!r} has no learning units: nothing to find an equilibrium for")
     rng = np.random.default_rng(seed)

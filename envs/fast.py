@@ -321,6 +321,7 @@ class FastStep:
         accepted = [0.0] * n
         mcs = [0.0] * n
         last = c.last_dispatch[0].tolist()
+        raise_output = c.min_power_rule == "raise"
         for j in range(P):
             q_in = acc[j]
             q_fx = acc[P + j]
@@ -328,6 +329,8 @@ class FastStep:
             revenue = q_in * price + q_fx * price
             mc = mc_p[j]
             pr = (revenue - mc * q) * dt  # energy = power x step length; a start costs its full amount
+            if raise_output and 0.0 < q < inflex_p[j]:  # min_power_rule="raise": min power runs, the rest unpaid
+                pr = pr - mc * (inflex_p[j] - q) * dt
             if q > 0 and last[j] <= 0:
                 pr = pr - self.suc[j]
             else:

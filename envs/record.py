@@ -49,6 +49,10 @@ class EpisodeRecord:
     price_floor: float
     mechanism: str
     dt: float = 1.0  # hours per recorded step: energy = MW * dt, profit in EUR per step
+    # (n,) MW an agent produces at least once dispatched, paid only for what was accepted
+    # (a plant under the env's min_power_rule="raise", capped by the volume it offers in
+    # the hour); None: every agent produces what was accepted
+    agent_min_output: np.ndarray | None = None
 
     @property
     def n_hours(self) -> int:

@@ -95,6 +95,7 @@ def test_defaults():
         best_policy_metric="auto",
         stay_out_fallback=True,
         start_up_markup_hours=0.0,
+        min_power_rule="partial",
         start_up_markup_fallback=[12.0, 24.0, 48.0],
         best_policy_interval="auto",
         critic_reward_scale=1.0,
