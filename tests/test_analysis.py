@@ -324,13 +324,20 @@ def test_start_up_matches_brute_force_over_patterns(mechanism):
         H = 4
         rec = _tile_hours(rec, H, rng)
         rec = replace(rec, agent_start_up_cost=np.array([float(rng.uniform(5, 120))]))
-        br = best_response(rec, 0, tick=TICK)
-        bf = brute_force_best_response(rec, 0, dense_grid(rec, 1.0))
-        vol = own_volume(rec).sum()
-        assert br.best_profit <= bf.best_profit + 1e-6, seed
-        assert br.best_profit >= bf.best_profit - TICK * vol - 1e-6, seed
+        assert_matches_brute_force(rec, seed)
         checked += 1
     assert checked == 12
+
+
+def assert_matches_brute_force(rec, seed):
+    """The best response of agent 0 equals the brute force over a dense grid, up to the
+    tick on its volume; returns the best response."""
+    br = best_response(rec, 0, tick=TICK)
+    bf = brute_force_best_response(rec, 0, dense_grid(rec, 1.0))
+    vol = own_volume(rec).sum()
+    assert br.best_profit <= bf.best_profit + 1e-6, seed
+    assert br.best_profit >= bf.best_profit - TICK * vol - 1e-6, seed
+    return br
 
 
 def _tile_hours(rec, H, rng):

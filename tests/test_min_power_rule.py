@@ -20,8 +20,8 @@ from _grid import replay
 from agents.checkpoint import read_manifest
 from agents.config import ConfigError, LearningConfig
 from agents.trainer import Trainer, evaluate_policy
-from envs.analysis import _evaluate, _slots, best_response, brute_force_best_response, recorded_profit
-from test_analysis import TICK, _tile_hours, dense_grid, own_volume, random_record
+from envs.analysis import _evaluate, _slots, best_response, recorded_profit
+from test_analysis import TICK, _tile_hours, assert_matches_brute_force, random_record
 from test_start_up_markup import TINY
 
 H = 48
@@ -83,11 +83,7 @@ def test_the_best_response_equals_brute_force_under_the_rule(mechanism):
         cost[:, own] = np.abs(cost[:, own]) + 1.0  # running more costs more
         rec = replace(rec, agent_start_up_cost=np.array([float(rng.uniform(5, 120))]), supply_cost=cost)
         raised = replace(rec, agent_min_output=np.array([float(rng.uniform(10, 60))]))
-        br = best_response(raised, 0, tick=TICK)
-        bf = brute_force_best_response(raised, 0, dense_grid(raised, 1.0))
-        vol = own_volume(raised).sum()
-        assert br.best_profit <= bf.best_profit + 1e-6, seed
-        assert br.best_profit >= bf.best_profit - TICK * vol - 1e-6, seed
+        br = assert_matches_brute_force(raised, seed)
         free = best_response(rec, 0, tick=TICK).best_profit
         assert br.best_profit <= free + 1e-6, seed
         lower += br.best_profit < free - 1e-6
