@@ -187,10 +187,45 @@ def gain_by_hour_type(ev, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> list[Path]:
+def gain_by_price_needed(rows: dict, path: Path) -> Path | None:
+    """One bar per learning plant on the env's offer grid: its gain from deviating alone
+    (EUR) split by the prices its best response needs (the summary's rows, see
+    :func:`agents.evaluation.off_grid_line`): within the grid (what training left), a tick
+    under another learner's offer (the race between learners at a shared price), other
+    prices off the grid. None (no file) without such plants."""
+    parts = {a: (r["grid_best_response_profit"] - r["profit"],
+                 r["undercut_learners_best_response_profit"] - r["grid_best_response_profit"],
+                 r["best_response_profit"] - r["undercut_learners_best_response_profit"])
+             for a, r in rows.items()
+             if "grid_best_response_profit" in r and "undercut_learners_best_response_profit" in r}
+    if not parts:
+        return None
+    labels = ("within the env's offer grid (training's shortfall)",
+              "a tick under another learner's offer (shared price)",
+              "other prices off the grid (a tie with or a tick above a rule offer)")
+    fig = _figure(9, 2.3 + 0.5 * len(parts))
+    ax = fig.add_subplot(1, 1, 1)
+    names = list(parts)
+    for y, a in enumerate(names):
+        left = 0.0
+        for j, g in enumerate(parts[a]):
+            g = max(g, 0.0) / 1e3
+            ax.barh(y, g, left=left, color=f"C{j}", label=labels[j] if y == 0 else None, edgecolor="white")
+            left += g
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain from deviating alone, k EUR")
+    ax.set_title("where each plant's gain lies: the prices its exact best response needs")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=1, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str], rows: dict | None = None) -> list[Path]:
     """Write all figures into ``run_dir/plots``; returns their paths (the on/off
     schedules only for a run with plants with start-up costs and the analysis, the gain
-    by hour type only with the analysis)."""
+    by hour type only with the analysis, the gain by the price it needs only with the
+    summary's ``rows`` of plants on the env's grid)."""
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -201,4 +236,5 @@ def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str]) -> li
     ]
     on_off = on_off_vs_best_response(ev, out / "on_off_vs_best_response.png")
     by_hours = gain_by_hour_type(ev, out / "gain_by_hour_type.png")
-    return paths + [p for p in (on_off, by_hours) if p is not None]
+    by_price = gain_by_price_needed(rows, out / "gain_by_price_needed.png") if rows else None
+    return paths + [p for p in (on_off, by_hours, by_price) if p is not None]

@@ -478,7 +478,7 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
     if plots and out is not None:
         from .plots import make_plots
 
-        paths = make_plots(out, recorder.history, ev, learner.agents)
+        paths = make_plots(out, recorder.history, ev, learner.agents, rows=summary["agents"])
         echo("plots: " + ", ".join(str(p) for p in paths))
     if out is not None:
         echo(f"TensorBoard: tensorboard --logdir {out / 'tb'}")

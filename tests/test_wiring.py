@@ -344,4 +344,13 @@ def test_summary_storage_rows_name_the_full_volume_best_response(capsys, tmp_pat
     png = gain_by_hour_type(ev, tmp_path / "gain_by_hour_type.png")
     assert png is not None and png.stat().st_size > 1000
     assert gain_by_hour_type(tr.evaluate(analysis=False), tmp_path / "none.png") is None
+    # the plants' gain by the price it needs (grid, a tick under another learner, other), as a line and a figure
+    from agents.evaluation import off_grid_line
+    from agents.plots import gain_by_price_needed
+
+    assert all("undercut_learners_best_response_profit" in s["agents"][a] for a in plants)
+    assert off_grid_line(s["agents"]) in out
+    png = gain_by_price_needed(s["agents"], tmp_path / "by_price.png")
+    assert png is not None and png.stat().st_size > 1000
+    assert gain_by_price_needed({a: s["agents"][a] for a in storage}, tmp_path / "none2.png") is None
     tr.close()
