@@ -78,6 +78,14 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     return opts
 
 
+def core_run_info(core: MarketCore) -> dict[str, Any]:
+    """What a run records of its env in every checkpoint's manifest (``trainer``), so that
+    ``evaluate`` replays a policy with the env it was trained on (:func:`evaluate_policy`)."""
+    return {"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
+            "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours,
+            "min_power_rule": core.min_power_rule}
+
+
 def analysis_allowed(config: LearningConfig, n_agents: int, *, echo=print) -> bool:
     """Whether the per-evaluation best-response analysis runs: up to ``analysis_max_agents``
     learning agents; above, one note says it is skipped (it grows fast with the agents)."""
@@ -168,9 +176,7 @@ class Trainer:
         self.learner.analysis_pool = AnalysisPool() if self.analysis and self.n >= 2 else None
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard,
-            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
-                      "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours,
-                      "min_power_rule": core.min_power_rule},
+            run_info=core_run_info(core),
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind), resume_state=run_dir is not None,
             save_replay_buffer=save_replay_buffer, state_info=state_info,

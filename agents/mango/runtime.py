@@ -304,7 +304,7 @@ class _Run:
         from ..learner import configure_torch_threads, train_freq_steps, warm_start_path
         from ..learning_role import Learning
         from ..recorder import RunRecorder
-        from ..trainer import analysis_allowed, env_options_for, resolve_seed, scenario_info
+        from ..trainer import analysis_allowed, core_run_info, env_options_for, resolve_seed, scenario_info
 
         if not cfg.learning_mode:
             raise ValueError("learning_mode is false: nothing to train; `python train.py` (without --runtime mango) "
@@ -375,8 +375,7 @@ class _Run:
             self.role.load_params(path)
         self.recorder = RunRecorder(
             cfg, self.learner, run_dir=run_dir, tensorboard=tensorboard and run_dir is not None,
-            run_info={"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
-                      "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours},
+            run_info=core_run_info(core),
             scenario_info=scenario_info(scenario, cfg),
             agent_kind=list(core.agent_kind),
         )
