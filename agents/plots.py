@@ -178,11 +178,17 @@ def gain_by_hour_type(ev, path: Path) -> Path | None:
             else:
                 left_neg += g
     ax.axvline(0.0, color="black", lw=0.8)
+    return _finish_gain_bars(fig, ax, names, path, "gain from deviating alone, k EUR (by hour type; hours in the bars)",
+                             "where each learner's gain lies: its hours against its exact best response's", -0.2, 2)
+
+
+def _finish_gain_bars(fig, ax, names, path: Path, xlabel: str, title: str, legend_y: float, ncol: int) -> Path:
+    """Labels, legend below the axes, and save: the end of the horizontal gain-bar figures."""
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("gain from deviating alone, k EUR (by hour type; hours in the bars)")
-    ax.set_title("where each learner's gain lies: its hours against its exact best response's")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -212,13 +218,8 @@ def gain_by_price_needed(rows: dict, path: Path) -> Path | None:
             g = max(g, 0.0) / 1e3
             ax.barh(y, g, left=left, color=f"C{j}", label=labels[j] if y == 0 else None, edgecolor="white")
             left += g
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("gain from deviating alone, k EUR")
-    ax.set_title("where each plant's gain lies: the prices its exact best response needs")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=1, frameon=False)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish_gain_bars(fig, ax, names, path, "gain from deviating alone, k EUR",
+                             "where each plant's gain lies: the prices its exact best response needs", -0.35, 1)
 
 
 def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str], rows: dict | None = None) -> list[Path]:
