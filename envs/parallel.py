@@ -31,7 +31,9 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
   cheapest rule-bidding offer at or above it in that hour (kept where none lies within
   ``m``); see :class:`envs.MarketCore`. With ``start_up_markup_hours=H`` a plant with a
   start-up cost that did not run the hour before offers no lower than its marginal cost
-  plus its start-up cost over ``H`` hours at minimum power (before the grid above).
+  plus its start-up cost over ``H`` hours at minimum power (before the grid above). With
+  ``min_power_rule="raise"`` a plant dispatched for less than its ``min_power`` runs its
+  ``min_power``, paid for the accepted part only (ASSUME's rule; default ``"partial"``).
 * storage: one signed price. ``a >= 0``: offer to discharge at ``a*m`` (as much as the
   state of charge and power allow within the hour); ``a < 0``: bid to charge at ``|a|*m``.
   With ``storage_bids="two_sided"`` two entries instead: a charge bid at

@@ -393,6 +393,11 @@ def check_env_options(options: dict[str, Any]) -> None:
 
             if value not in STORAGE_PRICES:
                 raise ValueError(f"environment option storage_prices={value!r}: expected one of {STORAGE_PRICES}")
+        elif key == "min_power_rule":
+            from .core import MIN_POWER_RULES
+
+            if value not in MIN_POWER_RULES:
+                raise ValueError(f"environment option min_power_rule={value!r}: expected one of {MIN_POWER_RULES}")
         elif key in _FLOAT_OPTIONS:
             lo, hi = _FLOAT_OPTIONS[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

@@ -105,6 +105,8 @@ def test_the_residual_fast_path_charges_the_raise_as_the_full_clearing_does():
 def test_the_rule_is_validated_and_carried_by_training_the_manifest_and_evaluate(tmp_path):
     with pytest.raises(ValueError, match="min_power_rule"):
         envs.MarketCore(envs.load_scenario("tiny"), min_power_rule="round")
+    with pytest.raises(ValueError, match="min_power_rule"):
+        envs.parallel_env("tiny", min_power_rule="all")
     with pytest.raises(ConfigError, match="min_power_rule"):
         LearningConfig().with_overrides(["min_power_rule=all"])
     sc = envs.load_scenario("default")
