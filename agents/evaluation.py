@@ -275,19 +275,26 @@ def grid_best_responses(core: MarketCore, ev: EvalResult, *, undercut_learners: 
     return out
 
 
+def plant_gain_split(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """Each learning plant's gain (best-response profit − profit, EUR) split by the prices
+    its best response needs, from summary rows with both grid figures: (within the env's
+    grid, a tick under another learner's offer, other prices off the grid). Empty for
+    rows without them (free plant bids, storage, no analysis)."""
+    return {a: (r["grid_best_response_profit"] - r["profit"],
+                r["undercut_learners_best_response_profit"] - r["grid_best_response_profit"],
+                r["best_response_profit"] - r["undercut_learners_best_response_profit"])
+            for a, r in rows.items()
+            if "grid_best_response_profit" in r and "undercut_learners_best_response_profit" in r}
+
+
 def off_grid_line(rows: dict[str, dict[str, Any]]) -> str | None:
     """One line splitting the learning plants' total gain (best-response profit − profit)
-    by the prices it needs: within the env's grid, a tick under another learner's offer,
-    other prices off the grid; ``None`` without the grid figures."""
-    rows = [r for r in rows.values()
-            if "grid_best_response_profit" in r and "undercut_learners_best_response_profit" in r]
-    if not rows:
+    by the prices it needs (:func:`plant_gain_split`): within the env's grid, a tick under
+    another learner's offer, other prices off the grid; ``None`` without the grid figures."""
+    split = plant_gain_split(rows)
+    if not split:
         return None
-    parts = np.zeros(3)
-    for r in rows:
-        p, g, u, b = (r["profit"], r["grid_best_response_profit"], r["undercut_learners_best_response_profit"],
-                      r["best_response_profit"])
-        parts += (g - p, u - g, b - u)
+    parts = np.sum(list(split.values()), axis=0)
     total = parts.sum()
     return (f"the learning plants could gain {total:,.0f} EUR: {parts[0]:,.0f} within the env's offer grid "
             f"(training's shortfall), {parts[1]:,.0f} a tick under another learner's offer (the race between "

@@ -199,11 +199,9 @@ def gain_by_price_needed(rows: dict, path: Path) -> Path | None:
     :func:`agents.evaluation.off_grid_line`): within the grid (what training left), a tick
     under another learner's offer (the race between learners at a shared price), other
     prices off the grid. None (no file) without such plants."""
-    parts = {a: (r["grid_best_response_profit"] - r["profit"],
-                 r["undercut_learners_best_response_profit"] - r["grid_best_response_profit"],
-                 r["best_response_profit"] - r["undercut_learners_best_response_profit"])
-             for a, r in rows.items()
-             if "grid_best_response_profit" in r and "undercut_learners_best_response_profit" in r}
+    from .evaluation import plant_gain_split
+
+    parts = plant_gain_split(rows)
     if not parts:
         return None
     labels = ("within the env's offer grid (training's shortfall)",

@@ -22,7 +22,10 @@ the env's storage action can do against the same bids. Plants that bid on the en
 grid (``plant_bids: undercut``) get ``grid_best_response_profit``: their best response
 restricted to the grid's prices, the best their actions can reach, and
 ``undercut_learners_best_response_profit``: the same with the prices a tick under another
-learner's offer allowed too (the Bertrand-Edgeworth race at a shared price). Plants with start-up costs get
+learner's offer allowed too (the Bertrand-Edgeworth race at a shared price); the line's
+``gain_split`` sums the plants' gain within the grid, in that race and at other off-grid
+prices, and the other learners' gain (EUR), and the table prints its mean over the seeds
+(``agents.evaluation.plant_gain_split``). Plants with start-up costs get
 ``on_off``: hours run and starts, theirs and their best response's
 (``envs.analysis.on_off_comparison``). Every analysed agent gets ``gain_by_hours``: its
 gain from deviating split by hour type (``envs.analysis.gain_by_hours``), e.g. the hours
@@ -132,7 +135,9 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
                                  round(fe["gain"])]
-    from agents.evaluation import full_moves_best_responses, gain_by_hours_rows, grid_best_responses, on_off_rows
+    from agents.evaluation import (
+        full_moves_best_responses, gain_by_hours_rows, grid_best_responses, on_off_rows, plant_gain_split,
+    )
 
     for a, p in full_moves_best_responses(sc, tr.core, ev).items():  # storage: a lower reference, see the docstring
         row["agents"][a]["full_moves_best_response_profit"] = round(p)
@@ -140,6 +145,12 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         row["agents"][a]["grid_best_response_profit"] = round(p)
     for a, p in grid_best_responses(tr.eval_core, ev, undercut_learners=True).items():  # ... or a tick under a learner
         row["agents"][a]["undercut_learners_best_response_profit"] = round(p)
+    split = plant_gain_split(row["agents"])
+    if split:  # the plants' gain by the prices it needs, and the rest (storage, renewables)
+        g, r, o = np.sum(list(split.values()), axis=0)
+        rest = sum(v["best_response_profit"] - v["profit"] for a, v in row["agents"].items() if a not in split)
+        row["gain_split"] = {"grid": round(float(g)), "race": round(float(r)), "other_off_grid": round(float(o)),
+                             "others": round(float(rest))}
     for a, o in on_off_rows(ev).items():  # plants with start-up costs
         row["agents"][a]["on_off"] = {k: v for k, v in o.items() if k != "start_up_cost"}
     for a, parts in gain_by_hours_rows(ev).items():  # where each gain lies, by hour type
@@ -236,6 +247,12 @@ def quality(args) -> None:
               f"| {fmt(col('train_s'), 0)} |")
         per_seed = ", ".join(f"{r['seed']}: {r['br_share']:.3f}/{r['exploitability']:.3f}" for r in rows)
         print(f"|   per seed (share/exploitability) | {per_seed} | | | | | | |")
+        splits = [r["gain_split"] for r in rows if "gain_split" in r]
+        if splits:  # mean k EUR over the seeds
+            m = {k: statistics.fmean(s[k] for s in splits) / 1e3 for k in splits[0]}
+            print(f"|   gain, k EUR: plants within the grid / a tick under another learner / other off-grid prices; "
+                  f"the other learners | {len(splits)} | {m['grid']:.0f} / {m['race']:.0f} / {m['other_off_grid']:.0f}; "
+                  f"{m['others']:.0f} | | | | | |")
         for key in sorted({k for r in rows for k in r.get("select", {})}):
             sel = [r["select"][key] for r in rows if key in r.get("select", {})]
             print(f"|   kept by {key} | {len(sel)} | {fmt([v[1] for v in sel])} | | {fmt([v[2] for v in sel])} | | | "
