@@ -619,9 +619,10 @@ def _evaluate_residual(
         acc = (A < price[:, None]) * av + (A == price[:, None]) * (av * share[:, None])
         cost = record.supply_cost[t, s_cols]
         q = acc.sum(axis=1)
-        unpaid = 0.0 if floor_cost is None else _unpaid_output_cost(q[None], (floor_cost[0][r: r + 1],
-                                                                             floor_cost[1][r: r + 1]))[0]
-        profit[r] = ((acc * (price[:, None] - cost)).sum(axis=1) - unpaid) * record.dt
+        profit[r] = (acc * (price[:, None] - cost)).sum(axis=1) * record.dt
+        if floor_cost is not None:  # min_power_rule="raise": the unpaid output up to the floor
+            floor, mc = floor_cost[0][r], floor_cost[1][r]
+            profit[r] -= np.maximum(floor - q, 0.0) * (q > 0) * mc * record.dt
         on[r] = q > 0
     return profit, on
 
