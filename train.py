@@ -249,12 +249,13 @@ def _setup_train(args: argparse.Namespace):
             cfg = cfg.with_overrides(extra)
         seed = resolve_seed(None, cfg, sc)
         # recorded in the run's config.yaml (the foresight as a number, plant_bids,
-        # storage_prices and storage_teacher resolved, so that a resume sees what the run
+        # storage_prices, storage_teacher and cost_snap resolved, so that a resume sees what the run
         # did whatever "auto" becomes)
         cfg = cfg.with_overrides({"seed": seed, "foresight": cfg.resolved_foresight(sc),
                                   "plant_bids": cfg.resolved_plant_bids(sc),
                                   "storage_prices": cfg.resolved_storage_prices(),
-                                  "storage_teacher": cfg.resolved_storage_teacher()})
+                                  "storage_teacher": cfg.resolved_storage_teacher(),
+                                  "cost_snap": cfg.resolved_cost_snap()})
     cfg.resolved_device()  # cuda without a GPU is one line now, before any work
     if args.containers != 1 and args.runtime != "mango":
         raise ValueError("--containers needs --runtime mango")

@@ -469,9 +469,11 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
         mbp = info.get("max_bid_price")
         if mbp is not None and (isinstance(mbp, bool) or not isinstance(mbp, (int, float)) or not math.isfinite(mbp) or mbp <= 0):
             raise bad(f"{section}.max_bid_price", "a positive finite number", mbp)
-        mk = info.get("start_up_markup_hours")
-        if mk is not None and (isinstance(mk, bool) or not isinstance(mk, (int, float)) or not math.isfinite(mk) or mk < 0):
-            raise bad(f"{section}.start_up_markup_hours", "a finite number >= 0", mk)
+        for k in ("start_up_markup_hours", "cost_snap"):
+            mk = info.get(k)
+            if mk is not None and (isinstance(mk, bool) or not isinstance(mk, (int, float)) or not math.isfinite(mk)
+                                   or mk < 0):
+                raise bad(f"{section}.{k}", "a finite number >= 0", mk)
         for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES),
                            ("min_power_rule", MIN_POWER_RULES)):
             if info.get(k) is not None and info[k] not in allowed:

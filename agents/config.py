@@ -506,6 +506,17 @@ class LearningConfig:
     `train.py evaluate` uses it. Measured on `default` and its variants in
     benchmarks/RESULTS.md, thirty-first round. Default: "partial"."""
 
+    cost_snap: float | str = "auto"
+    """The env's `cost_snap` (`envs.MarketCore`), for training and every evaluation: a
+    learning plant's or renewable's offer price within this many EUR/MWh of its marginal
+    cost is read as exactly that cost. An actor's output is continuous, so where learners
+    compete at cost (several learners with the same cost, e.g. ASSUME's example with ten
+    learning CCGTs) it lands a few cents off it, and every such cent is gain for a rival or
+    a loss on the MWh it sets the price for. "auto": 0.25 % of `max_bid_price` (0.25
+    EUR/MWh at 100). 0 reads prices as the actions say. The checkpoint's manifest records
+    it (`trainer.cost_snap`) and `train.py evaluate` uses it. Measured in
+    benchmarks/RESULTS.md, thirty-second round. Default: "auto"."""
+
     start_up_markup_fallback: tuple[float, ...] = (12.0, 24.0, 48.0)
     """After training (and `stay_out_fallback`), evaluate the kept policy (`policies/best`)
     once more with the exact analysis for each of these `start_up_markup_hours` and keep
@@ -884,6 +895,10 @@ class LearningConfig:
         pl = scenario.plants
         start_ups = any(bool(learn) and float(cost) > 0 for learn, cost in zip(pl.learning, pl.start_up_cost))
         return "undercut" if start_ups else "free"
+
+    def resolved_cost_snap(self) -> float:
+        """`cost_snap` in EUR/MWh ("auto": 0.25 % of `max_bid_price`)."""
+        return 0.0025 * float(self.max_bid_price) if self.cost_snap == "auto" else float(self.cost_snap)
 
     def resolved_storage_teacher(self) -> str:
         """`storage_teacher` ("auto": "best_move")."""
@@ -1283,6 +1298,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "stay_out_fallback": _to_bool,
     "start_up_markup_hours": _float(0.0, 1e6),
     "min_power_rule": _choice("partial", "raise"),
+    "cost_snap": _auto_or(_float(0.0, 1e6)),
     "start_up_markup_fallback": _hours_list,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

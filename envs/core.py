@@ -165,6 +165,14 @@ class MarketCore:
             sliver of volume no longer keeps it running cheaply. The record carries the
             rule (``EpisodeRecord.agent_min_output``) and the exact analysis scores every
             best response under it.
+        cost_snap: EUR/MWh. A learning plant's offer price (each of its two) or a learning
+            renewable's that lies within this distance of the unit's marginal cost in that
+            hour is read as exactly that cost, before ``start_up_markup_hours`` and
+            ``plant_bids`` move it. An actor's output is continuous and never lands on a
+            price to the cent, while a market where learners compete at cost has its
+            equilibrium exactly there: a bid a little below cost loses on every MWh it
+            sets the price for, a little above it lets a rival undercut. ``0`` (default)
+            reads prices as the actions say.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -194,6 +202,7 @@ class MarketCore:
         storage_prices: str = "free",
         start_up_markup_hours: float = 0.0,
         min_power_rule: str = "partial",
+        cost_snap: float = 0.0,
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
@@ -204,6 +213,14 @@ class MarketCore:
         if min_power_rule not in MIN_POWER_RULES:
             raise ValueError(f"min_power_rule must be one of {MIN_POWER_RULES}, got {min_power_rule!r}")
         self.min_power_rule = str(min_power_rule)
+        try:
+            cs = float(cost_snap)
+        except (TypeError, ValueError):
+            cs = float("nan")
+        if not (np.isfinite(cs) and cs >= 0.0):
+            raise ValueError(f"cost_snap must be a number of EUR/MWh >= 0 (0: prices as the actions say), "
+                             f"got {cost_snap!r}")
+        self.cost_snap = cs
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
         self.storage_prices = str(storage_prices)
@@ -824,6 +841,10 @@ class MarketCore:
             inflex = np.minimum(pl.min_power[self.lp], avail)
             if self.lp_single.any():  # single-bid plants offer everything in their flexible column
                 inflex = np.where(self.lp_single, 0.0, inflex)
+            if self.cost_snap > 0:  # a price within cost_snap of the cost is the cost
+                mc = pl.marginal_cost[t, self.lp]
+                lo = np.where(np.abs(lo - mc) <= self.cost_snap, mc, lo)
+                hi = np.where(np.abs(hi - mc) <= self.cost_snap, mc, hi)
             if self.start_up_markup_hours > 0:  # a cold plant offers at least cost + markup
                 floor = self.cold_offer_floor(t)
                 lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
@@ -834,9 +855,13 @@ class MarketCore:
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi
         if len(self.lr):
             rn = sc.renewables
-            sp[:, self.col_ren] = scaled[:, self.sl_ren, 0]
+            p_ren = scaled[:, self.sl_ren, 0]
+            if self.cost_snap > 0:
+                mc = rn.marginal_cost[self.lr]
+                p_ren = np.where(np.abs(p_ren - mc) <= self.cost_snap, mc, p_ren)
+            sp[:, self.col_ren] = p_ren
             sv[:, self.col_ren] = rn.capacity[self.lr] * rn.availability[t, self.lr]
-            bid_price[:, self.sl_ren, :] = scaled[:, self.sl_ren, :1]
+            bid_price[:, self.sl_ren, :] = p_ren[:, :, None]
         if self.n_storage:
             st = sc.storages
             # energy that can be sold / room that can be filled within this hour

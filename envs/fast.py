@@ -229,11 +229,16 @@ class FastStep:
         # start_up_markup_hours: a cold plant offers at least its cost + markup (core.cold_offer_floor)
         markup = c.start_up_markup.tolist() if c.start_up_markup_hours > 0 else None
         last_d = c.last_dispatch[0].tolist() if markup is not None else None
+        snap = c.cost_snap
         for j in range(P):
             a0 = acts[j][0] * mbp
             a1 = acts[j][1] * mbp
             lo = a0 if a0 <= a1 else a1
             hi = a1 if a0 <= a1 else a0
+            if snap > 0:  # core.cost_snap: a price within the band of the cost is the cost
+                m = mc_p[j]
+                lo = m if abs(lo - m) <= snap else lo
+                hi = m if abs(hi - m) <= snap else hi
             if markup is not None and markup[j] > 0 and last_d[j] <= 0:
                 f = mc_p[j] + markup[j]
                 lo = lo if lo >= f else f
@@ -247,8 +252,11 @@ class FastStep:
         sv += inflex_p
         sv += [a - i for a, i in zip(avail_p, inflex_p)]
         ren_avail = row[o[3]: o[4]]
+        ren_mc = c.scenario.renewables.marginal_cost[c.lr] if snap > 0 and R else None
         for r in range(R):
             a = acts[c.sl_ren.start + r][0] * mbp
+            if ren_mc is not None and abs(a - ren_mc[r]) <= snap:
+                a = float(ren_mc[r])
             sp.append(a)
             bid_price[c.sl_ren.start + r] = [a, a]
         sv += ren_avail

@@ -368,6 +368,7 @@ _FLOAT_OPTIONS = {
     "regret_scale": (0.0, 1e6),
     "reward_scale": (-1e9, 1e9),
     "start_up_markup_hours": (0.0, 1e6),
+    "cost_snap": (0.0, 1e6),
 }
 _INT_OPTIONS = {"foresight": (1, 10_000), "num_envs": (1, 1_000_000), "max_cycles": (1, 10**9)}
 

@@ -96,6 +96,7 @@ def test_defaults():
         stay_out_fallback=True,
         start_up_markup_hours=0.0,
         min_power_rule="partial",
+        cost_snap="auto",
         start_up_markup_fallback=[12.0, 24.0, 48.0],
         best_policy_interval="auto",
         critic_reward_scale=1.0,
