@@ -34,6 +34,8 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
   plus its start-up cost over ``H`` hours at minimum power (before the grid above). With
   ``min_power_rule="raise"`` a plant dispatched for less than its ``min_power`` runs its
   ``min_power``, paid for the accepted part only (ASSUME's rule; default ``"partial"``).
+  With ``cost_snap=B`` a price within ``B`` EUR/MWh of the plant's marginal cost is read
+  as exactly that cost (first of all these steps; a learning renewable's price too).
 * storage: one signed price. ``a >= 0``: offer to discharge at ``a*m`` (as much as the
   state of charge and power allow within the hour); ``a < 0``: bid to charge at ``|a|*m``.
   With ``storage_bids="two_sided"`` two entries instead: a charge bid at
