@@ -470,8 +470,8 @@ class LearningConfig:
     early stopping (reward) are unchanged. Default: "auto"."""
 
     stay_out_fallback: bool = True
-    """After training, when a learning plant loses money over the evaluation episode of
-    the kept policy (`policies/best`), try that policy with each such plant's actor set
+    """After training, when a learning plant loses money (more than 1 EUR) over the
+    evaluation episode of the kept policy (`policies/best`), try that policy with each such plant's actor set
     to offer at the top of its bid range whatever it observes (it stays out of the
     market unless the price rises that far), evaluate it once with the exact analysis and
     keep it as `policies/best` only when it is better by `best_policy_metric`

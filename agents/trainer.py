@@ -437,6 +437,17 @@ def _better(by: str, new: dict[str, float], old: dict[str, float]) -> bool:
     return new[by] < old[by] if by == "gain" else new[by] > old[by]
 
 
+LOSS_TOLERANCE_EUR = 1.0
+"""A plant "loses money" over an episode below this many EUR of loss: at a zero-profit
+equilibrium (learners at cost) the profits are 0 up to float rounding (-1e-9 EUR)."""
+
+
+def losing_plants(kinds, profit) -> list[int]:
+    """Indices of the plant agents whose episode profit is a loss of more than
+    :data:`LOSS_TOLERANCE_EUR` (what :func:`stay_out_fallback` tries to keep out)."""
+    return [i for i, (k, p) in enumerate(zip(kinds, profit)) if k == "plant" and p < -LOSS_TOLERANCE_EUR]
+
+
 def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
                       analysis: bool, progress: bool = False) -> tuple[list[str], str | None]:
     """``stay_out_fallback``: evaluate the run's ``policies/best`` with the analysis; where
@@ -461,7 +472,7 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
         if ev.br_share is None:
             return [], None
-        losing = [i for i in range(len(kinds)) if kinds[i] == "plant" and ev.agent_profit[i] < 0]
+        losing = losing_plants(kinds, ev.agent_profit)
         if not losing:
             return [], None
         learner.stay_out(losing)

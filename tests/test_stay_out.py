@@ -11,7 +11,7 @@ import envs
 from agents.checkpoint import read_manifest
 from agents.config import LearningConfig
 from agents.recorder import initial_best
-from agents.trainer import Trainer, evaluate_policy
+from agents.trainer import Trainer, evaluate_policy, losing_plants
 
 TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
@@ -100,3 +100,11 @@ def test_the_fallback_can_be_switched_off(tmp_path):
     assert tr.stay_out_fallback() == [] and tr.stay_out_report is None
     assert "stay_out" not in read_manifest(tmp_path / "run" / "policies" / "best")["trainer"]
     tr.close()
+
+
+def test_profits_of_zero_up_to_rounding_are_not_losses():
+    """At a zero-profit equilibrium (learners bidding their cost) profits are 0 up to float
+    rounding; those plants are not tried out, a real loss is, and other kinds never."""
+    kinds = ["plant", "plant", "plant", "storage", "plant"]
+    assert losing_plants(kinds, [-1e-9, -0.0, -250.0, -900.0, 3.0]) == [2]
+    assert losing_plants(kinds, np.zeros(5)) == []
