@@ -471,10 +471,10 @@ class LearningConfig:
 
     stay_out_fallback: bool = True
     """After training, when a learning plant loses money (more than 1 EUR) over the
-    evaluation episode of the kept policy (`policies/best`), try that policy with each such plant's actor set
-    to offer at the top of its bid range whatever it observes (it stays out of the
-    market unless the price rises that far), evaluate it once with the exact analysis and
-    keep it as `policies/best` only when it is better by `best_policy_metric`
+    evaluation episode of the kept policy (`policies/best`), try that policy with each
+    such plant's actor set to offer at the top of its bid range whatever it observes (it
+    stays out of the market unless the price rises that far), evaluate it once with the
+    exact analysis and keep it as `policies/best` only when it is better by `best_policy_metric`
     (`best_profit` and `best_regret` do not compete: withholding plants can raise the
     others' profits). Against the same bids of the others, a plant that loses money gains
     by offering nothing; a kept policy where it still runs is one its own exact best
