@@ -242,6 +242,15 @@ class LearningConfig:
     """Smallest relative improvement of the validation reward that counts as progress
     for early stopping (0.05 = 5 %). Must be >= 0. Default: 0.05."""
 
+    stop_at_equilibrium: bool = True
+    """Stop training once the kept policy (`policies/best`, chosen by the total gain from
+    deviating alone, `best_policy_metric` "gain") is certified by the exact analysis as an
+    equilibrium of the evaluation episode: the learners together can gain at most 1 EUR by
+    deviating alone. Nothing later can be kept over it. It happens where the equilibrium
+    teacher's fitted actors are exact (a market where learners compete at cost, with
+    `cost_snap`: ten learning CCGTs of one cost stop after the first episode instead of
+    running 100). Needs the per-evaluation analysis. Default: True."""
+
     # ---- TD3 ----
     tau: float = 0.005
     """Polyak coefficient of the target-network update (target <- tau*online +
@@ -1274,6 +1283,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "validation_episodes_interval": _int(1, maximum=_MAX_EPISODES),
     "early_stopping_steps": _optional(_int(1, maximum=_MAX_EPISODES)),
     "early_stopping_threshold": _float(0.0),
+    "stop_at_equilibrium": _to_bool,
     "tau": _float(0.0, 1.0, low_open=True),
     "policy_delay": _int(1, maximum=_MAX_COUNT),
     "target_policy_noise": _float(0.0),

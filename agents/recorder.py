@@ -202,6 +202,7 @@ class RunRecorder:
         self.agent_kind = agent_kind
         self.best = initial_best()
         self.no_improve = 0
+        self.stop_reason: str | None = None  # why training stopped early, when not for the reward
         self.validated_reward = -math.inf  # best reward at the latest validation (early stopping)
         self._fallback_noted = False
         self.history: list[dict[str, Any]] = []
@@ -285,6 +286,12 @@ class RunRecorder:
                             else math.inf)
                     self.no_improve = 0 if gain > cfg.early_stopping_threshold else self.no_improve + 1
                     stop = self.no_improve >= cfg.early_stopping_steps
+        if (cfg.stop_at_equilibrium and resolved_best_policy_metric(cfg.best_policy_metric) == "gain"
+                and self.best.get("gain", math.inf) <= EQUILIBRIUM_GAIN_EUR):
+            stop = True
+            self.stop_reason = (f"stopping after episode {episode}: the kept policy is an equilibrium of the "
+                                f"evaluation episode (the learners could gain {self.best['gain']:,.2f} EUR together "
+                                "by deviating alone; stop_at_equilibrium: false trains on)")
         self.history.append(row)
         self.save("last", {k: v for k, v in row.items() if isinstance(v, (int, float))}, episode=episode + 1)
         if self.run_dir is not None:
@@ -423,7 +430,15 @@ def read_run_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def early_stop_message(config: LearningConfig, episode: int) -> str:
+EQUILIBRIUM_GAIN_EUR = 1.0
+"""``stop_at_equilibrium``: the largest total gain from deviating alone (EUR) that counts as
+an equilibrium (float rounding of a zero-profit equilibrium is far below it)."""
+
+
+def early_stop_message(config: LearningConfig, episode: int, recorder: RunRecorder | None = None) -> str:
+    """The line printed when training stopped before its last episode."""
+    if recorder is not None and recorder.stop_reason:
+        return recorder.stop_reason
     return (f"early stopping after episode {episode}: no evaluation improved the reward by more than "
             f"{config.early_stopping_threshold:.0%} for {config.early_stopping_steps} evaluations")
 

@@ -315,7 +315,7 @@ class Trainer:
                 postfix["br"] = f"{row['eval/br_share']:.2f}"
             bar.set_postfix(postfix)
             if stopped:
-                bar.write(early_stop_message(cfg, ep))
+                bar.write(early_stop_message(cfg, ep, self.recorder))
                 break
         bar.close()
         self.recorder.flush()

@@ -72,6 +72,7 @@ def test_defaults():
         validation_episodes_interval=5,
         early_stopping_steps=None,
         early_stopping_threshold=0.05,
+        stop_at_equilibrium=True,
         tau=0.005,
         policy_delay=2,
         target_policy_noise=0.2,

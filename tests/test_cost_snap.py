@@ -133,3 +133,29 @@ def test_the_band_is_validated_and_carried_by_training_the_manifest_and_evaluate
     assert read_manifest(best)["trainer"]["cost_snap"] == 2.5
     _, core = evaluate_policy(sc, cfg.with_overrides(["cost_snap=0"]), best, seed=0, env_options={"max_cycles": H})
     assert core.cost_snap == 2.5  # the checkpoint's band, not the config's
+
+
+def _competitive_trainer(tmp_path, *extra):
+    sc = competitive_scenario()
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
+        ["training_episodes=4", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
+         "actor_hidden_sizes=[32]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=1",
+         "validation_episodes_interval=10", "equilibrium_reference=false", "equilibrium_teacher_steps=1500",
+         "equilibrium_teacher_rollouts=0", "cost_snap=2.0", *extra])
+    return Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False)
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_training_stops_once_the_kept_policy_is_an_exact_equilibrium(tmp_path, stop):
+    """With the band, the equilibrium teacher's fitted actors bid exactly their cost on the
+    competitive market: the analysis certifies them (no learner can gain), so training stops
+    after its first episode; with stop_at_equilibrium off it runs every episode."""
+    tr = _competitive_trainer(tmp_path, f"stop_at_equilibrium={str(stop).lower()}")
+    res = tr.train()
+    assert tr.fit_evaluation is not None and tr.fit_evaluation["gain"] <= 1.0
+    if stop:
+        assert res.stopped_early and res.episodes == 1
+        assert "equilibrium" in tr.recorder.stop_reason
+    else:
+        assert not res.stopped_early and res.episodes == 4 and tr.recorder.stop_reason is None
+    tr.close()

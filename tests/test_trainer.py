@@ -435,6 +435,7 @@ KEY_TESTS = {
     "start_up_markup_hours": "tests/test_start_up_markup.py::test_option_and_keys_are_validated",
     "min_power_rule": "tests/test_min_power_rule.py::test_the_rule_is_validated_and_carried_by_training_the_manifest_and_evaluate",
     "cost_snap": "tests/test_cost_snap.py::test_the_band_is_validated_and_carried_by_training_the_manifest_and_evaluate",
+    "stop_at_equilibrium": "tests/test_cost_snap.py::test_training_stops_once_the_kept_policy_is_an_exact_equilibrium",
     "start_up_markup_fallback": "tests/test_start_up_markup.py::test_the_fallback_keeps_the_markup_that_evaluates_best",
     "storage_teacher": "tests/test_storage_teacher.py::test_best_move_targets_bid_the_response_policy_through_the_grid",
     "best_policy_metric": "tests/test_quality_keys.py::test_best_policy_metric_decides_what_policies_best_holds",

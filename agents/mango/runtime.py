@@ -600,7 +600,7 @@ class _Run:
             bar.close()
             recorder.flush()
         if stopped:
-            print(early_stop_message(cfg, episodes - 1), file=sys.stderr)
+            print(early_stop_message(cfg, episodes - 1, recorder), file=sys.stderr)
         return MangoRunResult(learner, recorder, role, market, episodes, stopped, time.perf_counter() - start_wall,
                               market.hours_cleared, self.n_workers + 1, recorder.history)
 
