@@ -814,6 +814,11 @@ class MarketCore:
         ok = (k >= 0) & (prv >= 0.0)
         return np.where(ok, prv, price)
 
+    def _snap_to_cost(self, price: np.ndarray, mc: np.ndarray) -> np.ndarray:
+        """``cost_snap``: prices within the band of the unit's marginal cost ``mc`` (broadcast
+        over the copies) read as exactly that cost."""
+        return np.where(np.abs(price - mc) <= self.cost_snap, mc, price)
+
     def build_bids(self, actions: np.ndarray, active: np.ndarray | None):
         """Dynamic bids for the current hour from actions ``(B, n, max_act)`` in [-1, 1].
 
@@ -841,10 +846,9 @@ class MarketCore:
             inflex = np.minimum(pl.min_power[self.lp], avail)
             if self.lp_single.any():  # single-bid plants offer everything in their flexible column
                 inflex = np.where(self.lp_single, 0.0, inflex)
-            if self.cost_snap > 0:  # a price within cost_snap of the cost is the cost
+            if self.cost_snap > 0:
                 mc = pl.marginal_cost[t, self.lp]
-                lo = np.where(np.abs(lo - mc) <= self.cost_snap, mc, lo)
-                hi = np.where(np.abs(hi - mc) <= self.cost_snap, mc, hi)
+                lo, hi = self._snap_to_cost(lo, mc), self._snap_to_cost(hi, mc)
             if self.start_up_markup_hours > 0:  # a cold plant offers at least cost + markup
                 floor = self.cold_offer_floor(t)
                 lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
@@ -857,8 +861,7 @@ class MarketCore:
             rn = sc.renewables
             p_ren = scaled[:, self.sl_ren, 0]
             if self.cost_snap > 0:
-                mc = rn.marginal_cost[self.lr]
-                p_ren = np.where(np.abs(p_ren - mc) <= self.cost_snap, mc, p_ren)
+                p_ren = self._snap_to_cost(p_ren, rn.marginal_cost[self.lr])
             sp[:, self.col_ren] = p_ren
             sv[:, self.col_ren] = rn.capacity[self.lr] * rn.availability[t, self.lr]
             bid_price[:, self.sl_ren, :] = p_ren[:, :, None]

@@ -252,11 +252,11 @@ class FastStep:
         sv += inflex_p
         sv += [a - i for a, i in zip(avail_p, inflex_p)]
         ren_avail = row[o[3]: o[4]]
-        ren_mc = c.scenario.renewables.marginal_cost[c.lr] if snap > 0 and R else None
+        ren_mc = self.ren_mc
         for r in range(R):
             a = acts[c.sl_ren.start + r][0] * mbp
-            if ren_mc is not None and abs(a - ren_mc[r]) <= snap:
-                a = float(ren_mc[r])
+            if snap > 0 and abs(a - ren_mc[r]) <= snap:
+                a = ren_mc[r]
             sp.append(a)
             bid_price[c.sl_ren.start + r] = [a, a]
         sv += ren_avail
