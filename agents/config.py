@@ -538,6 +538,25 @@ class LearningConfig:
     An empty list turns it off. Measured on seeded variants of `default`
     (benchmarks/RESULTS.md, twenty-ninth round). Default: (12.0, 24.0, 48.0)."""
 
+    tie_below_cost: bool = False
+    """The training env's `tie_below_cost` (`envs.MarketCore`; only where plant offers are
+    read on the grid, `plant_bids` "undercut"): a learning plant's offer that the grid
+    would put a tick under a rule offer priced below the plant's marginal cost ties with
+    that rule offer instead, so a plant that sells at a loss to stay on sells the least
+    volume that keeps it running. Trained with it, `default` was no better (seeds 0 and
+    1: 0.158 / 0.129 against 0.131 / 0.127, benchmarks/RESULTS.md, thirty-third round);
+    `tie_below_cost_fallback` tries it on the kept policy instead. Default: False."""
+
+    tie_below_cost_fallback: bool = True
+    """After training (and `start_up_markup_fallback`), where plant offers are read on the
+    grid: evaluate the kept policy (`policies/best`) once more with the exact analysis
+    with `tie_below_cost` switched the other way, and keep that as `policies/best` when it
+    is better by `best_policy_metric`; the actors stay as they are, the reading becomes
+    part of the policy: its manifest records it (`trainer.tie_below_cost`) and
+    `train.py evaluate` bids with it. Needs the per-evaluation analysis and a run folder;
+    both runtimes. Measured on `default` and its variants (benchmarks/RESULTS.md,
+    thirty-third round). Default: True."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1310,6 +1329,8 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "min_power_rule": _choice("partial", "raise"),
     "cost_snap": _auto_or(_float(0.0, 1e6)),
     "start_up_markup_fallback": _hours_list,
+    "tie_below_cost": _to_bool,
+    "tie_below_cost_fallback": _to_bool,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

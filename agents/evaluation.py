@@ -247,7 +247,8 @@ def full_moves_best_responses(scenario: Scenario, core: MarketCore, ev: EvalResu
 def grid_best_responses(core: MarketCore, ev: EvalResult, *, undercut_learners: bool = False) -> dict[str, float]:
     """Where ``core`` reads plant offers on its grid (``plant_bids="undercut"``): each
     plant agent's best-response profit restricted to the prices the grid produces
-    (``envs.analysis.best_response(..., plant_prices=core.undercut)``), i.e. the best its
+    (``envs.analysis.best_response(..., plant_prices=core.plant_grid(i)[0])``: the grid
+    of :meth:`envs.MarketCore.undercut`, with ``tie_below_cost`` where the env has it), i.e. the best its
     actions can do against the same bids. The gap to the unrestricted best response is
     gain no action of the env can take (e.g. one tick under another learner). Empty for
     free plant bids, without an analysed record, or in a zonal/nodal market. With a
@@ -269,7 +270,8 @@ def grid_best_responses(core: MarketCore, ev: EvalResult, *, undercut_learners: 
     for i, (a, kind) in enumerate(zip(core.agents, core.agent_kind)):
         if kind != "plant":
             continue
-        prices = undercut_learners_map(rec, i, core.undercut) if undercut_learners else core.undercut
+        grid = core.plant_grid(i)[0]  # the env's grid for this plant's offers
+        prices = undercut_learners_map(rec, i, grid) if undercut_learners else grid
         out[a] = float(best_response(rec, a, plant_prices=prices,
                                      cold_prices=cold_offer_map(core, i, prices)).best_profit)
     return out
@@ -430,6 +432,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
         print(f"  ({str(s['stay_out']).removeprefix('stay_out_fallback: ')})")
     if s.get("start_up_markup"):
         print(f"  ({str(s['start_up_markup']).removeprefix('start_up_markup_fallback: ')})")
+    if s.get("tie_below_cost"):
+        print(f"  ({str(s['tie_below_cost']).removeprefix('tie_below_cost_fallback: ')})")
     from .reference import print_reference
 
     print_reference(s)

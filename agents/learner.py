@@ -532,8 +532,8 @@ class Learner:
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
                 grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
-                to_grid = grid_of.undercut if grid_of is not None else self.plant_prices
-                centre_of = grid_of.undercut_centre if grid_of is not None else self.plant_price_centre
+                to_grid, centre_of = grid_of.plant_grid(k) if grid_of is not None else (self.plant_prices,
+                                                                                        self.plant_price_centre)
                 # the env bids plant offers on its grid: the best response within the grid (one the
                 # actor can reproduce; the unrestricted one often needs a price between two rule
                 # offers), each price taught at the middle of the range the grid moves to it

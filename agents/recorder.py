@@ -471,6 +471,9 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
             mk = (manifest.get("trainer") or {}).get("start_up_markup_hours")
             if mk is not None and float(mk) != eval_core.start_up_markup_hours:  # start_up_markup_fallback kept it
                 eval_core.set_start_up_markup(float(mk))
+            tie = (manifest.get("trainer") or {}).get("tie_below_cost")
+            if tie is not None:  # tie_below_cost_fallback may have switched it
+                eval_core.tie_below_cost = bool(tie)
         except CheckpointError:
             pass
     else:  # no evaluation has run yet (e.g. all episodes were initial exploration)

@@ -56,8 +56,8 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
                     evaluation: bool = False, scenario: Scenario | None = None) -> dict[str, Any]:
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
     ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``,
-    ``start_up_markup_hours``, ``min_power_rule``, ``cost_snap`` (resolved), ``foresight`` and
-    ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
+    ``start_up_markup_hours``, ``min_power_rule``, ``cost_snap`` (resolved), ``tie_below_cost``,
+    ``foresight`` and ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
     one) and the episode options of :func:`envs.episode_options` (training env, or with
     ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
     set) unless given."""
@@ -71,6 +71,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("start_up_markup_hours", config.start_up_markup_hours)
     opts.setdefault("min_power_rule", config.min_power_rule)
     opts.setdefault("cost_snap", config.resolved_cost_snap())
+    opts.setdefault("tie_below_cost", config.tie_below_cost)
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))
@@ -84,7 +85,8 @@ def core_run_info(core: MarketCore) -> dict[str, Any]:
     ``evaluate`` replays a policy with the env it was trained on (:func:`evaluate_policy`)."""
     return {"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
             "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours,
-            "min_power_rule": core.min_power_rule, "cost_snap": core.cost_snap}
+            "min_power_rule": core.min_power_rule, "cost_snap": core.cost_snap,
+            "tie_below_cost": core.tie_below_cost}
 
 
 def analysis_allowed(config: LearningConfig, n_agents: int, *, echo=print) -> bool:
@@ -149,6 +151,7 @@ class Trainer:
         self.equilibrium_teacher_report: str | None = None
         self.stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
         self.markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
+        self.tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
@@ -284,8 +287,8 @@ class Trainer:
 
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
-        continuing from :attr:`episode`; then :meth:`stay_out_fallback` and
-        :meth:`start_up_markup_fallback`."""
+        continuing from :attr:`episode`; then :meth:`stay_out_fallback`,
+        :meth:`start_up_markup_fallback` and :meth:`tie_below_cost_fallback`."""
         cfg = self.config
         if not cfg.learning_mode:  # run the loaded policies, as ASSUME does; no training
             t0 = time.perf_counter()
@@ -321,6 +324,7 @@ class Trainer:
         self.recorder.flush()
         self.stay_out_fallback()
         self.start_up_markup_fallback()
+        self.tie_below_cost_fallback()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
@@ -341,6 +345,15 @@ class Trainer:
         if report is not None:
             self.markup_report = report
         return hours
+
+    def tie_below_cost_fallback(self) -> bool:
+        """``tie_below_cost_fallback`` after training (:func:`tie_below_cost_fallback`); its
+        line is kept in :attr:`tie_report`. Returns the reading kept."""
+        flag, report = tie_below_cost_fallback(self.learner, self.recorder, self.scenario, self.eval_core,
+                                               analysis=self.analysis, progress=self.progress)
+        if report is not None:
+            self.tie_report = report
+        return flag
 
     def prepare_equilibrium_teacher(self) -> None:
         """``equilibrium_teacher``: compute the equilibrium reference of the training hours
@@ -404,6 +417,8 @@ class Trainer:
             extra = {"stay_out": self.stay_out_report, **(extra or {})}
         if self.markup_report is not None:
             extra = {"start_up_markup": self.markup_report, **(extra or {})}
+        if self.tie_report is not None:
+            extra = {"tie_below_cost": self.tie_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -501,6 +516,73 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         return (names if better else []), report
 
 
+_KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost")
+"""What the fallbacks below record of ``policies/best`` in its manifest's ``trainer`` part:
+a later fallback that saves it again keeps what an earlier one chose."""
+
+
+def _reading_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                      key: str, own, candidates: list, apply, read, analysis: bool) -> tuple[Any, list | None]:
+    """The shared part of the fallbacks that try the kept policy under another reading of
+    its bids (:func:`start_up_markup_fallback`, :func:`tie_below_cost_fallback`):
+    evaluate ``policies/best`` with the exact analysis with ``apply(own)`` (the reading
+    as trained), then with each of ``candidates``, keep the best by
+    ``best_policy_metric`` and save it as ``policies/best`` with its manifest's
+    ``trainer.<key>`` set to it (``eval_core`` is left with the choice applied). ``read``
+    maps the manifest's recorded value (``None`` when absent) to a reading. Returns the
+    choice and ``[(reading, metrics), ...]`` of every evaluation, the one as trained first
+    (``None`` when nothing was tried, or when ``policies/best`` already records a reading
+    of its own, e.g. in a resumed run: that one is then applied)."""
+    cfg = learner.config
+    run_dir = recorder.run_dir
+    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
+    if not candidates or not cfg.learning_mode or not analysis or best is None or not (best / "manifest.json").exists():
+        return own, None
+    with _actors_restored(learner):
+        manifest = learner.load(best, load_optimizers=False, load_critics=False)
+        info = manifest.get("trainer") or {}
+        recorded = read(info.get(key))
+        if recorded != own:  # chosen before (a resumed run, or a second call)
+            apply(recorded)
+            return recorded, None
+        apply(own)
+        m0 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
+        if "gain" not in m0:
+            return own, None
+        by = best_metric(cfg.best_policy_metric, m0, recorder.best)
+        choice, mc = own, m0
+        results = [(own, m0)]
+        for value in candidates:
+            apply(value)
+            m = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
+            results.append((value, m))
+            if _better(by, m, mc):
+                choice, mc = value, m
+        apply(choice)
+        if choice != own:
+            kept = {k: recorder.run_info.get(k, _MISSING) for k in (*_KEPT_READINGS, key)}
+            recorder.run_info.update({k: info[k] for k in _KEPT_READINGS if k in info})  # earlier fallbacks' choices
+            recorder.run_info[key] = choice  # in the manifest ("trainer" part)
+            try:
+                recorder.save("best", {**mc, key: choice}, episode=manifest.get("episode"))
+            finally:
+                for k, v in kept.items():
+                    if v is _MISSING:
+                        recorder.run_info.pop(k, None)
+                    else:
+                        recorder.run_info[k] = v
+            recorder.best[by] = float(mc[by])
+        return choice, results
+
+
+_MISSING = object()
+
+
+def _gain_change(m0: dict, m: dict) -> str:
+    nan = float("nan")
+    return f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
+
+
 def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
                              analysis: bool, progress: bool = False) -> tuple[float, str | None]:
     """``start_up_markup_fallback``: evaluate the run's ``policies/best`` with the analysis
@@ -518,46 +600,59 @@ def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: 
     cfg = learner.config
     own = float(recorder.run_info.get("start_up_markup_hours", eval_core.start_up_markup_hours))  # as trained
     hours = [float(h) for h in cfg.start_up_markup_fallback if float(h) != own]
-    run_dir = recorder.run_dir
-    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
-    if (not hours or not cfg.learning_mode or not analysis or best is None or not (best / "manifest.json").exists()
-            or not (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any()):
-        return own, None
-    with _actors_restored(learner):
-        manifest = learner.load(best, load_optimizers=False, load_critics=False)
-        recorded = float(manifest.get("trainer", {}).get("start_up_markup_hours") or 0.0)
-        if recorded != own:  # chosen before (a resumed run, or a second call)
-            eval_core.set_start_up_markup(recorded)
-            return recorded, None
-        eval_core.set_start_up_markup(own)
-        m0 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
-        if "gain" not in m0:
-            return own, None
-        by = best_metric(cfg.best_policy_metric, m0, recorder.best)
-        choice, mc = own, m0
-        for h in hours:
-            eval_core.set_start_up_markup(h)
-            m = learner.evaluate(eval_core, scenario, analysis=True, refresh=False).metrics()
-            if _better(by, m, mc):
-                choice, mc = h, m
-        eval_core.set_start_up_markup(choice)
-        nan = float("nan")
+    if not (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any():
+        hours = []
+    choice, results = _reading_fallback(learner, recorder, scenario, eval_core, key="start_up_markup_hours", own=own,
+                                        candidates=hours, apply=eval_core.set_start_up_markup,
+                                        read=lambda v: float(v or 0.0), analysis=analysis)
+    if results is None:
+        return choice, None
+    if choice != own:
+        report = (f"start_up_markup_fallback: kept with a start-up markup over {choice:g} h "
+                  f"(cold plants offer at least cost + start-up cost / ({choice:g} h x min power); "
+                  f"{_gain_change(results[0][1], dict(results)[choice])})")
+    else:
         tried = ", ".join(f"{h:g}" for h in hours)
-        change = f"total gain from deviating {m0.get('gain', nan):,.0f} -> {mc.get('gain', nan):,.0f} EUR"
-        if choice != own:
-            recorder.run_info["start_up_markup_hours"] = choice  # in the manifest ("trainer" part)
-            try:
-                recorder.save("best", {**mc, "start_up_markup_hours": choice}, episode=manifest.get("episode"))
-            finally:
-                recorder.run_info["start_up_markup_hours"] = own
-            recorder.best[by] = float(mc[by])
-            report = (f"start_up_markup_fallback: kept with a start-up markup over {choice:g} h "
-                      f"(cold plants offer at least cost + start-up cost / ({choice:g} h x min power); {change})")
-        else:
-            report = f"start_up_markup_fallback: no start-up markup ({tried} h) was better, kept as it was"
-        if progress:
-            print(report, flush=True)
-        return choice, report
+        report = f"start_up_markup_fallback: no start-up markup ({tried} h) was better, kept as it was"
+    if progress:
+        print(report, flush=True)
+    return choice, report
+
+
+def tie_below_cost_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                            analysis: bool, progress: bool = False) -> tuple[bool, str | None]:
+    """``tie_below_cost_fallback``: where ``eval_core`` reads plant offers on its grid
+    (``plant_bids="undercut"``), evaluate the run's ``policies/best`` with the analysis
+    (after :func:`start_up_markup_fallback`) with the env's ``tie_below_cost`` as trained
+    and switched the other way (a plant's offer that the grid would put a tick under a
+    rule offer priced below its cost ties with that offer instead), and keep the better
+    as ``policies/best`` by ``best_policy_metric`` (its manifest records it under
+    ``trainer.tie_below_cost``, which ``train.py evaluate`` and :func:`evaluate_policy`
+    read; ``eval_core`` keeps it). The actors are not changed. Returns the reading kept
+    and a one-line report (``None`` when nothing was tried: the key is off, no plant
+    bids on the grid, no analysis, no run folder, or ``policies/best`` already records a
+    reading of its own). Both runtimes call it when training ends."""
+    cfg = learner.config
+    own = bool(recorder.run_info.get("tie_below_cost", eval_core.tie_below_cost))  # as trained
+    tried = [not own] if cfg.tie_below_cost_fallback and eval_core.plant_bids == "undercut" and len(eval_core.lp) else []
+
+    def apply(flag):
+        eval_core.tie_below_cost = bool(flag)
+    choice, results = _reading_fallback(learner, recorder, scenario, eval_core, key="tie_below_cost", own=own,
+                                        candidates=tried, apply=apply, read=lambda v: bool(v), analysis=analysis)
+    if results is None:
+        return choice, None
+    (_, m0), (other, m1) = results
+    change = _gain_change(m0, m1)
+    if choice != own:
+        how = ("offers a tick under a rule offer below the plant's cost tie with it" if choice
+               else "offers go a tick under every rule offer")
+        report = f"tie_below_cost_fallback: kept with tie_below_cost {str(choice).lower()} ({how}; {change})"
+    else:
+        report = f"tie_below_cost_fallback: tie_below_cost {str(other).lower()} was not better ({change}), kept as it was"
+    if progress:
+        print(report, flush=True)
+    return choice, report
 
 
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,
@@ -567,7 +662,8 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
     ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them),
     ``start_up_markup_hours`` (0 where not recorded), ``min_power_rule`` ("partial" where
-    not recorded), ``cost_snap`` (0 where not recorded) and the seed come from
+    not recorded), ``cost_snap`` (0 where not recorded), ``tie_below_cost`` (off where not
+    recorded) and the seed come from
     the checkpoint's manifest unless given. Returns the result and the
     (one-copy, recording) core it ran on."""
     manifest = read_manifest(policy)
@@ -593,6 +689,7 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     opts.setdefault("start_up_markup_hours", float(info.get("start_up_markup_hours") or 0.0))
     opts.setdefault("min_power_rule", info.get("min_power_rule", "partial"))
     opts.setdefault("cost_snap", float(info.get("cost_snap") or 0.0))
+    opts.setdefault("tie_below_cost", bool(info.get("tie_below_cost", False)))
     core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))

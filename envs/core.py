@@ -173,6 +173,13 @@ class MarketCore:
             equilibrium exactly there: a bid a little below cost loses on every MWh it
             sets the price for, a little above it lets a rival undercut. ``0`` (default)
             reads prices as the actions say.
+        tie_below_cost: with ``plant_bids="undercut"`` only. A learning plant's offer price
+            that the grid would put a tick under a rule offer priced below the plant's
+            marginal cost in that hour is placed at that rule offer's own price instead:
+            it ties with the rule unit and the two split the volume at that price pro
+            rata. An offer there sells at a loss, which a plant does only to stay on (its
+            minimum power) or by mistake; at the tie it sells the least volume that
+            keeps it running. ``False`` (default): a tick under, as for every other price.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -203,6 +210,7 @@ class MarketCore:
         start_up_markup_hours: float = 0.0,
         min_power_rule: str = "partial",
         cost_snap: float = 0.0,
+        tie_below_cost: bool = False,
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
@@ -221,6 +229,9 @@ class MarketCore:
             raise ValueError(f"cost_snap must be a number of EUR/MWh >= 0 (0: prices as the actions say), "
                              f"got {cost_snap!r}")
         self.cost_snap = cs
+        if not isinstance(tie_below_cost, (bool, np.bool_)):
+            raise ValueError(f"tie_below_cost must be true or false, got {tie_below_cost!r}")
+        self.tie_below_cost = bool(tie_below_cost)
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
         self.storage_prices = str(storage_prices)
@@ -752,19 +763,45 @@ class MarketCore:
         cold = (self.last_dispatch[:, self.sl_plant] <= 0) & (mk > 0)
         return np.where(cold, self.scenario.plants.marginal_cost[t, self.lp] + mk, -np.inf)
 
-    def undercut(self, price: np.ndarray, t: int, tick: float = UNDERCUT_TICK) -> np.ndarray:
+    def undercut(self, price: np.ndarray, t: int, tick: float = UNDERCUT_TICK,
+                 tie_below: np.ndarray | float | None = None) -> np.ndarray:
         """Offer prices (EUR/MWh, any shape) moved as ``plant_bids="undercut"`` does in
         hour ``t``: up to ``tick`` (:data:`UNDERCUT_TICK`; a storage unit's offers:
         :attr:`storage_offer_tick`) below the cheapest rule-bidding offer at or above
-        each, where that is at most ``max_bid_price``; else unchanged."""
+        each, where that is at most ``max_bid_price``; else unchanged. ``tie_below`` (the
+        plant's marginal cost, broadcast against ``price``; ``tie_below_cost``): where
+        that rule offer is priced below it, the rule offer's own price instead."""
         ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
+        if not ladder.size:
+            return np.asarray(price, dtype=float)
         k = np.searchsorted(ladder, price, side="left")
-        nxt = ladder[np.minimum(k, ladder.size - 1)] - tick if ladder.size else price
+        rule = ladder[np.minimum(k, ladder.size - 1)]
+        nxt = rule - tick
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
+        if tie_below is not None:
+            nxt = np.where(rule < tie_below, rule, nxt)
         return np.where(ok, nxt, price)
 
+    def plant_grid(self, agent: int) -> tuple:
+        """For learning plant ``agent`` (agent index) under ``plant_bids="undercut"``: the
+        map ``(prices, hour) -> prices`` the env applies to its offers (:meth:`undercut`,
+        with its marginal cost under ``tie_below_cost``) and the map to the middle of each
+        grid price's range (:meth:`undercut_centre`), for a best response within the grid
+        and a teacher's targets."""
+        k = int(agent) - int(self.sl_plant.start or 0)  # learning plants come first
+        if not (0 <= k < len(self.lp)):
+            raise ValueError(f"agent {agent} is not a learning plant of this market")
+        mc = self.scenario.plants.marginal_cost[:, self.lp[k]] if self.tie_below_cost else None
+
+        def to_grid(price, hour):
+            return self.undercut(price, hour, tie_below=None if mc is None else mc[hour])
+
+        def centre(price, hour):
+            return self.undercut_centre(price, hour, tie_below=None if mc is None else mc[hour])
+        return to_grid, centre
+
     def undercut_centre(self, price: np.ndarray, t: int, low: float | None = None,
-                        tick: float = UNDERCUT_TICK) -> np.ndarray:
+                        tick: float = UNDERCUT_TICK, tie_below: float | None = None) -> np.ndarray:
         """For offer prices that :meth:`undercut` produces in hour ``t`` (1-d, EUR/MWh):
         the middle of the range of prices it moves to each, i.e. the bid least likely to
         land elsewhere when a policy imitates it with a small error. A price just below
@@ -772,7 +809,9 @@ class MarketCore:
         action gives: ``-max_bid_price`` for a plant, the default, 0 for a storage unit's
         offer) and it; a price that is not one :meth:`undercut` produces (e.g. above
         every rule offer) is returned as it is. ``tick``: the one :meth:`undercut` used
-        (:attr:`storage_offer_tick` for a storage unit's offers)."""
+        (:attr:`storage_offer_tick` for a storage unit's offers). ``tie_below``: the one
+        :meth:`undercut` used; a rule offer's own price below it (a tie) gets the middle
+        of the range moved to it."""
         low = -self.max_bid_price if low is None else float(low)
         price = np.asarray(price, dtype=float)
         ladder = self.static_sorted_price[t]
@@ -780,6 +819,10 @@ class MarketCore:
         out = price.copy()
         if not ladder.size:
             return out
+        if tie_below is not None:  # a tie with a rule offer below the cost: the range of a tick under it
+            j = np.clip(np.searchsorted(ladder, price - 1e-6), 0, ladder.size - 1)
+            price = np.where((np.abs(ladder[j] - price) < 1e-6) & (ladder[j] < tie_below), ladder[j] - tick, price)
+            out = price.copy()
         j = np.clip(np.searchsorted(ladder, price + tick - 1e-6), 0, ladder.size - 1)
         hit = np.abs(ladder[j] - tick - price) < 1e-6
         below = np.where(j > 0, ladder[np.maximum(j - 1, 0)], low)
@@ -853,7 +896,8 @@ class MarketCore:
                 floor = self.cold_offer_floor(t)
                 lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
             if self.plant_bids == "undercut":
-                lo, hi = self.undercut(lo, t), self.undercut(hi, t)
+                mc = pl.marginal_cost[t, self.lp] if self.tie_below_cost else None
+                lo, hi = self.undercut(lo, t, tie_below=mc), self.undercut(hi, t, tie_below=mc)
             sp[:, :n_lp], sp[:, n_lp: 2 * n_lp] = lo, hi
             sv[:, :n_lp], sv[:, n_lp: 2 * n_lp] = inflex, avail - inflex
             bid_price[:, self.sl_plant, 0], bid_price[:, self.sl_plant, 1] = lo, hi

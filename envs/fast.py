@@ -45,14 +45,15 @@ merit order and the storage unit second (:data:`envs.core.STORAGE_BEHIND_TICK`).
 FAST_MAX_BIDS = 512
 
 
-def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK) -> float:
+def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK, tie_below: float | None = None) -> float:
     """:meth:`MarketCore.undercut <envs.core.MarketCore.undercut>` for one price and the
     hour's sorted rule offers ``ladder``."""
     k = bisect_left(ladder, p)
     if k < len(ladder):
-        v = ladder[k] - tick
+        rule = ladder[k]
+        v = rule - tick
         if v <= mbp:
-            return v
+            return rule if tie_below is not None and rule < tie_below else v
     return p
 
 
@@ -230,6 +231,7 @@ class FastStep:
         markup = c.start_up_markup.tolist() if c.start_up_markup_hours > 0 else None
         last_d = c.last_dispatch[0].tolist() if markup is not None else None
         snap = c.cost_snap
+        tie_cost = c.tie_below_cost
         for j in range(P):
             a0 = acts[j][0] * mbp
             a1 = acts[j][1] * mbp
@@ -244,7 +246,8 @@ class FastStep:
                 lo = lo if lo >= f else f
                 hi = hi if hi >= f else f
             if ladder is not None:  # MarketCore.undercut, one price at a time
-                lo, hi = _undercut(ladder, lo, mbp), _undercut(ladder, hi, mbp)
+                tie = mc_p[j] if tie_cost else None  # core.tie_below_cost
+                lo, hi = _undercut(ladder, lo, mbp, UNDERCUT_TICK, tie), _undercut(ladder, hi, mbp, UNDERCUT_TICK, tie)
             sp.append(lo)
             his.append(hi)
             bid_price[j] = [lo, hi]

@@ -112,25 +112,26 @@ def _load(sc):
     return sc
 
 
-# (storage_bids, plant_bids, storage_prices, start_up_markup_hours, cost_snap); a wide
-# cost_snap band so that random actions land in it often
-BIDS = [("signed", "free", "free", 0.0, 0.0), ("two_sided", "free", "free", 0.0, 0.0),
-        ("two_sided", "undercut", "undercut", 0.0, 0.0), ("signed", "undercut", "undercut", 0.0, 0.0),
-        ("two_sided", "undercut", "behind", 0.0, 0.0), ("two_sided", "undercut", "undercut", 6.0, 0.0),
-        ("signed", "free", "free", 24.0, 0.0), ("two_sided", "free", "free", 0.0, 15.0),
-        ("two_sided", "undercut", "undercut", 6.0, 15.0)]
+# (storage_bids, plant_bids, storage_prices, start_up_markup_hours, cost_snap,
+# tie_below_cost); a wide cost_snap band so that random actions land in it often
+BIDS = [("signed", "free", "free", 0.0, 0.0, False), ("two_sided", "free", "free", 0.0, 0.0, False),
+        ("two_sided", "undercut", "undercut", 0.0, 0.0, False), ("signed", "undercut", "undercut", 0.0, 0.0, False),
+        ("two_sided", "undercut", "behind", 0.0, 0.0, False), ("two_sided", "undercut", "undercut", 6.0, 0.0, False),
+        ("signed", "free", "free", 24.0, 0.0, False), ("two_sided", "free", "free", 0.0, 15.0, False),
+        ("two_sided", "undercut", "undercut", 6.0, 15.0, False), ("two_sided", "undercut", "undercut", 0.0, 0.0, True),
+        ("signed", "undercut", "undercut", 6.0, 15.0, True)]
 
 
-@pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices", "markup", "snap"), BIDS)
+@pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices", "markup", "snap", "tie"), BIDS)
 @pytest.mark.parametrize("scenario", _scenarios(), ids=lambda s: s if isinstance(s, str) else s.name)
-def test_fast_env_step_equals_generic_step(scenario, storage_bids, plant_bids, storage_prices, markup, snap):
+def test_fast_env_step_equals_generic_step(scenario, storage_bids, plant_bids, storage_prices, markup, snap, tie):
     """Whole episodes with random actions (some agents left out, some actions outside
     [-1, 1]): observations, rewards, infos, state and storage state all equal, with
     either storage action and either reading of the plants' prices."""
     sc = _load(scenario)
     hours = min(96, envs.parallel_env(sc).core.T)
     opts = dict(max_cycles=hours, start="random", regret_scale=0.5, storage_bids=storage_bids, plant_bids=plant_bids,
-                storage_prices=storage_prices, start_up_markup_hours=markup, cost_snap=snap)
+                storage_prices=storage_prices, start_up_markup_hours=markup, cost_snap=snap, tie_below_cost=tie)
     fast = envs.parallel_env(sc, **opts)
     slow = envs.parallel_env(sc, **opts)
     slow.use_fast_path = False
@@ -193,9 +194,10 @@ def test_fast_path_falls_back_when_recording_or_pay_as_bid():
         pab.step({a: pab.action_space(a).sample() for a in pab.agents})
 
 
-@pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices", "markup", "snap"), BIDS)
+@pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices", "markup", "snap", "tie"), BIDS)
 @pytest.mark.parametrize("scenario", ["default", "mixed", "mixed_quarter_hour"])
-def test_core_step_observe_equals_step_then_observe(scenario, storage_bids, plant_bids, storage_prices, markup, snap):
+def test_core_step_observe_equals_step_then_observe(scenario, storage_bids, plant_bids, storage_prices, markup, snap,
+                                                    tie):
     """MarketCore.step_observe (the fused path for B == 1, e.g. for a trainer's loop)
     returns the same StepOutcome and observation as step() + observe()."""
     sc = _load(scenario)
@@ -203,7 +205,7 @@ def test_core_step_observe_equals_step_then_observe(scenario, storage_bids, plan
         sc = envs.load_scenario(sc)
     opts = dict(num_envs=1, max_cycles=min(72, sc.n_hours), start="random", storage_bids=storage_bids,
                 plant_bids=plant_bids, storage_prices=storage_prices, start_up_markup_hours=markup,
-                cost_snap=snap)
+                cost_snap=snap, tie_below_cost=tie)
     a = envs.MarketCore(sc, **opts)
     b = envs.MarketCore(sc, **opts)
     assert a.B == 1

@@ -96,6 +96,7 @@ class MangoRunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
     markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
+    tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
 
 
 # --------------------------------------------------------------------------- timeline
@@ -658,12 +659,14 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
     try:
         res = asyncio.run(run.run())
         # after the containers stopped: the same end of training as the plain loop's
-        from ..trainer import start_up_markup_fallback, stay_out_fallback
+        from ..trainer import start_up_markup_fallback, stay_out_fallback, tie_below_cost_fallback
 
         _, res.stay_out_report = stay_out_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                    analysis=res.market.analysis, progress=progress)
         _, res.markup_report = start_up_markup_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                         analysis=res.market.analysis, progress=progress)
+        _, res.tie_report = tie_below_cost_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
+                                                    analysis=res.market.analysis, progress=progress)
         return res
     except BaseException:
         run.workers.stop(2.0)
@@ -704,6 +707,8 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
             extra["stay_out"] = res.stay_out_report
         if res.markup_report is not None:
             extra["start_up_markup"] = res.markup_report
+        if res.tie_report is not None:
+            extra["tie_below_cost"] = res.tie_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra=extra)
     finally:
