@@ -474,8 +474,9 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
             if mk is not None and (isinstance(mk, bool) or not isinstance(mk, (int, float)) or not math.isfinite(mk)
                                    or mk < 0):
                 raise bad(f"{section}.{k}", "a finite number >= 0", mk)
-        if info.get("tie_below_cost") is not None and not isinstance(info["tie_below_cost"], bool):
-            raise bad(f"{section}.tie_below_cost", "true or false", info["tie_below_cost"])
+        for k in ("tie_below_cost", "grid_learner_costs"):
+            if info.get(k) is not None and not isinstance(info[k], bool):
+                raise bad(f"{section}.{k}", "true or false", info[k])
         for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES),
                            ("min_power_rule", MIN_POWER_RULES)):
             if info.get(k) is not None and info[k] not in allowed:

@@ -538,6 +538,17 @@ class LearningConfig:
     An empty list turns it off. Measured on seeded variants of `default`
     (benchmarks/RESULTS.md, twenty-ninth round). Default: (12.0, 24.0, 48.0)."""
 
+    grid_learner_costs: bool = True
+    """The env's `grid_learner_costs` (`envs.MarketCore`), for training and every
+    evaluation, where offers are read on the grid (`plant_bids` or `storage_prices`
+    "undercut"): the grid also holds a point a tick under each learning plant's marginal
+    cost, the price a rival learner cannot undercut without selling at a loss. On a grid of
+    rule offers only, learners that compete for the same volume meet a tick under the
+    same rule offer and tie; each could take all of it a tick lower, which is most of
+    `default`'s remaining gain. The checkpoint's manifest records it
+    (`trainer.grid_learner_costs`) and `train.py evaluate` uses it. Measured in
+    benchmarks/RESULTS.md, thirty-third round. Default: True."""
+
     tie_below_cost: bool = False
     """The training env's `tie_below_cost` (`envs.MarketCore`; only where plant offers are
     read on the grid, `plant_bids` "undercut"): a learning plant's offer that the grid
@@ -1330,6 +1341,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "cost_snap": _auto_or(_float(0.0, 1e6)),
     "start_up_markup_fallback": _hours_list,
     "tie_below_cost": _to_bool,
+    "grid_learner_costs": _to_bool,
     "tie_below_cost_fallback": _to_bool,
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

@@ -57,7 +57,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     """:class:`envs.MarketCore` options of a run: ``env_options`` plus the config's
     ``max_bid_price``, ``regret_scale``, ``storage_bids``, ``storage_prices``,
     ``start_up_markup_hours``, ``min_power_rule``, ``cost_snap`` (resolved), ``tie_below_cost``,
-    ``foresight`` and ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
+    ``grid_learner_costs``, ``foresight`` and ``plant_bids`` (both resolved for ``scenario``; left to the env's defaults without
     one) and the episode options of :func:`envs.episode_options` (training env, or with
     ``evaluation=True`` the evaluation env: the held-out window when ``holdout_hours`` is
     set) unless given."""
@@ -72,6 +72,7 @@ def env_options_for(config: LearningConfig, env_options: dict[str, Any] | None, 
     opts.setdefault("min_power_rule", config.min_power_rule)
     opts.setdefault("cost_snap", config.resolved_cost_snap())
     opts.setdefault("tie_below_cost", config.tie_below_cost)
+    opts.setdefault("grid_learner_costs", config.grid_learner_costs)
     if scenario is not None:
         opts.setdefault("foresight", config.resolved_foresight(scenario))
         opts.setdefault("plant_bids", config.resolved_plant_bids(scenario))
@@ -86,7 +87,7 @@ def core_run_info(core: MarketCore) -> dict[str, Any]:
     return {"foresight": core.foresight, "max_bid_price": core.max_bid_price, "plant_bids": core.plant_bids,
             "storage_prices": core.storage_prices, "start_up_markup_hours": core.start_up_markup_hours,
             "min_power_rule": core.min_power_rule, "cost_snap": core.cost_snap,
-            "tie_below_cost": core.tie_below_cost}
+            "tie_below_cost": core.tie_below_cost, "grid_learner_costs": core.grid_learner_costs}
 
 
 def analysis_allowed(config: LearningConfig, n_agents: int, *, echo=print) -> bool:
@@ -662,8 +663,8 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
     ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them),
     ``start_up_markup_hours`` (0 where not recorded), ``min_power_rule`` ("partial" where
-    not recorded), ``cost_snap`` (0 where not recorded), ``tie_below_cost`` (off where not
-    recorded) and the seed come from
+    not recorded), ``cost_snap`` (0 where not recorded), ``tie_below_cost`` and
+    ``grid_learner_costs`` (off where not recorded) and the seed come from
     the checkpoint's manifest unless given. Returns the result and the
     (one-copy, recording) core it ran on."""
     manifest = read_manifest(policy)
@@ -690,6 +691,7 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     opts.setdefault("min_power_rule", info.get("min_power_rule", "partial"))
     opts.setdefault("cost_snap", float(info.get("cost_snap") or 0.0))
     opts.setdefault("tie_below_cost", bool(info.get("tie_below_cost", False)))
+    opts.setdefault("grid_learner_costs", bool(info.get("grid_learner_costs", False)))
     core = MarketCore(scenario, num_envs=1, **env_options_for(cfg, opts, evaluation=True, scenario=scenario))
     core.recording = True
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))

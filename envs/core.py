@@ -180,6 +180,16 @@ class MarketCore:
             rata. An offer there sells at a loss, which a plant does only to stay on (its
             minimum power) or by mistake; at the tie it sells the least volume that
             keeps it running. ``False`` (default): a tick under, as for every other price.
+            Other learners' costs on the grid (``grid_learner_costs``) are not rule offers:
+            an offer goes a tick under them.
+        grid_learner_costs: with ``plant_bids="undercut"`` or ``storage_prices``
+            "undercut"/"behind". The grid's ladder holds, besides the rule offers, every
+            learning plant's marginal cost in that hour, so an offer can go a tick under a
+            rival learner's cost: the limit price of price competition, which the rival
+            cannot undercut without selling at a loss (on a grid of rule offers only, two
+            learners that compete for the same volume meet a tick under the same rule
+            offer, tie, and each could take all of it a tick lower). ``False``
+            (default): the rule offers only.
 
     With a sub-hourly ``time_step`` every "hour" above is one time step (``foresight``
     and ``max_cycles`` count steps), volumes stay MW, and profit, regret and reward of a
@@ -211,6 +221,7 @@ class MarketCore:
         min_power_rule: str = "partial",
         cost_snap: float = 0.0,
         tie_below_cost: bool = False,
+        grid_learner_costs: bool = False,
     ):
         if storage_bids not in STORAGE_BIDS:
             raise ValueError(f"storage_bids must be one of {STORAGE_BIDS}, got {storage_bids!r}")
@@ -232,6 +243,9 @@ class MarketCore:
         if not isinstance(tie_below_cost, (bool, np.bool_)):
             raise ValueError(f"tie_below_cost must be true or false, got {tie_below_cost!r}")
         self.tie_below_cost = bool(tie_below_cost)
+        if not isinstance(grid_learner_costs, (bool, np.bool_)):
+            raise ValueError(f"grid_learner_costs must be true or false, got {grid_learner_costs!r}")
+        self.grid_learner_costs = bool(grid_learner_costs)
         self.storage_bids = str(storage_bids)
         self.plant_bids = str(plant_bids)
         self.storage_prices = str(storage_prices)
@@ -462,6 +476,13 @@ class MarketCore:
         order = np.argsort(key, axis=1, kind="stable")
         self.static_sorted_price = np.take_along_axis(key, order, 1)
         self.static_sorted_volume = np.take_along_axis(np.where(vol > 0, vol, 0.0), order, 1)
+        # the offer grid's ladder (plant_bids / storage_prices "undercut"): the rule offers,
+        # with grid_learner_costs also the learning plants' marginal costs
+        if self.grid_learner_costs and len(self.lp):
+            costs = np.clip(pl.marginal_cost[:, self.lp], self.floor, self.cap)
+            self.grid_ladder = np.sort(np.concatenate([self.static_sorted_price, costs], axis=1), axis=1)
+        else:
+            self.grid_ladder = self.static_sorted_price
         fx = self.fixed_demand_units
         self.fixed_demand = sc.demands.volume[:, fx].sum(axis=1) if len(fx) else np.zeros(self.T)
 
@@ -771,7 +792,7 @@ class MarketCore:
         each, where that is at most ``max_bid_price``; else unchanged. ``tie_below`` (the
         plant's marginal cost, broadcast against ``price``; ``tie_below_cost``): where
         that rule offer is priced below it, the rule offer's own price instead."""
-        ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
+        ladder = self.grid_ladder[t]  # ascending; inf where a unit offers nothing
         if not ladder.size:
             return np.asarray(price, dtype=float)
         k = np.searchsorted(ladder, price, side="left")
@@ -779,7 +800,9 @@ class MarketCore:
         nxt = rule - tick
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
         if tie_below is not None:
-            nxt = np.where(rule < tie_below, rule, nxt)
+            st = self.static_sorted_price[t]  # a tie only with a rule offer
+            is_rule = np.isin(rule, st)
+            nxt = np.where((rule < tie_below) & is_rule, rule, nxt)
         return np.where(ok, nxt, price)
 
     def plant_grid(self, agent: int) -> tuple:
@@ -814,14 +837,15 @@ class MarketCore:
         of the range moved to it."""
         low = -self.max_bid_price if low is None else float(low)
         price = np.asarray(price, dtype=float)
-        ladder = self.static_sorted_price[t]
+        ladder = self.grid_ladder[t]
         ladder = np.unique(ladder[np.isfinite(ladder) & (ladder - tick <= self.max_bid_price)])
         out = price.copy()
         if not ladder.size:
             return out
         if tie_below is not None:  # a tie with a rule offer below the cost: the range of a tick under it
             j = np.clip(np.searchsorted(ladder, price - 1e-6), 0, ladder.size - 1)
-            price = np.where((np.abs(ladder[j] - price) < 1e-6) & (ladder[j] < tie_below), ladder[j] - tick, price)
+            price = np.where((np.abs(ladder[j] - price) < 1e-6) & (ladder[j] < tie_below)
+                             & np.isin(ladder[j], self.static_sorted_price[t]), ladder[j] - tick, price)
             out = price.copy()
         j = np.clip(np.searchsorted(ladder, price + tick - 1e-6), 0, ladder.size - 1)
         hit = np.abs(ladder[j] - tick - price) < 1e-6
@@ -836,7 +860,7 @@ class MarketCore:
         :meth:`undercut_centre`. A price that is not one :meth:`outbid` produces (e.g.
         below every rule offer) is returned as it is."""
         price = np.asarray(price, dtype=float)
-        ladder = self.static_sorted_price[t]
+        ladder = self.grid_ladder[t]
         ladder = np.unique(ladder[np.isfinite(ladder) & (ladder + UNDERCUT_TICK >= 0.0)])
         out = price.copy()
         if not ladder.size:
@@ -851,7 +875,7 @@ class MarketCore:
         """Charge bid prices (EUR/MWh, any shape) moved as ``storage_prices="undercut"``
         does in hour ``t``: to :data:`UNDERCUT_TICK` above the dearest rule-bidding offer at
         or below each, where there is one and the result is not negative; else unchanged."""
-        ladder = self.static_sorted_price[t]  # ascending; inf where a unit offers nothing
+        ladder = self.grid_ladder[t]  # ascending; inf where a unit offers nothing
         k = np.searchsorted(ladder, price, side="right") - 1
         prv = ladder[np.maximum(k, 0)] + UNDERCUT_TICK if ladder.size else price
         ok = (k >= 0) & (prv >= 0.0)

@@ -45,7 +45,8 @@ merit order and the storage unit second (:data:`envs.core.STORAGE_BEHIND_TICK`).
 FAST_MAX_BIDS = 512
 
 
-def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK, tie_below: float | None = None) -> float:
+def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK, tie_below: float | None = None,
+              rules=None) -> float:
     """:meth:`MarketCore.undercut <envs.core.MarketCore.undercut>` for one price and the
     hour's sorted rule offers ``ladder``."""
     k = bisect_left(ladder, p)
@@ -53,7 +54,9 @@ def _undercut(ladder: list, p: float, mbp: float, tick: float = UNDERCUT_TICK, t
         rule = ladder[k]
         v = rule - tick
         if v <= mbp:
-            return rule if tie_below is not None and rule < tie_below else v
+            if tie_below is not None and rule < tie_below and (rules is None or rule in rules):
+                return rule
+            return v
     return p
 
 
@@ -132,7 +135,7 @@ class FastStep:
         """(Re)build the per-hour table when the core's hourly data changed (new
         scenario arrays, e.g. the noise of a new episode)."""
         c = self.core
-        key = (id(c.scenario), id(c.static_sorted_price), id(c.static_sorted_volume), id(c.fixed_demand),
+        key = (id(c.scenario), id(c.static_sorted_price), id(c.grid_ladder), id(c.static_sorted_volume), id(c.fixed_demand),
                id(c._fc_block), c.max_bid_price, c.foresight)
         if key == self._key:
             return
@@ -156,9 +159,11 @@ class FastStep:
         parts = [avail, inflex, pl.marginal_cost[:, lp], ren_avail, rn.availability[:, lr],
                  c.fixed_demand[:, None], rs_mean[:, None], rs_charge[:, None],
                  c.static_sorted_price, c.static_sorted_volume]
+        if c.grid_ladder is not c.static_sorted_price:  # grid_learner_costs: the grid's own ladder
+            parts.append(c.grid_ladder)
         self.table = np.concatenate([np.asarray(p, np.float64).reshape(T, -1) for p in parts], axis=1)
         P, R = len(lp), len(lr)
-        o = np.cumsum([0, P, P, P, R, R, 1, 1, 1, Ns, Ns])
+        o = np.cumsum([0, P, P, P, R, R, 1, 1, 1, Ns, Ns] + ([c.grid_ladder.shape[1]] if len(parts) > 10 else []))
         self.off = o.tolist()
         # the forecast part of the observation, clipped to the bounds, per hour 0..T
         lo = c.obs_low[: 2 * F].astype(np.float64)
@@ -226,7 +231,9 @@ class FastStep:
         inflex_p = row[o[1]: o[2]]
         mc_p = row[o[2]: o[3]]
         his = []
-        ladder = row[o[8]: o[9]] if c.plant_bids == "undercut" else None
+        g0, g1 = (o[10], o[11]) if len(o) > 11 else (o[8], o[9])  # the grid's ladder (core.grid_ladder)
+        ladder = row[g0: g1] if c.plant_bids == "undercut" else None
+        rules = set(row[o[8]: o[9]]) if c.tie_below_cost and c.plant_bids == "undercut" else None
         # start_up_markup_hours: a cold plant offers at least its cost + markup (core.cold_offer_floor)
         markup = c.start_up_markup.tolist() if c.start_up_markup_hours > 0 else None
         last_d = c.last_dispatch[0].tolist() if markup is not None else None
@@ -247,7 +254,8 @@ class FastStep:
                 hi = hi if hi >= f else f
             if ladder is not None:  # MarketCore.undercut, one price at a time
                 tie = mc_p[j] if tie_cost else None  # core.tie_below_cost
-                lo, hi = _undercut(ladder, lo, mbp, UNDERCUT_TICK, tie), _undercut(ladder, hi, mbp, UNDERCUT_TICK, tie)
+                lo = _undercut(ladder, lo, mbp, UNDERCUT_TICK, tie, rules)
+                hi = _undercut(ladder, hi, mbp, UNDERCUT_TICK, tie, rules)
             sp.append(lo)
             his.append(hi)
             bid_price[j] = [lo, hi]
@@ -270,7 +278,7 @@ class FastStep:
             soc = c.soc[0].tolist()
             rs_mean, rs_charge = row[o[6]], row[o[7]]
             two_sided = c.storage_bids == "two_sided"
-            st_ladder = row[o[8]: o[9]] if two_sided and c.storage_prices != "free" else None
+            st_ladder = row[g0: g1] if two_sided and c.storage_prices != "free" else None
             st_tick = c.storage_offer_tick
             for s in range(S):
                 x = soc[s]

@@ -31,8 +31,10 @@ integer in ``[0, 2**64 - 1]``; other seeds raise instead of being truncated:
   cheapest rule-bidding offer at or above it in that hour (kept where none lies within
   ``m``); see :class:`envs.MarketCore`. With ``tie_below_cost=True`` as well, a price
   that would go a tick under a rule offer priced below the plant's marginal cost goes to
-  that offer's own price instead (a tie, split pro rata). With ``start_up_markup_hours=H`` a plant with a
-  start-up cost that did not run the hour before offers no lower than its marginal cost
+  that offer's own price instead (a tie, split pro rata). With ``grid_learner_costs=True``
+  the grid also holds every learning plant's marginal cost (an offer can go a tick under a
+  rival learner's cost). With ``start_up_markup_hours=H`` a plant with a start-up cost
+  that did not run the hour before offers no lower than its marginal cost
   plus its start-up cost over ``H`` hours at minimum power (before the grid above). With
   ``min_power_rule="raise"`` a plant dispatched for less than its ``min_power`` runs its
   ``min_power``, paid for the accepted part only (ASSUME's rule; default ``"partial"``).

@@ -399,9 +399,9 @@ def check_env_options(options: dict[str, Any]) -> None:
 
             if value not in MIN_POWER_RULES:
                 raise ValueError(f"environment option min_power_rule={value!r}: expected one of {MIN_POWER_RULES}")
-        elif key == "tie_below_cost":
+        elif key in ("tie_below_cost", "grid_learner_costs"):
             if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"environment option tie_below_cost={value!r}: expected true or false")
+                raise TypeError(f"environment option {key}={value!r}: expected true or false")
         elif key in _FLOAT_OPTIONS:
             lo, hi = _FLOAT_OPTIONS[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

@@ -112,14 +112,20 @@ def _load(sc):
     return sc
 
 
-# (storage_bids, plant_bids, storage_prices, start_up_markup_hours, cost_snap,
-# tie_below_cost); a wide cost_snap band so that random actions land in it often
+# (storage_bids, plant_bids, storage_prices, start_up_markup_hours, cost_snap, tie):
+# tie True / False is tie_below_cost, "costs" grid_learner_costs alone, "both" both; a
+# wide cost_snap band so that random actions land in it often
 BIDS = [("signed", "free", "free", 0.0, 0.0, False), ("two_sided", "free", "free", 0.0, 0.0, False),
         ("two_sided", "undercut", "undercut", 0.0, 0.0, False), ("signed", "undercut", "undercut", 0.0, 0.0, False),
         ("two_sided", "undercut", "behind", 0.0, 0.0, False), ("two_sided", "undercut", "undercut", 6.0, 0.0, False),
         ("signed", "free", "free", 24.0, 0.0, False), ("two_sided", "free", "free", 0.0, 15.0, False),
         ("two_sided", "undercut", "undercut", 6.0, 15.0, False), ("two_sided", "undercut", "undercut", 0.0, 0.0, True),
-        ("signed", "undercut", "undercut", 6.0, 15.0, True)]
+        ("signed", "undercut", "undercut", 6.0, 15.0, True), ("two_sided", "undercut", "undercut", 0.0, 0.0, "costs"),
+        ("two_sided", "undercut", "behind", 6.0, 15.0, "both"), ("two_sided", "free", "undercut", 0.0, 0.0, "costs")]
+
+
+def _tie_opts(tie) -> dict:
+    return {"tie_below_cost": tie in (True, "both"), "grid_learner_costs": tie in ("costs", "both")}
 
 
 @pytest.mark.parametrize(("storage_bids", "plant_bids", "storage_prices", "markup", "snap", "tie"), BIDS)
@@ -131,7 +137,7 @@ def test_fast_env_step_equals_generic_step(scenario, storage_bids, plant_bids, s
     sc = _load(scenario)
     hours = min(96, envs.parallel_env(sc).core.T)
     opts = dict(max_cycles=hours, start="random", regret_scale=0.5, storage_bids=storage_bids, plant_bids=plant_bids,
-                storage_prices=storage_prices, start_up_markup_hours=markup, cost_snap=snap, tie_below_cost=tie)
+                storage_prices=storage_prices, start_up_markup_hours=markup, cost_snap=snap, **_tie_opts(tie))
     fast = envs.parallel_env(sc, **opts)
     slow = envs.parallel_env(sc, **opts)
     slow.use_fast_path = False
@@ -205,7 +211,7 @@ def test_core_step_observe_equals_step_then_observe(scenario, storage_bids, plan
         sc = envs.load_scenario(sc)
     opts = dict(num_envs=1, max_cycles=min(72, sc.n_hours), start="random", storage_bids=storage_bids,
                 plant_bids=plant_bids, storage_prices=storage_prices, start_up_markup_hours=markup,
-                cost_snap=snap, tie_below_cost=tie)
+                cost_snap=snap, **_tie_opts(tie))
     a = envs.MarketCore(sc, **opts)
     b = envs.MarketCore(sc, **opts)
     assert a.B == 1
