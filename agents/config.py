@@ -538,16 +538,18 @@ class LearningConfig:
     An empty list turns it off. Measured on seeded variants of `default`
     (benchmarks/RESULTS.md, twenty-ninth round). Default: (12.0, 24.0, 48.0)."""
 
-    grid_learner_costs: bool = True
+    grid_learner_costs: bool = False
     """The env's `grid_learner_costs` (`envs.MarketCore`), for training and every
     evaluation, where offers are read on the grid (`plant_bids` or `storage_prices`
     "undercut"): the grid also holds a point a tick under each learning plant's marginal
     cost, the price a rival learner cannot undercut without selling at a loss. On a grid of
     rule offers only, learners that compete for the same volume meet a tick under the
     same rule offer and tie; each could take all of it a tick lower, which is most of
-    `default`'s remaining gain. The checkpoint's manifest records it
-    (`trainer.grid_learner_costs`) and `train.py evaluate` uses it. Measured in
-    benchmarks/RESULTS.md, thirty-third round. Default: True."""
+    `default`'s remaining gain. Measured (benchmarks/RESULTS.md, thirty-third round): on
+    `default` better (seeds 0-3 with `tie_below_cost_fallback`: 0.103 against 0.118 on the
+    mean), on seeded variants of it worse (0.231 against 0.201 on four variants), so it is
+    off by default. The checkpoint's manifest records it (`trainer.grid_learner_costs`)
+    and `train.py evaluate` uses it. Default: False."""
 
     tie_below_cost: bool = False
     """The training env's `tie_below_cost` (`envs.MarketCore`; only where plant offers are

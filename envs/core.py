@@ -129,7 +129,8 @@ class MarketCore:
             The plant then chooses which rule offer to stay under (the price just below
             another unit's offer is where a best response usually sits, and a policy
             gradient cannot find it from the flat side), not a price to the cent.
-            Other learners' offers are not on the grid. The exact analysis still scores
+            Other learners' offers are not on the grid (their costs are, with
+            ``grid_learner_costs``). The exact analysis still scores
             best responses over all prices.
         storage_prices: the same for a learning storage unit that bids two-sided.
             ``"free"`` (default): as the actions say. ``"undercut"``: its discharge offer
@@ -788,10 +789,12 @@ class MarketCore:
                  tie_below: np.ndarray | float | None = None) -> np.ndarray:
         """Offer prices (EUR/MWh, any shape) moved as ``plant_bids="undercut"`` does in
         hour ``t``: up to ``tick`` (:data:`UNDERCUT_TICK`; a storage unit's offers:
-        :attr:`storage_offer_tick`) below the cheapest rule-bidding offer at or above
-        each, where that is at most ``max_bid_price``; else unchanged. ``tie_below`` (the
-        plant's marginal cost, broadcast against ``price``; ``tie_below_cost``): where
-        that rule offer is priced below it, the rule offer's own price instead."""
+        :attr:`storage_offer_tick`) below the cheapest point of the grid's ladder
+        (:attr:`grid_ladder`: the rule-bidding offers, with ``grid_learner_costs`` also the
+        learning plants' marginal costs) at or above each, where that is at most
+        ``max_bid_price``; else unchanged. ``tie_below`` (the plant's marginal cost,
+        broadcast against ``price``; ``tie_below_cost``): where that point is a rule offer
+        priced below it, the rule offer's own price instead."""
         ladder = self.grid_ladder[t]  # ascending; inf where a unit offers nothing
         if not ladder.size:
             return np.asarray(price, dtype=float)

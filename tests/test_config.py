@@ -99,7 +99,7 @@ def test_defaults():
         min_power_rule="partial",
         cost_snap="auto",
         start_up_markup_fallback=[12.0, 24.0, 48.0],
-        grid_learner_costs=True,
+        grid_learner_costs=False,
         tie_below_cost=False,
         tie_below_cost_fallback=True,
         best_policy_interval="auto",

@@ -7,7 +7,7 @@ anywhere but a tick under it (or moved there without the option), the storage's 
 and charge bid on another ladder than the plants', ``tie_below_cost`` tying with a
 learner's cost (it is not a rule offer), a best response within the grid that bids a
 price the env moves elsewhere or does not earn its profit through the env, and the key
-not set by default, not recorded in the manifest or not read back by ``evaluate``."""
+not reaching the env, not recorded in the manifest or not read back by ``evaluate``."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "grad
         "start_up_markup_fallback=[]", "tie_below_cost_fallback=false"]
 
 
-def test_the_key_is_on_by_default_validated_and_carried_by_the_manifest_and_evaluate(tmp_path):
+def test_the_key_is_validated_and_carried_by_training_the_manifest_and_evaluate(tmp_path):
     for bad in ("yes", 1):
         with pytest.raises(ValueError, match="grid_learner_costs"):
             envs.MarketCore(envs.load_scenario("tiny"), grid_learner_costs=bad)
@@ -116,9 +116,9 @@ def test_the_key_is_on_by_default_validated_and_carried_by_the_manifest_and_eval
         envs.parallel_env("tiny", grid_learner_costs="yes")
     with pytest.raises(ConfigError, match="grid_learner_costs"):
         LearningConfig().with_overrides(["grid_learner_costs=maybe"])
-    assert LearningConfig().grid_learner_costs is True
+    assert LearningConfig().grid_learner_costs is False
     sc = envs.load_scenario("default")
-    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY)
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + ["grid_learner_costs=true"])
     run = tmp_path / "run"
     tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
     assert tr.core.grid_learner_costs and tr.eval_core.grid_learner_costs
@@ -138,3 +138,7 @@ def test_the_key_is_on_by_default_validated_and_carried_by_the_manifest_and_eval
     (best / "manifest.json").write_text(__import__("json").dumps(manifest))
     _, core = evaluate_policy(sc, cfg, best, seed=0, env_options={"max_cycles": H})
     assert not core.grid_learner_costs
+    tr = Trainer(sc, cfg.with_overrides(["grid_learner_costs=false"]), run_dir=None, seed=0, progress=False,
+                 tensorboard=False, env_options={"max_cycles": H})
+    assert not tr.core.grid_learner_costs and tr.core.grid_ladder is tr.core.static_sorted_price
+    tr.close()

@@ -439,7 +439,7 @@ KEY_TESTS = {
     "start_up_markup_fallback": "tests/test_start_up_markup.py::test_the_fallback_keeps_the_markup_that_evaluates_best",
     "tie_below_cost": "tests/test_tie_below_cost.py::test_the_option_and_keys_are_validated",
     "grid_learner_costs":
-        "tests/test_grid_learner_costs.py::test_the_key_is_on_by_default_validated_and_carried_by_the_manifest_and_evaluate",
+        "tests/test_grid_learner_costs.py::test_the_key_is_validated_and_carried_by_training_the_manifest_and_evaluate",
     "tie_below_cost_fallback": "tests/test_tie_below_cost.py::test_the_fallback_keeps_the_reading_that_evaluates_best",
     "storage_teacher": "tests/test_storage_teacher.py::test_best_move_targets_bid_the_response_policy_through_the_grid",
     "best_policy_metric": "tests/test_quality_keys.py::test_best_policy_metric_decides_what_policies_best_holds",
