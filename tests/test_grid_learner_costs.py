@@ -16,7 +16,8 @@ import pytest
 
 import envs
 from _grid import replay, rule_ladder
-from agents.checkpoint import CheckpointError, read_manifest, validate_manifest
+from _runs import H, trained_with
+from agents.checkpoint import CheckpointError, validate_manifest
 from agents.config import ConfigError, LearningConfig
 from agents.trainer import Trainer, evaluate_policy
 from envs.analysis import best_response
@@ -24,7 +25,6 @@ from envs.analysis import best_response
 PLANT = "plant_ccgt-1"
 OTHER = "plant_ccgt-2"
 STORAGE = "storage_pumped-storage-1"
-H = 48
 
 
 def _core(costs: bool, **kw) -> envs.MarketCore:
@@ -102,12 +102,6 @@ def test_grid_best_response_replays_through_the_env_and_uses_the_costs():
     assert br.best_profit <= best_response(rec, k).best_profit + 1e-6
 
 
-TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
-        "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-        "validation_episodes_interval=10", "equilibrium_reference=false", "stay_out_fallback=false",
-        "start_up_markup_fallback=[]", "tie_below_cost_fallback=false"]
-
-
 def test_the_key_is_validated_and_carried_by_training_the_manifest_and_evaluate(tmp_path):
     for bad in ("yes", 1):
         with pytest.raises(ValueError, match="grid_learner_costs"):
@@ -117,20 +111,7 @@ def test_the_key_is_validated_and_carried_by_training_the_manifest_and_evaluate(
     with pytest.raises(ConfigError, match="grid_learner_costs"):
         LearningConfig().with_overrides(["grid_learner_costs=maybe"])
     assert LearningConfig().grid_learner_costs is False
-    sc = envs.load_scenario("default")
-    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + ["grid_learner_costs=true"])
-    run = tmp_path / "run"
-    tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
-    assert tr.core.grid_learner_costs and tr.eval_core.grid_learner_costs
-    assert tr.core.plant_bids == "undercut"  # `default`: its learning plants have start-up costs
-    tr.train()
-    tr.close()
-    best = run / "policies" / "best"
-    manifest = read_manifest(best)
-    assert manifest["trainer"]["grid_learner_costs"] is True
-    _, core = evaluate_policy(sc, cfg.with_overrides(["grid_learner_costs=false"]), best, seed=0,
-                              env_options={"max_cycles": H})
-    assert core.grid_learner_costs  # the checkpoint's grid, not the config's
+    sc, cfg, best, manifest = trained_with(tmp_path, "grid_learner_costs")
     manifest["trainer"]["grid_learner_costs"] = 1
     with pytest.raises(CheckpointError, match="grid_learner_costs"):
         validate_manifest(manifest, best)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import envs
 from _grid import replay
+from _runs import plant_constant
 from agents.checkpoint import read_manifest
 from agents.config import ConfigError, LearningConfig
 from agents.evaluation import evaluation_summary
@@ -110,14 +110,6 @@ def test_option_and_keys_are_validated():
     tr.close()
 
 
-def _plant_constant(tr: Trainer, name: str, pre: float) -> None:
-    i = tr.agents.index(name)
-    W, b = tr.learner.algo.actor_params[-2], tr.learner.algo.actor_params[-1]
-    with torch.no_grad():
-        W[i].zero_()
-        b[i, : int(tr.learner.act_dims[i])] = pre
-
-
 def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
     """`ccgt_2` with a start-up cost of 1 M EUR bids at the bottom of its range: it starts at
     the first hour and loses money. A markup keeps it cold (its floor lies far above any
@@ -130,7 +122,7 @@ def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
     tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
     tr.train()
     assert tr.markup_report is None  # the key was empty
-    _plant_constant(tr, "plant_ccgt-2", -8.0)
+    plant_constant(tr, "plant_ccgt-2", -8.0)
     ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
     tr.recorder.best = initial_best()
     assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
@@ -163,8 +155,8 @@ def test_the_fallback_keeps_the_markup_that_evaluates_best(tmp_path):
 
     # a policy the markup does not change: both plants offer at the top, never dispatched
     tr.eval_core.set_start_up_markup(0.0)
-    _plant_constant(tr, "plant_ccgt-1", 8.0)
-    _plant_constant(tr, "plant_ccgt-2", 8.0)
+    plant_constant(tr, "plant_ccgt-1", 8.0)
+    plant_constant(tr, "plant_ccgt-2", 8.0)
     ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
     tr.recorder.best = initial_best()
     assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())

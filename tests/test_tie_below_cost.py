@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import envs
 from _grid import replay, rule_ladder
+from _runs import H, TINY, plant_constant, trained_with
 from agents.checkpoint import CheckpointError, read_manifest, validate_manifest
 from agents.config import ConfigError, LearningConfig
 from agents.recorder import TrainResult, initial_best
@@ -28,13 +28,6 @@ from envs.analysis import best_response
 PLANT = "plant_ccgt-1"
 OTHER = "plant_ccgt-2"
 STORAGE = "storage_pumped-storage-1"
-TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
-        "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-        "validation_episodes_interval=10", "equilibrium_reference=false", "stay_out_fallback=false",
-        "start_up_markup_fallback=[]", "tie_below_cost_fallback=false"]
-H = 48
-
-
 def _core(tie: bool, **kw) -> envs.MarketCore:
     return envs.MarketCore(envs.load_scenario("default"), num_envs=1, plant_bids=kw.pop("plant_bids", "undercut"),
                            tie_below_cost=tie, **kw)
@@ -171,30 +164,10 @@ def test_the_option_and_keys_are_validated(tmp_path):
             LearningConfig().with_overrides([f"{key}=maybe"])
     cfg = LearningConfig().with_overrides(["tie_below_cost=true", "tie_below_cost_fallback=false"])
     assert cfg.tie_below_cost is True and cfg.tie_below_cost_fallback is False
-    sc = envs.load_scenario("default")
-    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + ["tie_below_cost=true"])
-    run = tmp_path / "run"
-    tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
-    assert tr.core.tie_below_cost and tr.eval_core.tie_below_cost
-    tr.train()
-    tr.close()
-    best = run / "policies" / "best"
-    manifest = read_manifest(best)
-    assert manifest["trainer"]["tie_below_cost"] is True
-    _, core = evaluate_policy(sc, cfg.with_overrides(["tie_below_cost=false"]), best, seed=0,
-                              env_options={"max_cycles": H})
-    assert core.tie_below_cost  # the checkpoint's reading, not the config's
+    sc, cfg, best, manifest = trained_with(tmp_path, "tie_below_cost")
     manifest["trainer"]["tie_below_cost"] = "yes"
     with pytest.raises(CheckpointError, match="tie_below_cost"):
         validate_manifest(manifest, best)
-
-
-def _plant_constant(tr: Trainer, name: str, pre: float) -> None:
-    i = tr.agents.index(name)
-    W, b = tr.learner.algo.actor_params[-2], tr.learner.algo.actor_params[-1]
-    with torch.no_grad():
-        W[i].zero_()
-        b[i, : int(tr.learner.act_dims[i])] = pre
 
 
 def test_the_fallback_keeps_the_reading_that_evaluates_best(tmp_path):
@@ -209,7 +182,7 @@ def test_the_fallback_keeps_the_reading_that_evaluates_best(tmp_path):
     tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
     tr.train()
     assert tr.tie_report is None  # the key was off
-    _plant_constant(tr, PLANT, float(np.arctanh(50.0 / tr.eval_core.max_bid_price)))
+    plant_constant(tr, PLANT, float(np.arctanh(50.0 / tr.eval_core.max_bid_price)))
     ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
     tr.recorder.best = initial_best()
     assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
@@ -237,8 +210,8 @@ def test_the_fallback_keeps_the_reading_that_evaluates_best(tmp_path):
     # the other way round: a policy trained with the reading whose evaluation is better
     # without it keeps the reading when it is not (both plants at the top: never dispatched)
     tr.eval_core.tie_below_cost = False
-    _plant_constant(tr, PLANT, 8.0)
-    _plant_constant(tr, OTHER, 8.0)
+    plant_constant(tr, PLANT, 8.0)
+    plant_constant(tr, OTHER, 8.0)
     ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
     tr.recorder.best = initial_best()
     assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
@@ -256,7 +229,7 @@ def test_a_later_fallback_keeps_what_an_earlier_one_chose(tmp_path):
     run = tmp_path / "run"
     tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
     tr.train()
-    _plant_constant(tr, PLANT, float(np.arctanh(50.0 / tr.eval_core.max_bid_price)))
+    plant_constant(tr, PLANT, float(np.arctanh(50.0 / tr.eval_core.max_bid_price)))
     tr.recorder.best = initial_best()
     tr.recorder.run_info["start_up_markup_hours"] = 24.0  # as if the markup fallback had kept 24 h
     try:
