@@ -556,9 +556,10 @@ class LearningConfig:
     read on the grid, `plant_bids` "undercut"): a learning plant's offer that the grid
     would put a tick under a rule offer priced below the plant's marginal cost ties with
     that rule offer instead, so a plant that sells at a loss to stay on sells the least
-    volume that keeps it running. Trained with it, `default` was no better (seeds 0 and
-    1: 0.158 / 0.129 against 0.131 / 0.127, benchmarks/RESULTS.md, thirty-third round);
-    `tie_below_cost_fallback` tries it on the kept policy instead. Default: False."""
+    volume that keeps it running. Trained with it, `default` was worse (seeds 0 and 1:
+    0.158 / 0.129 against 0.118 / 0.128 with the fallback; benchmarks/RESULTS.md,
+    thirty-third round); `tie_below_cost_fallback` tries it on the kept policy instead.
+    Default: False."""
 
     tie_below_cost_fallback: bool = True
     """After training (and `start_up_markup_fallback`), where plant offers are read on the

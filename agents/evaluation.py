@@ -344,8 +344,19 @@ def run_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, episode
         "episodes": int(episodes), "wall_time_s": round(float(wall_time), 2), "stopped_early": bool(stopped_early),
         "best": dict(best), "evaluation": ev.metrics(), "agents": agents,
     }
+    out.update(_readings(core))
+    return out
+
+
+def _readings(core: MarketCore) -> dict[str, Any]:
+    """How the evaluated policy's bids were read where that is not the env's plain reading
+    (a start-up markup, ties below cost, the learners' costs on the grid), for a summary."""
+    out: dict[str, Any] = {}
     if getattr(core, "start_up_markup_hours", 0.0):  # the policy bids with a start-up markup
         out["start_up_markup_hours"] = float(core.start_up_markup_hours)
+    for key in ("tie_below_cost", "grid_learner_costs"):
+        if getattr(core, key, False) and getattr(core, "plant_bids", "free") == "undercut":
+            out[key] = True
     return out
 
 
@@ -356,8 +367,7 @@ def evaluation_summary(scenario: Scenario, core: MarketCore, ev: EvalResult, *, 
                            "hours": int(ev.record.n_hours) if ev.record is not None else None,
                            "evaluation": ev.metrics(), "agents": {}}
     out["agents"] = _agent_rows(scenario, core, ev, dispatch=False)
-    if getattr(core, "start_up_markup_hours", 0.0):
-        out["start_up_markup_hours"] = float(core.start_up_markup_hours)
+    out.update(_readings(core))
     return out
 
 
@@ -412,7 +422,10 @@ def print_run_summary(s: dict[str, Any]) -> None:
         if "grid_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  on the env's grid {r['grid_best_response_profit']:>10,.0f} EUR "
                   "(best response within the offer prices its actions can bid, plant_bids: undercut"
-                  + ("; a cold plant's offers marked up)" if s.get("start_up_markup_hours") else ")"))
+                  + "".join(note for k, note in (("start_up_markup_hours", "; a cold plant's offers marked up"),
+                                                 ("tie_below_cost", "; ties with rule offers below its cost"),
+                                                 ("grid_learner_costs", "; the learners' costs on the grid"))
+                            if s.get(k)) + ")")
         if "undercut_learners_best_response_profit" in r:
             print(f"  {'':<30s} {'':>26s}  + a tick under others {r['undercut_learners_best_response_profit']:>7,.0f} EUR "
                   "(the grid, or a tick under another learner's offer)")
@@ -432,8 +445,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
         print(f"  ({str(s['stay_out']).removeprefix('stay_out_fallback: ')})")
     if s.get("start_up_markup"):
         print(f"  ({str(s['start_up_markup']).removeprefix('start_up_markup_fallback: ')})")
-    if s.get("tie_below_cost"):
-        print(f"  ({str(s['tie_below_cost']).removeprefix('tie_below_cost_fallback: ')})")
+    if s.get("tie_below_cost_fallback"):
+        print(f"  ({str(s['tie_below_cost_fallback']).removeprefix('tie_below_cost_fallback: ')})")
     from .reference import print_reference
 
     print_reference(s)

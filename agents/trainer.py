@@ -419,7 +419,7 @@ class Trainer:
         if self.markup_report is not None:
             extra = {"start_up_markup": self.markup_report, **(extra or {})}
         if self.tie_report is not None:
-            extra = {"tie_below_cost": self.tie_report, **(extra or {})}
+            extra = {"tie_below_cost_fallback": self.tie_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -517,6 +517,7 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         return (names if better else []), report
 
 
+_MISSING = object()
 _KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost")
 """What the fallbacks below record of ``policies/best`` in its manifest's ``trainer`` part:
 a later fallback that saves it again keeps what an earlier one chose."""
@@ -574,9 +575,6 @@ def _reading_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
                         recorder.run_info[k] = v
             recorder.best[by] = float(mc[by])
         return choice, results
-
-
-_MISSING = object()
 
 
 def _gain_change(m0: dict, m: dict) -> str:

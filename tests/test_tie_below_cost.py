@@ -21,6 +21,7 @@ from _grid import replay, rule_ladder
 from _runs import H, TINY, plant_constant, trained_with
 from agents.checkpoint import CheckpointError, read_manifest, validate_manifest
 from agents.config import ConfigError, LearningConfig
+from agents.evaluation import evaluation_summary
 from agents.recorder import TrainResult, initial_best
 from agents.trainer import Trainer, evaluate_policy
 from envs.analysis import best_response
@@ -204,7 +205,8 @@ def test_the_fallback_keeps_the_reading_that_evaluates_best(tmp_path):
     assert tr.tie_below_cost_fallback() is True and tr.tie_report == report  # chosen once
     tr.eval_core.tie_below_cost = False  # the run's summary reads the manifest's reading
     summary = tr.finish(TrainResult(run, 2, 1.0, dict(tr.recorder.best), [], None, False), plots=False)
-    assert "kept with tie_below_cost true" in summary["tie_below_cost"]
+    assert "kept with tie_below_cost true" in summary["tie_below_cost_fallback"] and summary["tie_below_cost"] is True
+    assert evaluation_summary(sc, core, ev2)["tie_below_cost"] is True
     assert summary["evaluation"]["gain"] == pytest.approx(gains[True], rel=1e-9)
 
     # the other way round: a policy trained with the reading whose evaluation is better

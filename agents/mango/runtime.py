@@ -708,7 +708,7 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
         if res.markup_report is not None:
             extra["start_up_markup"] = res.markup_report
         if res.tie_report is not None:
-            extra["tie_below_cost"] = res.tie_report
+            extra["tie_below_cost_fallback"] = res.tie_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra=extra)
     finally:
