@@ -219,15 +219,18 @@ class RunRecorder:
     def policy_dir(self, name: str) -> Path | None:
         return self.policies_dir / name if self.policies_dir is not None else None
 
-    def save(self, name: str, metrics: dict[str, Any] | None = None, *, episode: int | None = None) -> Path | None:
-        """Save the learner's policies as ``name`` (nothing when there is no policies folder)."""
+    def save(self, name: str, metrics: dict[str, Any] | None = None, *, episode: int | None = None,
+             trainer_info: Mapping[str, Any] | None = None) -> Path | None:
+        """Save the learner's policies as ``name`` (nothing when there is no policies folder).
+        ``trainer_info``: entries of the manifest's ``trainer`` part over :attr:`run_info`
+        (what a fallback chose for this checkpoint alone)."""
         path = self.policy_dir(name)
         if path is None:
             return None
         ln = self.learner
         ep = ln.episode if episode is None else int(episode)
         extra = {"trainer": {"episode": ep, "n_updates": ln.n_updates, "best": dict(self.best), "seed": ln.seed,
-                             **self.run_info}}
+                             **self.run_info, **(trainer_info or {})}}
         return ln.save(path, episode=ep, metrics=metrics, agent_kind=self.agent_kind, scenario=self.scenario_info,
                        extra=extra)
 

@@ -453,6 +453,11 @@ def _better(by: str, new: dict[str, float], old: dict[str, float]) -> bool:
     return new[by] < old[by] if by == "gain" else new[by] > old[by]
 
 
+def _gain_change(m0: dict, m: dict) -> str:
+    nan = float("nan")
+    return f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
+
+
 LOSS_TOLERANCE_EUR = 1.0
 """A plant "loses money" over an episode below this many EUR of loss: at a zero-profit
 equilibrium (learners at cost) the profits are 0 up to float rounding (-1e-9 EUR)."""
@@ -499,15 +504,10 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         by = best_metric(cfg.best_policy_metric, m, recorder.best)
         better = _better(by, m, m0)
         what = ", ".join(f"{a} ({ev.agent_profit[i]:,.0f} EUR)" for a, i in zip(names, losing))
-        nan = float("nan")
-        change = f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
+        change = _gain_change(m0, m)
         report = f"stay_out_fallback: {what} lost money in the kept policy's evaluation; "
         if better:
-            recorder.run_info["stay_out"] = names  # in the manifest ("trainer" part)
-            try:
-                recorder.save("best", dict(m), episode=manifest.get("episode"))
-            finally:
-                recorder.run_info.pop("stay_out", None)
+            recorder.save("best", dict(m), episode=manifest.get("episode"), trainer_info={"stay_out": names})
             recorder.best[by] = float(m[by])
             report += f"kept with {'it' if len(names) == 1 else 'them'} offering at the top of the bid range ({change})"
         else:
@@ -517,7 +517,6 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         return (names if better else []), report
 
 
-_MISSING = object()
 _KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost")
 """What the fallbacks below record of ``policies/best`` in its manifest's ``trainer`` part:
 a later fallback that saves it again keeps what an earlier one chose."""
@@ -562,24 +561,11 @@ def _reading_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
                 choice, mc = value, m
         apply(choice)
         if choice != own:
-            kept = {k: recorder.run_info.get(k, _MISSING) for k in (*_KEPT_READINGS, key)}
-            recorder.run_info.update({k: info[k] for k in _KEPT_READINGS if k in info})  # earlier fallbacks' choices
-            recorder.run_info[key] = choice  # in the manifest ("trainer" part)
-            try:
-                recorder.save("best", {**mc, key: choice}, episode=manifest.get("episode"))
-            finally:
-                for k, v in kept.items():
-                    if v is _MISSING:
-                        recorder.run_info.pop(k, None)
-                    else:
-                        recorder.run_info[k] = v
+            earlier = {k: info[k] for k in _KEPT_READINGS if k in info}  # earlier fallbacks' choices
+            recorder.save("best", {**mc, key: choice}, episode=manifest.get("episode"),
+                          trainer_info={**earlier, key: choice})
             recorder.best[by] = float(mc[by])
         return choice, results
-
-
-def _gain_change(m0: dict, m: dict) -> str:
-    nan = float("nan")
-    return f"total gain from deviating {m0.get('gain', nan):,.0f} -> {m.get('gain', nan):,.0f} EUR"
 
 
 def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
