@@ -477,6 +477,11 @@ def validate_manifest(manifest: Any, directory: str | os.PathLike, *, check_memo
         for k in ("tie_below_cost", "grid_learner_costs"):
             if info.get(k) is not None and not isinstance(info[k], bool):
                 raise bad(f"{section}.{k}", "true or false", info[k])
+        mix = info.get("actor_mix")  # actor_mix_fallback: agent -> episode its actor comes from
+        if mix is not None and (not isinstance(mix, dict) or any(a not in agents for a in mix)
+                                or any(not _is_int(e) or e < 0 for e in mix.values())):
+            raise bad(f"{section}.actor_mix", "an object mapping agents of this checkpoint to episodes (integers >= 0)",
+                      mix)
         for k, allowed in (("plant_bids", PLANT_BIDS), ("storage_prices", STORAGE_PRICES),
                            ("min_power_rule", MIN_POWER_RULES)):
             if info.get(k) is not None and info[k] not in allowed:

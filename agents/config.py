@@ -571,6 +571,27 @@ class LearningConfig:
     both runtimes. Measured on `default` and its variants (benchmarks/RESULTS.md,
     thirty-third round). Default: True."""
 
+    actor_mix_fallback: int = 6
+    """After training (and the fallbacks above), each learner may take its actor from any
+    of the this many evaluations of the run with the lowest total gain from deviating
+    (their actors are kept in memory as the run goes): starting from the kept policy
+    (`policies/best`, with the readings the fallbacks chose), the learners are tried one
+    at a time, the one with the largest gain first, each with every such evaluation's
+    actor in place of its own while the others keep theirs, and a change is kept only
+    where it is better by `best_policy_metric`; at most two passes and
+    `actor_mix_evaluations` evaluations with the exact analysis. The result replaces
+    `policies/best` (its manifest names the evaluation each changed actor comes from,
+    `trainer.actor_mix`). Keeping the evaluation that scores best is the same choice made
+    for the learners together; a learner's actor from one evaluation and its rival's from
+    another can score better than either. Only the evaluations of this process compete
+    (a resumed run starts collecting again). Needs the per-evaluation analysis and a run
+    folder; both runtimes. 0 turns it off. Measured on `default` and its variants
+    (benchmarks/RESULTS.md, thirty-fourth round). Default: 6."""
+
+    actor_mix_evaluations: int = 36
+    """The most evaluations (each with the exact analysis) `actor_mix_fallback` may run.
+    Must be >= 1. Default: 36."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1346,6 +1367,8 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "tie_below_cost": _to_bool,
     "grid_learner_costs": _to_bool,
     "tie_below_cost_fallback": _to_bool,
+    "actor_mix_fallback": _int(0, maximum=1000),
+    "actor_mix_evaluations": _int(1, maximum=_MAX_COUNT),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

@@ -447,6 +447,8 @@ def print_run_summary(s: dict[str, Any]) -> None:
         print(f"  ({str(s['start_up_markup']).removeprefix('start_up_markup_fallback: ')})")
     if s.get("tie_below_cost_fallback"):
         print(f"  ({str(s['tie_below_cost_fallback']).removeprefix('tie_below_cost_fallback: ')})")
+    if s.get("actor_mix_fallback"):
+        print(f"  ({str(s['actor_mix_fallback']).removeprefix('actor_mix_fallback: ')})")
     from .reference import print_reference
 
     print_reference(s)

@@ -33,6 +33,8 @@ from .config import LearningConfig
 from .evaluation import EvalResult, print_run_summary, run_summary, write_json_atomic
 
 if TYPE_CHECKING:
+    import torch
+
     from envs import MarketCore, Scenario
 
     from .learner import Learner
@@ -206,6 +208,9 @@ class RunRecorder:
         self.validated_reward = -math.inf  # best reward at the latest validation (early stopping)
         self._fallback_noted = False
         self.history: list[dict[str, Any]] = []
+        # actor_mix_fallback: (total gain, episode, actor parameters on the CPU) of the
+        # evaluations with the lowest total gain so far, lowest first (this process only)
+        self.actor_candidates: list[tuple[float, int, list[torch.Tensor]]] = []
         self.writer = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +252,25 @@ class RunRecorder:
         saved = compare_policies(self.best, metrics, best_by=by)
         for name in saved:
             self.save(name, dict(metrics), episode=episode)
+        self.keep_actor_candidate(metrics, episode)
         return saved
+
+    def keep_actor_candidate(self, metrics: Mapping[str, float], episode: int | None = None) -> None:
+        """``actor_mix_fallback``: keep the learner's actors (a CPU copy) with the
+        evaluation's total gain when it is among the ``actor_mix_fallback`` lowest so far
+        (evaluations with the analysis only)."""
+        k = int(self.config.actor_mix_fallback)
+        gain = float(metrics.get("gain", math.nan))
+        if k <= 0 or not math.isfinite(gain):
+            return
+        cands = self.actor_candidates
+        if len(cands) >= k and gain >= cands[-1][0]:
+            return
+        ep = int(self.learner.episode if episode is None else episode)
+        params = [p.detach().to("cpu", copy=True) for p in self.learner.algo.actor_params]
+        cands.append((gain, ep, params))
+        cands.sort(key=lambda c: c[0])  # stable: the earlier of equal gains first
+        del cands[k:]
 
     # ------------------------------------------------------------------ episodes
     def evaluation_due(self, episode: int, total: int) -> bool:

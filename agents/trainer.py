@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from envs import MarketCore, Scenario
 
@@ -153,6 +154,7 @@ class Trainer:
         self.stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
         self.markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
         self.tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
+        self.mix_report: str | None = None  # actor_mix_fallback's line, when it tried
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
@@ -289,7 +291,8 @@ class Trainer:
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
         continuing from :attr:`episode`; then :meth:`stay_out_fallback`,
-        :meth:`start_up_markup_fallback` and :meth:`tie_below_cost_fallback`."""
+        :meth:`start_up_markup_fallback`, :meth:`tie_below_cost_fallback` and
+        :meth:`actor_mix_fallback`."""
         cfg = self.config
         if not cfg.learning_mode:  # run the loaded policies, as ASSUME does; no training
             t0 = time.perf_counter()
@@ -326,6 +329,7 @@ class Trainer:
         self.stay_out_fallback()
         self.start_up_markup_fallback()
         self.tie_below_cost_fallback()
+        self.actor_mix_fallback()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
@@ -355,6 +359,15 @@ class Trainer:
         if report is not None:
             self.tie_report = report
         return flag
+
+    def actor_mix_fallback(self) -> dict[str, int]:
+        """``actor_mix_fallback`` after training (:func:`actor_mix_fallback`); its line is
+        kept in :attr:`mix_report`. Returns ``{agent: episode}`` of the actors taken."""
+        taken, report = actor_mix_fallback(self.learner, self.recorder, self.scenario, self.eval_core,
+                                           analysis=self.analysis, progress=self.progress)
+        if report is not None:
+            self.mix_report = report
+        return taken
 
     def prepare_equilibrium_teacher(self) -> None:
         """``equilibrium_teacher``: compute the equilibrium reference of the training hours
@@ -420,6 +433,8 @@ class Trainer:
             extra = {"start_up_markup": self.markup_report, **(extra or {})}
         if self.tie_report is not None:
             extra = {"tie_below_cost_fallback": self.tie_report, **(extra or {})}
+        if self.mix_report is not None:
+            extra = {"actor_mix_fallback": self.mix_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -517,7 +532,7 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         return (names if better else []), report
 
 
-_KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost")
+_KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost", "actor_mix")
 """What the fallbacks below record of ``policies/best`` in its manifest's ``trainer`` part:
 a later fallback that saves it again keeps what an earlier one chose."""
 
@@ -638,6 +653,91 @@ def tie_below_cost_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     if progress:
         print(report, flush=True)
     return choice, report
+
+
+ACTOR_MIX_PASSES = 2
+""":func:`actor_mix_fallback` stops after this many passes over the learners."""
+
+
+def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                       analysis: bool, progress: bool = False) -> tuple[dict[str, int], str | None]:
+    """``actor_mix_fallback``: starting from the run's ``policies/best`` (evaluated in
+    ``eval_core`` as the fallbacks before it left it), try each learner's actor from each
+    of the evaluations :attr:`RunRecorder.actor_candidates` kept (the ones with the
+    lowest total gain), one learner at a time, the one with the largest gain from
+    deviating first, the others as they are; keep a change when the evaluation with the
+    exact analysis is better by ``best_policy_metric``; at most
+    :data:`ACTOR_MIX_PASSES` passes and ``actor_mix_evaluations`` evaluations. When a
+    change was kept, save the result as ``policies/best`` (its manifest records
+    ``trainer.actor_mix``: the episode of the evaluation each changed actor comes from).
+    The learner's own actors are left as they were. Returns ``{agent: episode}`` of the
+    actors taken (empty when none) and a one-line report (``None`` when nothing was
+    tried: the key is 0, no candidates, no analysis, no run folder, or ``policies/best``
+    already records a mix, e.g. in a resumed run). Both runtimes call it when training
+    ends."""
+    cfg = learner.config
+    cands = recorder.actor_candidates
+    run_dir = recorder.run_dir
+    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
+    if (cfg.actor_mix_fallback <= 0 or not cands or not cfg.learning_mode or not analysis or best is None
+            or not (best / "manifest.json").exists()):
+        return {}, None
+    params = learner.algo.actor_params
+    with _actors_restored(learner):
+        manifest = learner.load(best, load_optimizers=False, load_critics=False)
+        info = manifest.get("trainer") or {}
+        if info.get("actor_mix") is not None:  # chosen before (a resumed run)
+            return {}, None
+        ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+        m0 = ev.metrics()
+        if "gain" not in m0:
+            return {}, None
+        by = best_metric(cfg.best_policy_metric, m0, recorder.best)
+        current = [p.detach().clone() for p in params]
+        mc, gains = m0, np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
+        taken: dict[str, int] = {}
+        runs = 0
+        for _ in range(ACTOR_MIX_PASSES):
+            changed = False
+            for a in np.argsort(-gains, kind="stable"):
+                for _gain, episode, cand in cands:
+                    if all(torch.equal(c[a].to(cur.device), cur[a]) for c, cur in zip(cand, current)):
+                        continue  # this learner's actor already
+                    if runs >= cfg.actor_mix_evaluations:
+                        break
+                    with torch.no_grad():
+                        for p, cur, c in zip(params, current, cand):
+                            p.copy_(cur)
+                            p[a].copy_(c[a])
+                    ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+                    runs += 1
+                    m = ev.metrics()
+                    if _better(by, m, mc):
+                        mc, changed = m, True
+                        current = [p.detach().clone() for p in params]
+                        gains = np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
+                        taken[learner.agents[a]] = int(episode)
+            if not changed or runs >= cfg.actor_mix_evaluations:
+                break
+        with torch.no_grad():
+            for p, cur in zip(params, current):
+                p.copy_(cur)
+        if taken:
+            earlier = {k: info[k] for k in _KEPT_READINGS if k in info}
+            if earlier.get("stay_out"):  # a plant kept out that now bids with another actor is no longer out
+                earlier["stay_out"] = [a for a in earlier["stay_out"] if a not in taken]
+            recorder.save("best", {**mc, "actor_mix": len(taken)}, episode=manifest.get("episode"),
+                          trainer_info={**earlier, "actor_mix": taken})
+            recorder.best[by] = float(mc[by])
+            what = ", ".join(f"{a} from episode {e}" for a, e in taken.items())
+            report = (f"actor_mix_fallback: kept with {what} ({_gain_change(m0, mc)}; {runs} evaluations of "
+                      f"{len(cands)} evaluations' actors)")
+        else:
+            report = (f"actor_mix_fallback: no actor of the {len(cands)} best evaluations was better "
+                      f"({runs} evaluations), kept as it was")
+    if progress:
+        print(report, flush=True)
+    return taken, report
 
 
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,

@@ -133,6 +133,8 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         row["start_up_markup"] = tr.markup_report
     if tr.tie_report is not None:  # tie_below_cost_fallback tried
         row["tie_below_cost"] = tr.tie_report
+    if tr.mix_report is not None:  # actor_mix_fallback tried
+        row["actor_mix"] = tr.mix_report
     fe = tr.fit_evaluation
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),

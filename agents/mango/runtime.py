@@ -97,6 +97,7 @@ class MangoRunResult:
     stay_out_report: str | None = None  # stay_out_fallback's line, when it tried
     markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
     tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
+    mix_report: str | None = None  # actor_mix_fallback's line, when it tried
 
 
 # --------------------------------------------------------------------------- timeline
@@ -659,7 +660,7 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
     try:
         res = asyncio.run(run.run())
         # after the containers stopped: the same end of training as the plain loop's
-        from ..trainer import start_up_markup_fallback, stay_out_fallback, tie_below_cost_fallback
+        from ..trainer import actor_mix_fallback, start_up_markup_fallback, stay_out_fallback, tie_below_cost_fallback
 
         _, res.stay_out_report = stay_out_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                    analysis=res.market.analysis, progress=progress)
@@ -667,6 +668,8 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
                                                         analysis=res.market.analysis, progress=progress)
         _, res.tie_report = tie_below_cost_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                     analysis=res.market.analysis, progress=progress)
+        _, res.mix_report = actor_mix_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
+                                               analysis=res.market.analysis, progress=progress)
         return res
     except BaseException:
         run.workers.stop(2.0)
@@ -709,6 +712,8 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
             extra["start_up_markup"] = res.markup_report
         if res.tie_report is not None:
             extra["tie_below_cost_fallback"] = res.tie_report
+        if res.mix_report is not None:
+            extra["actor_mix_fallback"] = res.mix_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra=extra)
     finally:
