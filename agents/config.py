@@ -571,9 +571,9 @@ class LearningConfig:
     both runtimes. Measured on `default` and its variants (benchmarks/RESULTS.md,
     thirty-third round). Default: True."""
 
-    actor_mix_fallback: int = 6
+    actor_mix_fallback: int | str = "auto"
     """After training (and the fallbacks above), each learner may take its actor from any
-    of the this many evaluations of the run with the lowest total gain from deviating
+    of this many evaluations of the run with the lowest total gain from deviating
     (their actors are kept in memory as the run goes): starting from the kept policy
     (`policies/best`, with the readings the fallbacks chose), the learners are tried one
     at a time, the one with the largest gain first, each with every such evaluation's
@@ -585,8 +585,10 @@ class LearningConfig:
     for the learners together; a learner's actor from one evaluation and its rival's from
     another can score better than either. Only the evaluations of this process compete
     (a resumed run starts collecting again). Needs the per-evaluation analysis and a run
-    folder; both runtimes. 0 turns it off. Measured on `default` and its variants
-    (benchmarks/RESULTS.md, thirty-fourth round). Default: 6."""
+    folder; both runtimes. "auto": 6 where the run has at most 5 learning units (where
+    `best_policy_interval` "auto" evaluates after every episode and an evaluation with the
+    analysis takes seconds), else 0. 0 turns it off. Measured on `default` and its
+    variants (benchmarks/RESULTS.md, thirty-fourth round). Default: "auto"."""
 
     actor_mix_evaluations: int = 36
     """The most evaluations (each with the exact analysis) `actor_mix_fallback` may run.
@@ -1367,7 +1369,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "tie_below_cost": _to_bool,
     "grid_learner_costs": _to_bool,
     "tie_below_cost_fallback": _to_bool,
-    "actor_mix_fallback": _int(0, maximum=1000),
+    "actor_mix_fallback": _auto_or(_int(0, maximum=1000)),
     "actor_mix_evaluations": _int(1, maximum=_MAX_COUNT),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
     from .learner import Learner
 
-__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "best_metric", "compare_policies",
-           "best_policy_interval", "evaluation_due", "finish_run", "read_run_state", "validation_due"]
+__all__ = ["POLICY_CRITERIA", "STATE_NAME", "ResumeError", "RunRecorder", "TrainResult", "actor_mix_size", "best_metric",
+           "compare_policies", "best_policy_interval", "evaluation_due", "finish_run", "read_run_state", "validation_due"]
 
 STATE_NAME = "state.pt"  # RUN_DIR/state.pt: what --resume continues from
 _RUN_STATE_FORMAT = "marketzoo.run-state/1"
@@ -145,6 +145,19 @@ def best_policy_interval(config: LearningConfig, n_agents: int | None) -> int | 
     if v == "auto":
         return 1 if n_agents is not None and n_agents <= BEST_POLICY_AUTO_AGENTS else None
     return v
+
+
+ACTOR_MIX_AUTO = 6
+"""``actor_mix_fallback`` "auto": the evaluations whose actors compete, for at most
+:data:`BEST_POLICY_AUTO_AGENTS` learning units (none for more)."""
+
+
+def actor_mix_size(config: LearningConfig, n_agents: int) -> int:
+    """``actor_mix_fallback`` as a number of evaluations (0: off)."""
+    v = config.actor_mix_fallback
+    if v == "auto":
+        return ACTOR_MIX_AUTO if n_agents <= BEST_POLICY_AUTO_AGENTS else 0
+    return int(v)
 
 
 def evaluation_due(config: LearningConfig, episode: int, total: int, n_agents: int | None = None) -> bool:
@@ -259,7 +272,7 @@ class RunRecorder:
         """``actor_mix_fallback``: keep the learner's actors (a CPU copy) with the
         evaluation's total gain when it is among the ``actor_mix_fallback`` lowest so far
         (evaluations with the analysis only)."""
-        k = int(self.config.actor_mix_fallback)
+        k = actor_mix_size(self.config, len(self.learner.agents))
         gain = float(metrics.get("gain", math.nan))
         if k <= 0 or not math.isfinite(gain):
             return

@@ -34,7 +34,7 @@ from .evaluation import EvalResult, evaluation_episode, print_run_summary, run_e
 from .checkpoint import read_manifest
 from .learner import (EQ_TEACHER_COPIES, EpisodeStats, Learner, configure_torch_threads, default_torch_threads,
                       policy_load_path)
-from .recorder import RunRecorder, TrainResult, best_metric, early_stop_message, finish_run
+from .recorder import RunRecorder, TrainResult, actor_mix_size, best_metric, early_stop_message, finish_run
 from .seeding import agent_generators, draw_seed
 
 __all__ = [
@@ -679,7 +679,7 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
     cands = recorder.actor_candidates
     run_dir = recorder.run_dir
     best = None if run_dir is None else Path(run_dir) / "policies" / "best"
-    if (cfg.actor_mix_fallback <= 0 or not cands or not cfg.learning_mode or not analysis or best is None
+    if (actor_mix_size(cfg, len(learner.agents)) <= 0 or not cands or not cfg.learning_mode or not analysis or best is None
             or not (best / "manifest.json").exists()):
         return {}, None
     params = learner.algo.actor_params

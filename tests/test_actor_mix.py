@@ -11,7 +11,7 @@ import envs
 from _runs import H, TINY, plant_constant
 from agents.checkpoint import CheckpointError, read_manifest, validate_manifest
 from agents.config import ConfigError, LearningConfig
-from agents.recorder import TrainResult, initial_best
+from agents.recorder import TrainResult, actor_mix_size, initial_best
 from agents.trainer import Trainer, evaluate_policy
 
 PLANT = "plant_ccgt-1"
@@ -145,7 +145,9 @@ def test_the_keys_and_the_manifest_entry_are_validated(trained, tmp_path):
     for bad in ("actor_mix_fallback=-1", "actor_mix_evaluations=0", "actor_mix_fallback=two"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             cfg.with_overrides([bad])
-    assert LearningConfig().actor_mix_fallback == 6 and LearningConfig().actor_mix_evaluations == 36
+    assert LearningConfig().actor_mix_fallback == "auto" and LearningConfig().actor_mix_evaluations == 36
+    assert [actor_mix_size(LearningConfig(), n) for n in (1, 5, 6, 24)] == [6, 6, 0, 0]  # auto: up to 5 learners
+    assert actor_mix_size(cfg.with_overrides(["actor_mix_fallback=3"]), 24) == 3
     manifest = read_manifest(run / "policies" / "best")
     for mix in ({"nobody": 3}, {PLANT: -1}, {PLANT: 1.5}, [PLANT]):
         m = {**manifest, "trainer": {**manifest["trainer"], "actor_mix": mix}}

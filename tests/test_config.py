@@ -102,7 +102,7 @@ def test_defaults():
         grid_learner_costs=False,
         tie_below_cost=False,
         tie_below_cost_fallback=True,
-        actor_mix_fallback=6,
+        actor_mix_fallback="auto",
         actor_mix_evaluations=36,
         best_policy_interval="auto",
         critic_reward_scale=1.0,
