@@ -578,10 +578,12 @@ class LearningConfig:
     (`policies/best`, with the readings the fallbacks chose), the learners are tried one
     at a time, the one with the largest gain first, each with every such evaluation's
     actor in place of its own while the others keep theirs, and a change is kept only
-    where it is better by `best_policy_metric`; at most two passes and
-    `actor_mix_evaluations` evaluations with the exact analysis. The result replaces
-    `policies/best` (its manifest names the evaluation each changed actor comes from,
-    `trainer.actor_mix`). Keeping the evaluation that scores best is the same choice made
+    where it is better by `best_policy_metric`; after a pass that changed an actor, the
+    readings of the fallbacks that are on (the start-up markups, `tie_below_cost` either
+    way) are tried again the same way; at most two passes and `actor_mix_evaluations`
+    evaluations with the exact analysis. The result replaces `policies/best` (its
+    manifest names the evaluation each changed actor comes from, `trainer.actor_mix`, and
+    records the readings). Keeping the evaluation that scores best is the same choice made
     for the learners together; a learner's actor from one evaluation and its rival's from
     another can score better than either. Only the evaluations of this process compete
     (a resumed run starts collecting again). Needs the per-evaluation analysis and a run

@@ -659,30 +659,53 @@ ACTOR_MIX_PASSES = 2
 """:func:`actor_mix_fallback` stops after this many passes over the learners."""
 
 
+def _mix_readings(cfg: LearningConfig, eval_core: MarketCore, recorder: RunRecorder) -> list[tuple[str, list, Any]]:
+    """The readings :func:`actor_mix_fallback` tries again once an actor changed: those
+    whose fallback is on and acts in this market, as ``(manifest key, values, apply)``."""
+    out: list[tuple[str, list, Any]] = []
+    if cfg.start_up_markup_fallback and (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any():
+        own = float(recorder.run_info.get("start_up_markup_hours", 0.0))
+        out.append(("start_up_markup_hours", list(dict.fromkeys([own, *map(float, cfg.start_up_markup_fallback)])),
+                    eval_core.set_start_up_markup))
+    if cfg.tie_below_cost_fallback and eval_core.plant_bids == "undercut" and len(eval_core.lp):
+        def tie(flag):
+            eval_core.tie_below_cost = bool(flag)
+        out.append(("tie_below_cost", [False, True], tie))
+    return out
+
+
+def _reading_now(eval_core: MarketCore, key: str):
+    return float(eval_core.start_up_markup_hours) if key == "start_up_markup_hours" else bool(getattr(eval_core, key))
+
+
 def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
                        analysis: bool, progress: bool = False) -> tuple[dict[str, int], str | None]:
     """``actor_mix_fallback``: starting from the run's ``policies/best`` (evaluated in
-    ``eval_core`` as the fallbacks before it left it), try each learner's actor from each
-    of the evaluations :attr:`RunRecorder.actor_candidates` kept (the ones with the
-    lowest total gain), one learner at a time, the one with the largest gain from
-    deviating first, the others as they are; keep a change when the evaluation with the
-    exact analysis is better by ``best_policy_metric``; at most
-    :data:`ACTOR_MIX_PASSES` passes and ``actor_mix_evaluations`` evaluations. When a
-    change was kept, save the result as ``policies/best`` (its manifest records
-    ``trainer.actor_mix``: the episode of the evaluation each changed actor comes from).
-    The learner's own actors are left as they were. Returns ``{agent: episode}`` of the
-    actors taken (empty when none) and a one-line report (``None`` when nothing was
-    tried: the key is 0, no candidates, no analysis, no run folder, or ``policies/best``
-    already records a mix, e.g. in a resumed run). Both runtimes call it when training
-    ends."""
+    ``eval_core`` with the readings the fallbacks before it chose), try each learner's
+    actor from each of the evaluations :attr:`RunRecorder.actor_candidates` kept (the
+    ones with the lowest total gain), one learner at a time, the one with the largest
+    gain from deviating first, the others as they are; keep a change when the evaluation
+    with the exact analysis is better by ``best_policy_metric``. After a pass in which an
+    actor changed, the readings whose fallbacks are on (``start_up_markup_fallback``'s
+    markups, ``tie_below_cost`` either way) are tried again the same way, since the
+    choice made for the old actors need not hold for the new ones. At most
+    :data:`ACTOR_MIX_PASSES` passes and ``actor_mix_evaluations`` evaluations. When an
+    actor changed, save the result as ``policies/best`` (its manifest records
+    ``trainer.actor_mix``: the episode of the evaluation each changed actor comes from,
+    and the readings; ``eval_core`` keeps them). The learner's own actors are left as
+    they were. Returns ``{agent: episode}`` of the actors taken (empty when none) and a
+    one-line report (``None`` when nothing was tried: the key is 0, no candidates, no
+    analysis, no run folder, or ``policies/best`` already records a mix, e.g. in a
+    resumed run). Both runtimes call it when training ends."""
     cfg = learner.config
     cands = recorder.actor_candidates
     run_dir = recorder.run_dir
     best = None if run_dir is None else Path(run_dir) / "policies" / "best"
-    if (actor_mix_size(cfg, len(learner.agents)) <= 0 or not cands or not cfg.learning_mode or not analysis or best is None
-            or not (best / "manifest.json").exists()):
+    if (actor_mix_size(cfg, len(learner.agents)) <= 0 or not cands or not cfg.learning_mode or not analysis
+            or best is None or not (best / "manifest.json").exists()):
         return {}, None
     params = learner.algo.actor_params
+    readings = _mix_readings(cfg, eval_core, recorder)
     with _actors_restored(learner):
         manifest = learner.load(best, load_optimizers=False, load_critics=False)
         info = manifest.get("trainer") or {}
@@ -695,6 +718,7 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
         by = best_metric(cfg.best_policy_metric, m0, recorder.best)
         current = [p.detach().clone() for p in params]
         mc, gains = m0, np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
+        read0 = {key: _reading_now(eval_core, key) for key, _, _ in readings}
         taken: dict[str, int] = {}
         runs = 0
         for _ in range(ACTOR_MIX_PASSES):
@@ -717,21 +741,39 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
                         current = [p.detach().clone() for p in params]
                         gains = np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
                         taken[learner.agents[a]] = int(episode)
-            if not changed or runs >= cfg.actor_mix_evaluations:
+            with torch.no_grad():
+                for p, cur in zip(params, current):
+                    p.copy_(cur)
+            if not changed:
                 break
-        with torch.no_grad():
-            for p, cur in zip(params, current):
-                p.copy_(cur)
+            for key, values, apply in readings:  # the actors changed: the readings again
+                now = _reading_now(eval_core, key)
+                for v in values:
+                    if v == now or runs >= cfg.actor_mix_evaluations:
+                        continue
+                    apply(v)
+                    ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+                    runs += 1
+                    m = ev.metrics()
+                    if _better(by, m, mc):
+                        mc, now = m, v
+                        gains = np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
+                apply(now)
+            if runs >= cfg.actor_mix_evaluations:
+                break
         if taken:
             earlier = {k: info[k] for k in _KEPT_READINGS if k in info}
             if earlier.get("stay_out"):  # a plant kept out that now bids with another actor is no longer out
                 earlier["stay_out"] = [a for a in earlier["stay_out"] if a not in taken]
+            now = {key: _reading_now(eval_core, key) for key, _, _ in readings}
             recorder.save("best", {**mc, "actor_mix": len(taken)}, episode=manifest.get("episode"),
-                          trainer_info={**earlier, "actor_mix": taken})
+                          trainer_info={**earlier, **now, "actor_mix": taken})
             recorder.best[by] = float(mc[by])
             what = ", ".join(f"{a} from episode {e}" for a, e in taken.items())
-            report = (f"actor_mix_fallback: kept with {what} ({_gain_change(m0, mc)}; {runs} evaluations of "
-                      f"{len(cands)} evaluations' actors)")
+            moved = [f"{k} {str(v).lower() if isinstance(v, bool) else f'{v:g} h'}" for k, v in now.items()
+                     if v != read0[k]]
+            report = (f"actor_mix_fallback: kept with {what}" + (f", then {', '.join(moved)}" if moved else "")
+                      + f" ({_gain_change(m0, mc)}; {runs} evaluations of {len(cands)} evaluations' actors)")
         else:
             report = (f"actor_mix_fallback: no actor of the {len(cands)} best evaluations was better "
                       f"({runs} evaluations), kept as it was")

@@ -154,3 +154,33 @@ def test_the_keys_and_the_manifest_entry_are_validated(trained, tmp_path):
         with pytest.raises(CheckpointError, match="actor_mix"):
             validate_manifest(m, run / "policies" / "best")
     validate_manifest({**manifest, "trainer": {**manifest["trainer"], "actor_mix": {PLANT: 3}}}, run / "policies" / "best")
+
+
+def test_the_readings_are_tried_again_once_an_actor_changed(trained):
+    """Kept: both CCGTs at 0 EUR/MWh, where `tie_below_cost` changes nothing (the
+    fallback kept it off). Candidates: one CCGT at 50 EUR/MWh each (under the 51.875 rule
+    offer, below their cost). Once both take them, the tied reading is better: the
+    fallback must switch it on, record it, and `evaluate_policy` must bid with it."""
+    sc, cfg, run, tr = trained
+    kept, cand_a, cand_b, mixed = (_prices(tr, 0, 0), _prices(tr, 50, 0), _prices(tr, 0, 50), _prices(tr, 50, 50))
+    gain = {}
+    for tie in (False, True):
+        tr.eval_core.tie_below_cost = tie
+        gain[tie] = {k: _gain(tr, v) for k, v in (("kept", kept), ("mixed", mixed))}
+    assert gain[True]["kept"] == pytest.approx(gain[False]["kept"], rel=1e-12)
+    assert gain[True]["mixed"] < gain[False]["mixed"] - 1.0 < gain[False]["kept"]
+    tr.eval_core.tie_below_cost = False
+    _set(tr, kept)
+    tr.recorder.best = initial_best()
+    ev = tr.learner.evaluate(tr.eval_core, tr.scenario, analysis=True, refresh=False)
+    assert "best" in tr.recorder.compare_and_save_policies(ev.metrics())
+    tr.recorder.actor_candidates = [(0.0, 3, cand_a), (0.0, 4, cand_b)]
+    best = run / "policies" / "best"
+    tr.learner.config = cfg.with_overrides(["actor_mix_fallback=2", "tie_below_cost_fallback=true"])
+    assert tr.actor_mix_fallback() == {OTHER: 4, PLANT: 3}
+    assert ", then tie_below_cost true (" in tr.mix_report
+    info = read_manifest(best)["trainer"]
+    assert info["tie_below_cost"] is True and info["actor_mix"] == {OTHER: 4, PLANT: 3}
+    assert tr.eval_core.tie_below_cost  # the summary evaluates what was kept
+    ev2, core = evaluate_policy(sc, cfg, best, seed=0, env_options={"max_cycles": H})
+    assert core.tie_below_cost and ev2.metrics()["gain"] == pytest.approx(gain[True]["mixed"], rel=1e-9)
