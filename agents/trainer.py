@@ -689,7 +689,9 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
     actor changed, the readings whose fallbacks are on (``start_up_markup_fallback``'s
     markups, ``tie_below_cost`` either way) are tried again the same way, since the
     choice made for the old actors need not hold for the new ones. At most
-    :data:`ACTOR_MIX_PASSES` passes and ``actor_mix_evaluations`` evaluations. When an
+    :data:`ACTOR_MIX_PASSES` passes and ``actor_mix_evaluations`` evaluations; a
+    learner's candidate is not evaluated again where only that learner's own actor
+    changed since (the evaluation is deterministic: it would score the same). When an
     actor changed, save the result as ``policies/best`` (its manifest records
     ``trainer.actor_mix``: the episode of the evaluation each changed actor comes from,
     and the readings; ``eval_core`` keeps them). The learner's own actors are left as
@@ -721,14 +723,21 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
         read0 = {key: _reading_now(eval_core, key) for key, _, _ in readings}
         taken: dict[str, int] = {}
         runs = 0
+        # what changed when: an evaluation of learner a with candidate k repeats an earlier
+        # one (the same bids: deterministic) unless another learner or a reading changed since
+        changes: list = []
+        seen: dict[tuple[int, int], int] = {}
         for _ in range(ACTOR_MIX_PASSES):
             changed = False
             for a in np.argsort(-gains, kind="stable"):
-                for _gain, episode, cand in cands:
+                for k, (_gain, episode, cand) in enumerate(cands):
                     if all(torch.equal(c[a].to(cur.device), cur[a]) for c, cur in zip(cand, current)):
                         continue  # this learner's actor already
+                    if (a, k) in seen and all(who == a for who in changes[seen[a, k]:]):
+                        continue  # evaluated before against the same bids of the others
                     if runs >= cfg.actor_mix_evaluations:
                         break
+                    seen[a, k] = len(changes)
                     with torch.no_grad():
                         for p, cur, c in zip(params, current, cand):
                             p.copy_(cur)
@@ -741,6 +750,7 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
                         current = [p.detach().clone() for p in params]
                         gains = np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
                         taken[learner.agents[a]] = int(episode)
+                        changes.append(a)
             with torch.no_grad():
                 for p, cur in zip(params, current):
                     p.copy_(cur)
@@ -758,6 +768,7 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
                     if _better(by, m, mc):
                         mc, now = m, v
                         gains = np.asarray(ev.br_profit) - np.asarray(ev.agent_profit)
+                        changes.append(-1)
                 apply(now)
             if runs >= cfg.actor_mix_evaluations:
                 break

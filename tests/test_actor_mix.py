@@ -101,6 +101,9 @@ def test_the_fallback_takes_each_learners_actor_where_the_total_gain_falls(train
     taken = tr.actor_mix_fallback()
     assert taken == {OTHER: 12, PLANT: 11}  # the larger gain first: plant_ccgt-2 loses more at 0 EUR/MWh
     assert "kept with plant_ccgt-2 from episode 12, plant_ccgt-1 from episode 11" in tr.mix_report
+    # pass 1: ccgt-2 <- 12, ccgt-1 <- 11, ccgt-1 <- 12 (worse); pass 2: ccgt-2 <- 11 (worse); ccgt-1 <- 12
+    # again would repeat an evaluation against the same bids of the others, so it is skipped
+    assert "; 4 evaluations of 2 evaluations' actors)" in tr.mix_report
     assert all(torch.equal(a, o) for a, o in zip(_actors(tr), own))  # the trainer's own actors
     manifest = read_manifest(best)
     assert manifest["trainer"]["actor_mix"] == {OTHER: 12, PLANT: 11}
