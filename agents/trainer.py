@@ -532,6 +532,23 @@ def stay_out_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenari
         return (names if better else []), report
 
 
+def _markup_fallback_acts(cfg: LearningConfig, eval_core: MarketCore) -> bool:
+    """Whether ``start_up_markup_fallback`` has markups to try here (a learning plant with a start-up cost)."""
+    return bool(cfg.start_up_markup_fallback) and bool((eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any())
+
+
+def _tie_fallback_acts(cfg: LearningConfig, eval_core: MarketCore) -> bool:
+    """Whether ``tie_below_cost_fallback`` acts here (learning plants bid on the grid)."""
+    return bool(cfg.tie_below_cost_fallback) and eval_core.plant_bids == "undercut" and len(eval_core.lp) > 0
+
+
+def _tie_setter(eval_core: MarketCore):
+    """``apply`` for the ``tie_below_cost`` reading of ``eval_core``."""
+    def apply(flag):
+        eval_core.tie_below_cost = bool(flag)
+    return apply
+
+
 _KEPT_READINGS = ("stay_out", "start_up_markup_hours", "tie_below_cost", "actor_mix")
 """What the fallbacks below record of ``policies/best`` in its manifest's ``trainer`` part:
 a later fallback that saves it again keeps what an earlier one chose."""
@@ -599,9 +616,8 @@ def start_up_markup_fallback(learner: Learner, recorder: RunRecorder, scenario: 
     its own, e.g. in a resumed run). Both runtimes call it when training ends."""
     cfg = learner.config
     own = float(recorder.run_info.get("start_up_markup_hours", eval_core.start_up_markup_hours))  # as trained
-    hours = [float(h) for h in cfg.start_up_markup_fallback if float(h) != own]
-    if not (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any():
-        hours = []
+    hours = ([float(h) for h in cfg.start_up_markup_fallback if float(h) != own]
+             if _markup_fallback_acts(cfg, eval_core) else [])
     choice, results = _reading_fallback(learner, recorder, scenario, eval_core, key="start_up_markup_hours", own=own,
                                         candidates=hours, apply=eval_core.set_start_up_markup,
                                         read=lambda v: float(v or 0.0), analysis=analysis)
@@ -634,12 +650,10 @@ def tie_below_cost_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     reading of its own). Both runtimes call it when training ends."""
     cfg = learner.config
     own = bool(recorder.run_info.get("tie_below_cost", eval_core.tie_below_cost))  # as trained
-    tried = [not own] if cfg.tie_below_cost_fallback and eval_core.plant_bids == "undercut" and len(eval_core.lp) else []
-
-    def apply(flag):
-        eval_core.tie_below_cost = bool(flag)
+    tried = [not own] if _tie_fallback_acts(cfg, eval_core) else []
     choice, results = _reading_fallback(learner, recorder, scenario, eval_core, key="tie_below_cost", own=own,
-                                        candidates=tried, apply=apply, read=lambda v: bool(v), analysis=analysis)
+                                        candidates=tried, apply=_tie_setter(eval_core), read=lambda v: bool(v),
+                                        analysis=analysis)
     if results is None:
         return choice, None
     (_, m0), (other, m1) = results
@@ -663,14 +677,12 @@ def _mix_readings(cfg: LearningConfig, eval_core: MarketCore, recorder: RunRecor
     """The readings :func:`actor_mix_fallback` tries again once an actor changed: those
     whose fallback is on and acts in this market, as ``(manifest key, values, apply)``."""
     out: list[tuple[str, list, Any]] = []
-    if cfg.start_up_markup_fallback and (eval_core.agent_start_up_cost[eval_core.sl_plant] > 0).any():
+    if _markup_fallback_acts(cfg, eval_core):
         own = float(recorder.run_info.get("start_up_markup_hours", 0.0))
         out.append(("start_up_markup_hours", list(dict.fromkeys([own, *map(float, cfg.start_up_markup_fallback)])),
                     eval_core.set_start_up_markup))
-    if cfg.tie_below_cost_fallback and eval_core.plant_bids == "undercut" and len(eval_core.lp):
-        def tie(flag):
-            eval_core.tie_below_cost = bool(flag)
-        out.append(("tie_below_cost", [False, True], tie))
+    if _tie_fallback_acts(cfg, eval_core):
+        out.append(("tie_below_cost", [False, True], _tie_setter(eval_core)))
     return out
 
 
