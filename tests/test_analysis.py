@@ -721,15 +721,18 @@ def test_br_share_headline():
     assert br_share(exploitability(_02a_like([85.698, 85.698]))) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("kind", ["plant", "renewable"])
-def test_residual_fast_path_equals_full_clearing(kind):
-    """Pay-as-clear with fixed demand only: the per-hour merit-order path of _evaluate
-    gives the same profits and dispatch as clearing every candidate market in full, with
-    ties, zero volumes, prices outside the limits, scarcity and zero demand."""
+@pytest.mark.parametrize("kind,demand_bids", [("plant", False), ("renewable", False), ("plant", True), ("renewable", True)])
+def test_residual_fast_path_equals_full_clearing(kind, demand_bids):
+    """Pay-as-clear, an agent with supply bids only: the per-hour merit-order path of
+    _evaluate gives the same profits and dispatch as clearing every candidate market in
+    full, with ties, zero volumes, prices outside the limits, scarcity and zero demand;
+    with fixed demand only and with the others' demand bids too (prices on the supply
+    grid, between it, at the cap and below the floor; the supply below the first covering
+    offer may already meet the demand there)."""
     from envs.analysis import _evaluate, _slots
 
-    rng = np.random.default_rng(7 if kind == "plant" else 8)
-    for trial in range(40):
+    rng = np.random.default_rng((7 if kind == "plant" else 8) + (100 if demand_bids else 0))
+    for trial in range(60 if demand_bids else 40):
         H, n = int(rng.integers(1, 5)), int(rng.integers(0, 9))
         o_p = rng.integers(-30, 31, (H, n)) / 2.0
         o_p[rng.random((H, n)) < 0.1] = 4000.0  # above the cap: clipped
@@ -743,9 +746,17 @@ def test_residual_fast_path_equals_full_clearing(kind):
         sv = np.hstack([o_v, l_v])
         cs = np.hstack([np.zeros((H, n)), np.repeat(rng.integers(-4, 8, (H, 1)) / 2.0, k, axis=1)])
         L = n
+        m = int(rng.integers(1, 5)) if demand_bids else 0
+        dp = rng.integers(-24, 25, (H, m)) / 2.0 + rng.choice([0.0, 0.25], (H, m))
+        dp[rng.random((H, m)) < 0.15] = 3000.0
+        dp[rng.random((H, m)) < 0.1] = -600.0
+        dv = rng.integers(0, 5, (H, m)) * 10.0
+        if demand_bids:
+            fixed = fixed * rng.choice([0.0, 0.5, 1.0])
         rec = make_record(
-            sp, sv, np.zeros((H, 0)), np.zeros((H, 0)), fixed, cost_s=cs, supply_unit=list(range(n)) + [L] * k,
-            demand_unit=[], unit_kind=["plant"] * n + [kind], agent_unit=L, agent_kind=kind,
+            sp, sv, dp, dv, fixed, cost_s=cs, supply_unit=list(range(n)) + [L] * k,
+            demand_unit=list(range(n + 1, n + 1 + m)),
+            unit_kind=["plant"] * n + [kind] + ["demand"] * m, agent_unit=L, agent_kind=kind,
             cap=float(rng.choice([3000.0, 12.0])), floor=float(rng.choice([-500.0, -8.0])),
         )
         sl = _slots(rec, 0)
