@@ -48,6 +48,7 @@ class AnalysisPool:
         self._seconds: dict[str, float] = {}  # each agent's last measured time
         self.used = 0  # analyses split with the worker
         self.failure: str | None = None  # why the worker stopped being used
+        self._pending: PendingCall | None = None  # a call whose answer is still in the pipe
 
     @property
     def running(self) -> bool:
@@ -84,10 +85,29 @@ class AnalysisPool:
         self._seconds.update(seconds)
         return exploitability_from(record, responses)
 
+    def call(self, name: str, *args, **kw) -> "PendingCall":
+        """Start the function ``name`` of :data:`envs.analysis._WORKER_CALLS` (e.g.
+        ``"storage_response_bids"``) with these arguments in the worker process, when it
+        is in use, and return at once; :meth:`PendingCall.result` gives its value
+        (computed here where the worker is not in use or fails: the same value, the
+        functions are deterministic). The next job sent to the worker collects an answer
+        left uncollected first."""
+        from envs.analysis import _WORKER_CALLS
+
+        fn = _WORKER_CALLS[name]
+        sent = self._proc is not None and self._send(("call", name, args, kw))
+        pending = PendingCall(self, fn, args, kw, sent)
+        if sent:
+            self._pending = pending
+        return pending
+
     def close(self) -> None:
         """Stop the worker process (the pool then computes everything here)."""
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        if self._pending is not None:  # its answer is lost with the worker: computed here
+            self._pending.sent = False
+            self._pending = None
         if proc is None:
             return
         try:
@@ -126,6 +146,10 @@ class AnalysisPool:
         self._proc, self._conn = proc, conn
 
     def _send(self, job) -> bool:
+        if self._pending is not None:  # an answer nobody collected comes first
+            self._pending.result()
+        if self._proc is None:
+            return False
         try:
             self._conn.send(job)
             return True
@@ -162,3 +186,28 @@ class AnalysisPool:
             (theirs if side else mine).append(a)
             load[side] += cost[a]
         return mine, theirs
+
+
+class PendingCall:
+    """A function call that :meth:`AnalysisPool.call` handed to the worker process (or
+    will compute here): :meth:`result` waits for its value."""
+
+    def __init__(self, pool: AnalysisPool, fn, args: tuple, kw: dict, sent: bool):
+        self._pool, self._fn, self._args, self._kw = pool, fn, args, kw
+        self.sent = bool(sent)  # whether the worker computes it
+        self._done = False
+        self._value = None
+
+    def result(self):
+        """The function's value: the worker's answer, else computed here."""
+        if not self._done:
+            value = None
+            if self.sent:
+                pool = self._pool
+                pool._pending = None
+                value = pool._receive()
+            if value is None:  # not sent, or the worker failed (the pool then stops using it)
+                value = self._fn(*self._args, **self._kw)
+            self._value, self._done = value, True
+            self._args = self._kw = None
+        return self._value

@@ -520,6 +520,17 @@ class Learner:
         H = obs.shape[0]
         tgt = np.full((H, self.n, self.max_act), np.nan, dtype=np.float32)
         margin = cfg.best_response_teacher_margin / cfg.max_bid_price
+        # one storage unit's response bids go to the analysis worker (when it runs), computed
+        # there while this process works out the other agents' targets (the same values)
+        pool = self.analysis_pool
+        pending: dict[str, Any] = {}
+        if pool is not None and pool.running and record is not None and scenario is not None \
+                and cfg.resolved_storage_teacher() != "break_even":
+            for k, a in enumerate(self.agents):
+                r = analysis.responses.get(a)
+                if r is not None and r.exact and self.teach_mask[k] and r.kind == "storage" and self.act_dims[k] != 1:
+                    pending[a] = pool.call("storage_response_bids", record, a, H, scenario=scenario)
+                    break
         for k, a in enumerate(self.agents):
             r = analysis.responses.get(a)
             if r is None or not r.exact or not self.teach_mask[k]:  # e.g. storage without its unit data
@@ -527,7 +538,7 @@ class Learner:
             if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: see `storage_teacher`
                 if record is None or scenario is None:
                     continue
-                tgt[:, k, :2] = self._storage_targets(record, a, scenario, core, H)
+                tgt[:, k, :2] = self._storage_targets(record, a, scenario, core, H, pending.get(a))
                 continue
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
@@ -557,10 +568,12 @@ class Learner:
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
     def _storage_targets(self, record: Any, agent: str, scenario: Any, core: MarketCore | None,
-                         H: int) -> np.ndarray:
+                         H: int, pending: Any = None) -> np.ndarray:
         """The best-response teacher's targets ``(H, 2)`` (actions) for a storage unit
-        that bids two-sided, as `storage_teacher` says (see :meth:`refresh_teacher`)."""
-        from envs.analysis import StorageResponsePolicy, best_response, storage_break_even_prices
+        that bids two-sided, as `storage_teacher` says (see :meth:`refresh_teacher`);
+        ``pending``: the response bids (:func:`envs.analysis.storage_response_bids`) as a
+        :class:`agents.analysis_pool.PendingCall` started earlier."""
+        from envs.analysis import best_response, storage_break_even_prices, storage_response_bids
 
         mbp = float(self.config.max_bid_price)
         if self.config.resolved_storage_teacher() == "break_even":
@@ -571,8 +584,8 @@ class Learner:
         # the best response read as a policy, at the states of charge the episode visited:
         # on its trading side the price of its best move (it may set the price with part
         # of its volume, which break-even prices, a price taker's, never do)
-        policy = StorageResponsePolicy(record, agent, scenario=scenario)
-        prices = policy.bids(np.arange(H), policy.recorded_soc[:H])
+        prices = (pending.result() if pending is not None
+                  else storage_response_bids(record, agent, H, scenario=scenario)).copy()
         if core is not None and getattr(core, "storage_prices", "free") != "free":  # "undercut" / "behind"
             hours = np.asarray(record.hours)[:H]
             tick = core.storage_offer_tick

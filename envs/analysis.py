@@ -126,6 +126,7 @@ __all__ = [
     "Exploitability",
     "best_response",
     "best_responses",
+    "storage_response_bids",
     "exploitability",
     "StorageParams",
     "brute_force_best_response",
@@ -1001,8 +1002,11 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         below = P3 < price
         tie = P3 == price
         # supply below / at the clearing price (others by their merit order, plus the own offer)
-        n_lt = (ks[:, None, None, :] < price[..., None]).sum(axis=3)
-        n_le = (ks[:, None, None, :] <= price[..., None]).sum(axis=3)
+        n_lt = np.empty(shape, dtype=np.int64)
+        n_le = np.empty(shape, dtype=np.int64)
+        for r in range(H):  # ks rows are sorted: one bisection per hour
+            n_lt[r] = np.searchsorted(ks[r], price[r], side="left")
+            n_le[r] = np.searchsorted(ks[r], price[r], side="right")
         v_below = at(cpad, n_lt) + np.where(below, v, 0.0)
         v_at = at(cpad, n_le) - at(cpad, n_lt) + np.where(tie, v, 0.0)
         share = np.clip((volume - v_below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
@@ -1654,13 +1658,33 @@ def exploitability(
     return exploitability_from(record, best_responses(record, record.agents, **kw)[0])
 
 
+def storage_response_bids(record: EpisodeRecord, agent: int | str, n_hours: int | None = None, **kw) -> np.ndarray:
+    """The two-sided bids ``(n_hours, 2)`` EUR/MWh (charge bid, discharge offer) of the
+    storage agent's :class:`StorageResponsePolicy` (keywords ``kw``: ``scenario``,
+    ``storage``, ``soc_points``, ``tick``) at the states of charge the record visited, for
+    its first ``n_hours`` hours (all when None): the best-response teacher's storage
+    targets before they are mapped to the env's grid
+    (:meth:`agents.learner.Learner.refresh_teacher`). A function of this module, so that
+    :class:`agents.analysis_pool.AnalysisPool` can hand it to its worker process."""
+    policy = StorageResponsePolicy(record, agent, **kw)
+    H = record.n_hours if n_hours is None else int(n_hours)
+    return policy.bids(np.arange(H), policy.recorded_soc[:H])
+
+
+_WORKER_CALLS = {"storage_response_bids": storage_response_bids}
+"""Functions of this module that the analysis worker runs on request (``("call", name,
+args, kw)``), besides the best responses."""
+
+
 def _best_responses_server(conn) -> None:
     """Target of the worker process of :class:`agents.analysis_pool.AnalysisPool`: answer
     each ``(record, agents, kw)`` received through the pipe end ``conn`` with
-    ``("ok", best_responses(record, agents, **kw))`` or ``("error", message)``, until
-    it receives None or the pipe closes. Lives here, not in ``agents``, so that the
-    process imports NumPy and ``envs`` only, not torch. It starts with Ctrl-C ignored
-    (:func:`agents.reference.start_process`): the parent stops it."""
+    ``("ok", best_responses(record, agents, **kw))``, and each ``("call", name, args, kw)``
+    with ``("ok", f(*args, **kw))`` for ``f`` the function of :data:`_WORKER_CALLS` of that
+    name, or either with ``("error", message)``, until it receives None or the pipe
+    closes. Lives here, not in ``agents``, so that the process imports NumPy and ``envs``
+    only, not torch. It starts with Ctrl-C ignored (:func:`agents.reference.start_process`):
+    the parent stops it."""
     try:
         while True:
             try:
@@ -1670,7 +1694,10 @@ def _best_responses_server(conn) -> None:
             if job is None:
                 return
             try:
-                msg = ("ok", best_responses(*job[:2], **job[2]))
+                if len(job) == 4 and job[0] == "call":
+                    msg = ("ok", _WORKER_CALLS[job[1]](*job[2], **job[3]))
+                else:
+                    msg = ("ok", best_responses(*job[:2], **job[2]))
             except Exception as exc:  # noqa: BLE001 -- the parent computes it itself and sees the error
                 msg = ("error", f"{type(exc).__name__}: {exc}")
             conn.send(msg)
