@@ -13,7 +13,9 @@ the caller's script: see :func:`agents.reference.start_process`). It is started 
 first analysis that took at least :data:`MIN_ANALYSIS_SECONDS` (short analyses, e.g. the
 ``tiny`` scenario's, are not worth a process) and lives until :meth:`AnalysisPool.close`.
 The agents are split by the time each took at the previous analysis (longest first, each
-to the side with less work so far). Where the worker cannot start or fails, its agents
+to the side with less work so far). :meth:`AnalysisPool.call` hands the worker one other
+function of ``envs.analysis`` (the best-response teacher's storage targets) to compute
+while the caller goes on. Where the worker cannot start or fails, its agents
 are computed here and the pool stops using it (:attr:`AnalysisPool.failure` says why).
 """
 

@@ -172,3 +172,44 @@ def test_ctrl_c_is_left_to_the_trainer(default_record, monkeypatch):
     finally:
         pool.close()
     assert not pool.running
+
+
+def test_a_call_runs_in_the_worker_and_gives_the_same_value(default_record, monkeypatch):
+    """``AnalysisPool.call``: the storage teacher's response bids computed in the worker
+    equal those computed here; an answer left uncollected does not reach the next
+    analysis; a call pending when the pool closes, or made without a worker, is computed
+    here; the worker's error falls back to this process."""
+    from envs.analysis import storage_response_bids
+
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    sc, rec, want = default_record
+    agent = next(a for a, k in zip(rec.agents, rec.agent_kind) if k == "storage")
+    local = storage_response_bids(rec, agent, 40, scenario=sc)
+    assert local.shape == (40, 2) and np.isfinite(local).all()
+    pool = AnalysisPool(min_seconds=0.0)
+    try:
+        before = pool.call("storage_response_bids", rec, agent, 40, scenario=sc)
+        assert not before.sent  # no worker yet
+        np.testing.assert_array_equal(before.result(), local)
+        pool.exploitability(rec, sc)  # starts the worker
+        job = pool.call("storage_response_bids", rec, agent, 40, scenario=sc)
+        assert job.sent
+        np.testing.assert_array_equal(job.result(), local)
+        np.testing.assert_array_equal(job.result(), local)  # collected once
+        left = pool.call("storage_response_bids", rec, agent, 40, scenario=sc)
+        _assert_same(pool.exploitability(rec, sc), want)  # the uncollected answer is not taken for it
+        assert pool.used == 1 and pool.failure is None
+        np.testing.assert_array_equal(left.result(), local)
+        bad = pool.call("storage_response_bids", rec, "no_such_agent", 40, scenario=sc)
+        with pytest.raises(KeyError):
+            bad.result()  # the worker's error; then computed here, where it raises too
+        assert not pool.running and "KeyError" in pool.failure
+        pool.failure = None
+        pool.exploitability(rec, sc)
+        assert pool.running
+        pending = pool.call("storage_response_bids", rec, agent, 40, scenario=sc)
+        pool.close()
+        assert not pending.sent
+        np.testing.assert_array_equal(pending.result(), local)
+    finally:
+        pool.close()
