@@ -531,7 +531,10 @@ class Learner:
                 if r is not None and r.exact and self.teach_mask[k] and r.kind == "storage" and self.act_dims[k] != 1:
                     pending[a] = pool.call("storage_response_bids", record, a, H, scenario=scenario)
                     break
-        for k, a in enumerate(self.agents):
+        # the worker's agent last: the others' targets are worked out here meanwhile
+        order = sorted(range(self.n), key=lambda k: self.agents[k] in pending)
+        for k in order:
+            a = self.agents[k]
             r = analysis.responses.get(a)
             if r is None or not r.exact or not self.teach_mask[k]:  # e.g. storage without its unit data
                 continue
