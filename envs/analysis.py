@@ -589,8 +589,10 @@ def _evaluate_residual(
         if fixed + tail[0] <= tol:
             continue  # no demand at any price: nothing is traded, no acceptance, no profit
 
+        elastic = len(dps) > 0
+
         def demand_at(q: np.ndarray) -> np.ndarray:
-            return fixed + tail[np.searchsorted(dps, q, side="left")]
+            return fixed + tail[np.searchsorted(dps, q, side="left")] if elastic else np.full(np.shape(q), fixed)
 
         ov = record.supply_volume[t, others]
         live = ov > tol
@@ -636,29 +638,36 @@ def _evaluate_residual(
             ok = fin & (offered_at_or_below(a0) >= demand_at(a0) - tol)
             level = np.where(ok & (a < level), a, level)
         cross = np.isfinite(level)
-        lev0 = np.where(cross, level, 0.0)
-        below_lev = offered_below(lev0)
-        d_lev = demand_at(lev0)
-        marginal = d_lev > below_lev + tol  # the level's own bids are (partly) needed
-        # the next lower offer (others' or own) where the level's bids are not needed
-        jl = np.searchsorted(lv, lev0, side="left")
-        prev_o = np.where(jl > 0, lv[np.maximum(jl - 1, 0)] if n_lv else -np.inf, -np.inf)
-        prev_a = np.where(A < lev0[:, None], A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
-        prev = np.maximum(prev_o, prev_a)
-        volume = np.where(marginal, d_lev, below_lev)
-        price = np.where(marginal, lev0, prev)
-        # nothing below the level: no trade (the price is the cheapest offer, the level)
-        traded = volume > tol
-        price = np.where(traded, price, lev0)
-        volume = volume * traded
-        # no crossing: everything offered is sold at the dearest offer
-        fin_a = np.where(np.isfinite(A), A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
-        top = np.maximum(lv[-1] if n_lv else -np.inf, fin_a)
         total = cum[-1] + av.sum()
-        price = np.where(cross, price, np.where(np.isfinite(top), top, cap))
-        volume = np.where(cross, volume, total)
-        scarce = demand_at(np.full(1, cap))[0] - volume > tol
-        price = np.where(scarce, cap, price)
+        if elastic:
+            lev0 = np.where(cross, level, 0.0)
+            below_lev = offered_below(lev0)
+            d_lev = demand_at(lev0)
+            marginal = d_lev > below_lev + tol  # the level's own bids are (partly) needed
+            # the next lower offer (others' or own) where the level's bids are not needed
+            jl = np.searchsorted(lv, lev0, side="left")
+            prev_o = np.where(jl > 0, lv[np.maximum(jl - 1, 0)] if n_lv else -np.inf, -np.inf)
+            prev_a = np.where(A < lev0[:, None], A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
+            prev = np.maximum(prev_o, prev_a)
+            volume = np.where(marginal, d_lev, below_lev)
+            price = np.where(marginal, lev0, prev)
+            # nothing below the level: no trade (the price is the cheapest offer, the level)
+            traded = volume > tol
+            price = np.where(traded, price, lev0)
+            volume = volume * traded
+            # no crossing: everything offered is sold at the dearest offer
+            fin_a = np.where(np.isfinite(A), A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
+            top = np.maximum(lv[-1] if n_lv else -np.inf, fin_a)
+            price = np.where(cross, price, np.where(np.isfinite(top), top, cap))
+            volume = np.where(cross, volume, total)
+            scarce = demand_at(np.full(1, cap))[0] - volume > tol
+            price = np.where(scarce, cap, price)
+        else:
+            # fixed demand only: the supply below the first covering level never covers the
+            # demand (a lower level would have), so that level sets the price; without one,
+            # everything offered is sold and the price is the cap (scarcity)
+            price = np.where(cross, level, cap)
+            volume = np.where(cross, fixed, total)
         below = offered_below(price)
         v_at = offered_at_or_below(price) - below
         share = np.clip((volume - below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
