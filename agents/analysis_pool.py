@@ -57,10 +57,13 @@ class AnalysisPool:
         """Whether the worker process is in use."""
         return self._proc is not None
 
-    def exploitability(self, record, scenario=None):
+    def exploitability(self, record, scenario=None, *, while_waiting=None):
         """The :class:`envs.analysis.Exploitability` of ``record`` (best responses with
         ``scenario`` for the exact storage analysis), as :func:`envs.analysis.exploitability`
-        with its default keywords returns it."""
+        with its default keywords returns it. ``while_waiting(record)``, when given, runs
+        here after this process's share of the best responses and before the worker's
+        answer is collected (only when the worker has a share): other work on the same
+        record that would otherwise wait (e.g. the teacher's plant targets)."""
         from envs.analysis import best_responses, exploitability_from
 
         agents = list(record.agents)
@@ -77,6 +80,8 @@ class AnalysisPool:
         sent = self._send((record, theirs, kw))
         responses, seconds = best_responses(record, mine if sent else agents, **kw)
         if sent:
+            if while_waiting is not None:
+                while_waiting(record)
             answer = self._receive()
             if answer is None:  # the worker failed: its agents here
                 answer = best_responses(record, theirs, **kw)

@@ -23,6 +23,7 @@ Schedule of ASSUME's learning_config (the same in both runtimes):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -291,6 +292,9 @@ class Learner:
         # apply_unit_roles; the teacher then teaches plants their best response on the grid
         self.plant_prices: Callable[[np.ndarray, int], np.ndarray] | None = None
         self.plant_price_centre: Callable[[np.ndarray, int], np.ndarray] | None = None
+        # the teacher's grid best responses computed during an evaluation's analysis:
+        # (record, {agent: BestResponse}), used by refresh_teacher for that record
+        self._grid_responses: tuple[Any, dict] | None = None
 
     # ------------------------------------------------------------------ generators
     @property
@@ -444,8 +448,15 @@ class Learner:
             return self.act(obs, explore=False)
 
         pool = self.analysis_pool
+        fn = None
+        if pool is not None:
+            fn = pool.exploitability
+            if refresh and self.best_response_teaching and self.plant_prices is not None:
+                # the teacher's grid best responses of the plants, while the worker computes
+                fn = functools.partial(pool.exploitability,
+                                       while_waiting=lambda rec: self._prefetch_grid_responses(rec, core))
         episode = evaluation_episode(core, scenario, seed=self.generators.evaluation, analysis=analysis,
-                                     exploitability_fn=pool.exploitability if pool is not None else None)
+                                     exploitability_fn=fn)
         ev = run_episode(episode, act)
         if refresh and self.best_response_teaching and getattr(ev, "analysis_result", None) is not None:
             self.refresh_teacher(np.concatenate(seen, axis=0), ev.analysis_result, record=ev.record,
@@ -545,18 +556,16 @@ class Learner:
                 continue
             d = self.act_dims[k]
             if r.kind == "plant" and self.plant_prices is not None and record is not None:
-                grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
-                to_grid, centre_of = grid_of.plant_grid(k) if grid_of is not None else (self.plant_prices,
-                                                                                        self.plant_price_centre)
                 # the env bids plant offers on its grid: the best response within the grid (one the
                 # actor can reproduce; the unrestricted one often needs a price between two rule
                 # offers), each price taught at the middle of the range the grid moves to it
                 # instead of lowered by the margin (RESULTS.md, twenty-third round)
-                from envs.analysis import best_response, cold_offer_map
-
-                # under a start-up markup a cold plant's offers are raised first, as the env does
-                cold = cold_offer_map(grid_of, k, to_grid) if grid_of is not None else None
-                grid = best_response(record, a, ties="cost", plant_prices=to_grid, cold_prices=cold)
+                cached = self._grid_responses
+                if cached is not None and cached[0] is record and a in cached[1]:
+                    grid = cached[1][a]  # computed while the analysis worker ran (the same)
+                else:
+                    grid = self._grid_response(record, k, core)
+                _, centre_of = self._plant_grid_of(k, core)
                 hours = np.asarray(record.hours)[:H]
                 price = np.asarray(grid.best_price[:H, :d], dtype=np.float64)
                 centre = np.stack([centre_of(price[h], int(hours[h])) for h in range(H)])
@@ -568,7 +577,38 @@ class Learner:
             low = np.where(best >= 0, 0.0, -1.0) if r.kind == "storage" else -1.0
             tgt[:, k, :d] = np.clip(np.maximum(best - margin, low), -1.0, 1.0)
         tgt[:, ~self._br_taught] = np.nan  # not taught here (e.g. by the equilibrium's rows only)
+        self._grid_responses = None
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
+
+    def _plant_grid_of(self, k: int, core: MarketCore | None):
+        """``(to_grid, centre_of)`` of plant agent ``k``: the offer grid of ``core`` (the
+        market the episode ran on) when it reads plant offers on its grid, else the
+        learner's own (:attr:`plant_prices`)."""
+        if core is not None and getattr(core, "plant_bids", None) == "undercut":
+            return core.plant_grid(k)
+        return self.plant_prices, self.plant_price_centre
+
+    def _grid_response(self, record: Any, k: int, core: MarketCore | None):
+        """Plant agent ``k``'s best response within the env's offer grid to ``record``
+        (ties resolved towards its cost; under a start-up markup a cold plant's offers
+        raised first, as the env does): the best-response teacher's plant targets."""
+        from envs.analysis import best_response, cold_offer_map
+
+        to_grid, _ = self._plant_grid_of(k, core)
+        grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
+        cold = cold_offer_map(grid_of, k, to_grid) if grid_of is not None else None
+        return best_response(record, self.agents[k], ties="cost", plant_prices=to_grid, cold_prices=cold)
+
+    def _prefetch_grid_responses(self, record: Any, core: MarketCore | None) -> None:
+        """:meth:`_grid_response` of every plant the teacher teaches on the grid, kept for
+        :meth:`refresh_teacher` of the same record (run while the analysis worker computes
+        its share of the evaluation's best responses)."""
+        kinds = np.asarray(core.agent_kind) if core is not None else None
+        out = {}
+        for k, a in enumerate(self.agents):
+            if self.teach_mask[k] and self._br_taught[k] and kinds is not None and kinds[k] == "plant":
+                out[a] = self._grid_response(record, k, core)
+        self._grid_responses = (record, out)
 
     def _storage_targets(self, record: Any, agent: str, scenario: Any, core: MarketCore | None,
                          H: int, pending: Any = None) -> np.ndarray:

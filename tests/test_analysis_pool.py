@@ -213,3 +213,53 @@ def test_a_call_runs_in_the_worker_and_gives_the_same_value(default_record, monk
         np.testing.assert_array_equal(pending.result(), local)
     finally:
         pool.close()
+
+
+def test_teacher_targets_computed_beside_the_worker_are_the_same(monkeypatch):
+    """With the worker running, the plants' grid best responses for the teacher are
+    computed while it works (and not again by refresh_teacher), the storage targets in the
+    worker; the teacher's targets equal those of a run without the worker."""
+    from agents.learner import Learner
+
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(P, "MIN_ANALYSIS_SECONDS", 0.0)
+    sc = load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(SMALL)
+
+    def targets(pool_on: bool):
+        tr = Trainer(sc, cfg, run_dir=None, seed=3, progress=False, tensorboard=False, env_options=OPTS)
+        try:
+            if not pool_on:
+                tr.learner.analysis_pool.close()
+                tr.learner.analysis_pool = None
+            assert tr.learner.plant_prices is not None and tr.learner.best_response_teaching
+            calls = {"prefetch": 0, "grid": 0}
+            pre, grid = Learner._prefetch_grid_responses, Learner._grid_response
+
+            def spy_pre(self, *a, **k):
+                calls["prefetch"] += 1
+                return pre(self, *a, **k)
+
+            def spy_grid(self, *a, **k):
+                calls["grid"] += 1
+                return grid(self, *a, **k)
+
+            monkeypatch.setattr(Learner, "_prefetch_grid_responses", spy_pre)
+            monkeypatch.setattr(Learner, "_grid_response", spy_grid)
+            for _ in range(2):
+                tr.evaluate()
+            return [t.copy() for _, t in tr.learner.teacher_data], calls, tr.learner._grid_responses
+        finally:
+            tr.close()
+
+    with_pool, calls, left = targets(True)
+    plants = 2  # the two CCGTs of `default`
+    # first evaluation: no worker yet (computed in refresh_teacher); second: during the wait
+    assert calls == {"prefetch": 1, "grid": 2 * plants}
+    assert left is None  # used and dropped
+    without, calls0, _ = targets(False)
+    assert calls0 == {"prefetch": 0, "grid": 2 * plants}
+    assert len(with_pool) == len(without) == 2
+    for a, b in zip(with_pool, without):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(with_pool[1][:, :3]).any()  # plants and storage taught
