@@ -51,6 +51,7 @@ class AnalysisPool:
         self.used = 0  # analyses split with the worker
         self.failure: str | None = None  # why the worker stopped being used
         self._pending: PendingCall | None = None  # a call whose answer is still in the pipe
+        self._last_record = None  # the record of the worker's last best-response job
 
     @property
     def running(self) -> bool:
@@ -78,6 +79,7 @@ class AnalysisPool:
             return exploitability_from(record, responses)
         mine, theirs = self._split(agents, record)
         sent = self._send((record, theirs, kw))
+        self._last_record = record if sent else None
         responses, seconds = best_responses(record, mine if sent else agents, **kw)
         if sent:
             if while_waiting is not None:
@@ -99,10 +101,12 @@ class AnalysisPool:
         (computed here where the worker is not in use or fails: the same value, the
         functions are deterministic). The next job sent to the worker collects an answer
         left uncollected first."""
-        from envs.analysis import _WORKER_CALLS
+        from envs.analysis import _LAST_RECORD, _WORKER_CALLS
 
         fn = _WORKER_CALLS[name]
-        sent = self._proc is not None and self._send(("call", name, args, kw))
+        # the record the worker has already (its last analysis) is not sent again
+        wire = tuple(_LAST_RECORD if self._last_record is not None and a is self._last_record else a for a in args)
+        sent = self._proc is not None and self._send(("call", name, wire, kw))
         pending = PendingCall(self, fn, args, kw, sent)
         if sent:
             self._pending = pending
@@ -112,6 +116,7 @@ class AnalysisPool:
         """Stop the worker process (the pool then computes everything here)."""
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        self._last_record = None
         if self._pending is not None:  # its answer is lost with the worker: computed here
             self._pending.sent = False
             self._pending = None

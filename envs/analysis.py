@@ -870,7 +870,7 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         # the env's action (whole volumes); "any" also with withholding, and the better of
         # the two forward passes (interpolated values do not make a larger move set
         # always find more)
-        dps = [_OffGridDP(record, sl, params, levels, tick, 0)]
+        dps = [_whole_volume_dp(record, sl, params, levels, tick)]
         if moves == "any":
             dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole))
         offer_thr, bid_thr = dps[0].thresholds()
@@ -1059,6 +1059,29 @@ def _whole_volume_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: n
         acc = -acc
         profit = acc * (pay + record.demand_cost[h0:h1, int(sl.d_cols[0])][:, None, None])
     return acc, profit * record.dt
+
+
+_DP_CACHE: list = []
+"""In the analysis worker process only (:func:`_best_responses_server` switches it on):
+the last whole-volume storage programme, ``[(record, agent index, params, levels, tick,
+programme)]``, so that the teacher's storage response bids of an evaluation
+(:func:`storage_response_bids`) reuse the one its best response built. Records reach the
+worker by pickling and are never changed there; elsewhere nothing is kept."""
+_DP_CACHE_ON = False
+
+
+def _whole_volume_dp(record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
+                     tick: float) -> "_OffGridDP":
+    """``_OffGridDP(record, sl, params, levels, tick, 0)``, from :data:`_DP_CACHE` where
+    the worker built it for the same record object already (the programme is not changed
+    after it is built)."""
+    for rec, i, par, lev, tk, dp in _DP_CACHE:
+        if rec is record and i == sl.i and par == params and tk == tick and np.array_equal(lev, levels):
+            return dp
+    dp = _OffGridDP(record, sl, params, levels, tick, 0)
+    if _DP_CACHE_ON:
+        _DP_CACHE[:] = [(record, sl.i, params, levels, tick, dp)]
+    return dp
 
 
 class _OffGridDP:
@@ -1329,7 +1352,7 @@ class StorageResponsePolicy:
             raise ValueError(f"agent {record.agents[i]!r}: the state-of-charge range holds one level only")
         self.agent, self.tick = record.agents[i], float(tick)
         self.max_bid_price = float(record.max_bid_price)
-        self._dp = _OffGridDP(record, sl, params, levels, tick, 0)
+        self._dp = _whole_volume_dp(record, sl, params, levels, tick)
         self._profit = None
 
     @property
@@ -1681,6 +1704,9 @@ def storage_response_bids(record: EpisodeRecord, agent: int | str, n_hours: int 
 
 
 _WORKER_CALLS = {"storage_response_bids": storage_response_bids}
+_LAST_RECORD = "<the record of the worker's last best-response job>"
+"""An argument of a worker call that stands for the record the worker received last
+(sent once, not pickled again, and the object its cached programmes belong to)."""
 """Functions of this module that the analysis worker runs on request (``("call", name,
 args, kw)``), besides the best responses."""
 
@@ -1690,10 +1716,14 @@ def _best_responses_server(conn) -> None:
     each ``(record, agents, kw)`` received through the pipe end ``conn`` with
     ``("ok", best_responses(record, agents, **kw))``, and each ``("call", name, args, kw)``
     with ``("ok", f(*args, **kw))`` for ``f`` the function of :data:`_WORKER_CALLS` of that
-    name, or either with ``("error", message)``, until it receives None or the pipe
+    name (an argument :data:`_LAST_RECORD` replaced by the record of the last best-response
+    job; :data:`_DP_CACHE` on), or either with ``("error", message)``, until it receives None or the pipe
     closes. Lives here, not in ``agents``, so that the process imports NumPy and ``envs``
     only, not torch. It starts with Ctrl-C ignored (:func:`agents.reference.start_process`):
     the parent stops it."""
+    global _DP_CACHE_ON
+    _DP_CACHE_ON = True
+    last_record = None  # the record of the last best-response job
     try:
         while True:
             try:
@@ -1704,8 +1734,10 @@ def _best_responses_server(conn) -> None:
                 return
             try:
                 if len(job) == 4 and job[0] == "call":
-                    msg = ("ok", _WORKER_CALLS[job[1]](*job[2], **job[3]))
+                    args = tuple(last_record if isinstance(a, str) and a == _LAST_RECORD else a for a in job[2])
+                    msg = ("ok", _WORKER_CALLS[job[1]](*args, **job[3]))
                 else:
+                    last_record = job[0]
                     msg = ("ok", best_responses(*job[:2], **job[2]))
             except Exception as exc:  # noqa: BLE001 -- the parent computes it itself and sees the error
                 msg = ("error", f"{type(exc).__name__}: {exc}")

@@ -263,3 +263,29 @@ def test_teacher_targets_computed_beside_the_worker_are_the_same(monkeypatch):
     for a, b in zip(with_pool, without):
         np.testing.assert_array_equal(a, b)
     assert np.isfinite(with_pool[1][:, :3]).any()  # plants and storage taught
+
+
+def test_the_worker_reuses_the_storage_programme_of_its_best_response(default_record, monkeypatch):
+    """In the worker (cache on), the storage response bids of a record reuse the
+    whole-volume programme its best response built for the same record object; the same
+    bids as without the cache; elsewhere (cache off) nothing is kept."""
+    import envs.analysis as A
+
+    sc, rec, want = default_record
+    agent = next(a for a, k in zip(rec.agents, rec.agent_kind) if k == "storage")
+    plain = A.storage_response_bids(rec, agent, 30, scenario=sc)
+    monkeypatch.setattr(A, "_DP_CACHE", [])
+    A.best_response(rec, agent, scenario=sc)
+    assert A._DP_CACHE == []  # off outside the worker
+    monkeypatch.setattr(A, "_DP_CACHE_ON", True)
+    br = A.best_response(rec, agent, scenario=sc)
+    assert br.best_profit == want.responses[agent].best_profit
+    (entry,) = A._DP_CACHE
+    assert entry[0] is rec
+    policy = A.StorageResponsePolicy(rec, agent, scenario=sc)
+    assert policy._dp is entry[-1]  # reused
+    np.testing.assert_array_equal(A.storage_response_bids(rec, agent, 30, scenario=sc), plain)
+    from dataclasses import replace
+
+    other = replace(rec)  # an equal record, another object: built anew
+    assert A.StorageResponsePolicy(other, agent, scenario=sc)._dp is not entry[-1]
