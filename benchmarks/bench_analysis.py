@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if rows:
-        print(f"\n| scenario | learners | demand bids | full clearing | residual path | speed-up |")
+        print("\n| scenario | learners | demand bids | full clearing | residual path | speed-up |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['scenario']} | {r['learners']} | {r['demand_bids']} | {r['full_clearing_s']} s | "
