@@ -82,9 +82,11 @@ class AnalysisPool:
         self._last_record = record if sent else None
         responses, seconds = best_responses(record, mine if sent else agents, **kw)
         if sent:
-            if while_waiting is not None:
-                while_waiting(record)
-            answer = self._receive()
+            try:
+                if while_waiting is not None:
+                    while_waiting(record)
+            finally:  # the worker's answer is taken even where that failed: the pipe stays in step
+                answer = self._receive()
             if answer is None:  # the worker failed: its agents here
                 answer = best_responses(record, theirs, **kw)
             else:

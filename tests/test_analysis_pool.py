@@ -289,3 +289,27 @@ def test_the_worker_reuses_the_storage_programme_of_its_best_response(default_re
 
     other = replace(rec)  # an equal record, another object: built anew
     assert A.StorageResponsePolicy(other, agent, scenario=sc)._dp is not entry[-1]
+
+
+def test_work_beside_the_worker_that_fails_leaves_the_pipe_in_step(default_record, monkeypatch):
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    sc, rec, want = default_record
+    pool = AnalysisPool(min_seconds=0.0)
+    try:
+        pool.exploitability(rec, sc)
+        seen = []
+
+        def fails(r):
+            seen.append(r)
+            raise RuntimeError("beside the worker")
+
+        with pytest.raises(RuntimeError, match="beside the worker"):
+            pool.exploitability(rec, sc, while_waiting=fails)
+        assert seen == [rec] and pool.running
+        from dataclasses import replace
+
+        other = replace(rec, fixed_demand=rec.fixed_demand * 1.05)  # another market: other answers
+        _assert_same(pool.exploitability(other, sc), exploitability(other, scenario=sc))  # not the stale answer
+        assert pool.failure is None
+    finally:
+        pool.close()
