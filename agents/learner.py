@@ -580,13 +580,17 @@ class Learner:
         self._grid_responses = None
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
 
+    @staticmethod
+    def _grid_core(core: MarketCore | None) -> MarketCore | None:
+        """``core`` (the market the episode ran on) where it reads plant offers on its grid."""
+        return core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
+
     def _plant_grid_of(self, k: int, core: MarketCore | None):
         """``(to_grid, centre_of)`` of plant agent ``k``: the offer grid of ``core`` (the
         market the episode ran on) when it reads plant offers on its grid, else the
         learner's own (:attr:`plant_prices`)."""
-        if core is not None and getattr(core, "plant_bids", None) == "undercut":
-            return core.plant_grid(k)
-        return self.plant_prices, self.plant_price_centre
+        grid_of = self._grid_core(core)
+        return grid_of.plant_grid(k) if grid_of is not None else (self.plant_prices, self.plant_price_centre)
 
     def _grid_response(self, record: Any, k: int, core: MarketCore | None):
         """Plant agent ``k``'s best response within the env's offer grid to ``record``
@@ -595,7 +599,7 @@ class Learner:
         from envs.analysis import best_response, cold_offer_map
 
         to_grid, _ = self._plant_grid_of(k, core)
-        grid_of = core if core is not None and getattr(core, "plant_bids", None) == "undercut" else None
+        grid_of = self._grid_core(core)
         cold = cold_offer_map(grid_of, k, to_grid) if grid_of is not None else None
         return best_response(record, self.agents[k], ties="cost", plant_prices=to_grid, cold_prices=cold)
 

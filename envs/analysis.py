@@ -95,8 +95,9 @@ value function. The equilibrium search plays on the grid unless asked otherwise
 
 All candidates of all hours are cleared together by :func:`envs.market.clear_market`
 (rows = hours x candidate price vectors, in chunks of at most ``MAX_ROWS`` rows), or
-placed on the others' merit order sorted once per hour (fixed demand; and every storage
-candidate, one bid on one side: :func:`_own_bid_outcomes`); the dynamic programmes are
+placed on the others' merit order and demand curve sorted once per hour (pay-as-clear:
+every plant and renewable candidate, :func:`_evaluate_residual`; every storage candidate,
+one bid on one side: :func:`_own_bid_outcomes`); the dynamic programmes are
 vectorised over states.
 
 Limits:
@@ -557,8 +558,8 @@ def _evaluate_residual(
     supply bids only (a plant or renewable): the others' merit order and their demand
     curve are sorted once per hour and every own price vector is placed on them, instead
     of clearing ``h * P`` whole markets (the 24 learners of ``many``: 8 s instead of 70 s
-    for one evaluation; the three plants of ``default``, whose storage also bids on the
-    demand side, about 6 times faster). Same rules as :func:`envs.market.clear_market`
+    for one evaluation; each CCGT of ``default``, whose storage also bids on the demand
+    side, 0.19 s instead of 0.27 s inside a training run). Same rules as :func:`envs.market.clear_market`
     (bids clipped to the price limits, bids of at most ``VOLUME_TOL`` MW ignored; the
     first supply price ``p`` at which the supply offered at or below it covers the demand
     willing to pay ``p`` sets the price, unless that demand is already covered by the
