@@ -538,8 +538,7 @@ class Learner:
         if pool is not None and pool.running and record is not None and scenario is not None \
                 and cfg.resolved_storage_teacher() != "break_even":
             for k, a in enumerate(self.agents):
-                r = analysis.responses.get(a)
-                if r is not None and r.exact and self.teach_mask[k] and r.kind == "storage" and self.act_dims[k] != 1:
+                if self._two_sided_storage_taught(k, analysis.responses.get(a)):
                     pending[a] = pool.call("storage_response_bids", record, a, H, scenario=scenario)
                     break
         # the worker's agent last: the others' targets are worked out here meanwhile
@@ -549,7 +548,7 @@ class Learner:
             r = analysis.responses.get(a)
             if r is None or not r.exact or not self.teach_mask[k]:  # e.g. storage without its unit data
                 continue
-            if r.kind == "storage" and self.act_dims[k] != 1:  # two-sided bids: see `storage_teacher`
+            if self._two_sided_storage_taught(k, r):  # two-sided bids: see `storage_teacher`
                 if record is None or scenario is None:
                     continue
                 tgt[:, k, :2] = self._storage_targets(record, a, scenario, core, H, pending.get(a))
@@ -579,6 +578,12 @@ class Learner:
         tgt[:, ~self._br_taught] = np.nan  # not taught here (e.g. by the equilibrium's rows only)
         self._grid_responses = None
         self.teacher_data = (self.teacher_data + [(obs.astype(np.float32), tgt)])[-cfg.best_response_teacher_window:]
+
+    def _two_sided_storage_taught(self, k: int, r: Any) -> bool:
+        """Whether agent ``k`` with best response ``r`` is a storage unit bidding two-sided
+        that the teacher teaches (`storage_teacher`'s targets)."""
+        return (r is not None and r.exact and bool(self.teach_mask[k]) and r.kind == "storage"
+                and self.act_dims[k] != 1)
 
     @staticmethod
     def _grid_core(core: MarketCore | None) -> MarketCore | None:
@@ -632,7 +637,7 @@ class Learner:
         # on its trading side the price of its best move (it may set the price with part
         # of its volume, which break-even prices, a price taker's, never do)
         prices = (pending.result() if pending is not None
-                  else storage_response_bids(record, agent, H, scenario=scenario)).copy()
+                  else storage_response_bids(record, agent, H, scenario=scenario))
         if core is not None and getattr(core, "storage_prices", "free") != "free":  # "undercut" / "behind"
             hours = np.asarray(record.hours)[:H]
             tick = core.storage_offer_tick
