@@ -3,7 +3,7 @@ exact best response.
 
     PYTHONPATH=$PWD python benchmarks/search_policy_actions.py --policy RUN/policies/best
         [--scenario default] [--iterations 1500] [--seed 0] [--objective worst|total]
-        [--hours N] [--out actions.npz]
+        [--hours N] [--out actions.npz] [--start actions.npz]
 
 It answers one question about a goal such as "every learner earns at least 0.90 of its
 exact best-response profit": is there a profile that the env's *own actions* can bid
@@ -16,7 +16,8 @@ show that such a profile exists near the policy, not that none does.
 1. Start: the actions of ``--policy`` in its deterministic evaluation episode
    (``agents.trainer.evaluate_policy``), rebuilt from the bids its record holds and replayed on
    the same market; the script stops with an error where the replay does not reproduce
-   the episode's clearing prices and profits.
+   the episode's clearing prices and profits. ``--start`` continues from the actions of an
+   earlier ``--out`` instead (the same policy's market and readings).
 2. Each step proposes one change and keeps it only where the objective falls:
    ``--objective worst`` (default) the largest gain from deviating alone as a share of that
    learner's best-response profit, ties broken by the total gain; ``--objective total``
@@ -188,6 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--objective", choices=("worst", "total"), default="worst")
     ap.add_argument("--hours", type=int, default=None, help="episode length (the env's max_cycles), as the policy ran")
     ap.add_argument("--out", type=Path, default=None, help="where to write the best actions (.npz)")
+    ap.add_argument("--start", type=Path, default=None, help="continue from the actions of an earlier --out")
     a = ap.parse_args(argv)
     if a.iterations < 0:
         ap.error(f"--iterations must be >= 0, got {a.iterations}")
@@ -214,7 +216,13 @@ def main(argv=None) -> int:
             and np.allclose(best["profit"], res.agent_profit, rtol=1e-9, atol=1e-6)):
         raise SystemExit("search_policy_actions: replaying the policy's recorded bids as actions does not reproduce "
                          "its episode (clearing prices or profits differ); this market's readings are not supported")
-    print(json.dumps({"it": 0, "start": str(a.policy), **row(best, agents),
+    if a.start is not None:
+        start = np.load(a.start)["actions"]
+        if start.shape != start_actions.shape:
+            raise SystemExit(f"search_policy_actions: --start {a.start} holds actions of shape {start.shape}, "
+                             f"this policy's episode needs {start_actions.shape}; pass the same --policy and --hours")
+        best = replay.run(start)
+    print(json.dumps({"it": 0, "start": str(a.start or a.policy), **row(best, agents),
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
     rng = np.random.default_rng(a.seed)
     kept = 0

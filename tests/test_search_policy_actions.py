@@ -132,3 +132,18 @@ def test_a_price_at_a_grid_point_is_rebuilt_from_at_or_below_it():
     assert (a * 100.0 <= price).all()
     assert np.abs(a * 100.0 - price).max() < 1e-12
     assert (a * 100.0 != price / 100.0 * 100.0).any()  # some plain quotients land above their price
+
+
+def test_start_continues_from_saved_actions(policy, tmp_path, capsys):
+    mod = _script()
+    first = tmp_path / "first.npz"
+    assert mod.main(["--policy", str(policy), "--hours", str(H), "--iterations", "10", "--seed", "3",
+                     "--out", str(first)]) == 0
+    end = _lines(capsys)[-1]
+    assert mod.main(["--policy", str(policy), "--hours", str(H), "--iterations", "0", "--start", str(first)]) == 0
+    again = _lines(capsys)
+    assert again[0]["shares"] == end["shares"] and again[0]["total_gain"] == end["total_gain"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, actions=np.zeros((3, 2, 2)))
+    with pytest.raises(SystemExit, match="shape"):
+        mod.main(["--policy", str(policy), "--hours", str(H), "--iterations", "0", "--start", str(bad)])
