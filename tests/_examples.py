@@ -1,6 +1,7 @@
 """Shared test helpers: the example scripts and the ASSUME example scenarios.
 
-* :func:`load_example` loads a script from ``examples/`` as a module (interop tests).
+* :func:`load_example` loads a script from ``examples/`` as a module (interop tests),
+  :func:`load_benchmark` one from ``benchmarks/`` (tests of the benchmark scripts).
 * :data:`ASSUME_DIR` is the folder of ASSUME's example scenarios, used by path and never
   copied into the repository: ``$MARKETZOO_ASSUME_DIR`` when set, else
   ``../shared/scenarios/assume`` next to the checkout. :func:`assume_example` returns one
@@ -28,6 +29,14 @@ def assume_example(name: str) -> Path:
 
 def load_example(name: str):
     spec = importlib.util.spec_from_file_location(f"_example_{name}", ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (its ``main(argv)`` and helpers)."""
+    spec = importlib.util.spec_from_file_location(f"_benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -7,23 +7,18 @@ paths (the script must stop, not print a speed-up), the full-clearing path not f
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from envs import analysis as an
+from _examples import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_analysis.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_analysis", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_analysis")
 
 
 def test_rows_agree_and_the_full_path_is_forced(capsys, monkeypatch):

@@ -8,9 +8,7 @@ actors, markups or variants that are not applied, a missing policy not named."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,18 +16,15 @@ import envs
 from agents.config import LearningConfig
 from agents.recorder import initial_best
 from agents.trainer import Trainer
+from _examples import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_other_hours.py"
 TINY = ["training_episodes=1", "episodes_collecting_initial_experience=1", "gradient_steps=1", "batch_size=16",
         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
         "equilibrium_reference=false", "stay_out_fallback=false", "start_up_markup_fallback=[]"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("eval_other_hours", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_other_hours")
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ one-sided storage market accepted although its actions cannot be rebuilt."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,15 +17,12 @@ import envs
 from _runs import H, TINY
 from agents.config import LearningConfig
 from agents.trainer import Trainer
+from _examples import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_policy_actions.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("search_policy_actions", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("search_policy_actions")
 
 
 @pytest.fixture(scope="module")
