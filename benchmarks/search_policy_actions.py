@@ -33,7 +33,7 @@ show that such a profile exists near the policy, not that none does.
      bid floor) in the window.
 3. Output: one JSON line per kept step and every 100 steps, a final line, and with
    ``--out`` the best actions ``(H, n, max_act)`` with their profits and best-response
-   profits (``.npz``, written atomically).
+   profits (``.npz``, written atomically after every kept step and at the end).
 """
 
 from __future__ import annotations
@@ -224,6 +224,11 @@ def main(argv=None) -> int:
         best = replay.run(start)
     print(json.dumps({"it": 0, "start": str(a.start or a.policy), **row(best, agents),
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+    def save(b: dict) -> None:
+        if a.out is not None:
+            write_atomic(a.out, lambda f: np.savez(f, actions=b["actions"], profit=b["profit"],
+                                                   best_response_profit=b["br"], agents=np.array(agents)), binary=True)
+
     rng = np.random.default_rng(a.seed)
     kept = 0
     for it in range(1, a.iterations + 1):
@@ -231,14 +236,12 @@ def main(argv=None) -> int:
         cand = replay.run(actions)
         if score(cand, a.objective) < score(best, a.objective):
             best, kept = cand, kept + 1
+            save(best)  # after every kept step: a stopped search keeps its best so far
             print(json.dumps({"it": it, "kept": kept, "agent": agents[k], "change": what, **row(best, agents)}),
                   flush=True)
         elif it % 100 == 0:
             print(json.dumps({"it": it, "kept": kept, "seconds": round(time.perf_counter() - t0)}), flush=True)
-    if a.out is not None:
-        b = best
-        write_atomic(a.out, lambda f: np.savez(f, actions=b["actions"], profit=b["profit"],
-                                               best_response_profit=b["br"], agents=np.array(agents)), binary=True)
+    save(best)  # also when no step improved on the start
     print(json.dumps({"final": True, "policy": str(a.policy), "scenario": a.scenario, "objective": a.objective,
                       "iterations": a.iterations, "kept": kept, "seconds": round(time.perf_counter() - t0),
                       **row(best, agents)}), flush=True)
