@@ -48,12 +48,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from agents.jsonio import write_atomic  # noqa: E402
 from envs import load_scenario  # noqa: E402
 from envs.analysis import best_response, cold_offer_map, exploitability, storage_response_bids  # noqa: E402
+from bench_quality import resolve_scenario  # noqa: E402
 
-ASSUME = ROOT.parent / "shared" / "scenarios" / "assume"
 WINDOWS = (1, 2, 4, 8, 24, 48)
 SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
 
@@ -143,16 +144,21 @@ def propose(p: dict, core, scenario, rng: np.random.Generator) -> tuple[np.ndarr
     mbp = float(core.max_bid_price)
     kind = core.agent_kind[k]
     r = rng.random()
+    targets = p.setdefault("targets", {})  # a learner's best-response bids against this profile, once
     if r < 0.4 and kind == "plant":
-        to_grid, _ = core.plant_grid(k)
-        resp = best_response(p["record"], k, ties="cost", plant_prices=to_grid,
-                             cold_prices=cold_offer_map(core, k, to_grid))
-        bp = np.nan_to_num(np.asarray(resp.best_price, dtype=float), nan=mbp)
+        if k not in targets:
+            to_grid, _ = core.plant_grid(k)
+            resp = best_response(p["record"], k, ties="cost", plant_prices=to_grid,
+                                 cold_prices=cold_offer_map(core, k, to_grid))
+            targets[k] = np.nan_to_num(np.asarray(resp.best_price, dtype=float), nan=mbp)
+        bp = targets[k]
         B[hrs, k, 0] = np.minimum(bp[hrs, 0], bp[hrs, 1]) / mbp
         B[hrs, k, 1] = np.maximum(bp[hrs, 0], bp[hrs, 1]) / mbp
         what = "best response on the grid"
     elif r < 0.4 and kind == "storage":
-        bids = storage_response_bids(p["record"], k, scenario=scenario)
+        if k not in targets:
+            targets[k] = storage_response_bids(p["record"], k, scenario=scenario)
+        bids = targets[k]
         B[hrs, k, :2] = 2.0 * bids[hrs, :2] / mbp - 1.0
         what = "best response bids"
     elif r < 0.55 and kind == "plant":
@@ -198,9 +204,9 @@ def main(argv=None) -> int:
     from agents.config import LearningConfig
     from agents.trainer import evaluate_policy
 
-    name = a.scenario
-    if not Path(name).exists() and (ASSUME / name).is_dir():
-        name = str(ASSUME / name)
+    name = resolve_scenario(a.scenario)
+    if name is None:
+        ap.error(f"--scenario {a.scenario}: neither a built-in, a folder, nor an example under ../shared/scenarios/assume")
     sc = load_scenario(name, study_case=a.study_case) if a.study_case else load_scenario(name)
     cfg = LearningConfig.from_dict(sc.learning_config or {}, source="learning_config")
     opts = {"max_cycles": a.hours} if a.hours else None
