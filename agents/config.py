@@ -596,6 +596,26 @@ class LearningConfig:
     """The most evaluations (each with the exact analysis) `actor_mix_fallback` may run.
     Must be >= 1. Default: 36."""
 
+    profile_search: int = 0
+    """After training and the fallbacks above: this many proposals of a local search over
+    the kept policy's evaluation episode, read as a profile of open-loop env actions
+    (:mod:`agents.profile_search`: one learner's prices changed in a window of hours,
+    around the hours where the learner with the largest share of gain gains, each change
+    kept only where the largest gain from deviating alone, as a share of that learner's
+    exact best-response profit, falls); then the actors are fitted to the best profile
+    found (:mod:`agents.distil`: each bid at the middle of the range of actions the env
+    reads as its price, so that the closed-loop evaluation bids it again exactly) and,
+    where their evaluation has a lower largest share of gain than `policies/best`, they
+    replace it (its manifest records `trainer.profile_search`). Each proposal costs one
+    episode and its exact analysis (`default`: about 0.6-1.2 s on two cores), so it is
+    off by default: on `default` about 600 proposals (some 8-10 minutes) lift every
+    learner to 0.90 of its best response where training alone leaves `plant_ccgt-2` at
+    0.82-0.87 (benchmarks/RESULTS.md, thirty-seventh round). The learned actors then bid
+    the searched profile on the episode they were fitted to; elsewhere they are what the
+    fit left of them. Needs the per-evaluation analysis, a run folder, units whose bids
+    can be rebuilt as actions (two-sided storage), the plain training loop. 0: off.
+    Must be >= 0. Default: 0."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1373,6 +1393,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "tie_below_cost_fallback": _to_bool,
     "actor_mix_fallback": _auto_or(_int(0, maximum=1000)),
     "actor_mix_evaluations": _int(1, maximum=_MAX_COUNT),
+    "profile_search": _int(0, maximum=_MAX_COUNT),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

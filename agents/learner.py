@@ -762,8 +762,8 @@ class Learner:
         steps = cfg.equilibrium_teacher_steps if fit else 0
         if steps:
             w = np.where(taught, self.teacher_weight, 0.0).astype(np.float32)
-            loss = self._fit_rows([(obs, tgt)], w, steps // 2, 1.0)
-            loss = self._fit_rows([(obs, tgt)], w, steps - steps // 2, 0.1)
+            loss = self.fit_rows([(obs, tgt)], w, steps // 2, 1.0)
+            loss = self.fit_rows([(obs, tgt)], w, steps - steps // 2, 0.1)
             msg += f"; actors fitted in {steps} steps (imitation loss {loss:.3g})"
             self.equilibrium_fitted = True
             rounds = cfg.equilibrium_teacher_rollouts
@@ -782,16 +782,19 @@ class Learner:
                         lab[:, :, k, :2] = storage_action(p).reshape(B, H, 2)
                     self.equilibrium_rollout_rows.append(
                         (vis.reshape(-1, self.n, self.obs_dim), lab.reshape(-1, self.n, self.max_act)))
-                    loss = self._fit_rows([(obs, tgt)] + self.equilibrium_rollout_rows, w,
+                    loss = self.fit_rows([(obs, tgt)] + self.equilibrium_rollout_rows, w,
                                           max(1, steps // 3), 0.1)
                 msg += (f", then {rounds} rounds of rollouts ({B} copies) and fits "
                         f"(imitation loss {loss:.3g})")
         return msg + f" ({time.perf_counter() - t0:.1f} s)"
 
-    def _fit_rows(self, data: list, weight: np.ndarray, steps: int, lr_factor: float) -> float:
+    def fit_rows(self, data: list, weight: np.ndarray, steps: int, lr_factor: float,
+                 rng: np.random.Generator | None = None) -> float:
         """``steps`` imitation-only actor steps on batches of ``EQ_TEACHER_BATCH`` rows drawn
-        uniformly from ``data`` (a list of ``(obs, targets)``), the actors' learning rate
-        scaled by ``lr_factor`` meanwhile; returns the last imitation loss."""
+        uniformly from ``data`` (a list of ``(obs, targets)``) with ``rng`` (default the
+        teacher's generator), the actors' learning rate scaled by ``lr_factor`` meanwhile;
+        returns the last imitation loss."""
+        rng = self.teacher_rng if rng is None else rng
         opt = self.algo.actor_optimizer
         lrs = [g["lr"] for g in opt.param_groups]
         loss = float("nan")
@@ -799,7 +802,7 @@ class Learner:
             for g in opt.param_groups:
                 g["lr"] *= lr_factor
             for _ in range(steps):
-                o, t = _sample_rows(data, EQ_TEACHER_BATCH, self.teacher_rng)
+                o, t = _sample_rows(data, EQ_TEACHER_BATCH, rng)
                 loss = self.algo.imitation_step(o, t, weight, as_float=True)["losses/imitation_loss"]
         finally:
             for g, v in zip(opt.param_groups, lrs):

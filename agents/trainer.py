@@ -155,6 +155,7 @@ class Trainer:
         self.markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
         self.tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
         self.mix_report: str | None = None  # actor_mix_fallback's line, when it tried
+        self.search_report: str | None = None  # profile_search_fallback's line, when it tried
         self.fit_evaluation: dict[str, float] | None = None  # evaluate_fit
         self._pending_reference = None  # start_equilibrium_reference
         self.core = MarketCore(scenario, num_envs=cfg.num_envs, **env_options_for(cfg, env_options, scenario=scenario))
@@ -291,8 +292,8 @@ class Trainer:
     def train(self, episodes: int | None = None) -> TrainResult:
         """Train up to ``episodes`` (default ``training_episodes``) episodes in total,
         continuing from :attr:`episode`; then :meth:`stay_out_fallback`,
-        :meth:`start_up_markup_fallback`, :meth:`tie_below_cost_fallback` and
-        :meth:`actor_mix_fallback`."""
+        :meth:`start_up_markup_fallback`, :meth:`tie_below_cost_fallback`,
+        :meth:`actor_mix_fallback` and :meth:`profile_search_fallback`."""
         cfg = self.config
         if not cfg.learning_mode:  # run the loaded policies, as ASSUME does; no training
             t0 = time.perf_counter()
@@ -330,6 +331,7 @@ class Trainer:
         self.start_up_markup_fallback()
         self.tie_below_cost_fallback()
         self.actor_mix_fallback()
+        self.profile_search_fallback()
         return TrainResult(self.run_dir, self.episode, time.perf_counter() - start, dict(self.best),
                            self.history, None, stopped)
 
@@ -368,6 +370,15 @@ class Trainer:
         if report is not None:
             self.mix_report = report
         return taken
+
+    def profile_search_fallback(self) -> dict[str, Any] | None:
+        """``profile_search`` after training (:func:`profile_search_fallback`); its line is
+        kept in :attr:`search_report`. Returns what was kept (None: nothing)."""
+        kept, report = profile_search_fallback(self.learner, self.recorder, self.scenario, self.eval_core,
+                                               analysis=self.analysis, progress=self.progress)
+        if report is not None:
+            self.search_report = report
+        return kept
 
     def prepare_equilibrium_teacher(self) -> None:
         """``equilibrium_teacher``: compute the equilibrium reference of the training hours
@@ -435,6 +446,8 @@ class Trainer:
             extra = {"tie_below_cost_fallback": self.tie_report, **(extra or {})}
         if self.mix_report is not None:
             extra = {"actor_mix_fallback": self.mix_report, **(extra or {})}
+        if self.search_report is not None:
+            extra = {"profile_search": self.search_report, **(extra or {})}
         pending, self._pending_reference = self._pending_reference, None
         return finish_run(self.learner, self.recorder, self.scenario, self.eval_core, result,
                           analysis=self.analysis or force_analysis, plots=plots, extra=extra, pending_reference=pending)
@@ -805,17 +818,131 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
     return taken, report
 
 
+def _largest_gain_share(ev: EvalResult) -> float:
+    """The largest gain from deviating alone as a share of that learner's best-response
+    profit (the profile search's objective)."""
+    gain = np.asarray(ev.br_profit, dtype=float) - np.asarray(ev.agent_profit, dtype=float)
+    return float(np.max(gain / np.maximum(np.abs(np.asarray(ev.br_profit, dtype=float)), 1.0)))
+
+
+def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
+                            analysis: bool, progress: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+    """``profile_search``: starting from the run's ``policies/best`` (evaluated in
+    ``eval_core`` with the readings the fallbacks chose), run
+    :func:`agents.profile_search.search` over its evaluation episode for
+    ``profile_search`` proposals (generator seeded by the run's seed; the analysis on two
+    cores where the learner has a pool), fit the actors to the best profile found
+    (:func:`agents.distil.distil`) and evaluate them; where their largest share of gain
+    is lower than ``policies/best``'s, save them as ``policies/best`` (manifest:
+    ``trainer.profile_search``, with the readings kept). The learner's own actors and
+    their optimizer are left as they were. Returns what was kept (``None``: nothing) and
+    a one-line report (``None`` when nothing was tried: the key is 0, no analysis, no run
+    folder, or the episode's bids cannot be rebuilt as actions, which the report says)."""
+    cfg = learner.config
+    run_dir = recorder.run_dir
+    best = None if run_dir is None else Path(run_dir) / "policies" / "best"
+    if (cfg.profile_search <= 0 or not cfg.learning_mode or not analysis or best is None
+            or not (best / "manifest.json").exists() or eval_core.B != 1):
+        return None, None
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from .distil import centred_path, distil
+    from .profile_search import Replay, search, start_profile
+
+    t0 = time.perf_counter()
+    opt = learner.algo.actor_optimizer
+    opt_state, lr = copy.deepcopy(opt.state_dict()), learner.algo.learning_rate
+    pool = learner.analysis_pool
+    fn = None if pool is None else (lambda rec, sc: pool.exploitability(rec, sc))
+    kept_info = None
+    with _actors_restored(learner):
+        try:
+            manifest = learner.load(best, load_optimizers=False, load_critics=False)
+            info = manifest.get("trainer") or {}
+            if info.get("profile_search") is not None:  # chosen before (a resumed run)
+                return None, None
+            ev0 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+            if ev0.br_profit is None:
+                return None, None
+            replay = Replay(eval_core, scenario, learner.generators.evaluation, exploitability_fn=fn)
+            try:
+                start = start_profile(replay, ev0.record, ev0.agent_profit)
+            except ValueError as exc:
+                report = f"profile_search: not run ({exc})"
+                if progress:
+                    print(report, flush=True)
+                return None, report
+            bar = tqdm(total=cfg.profile_search, desc="profile search", unit="step", disable=not progress,
+                       dynamic_ncols=True, leave=False)
+            state = {"kept": 0}
+
+            def step(it, new, what, k):
+                bar.update(1)
+                if new is not None:
+                    state["kept"] += 1
+                    gain = new["br"] - new["profit"]
+                    bar.set_postfix({"kept": state["kept"],
+                                     "worst": f"{1.0 - float(np.max(gain / np.maximum(np.abs(new['br']), 1.0))):.3f}"})
+            found, kept = search(replay, start, cfg.profile_search,
+                                 np.random.default_rng([int(learner.seed), 0x5EA7C4]), on_step=step)
+            bar.close()
+            w0 = _largest_gain_share(ev0)
+            if kept == 0:
+                report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the largest share of "
+                          f"gain ({w0:.3f}), kept as it was ({time.perf_counter() - t0:.0f} s)")
+            else:
+                obs, targets, _ = centred_path(eval_core, found["actions"], seed=learner.generators.evaluation)
+                loss = distil(learner, obs, targets, learning_rate=cfg.learning_rate, seed=learner.seed)
+                ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+                w1 = _largest_gain_share(ev)
+                same = bool(np.allclose(ev.record.clearing_price, found["record"].clearing_price, atol=1e-9))
+                m0, m = ev0.metrics(), ev.metrics()
+                what = (f"{kept} of {cfg.profile_search} proposals kept; the fitted actors "
+                        f"{'bid the profile found' if same else 'do not bid the profile found exactly'} "
+                        f"(imitation loss {loss:.2g}): largest share of gain {w0:.3f} -> {w1:.3f}, "
+                        f"exploitability {m0['exploitability']:.3f} -> {m['exploitability']:.3f}")
+                if w1 < w0:
+                    kept_info = {"proposals": int(cfg.profile_search), "kept": int(kept), "reproduced": same,
+                                 "largest_gain_share": [round(w0, 6), round(w1, 6)]}
+                    earlier = {k: info[k] for k in _KEPT_READINGS if k in info}  # the fallbacks' choices
+                    recorder.save("best", {**m, "profile_search": int(kept)}, episode=manifest.get("episode"),
+                                  trainer_info={**earlier, "profile_search": kept_info})
+                    by = best_metric(cfg.best_policy_metric, m, recorder.best)
+                    if by in m:
+                        recorder.best[by] = float(m[by])
+                    report = f"profile_search: kept, {what} ({time.perf_counter() - t0:.0f} s)"
+                else:
+                    report = f"profile_search: not kept, {what} ({time.perf_counter() - t0:.0f} s)"
+        finally:
+            opt.load_state_dict(opt_state)
+            learner.algo.set_learning_rate(lr)
+    if progress:
+        print(report, flush=True)
+    return kept_info, report
+
+
 def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,
                     env_options: dict[str, Any] | None = None, analysis: bool = True,
                     device: str | None = None) -> tuple[EvalResult, MarketCore]:
-    """Run one deterministic episode with the actors of checkpoint ``policy`` (no
-    training; ``train.py evaluate``). Network sizes, ``max_bid_price``, foresight,
+    """One deterministic episode with the actors of checkpoint ``policy`` (no training;
+    ``train.py evaluate``), set up by :func:`load_policy`. Returns the result and the
+    (one-copy, recording) core it ran on."""
+    learner, core = load_policy(scenario, config, policy, seed=seed, env_options=env_options, device=device)
+    return learner.evaluate(core, scenario, analysis=analysis), core
+
+
+def load_policy(scenario: Scenario, config: LearningConfig, policy: str | os.PathLike, *, seed: int | None = None,
+                env_options: dict[str, Any] | None = None,
+                device: str | None = None) -> tuple[Learner, MarketCore]:
+    """A learner with the actors of checkpoint ``policy`` and the one-copy, recording
+    evaluation core they bid in. Network sizes, ``max_bid_price``, foresight,
     ``plant_bids`` and ``storage_prices`` ("free" for checkpoints that do not record them),
     ``start_up_markup_hours`` (0 where not recorded), ``min_power_rule`` ("partial" where
     not recorded), ``cost_snap`` (0 where not recorded), ``tie_below_cost`` and
     ``grid_learner_costs`` (off where not recorded) and the seed come from
-    the checkpoint's manifest unless given. Returns the result and the
-    (one-copy, recording) core it ran on."""
+    the checkpoint's manifest unless given."""
     manifest = read_manifest(policy)
     info = manifest.get("trainer") or {}
     over: dict[str, Any] = {"actor_hidden_sizes": list(manifest["actor_hidden_sizes"]),
@@ -846,4 +973,4 @@ def evaluate_policy(scenario: Scenario, config: LearningConfig, policy: str | os
     run_seed = int(seed if seed is not None else info.get("seed", cfg.seed if cfg.seed is not None else 0))
     learner = Learner(cfg, list(core.agents), core.obs_dim, core.act_dims.tolist(), num_envs=1, seed=run_seed)
     learner.load(policy, load_optimizers=False, load_critics=False)
-    return learner.evaluate(core, scenario, analysis=analysis), core
+    return learner, core

@@ -889,13 +889,29 @@ class MarketCore:
         over the copies) read as exactly that cost."""
         return np.where(np.abs(price - mc) <= self.cost_snap, mc, price)
 
+    def bid_prices_for(self, actions: np.ndarray) -> np.ndarray:
+        """The bid prices ``(P, n, 2)`` (EUR/MWh, as :meth:`build_bids` and the record give
+        them) that this one-copy core would read this hour from each of ``P`` action
+        profiles ``(P, n, max_act)``, with its current state (state of charge, last
+        dispatch): the env's own map from actions to prices, offer grid and readings
+        included, for tools that need the range of actions behind a price (e.g. to
+        imitate a bid with a margin on both sides)."""
+        if self.B != 1:
+            raise ValueError(f"bid_prices_for needs a one-copy core (num_envs=1), this one has {self.B} copies")
+        actions = np.asarray(actions, dtype=float)
+        if actions.ndim != 3 or actions.shape[1:] != (self.n, self.max_act):
+            raise ValueError(f"bid_prices_for: actions must be (P, {self.n}, {self.max_act}), got {actions.shape}")
+        return self.build_bids(actions, None)[4]
+
     def build_bids(self, actions: np.ndarray, active: np.ndarray | None):
         """Dynamic bids for the current hour from actions ``(B, n, max_act)`` in [-1, 1].
 
         Returns ``(supply_price, supply_volume, demand_price, demand_volume, bid_price)``
-        with shapes ``(B, K)``, ``(B, K)``, ``(B, L)``, ``(B, L)``, ``(B, n, 2)``."""
+        with shapes ``(B, K)``, ``(B, K)``, ``(B, L)``, ``(B, L)``, ``(B, n, 2)``. A
+        one-copy core also takes ``(P, n, max_act)``: P action profiles against its one
+        state (see :meth:`bid_prices_for`)."""
         sc = self.scenario
-        B, t, mbp = self.B, self.hour, self.max_bid_price
+        B, t, mbp = actions.shape[0], self.hour, self.max_bid_price
         n_lp = len(self.lp)
         sp = np.zeros((B, self.K))
         sv = np.zeros((B, self.K))

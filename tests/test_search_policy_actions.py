@@ -104,7 +104,7 @@ def test_bad_input_gets_one_clear_error(tmp_path, policy):
     with pytest.raises(SystemExit):
         mod.main(["--policy", str(tmp_path), "--iterations", "1"])  # no manifest there
     core = envs.MarketCore(envs.load_scenario("default"), storage_bids="signed")
-    with pytest.raises(SystemExit, match="two-sided"):
+    with pytest.raises(ValueError, match="two-sided"):
         mod.actions_from_record(core, res.record)
 
 
@@ -120,10 +120,11 @@ def test_the_total_objective_lowers_the_total_gain(policy, capsys):
 
 
 def test_a_price_at_a_grid_point_is_rebuilt_from_at_or_below_it():
-    mod = _script()
     rng = np.random.default_rng(0)
     price = np.concatenate([[51.875, 66.46296296296296, 57.5, 0.1], rng.uniform(-100, 100, 1000)])
-    a = mod._below(price / 100.0, price, lambda x: x * 100.0)
+    from agents.profile_search import _below
+
+    a = _below(price / 100.0, price, lambda x: x * 100.0)
     assert (a * 100.0 <= price).all()
     assert np.abs(a * 100.0 - price).max() < 1e-12
     assert (a * 100.0 != price / 100.0 * 100.0).any()  # some plain quotients land above their price

@@ -98,6 +98,7 @@ class MangoRunResult:
     markup_report: str | None = None  # start_up_markup_fallback's line, when it tried
     tie_report: str | None = None  # tie_below_cost_fallback's line, when it tried
     mix_report: str | None = None  # actor_mix_fallback's line, when it tried
+    search_report: str | None = None  # profile_search_fallback's line, when it tried
 
 
 # --------------------------------------------------------------------------- timeline
@@ -660,7 +661,8 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
     try:
         res = asyncio.run(run.run())
         # after the containers stopped: the same end of training as the plain loop's
-        from ..trainer import actor_mix_fallback, start_up_markup_fallback, stay_out_fallback, tie_below_cost_fallback
+        from ..trainer import (actor_mix_fallback, profile_search_fallback, start_up_markup_fallback,
+                               stay_out_fallback, tie_below_cost_fallback)
 
         _, res.stay_out_report = stay_out_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                    analysis=res.market.analysis, progress=progress)
@@ -670,6 +672,8 @@ def train_mango(scenario: Scenario, cfg: LearningConfig, *, seed: int | None = 0
                                                     analysis=res.market.analysis, progress=progress)
         _, res.mix_report = actor_mix_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
                                                analysis=res.market.analysis, progress=progress)
+        _, res.search_report = profile_search_fallback(res.learner, res.recorder, scenario, res.market.eval_core,
+                                                       analysis=res.market.analysis, progress=progress)
         return res
     except BaseException:
         run.workers.stop(2.0)
@@ -714,6 +718,8 @@ def run_mango_training(scenario: Scenario, cfg: LearningConfig, out: str | os.Pa
             extra["tie_below_cost_fallback"] = res.tie_report
         if res.mix_report is not None:
             extra["actor_mix_fallback"] = res.mix_report
+        if res.search_report is not None:
+            extra["profile_search"] = res.search_report
         finish_run(res.learner, res.recorder, scenario, res.market.eval_core, result, analysis=res.market.analysis, plots=plots,
                    extra=extra)
     finally:

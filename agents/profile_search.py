@@ -1,0 +1,225 @@
+"""A local search over one episode's env actions for the worst learner's share of its
+exact best response, and what it needs: actions rebuilt from a record, open-loop replays
+with their exact analysis, the proposals.
+
+A trained policy's deterministic evaluation episode is a profile of bids. Starting from
+it, :func:`search` proposes one change at a time (a learner's prices in a window of
+hours) and keeps it only where the objective falls: by default the largest gain from
+deviating alone as a share of that learner's best-response profit, ties broken by the
+total gain (``objective="total"``: the reverse). Gains are scored as training scores its
+evaluations (:func:`envs.analysis.exploitability`). A learner is drawn with weight (its
+gain share)^2 and a window of 1-48 hours; with ``focus="gain"`` (the default) the window
+is placed around an hour drawn by that learner's gain in it, and the change is made by
+that learner or (half the time) another one; with ``focus="uniform"`` anywhere, by it.
+The changes:
+
+* a plant adopts its best response within the env's offer grid in the window (the
+  best-response teacher's plant targets); a storage unit the two-sided bids of its exact
+  best response (the teacher's storage targets);
+* its prices (both, the lower or the higher) move by 0.5, 2 or 5 EUR/MWh, either way;
+* a plant stays out (both offers at the bid cap) or stays on (its inflexible part at the
+  bid floor) in the window.
+
+It is a heuristic over open-loop actions, not a solver: it finds profiles near the
+policy's that the env's own actions bid; :mod:`agents.distil` turns one into actors.
+``benchmarks/search_policy_actions.py`` runs it on a saved policy; the trainer's
+``profile_search`` key after training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from envs.analysis import best_response, cold_offer_map, exploitability, storage_response_bids
+
+WINDOWS = (1, 2, 4, 8, 24, 48)
+SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
+
+
+def _below(a: np.ndarray, price: np.ndarray, to_price) -> np.ndarray:
+    """``a``, lowered by one float step where ``to_price(a)`` lies above ``price``: a price
+    at a point of the env's grid (e.g. a tie with a rule offer) maps to that point only from
+    at or below it."""
+    return np.where(to_price(a) > price, np.nextafter(a, -np.inf), a)
+
+
+def actions_from_record(core, record) -> np.ndarray:
+    """Env actions ``(H, n, max_act)`` that bid the prices of ``record`` again on ``core``:
+    a plant's two offers (inflexible, flexible) ``price / max_bid_price``, a renewable's
+    offer likewise, a two-sided storage unit's charge bid and discharge offer ``2 price /
+    max_bid_price - 1`` (the env's grid and readings map a bid they produced to itself)."""
+    mbp = float(core.max_bid_price)
+    H = record.n_hours
+    act = np.zeros((H, core.n, core.max_act))
+    for k, kind in enumerate(core.agent_kind):
+        sup = record.supply_price[:, record.agent_supply_columns(k)]
+        if kind == "storage":
+            dem = record.demand_price[:, record.agent_demand_columns(k)]
+            if core.storage_bids != "two_sided" or core.max_act < 2 or sup.shape[1] != 1 or dem.shape[1] != 1:
+                raise ValueError("storage units must bid two-sided (storage_bids: two_sided); "
+                                 "a signed storage action cannot be rebuilt from its recorded bids")
+            def st_price(a):
+                return (a + 1.0) * (0.5 * mbp)  # as MarketCore.build_bids reads a two-sided action
+            act[:, k, 0] = _below(2.0 * dem[:, 0] / mbp - 1.0, dem[:, 0], st_price)
+            act[:, k, 1] = _below(2.0 * sup[:, 0] / mbp - 1.0, sup[:, 0], st_price)
+        elif kind == "plant":
+            act[:, k, : sup.shape[1]] = _below(sup / mbp, sup, lambda a: a * mbp)
+        else:
+            act[:, k, 0] = _below(sup[:, 0] / mbp, sup[:, 0], lambda a: a * mbp)
+    return np.clip(act, -1.0, 1.0)
+
+
+class Replay:
+    """Open-loop episodes of one market (``core``: one copy, recording; reset with
+    ``seed`` as the evaluation resets it) and their exact analysis (``exploitability_fn(record,
+    scenario)``, default :func:`envs.analysis.exploitability`; e.g. the trainer's
+    :meth:`agents.analysis_pool.AnalysisPool.exploitability`, the same figures on two cores)."""
+
+    def __init__(self, core, scenario, seed: int, exploitability_fn: Callable | None = None):
+        self.core, self.scenario, self.seed = core, scenario, seed
+        self.exploitability_fn = exploitability_fn
+
+    def run(self, actions: np.ndarray) -> dict:
+        """Replay ``actions`` ``(H, n, max_act)``; returns the actions, the record, each
+        learner's profit, best-response profit, share and gain per hour ``(n, H)``."""
+        core = self.core
+        core.reset(np.random.default_rng(self.seed))
+        h = 0
+        while not core.done:
+            core.step(actions[h][None])
+            h += 1
+        rec = core.episode_record(0)
+        if self.exploitability_fn is None:
+            ex = exploitability(rec, scenario=self.scenario)
+        else:
+            ex = self.exploitability_fn(rec, self.scenario)
+        profit = np.asarray(ex.recorded_profit, dtype=float)
+        br = np.asarray(ex.best_response_profit, dtype=float)
+        gain_h = np.stack([ex.responses[a].gain_per_hour for a in ex.agents])  # (n, H)
+        return {"actions": actions, "record": rec, "profit": profit, "br": br,
+                "share": np.asarray(ex.share, dtype=float), "gain_per_hour": gain_h}
+
+
+OBJECTIVES = ("worst", "both", "total")
+
+
+def score(p: dict, objective: str) -> tuple[float, float]:
+    """What the search lowers, compared as a tuple: "worst", ``(largest gain share, total
+    gain)``; "both", ``(max(largest gain share, exploitability), total gain)`` (how far
+    the profile is from a goal such as "every learner >= 0.90 of its best response and
+    exploitability <= 0.10" on both counts); "total", ``(total gain, largest gain share)``."""
+    gain = p["br"] - p["profit"]
+    worst = float(np.max(gain / np.maximum(np.abs(p["br"]), 1.0)))
+    total = float(np.clip(gain, 0.0, None).sum())
+    if objective == "worst":
+        return worst, total
+    if objective == "both":
+        return max(worst, float(gain.sum() / max(float(np.abs(p["profit"]).sum()), 1e-9))), total
+    return total, worst
+
+
+def row(p: dict, agents) -> dict:
+    gain = p["br"] - p["profit"]
+    worst, total = score(p, "worst")
+    return {"exploitability": round(float(gain.sum() / max(np.abs(p["profit"]).sum(), 1e-9)), 4),
+            "worst_gain_share": worst, "total_gain": round(total, 2),
+            "shares": {a: round(float(s), 4) if np.isfinite(s) else None for a, s in zip(agents, p["share"])}}
+
+
+def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gain") -> tuple[np.ndarray, str, int]:
+    """One changed copy of ``p``'s actions, what changed and whose."""
+    gain = np.clip(p["br"] - p["profit"], 0.0, None)
+    w = (gain / np.maximum(np.abs(p["br"]), 1.0)) ** 2 + 1e-12
+    k = int(rng.choice(core.n, p=w / w.sum()))
+    A = p["actions"]
+    H = A.shape[0]
+    W = int(rng.choice([w for w in WINDOWS if w <= H] or [H]))
+    if focus == "gain":  # a window around an hour where the drawn learner gains, moved by it or another
+        gh = np.clip(p["gain_per_hour"][k], 0.0, None)
+        h = int(rng.choice(H, p=gh / gh.sum())) if gh.sum() > 0 else int(rng.integers(0, H))
+        t = int(np.clip(h - rng.integers(0, W), 0, H - W))
+        if core.n > 1 and rng.random() < 0.5:
+            k = int(rng.choice([i for i in range(core.n) if i != k]))
+    else:
+        t = int(rng.integers(0, H - W + 1))
+    hrs = slice(t, t + W)
+    B = A.copy()
+    mbp = float(core.max_bid_price)
+    kind = core.agent_kind[k]
+    r = rng.random()
+    targets = p.setdefault("targets", {})  # a learner's best-response bids against this profile, once
+    if r < 0.4 and kind == "plant":
+        if k not in targets:
+            to_grid, _ = core.plant_grid(k)
+            resp = best_response(p["record"], k, ties="cost", plant_prices=to_grid,
+                                 cold_prices=cold_offer_map(core, k, to_grid))
+            targets[k] = np.nan_to_num(np.asarray(resp.best_price, dtype=float), nan=mbp)
+        bp = targets[k]
+        B[hrs, k, 0] = np.minimum(bp[hrs, 0], bp[hrs, 1]) / mbp
+        B[hrs, k, 1] = np.maximum(bp[hrs, 0], bp[hrs, 1]) / mbp
+        what = "best response on the grid"
+    elif r < 0.4 and kind == "storage":
+        if k not in targets:
+            targets[k] = storage_response_bids(p["record"], k, scenario=scenario)
+        bids = targets[k]
+        B[hrs, k, :2] = 2.0 * bids[hrs, :2] / mbp - 1.0
+        what = "best response bids"
+    elif r < 0.55 and kind == "plant":
+        out = rng.random() < 0.5
+        if out:
+            B[hrs, k, :2] = 1.0
+        else:
+            B[hrs, k, 0] = -1.0
+            B[hrs, k, 1] = np.maximum(B[hrs, k, 1], B[hrs, k, 0])
+        what = "stays out" if out else "stays on"
+    else:
+        d = float(rng.choice(SHIFTS))
+        step = d / mbp * (2.0 if kind == "storage" else 1.0)  # storage actions span half the price range
+        j = int(rng.integers(0, 3))  # 0: both prices, 1: the lower, 2: the higher
+        m = min(core.max_act, 2)
+        lohi = np.sort(B[hrs, k, :m], axis=1)
+        if j in (0, 1):
+            lohi[:, 0] += step
+        if j in (0, 2) and m > 1:
+            lohi[:, -1] += step
+        B[hrs, k, :m] = np.clip(np.sort(lohi, axis=1), -1.0, 1.0)
+        what = f"prices {('both', 'lower', 'higher')[j]} {d:+g} EUR/MWh"
+    return B, f"{what}, hours {t}-{t + W - 1}", k
+
+
+def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generator, *, objective: str = "worst",
+           focus: str = "gain", on_step: Callable[[int, dict | None, str, int], Any] | None = None) -> tuple[dict, int]:
+    """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result); returns the
+    best profile and how many steps were kept. ``on_step(it, best, what, k)`` after each
+    proposal: ``best`` the new profile where it was kept, else None."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if focus not in ("gain", "uniform"):
+        raise ValueError(f"focus must be 'gain' or 'uniform', got {focus!r}")
+    best, kept = start, 0
+    for it in range(1, int(iterations) + 1):
+        actions, what, k = propose(best, replay.core, replay.scenario, rng, focus)
+        cand = replay.run(actions)
+        better = score(cand, objective) < score(best, objective)
+        if better:
+            best, kept = cand, kept + 1
+        if on_step is not None:
+            on_step(it, best if better else None, what, k)
+    return best, kept
+
+
+def start_profile(replay: Replay, record, profit) -> dict:
+    """The profile of an evaluation episode (``record``, each learner's ``profit``):
+    :meth:`Replay.run` of the actions rebuilt from its bids, checked to reproduce its
+    clearing prices and profits (a ``ValueError`` names what differs where not, e.g. a
+    market whose readings cannot be rebuilt from the recorded bids)."""
+    p = replay.run(actions_from_record(replay.core, record))
+    if not np.allclose(p["record"].clearing_price, record.clearing_price, atol=1e-9):
+        raise ValueError("replaying the recorded bids as actions does not reproduce the episode's clearing prices; "
+                         "this market's readings are not supported by the profile search")
+    if not np.allclose(p["profit"], np.asarray(profit, dtype=float), rtol=1e-9, atol=1e-6):
+        raise ValueError("replaying the recorded bids as actions does not reproduce the learners' profits; "
+                         "this market's readings are not supported by the profile search")
+    return p

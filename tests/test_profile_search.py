@@ -1,0 +1,177 @@
+"""The profile search after training (`profile_search`), its distillation into the actors
+(`agents.distil`) and the env's map from actions to bid prices (`MarketCore.bid_prices_for`).
+
+What would be wrong if it broke: targets at the edge of a grid price's range (an
+imitation error of 1e-4 then moves the bid to the next grid point, and the fitted actors
+bid another profile), fitted actors that do not bid the searched profile again, a kept
+policy whose evaluation is not the one reported or that is worse than the one it
+replaces, a search that changes the learner's own actors or optimizer, a key that runs
+when it is 0."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from _examples import load_benchmark
+from _runs import H, TINY
+from agents.checkpoint import read_manifest
+from agents.config import LearningConfig
+from agents.distil import centred_path, distil
+from agents.profile_search import Replay, actions_from_record, score, start_profile
+from agents.trainer import Trainer, _largest_gain_share, evaluate_policy, load_policy
+
+WIDE = ["actor_hidden_sizes=[64,64]"]  # TINY's 16 units cannot hold 48 hours of bids exactly
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A tiny run of `default` (48 hours) with a profile search of 30 proposals after it."""
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + WIDE + ["profile_search=30"])
+    run = tmp_path_factory.mktemp("profile") / "run"
+    tr = Trainer(sc, cfg, run_dir=run, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
+    before = [p.detach().clone() for p in tr.learner.algo.actor_params]
+    tr.train()
+    after = [p.detach().clone() for p in tr.learner.algo.actor_params]
+    report = tr.search_report
+    tr.close()
+    return sc, run, report, before, after
+
+
+def _moves(core, actions, step):
+    """(H, n, 2) bool: whether moving each action by ``step`` changes its bid price."""
+    out = np.zeros(actions.shape[:2] + (2,), dtype=bool)
+    core.reset(np.random.default_rng(0))
+    for t in range(actions.shape[0]):
+        a = actions[t]
+        for k in range(core.n):
+            for j in range(int(min(core.act_dims[k], 2))):
+                moved = a.copy()
+                moved[k, j] = np.clip(moved[k, j] + step, -1.0, 1.0)
+                p = core.bid_prices_for(np.stack([a, moved]))
+                role = 0 if core.act_dims[k] < 2 or a[k, j] <= a[k, 1 - j] else 1
+                out[t, k, j] = abs(p[0, k, role] - p[1, k, role]) > 1e-9
+        core.step(a[None])
+    return out
+
+
+def test_bid_prices_for_is_the_env_reading(tmp_path):
+    sc = envs.load_scenario("default")
+    core = envs.MarketCore(sc, plant_bids="undercut", storage_bids="two_sided", storage_prices="undercut",
+                           max_cycles=6)
+    rng = np.random.default_rng(1)
+    core.reset(rng)
+    for _ in range(6):
+        acts = rng.uniform(-1, 1, (5, core.n, core.max_act))
+        probe = core.bid_prices_for(acts)
+        for i in range(5):  # each profile alone, as a step reads it
+            one = core.build_bids(acts[i:i + 1], None)[4]
+            np.testing.assert_array_equal(probe[i], one[0])
+        core.step(acts[:1])
+    with pytest.raises(ValueError, match="one-copy"):
+        envs.MarketCore(sc, num_envs=2).bid_prices_for(np.zeros((1, core.n, core.max_act)))
+
+
+def test_centred_actions_bid_the_same_prices_away_from_the_edges(searched):
+    sc, run, *_ = searched
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "best",
+                                env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=False, refresh=False)
+    raw = actions_from_record(core, ev.record)
+    obs, centred, rec = centred_path(core, raw, seed=learner.generators.evaluation)
+    # the same path: clearing prices, profits and the observations the actors saw
+    np.testing.assert_allclose(rec.clearing_price, ev.record.clearing_price, atol=1e-9)
+    rep = Replay(core, sc, 0).run(centred)
+    np.testing.assert_allclose(rep["record"].clearing_price, ev.record.clearing_price, atol=1e-9)
+    np.testing.assert_allclose(rep["record"].supply_price, ev.record.supply_price, atol=1e-9)
+    assert obs.shape == (H, core.n, core.obs_dim) and np.isfinite(obs).all()
+    # rebuilt actions at a grid price sit near the top of its range (a step down of 1e-3
+    # keeps the price, a step up of 1e-3 changes it); centred, they keep it under steps of
+    # 4e-4 either way (the range is at least 1e-3 wide)
+    edge = ~_moves(core, raw, -1e-3) & _moves(core, raw, 1e-3)
+    assert edge.sum() > 10
+    assert not (edge & _moves(core, centred, 4e-4)).any()
+    assert not (edge & _moves(core, centred, -4e-4)).any()
+
+
+def test_distilled_actors_bid_the_profile_again(searched):
+    sc, run, *_ = searched
+    cfg = LearningConfig.from_dict(sc.learning_config)
+    learner, core = load_policy(sc, cfg, run / "policies" / "last", env_options={"max_cycles": H})
+    # a profile that is not the actors' own: the kept policy's episode
+    ev_best, _ = evaluate_policy(sc, cfg, run / "policies" / "best", env_options={"max_cycles": H})
+    target = actions_from_record(core, ev_best.record)
+    obs, centred, _ = centred_path(core, target, seed=learner.generators.evaluation)
+    ev0 = learner.evaluate(core, sc, analysis=False, refresh=False)
+    assert not np.allclose(ev0.record.clearing_price, ev_best.record.clearing_price, atol=1e-6)
+    distil(learner, obs, centred)
+    ev = learner.evaluate(core, sc, analysis=False, refresh=False)
+    np.testing.assert_allclose(ev.record.clearing_price, ev_best.record.clearing_price, atol=1e-9)
+    np.testing.assert_allclose(ev.agent_profit, ev_best.agent_profit, atol=1e-6)
+
+
+def test_the_search_after_training_keeps_a_better_policy(searched):
+    sc, run, report, before, after = searched
+    assert report is not None and report.startswith("profile_search: kept")
+    m = read_manifest(run / "policies" / "best")
+    info = m["trainer"]["profile_search"]
+    assert info["proposals"] == 30 and 1 <= info["kept"] <= 30 and info["reproduced"] is True
+    w0, w1 = info["largest_gain_share"]
+    assert w1 < w0
+    # the saved policy evaluates to what the manifest and the report say
+    ev, core = evaluate_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "best",
+                               env_options={"max_cycles": H})
+    assert _largest_gain_share(ev) == pytest.approx(w1, rel=1e-6)
+    assert m["metrics"]["exploitability"] == pytest.approx(ev.exploitability, rel=1e-9)
+    assert f"{w1:.3f}" in report
+    # the learner's own actors are those training left: the same as a run without the
+    # search (the search fits the kept policy's actors and puts the learner's back)
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + WIDE)
+    tr = Trainer(sc, cfg, run_dir=None, seed=0, progress=False, tensorboard=False, env_options={"max_cycles": H})
+    tr.train()
+    tr.close()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # training moved them
+    assert all(torch.equal(a, b.detach()) for a, b in zip(after, tr.learner.algo.actor_params))
+
+
+def test_the_search_is_off_at_zero_and_scores_as_documented(tmp_path):
+    sc = envs.load_scenario("default")
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY)
+    assert cfg.profile_search == 0
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
+                 env_options={"max_cycles": H})
+    tr.train()
+    tr.close()
+    assert tr.search_report is None
+    assert "profile_search" not in (read_manifest(tmp_path / "run" / "policies" / "best")["trainer"] or {})
+    p = {"br": np.array([100.0, 50.0]), "profit": np.array([90.0, 40.0])}
+    assert score(p, "worst") == pytest.approx((0.2, 20.0))
+    assert score(p, "both") == pytest.approx((0.2, 20.0))  # max(0.2, 20 / 130)
+    assert score({"br": np.array([100.0, 100.0]), "profit": np.array([80.0, 80.0])}, "both")[0] == pytest.approx(0.25)
+    assert score(p, "total") == pytest.approx((20.0, 0.2))
+
+
+def test_the_script_distils_into_a_checkpoint(searched, tmp_path, capsys):
+    sc, run, *_ = searched
+    mod = load_benchmark("search_policy_actions")
+    out = tmp_path / "distilled"
+    assert mod.main(["--policy", str(run / "policies" / "last"), "--hours", str(H), "--iterations", "15",
+                     "--seed", "4", "--distil", str(out)]) == 0
+    final = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")][-1]
+    d = final["distilled"]
+    assert d["reproduced"] is True and d["shares"] == final["shares"]
+    ev, _ = evaluate_policy(sc, LearningConfig.from_dict(sc.learning_config), out, env_options={"max_cycles": H})
+    assert ev.exploitability == pytest.approx(d["exploitability"], abs=1e-4)
+    assert read_manifest(out)["trainer"]["distilled_from"] == str(run / "policies" / "last")
+    with pytest.raises(SystemExit):
+        mod.main(["--policy", str(out), "--hours", str(H), "--iterations", "0", "--distil", str(out)])
+    # a start profile that does not replay the episode is refused with the reason
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), out, env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
+    with pytest.raises(ValueError, match="profits"):
+        start_profile(Replay(core, sc, 0), ev.record, np.asarray(ev.agent_profit) + 1.0)
