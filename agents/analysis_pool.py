@@ -65,10 +65,21 @@ class AnalysisPool:
         here after this process's share of the best responses and before the worker's
         answer is collected (only when the worker has a share): other work on the same
         record that would otherwise wait (e.g. the teacher's plant targets)."""
-        from envs.analysis import best_responses, exploitability_from
+        from envs.analysis import exploitability_from
 
-        agents = list(record.agents)
+        return exploitability_from(record, self.best_responses(record, record.agents, scenario,
+                                                               while_waiting=while_waiting))
+
+    def best_responses(self, record, agents, scenario=None, *, while_waiting=None) -> dict:
+        """:func:`envs.analysis.best_response` of each of ``agents`` (names) to ``record``,
+        split between this process and the worker as :meth:`exploitability` splits all of
+        them; returns ``{agent: BestResponse}``."""
+        from envs.analysis import best_responses
+
+        agents = list(agents)
         kw = {"scenario": scenario}
+        if not agents:
+            return {}
         if self._proc is None or len(agents) < 2:
             t0 = time.perf_counter()
             responses, seconds = best_responses(record, agents, **kw)
@@ -76,7 +87,7 @@ class AnalysisPool:
             if (self.enabled and self._proc is None and self.failure is None and len(agents) >= 2
                     and time.perf_counter() - t0 >= self.min_seconds):
                 self._start()  # used from the next analysis on
-            return exploitability_from(record, responses)
+            return responses
         mine, theirs = self._split(agents, record)
         sent = self._send((record, theirs, kw))
         self._last_record = record if sent else None
@@ -94,7 +105,7 @@ class AnalysisPool:
             responses.update(answer[0])
             seconds.update(answer[1])
         self._seconds.update(seconds)
-        return exploitability_from(record, responses)
+        return responses
 
     def call(self, name: str, *args, **kw) -> "PendingCall":
         """Start the function ``name`` of :data:`envs.analysis._WORKER_CALLS` (e.g.

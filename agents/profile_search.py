@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from envs.analysis import best_response, cold_offer_map, exploitability, storage_response_bids
+from envs.analysis import (_share, best_response, best_responses, cold_offer_map, recorded_profit,
+                           storage_response_bids)
 
 WINDOWS = (1, 2, 4, 8, 24, 48)
 SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
@@ -73,17 +74,36 @@ def actions_from_record(core, record) -> np.ndarray:
 
 class Replay:
     """Open-loop episodes of one market (``core``: one copy, recording; reset with
-    ``seed`` as the evaluation resets it) and their exact analysis (``exploitability_fn(record,
-    scenario)``, default :func:`envs.analysis.exploitability`; e.g. the trainer's
-    :meth:`agents.analysis_pool.AnalysisPool.exploitability`, the same figures on two cores)."""
+    ``seed`` as the evaluation resets it) and their exact analysis.
 
-    def __init__(self, core, scenario, seed: int, exploitability_fn: Callable | None = None):
+    ``responses_fn(record, agents, scenario)`` computes the best responses of ``agents``
+    (default :func:`envs.analysis.best_responses`; e.g. the trainer's
+    :meth:`agents.analysis_pool.AnalysisPool.best_responses`, the same on two cores).
+    :meth:`run` with ``prev``, the result of a replay of the same market, computes again
+    only the best responses of the learners whose opponents bid differently in some hour
+    (a best response depends on the others' bids and the market's fixed data, not on the
+    learner's own bids); the others keep ``prev``'s, rescored against their own new
+    profit as :func:`envs.analysis.exploitability_from` scores them."""
+
+    def __init__(self, core, scenario, seed: int, responses_fn: Callable | None = None):
         self.core, self.scenario, self.seed = core, scenario, seed
-        self.exploitability_fn = exploitability_fn
+        self.responses_fn = responses_fn
+        self.computed = 0  # best responses computed so far (the rest were reused)
 
-    def run(self, actions: np.ndarray) -> dict:
+    def _others_same(self, rec, old, k: int) -> bool:
+        s_own, d_own = rec.agent_supply_columns(k), rec.agent_demand_columns(k)
+        s = np.ones(rec.supply_price.shape[1], bool)
+        d = np.ones(rec.demand_price.shape[1], bool)
+        s[s_own], d[d_own] = False, False
+        return (np.array_equal(rec.supply_price[:, s], old.supply_price[:, s])
+                and np.array_equal(rec.supply_volume[:, s], old.supply_volume[:, s])
+                and np.array_equal(rec.demand_price[:, d], old.demand_price[:, d])
+                and np.array_equal(rec.demand_volume[:, d], old.demand_volume[:, d]))
+
+    def run(self, actions: np.ndarray, prev: dict | None = None) -> dict:
         """Replay ``actions`` ``(H, n, max_act)``; returns the actions, the record, each
-        learner's profit, best-response profit, share and gain per hour ``(n, H)``."""
+        learner's profit, best-response profit, share, best-response profit per hour and
+        gain per hour ``(n, H)``."""
         core = self.core
         core.reset(np.random.default_rng(self.seed))
         h = 0
@@ -91,15 +111,21 @@ class Replay:
             core.step(actions[h][None])
             h += 1
         rec = core.episode_record(0)
-        if self.exploitability_fn is None:
-            ex = exploitability(rec, scenario=self.scenario)
+        agents = list(rec.agents)
+        todo = [a for k, a in enumerate(agents) if prev is None or not self._others_same(rec, prev["record"], k)]
+        if self.responses_fn is None:
+            fresh = best_responses(rec, todo, scenario=self.scenario)[0] if todo else {}
         else:
-            ex = self.exploitability_fn(rec, self.scenario)
-        profit = np.asarray(ex.recorded_profit, dtype=float)
-        br = np.asarray(ex.best_response_profit, dtype=float)
-        gain_h = np.stack([ex.responses[a].gain_per_hour for a in ex.agents])  # (n, H)
+            fresh = self.responses_fn(rec, todo, self.scenario)
+        self.computed += len(todo)
+        best_h = np.stack([fresh[a].best_profit_per_hour if a in fresh else prev["best_per_hour"][k]
+                           for k, a in enumerate(agents)])
+        rec_h = np.stack([recorded_profit(rec, k) for k in range(len(agents))])
+        profit = rec_h.sum(axis=1)
+        br = np.maximum(best_h.sum(axis=1), profit)  # as exploitability_from: never below the recorded profit
         return {"actions": actions, "record": rec, "profit": profit, "br": br,
-                "share": np.asarray(ex.share, dtype=float), "gain_per_hour": gain_h}
+                "share": np.array([_share(r, b) for r, b in zip(profit, br)]),
+                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h}
 
 
 OBJECTIVES = ("worst", "both", "total")
@@ -201,7 +227,7 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     best, kept = start, 0
     for it in range(1, int(iterations) + 1):
         actions, what, k = propose(best, replay.core, replay.scenario, rng, focus)
-        cand = replay.run(actions)
+        cand = replay.run(actions, prev=best)
         better = score(cand, objective) < score(best, objective)
         if better:
             best, kept = cand, kept + 1

@@ -855,7 +855,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     opt = learner.algo.actor_optimizer
     opt_state, lr = copy.deepcopy(opt.state_dict()), learner.algo.learning_rate
     pool = learner.analysis_pool
-    fn = None if pool is None else (lambda rec, sc: pool.exploitability(rec, sc))
+    fn = None if pool is None else (lambda rec, agents, sc: pool.best_responses(rec, agents, sc))
     kept_info = None
     with _actors_restored(learner):
         try:
@@ -866,7 +866,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
             ev0 = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
             if ev0.br_profit is None:
                 return None, None
-            replay = Replay(eval_core, scenario, learner.generators.evaluation, exploitability_fn=fn)
+            replay = Replay(eval_core, scenario, learner.generators.evaluation, responses_fn=fn)
             try:
                 start = start_profile(replay, ev0.record, ev0.agent_profit)
             except ValueError as exc:

@@ -104,6 +104,7 @@ def test_defaults():
         tie_below_cost_fallback=True,
         actor_mix_fallback="auto",
         actor_mix_evaluations=36,
+        profile_search=0,
         best_policy_interval="auto",
         critic_reward_scale=1.0,
         regret_scale=0.0,

@@ -175,3 +175,31 @@ def test_the_script_distils_into_a_checkpoint(searched, tmp_path, capsys):
     ev = learner.evaluate(core, sc, analysis=True, refresh=False)
     with pytest.raises(ValueError, match="profits"):
         start_profile(Replay(core, sc, 0), ev.record, np.asarray(ev.agent_profit) + 1.0)
+
+
+def test_reused_best_responses_score_as_a_full_analysis(searched):
+    """Each proposal recomputes only the best responses of learners whose opponents bid
+    differently; the figures must equal a full analysis of the same actions."""
+    from agents.profile_search import propose
+    from envs.analysis import exploitability
+
+    sc, run, *_ = searched
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
+                                env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
+    rep = Replay(core, sc, learner.generators.evaluation)
+    p = start_profile(rep, ev.record, ev.agent_profit)
+    rng = np.random.default_rng(7)
+    reused = 0
+    for _ in range(12):
+        actions, _, _ = propose(p, core, sc, rng)
+        before = rep.computed
+        q = rep.run(actions, prev=p)
+        reused += core.n - (rep.computed - before)
+        ex = exploitability(q["record"], scenario=sc)
+        np.testing.assert_allclose(q["profit"], ex.recorded_profit, rtol=1e-12, atol=1e-6)
+        np.testing.assert_allclose(q["br"], ex.best_response_profit, rtol=1e-12, atol=1e-6)
+        for k, a in enumerate(ex.agents):
+            np.testing.assert_allclose(q["gain_per_hour"][k], ex.responses[a].gain_per_hour, atol=1e-6)
+        p = q
+    assert reused > 0  # some proposals left a learner's opponents as they were
