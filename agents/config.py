@@ -599,22 +599,22 @@ class LearningConfig:
     profile_search: int = 0
     """After training and the fallbacks above: this many proposals of a local search over
     the kept policy's evaluation episode, read as a profile of open-loop env actions
-    (:mod:`agents.profile_search`: one learner's prices changed in a window of hours,
-    around the hours where the learner with the largest share of gain gains, each change
-    kept only where the largest gain from deviating alone, as a share of that learner's
-    exact best-response profit, falls); then the actors are fitted to the best profile
-    found (:mod:`agents.distil`: each bid at the middle of the range of actions the env
-    reads as its price, so that the closed-loop evaluation bids it again exactly) and,
-    where their evaluation has a lower largest share of gain than `policies/best`, they
-    replace it (its manifest records `trainer.profile_search`). Each proposal costs one
-    episode and its exact analysis (`default`: about 0.6-1.2 s on two cores), so it is
-    off by default: on `default` about 600 proposals (some 8-10 minutes) lift every
-    learner to 0.90 of its best response where training alone leaves `plant_ccgt-2` at
-    0.82-0.87 (benchmarks/RESULTS.md, thirty-seventh round). The learned actors then bid
-    the searched profile on the episode they were fitted to; elsewhere they are what the
-    fit left of them. Needs the per-evaluation analysis, a run folder, units whose bids
-    can be rebuilt as actions (two-sided storage), the plain training loop. 0: off.
-    Must be >= 0. Default: 0."""
+    (:mod:`agents.profile_search`: one learner's prices changed in a window of hours
+    around the hours where the worst-off learner gains, or a plant's run or shutdown
+    bridged; each change kept only where the larger of two figures falls: the largest
+    gain from deviating alone as a share of that learner's exact best-response profit,
+    and the exploitability). Then the actors are fitted to the best profile found
+    (:mod:`agents.distil`: each bid at the middle of the range of actions the env reads as
+    its price, so that the closed-loop evaluation bids it again exactly) and, where their
+    evaluation scores better by the same figure than `policies/best`, they replace it (its
+    manifest records `trainer.profile_search`). Each proposal costs one episode and the
+    exact best responses of the learners whose opponents' bids it changed (`default`:
+    about 0.4 s on two cores), so it is off by default; see benchmarks/RESULTS.md,
+    thirty-seventh round, for what it does on `default`. The actors then bid the searched
+    profile on the episode they were fitted to; elsewhere they are what the fit left of
+    them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
+    rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.
+    Default: 0."""
 
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic

@@ -18,7 +18,9 @@ The changes:
   best response (the teacher's storage targets);
 * its prices (both, the lower or the higher) move by 0.5, 2 or 5 EUR/MWh, either way;
 * a plant stays out (both offers at the bid cap) or stays on (its inflexible part at the
-  bid floor) in the window.
+  bid floor) in the window;
+* a plant runs through one of its shutdowns between two runs, or stays out over one of
+  its runs between two shutdowns (stretches of at most 48 hours, shorter ones likelier).
 
 It is a heuristic over open-loop actions, not a solver: it finds profiles near the
 policy's that the env's own actions bid; :mod:`agents.distil` turns one into actors.
@@ -154,6 +156,21 @@ def row(p: dict, agents) -> dict:
             "shares": {a: round(float(s), 4) if np.isfinite(s) else None for a, s in zip(agents, p["share"])}}
 
 
+def _runs(record, k: int, longest: int = 48) -> list[tuple[int, int, bool]]:
+    """Plant ``k``'s stretches of ``record`` between two of the other kind: ``(first hour,
+    end, off)`` for each shutdown between two runs and each run between two shutdowns, of
+    at most ``longest`` hours."""
+    on = record.supply_accepted[:, record.agent_supply_columns(k)].sum(axis=1) > 0
+    edges = np.flatnonzero(np.diff(on.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], edges, [on.size]])
+    out = []
+    for i in range(1, bounds.size - 2):  # neither the first nor the last stretch
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        if b - a <= longest:
+            out.append((a, b, not bool(on[a])))
+    return out
+
+
 def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gain") -> tuple[np.ndarray, str, int]:
     """One changed copy of ``p``'s actions, what changed and whose."""
     gain = np.clip(p["br"] - p["profit"], 0.0, None)
@@ -200,6 +217,19 @@ def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gai
             B[hrs, k, 0] = -1.0
             B[hrs, k, 1] = np.maximum(B[hrs, k, 1], B[hrs, k, 0])
         what = "stays out" if out else "stays on"
+    elif r < 0.65 and kind == "plant" and _runs(p["record"], k):
+        # a whole stretch of its own schedule: run through a shutdown between two runs, or
+        # stay out over a run between two shutdowns (a start less either way)
+        runs = _runs(p["record"], k)
+        wt = np.array([1.0 / (b - a) for a, b, _ in runs])
+        a0, b0, off = runs[int(rng.choice(len(runs), p=wt / wt.sum()))]
+        t, W = a0, b0 - a0
+        if off:
+            B[a0:b0, k, 0] = -1.0
+            B[a0:b0, k, 1] = np.maximum(B[a0:b0, k, 1], B[a0:b0, k, 0])
+        else:
+            B[a0:b0, k, :2] = 1.0
+        what = "runs through a shutdown" if off else "stays out of a run"
     else:
         d = float(rng.choice(SHIFTS))
         step = d / mbp * (2.0 if kind == "storage" else 1.0)  # storage actions span half the price range

@@ -818,11 +818,17 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
     return taken, report
 
 
-def _largest_gain_share(ev: EvalResult) -> float:
-    """The largest gain from deviating alone as a share of that learner's best-response
-    profit (the profile search's objective)."""
-    gain = np.asarray(ev.br_profit, dtype=float) - np.asarray(ev.agent_profit, dtype=float)
-    return float(np.max(gain / np.maximum(np.abs(np.asarray(ev.br_profit, dtype=float)), 1.0)))
+def _search_score(ev: EvalResult) -> tuple[float, float]:
+    """An evaluation scored as the profile search scores a profile (objective "both"):
+    ``(max(largest gain share, exploitability), total gain)``."""
+    from .profile_search import score
+
+    return score({"br": np.asarray(ev.br_profit, dtype=float), "profit": np.asarray(ev.agent_profit, dtype=float)},
+                 SEARCH_OBJECTIVE)
+
+
+#: what ``profile_search`` lowers (:func:`agents.profile_search.score`)
+SEARCH_OBJECTIVE = "both"
 
 
 def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
@@ -832,8 +838,9 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     :func:`agents.profile_search.search` over its evaluation episode for
     ``profile_search`` proposals (generator seeded by the run's seed; the analysis on two
     cores where the learner has a pool), fit the actors to the best profile found
-    (:func:`agents.distil.distil`) and evaluate them; where their largest share of gain
-    is lower than ``policies/best``'s, save them as ``policies/best`` (manifest:
+    (:func:`agents.distil.distil`) and evaluate them; where they score better by the
+    search's objective (:data:`SEARCH_OBJECTIVE`: the larger of the largest gain share and
+    the exploitability) than ``policies/best``, save them as ``policies/best`` (manifest:
     ``trainer.profile_search``, with the readings kept). The learner's own actors and
     their optimizer are left as they were. Returns what was kept (``None``: nothing) and
     a one-line report (``None`` when nothing was tried: the key is 0, no analysis, no run
@@ -886,26 +893,30 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                     bar.set_postfix({"kept": state["kept"],
                                      "worst": f"{1.0 - float(np.max(gain / np.maximum(np.abs(new['br']), 1.0))):.3f}"})
             found, kept = search(replay, start, cfg.profile_search,
-                                 np.random.default_rng([int(learner.seed), 0x5EA7C4]), on_step=step)
+                                 np.random.default_rng([int(learner.seed), 0x5EA7C4]), objective=SEARCH_OBJECTIVE,
+                                 on_step=step)
             bar.close()
-            w0 = _largest_gain_share(ev0)
+            w0 = _search_score(ev0)
             if kept == 0:
-                report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the largest share of "
-                          f"gain ({w0:.3f}), kept as it was ({time.perf_counter() - t0:.0f} s)")
+                report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the larger of the "
+                          f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was "
+                          f"({time.perf_counter() - t0:.0f} s)")
             else:
                 obs, targets, _ = centred_path(eval_core, found["actions"], seed=learner.generators.evaluation)
                 loss = distil(learner, obs, targets, learning_rate=cfg.learning_rate, seed=learner.seed)
                 ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
-                w1 = _largest_gain_share(ev)
+                w1 = _search_score(ev)
                 same = bool(np.allclose(ev.record.clearing_price, found["record"].clearing_price, atol=1e-9))
                 m0, m = ev0.metrics(), ev.metrics()
+                s0, s1 = (np.asarray(e.br_share, dtype=float) for e in (ev0, ev))
                 what = (f"{kept} of {cfg.profile_search} proposals kept; the fitted actors "
                         f"{'bid the profile found' if same else 'do not bid the profile found exactly'} "
-                        f"(imitation loss {loss:.2g}): largest share of gain {w0:.3f} -> {w1:.3f}, "
-                        f"exploitability {m0['exploitability']:.3f} -> {m['exploitability']:.3f}")
+                        f"(imitation loss {loss:.2g}): exploitability {m0['exploitability']:.3f} -> "
+                        f"{m['exploitability']:.3f}, lowest share of the best response {np.nanmin(s0):.3f} -> "
+                        f"{np.nanmin(s1):.3f}")
                 if w1 < w0:
                     kept_info = {"proposals": int(cfg.profile_search), "kept": int(kept), "reproduced": same,
-                                 "largest_gain_share": [round(w0, 6), round(w1, 6)]}
+                                 "objective": SEARCH_OBJECTIVE, "score": [round(w0[0], 6), round(w1[0], 6)]}
                     earlier = {k: info[k] for k in _KEPT_READINGS if k in info}  # the fallbacks' choices
                     recorder.save("best", {**m, "profile_search": int(kept)}, episode=manifest.get("episode"),
                                   trainer_info={**earlier, "profile_search": kept_info})

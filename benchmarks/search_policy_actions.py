@@ -1,29 +1,35 @@
 """Local search over a kept policy's own env actions, for the worst learner's share of its
-exact best response.
+exact best response; optionally distilled into the policy's actors.
 
     PYTHONPATH=$PWD python benchmarks/search_policy_actions.py --policy RUN/policies/best
-        [--scenario default] [--iterations 1500] [--seed 0] [--objective worst|total]
-        [--hours N] [--out actions.npz] [--start actions.npz]
+        [--scenario default] [--iterations 1500] [--seed 0] [--objective worst|both|total]
+        [--focus gain|uniform] [--hours N] [--out actions.npz] [--start actions.npz]
+        [--distil NEW_POLICY_FOLDER]
 
 It answers one question about a goal such as "every learner earns at least 0.90 of its
 exact best-response profit": is there a profile that the env's *own actions* can bid
 (the plants' offer grid, the storage's two-sided bids, the readings the checkpoint
 records) and that meets it, near what training found? ``search_low_gain.py`` asks the
-same with exact prices, which the env's grid cannot always bid. This is a heuristic (a
-local search over one episode's open-loop actions), not a solver and not a policy: it can
-show that such a profile exists near the policy, not that none does.
+same with exact prices, which the env's grid cannot always bid. The search is a heuristic
+(a local search over one episode's open-loop actions, :mod:`agents.profile_search`), not a
+solver: it can show that such a profile exists near the policy, not that none does. With
+``--distil`` the profile becomes a policy again (:mod:`agents.distil`).
 
 1. Start: the actions of ``--policy`` in its deterministic evaluation episode
-   (``agents.trainer.evaluate_policy``), rebuilt from the bids its record holds and replayed on
+   (``agents.trainer.load_policy``), rebuilt from the bids its record holds and replayed on
    the same market; the script stops with an error where the replay does not reproduce
    the episode's clearing prices and profits. ``--start`` continues from the actions of an
    earlier ``--out`` instead (the same policy's market and readings).
 2. Each step proposes one change and keeps it only where the objective falls:
    ``--objective worst`` (default) the largest gain from deviating alone as a share of that
-   learner's best-response profit, ties broken by the total gain; ``--objective total``
-   the total gain, ties broken by the largest share. Gains are scored as training scores
-   its evaluations (``envs.analysis.exploitability``). A learner is drawn with weight
-   (its gain share)^2, a window of 1–48 hours at random, and one of:
+   learner's best-response profit, ties broken by the total gain; ``both`` the larger of
+   that and the exploitability; ``total`` the total gain, ties broken by the largest
+   share. Gains are scored as training scores its evaluations
+   (``envs.analysis.exploitability``; a best response whose opponents bid as before is
+   reused). A learner is drawn with weight (its gain share)^2, a window of 1–48 hours
+   (``--focus gain``, the default: around an hour drawn by that learner's gain in it, the
+   change made by it or, half the time, another learner; ``uniform``: anywhere, by it),
+   and one of:
 
    * a plant adopts its best response within the env's offer grid in the window (the
      best-response teacher's plant targets); a storage unit the two-sided bids of its
@@ -34,6 +40,12 @@ show that such a profile exists near the policy, not that none does.
 3. Output: one JSON line per kept step and every 100 steps, a final line, and with
    ``--out`` the best actions ``(H, n, max_act)`` with their profits and best-response
    profits (``.npz``, written atomically after every kept step and at the end).
+4. ``--distil DIR``: the policy's actors fitted to the best profile (each bid at the
+   middle of the range of actions the env reads as its price), evaluated in closed loop
+   and saved as the checkpoint ``DIR`` (its manifest says where it comes from); the final
+   line adds their figures and whether they bid the profile exactly (``reproduced``).
+   The training script does the same after training with the config key
+   ``profile_search``.
 """
 
 from __future__ import annotations

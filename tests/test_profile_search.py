@@ -23,7 +23,7 @@ from agents.checkpoint import read_manifest
 from agents.config import LearningConfig
 from agents.distil import centred_path, distil
 from agents.profile_search import Replay, actions_from_record, score, start_profile
-from agents.trainer import Trainer, _largest_gain_share, evaluate_policy, load_policy
+from agents.trainer import Trainer, _search_score, evaluate_policy, load_policy
 
 WIDE = ["actor_hidden_sizes=[64,64]"]  # TINY's 16 units cannot hold 48 hours of bids exactly
 
@@ -111,8 +111,11 @@ def test_distilled_actors_bid_the_profile_again(searched):
     assert not np.allclose(ev0.record.clearing_price, ev_best.record.clearing_price, atol=1e-6)
     distil(learner, obs, centred)
     ev = learner.evaluate(core, sc, analysis=False, refresh=False)
+    # every hour clears at the profile's price; bids in a range of prices without grid
+    # points (e.g. near the cap) come back to about 0.01 EUR/MWh, which can move a tie's
+    # split: the profits to within a percent
     np.testing.assert_allclose(ev.record.clearing_price, ev_best.record.clearing_price, atol=1e-9)
-    np.testing.assert_allclose(ev.agent_profit, ev_best.agent_profit, atol=1e-6)
+    np.testing.assert_allclose(ev.agent_profit, ev_best.agent_profit, rtol=0.02, atol=1.0)
 
 
 def test_the_search_after_training_keeps_a_better_policy(searched):
@@ -121,14 +124,15 @@ def test_the_search_after_training_keeps_a_better_policy(searched):
     m = read_manifest(run / "policies" / "best")
     info = m["trainer"]["profile_search"]
     assert info["proposals"] == 30 and 1 <= info["kept"] <= 30 and info["reproduced"] is True
-    w0, w1 = info["largest_gain_share"]
+    assert info["objective"] == "both"
+    w0, w1 = info["score"]
     assert w1 < w0
     # the saved policy evaluates to what the manifest and the report say
     ev, core = evaluate_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "best",
                                env_options={"max_cycles": H})
-    assert _largest_gain_share(ev) == pytest.approx(w1, rel=1e-6)
+    assert _search_score(ev)[0] == pytest.approx(w1, rel=1e-6)
     assert m["metrics"]["exploitability"] == pytest.approx(ev.exploitability, rel=1e-9)
-    assert f"{w1:.3f}" in report
+    assert f"-> {ev.exploitability:.3f}" in report
     # the learner's own actors are those training left: the same as a run without the
     # search (the search fits the kept policy's actors and puts the learner's back)
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + WIDE)
