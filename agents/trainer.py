@@ -903,6 +903,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                           f"({time.perf_counter() - t0:.0f} s)")
             else:
                 obs, targets, _ = centred_path(eval_core, found["actions"], seed=learner.generators.evaluation)
+                opt.state.clear()  # a fresh Adam: training's moments would steer the fit
                 loss = distil(learner, obs, targets, learning_rate=cfg.learning_rate, seed=learner.seed)
                 ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
                 w1 = _search_score(ev)

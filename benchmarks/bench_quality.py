@@ -135,6 +135,8 @@ def train_and_score(sc, seed: int, overrides: list[str], eq=None) -> dict:
         row["tie_below_cost"] = tr.tie_report
     if tr.mix_report is not None:  # actor_mix_fallback tried
         row["actor_mix"] = tr.mix_report
+    if tr.search_report is not None:  # profile_search ran
+        row["profile_search"] = tr.search_report
     fe = tr.fit_evaluation
     if fe is not None and "br_share" in fe:  # the actors right after the equilibrium teacher's fit
         row["fit_evaluation"] = [-1, round(fe["br_share"], 4), round(fe["exploitability"], 4), round(fe["reward"], 6),
