@@ -609,7 +609,7 @@ class LearningConfig:
     evaluation scores better by the same figure than `policies/best`, they replace it (its
     manifest records `trainer.profile_search`). Each proposal costs one episode and the
     exact best responses of the learners whose opponents' bids it changed (`default`:
-    about 0.4 s on two cores), so it is off by default; see benchmarks/RESULTS.md,
+    about 0.6 s on two cores), so it is off by default; see benchmarks/RESULTS.md,
     thirty-seventh round, for what it does on `default`. The actors then bid the searched
     profile on the episode they were fitted to; elsewhere they are what the fit left of
     them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
