@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .matd3 import _IMITATION_CLIP
+
 #: points of the probe over the action range [-1, 1] per hour (a step of 0.1 % of it)
 PROBE_POINTS = 2001
 #: imitation steps of :func:`distil` at the full learning rate (half as many follow at a
@@ -49,8 +51,10 @@ def centred_path(core, actions: np.ndarray, *, seed: int = 0,
     ``seed``) and return ``(obs, centred, record)``: the observations ``(H, n, obs_dim)``
     (float32) the actors see along the path, the actions with each unit's lower and
     higher price moved to the middle of the range of actions the env reads as the same
-    price in that hour (probed on ``points`` values in [-1, 1]; an action whose price no
-    other probed action gives, e.g. a price above every rule offer, stays as it is), and
+    price in that hour (probed on ``points`` values in [-1, 1], of which those an
+    imitation target can reach, :data:`agents.matd3._IMITATION_CLIP`; an action whose
+    price no other such action gives, e.g. a price above every rule offer, stays as it
+    is), and
     the episode's record (``core.recording`` must be on). The centred actions bid the
     same prices, so they follow the same path."""
     actions = np.asarray(actions, dtype=float)
@@ -90,7 +94,8 @@ def centred_path(core, actions: np.ndarray, *, seed: int = 0,
             for k in range(n):
                 if dims[k] == 0 or (role == 1 and one[k]):
                     continue
-                same = np.abs(price[:P, k, role] - price[P, k, role]) <= 1e-9
+                # within the actions an actor can be taught (its targets are clipped there)
+                same = (np.abs(price[:P, k, role] - price[P, k, role]) <= 1e-9) & (np.abs(grid) <= _IMITATION_CLIP)
                 c = _runs_centre(grid, same, own[k])
                 if c is not None:  # into the dimension that holds this price
                     j = 0 if one[k] else (role if a[k, 0] <= a[k, 1] else 1 - role)

@@ -858,7 +858,6 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     from .distil import centred_path, distil
     from .profile_search import Replay, search, start_profile
 
-    t0 = time.perf_counter()
     opt = learner.algo.actor_optimizer
     opt_state, lr = copy.deepcopy(opt.state_dict()), learner.algo.learning_rate
     pool = learner.analysis_pool
@@ -899,8 +898,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
             w0 = _search_score(ev0)
             if kept == 0:
                 report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the larger of the "
-                          f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was "
-                          f"({time.perf_counter() - t0:.0f} s)")
+                          f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was")
             else:
                 obs, targets, _ = centred_path(eval_core, found["actions"], seed=learner.generators.evaluation)
                 opt.state.clear()  # a fresh Adam: training's moments would steer the fit
@@ -924,9 +922,9 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                     by = best_metric(cfg.best_policy_metric, m, recorder.best)
                     if by in m:
                         recorder.best[by] = float(m[by])
-                    report = f"profile_search: kept, {what} ({time.perf_counter() - t0:.0f} s)"
+                    report = f"profile_search: kept, {what}"
                 else:
-                    report = f"profile_search: not kept, {what} ({time.perf_counter() - t0:.0f} s)"
+                    report = f"profile_search: not kept, {what}"
         finally:
             opt.load_state_dict(opt_state)
             learner.algo.set_learning_rate(lr)

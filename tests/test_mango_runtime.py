@@ -191,18 +191,22 @@ def assert_same_run_folder(a, b):
     assert sa == sb and any(t.startswith("losses/") for t in sa) and any(t.startswith("eval/") for t in sa)
 
 
-def test_one_container_writes_the_loop_run_folder(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["profile_search=8"]])
+def test_one_container_writes_the_loop_run_folder(tmp_path, extra):
     """The same run folder, file by file and value by value, from the plain loop (what
-    ``train.py`` runs) and from one mango container (``train.py --runtime mango``)."""
+    ``train.py`` runs) and from one mango container (``train.py --runtime mango``); with
+    ``profile_search`` both search after training and keep the same policy."""
     sc = load_scenario("tiny")
-    cfg = config(sc, "training_episodes=3")
+    cfg = config(sc, "training_episodes=3", *extra)
     tr = Trainer(sc, cfg, run_dir=tmp_path / "loop", seed=4, progress=False)
     try:
         tr.finish(tr.train(), plots=False)
     finally:
         tr.close()
     assert run_mango_training(sc, cfg, tmp_path / "mango", seed=4, progress=False, plots=False) == 0
-    assert json.loads((tmp_path / "mango" / "summary.json").read_text())["runtime"]["kind"] == "mango"
+    summary = json.loads((tmp_path / "mango" / "summary.json").read_text())
+    assert summary["runtime"]["kind"] == "mango"
+    assert ("profile_search" in summary) == bool(extra)
     assert_same_run_folder(tmp_path / "loop", tmp_path / "mango")
 
 
