@@ -54,9 +54,8 @@ def centred_path(core, actions: np.ndarray, *, seed: int = 0,
     price in that hour (probed on ``points`` values in [-1, 1], of which those an
     imitation target can reach, :data:`agents.matd3._IMITATION_CLIP`; an action whose
     price no other such action gives, e.g. a price above every rule offer, stays as it
-    is), and
-    the episode's record (``core.recording`` must be on). The centred actions bid the
-    same prices, so they follow the same path."""
+    is), and the episode's record (``core.recording`` must be on). The centred actions
+    bid the same prices, so they follow the same path."""
     actions = np.asarray(actions, dtype=float)
     H, n, m = actions.shape
     if core.B != 1:
