@@ -108,11 +108,25 @@ def distil(learner, obs: np.ndarray, targets: np.ndarray, *, steps: int = DISTIL
     """Fit every actor of ``learner`` to ``targets`` ``(H, n, max_act)`` at observations
     ``obs`` ``(H, n, obs_dim)``: imitation only (:meth:`agents.learner.Learner.fit_rows`,
     batches drawn by a generator seeded with ``seed``), ``steps`` steps at
-    ``learning_rate``, then ``steps // 2`` at a tenth of it; the actors' optimizer keeps
-    ``learning_rate`` afterwards. Returns the last imitation loss."""
+    ``learning_rate``, then ``steps // 2`` at a tenth of it, from a fresh Adam state (the
+    actors' optimizer keeps that state and ``learning_rate`` afterwards). Returns the last
+    imitation loss."""
     data = [(np.asarray(obs, dtype=np.float32), np.asarray(targets, dtype=np.float32))]
     weight = np.ones(learner.n)
     rng = np.random.default_rng([int(seed), 0xD15])
+    learner.algo.actor_optimizer.state.clear()  # a fresh Adam: training's moments keep the fit off the profile
     learner.algo.set_learning_rate(learning_rate)
     learner.fit_rows(data, weight, int(steps), 1.0, rng=rng)
     return learner.fit_rows(data, weight, max(1, int(steps) // 2), 0.1, rng=rng)
+
+
+def distil_profile(learner, core, scenario, profile: dict, *, learning_rate: float = 1e-3, seed: int = 0):
+    """Fit ``learner``'s actors to ``profile`` (a :meth:`agents.profile_search.Replay.run`
+    result on the one-copy evaluation ``core``): :func:`centred_path`, :func:`distil`, then
+    one evaluation with the exact analysis. Returns ``(evaluation, imitation loss, whether
+    the actors bid the profile's clearing prices in every hour)``."""
+    obs, targets, _ = centred_path(core, profile["actions"], seed=learner.generators.evaluation)
+    loss = distil(learner, obs, targets, learning_rate=learning_rate, seed=seed)
+    ev = learner.evaluate(core, scenario, analysis=True, refresh=False)
+    same = bool(np.allclose(ev.record.clearing_price, profile["record"].clearing_price, atol=1e-9))
+    return ev, loss, same

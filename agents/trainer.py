@@ -855,7 +855,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
 
     from tqdm.auto import tqdm
 
-    from .distil import centred_path, distil
+    from .distil import distil_profile
     from .profile_search import Replay, search, start_profile
 
     opt = learner.algo.actor_optimizer
@@ -900,12 +900,9 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                 report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the larger of the "
                           f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was")
             else:
-                obs, targets, _ = centred_path(eval_core, found["actions"], seed=learner.generators.evaluation)
-                opt.state.clear()  # a fresh Adam: training's moments would steer the fit
-                loss = distil(learner, obs, targets, learning_rate=cfg.learning_rate, seed=learner.seed)
-                ev = learner.evaluate(eval_core, scenario, analysis=True, refresh=False)
+                ev, loss, same = distil_profile(learner, eval_core, scenario, found, learning_rate=cfg.learning_rate,
+                                                seed=learner.seed)
                 w1 = _search_score(ev)
-                same = bool(np.allclose(ev.record.clearing_price, found["record"].clearing_price, atol=1e-9))
                 m0, m = ev0.metrics(), ev.metrics()
                 s0, s1 = (np.asarray(e.br_share, dtype=float) for e in (ev0, ev))
                 what = (f"{kept} of {cfg.profile_search} proposals kept; the fitted actors "

@@ -153,12 +153,9 @@ def distil_into(learner, core, scenario, profile: dict, policy: Path, out: Path)
     save them as the checkpoint ``out`` (the policy's manifest, with what was done);
     returns the evaluation's figures and whether it reproduced the profile."""
     from agents.checkpoint import read_manifest
-    from agents.distil import centred_path, distil
+    from agents.distil import distil_profile
 
-    obs, targets, _ = centred_path(core, profile["actions"], seed=learner.generators.evaluation)
-    loss = distil(learner, obs, targets)
-    ev = learner.evaluate(core, scenario, analysis=True, refresh=False)
-    same = bool(np.allclose(ev.record.clearing_price, profile["record"].clearing_price, atol=1e-9))
+    ev, loss, same = distil_profile(learner, core, scenario, profile)
     info = {"exploitability": round(float(ev.exploitability), 4), "reproduced": same,
             "imitation_loss": float(loss),
             "shares": {a: round(float(s), 4) for a, s in zip(core.agents, np.asarray(ev.br_share, dtype=float))}}
