@@ -231,6 +231,9 @@ class RunRecorder:
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
+                # the event files of earlier runs in this directory (a resumed run's purge
+                # must sort after them: restore)
+                self._earlier_event_files = sorted((self.run_dir / "tb").glob("events.out.tfevents.*"))
                 self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
     # ------------------------------------------------------------------ policies
@@ -406,6 +409,7 @@ class RunRecorder:
 
             log_dir = self.writer.log_dir
             self.writer.close()
+            _start_after(self._earlier_event_files)
             self.writer = SummaryWriter(log_dir, purge_step=int(self.learner.episode))
 
     def guard_best(self) -> list[str]:
@@ -542,3 +546,28 @@ def finish_run(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval
         if best is not None and best.exists():
             echo(f"evaluate:    python train.py evaluate --policy {best}")
     return summary
+
+
+def _start_after(event_files: list[Path]) -> None:
+    """Wait (at most two seconds) until a new TensorBoard event file sorts after
+    ``event_files``.
+
+    TensorBoard reads a run's event files in name order, and a name starts with the
+    creation time in whole seconds followed by the host, process id and a per-process
+    counter. Two files made in the same second can therefore sort in either order (the
+    counter "10" sorts before "9"), and a purge written by the newer file would be read
+    before the steps it should drop. Starting the new file in a later second keeps the
+    order by time."""
+    import time
+
+    stamps = []
+    for f in event_files:
+        part = f.name.split(".")[3]
+        if part.isdigit():
+            stamps.append(int(part))
+    if not stamps:
+        return
+    wait = max(stamps) + 1 - time.time()
+    if 0 < wait <= 2:  # a file from the future (clock change) is not worth waiting for
+        time.sleep(wait)
+

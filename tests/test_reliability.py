@@ -1345,7 +1345,10 @@ def test_evaluate_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 
 def test_resume_purges_tensorboard_steps_logged_after_the_state(tmp_path):
     """Killed after episode 2 logged but before its state.pt: the resumed run logs episode 2
-    again, and TensorBoard keeps one value per step."""
+    again, and TensorBoard keeps one value per step, also when the first run's event file
+    was made in the same second as the resumed run's (TensorBoard reads files in name
+    order; a name starts with the second, then host, process id and a per-process counter,
+    and "10" sorts before "9": this failed in CI once)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from agents.trainer import Trainer
@@ -1370,6 +1373,11 @@ def test_resume_purges_tensorboard_steps_logged_after_the_state(tmp_path):
     shutil.move(tmp_path / "keep.pt", tmp_path / STATE_NAME)
     state = read_run_state(tmp_path)
     assert state["episode"] == 2
+    # the first run's file as if made in the second the resumed run starts (a second late)
+    (first,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    parts = first.name.split(".")
+    parts[3] = "%010d" % (int(time.time()) + 1)
+    first.rename(first.with_name(".".join(parts)))
     r = Trainer(sc, cfg, run_dir=tmp_path, progress=False, analysis=False, resume=state)
     r.train()
     r.close()
