@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from envs.analysis import (_share, best_response, best_responses, cold_offer_map, recorded_profit,
-                           storage_response_bids)
+from envs.analysis import (_share, best_response, best_responses, cold_offer_map, plant_best_profit,
+                           plant_hour_values, recorded_profit, storage_response_bids)
 
 WINDOWS = (1, 2, 4, 8, 24, 48)
 SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
@@ -102,10 +102,55 @@ class Replay:
                 and np.array_equal(rec.demand_price[:, d], old.demand_price[:, d])
                 and np.array_equal(rec.demand_volume[:, d], old.demand_volume[:, d]))
 
-    def run(self, actions: np.ndarray, prev: dict | None = None) -> dict:
+    def _responses(self, rec, agents: list[str]) -> dict:
+        if not agents:
+            return {}
+        self.computed += len(agents)
+        if self.responses_fn is None:
+            return best_responses(rec, agents, scenario=self.scenario)[0]
+        return self.responses_fn(rec, agents, self.scenario)
+
+    @staticmethod
+    def _changed_hours(rec, old) -> np.ndarray:
+        """The hours in which some bid of ``rec`` differs from ``old``'s (or the demand)."""
+        diff = rec.fixed_demand != old.fixed_demand
+        for name in ("supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume", "demand_cost"):
+            diff |= (getattr(rec, name) != getattr(old, name)).any(axis=1)
+        return np.flatnonzero(diff)
+
+    def _plant_responses(self, rec, ks: list[int], values: dict) -> dict:
+        """The plants ``ks``' best profit per hour, from their hour values
+        (:func:`envs.analysis.plant_hour_values`): ``values[k]``, ``(record, hour values)``
+        of an earlier replay, keeps the hours that bid the same as that record; the
+        rest are computed and ``values[k]`` updated. Equal to the full best response."""
+        out = {}
+        for k in ks:
+            if k in values:
+                old, (on, off, either) = values[k]
+                hrs = self._changed_hours(rec, old)
+                new = plant_hour_values(rec, k, hrs)
+                on, off, either = (np.where(np.isin(np.arange(rec.n_hours), hrs), n, o)
+                                   for n, o in zip(new, (on, off, either)))
+            else:
+                on, off, either = plant_hour_values(rec, k)
+            values[k] = (rec, (on, off, either))
+            out[rec.agents[k]] = plant_best_profit(rec, k, on, off, either)
+        self.computed += len(ks)
+        return out
+
+    def run(self, actions: np.ndarray, prev: dict | None = None, *,
+            bound: tuple[str, tuple[float, float]] | None = None) -> dict | None:
         """Replay ``actions`` ``(H, n, max_act)``; returns the actions, the record, each
         learner's profit, best-response profit, share, best-response profit per hour and
-        gain per hour ``(n, H)``."""
+        gain per hour ``(n, H)``.
+
+        ``bound``, ``(objective, value)``: return None as soon as the profile is shown to
+        score no better than ``value`` by :func:`score`, before computing the best
+        responses that cannot change that (a search only keeps a strictly better
+        profile). The plants' best responses are computed first and the storage units'
+        (the slow ones) last; a best response not yet computed counts as no gain, which
+        no best response can score below, so a profile is only dropped where the full
+        analysis would score it no better."""
         core = self.core
         core.reset(np.random.default_rng(self.seed))
         h = 0
@@ -115,19 +160,30 @@ class Replay:
         rec = core.episode_record(0)
         agents = list(rec.agents)
         todo = [a for k, a in enumerate(agents) if prev is None or not self._others_same(rec, prev["record"], k)]
-        if self.responses_fn is None:
-            fresh = best_responses(rec, todo, scenario=self.scenario)[0] if todo else {}
-        else:
-            fresh = self.responses_fn(rec, todo, self.scenario)
-        self.computed += len(todo)
-        best_h = np.stack([fresh[a].best_profit_per_hour if a in fresh else prev["best_per_hour"][k]
-                           for k, a in enumerate(agents)])
         rec_h = np.stack([recorded_profit(rec, k) for k in range(len(agents))])
         profit = rec_h.sum(axis=1)
+        best_h = np.stack([rec_h[k] if a in todo else prev["best_per_hour"][k] for k, a in enumerate(agents)])
+        # the plants from their hour values (only the hours that bid differently are
+        # computed), then the other learners (storage: the slow ones)
+        values = dict(prev.get("hour_values", {})) if prev is not None else {}
+        plants = [k for k, a in enumerate(agents) if a in todo and core.agent_kind[k] == "plant"]
+        rest = [a for k, a in enumerate(agents) if a in todo and k not in plants]
+        for stage in (plants, rest):
+            if bound is not None:  # what is known so far, the rest at no gain: a lower bound of the score
+                br = np.maximum(best_h.sum(axis=1), profit)
+                if score({"br": br, "profit": profit}, bound[0]) >= bound[1]:
+                    return None
+            if stage is plants:
+                fresh = self._plant_responses(rec, plants, values)
+            else:
+                fresh = {a: r.best_profit_per_hour for a, r in self._responses(rec, stage).items()}
+            for k, a in enumerate(agents):
+                if a in fresh:
+                    best_h[k] = fresh[a]
         br = np.maximum(best_h.sum(axis=1), profit)  # as exploitability_from: never below the recorded profit
         return {"actions": actions, "record": rec, "profit": profit, "br": br,
                 "share": np.array([_share(r, b) for r, b in zip(profit, br)]),
-                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h}
+                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h, "hour_values": values}
 
 
 OBJECTIVES = ("worst", "both", "total")
@@ -257,8 +313,8 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     best, kept = start, 0
     for it in range(1, int(iterations) + 1):
         actions, what, k = propose(best, replay.core, replay.scenario, rng, focus)
-        cand = replay.run(actions, prev=best)
-        better = score(cand, objective) < score(best, objective)
+        cand = replay.run(actions, prev=best, bound=(objective, score(best, objective)))
+        better = cand is not None and score(cand, objective) < score(best, objective)
         if better:
             best, kept = cand, kept + 1
         if on_step is not None:

@@ -1464,6 +1464,99 @@ def _on_off_path(on_val: np.ndarray, off_val: np.ndarray, start_up: float, on0: 
     return path
 
 
+def _own_price_vectors(record: EpisodeRecord, sl: _Slots, tick: float, rec_price: np.ndarray,
+                       plant_prices=None) -> np.ndarray:
+    """The own price vectors a best response tries in each hour, ``(H, P, k)`` with ``k``
+    independent prices (a plant with two live bids: every ordered pair of candidates),
+    the recorded one first (preferred among ties)."""
+    n_live = len(sl.s_cols)
+    if sl.kind == "plant":
+        live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
+        n_live = int(live.sum())
+    if sl.kind == "plant" and n_live == 2:
+        C = _mapped(_candidates(record, sl, tick, rec_price), record, plant_prices)
+        a, b = np.triu_indices(C.shape[1])
+        pa, pb = C[:, a], C[:, b]
+        pairs = np.stack([np.minimum(pa, pb), np.maximum(pa, pb)], axis=2)
+        recrow = np.clip(np.sort(rec_price, axis=1), sl.lo, sl.hi)[:, None, :]
+        return np.concatenate([recrow, pairs], axis=1)
+    first = rec_price[:, :1] if sl.kind != "plant" else rec_price[:, live.argmax() if len(live) else 0][:, None]
+    C = _candidates(record, sl, tick, first)
+    if sl.kind == "plant":
+        C = _mapped(C, record, plant_prices)
+    return np.concatenate([np.clip(np.where(np.isnan(first), sl.hi, first), sl.lo, sl.hi), C], axis=1)[:, :, None]
+
+
+def _outcomes(record: EpisodeRecord, sl: _Slots, own: np.ndarray, hours: np.ndarray | None = None):
+    """Profit and dispatch ``(H, P)`` of each own price vector ``own`` ``(H, P, k)`` of
+    each hour (only the hours ``hours``, ascending, where given: the other rows are NaN
+    and False). Each hour is computed on its own, so a row does not depend on which
+    other hours are computed with it."""
+    H, P = own.shape[:2]
+    profit = np.full((H, P), np.nan)
+    on = np.zeros((H, P), dtype=bool)
+    hours = np.arange(H) if hours is None else np.asarray(hours, dtype=np.int64)
+    if not len(hours):
+        return profit, on
+    step = max(1, MAX_ROWS // P)
+    breaks = np.flatnonzero(np.diff(hours) != 1) + 1  # contiguous runs of hours
+    for run in np.split(hours, breaks):
+        for h0 in range(int(run[0]), int(run[-1]) + 1, step):
+            h1 = min(int(run[-1]) + 1, h0 + step)
+            o = own[h0:h1]
+            if sl.kind == "storage":
+                s_price = np.repeat(o, len(sl.s_cols), axis=2)
+                d_price = np.repeat(o, len(sl.d_cols), axis=2)
+            else:
+                s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
+                d_price = np.zeros((h1 - h0, P, 0))
+            profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
+    return profit, on
+
+
+def plant_hour_values(record: EpisodeRecord, agent: int | str, hours=None, *, tick: float = 0.01):
+    """A plant's best profit in each hour when it is dispatched, when it is not (EUR per
+    step, without start-up costs, ``-inf`` where no own bid gets that outcome) and either
+    way, the others' bids fixed: ``(on, off, either)``, each ``(H,)``, the inputs of the
+    on/off programme of :func:`best_response` (whose best profit per hour is ``on`` or
+    ``off`` along its schedule less the start-up costs, or ``either`` without a start-up
+    cost; see :func:`plant_best_profit`). Only the hours
+    ``hours`` (ascending) are computed where given, the rest NaN: an hour's values depend
+    on that hour's bids only, so a search over profiles can keep the others'."""
+    i = _agent_index(record, agent)
+    sl = _slots(record, i)
+    if sl.kind != "plant":
+        raise ValueError(f"agent {record.agents[i]!r} is a {sl.kind}, not a plant")
+    rec_price = _rec_prices(record, sl, np.ones(record.n_hours, dtype=np.int8))
+    own = _own_price_vectors(record, sl, tick, rec_price)
+    profit, on = _outcomes(record, sl, own, hours)
+    rows = np.arange(record.n_hours)
+    on_v, off_v = np.where(on, profit, -np.inf), np.where(on, -np.inf, profit)
+    with np.errstate(invalid="ignore"):  # as best_response picks them (the recorded bid among near-ties)
+        on_v, off_v = on_v[rows, _prefer_first(on_v)], off_v[rows, _prefer_first(off_v)]
+        any_v = profit[rows, _prefer_first(profit)]
+    if hours is not None:
+        skip = np.ones(record.n_hours, dtype=bool)
+        skip[np.asarray(hours, dtype=np.int64)] = False
+        on_v[skip] = off_v[skip] = any_v[skip] = np.nan
+    return on_v, off_v, any_v
+
+
+def plant_best_profit(record: EpisodeRecord, agent: int | str, on: np.ndarray, off: np.ndarray,
+                      either: np.ndarray) -> np.ndarray:
+    """The best-response profit per hour ``(H,)`` of a plant from its hour values
+    (:func:`plant_hour_values` of this record, or of records that bid the same in each
+    hour): the on/off programme with its start-up cost, as :func:`best_response` (with
+    ``plant_prices`` and ``cold_prices`` None) reports it, to the bit."""
+    i = _agent_index(record, agent)
+    suc = float(record.agent_start_up_cost[i])
+    if suc == 0.0:
+        return np.array(either, dtype=float)
+    on0 = bool(record.agent_prev_dispatch[0, i] > 0)
+    path = _on_off_path(on, off, suc, on0, dispatched(record, i))
+    return np.where(path, on, off) - suc * _start_hours(path, on0)
+
+
 # ---------------------------------------------------------------------------- public
 def best_response(
     record: EpisodeRecord,
@@ -1559,44 +1652,10 @@ def best_response(
     rec_price = _rec_prices(record, sl, direction)
     rec_profit = recorded_profit(record, i)
 
-    # own price vectors per hour: (H, P, k) with k = number of independent prices
-    n_live = len(sl.s_cols)
-    if sl.kind == "plant":
-        live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
-        n_live = int(live.sum())
-    if sl.kind == "plant" and n_live == 2:
-        C = _mapped(_candidates(record, sl, tick, rec_price), record, plant_prices)
-        a, b = np.triu_indices(C.shape[1])
-        pa, pb = C[:, a], C[:, b]
-        pairs = np.stack([np.minimum(pa, pb), np.maximum(pa, pb)], axis=2)
-        # the recorded prices first (preferred among ties)
-        recrow = np.clip(np.sort(rec_price, axis=1), sl.lo, sl.hi)[:, None, :]
-        own = np.concatenate([recrow, pairs], axis=1)  # (H, P, 2)
-    else:
-        first = rec_price[:, :1] if sl.kind != "plant" else rec_price[:, live.argmax() if len(live) else 0][:, None]
-        C = _candidates(record, sl, tick, first)
-        if sl.kind == "plant":
-            C = _mapped(C, record, plant_prices)
-        own = np.concatenate([np.clip(np.where(np.isnan(first), sl.hi, first), sl.lo, sl.hi), C], axis=1)[:, :, None]
+    own = _own_price_vectors(record, sl, tick, rec_price, plant_prices)
     P = own.shape[1]
 
-    def outcomes(own):  # profit and dispatch (H, P) of every own price vector of every hour
-        profit = np.empty((H, P))
-        on = np.empty((H, P), dtype=bool)
-        step = max(1, MAX_ROWS // P)
-        for h0 in range(0, H, step):
-            h1 = min(H, h0 + step)
-            o = own[h0:h1]
-            if sl.kind == "storage":
-                s_price = np.repeat(o, len(sl.s_cols), axis=2)
-                d_price = np.repeat(o, len(sl.d_cols), axis=2)
-            else:
-                s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
-                d_price = np.zeros((h1 - h0, P, 0))
-            profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
-        return profit, on
-
-    profit, on = outcomes(own)
+    profit, on = _outcomes(record, sl, own)
 
     rows = np.arange(H)
     dist = None
@@ -1621,7 +1680,7 @@ def best_response(
             # after an hour without dispatch the plant bids the cold prices: a second set
             # of outcomes, and the programme reads each hour's values in the state it is in
             own_c = _mapped_rows(own, record, cold_prices)
-            profit_c, on_c = outcomes(own_c)
+            profit_c, on_c = _outcomes(record, sl, own_c)
             dist_c = np.abs(own_c - c[:, None, :]).sum(axis=2) if dist is not None else None
             on_val_c = np.where(on_c, profit_c, -np.inf)
             off_val_c = np.where(on_c, -np.inf, profit_c)

@@ -207,3 +207,33 @@ def test_reused_best_responses_score_as_a_full_analysis(searched):
             np.testing.assert_allclose(q["gain_per_hour"][k], ex.responses[a].gain_per_hour, atol=1e-6)
         p = q
     assert reused > 0  # some proposals left a learner's opponents as they were
+
+
+@pytest.mark.parametrize("objective", ["worst", "both", "total"])
+def test_a_bound_drops_only_profiles_that_score_no_better(searched, objective):
+    """With a bound, a replay stops before the best responses that cannot change the
+    verdict: where it returns None the full analysis scores the profile no better than
+    the bound; otherwise it gives the same figures; and it skips some best responses."""
+    from agents.profile_search import propose
+
+    sc, run, *_ = searched
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
+                                env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
+    full, bounded = (Replay(core, sc, learner.generators.evaluation) for _ in range(2))
+    p = start_profile(full, ev.record, ev.agent_profit)
+    rng = np.random.default_rng(3)
+    dropped = kept = 0
+    for _ in range(16):
+        actions, _, _ = propose(p, core, sc, rng)
+        q = full.run(actions, prev=p)
+        b = bounded.run(actions, prev=p, bound=(objective, score(p, objective)))
+        if b is None:  # dropped: the full analysis agrees that it is no better
+            assert score(q, objective) >= score(p, objective)
+            dropped += 1
+            continue
+        for key in ("profit", "br", "best_per_hour", "gain_per_hour"):
+            np.testing.assert_array_equal(b[key], q[key])
+        if score(q, objective) < score(p, objective):
+            p, kept = q, kept + 1
+    assert dropped > 0 and kept > 0 and bounded.computed < full.computed
