@@ -151,13 +151,8 @@ class Replay:
         (the slow ones) last; a best response not yet computed counts as no gain, which
         no best response can score below, so a profile is only dropped where the full
         analysis would score it no better."""
+        rec, trace = self._replay(actions, prev)
         core = self.core
-        core.reset(np.random.default_rng(self.seed))
-        h = 0
-        while not core.done:
-            core.step(actions[h][None])
-            h += 1
-        rec = core.episode_record(0)
         agents = list(rec.agents)
         todo = [a for k, a in enumerate(agents) if prev is None or not self._others_same(rec, prev["record"], k)]
         rec_h = np.stack([recorded_profit(rec, k) for k in range(len(agents))])
@@ -183,7 +178,41 @@ class Replay:
         br = np.maximum(best_h.sum(axis=1), profit)  # as exploitability_from: never below the recorded profit
         return {"actions": actions, "record": rec, "profit": profit, "br": br,
                 "share": np.array([_share(r, b) for r, b in zip(profit, br)]),
-                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h, "hour_values": values}
+                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h, "hour_values": values, "trace": trace}
+
+    def _replay(self, actions: np.ndarray, prev: dict | None):
+        """The episode of ``actions`` and its trace (the core's log and, before each hour,
+        the state that carries into the next hours' bids and profits: storage levels and
+        last dispatch). With ``prev``'s trace, only the hours from the first changed
+        action on are stepped, until the state is ``prev``'s again after the last changed
+        action; the rest of ``prev``'s log is taken as it is (open-loop bids depend on the
+        hour, the actions and that state only)."""
+        core = self.core
+        core.reset(np.random.default_rng(self.seed))
+        H = actions.shape[0]
+        t, stop = 0, H
+        trace = prev.get("trace") if prev is not None and core.net is None else None
+        if trace is not None:
+            changed = np.flatnonzero((actions != prev["actions"]).reshape(H, -1).any(axis=1))
+            if not len(changed):
+                return prev["record"], trace
+            t, stop = int(changed[0]), int(changed[-1]) + 1
+            soc, last = trace["state"][t]
+            core.soc, core.last_dispatch = soc.copy(), last.copy()
+            core.step_count = t
+            core._log = list(trace["log"][:t])
+        states = list(trace["state"][: t + 1]) if trace is not None else [(core.soc.copy(), core.last_dispatch.copy())]
+        while not core.done:
+            core.step(actions[t][None])
+            t += 1
+            states.append((core.soc.copy(), core.last_dispatch.copy()))
+            if trace is not None and t >= stop and t < H:
+                soc, last = trace["state"][t]
+                if np.array_equal(core.soc, soc) and np.array_equal(core.last_dispatch, last):
+                    core._log.extend(trace["log"][t:])
+                    states.extend(trace["state"][t + 1:])
+                    break
+        return core.episode_record(0), {"log": list(core._log), "state": states}
 
 
 OBJECTIVES = ("worst", "both", "total")

@@ -237,3 +237,39 @@ def test_a_bound_drops_only_profiles_that_score_no_better(searched, objective):
         if score(q, objective) < score(p, objective):
             p, kept = q, kept + 1
     assert dropped > 0 and kept > 0 and bounded.computed < full.computed
+
+
+def test_a_replay_from_the_first_changed_hour_records_the_whole_episode(searched):
+    """A replay with ``prev`` steps only from the first changed action until the state is
+    ``prev``'s again; its record must equal a replay of the whole episode, array by array."""
+    import dataclasses
+
+    from agents.profile_search import propose
+
+    sc, run, *_ = searched
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
+                                env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
+    rep = Replay(core, sc, learner.generators.evaluation)
+    p = start_profile(rep, ev.record, ev.agent_profit)
+    rng = np.random.default_rng(11)
+    steps, step = [], core.step
+    core.step = lambda *a, **kw: steps.append(1) or step(*a, **kw)  # count the hours stepped
+    shortened = 0
+    for _ in range(12):
+        actions, _, _ = propose(p, core, sc, rng)
+        steps.clear()
+        q = rep.run(actions, prev=p)
+        shortened += len(steps) < H
+        whole = Replay(core, sc, learner.generators.evaluation).run(actions)
+        for f in dataclasses.fields(q["record"]):
+            a, b = getattr(q["record"], f.name), getattr(whole["record"], f.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=f.name)
+            else:
+                assert a == b, f.name
+        for (s1, d1), (s2, d2) in zip(q["trace"]["state"], whole["trace"]["state"], strict=True):
+            np.testing.assert_array_equal(s1, s2)
+            np.testing.assert_array_equal(d1, d2)
+        p = q
+    assert shortened > 0
