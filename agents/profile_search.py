@@ -85,7 +85,11 @@ class Replay:
     only the best responses of the learners whose opponents bid differently in some hour
     (a best response depends on the others' bids and the market's fixed data, not on the
     learner's own bids); the others keep ``prev``'s, rescored against their own new
-    profit as :func:`envs.analysis.exploitability_from` scores them."""
+    profit as :func:`envs.analysis.exploitability_from` scores them. With ``prev`` it also
+    steps only the hours from the first changed action until the state is ``prev``'s
+    again, and a plant's best response recomputes only the hours whose bids changed
+    (:func:`envs.analysis.plant_hour_values`); the figures are those of a full replay
+    and analysis."""
 
     def __init__(self, core, scenario, seed: int, responses_fn: Callable | None = None):
         self.core, self.scenario, self.seed = core, scenario, seed
