@@ -966,3 +966,27 @@ def test_gain_by_hours_splits_the_whole_gain_of_plants_and_storage():
     assert parts["only_best_response_trades"]["hours"] == int(((mine == 0) & (best != 0)).sum())
     assert sum(v["gain"] for v in parts.values()) == pytest.approx(br.gain, abs=1e-6)
     assert parts["opposite_direction"]["hours"] + parts["same_direction"]["hours"] > 0
+
+
+@pytest.mark.parametrize("mechanism", ["pay_as_clear", "pay_as_bid"])
+def test_plant_hour_values_give_the_best_response_to_the_bit(mechanism):
+    """`plant_best_profit` of `plant_hour_values` is `best_response`'s best profit per hour
+    (with and without a start-up cost), and values computed for some hours only equal the
+    full ones there (the profile search keeps the other hours' values)."""
+    from envs.analysis import plant_best_profit, plant_hour_values
+
+    rng = np.random.default_rng(21)
+    starts = 0
+    for _ in range(60):
+        rec = random_record(rng, "plant", mechanism)
+        starts += rec.agent_start_up_cost[0] > 0
+        full = plant_hour_values(rec, 0)
+        np.testing.assert_array_equal(plant_best_profit(rec, 0, *full), best_response(rec, 0).best_profit_per_hour)
+        hrs = np.flatnonzero(rng.random(rec.n_hours) < 0.5)
+        part = plant_hour_values(rec, 0, hrs)
+        for a, b in zip(part, full):
+            np.testing.assert_array_equal(a[hrs], b[hrs])
+            assert np.isnan(np.delete(a, hrs)).all()
+    assert 0 < starts < 60
+    with pytest.raises(ValueError, match="not a plant"):
+        plant_hour_values(random_record(rng, "renewable"), 0)
