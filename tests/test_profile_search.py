@@ -181,18 +181,24 @@ def test_the_script_distils_into_a_checkpoint(searched, tmp_path, capsys):
         start_profile(Replay(core, sc, 0), ev.record, np.asarray(ev.agent_profit) + 1.0)
 
 
+def _start(searched):
+    """The tiny run's last policy loaded, its evaluation's profile: ``(scenario, core,
+    learner, replay, profile)``."""
+    sc, run, *_ = searched
+    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
+                                env_options={"max_cycles": H})
+    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
+    rep = Replay(core, sc, learner.generators.evaluation)
+    return sc, core, learner, rep, start_profile(rep, ev.record, ev.agent_profit)
+
+
 def test_reused_best_responses_score_as_a_full_analysis(searched):
     """Each proposal recomputes only the best responses of learners whose opponents bid
     differently; the figures must equal a full analysis of the same actions."""
     from agents.profile_search import propose
     from envs.analysis import exploitability
 
-    sc, run, *_ = searched
-    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
-                                env_options={"max_cycles": H})
-    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
-    rep = Replay(core, sc, learner.generators.evaluation)
-    p = start_profile(rep, ev.record, ev.agent_profit)
+    sc, core, learner, rep, p = _start(searched)
     rng = np.random.default_rng(7)
     reused = 0
     for _ in range(12):
@@ -216,12 +222,8 @@ def test_a_bound_drops_only_profiles_that_score_no_better(searched, objective):
     the bound; otherwise it gives the same figures; and it skips some best responses."""
     from agents.profile_search import propose
 
-    sc, run, *_ = searched
-    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
-                                env_options={"max_cycles": H})
-    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
-    full, bounded = (Replay(core, sc, learner.generators.evaluation) for _ in range(2))
-    p = start_profile(full, ev.record, ev.agent_profit)
+    sc, core, learner, full, p = _start(searched)
+    bounded = Replay(core, sc, learner.generators.evaluation)
     rng = np.random.default_rng(3)
     dropped = kept = 0
     for _ in range(16):
@@ -246,12 +248,7 @@ def test_a_replay_from_the_first_changed_hour_records_the_whole_episode(searched
 
     from agents.profile_search import propose
 
-    sc, run, *_ = searched
-    learner, core = load_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "last",
-                                env_options={"max_cycles": H})
-    ev = learner.evaluate(core, sc, analysis=True, refresh=False)
-    rep = Replay(core, sc, learner.generators.evaluation)
-    p = start_profile(rep, ev.record, ev.agent_profit)
+    sc, core, learner, rep, p = _start(searched)
     rng = np.random.default_rng(11)
     steps, step = [], core.step
     core.step = lambda *a, **kw: steps.append(1) or step(*a, **kw)  # count the hours stepped
