@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from envs.analysis import (_share, best_response, best_responses, cold_offer_map, plant_best_profit,
-                           plant_hour_values, recorded_profit, storage_response_bids)
+from envs.analysis import (StorageTables, _share, best_response, best_responses, changed_hours, cold_offer_map,
+                           plant_best_profit, plant_hour_values, recorded_profit, storage_response_bids)
 
 WINDOWS = (1, 2, 4, 8, 24, 48)
 SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
@@ -95,6 +95,9 @@ class Replay:
         self.core, self.scenario, self.seed = core, scenario, seed
         self.responses_fn = responses_fn
         self.computed = 0  # best responses computed so far (the rest were reused)
+        # per storage agent: its best response's per-hour tables, and its response
+        # bids' (the proposals' targets), kept from one record to the next
+        self.tables: dict = {}
 
     def _others_same(self, rec, old, k: int) -> bool:
         s_own, d_own = rec.agent_supply_columns(k), rec.agent_demand_columns(k)
@@ -114,14 +117,6 @@ class Replay:
             return best_responses(rec, agents, scenario=self.scenario)[0]
         return self.responses_fn(rec, agents, self.scenario)
 
-    @staticmethod
-    def _changed_hours(rec, old) -> np.ndarray:
-        """The hours in which some bid of ``rec`` differs from ``old``'s (or the demand)."""
-        diff = rec.fixed_demand != old.fixed_demand
-        for name in ("supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume", "demand_cost"):
-            diff |= (getattr(rec, name) != getattr(old, name)).any(axis=1)
-        return np.flatnonzero(diff)
-
     def _plant_responses(self, rec, ks: list[int], values: dict) -> dict:
         """The plants ``ks``' best profit per hour, from their hour values
         (:func:`envs.analysis.plant_hour_values`): ``values[k]``, ``(record, hour values)``
@@ -131,7 +126,7 @@ class Replay:
         for k in ks:
             if k in values:
                 old, (on, off, either) = values[k]
-                hrs = self._changed_hours(rec, old)
+                hrs = changed_hours(rec, old)
                 new = plant_hour_values(rec, k, hrs)
                 on, off, either = (np.where(np.isin(np.arange(rec.n_hours), hrs), n, o)
                                    for n, o in zip(new, (on, off, either)))
@@ -175,14 +170,22 @@ class Replay:
             if stage is plants:
                 fresh = self._plant_responses(rec, plants, values)
             else:
-                fresh = {a: r.best_profit_per_hour for a, r in self._responses(rec, stage).items()}
+                storage = [a for a in stage if core.agent_kind[agents.index(a)] == "storage"]
+                fresh = {a: r.best_profit_per_hour
+                         for a, r in self._responses(rec, [a for a in stage if a not in storage]).items()}
+                for a in storage:  # one at a time, each from its tables
+                    k = agents.index(a)
+                    tables = self.tables.setdefault(("best response", k), StorageTables())
+                    fresh[a] = best_response(rec, k, scenario=self.scenario, tables=tables).best_profit_per_hour
+                    self.computed += 1
             for k, a in enumerate(agents):
                 if a in fresh:
                     best_h[k] = fresh[a]
         br = np.maximum(best_h.sum(axis=1), profit)  # as exploitability_from: never below the recorded profit
         return {"actions": actions, "record": rec, "profit": profit, "br": br,
                 "share": np.array([_share(r, b) for r, b in zip(profit, br)]),
-                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h, "hour_values": values, "trace": trace}
+                "best_per_hour": best_h, "gain_per_hour": best_h - rec_h, "hour_values": values, "trace": trace,
+                "tables": self.tables}
 
     def _replay(self, actions: np.ndarray, prev: dict | None):
         """The episode of ``actions`` and its trace (the core's log and, before each hour,
@@ -294,7 +297,8 @@ def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gai
         what = "best response on the grid"
     elif r < 0.4 and kind == "storage":
         if k not in targets:
-            targets[k] = storage_response_bids(p["record"], k, scenario=scenario)
+            tables = p.setdefault("tables", {}).setdefault(("response bids", k), StorageTables())
+            targets[k] = storage_response_bids(p["record"], k, scenario=scenario, tables=tables)
         bids = targets[k]
         B[hrs, k, :2] = 2.0 * bids[hrs, :2] / mbp - 1.0
         what = "best response bids"

@@ -772,7 +772,71 @@ def _storage_moves(params: StorageParams, levels: np.ndarray, dt: float) -> tupl
     return np.array(ks), np.array(qs)
 
 
-def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick: float):
+def changed_hours(record: EpisodeRecord, old: EpisodeRecord) -> np.ndarray:
+    """The hours (indices, ascending) in which some bid of ``record`` (price, volume or
+    cost, supply or demand) or the inelastic demand differs from ``old``'s, two records
+    of the same market and hours."""
+    diff = record.fixed_demand != old.fixed_demand
+    for name in ("supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume", "demand_cost"):
+        diff |= (getattr(record, name) != getattr(old, name)).any(axis=1)
+    return np.flatnonzero(diff)
+
+
+class StorageTables:
+    """The per-hour tables of one storage agent's exact best response (the outcomes of
+    its bids in each hour, the others' bids fixed), kept for its next best response on
+    another record of the same market: an hour whose bids are those of the last record
+    keeps its rows, the others are computed (a search over bid profiles changes a few
+    hours at a time). The results are those of a best response without it, to the bit:
+    each hour's outcomes depend on that hour's bids only, and the candidate prices of an
+    hour are the same whatever the other hours' (the tables are padded to the widest hour
+    with copies of the top price's column, as a full computation pads them).
+
+    Pass one instance per storage agent as ``tables=`` to :func:`best_response` or
+    :class:`StorageResponsePolicy`."""
+
+    def __init__(self):
+        self._record = None
+        self._agent = None
+        self._tables: dict = {}
+        self._old: dict = {}
+        self.hours: np.ndarray | None = None  # the hours computed in the current best response (None: all)
+
+    def begin(self, record: EpisodeRecord, agent: int) -> None:
+        """Start a best response of ``agent`` on ``record``."""
+        old = self._record
+        same = (old is not None and self._agent == agent and old.supply_price.shape == record.supply_price.shape
+                and old.demand_price.shape == record.demand_price.shape and np.array_equal(old.hours, record.hours))
+        self.hours = changed_hours(record, old) if same else None
+        self._old = self._tables if same else {}
+        self._tables = {}
+        self._record, self._agent = record, agent
+
+    def rows(self, key, compute):
+        """The arrays ``compute(hours)`` returns (each ``(H, ...)``, filled at the rows
+        ``hours``, all when None), the other rows taken from the last record's arrays of
+        ``key`` (when it had them); kept as this record's."""
+        old = self._old.get(key)
+        if key in self._tables:
+            return self._tables[key]
+        if old is None or self.hours is None:
+            out = compute(None)
+        else:
+            out = compute(self.hours)
+            keep = np.ones(out[0].shape[0], dtype=bool)
+            keep[self.hours] = False
+            for new, prev in zip(out, old):
+                if new.ndim == 3 and prev.shape[2] != new.shape[2]:  # another widest hour: re-pad
+                    w = new.shape[2]
+                    prev = prev[:, :, :w] if prev.shape[2] > w else np.concatenate(
+                        [prev, np.repeat(prev[:, :, -1:], w - prev.shape[2], axis=2)], axis=2)
+                new[keep] = prev[keep]
+        self._tables[key] = out
+        return out
+
+
+def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick: float,
+                         tables: "StorageTables | None" = None):
     """Best profit (EUR per step) for selling exactly ``qs[m]`` MW (``< 0``: buying) in
     every hour, the others' bids fixed: ``(H, Q)`` values (``-inf`` where no own price gets
     the volume accepted in full) and the price ``(H, Q)`` that achieves it.
@@ -780,7 +844,28 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
     The storage bids ``|q|`` at one price; its profit for a fully accepted ``q`` does not
     fall as its supply price rises (falls as its demand price rises) between
     breakpoints, so the candidates of :func:`_candidates` find the supremum up to
-    ``tick * |q|``."""
+    ``tick * |q|``. With ``tables``, the hours that bid as the tables' last record keep
+    its rows."""
+    if tables is not None:
+        return tables.rows(("hour values", np.asarray(qs, dtype=float).tobytes(), float(tick)),
+                           lambda hours: _storage_hour_values_at(record, sl, qs, tick, hours))
+    return _storage_hour_values_at(record, sl, qs, tick, None)
+
+
+def _hour_chunks(hours: np.ndarray | None, H: int, step: int):
+    """``(h0, h1)`` chunks of at most ``step`` hours covering ``hours`` (ascending; None:
+    all ``H``), each within one run of consecutive hours."""
+    if hours is None:
+        hours = np.arange(H)
+    hours = np.asarray(hours, dtype=np.int64)
+    if not len(hours):
+        return
+    for run in np.split(hours, np.flatnonzero(np.diff(hours) != 1) + 1):
+        for h0 in range(int(run[0]), int(run[-1]) + 1, step):
+            yield h0, min(int(run[-1]) + 1, h0 + step)
+
+
+def _storage_hour_values_at(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick: float, hours):
     H = record.n_hours
     Q = len(qs)
     s, d = sl.s_cols, sl.d_cols
@@ -798,8 +883,7 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
     ql = qs[live]
     tol = 1e-7 * (1.0 + np.abs(ql))
     step = max(1, MAX_ROWS // (len(live) * Cn))
-    for h0 in range(0, H, step):
-        h1 = min(H, h0 + step)
+    for h0, h1 in _hour_chunks(hours, H, step):
         h = h1 - h0
         acc = np.zeros((h, len(live), Cn))
         profit = np.zeros((h, len(live), Cn))
@@ -821,7 +905,8 @@ def _storage_hour_values(record: EpisodeRecord, sl: _Slots, qs: np.ndarray, tick
 
 
 def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float,
-                           soc_points: int, moves: str = "any", off_grid: bool = False) -> BestResponse:
+                           soc_points: int, moves: str = "any", off_grid: bool = False,
+                           tables: "StorageTables | None" = None) -> BestResponse:
     """Episode best response of a storage agent by dynamic programming over its state of
     charge (see the module docstring); ``moves="full"`` allows only idling, the largest
     charge or discharge move of the grid and moves onto the grid's end levels. With
@@ -832,7 +917,9 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     levels, g0 = soc_grid(params, soc_points)
     G = len(levels)
     ks, qs = _storage_moves(params, levels, record.dt)
-    r, pr = _storage_hour_values(record, sl, qs, tick)  # (H, K)
+    if tables is not None:
+        tables.begin(record, sl.i)
+    r, pr = _storage_hour_values(record, sl, qs, tick, tables)  # (H, K)
     # V[h, g]: best profit from hour h on, starting hour h at level g
     nxt = np.arange(G)[:, None] - ks[None, :]  # (G, K) level after the move
     ok = (nxt >= 0) & (nxt < G)
@@ -871,9 +958,10 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         # the env's action (whole volumes); "any" also with withholding, and the better of
         # the two forward passes (interpolated values do not make a larger move set
         # always find more)
-        dps = [_whole_volume_dp(record, sl, params, levels, tick)]
+        dps = [_whole_volume_dp(record, sl, params, levels, tick, tables)]
         if moves == "any":
-            dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole))
+            dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole,
+                                  tables=tables))
         offer_thr, bid_thr = dps[0].thresholds()
         for dp in dps:
             profit_o, q_o, p_o, bid_o, soc_o = dp.forward()
@@ -1072,14 +1160,14 @@ _DP_CACHE_ON = False
 
 
 def _whole_volume_dp(record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
-                     tick: float) -> "_OffGridDP":
+                     tick: float, tables: "StorageTables | None" = None) -> "_OffGridDP":
     """``_OffGridDP(record, sl, params, levels, tick, 0)``, from :data:`_DP_CACHE` where
     the worker built it for the same record object already (the programme is not changed
     after it is built)."""
     for rec, i, par, lev, tk, dp in _DP_CACHE:
         if rec is record and i == sl.i and par == params and tk == tick and np.array_equal(lev, levels):
             return dp
-    dp = _OffGridDP(record, sl, params, levels, tick, 0)
+    dp = _OffGridDP(record, sl, params, levels, tick, 0, tables=tables)
     if _DP_CACHE_ON:
         _DP_CACHE[:] = [(record, sl.i, params, levels, tick, dp)]
     return dp
@@ -1094,7 +1182,7 @@ class _OffGridDP:
     (withholding). ``Vs[h]`` (``(H+1, G)``): the value from the start of hour ``h`` on."""
 
     def __init__(self, record: EpisodeRecord, sl: _Slots, params: StorageParams, levels: np.ndarray,
-                 tick: float, volume_steps: int, whole: dict | None = None):
+                 tick: float, volume_steps: int, whole: dict | None = None, tables: "StorageTables | None" = None):
         self.record, self.sl, self.params, self.levels = record, sl, params, levels
         H, G = record.n_hours, len(levels)
         self.dt = dt = float(record.dt)
@@ -1104,12 +1192,18 @@ class _OffGridDP:
         self.whole = {} if whole is None else whole  # (another programme's, same record and levels)
         for side in (1, -1) if whole is None else ():
             vols, inv = np.unique(self.volumes(side, levels), return_inverse=True)
-            acc = np.zeros((H, len(vols), C.shape[1]))
-            prof = np.zeros_like(acc)
-            chunk = max(1, MAX_ROWS // (len(vols) * C.shape[1]))
-            for h0 in range(0, H, chunk):
-                h1 = min(H, h0 + chunk)
-                acc[h0:h1], prof[h0:h1] = _whole_volume_outcomes(record, sl, side, vols, C, h0, h1)
+
+            def outcomes(hours, side=side, vols=vols):
+                acc = np.zeros((H, len(vols), C.shape[1]))
+                prof = np.zeros_like(acc)
+                for h0, h1 in _hour_chunks(hours, H, max(1, MAX_ROWS // (len(vols) * C.shape[1]))):
+                    acc[h0:h1], prof[h0:h1] = _whole_volume_outcomes(record, sl, side, vols, C, h0, h1)
+                return acc, prof
+
+            if tables is None:
+                acc, prof = outcomes(None)
+            else:
+                acc, prof = tables.rows(("whole", side, vols.tobytes(), float(tick)), outcomes)
             self.whole[side] = (vols, inv, acc, prof)
         n = max(0, int(volume_steps))
         qs = np.concatenate([params.max_power_discharge * np.arange(1, n + 1) / max(n, 1),
@@ -1127,7 +1221,7 @@ class _OffGridDP:
         self.valid = {1: np.where(C > sl.lo, 0.0, -np.inf), -1: np.where(C < sl.hi, 0.0, -np.inf)} if self.env_action \
             else {1: np.zeros_like(C), -1: np.zeros_like(C)}
         if len(qs):
-            self.r_q, self.p_q = _storage_hour_values(record, sl, qs, tick)
+            self.r_q, self.p_q = _storage_hour_values(record, sl, qs, tick, tables)
         else:
             self.r_q = self.p_q = np.zeros((H, 0))
         soc_q = self.soc_after(levels[:, None], qs[None, :])  # (G, Q)
@@ -1156,8 +1250,10 @@ class _OffGridDP:
 
     def interp(self, V: np.ndarray, soc) -> np.ndarray:
         L, G = self.levels, len(self.levels)
-        x = np.clip((np.asarray(soc, dtype=float) - L[0]) / self.step, 0.0, G - 1.0)
-        i0 = np.clip(np.floor(x).astype(np.int64), 0, max(G - 2, 0))
+        # np.minimum/np.maximum rather than np.clip (the same values, a fraction of the
+        # call overhead on these small arrays); x >= 0, so truncation is the floor
+        x = np.minimum(np.maximum((np.asarray(soc, dtype=float) - L[0]) / self.step, 0.0), G - 1.0)
+        i0 = np.minimum(x.astype(np.int64), max(G - 2, 0))
         w = x - i0
         return V[i0] * (1.0 - w) + V[np.minimum(i0 + 1, G - 1)] * w
 
@@ -1333,11 +1429,11 @@ class StorageResponsePolicy:
 
     Args:
         record, agent: the record and the storage agent (index or name).
-        scenario / storage, soc_points, tick: as for :func:`best_response`.
+        scenario / storage, soc_points, tick, tables: as for :func:`best_response`.
     """
 
     def __init__(self, record: EpisodeRecord, agent: int | str, *, scenario=None, storage=None,
-                 soc_points: int = 201, tick: float = 0.01):
+                 soc_points: int = 201, tick: float = 0.01, tables: "StorageTables | None" = None):
         i = _agent_index(record, agent)
         sl = _slots(record, i)
         if sl.kind != "storage":
@@ -1353,7 +1449,9 @@ class StorageResponsePolicy:
             raise ValueError(f"agent {record.agents[i]!r}: the state-of-charge range holds one level only")
         self.agent, self.tick = record.agents[i], float(tick)
         self.max_bid_price = float(record.max_bid_price)
-        self._dp = _whole_volume_dp(record, sl, params, levels, tick)
+        if tables is not None:
+            tables.begin(record, i)
+        self._dp = _whole_volume_dp(record, sl, params, levels, tick, tables)
         self._profit = None
 
     @property
@@ -1495,22 +1593,15 @@ def _outcomes(record: EpisodeRecord, sl: _Slots, own: np.ndarray, hours: np.ndar
     H, P = own.shape[:2]
     profit = np.full((H, P), np.nan)
     on = np.zeros((H, P), dtype=bool)
-    hours = np.arange(H) if hours is None else np.asarray(hours, dtype=np.int64)
-    if not len(hours):
-        return profit, on
-    step = max(1, MAX_ROWS // P)
-    breaks = np.flatnonzero(np.diff(hours) != 1) + 1  # contiguous runs of hours
-    for run in np.split(hours, breaks):
-        for h0 in range(int(run[0]), int(run[-1]) + 1, step):
-            h1 = min(int(run[-1]) + 1, h0 + step)
-            o = own[h0:h1]
-            if sl.kind == "storage":
-                s_price = np.repeat(o, len(sl.s_cols), axis=2)
-                d_price = np.repeat(o, len(sl.d_cols), axis=2)
-            else:
-                s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
-                d_price = np.zeros((h1 - h0, P, 0))
-            profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
+    for h0, h1 in _hour_chunks(hours, H, max(1, MAX_ROWS // P)):
+        o = own[h0:h1]
+        if sl.kind == "storage":
+            s_price = np.repeat(o, len(sl.s_cols), axis=2)
+            d_price = np.repeat(o, len(sl.d_cols), axis=2)
+        else:
+            s_price = o if own.shape[2] == len(sl.s_cols) else np.repeat(o, len(sl.s_cols), axis=2)
+            d_price = np.zeros((h1 - h0, P, 0))
+        profit[h0:h1], on[h0:h1] = _evaluate(record, sl, h0, h1, s_price, d_price)
     return profit, on
 
 
@@ -1571,6 +1662,7 @@ def best_response(
     storage_off_grid: bool = True,
     plant_prices=None,
     cold_prices=None,
+    tables: "StorageTables | None" = None,
 ) -> BestResponse:
     """The agent's best response over the recorded episode to the recorded bids of all
     other units.
@@ -1624,6 +1716,9 @@ def best_response(
             best bid from the prices the plant can bid in the state it is in, so the
             result is the best response within such an env's actions. ``None``
             (default): the same prices in both states.
+        tables: for a storage agent, a :class:`StorageTables` to keep its per-hour tables
+            for the next call on another record of the same market (same result, faster
+            where few hours differ).
 
     Returns:
         :class:`BestResponse` (see the module docstring for exactness and limits).
@@ -1645,7 +1740,7 @@ def best_response(
     if sl.kind == "storage":
         params = _storage_params(record, i, scenario, storage)
         if params is not None:
-            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves, storage_off_grid)
+            return _storage_best_response(record, sl, params, tick, soc_points, storage_moves, storage_off_grid, tables)
         direction = _storage_direction(record, sl)
     else:
         direction = np.ones(H, dtype=np.int8)
