@@ -30,6 +30,7 @@ policy's that the env's own actions bid; :mod:`agents.distil` turns one into act
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import numpy as np
@@ -338,25 +339,205 @@ def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gai
     return B, f"{what}, hours {t}-{t + W - 1}", k
 
 
+BATCH = 2
+"""Proposals drawn at a time from the same profile (:func:`search`): each is scored
+against it, and the better of those that score better is kept. With a
+:class:`SearchHelper` the second one is scored in another process at the same time; the
+result is the same either way."""
+
+
 def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generator, *, objective: str = "worst",
-           focus: str = "gain", on_step: Callable[[int, dict | None, str, int], Any] | None = None) -> tuple[dict, int]:
-    """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result); returns the
-    best profile and how many steps were kept. ``on_step(it, best, what, k)`` after each
-    proposal: ``best`` the new profile where it was kept, else None."""
+           focus: str = "gain", on_step: Callable[[int, dict | None, str, int], Any] | None = None,
+           helper: "SearchHelper | None" = None) -> tuple[dict, int]:
+    """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result), drawn
+    :data:`BATCH` at a time from the best profile so far; of a batch, the proposal that
+    scores best is kept where it scores better than that profile (ties: the first).
+    Returns the best profile and how many steps were kept. ``on_step(it, best, what, k)``
+    after each proposal: ``best`` the new profile where it was kept, else None.
+    ``helper`` (a :class:`SearchHelper` started on the same market and start) scores the
+    batch's second proposal in its process; the figures are the same without it."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if focus not in ("gain", "uniform"):
         raise ValueError(f"focus must be 'gain' or 'uniform', got {focus!r}")
-    best, kept = start, 0
-    for it in range(1, int(iterations) + 1):
-        actions, what, k = propose(best, replay.core, replay.scenario, rng, focus)
-        cand = replay.run(actions, prev=best, bound=(objective, score(best, objective)))
-        better = cand is not None and score(cand, objective) < score(best, objective)
-        if better:
-            best, kept = cand, kept + 1
-        if on_step is not None:
-            on_step(it, best if better else None, what, k)
+    best, kept, it = start, 0, 0
+    iterations = int(iterations)
+    while it < iterations:
+        batch = [propose(best, replay.core, replay.scenario, rng, focus) for _ in range(min(BATCH, iterations - it))]
+        bound = (objective, score(best, objective))
+        remote = helper is not None and helper.alive and len(batch) > 1
+        if remote:
+            helper.submit(batch[1][0], bound)
+        cands: list = [replay.run(batch[0][0], prev=best, bound=bound)]
+        scores = [None if cands[0] is None else score(cands[0], objective)]
+        for j in range(1, len(batch)):
+            got = helper.result() if remote and j == 1 else SearchHelper.FAILED
+            if got is SearchHelper.FAILED:  # scored here (no helper, or it failed: the same figures)
+                remote = remote and j != 1
+                cands.append(replay.run(batch[j][0], prev=best, bound=bound))
+                scores.append(None if cands[j] is None else score(cands[j], objective))
+            else:
+                cands.append(None)  # the helper's profile; rebuilt here if it is kept
+                scores.append(got)
+        better = [j for j, sc in enumerate(scores) if sc is not None and sc < bound[1]]
+        pick = min(better, key=lambda j: (scores[j], j)) if better else None
+        if pick is not None:
+            new = cands[pick] if cands[pick] is not None else replay.run(batch[pick][0], prev=best)
+            if remote:  # the helper moves to the kept profile too
+                if pick == 1:
+                    helper.keep()
+                else:
+                    helper.sync(batch[pick][0])
+            best, kept = new, kept + 1
+        elif remote:
+            helper.discard()
+        for j, (_, what, k) in enumerate(batch):
+            it += 1
+            if on_step is not None:
+                on_step(it, best if j == pick else None, what, k)
     return best, kept
+
+
+class SearchHelper:
+    """A ``spawn`` process (NumPy and ``envs`` only; see :func:`agents.reference.start_process`)
+    that scores the second proposal of each batch of :func:`search` on its own copy of
+    the market, from the same start profile, while the caller scores the first. Where it
+    cannot start or fails, :attr:`alive` turns False and the caller scores everything
+    itself (the same figures, later). :meth:`close` stops it."""
+
+    FAILED = object()
+
+    def __init__(self, core, scenario, seed: int, start_actions: np.ndarray):
+        import multiprocessing as mp
+
+        from .reference import start_process
+
+        self.alive = False
+        self.failure: str | None = None
+        self._proc = None
+        try:
+            core = copy.copy(core)  # its own copy goes to the process, without the fused step's state
+            core.__dict__.pop("_fast_step", None)
+            ctx = mp.get_context("spawn")
+            self._conn, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_search_worker, args=(child, core, scenario, seed, start_actions),
+                                     daemon=True, name="marketzoo-profile-search")
+            start_process(self._proc)
+            child.close()
+            self.alive = True
+        except Exception as e:  # noqa: BLE001 -- no second process: the caller scores everything
+            self.failure = f"{type(e).__name__}: {e}"
+
+    def _send(self, msg) -> None:
+        try:
+            self._conn.send(msg)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+
+    def _fail(self, e) -> None:
+        self.alive = False
+        self.failure = self.failure or f"{type(e).__name__}: {e}"
+        self.close()
+
+    def submit(self, actions: np.ndarray, bound) -> None:
+        """Score ``actions`` against the helper's profile (:meth:`Replay.run` with ``bound``)."""
+        self._send(("score", actions, bound))
+
+    def result(self):
+        """The submitted proposal's score (None: no better than the bound), or
+        :attr:`FAILED`."""
+        if not self.alive:
+            return self.FAILED
+        try:
+            got = self._conn.recv()
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return self.FAILED
+        if isinstance(got, BaseException):
+            self._fail(got)
+            return self.FAILED
+        return got
+
+    def keep(self) -> None:
+        """The submitted proposal becomes the helper's profile."""
+        self._send(("keep", None, None))
+
+    def discard(self) -> None:
+        """Forget the submitted proposal."""
+        self._send(("discard", None, None))
+
+    def sync(self, actions: np.ndarray) -> None:
+        """The profile of ``actions`` (a proposal scored here and kept) becomes the helper's."""
+        self._send(("sync", actions, None))
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        self.alive = False
+        if proc is None:
+            return
+        try:
+            self._conn.send(None)
+        except Exception:  # noqa: BLE001
+            pass
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        self._conn.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+HELPER_MIN_PROPOSALS = 20
+"""Fewest proposals for which :func:`start_search_helper` starts a process (starting one
+takes about a second)."""
+
+
+def start_search_helper(replay: Replay, start: dict, iterations: int) -> "SearchHelper | None":
+    """A :class:`SearchHelper` for a search of ``iterations`` proposals from ``start`` on
+    ``replay``'s market, where two or more cores are usable and the search is long enough
+    to be worth a process; else None (the search runs here, with the same result)."""
+    from .reference import _usable_cores
+
+    if iterations < HELPER_MIN_PROPOSALS or _usable_cores() < 2:
+        return None
+    helper = SearchHelper(replay.core, replay.scenario, replay.seed, start["actions"])
+    return helper if helper.alive else None
+
+
+def _search_worker(conn, core, scenario, seed: int, start_actions: np.ndarray) -> None:
+    """:class:`SearchHelper`'s process: its own :class:`Replay` of ``core``, the profile of
+    ``start_actions``, and the messages ``(op, actions, bound)``: "score" (answers the
+    score or None), "keep", "discard", "sync"; None stops it. An error is sent back and
+    ends it."""
+    try:
+        replay = Replay(core, scenario, seed)
+        best, cand = replay.run(start_actions), None
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            op, actions, bound = msg
+            if op == "score":
+                cand = replay.run(actions, prev=best, bound=bound)
+                conn.send(None if cand is None else score(cand, bound[0]))
+            elif op == "keep":
+                best, cand = cand, None
+            elif op == "discard":
+                cand = None
+            elif op == "sync":
+                best, cand = replay.run(actions, prev=best), None
+    except EOFError:
+        return
+    except Exception as e:  # noqa: BLE001 -- the caller falls back to scoring here
+        try:
+            conn.send(e)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def start_profile(replay: Replay, record, profit) -> dict:

@@ -856,7 +856,7 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     from tqdm.auto import tqdm
 
     from .distil import distil_profile
-    from .profile_search import Replay, search, start_profile
+    from .profile_search import Replay, search, start_profile, start_search_helper
 
     opt = learner.algo.actor_optimizer
     opt_state, lr = copy.deepcopy(opt.state_dict()), learner.algo.learning_rate
@@ -891,9 +891,14 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                     gain = new["br"] - new["profit"]
                     bar.set_postfix({"kept": state["kept"],
                                      "worst": f"{1.0 - float(np.max(gain / np.maximum(np.abs(new['br']), 1.0))):.3f}"})
-            found, kept = search(replay, start, cfg.profile_search,
-                                 np.random.default_rng([int(learner.seed), 0x5EA7C4]), objective=SEARCH_OBJECTIVE,
-                                 on_step=step)
+            helper = start_search_helper(replay, start, cfg.profile_search)
+            try:
+                found, kept = search(replay, start, cfg.profile_search,
+                                     np.random.default_rng([int(learner.seed), 0x5EA7C4]), objective=SEARCH_OBJECTIVE,
+                                     on_step=step, helper=helper)
+            finally:
+                if helper is not None:
+                    helper.close()
             bar.close()
             w0 = _search_score(ev0)
             if kept == 0:

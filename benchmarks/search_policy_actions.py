@@ -63,7 +63,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from agents.jsonio import write_atomic  # noqa: E402
-from agents.profile_search import Replay, actions_from_record, propose, row, score, search, start_profile  # noqa: E402,F401
+from agents.profile_search import (Replay, actions_from_record, propose, row, score, search,  # noqa: E402,F401
+                                   start_profile, start_search_helper)
 from envs import load_scenario  # noqa: E402
 from bench_quality import resolve_scenario  # noqa: E402
 
@@ -136,8 +137,13 @@ def main(argv=None) -> int:
         elif it % 100 == 0:
             print(json.dumps({"it": it, "kept": kept, "seconds": round(time.perf_counter() - t0)}), flush=True)
 
-    best, kept = search(replay, best, a.iterations, np.random.default_rng(a.seed), objective=a.objective,
-                        focus=a.focus, on_step=step)
+    helper = start_search_helper(replay, best, a.iterations)  # a second core scores every other proposal
+    try:
+        best, kept = search(replay, best, a.iterations, np.random.default_rng(a.seed), objective=a.objective,
+                            focus=a.focus, on_step=step, helper=helper)
+    finally:
+        if helper is not None:
+            helper.close()
     save(best)  # also when no step improved on the start
     final = {"final": True, "policy": str(a.policy), "scenario": a.scenario, "objective": a.objective,
              "focus": a.focus, "iterations": a.iterations, "kept": kept, "seconds": round(time.perf_counter() - t0),

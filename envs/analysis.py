@@ -1563,13 +1563,15 @@ def _on_off_path(on_val: np.ndarray, off_val: np.ndarray, start_up: float, on0: 
 
 
 def _own_price_vectors(record: EpisodeRecord, sl: _Slots, tick: float, rec_price: np.ndarray,
-                       plant_prices=None) -> np.ndarray:
+                       plant_prices=None, live: np.ndarray | None = None) -> np.ndarray:
     """The own price vectors a best response tries in each hour, ``(H, P, k)`` with ``k``
     independent prices (a plant with two live bids: every ordered pair of candidates),
-    the recorded one first (preferred among ties)."""
+    the recorded one first (preferred among ties). ``live``: which of a plant's bids
+    offer volume in some hour of the episode (default: of ``record``'s hours)."""
     n_live = len(sl.s_cols)
     if sl.kind == "plant":
-        live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
+        if live is None:
+            live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
         n_live = int(live.sum())
     if sl.kind == "plant" and n_live == 2:
         C = _mapped(_candidates(record, sl, tick, rec_price), record, plant_prices)
@@ -1618,19 +1620,38 @@ def plant_hour_values(record: EpisodeRecord, agent: int | str, hours=None, *, ti
     sl = _slots(record, i)
     if sl.kind != "plant":
         raise ValueError(f"agent {record.agents[i]!r} is a {sl.kind}, not a plant")
-    rec_price = _rec_prices(record, sl, np.ones(record.n_hours, dtype=np.int8))
-    own = _own_price_vectors(record, sl, tick, rec_price)
-    profit, on = _outcomes(record, sl, own, hours)
-    rows = np.arange(record.n_hours)
+    H = record.n_hours
+    if hours is not None and not len(hours):
+        return tuple(np.full(H, np.nan) for _ in range(3))
+    live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
+    sub = record if hours is None else _take_hours(record, np.asarray(hours, dtype=np.int64))
+    rec_price = _rec_prices(sub, sl, np.ones(sub.n_hours, dtype=np.int8))
+    own = _own_price_vectors(sub, sl, tick, rec_price, live=live)  # each hour's rows on their own
+    profit, on = _outcomes(sub, sl, own)
+    rows = np.arange(sub.n_hours)
     on_v, off_v = np.where(on, profit, -np.inf), np.where(on, -np.inf, profit)
     with np.errstate(invalid="ignore"):  # as best_response picks them (the recorded bid among near-ties)
         on_v, off_v = on_v[rows, _prefer_first(on_v)], off_v[rows, _prefer_first(off_v)]
         any_v = profit[rows, _prefer_first(profit)]
-    if hours is not None:
-        skip = np.ones(record.n_hours, dtype=bool)
-        skip[np.asarray(hours, dtype=np.int64)] = False
-        on_v[skip] = off_v[skip] = any_v[skip] = np.nan
-    return on_v, off_v, any_v
+    if hours is None:
+        return on_v, off_v, any_v
+    out = tuple(np.full(H, np.nan) for _ in range(3))
+    for full, part in zip(out, (on_v, off_v, any_v)):
+        full[np.asarray(hours, dtype=np.int64)] = part
+    return out
+
+
+_HOURLY_FIELDS = ("hours", "times", "supply_price", "supply_volume", "supply_cost", "demand_price", "demand_volume",
+                  "demand_cost", "fixed_demand", "clearing_price", "supply_accepted", "demand_accepted",
+                  "agent_profit", "agent_prev_dispatch")
+
+
+def _take_hours(record: EpisodeRecord, hours: np.ndarray) -> EpisodeRecord:
+    """The record of some of its hours (rows ``hours``), for computations that take each
+    hour on its own."""
+    import dataclasses
+
+    return dataclasses.replace(record, **{f: getattr(record, f)[hours] for f in _HOURLY_FIELDS})
 
 
 def plant_best_profit(record: EpisodeRecord, agent: int | str, on: np.ndarray, off: np.ndarray,

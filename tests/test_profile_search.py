@@ -270,3 +270,24 @@ def test_a_replay_from_the_first_changed_hour_records_the_whole_episode(searched
             np.testing.assert_array_equal(d1, d2)
         p = q
     assert shortened > 0
+
+
+def test_the_helper_process_finds_the_same_profile(searched):
+    """The search with its helper process (every other proposal scored there) keeps the
+    same steps and ends at the same profile as the search in one process."""
+    from agents.profile_search import SearchHelper, search
+
+    sc, core, learner, rep, p = _start(searched)
+    alone = search(rep, p, 24, np.random.default_rng(4), objective="both")
+    steps = []
+    helper = SearchHelper(rep.core, sc, rep.seed, p["actions"])
+    assert helper.alive, helper.failure
+    try:
+        both = search(rep, p, 24, np.random.default_rng(4), objective="both", helper=helper,
+                      on_step=lambda it, new, what, k: steps.append(new is not None))
+        assert helper.alive, helper.failure  # it answered every time
+    finally:
+        helper.close()
+    assert both[1] == alone[1] > 0 and sum(steps) == both[1] and len(steps) == 24
+    np.testing.assert_array_equal(both[0]["actions"], alone[0]["actions"])
+    np.testing.assert_array_equal(both[0]["br"], alone[0]["br"])
