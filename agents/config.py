@@ -608,10 +608,12 @@ class LearningConfig:
     its price, so that the closed-loop evaluation bids it again exactly) and, where their
     evaluation scores better by the same figure than `policies/best`, they replace it (its
     manifest records `trainer.profile_search`). Each proposal costs a replay of the hours
-    it changed and the exact best responses of the learners whose opponents' bids it
-    changed, unless a bound drops it first (`default`: about 0.16 s), so it is off by
-    default; see benchmarks/RESULTS.md, thirty-seventh and thirty-eighth rounds, for what
-    it does on `default`. The actors then bid the searched
+    it changed and the exact best responses (in the hours it changed) of the learners
+    whose opponents' bids it changed, unless a bound drops it first; with two usable
+    cores every other proposal is scored in a helper process, with the same result
+    (`default`: about 0.09 s a proposal), so it is off by default; see
+    benchmarks/RESULTS.md, thirty-seventh and thirty-eighth rounds, for what it does on
+    `default`. The actors then bid the searched
     profile on the episode they were fitted to; elsewhere they are what the fit left of
     them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.

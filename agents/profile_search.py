@@ -3,8 +3,8 @@ exact best response, and what it needs: actions rebuilt from a record, open-loop
 with their exact analysis, the proposals.
 
 A trained policy's deterministic evaluation episode is a profile of bids. Starting from
-it, :func:`search` proposes one change at a time (a learner's prices in a window of
-hours) and keeps it only where the objective falls: by default the largest gain from
+it, :func:`search` proposes changes (a learner's prices in a window of hours) and keeps
+one only where the objective falls: by default the largest gain from
 deviating alone as a share of that learner's best-response profit, ties broken by the
 total gain (``objective="total"``: the reverse). Gains are scored as training scores its
 evaluations (:func:`envs.analysis.exploitability`). A learner is drawn with weight (its
@@ -21,6 +21,15 @@ The changes:
   bid floor) in the window;
 * a plant runs through one of its shutdowns between two runs, or stays out over one of
   its runs between two shutdowns (stretches of at most 48 hours, shorter ones likelier).
+
+Proposals are drawn two at a time from the best profile so far and the better one is
+kept; with two usable cores a helper process (:class:`SearchHelper`) scores the second
+while this one scores the first, with the same result. A proposal is cheap where it
+changes little: :class:`Replay` steps only the hours from its first change until the
+state is the old profile's again, recomputes a plant's best response only in the hours
+whose bids changed and a storage unit's per-hour tables likewise
+(:class:`envs.analysis.StorageTables`), and drops it as soon as a lower bound of its
+score shows it cannot be kept.
 
 It is a heuristic over open-loop actions, not a solver: it finds profiles near the
 policy's that the env's own actions bid; :mod:`agents.distil` turns one into actors.
