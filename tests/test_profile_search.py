@@ -291,3 +291,28 @@ def test_the_helper_process_finds_the_same_profile(searched):
     assert both[1] == alone[1] > 0 and sum(steps) == both[1] and len(steps) == 24
     np.testing.assert_array_equal(both[0]["actions"], alone[0]["actions"])
     np.testing.assert_array_equal(both[0]["br"], alone[0]["br"])
+
+
+def test_storage_tables_give_the_same_best_response_and_bids(searched):
+    """A storage best response (and its response bids) from tables kept over the records
+    of successive proposals equals the one computed from scratch, to the bit."""
+    from agents.profile_search import propose
+    from envs.analysis import StorageTables, best_response, storage_response_bids
+
+    sc, core, learner, rep, p = _start(searched)
+    k = list(core.agent_kind).index("storage")
+    tab, tab_bids = StorageTables(), StorageTables()
+    rng = np.random.default_rng(9)
+    partial = 0
+    for _ in range(10):
+        actions, _, _ = propose(p, core, sc, rng)
+        rec = rep.run(actions, prev=p)["record"]
+        fresh = best_response(rec, k, scenario=sc)
+        kept = best_response(rec, k, scenario=sc, tables=tab)
+        partial += tab.hours is not None and len(tab.hours) < rec.n_hours
+        for f in ("best_profit_per_hour", "soc", "offer_threshold", "bid_threshold", "bid_volume"):
+            np.testing.assert_array_equal(getattr(kept, f), getattr(fresh, f), err_msg=f)
+        np.testing.assert_array_equal(storage_response_bids(rec, k, scenario=sc, tables=tab_bids),
+                                      storage_response_bids(rec, k, scenario=sc))
+        p = rep.run(actions, prev=p)
+    assert partial > 0  # some best responses reused rows
