@@ -138,8 +138,9 @@ class Replay:
                 old, (on, off, either) = values[k]
                 hrs = changed_hours(rec, old)
                 new = plant_hour_values(rec, k, hrs)
-                on, off, either = (np.where(np.isin(np.arange(rec.n_hours), hrs), n, o)
-                                   for n, o in zip(new, (on, off, either)))
+                on, off, either = (o.copy() for o in (on, off, either))
+                for kept, fresh in zip((on, off, either), new):
+                    kept[hrs] = fresh[hrs]
             else:
                 on, off, either = plant_hour_values(rec, k)
             values[k] = (rec, (on, off, either))
@@ -379,12 +380,12 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
             helper.submit(batch[1][0], bound)
         cands: list = [replay.run(batch[0][0], prev=best, bound=bound)]
         scores = [None if cands[0] is None else score(cands[0], objective)]
-        for j in range(1, len(batch)):
-            got = helper.result() if remote and j == 1 else SearchHelper.FAILED
+        if len(batch) > 1:
+            got = helper.result() if remote else SearchHelper.FAILED
             if got is SearchHelper.FAILED:  # scored here (no helper, or it failed: the same figures)
-                remote = remote and j != 1
-                cands.append(replay.run(batch[j][0], prev=best, bound=bound))
-                scores.append(None if cands[j] is None else score(cands[j], objective))
+                remote = False
+                cands.append(replay.run(batch[1][0], prev=best, bound=bound))
+                scores.append(None if cands[1] is None else score(cands[1], objective))
             else:
                 cands.append(None)  # the helper's profile; rebuilt here if it is kept
                 scores.append(got)

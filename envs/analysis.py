@@ -115,7 +115,7 @@ Limits:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -1587,15 +1587,14 @@ def _own_price_vectors(record: EpisodeRecord, sl: _Slots, tick: float, rec_price
     return np.concatenate([np.clip(np.where(np.isnan(first), sl.hi, first), sl.lo, sl.hi), C], axis=1)[:, :, None]
 
 
-def _outcomes(record: EpisodeRecord, sl: _Slots, own: np.ndarray, hours: np.ndarray | None = None):
+def _outcomes(record: EpisodeRecord, sl: _Slots, own: np.ndarray):
     """Profit and dispatch ``(H, P)`` of each own price vector ``own`` ``(H, P, k)`` of
-    each hour (only the hours ``hours``, ascending, where given: the other rows are NaN
-    and False). Each hour is computed on its own, so a row does not depend on which
-    other hours are computed with it."""
+    each hour. Each hour is computed on its own, so a row does not depend on which other
+    hours are computed with it (:func:`plant_hour_values` computes some hours only)."""
     H, P = own.shape[:2]
-    profit = np.full((H, P), np.nan)
-    on = np.zeros((H, P), dtype=bool)
-    for h0, h1 in _hour_chunks(hours, H, max(1, MAX_ROWS // P)):
+    profit = np.empty((H, P))
+    on = np.empty((H, P), dtype=bool)
+    for h0, h1 in _hour_chunks(None, H, max(1, MAX_ROWS // P)):
         o = own[h0:h1]
         if sl.kind == "storage":
             s_price = np.repeat(o, len(sl.s_cols), axis=2)
@@ -1649,9 +1648,7 @@ _HOURLY_FIELDS = ("hours", "times", "supply_price", "supply_volume", "supply_cos
 def _take_hours(record: EpisodeRecord, hours: np.ndarray) -> EpisodeRecord:
     """The record of some of its hours (rows ``hours``), for computations that take each
     hour on its own."""
-    import dataclasses
-
-    return dataclasses.replace(record, **{f: getattr(record, f)[hours] for f in _HOURLY_FIELDS})
+    return replace(record, **{f: getattr(record, f)[hours] for f in _HOURLY_FIELDS})
 
 
 def plant_best_profit(record: EpisodeRecord, agent: int | str, on: np.ndarray, off: np.ndarray,
