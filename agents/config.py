@@ -619,6 +619,14 @@ class LearningConfig:
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.
     Default: 0."""
 
+    profile_search_tolerance: float = 0.0
+    """Where > 0, `profile_search` stops early, before its next proposals, once the larger
+    of the largest gain from deviating alone as a share of that learner's exact
+    best-response profit and the exploitability is at most this (e.g. 0.1: "no learner
+    can gain more than 10 % of its best response, and exploitability <= 0.1"); the
+    proposals made until then are those of the full search, and the manifest records how
+    many were made. 0: all `profile_search` proposals. Must be >= 0. Default: 0.0."""
+
     best_policy_interval: int | str | None = "auto"
     """Extra evaluations that only serve to choose `policies/best`: a deterministic
     evaluation (with the analysis, when it runs) after every this many training episodes
@@ -1397,6 +1405,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "actor_mix_fallback": _auto_or(_int(0, maximum=1000)),
     "actor_mix_evaluations": _int(1, maximum=_MAX_COUNT),
     "profile_search": _int(0, maximum=_MAX_COUNT),
+    "profile_search_tolerance": _float(0.0),
     "best_policy_interval": _auto_or(_optional(_int(1, maximum=_MAX_EPISODES))),
     "critic_reward_scale": _auto_or(_float(0.0, low_open=True)),
     "regret_scale": _float(0.0),

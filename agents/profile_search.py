@@ -358,14 +358,16 @@ result is the same either way."""
 
 def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generator, *, objective: str = "worst",
            focus: str = "gain", on_step: Callable[[int, dict | None, str, int], Any] | None = None,
-           helper: "SearchHelper | None" = None) -> tuple[dict, int]:
+           helper: "SearchHelper | None" = None, stop_at: float | None = None) -> tuple[dict, int]:
     """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result), drawn
     :data:`BATCH` at a time from the best profile so far; of a batch, the proposal that
     scores best is kept where it scores better than that profile (ties: the first).
     Returns the best profile and how many steps were kept. ``on_step(it, best, what, k)``
     after each proposal: ``best`` the new profile where it was kept, else None.
     ``helper`` (a :class:`SearchHelper` started on the same market and start) scores the
-    batch's second proposal in its process; the figures are the same without it."""
+    batch's second proposal in its process; the figures are the same without it.
+    ``stop_at``: stop before the next batch once the profile's score (its first figure)
+    is at most this; the proposals made until then are those of the search without it."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if focus not in ("gain", "uniform"):
@@ -373,6 +375,8 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     best, kept, it = start, 0, 0
     iterations = int(iterations)
     while it < iterations:
+        if stop_at is not None and score(best, objective)[0] <= stop_at:
+            break
         batch = [propose(best, replay.core, replay.scenario, rng, focus) for _ in range(min(BATCH, iterations - it))]
         bound = (objective, score(best, objective))
         remote = helper is not None and helper.alive and len(batch) > 1

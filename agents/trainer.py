@@ -882,9 +882,11 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                 return None, report
             bar = tqdm(total=cfg.profile_search, desc="profile search", unit="step", disable=not progress,
                        dynamic_ncols=True, leave=False)
-            state = {"kept": 0}
+            state = {"kept": 0, "made": 0}
+            tol = float(cfg.profile_search_tolerance)
 
             def step(it, new, what, k):
+                state["made"] = it
                 bar.update(1)
                 if new is not None:
                     state["kept"] += 1
@@ -895,14 +897,18 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
             try:
                 found, kept = search(replay, start, cfg.profile_search,
                                      np.random.default_rng([int(learner.seed), 0x5EA7C4]), objective=SEARCH_OBJECTIVE,
-                                     on_step=step, helper=helper)
+                                     on_step=step, helper=helper, stop_at=tol if tol > 0 else None)
             finally:
                 if helper is not None:
                     helper.close()
             bar.close()
+            made = int(state["made"])
             w0 = _search_score(ev0)
+            if made < cfg.profile_search and progress:
+                print(f"profile_search: stopped after {made} of {cfg.profile_search} proposals, at or below "
+                      f"profile_search_tolerance {tol:g}", flush=True)
             if kept == 0:
-                report = (f"profile_search: no change of {cfg.profile_search} proposals lowered the larger of the "
+                report = (f"profile_search: no change of {made} proposals lowered the larger of the "
                           f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was")
             else:
                 ev, loss, same = distil_profile(learner, eval_core, scenario, found, learning_rate=cfg.learning_rate,
@@ -910,13 +916,13 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                 w1 = _search_score(ev)
                 m0, m = ev0.metrics(), ev.metrics()
                 s0, s1 = (np.asarray(e.br_share, dtype=float) for e in (ev0, ev))
-                what = (f"{kept} of {cfg.profile_search} proposals kept; the fitted actors "
+                what = (f"{kept} of {made} proposals kept; the fitted actors "
                         f"{'bid the profile found' if same else 'do not bid the profile found exactly'} "
                         f"(imitation loss {loss:.2g}): exploitability {m0['exploitability']:.3f} -> "
                         f"{m['exploitability']:.3f}, lowest share of the best response {np.nanmin(s0):.3f} -> "
                         f"{np.nanmin(s1):.3f}")
                 if w1 < w0:
-                    kept_info = {"proposals": int(cfg.profile_search), "kept": int(kept), "reproduced": same,
+                    kept_info = {"proposals": made, "kept": int(kept), "reproduced": same,
                                  "objective": SEARCH_OBJECTIVE, "score": [round(w0[0], 6), round(w1[0], 6)]}
                     earlier = {k: info[k] for k in _KEPT_READINGS if k in info}  # the fallbacks' choices
                     recorder.save("best", {**m, "profile_search": int(kept)}, episode=manifest.get("episode"),

@@ -83,11 +83,16 @@ def main(argv=None) -> int:
     ap.add_argument("--hours", type=int, default=None, help="episode length (the env's max_cycles), as the policy ran")
     ap.add_argument("--out", type=Path, default=None, help="where to write the best actions (.npz)")
     ap.add_argument("--start", type=Path, default=None, help="continue from the actions of an earlier --out")
+    ap.add_argument("--stop-at", type=float, default=None,
+                    help="stop once the objective's first figure is at most this (the trainer's "
+                         "profile_search_tolerance, with --objective both)")
     ap.add_argument("--distil", type=Path, default=None,
                     help="fit the policy's actors to the best profile and save them as this checkpoint folder")
     a = ap.parse_args(argv)
     if a.iterations < 0:
         ap.error(f"--iterations must be >= 0, got {a.iterations}")
+    if a.stop_at is not None and not (a.stop_at >= 0):
+        ap.error(f"--stop-at must be >= 0, got {a.stop_at}")
     if not (a.policy / "manifest.json").is_file():
         ap.error(f"--policy {a.policy}: no manifest.json there; pass a checkpoint folder such as RUN/policies/best")
     if a.distil is not None and a.distil.resolve() == a.policy.resolve():
@@ -125,10 +130,11 @@ def main(argv=None) -> int:
             write_atomic(a.out, lambda f: np.savez(f, actions=b["actions"], profit=b["profit"],
                                                    best_response_profit=b["br"], agents=np.array(agents)), binary=True)
 
-    kept = 0
+    kept = made = 0
 
     def step(it: int, new: dict | None, what: str, k: int) -> None:
-        nonlocal kept
+        nonlocal kept, made
+        made = it
         if new is not None:
             kept += 1
             save(new)  # after every kept step: a stopped search keeps its best so far
@@ -140,13 +146,13 @@ def main(argv=None) -> int:
     helper = start_search_helper(replay, best, a.iterations)  # a second core scores every other proposal
     try:
         best, kept = search(replay, best, a.iterations, np.random.default_rng(a.seed), objective=a.objective,
-                            focus=a.focus, on_step=step, helper=helper)
+                            focus=a.focus, on_step=step, helper=helper, stop_at=a.stop_at)
     finally:
         if helper is not None:
             helper.close()
     save(best)  # also when no step improved on the start
     final = {"final": True, "policy": str(a.policy), "scenario": a.scenario, "objective": a.objective,
-             "focus": a.focus, "iterations": a.iterations, "kept": kept, "seconds": round(time.perf_counter() - t0),
+             "focus": a.focus, "iterations": a.iterations, "proposals": made, "kept": kept, "seconds": round(time.perf_counter() - t0),
              **row(best, agents)}
     if a.distil is not None:
         final["distilled"] = distil_into(learner, core, sc, best, a.policy, a.distil)

@@ -105,6 +105,7 @@ def test_defaults():
         actor_mix_fallback="auto",
         actor_mix_evaluations=36,
         profile_search=0,
+        profile_search_tolerance=0.0,
         best_policy_interval="auto",
         critic_reward_scale=1.0,
         regret_scale=0.0,

@@ -316,3 +316,53 @@ def test_storage_tables_give_the_same_best_response_and_bids(searched):
                                       storage_response_bids(rec, k, scenario=sc))
         p = rep.run(actions, prev=p)
     assert partial > 0  # some best responses reused rows
+
+
+def test_the_search_stops_at_its_tolerance_as_the_full_search_was_then(searched):
+    """``stop_at``: the search ends before the first batch drawn from a profile that
+    scores at or below it, with the proposals and the profile the full search had then."""
+    from agents.profile_search import search
+
+    sc, core, learner, rep, p = _start(searched)
+    seen = []  # (proposals made, the best profile's actions and score after them)
+    state = {"best": p}
+
+    def step(it, new, what, k):
+        if new is not None:
+            state["best"] = new
+        seen.append((it, state["best"]["actions"].copy(), score(state["best"], "both")[0]))
+
+    full = search(rep, p, 24, np.random.default_rng(4), objective="both", on_step=step)
+    assert full[1] >= 2
+    first = score(p, "both")[0]
+    # the score after the first kept step, reached at the end of a batch
+    i = next(j for j, (_, _, s) in enumerate(seen) if s < first)
+    i += (i + 1) % 2  # the batch's last proposal (batches of two, from the start)
+    stop = seen[i][2]
+    made = []
+    got, kept = search(rep, p, 24, np.random.default_rng(4), objective="both", stop_at=stop,
+                       on_step=lambda it, new, what, k: made.append(it))
+    assert kept == 1 and made[-1] == seen[i][0] < 24
+    np.testing.assert_array_equal(got["actions"], seen[i][1])
+    assert score(got, "both")[0] == stop
+    # a start already within the tolerance: no proposal at all
+    same, kept0 = search(rep, p, 24, np.random.default_rng(4), objective="both", stop_at=first,
+                         on_step=lambda *a: pytest.fail("a proposal was made"))
+    assert same is p and kept0 == 0
+
+
+def test_the_trainer_stops_the_search_at_profile_search_tolerance(searched, tmp_path):
+    sc, run, report, *_ = searched
+    w0, w1 = read_manifest(run / "policies" / "best")["trainer"]["profile_search"]["score"]
+    with pytest.raises(ValueError, match="profile_search_tolerance"):
+        LearningConfig.from_dict(sc.learning_config).with_overrides(["profile_search_tolerance=-0.1"])
+    # the same run, told to stop as soon as anything scores below the start
+    tol = f"profile_search_tolerance={w0 * (1 - 1e-9)!r}"
+    cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(TINY + WIDE + ["profile_search=30", tol])
+    tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
+                 env_options={"max_cycles": H})
+    tr.train()
+    tr.close()
+    info = read_manifest(tmp_path / "run" / "policies" / "best")["trainer"]["profile_search"]
+    assert 2 <= info["proposals"] < 30 and info["proposals"] % 2 == 0 and info["kept"] == 1
+    assert f"1 of {info['proposals']} proposals kept" in tr.search_report

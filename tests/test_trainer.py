@@ -444,6 +444,7 @@ KEY_TESTS = {
     "actor_mix_fallback": "tests/test_actor_mix.py::test_the_fallback_takes_each_learners_actor_where_the_total_gain_falls",
     "actor_mix_evaluations": "tests/test_actor_mix.py::test_the_evaluation_budget_and_a_worse_candidate",
     "profile_search": "tests/test_profile_search.py::test_the_search_after_training_keeps_a_better_policy",
+    "profile_search_tolerance": "tests/test_profile_search.py::test_the_trainer_stops_the_search_at_profile_search_tolerance",
     "storage_teacher": "tests/test_storage_teacher.py::test_best_move_targets_bid_the_response_policy_through_the_grid",
     "best_policy_metric": "tests/test_quality_keys.py::test_best_policy_metric_decides_what_policies_best_holds",
     "best_policy_interval": "tests/test_quality_keys.py::test_best_policy_interval_adds_evaluations_that_only_choose_the_best_policy",
