@@ -241,6 +241,39 @@ def test_a_bound_drops_only_profiles_that_score_no_better(searched, objective):
     assert dropped > 0 and kept > 0 and bounded.computed < full.computed
 
 
+def test_the_estimate_drops_what_scores_no_better_with_the_storage_as_before(searched):
+    """``estimate``: a profile is dropped where the full analysis, with the storage's
+    best-response profit taken as the previous profile's, scores it no better than the
+    bound (and only the storage's best response is ever taken so); what is not dropped
+    has the full analysis's figures."""
+    from agents.profile_search import propose
+
+    sc, core, learner, full, p = _start(searched)
+    est = Replay(core, sc, learner.generators.evaluation)
+    storage = [k for k in range(core.n) if core.agent_kind[k] == "storage"]
+    assert storage
+    rng = np.random.default_rng(5)
+    dropped = 0
+    for _ in range(24):
+        actions, _, _ = propose(p, core, sc, rng)
+        bound = ("both", score(p, "both"))
+        q = full.run(actions, prev=p)
+        e = est.run(actions, prev=p, bound=bound, estimate=True)
+        as_before = dict(q, br=q["br"].copy())
+        for k in storage:
+            if not est._others_same(q["record"], p["record"], k):
+                as_before["br"][k] = max(float(p["br"][k]), q["profit"][k])
+        if e is None:  # by the bound (then also by the estimate) or by the estimate
+            assert score(as_before, "both") >= bound[1]
+            dropped += 1
+        else:
+            for key in ("profit", "br", "best_per_hour", "gain_per_hour"):
+                np.testing.assert_array_equal(e[key], q[key])
+        if score(q, "both") < bound[1] and e is not None:
+            p = q
+    assert dropped > 0 and est.computed < full.computed
+
+
 def test_a_replay_from_the_first_changed_hour_records_the_whole_episode(searched):
     """A replay with ``prev`` steps only from the first changed action until the state is
     ``prev``'s again; its record must equal a replay of the whole episode, array by array."""
