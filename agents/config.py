@@ -614,9 +614,9 @@ class LearningConfig:
     skips their slow exact best response for most proposals); with two usable cores
     every other proposal is scored in a helper process, with the same result (`default`:
     about 0.04 s a proposal), so it is off by default; see benchmarks/RESULTS.md,
-    thirty-seventh to thirty-ninth rounds, for what it does on `default`. The actors then bid the searched
-    profile on the episode they were fitted to; elsewhere they are what the fit left of
-    them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
+    thirty-seventh to thirty-ninth rounds, for what it does on `default`. The actors then
+    bid the searched profile on the episode they were fitted to; elsewhere they are what
+    the fit left of them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.
     Default: 0."""
 

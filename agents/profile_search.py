@@ -169,8 +169,9 @@ class Replay:
         scores no better with their best-response profits taken as ``prev``'s (each at
         least its new profit). A heuristic, not a bound: a profile that would be kept
         because it lowers a storage unit's best response is dropped too; what is not
-        dropped is scored in full. :func:`search` uses it (on ``default`` it halves the
-        time a proposal takes, with the same kept steps in most searches)."""
+        dropped is scored in full. :func:`search` uses it (on ``default`` a proposal
+        takes about half the time; some searches keep the same steps, others take
+        another path)."""
         rec, trace = self._replay(actions, prev)
         core = self.core
         agents = list(rec.agents)

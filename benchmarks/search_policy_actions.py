@@ -152,8 +152,8 @@ def main(argv=None) -> int:
             helper.close()
     save(best)  # also when no step improved on the start
     final = {"final": True, "policy": str(a.policy), "scenario": a.scenario, "objective": a.objective,
-             "focus": a.focus, "iterations": a.iterations, "proposals": made, "kept": kept, "seconds": round(time.perf_counter() - t0),
-             **row(best, agents)}
+             "focus": a.focus, "iterations": a.iterations, "proposals": made, "kept": kept,
+             "seconds": round(time.perf_counter() - t0), **row(best, agents)}
     if a.distil is not None:
         final["distilled"] = distil_into(learner, core, sc, best, a.policy, a.distil)
     print(json.dumps(final), flush=True)
