@@ -22,12 +22,16 @@ The changes:
 * a plant runs through one of its shutdowns between two runs, or stays out over one of
   its runs between two shutdowns (stretches of at most 48 hours, shorter ones likelier).
 
-Proposals are drawn two at a time from the best profile so far and the better one is
-kept; with two usable cores a helper process (:class:`SearchHelper`) scores the second
-while this one scores the first, with the same result. A proposal is cheap where it
-changes little: :class:`Replay` steps only the hours from its first change until the
-state is the old profile's again, recomputes a plant's best response only in the hours
-whose bids changed and a storage unit's per-hour tables likewise
+Each proposal is drawn from the best profile so far with a generator of its own
+(:func:`proposal_rng`) and kept where it scores better (first improvement). With two
+usable cores a helper process (:class:`SearchHelper`) scores proposals drawn ahead of the
+one to decide next while this process scores others; they are decided in order, and
+those drawn from a profile that a kept step replaced are drawn again, so the result is
+the same as in one process. A proposal is cheap where it changes little:
+:class:`Replay` steps only the hours from its first change until the state is the old
+profile's again, recomputes a plant's best response (and its best response within the
+grid, a proposal's target: :func:`envs.analysis.plant_response_prices`) only in the
+hours whose bids changed and a storage unit's per-hour tables likewise
 (:class:`envs.analysis.StorageTables`), and drops it as soon as a lower bound of its
 score shows it cannot be kept, or, before the storage units' exact best responses (the
 slow part), where it scores no better with those taken as before the change (a
@@ -47,7 +51,8 @@ from typing import Any, Callable
 import numpy as np
 
 from envs.analysis import (StorageTables, _share, best_response, best_responses, changed_hours, cold_offer_map,
-                           plant_best_profit, plant_hour_values, recorded_profit, storage_response_bids)
+                           plant_best_profit, plant_hour_values, plant_response_prices, recorded_profit,
+                           storage_response_bids)
 
 WINDOWS = (1, 2, 4, 8, 24, 48)
 SHIFTS = (-5.0, -2.0, -0.5, 0.5, 2.0, 5.0)
@@ -315,11 +320,12 @@ def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gai
     r = rng.random()
     targets = p.setdefault("targets", {})  # a learner's best-response bids against this profile, once
     if r < 0.4 and kind == "plant":
-        if k not in targets:
+        if k not in targets:  # the hours that bid as in the last profile's are kept
             to_grid, _ = core.plant_grid(k)
-            resp = best_response(p["record"], k, ties="cost", plant_prices=to_grid,
-                                 cold_prices=cold_offer_map(core, k, to_grid))
-            targets[k] = np.nan_to_num(np.asarray(resp.best_price, dtype=float), nan=mbp)
+            keep = p.setdefault("tables", {}).setdefault(("grid response", k), {})
+            bp = plant_response_prices(p["record"], k, ties="cost", plant_prices=to_grid,
+                                       cold_prices=cold_offer_map(core, k, to_grid), keep=keep)
+            targets[k] = np.nan_to_num(bp, nan=mbp)
         bp = targets[k]
         B[hrs, k, 0] = np.minimum(bp[hrs, 0], bp[hrs, 1]) / mbp
         B[hrs, k, 1] = np.maximum(bp[hrs, 0], bp[hrs, 1]) / mbp
@@ -367,76 +373,142 @@ def propose(p: dict, core, scenario, rng: np.random.Generator, focus: str = "gai
     return B, f"{what}, hours {t}-{t + W - 1}", k
 
 
-BATCH = 2
-"""Proposals drawn at a time from the same profile (:func:`search`): each is scored
-against it, and the better of those that score better is kept. With a
-:class:`SearchHelper` the second one is scored in another process at the same time; the
-result is the same either way."""
+WINDOW = 12
+"""How far past the next proposal to decide :func:`search` draws and scores proposals
+ahead with a :class:`SearchHelper` (each against the best profile so far, which a kept
+proposal makes stale)."""
+
+HELPER_DEPTH = 4
+"""Proposals queued at a :class:`SearchHelper` at a time, so that it never waits for the
+next one."""
+
+
+def proposal_rng(base: int, i: int) -> np.random.Generator:
+    """The generator of proposal ``i`` of a search whose ``base`` was drawn from its
+    generator: proposal ``i`` is the same whichever process draws it, and whenever."""
+    return np.random.default_rng([int(base), int(i)])
+
+
+def _draw(replay: "Replay", best: dict, base: int, i: int, focus: str) -> tuple[np.ndarray, str, int]:
+    """Proposal ``i`` drawn from ``best``: its actions, what changed and whose."""
+    return propose(best, replay.core, replay.scenario, proposal_rng(base, i), focus)
+
+
+def _score(replay: "Replay", best: dict, actions: np.ndarray, objective: str) -> tuple:
+    """``actions`` scored against ``best``: ``(score, profile)`` where it scores better,
+    else ``(None, None)``."""
+    bound = (objective, score(best, objective))
+    cand = replay.run(actions, prev=best, bound=bound, estimate=True)
+    sc = None if cand is None else score(cand, objective)
+    return (sc, cand) if sc is not None and sc < bound[1] else (None, None)
+
+
+def _portable(profile: dict) -> dict:
+    """``profile`` to send to another process: without this process's caches (the
+    replay's tables, the targets drawn from it)."""
+    return {f: v for f, v in profile.items() if f not in ("tables", "targets")}
+
+
+def _adopted(profile: dict, replay: "Replay") -> dict:
+    """A profile from another process (:func:`_portable`), with ``replay``'s caches."""
+    return {**profile, "tables": replay.tables}
 
 
 def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generator, *, objective: str = "worst",
            focus: str = "gain", on_step: Callable[[int, dict | None, str, int], Any] | None = None,
            helper: "SearchHelper | None" = None, stop_at: float | None = None) -> tuple[dict, int]:
-    """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result), drawn
-    :data:`BATCH` at a time from the best profile so far; of a batch, the proposal that
-    scores best is kept where it scores better than that profile (ties: the first).
+    """``iterations`` proposals from ``start`` (a :meth:`Replay.run` result), each drawn
+    from the best profile so far (its own generator, :func:`proposal_rng`, from one draw
+    of ``rng``) and kept where it scores better than that profile (first improvement).
     Returns the best profile and how many steps were kept. ``on_step(it, best, what, k)``
-    after each proposal: ``best`` the new profile where it was kept, else None.
+    after each proposal, in order: ``best`` the new profile where it was kept, else None.
     Proposals are scored with :meth:`Replay.run`'s ``bound`` and ``estimate``.
-    ``helper`` (a :class:`SearchHelper` started on the same market and start) scores the
-    batch's second proposal in its process; the figures are the same without it.
-    ``stop_at``: stop before the next batch once the profile's score (its first figure)
-    is at most this; the proposals made until then are those of the search without it."""
+
+    ``helper`` (a :class:`SearchHelper` started on the same market and start) draws and
+    scores proposals in its process while this one does too: proposals up to
+    :data:`WINDOW` ahead of the next one to decide are handed out to whichever process
+    is free, each against the best profile so far, and decided in order; after a kept
+    proposal, those drawn from the profile before it are drawn again from the new one.
+    Each proposal is thus the same as in one process, and so are the figures.
+    ``stop_at``: stop before the next proposal once the profile's score (its first
+    figure) is at most this; the proposals made until then are those of the search
+    without it."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if focus not in ("gain", "uniform"):
         raise ValueError(f"focus must be 'gain' or 'uniform', got {focus!r}")
-    best, kept, it = start, 0, 0
     iterations = int(iterations)
-    while it < iterations:
+    base = int(rng.integers(0, 2 ** 62))
+    best, kept, done, version = start, 0, 0, 0
+    ready: dict[int, tuple] = {}  # proposal -> (score, profile here or None, actions, what, whose), this version
+    sent: dict[int, tuple] = {}  # proposals at the helper, this version: (actions, what, whose)
+    mine: set[int] = set()  # proposals scored here, this version
+    nxt = 0  # the next proposal not yet handed out
+    if helper is not None and helper.alive:
+        helper.start(objective)
+
+    def helper_failed():  # what was sent there is drawn here
+        nonlocal helper, nxt
+        helper = None
+        sent.clear()
+        nxt = min([i for i in range(done, nxt) if i not in ready] + [nxt])
+
+    while done < iterations:
         if stop_at is not None and score(best, objective)[0] <= stop_at:
             break
-        batch = [propose(best, replay.core, replay.scenario, rng, focus) for _ in range(min(BATCH, iterations - it))]
-        bound = (objective, score(best, objective))
-        remote = helper is not None and helper.alive and len(batch) > 1
-        if remote:
-            helper.submit(batch[1][0], bound)
-        cands: list = [replay.run(batch[0][0], prev=best, bound=bound, estimate=True)]
-        scores = [None if cands[0] is None else score(cands[0], objective)]
-        if len(batch) > 1:
-            got = helper.result() if remote else SearchHelper.FAILED
-            if got is SearchHelper.FAILED:  # scored here (no helper, or it failed: the same figures)
-                remote = False
-                cands.append(replay.run(batch[1][0], prev=best, bound=bound, estimate=True))
-                scores.append(None if cands[1] is None else score(cands[1], objective))
-            else:
-                cands.append(None)  # the helper's profile; rebuilt here if it is kept
-                scores.append(got)
-        better = [j for j, sc in enumerate(scores) if sc is not None and sc < bound[1]]
-        pick = min(better, key=lambda j: (scores[j], j)) if better else None
-        if pick is not None:
-            new = cands[pick] if cands[pick] is not None else replay.run(batch[pick][0], prev=best)
-            if remote:  # the helper moves to the kept profile too
-                if pick == 1:
-                    helper.keep()
-                else:
-                    helper.sync(batch[pick][0])
-            best, kept = new, kept + 1
-        elif remote:
-            helper.discard()
-        for j, (_, what, k) in enumerate(batch):
-            it += 1
+        if done in ready:  # decide the next proposal
+            sc, cand, actions, what, k = ready.pop(done)
+            new = None
+            if sc is not None:
+                if done not in mine:  # the helper's profile, sent with its score
+                    cand = _adopted(cand, replay)
+                    if helper is not None:
+                        helper.adopt(done)
+                elif helper is not None:
+                    helper.sync(cand)
+                best, kept, version, new = cand, kept + 1, version + 1, cand
+                ready.clear()  # drawn from the profile before: drawn again
+                sent.clear()
+                mine.clear()
+                nxt = done + 1
+            done += 1
             if on_step is not None:
-                on_step(it, best if j == pick else None, what, k)
+                on_step(done, new, what, k)
+            continue
+        limit = min(iterations, done + WINDOW)
+        if helper is not None:
+            while helper.alive and helper.queued < HELPER_DEPTH and nxt < limit:
+                drawn = _draw(replay, best, base, nxt, focus)
+                helper.submit(nxt, version, drawn[0])
+                sent[nxt] = drawn
+                nxt += 1
+            if not helper.alive:
+                helper_failed()
+                continue
+        wait = nxt >= limit  # every proposal up to the window's end is out: wait for the helper
+        if not wait:
+            actions, what, k = _draw(replay, best, base, nxt, focus)
+            ready[nxt] = _score(replay, best, actions, objective) + (actions, what, k)
+            mine.add(nxt)
+            nxt += 1
+        if helper is not None:
+            for got in helper.results(block=wait):
+                if got is SearchHelper.FAILED:
+                    helper_failed()
+                    break
+                i, v, sc, cand = got
+                if v == version and i in sent:
+                    ready[i] = (sc, cand) + sent.pop(i)
+                    mine.discard(i)
     return best, kept
 
 
 class SearchHelper:
     """A ``spawn`` process (NumPy and ``envs`` only; see :func:`agents.reference.start_process`)
-    that scores the second proposal of each batch of :func:`search` on its own copy of
-    the market, from the same start profile, while the caller scores the first. Where it
-    cannot start or fails, :attr:`alive` turns False and the caller scores everything
-    itself (the same figures, later). :meth:`close` stops it."""
+    that draws and scores proposals of :func:`search` on its own copy of the market, from
+    the same start profile, while the caller does too. Where it cannot start or fails,
+    :attr:`alive` turns False and the caller scores everything itself (the same figures,
+    later). :meth:`close` stops it."""
 
     FAILED = object()
 
@@ -447,6 +519,7 @@ class SearchHelper:
 
         self.alive = False
         self.failure: str | None = None
+        self.queued = 0  # proposals sent whose answer has not come back
         self._proc = None
         try:
             core = copy.copy(core)  # its own copy goes to the process, without the fused step's state
@@ -472,36 +545,43 @@ class SearchHelper:
         self.failure = self.failure or f"{type(e).__name__}: {e}"
         self.close()
 
-    def submit(self, actions: np.ndarray, bound) -> None:
-        """Score ``actions`` against the helper's profile (:meth:`Replay.run` with ``bound``)."""
-        self._send(("score", actions, bound))
+    def start(self, objective: str) -> None:
+        """A new search, and its objective."""
+        self._send(("start", objective))
 
-    def result(self):
-        """The submitted proposal's score (None: no better than the bound), or
+    def submit(self, i: int, version: int, actions: np.ndarray) -> None:
+        """Score proposal ``i``, ``actions`` drawn from profile ``version`` (the count of
+        kept steps so far), against the helper's profile."""
+        self.queued += 1
+        self._send(("score", i, version, actions))
+
+    def results(self, block: bool = False) -> list:
+        """The answers that have come back (at least one where ``block``): ``(proposal,
+        version, score or None, the profile where it scores better)`` each, or
         :attr:`FAILED`."""
+        out: list = []
         if not self.alive:
-            return self.FAILED
+            return [self.FAILED]
         try:
-            got = self._conn.recv()
+            while self.queued and (self._conn.poll() or (block and not out)):
+                got = self._conn.recv()
+                if isinstance(got, BaseException):
+                    self._fail(got)
+                    return out + [self.FAILED]
+                self.queued -= 1
+                out.append(got)
         except Exception as e:  # noqa: BLE001
             self._fail(e)
-            return self.FAILED
-        if isinstance(got, BaseException):
-            self._fail(got)
-            return self.FAILED
-        return got
+            out.append(self.FAILED)
+        return out
 
-    def keep(self) -> None:
-        """The submitted proposal becomes the helper's profile."""
-        self._send(("keep", None, None))
+    def adopt(self, i: int) -> None:
+        """Proposal ``i``, scored there and better, becomes the helper's profile."""
+        self._send(("adopt", i))
 
-    def discard(self) -> None:
-        """Forget the submitted proposal."""
-        self._send(("discard", None, None))
-
-    def sync(self, actions: np.ndarray) -> None:
-        """The profile of ``actions`` (a proposal scored here and kept) becomes the helper's."""
-        self._send(("sync", actions, None))
+    def sync(self, profile: dict) -> None:
+        """``profile`` (a proposal scored here and kept) becomes the helper's."""
+        self._send(("sync", _portable(profile)))
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -544,33 +624,64 @@ def start_search_helper(replay: Replay, start: dict, iterations: int) -> "Search
 
 def _search_worker(conn, core, scenario, seed: int, start_actions: np.ndarray) -> None:
     """:class:`SearchHelper`'s process: its own :class:`Replay` of ``core``, the profile of
-    ``start_actions``, and the messages ``(op, actions, bound)``: "score" (answers the
-    score or None), "keep", "discard", "sync"; None stops it. An error is sent back and
-    ends it."""
-    try:
-        replay = Replay(core, scenario, seed)
-        best, cand = replay.run(start_actions), None
+    ``start_actions``, and the messages "start", "score" (answers ``(proposal, version,
+    score or None, the profile where it scores better)``; a proposal drawn from a profile
+    that a later message already replaces is answered as no better without being
+    scored), "adopt", "sync"; None stops it. An error is sent back and ends it.
+
+    Answers go out through a thread, so that this process keeps reading while a large
+    answer waits for the caller (which may itself be sending a profile)."""
+    import queue
+    import threading
+
+    out: queue.Queue = queue.Queue()
+
+    def sender():
         while True:
-            msg = conn.recv()
+            msg = out.get()
             if msg is None:
                 return
-            op, actions, bound = msg
-            if op == "score":
-                cand = replay.run(actions, prev=best, bound=bound, estimate=True)
-                conn.send(None if cand is None else score(cand, bound[0]))
-            elif op == "keep":
-                best, cand = cand, None
-            elif op == "discard":
-                cand = None
-            elif op == "sync":
-                best, cand = replay.run(actions, prev=best), None
+            try:
+                conn.send(msg)
+            except Exception:  # noqa: BLE001 -- the caller is gone
+                return
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    try:
+        replay = Replay(core, scenario, seed)
+        best, version, cands, objective = replay.run(start_actions), 0, {}, "worst"
+        while True:
+            msgs = [conn.recv()]
+            while msgs[-1] is not None and conn.poll():
+                msgs.append(conn.recv())
+            moves = [j for j, m in enumerate(msgs) if m is not None and m[0] in ("adopt", "sync")]
+            for j, msg in enumerate(msgs):
+                if msg is None:
+                    return
+                op = msg[0]
+                if op == "start":
+                    objective, cands = msg[1], {}
+                elif op == "score":
+                    _, i, v, actions = msg
+                    if v != version or any(m > j for m in moves):  # stale: its profile is replaced
+                        out.put((i, v, None, None))
+                        continue
+                    sc, cand = _score(replay, best, actions, objective)
+                    if cand is not None:
+                        cands[i] = cand
+                    out.put((i, v, sc, None if cand is None else _portable(cand)))
+                elif op == "adopt":
+                    best, version, cands = cands[msg[1]], version + 1, {}
+                elif op == "sync":
+                    best, version, cands = _adopted(msg[1], replay), version + 1, {}
     except EOFError:
         return
     except Exception as e:  # noqa: BLE001 -- the caller falls back to scoring here
-        try:
-            conn.send(e)
-        except Exception:  # noqa: BLE001
-            pass
+        out.put(e)
+    finally:
+        out.put(None)
+        thread.join(timeout=10)
 
 
 def start_profile(replay: Replay, record, profit) -> dict:

@@ -1666,6 +1666,101 @@ def plant_best_profit(record: EpisodeRecord, agent: int | str, on: np.ndarray, o
     return np.where(path, on, off) - suc * _start_hours(path, on0)
 
 
+_CHOICE_FIELDS = ("on", "off", "p_on", "p_off", "x_on", "x_off", "p_any", "x_any", "on_any")
+
+
+def _plant_choices(record: EpisodeRecord, sl: _Slots, tick: float, rec_price: np.ndarray, plant_prices,
+                   cold_prices, ties: str, live: np.ndarray | None = None) -> dict:
+    """The per-hour part of a plant's best response, each hour on its own: for the
+    prices it bids warm (``plant_prices``) and, with ``cold_prices``, cold, the best value
+    when dispatched (``on``, ``-inf`` where none is) and when not (``off``), the profit
+    (``p_*``) and price vector (``x_*``, ``(H, k)``) of those bids, and of the best bid
+    either way (``*_any``, ``on_any``: whether it is dispatched); keys ``"warm"``,
+    ``"cold"`` (None without ``cold_prices``) and ``"P"``, the price vectors tried per hour."""
+    own = _own_price_vectors(record, sl, tick, rec_price, plant_prices, live=live)
+    rows = np.arange(record.n_hours)
+    cost = record.supply_cost[:, sl.s_cols]  # (H, own supply columns)
+    c = cost if own.shape[2] == cost.shape[1] else cost[:, :1]
+
+    def pick(own):
+        profit, on = _outcomes(record, sl, own)
+        dist = np.abs(own - c[:, None, :]).sum(axis=2) if ties == "cost" else None  # (H, P)
+        on_val = np.where(on, profit, -np.inf)
+        off_val = np.where(on, -np.inf, profit)
+        b_on, b_off, b_any = _prefer_first(on_val, dist), _prefer_first(off_val, dist), _prefer_first(profit, dist)
+        return {"on": on_val[rows, b_on], "off": off_val[rows, b_off], "p_on": profit[rows, b_on],
+                "p_off": profit[rows, b_off], "x_on": own[rows, b_on], "x_off": own[rows, b_off],
+                "p_any": profit[rows, b_any], "x_any": own[rows, b_any], "on_any": on[rows, b_any]}
+    return {"warm": pick(own), "cold": None if cold_prices is None else pick(_mapped_rows(own, record, cold_prices)),
+            "P": int(own.shape[1])}
+
+
+def _plant_assemble(record: EpisodeRecord, i: int, ch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A plant's best profit per hour, price vectors ``(H, k)`` and dispatch from its
+    per-hour choices (:func:`_plant_choices`): the on/off programme with its start-up
+    cost, where it has one (ties keep the recorded state)."""
+    w, cold = ch["warm"], ch["cold"]
+    suc = float(record.agent_start_up_cost[i])
+    if suc == 0.0:
+        return w["p_any"], w["x_any"], np.asarray(w["on_any"], dtype=bool)
+    rec_on = dispatched(record, i)
+    on0 = bool(record.agent_prev_dispatch[0, i] > 0)
+    if cold is None:
+        path = _on_off_path(w["on"], w["off"], suc, on0, rec_on)
+        profit = np.where(path, w["p_on"], w["p_off"])
+        x = np.where(path[:, None], w["x_on"], w["x_off"])
+    else:  # each hour's values in the state it is in: cold after an hour without dispatch
+        path = _on_off_path(np.stack([cold["on"], w["on"]], axis=1), np.stack([cold["off"], w["off"]], axis=1),
+                            suc, on0, rec_on)
+        warm = np.concatenate([[on0], path[:-1]])
+        profit = np.where(path, np.where(warm, w["p_on"], cold["p_on"]), np.where(warm, w["p_off"], cold["p_off"]))
+        x = np.where(path[:, None], np.where(warm[:, None], w["x_on"], cold["x_on"]),
+                     np.where(warm[:, None], w["x_off"], cold["x_off"]))
+    return profit - suc * _start_hours(path, on0), x, path
+
+
+def plant_response_prices(record: EpisodeRecord, agent: int | str, *, tick: float = 0.01, ties: str = "recorded",
+                          plant_prices=None, cold_prices=None, keep: dict | None = None) -> np.ndarray:
+    """A plant's best-response prices ``(H, 2)`` (NaN where it has one bid), as
+    :func:`best_response` reports them in ``best_price`` with the same arguments, to the
+    bit. ``keep``, a dict kept between calls on records of the same market (and the same
+    maps): the hours that bid as in the last record are not computed again (each hour's
+    choices depend on that hour's bids only)."""
+    i = _agent_index(record, agent)
+    sl = _slots(record, i)
+    if sl.kind != "plant":
+        raise ValueError(f"agent {record.agents[i]!r} is a {sl.kind}, not a plant")
+    live = (record.supply_volume[:, sl.s_cols] > VOLUME_TOL).any(axis=0)
+    old = None if keep is None else keep.get("record")
+    hours = None
+    same_maps = old is not None and (keep["choices"]["cold"] is None) == (cold_prices is None)
+    if same_maps and np.array_equal(keep["live"], live):
+        hours = changed_hours(record, old)
+    if hours is None or len(hours) > 0:
+        sub = record if hours is None else _take_hours(record, hours)
+        rec_price = _rec_prices(sub, sl, np.ones(sub.n_hours, dtype=np.int8))
+        fresh = _plant_choices(sub, sl, tick, rec_price, plant_prices, cold_prices, ties, live=live)
+        if hours is None:
+            ch = fresh
+        else:
+            ch = {"P": max(keep["choices"]["P"], fresh["P"])}
+            for state in ("warm", "cold"):
+                if fresh[state] is None:
+                    ch[state] = None
+                    continue
+                ch[state] = {f: v.copy() for f, v in keep["choices"][state].items()}
+                for f in _CHOICE_FIELDS:
+                    ch[state][f][hours] = fresh[state][f]
+    else:
+        ch = keep["choices"]
+    if keep is not None:
+        keep.update(record=record, live=live, choices=ch)
+    _, bp, _ = _plant_assemble(record, i, ch)
+    out = np.full((record.n_hours, 2), np.nan)
+    out[:] = bp if bp.shape[1] == 2 else bp[:, :1]
+    return out
+
+
 # ---------------------------------------------------------------------------- public
 def best_response(
     record: EpisodeRecord,
@@ -1765,53 +1860,24 @@ def best_response(
     rec_price = _rec_prices(record, sl, direction)
     rec_profit = recorded_profit(record, i)
 
-    own = _own_price_vectors(record, sl, tick, rec_price, plant_prices)
-    P = own.shape[1]
-
-    profit, on = _outcomes(record, sl, own)
-
     rows = np.arange(H)
-    dist = None
-    if ties == "cost" and sl.kind != "storage":
-        cost = record.supply_cost[:, sl.s_cols]  # (H, own supply columns)
-        c = cost if own.shape[2] == cost.shape[1] else cost[:, :1]
-        dist = np.abs(own - c[:, None, :]).sum(axis=2)  # (H, P)
-    suc = float(record.agent_start_up_cost[i]) if sl.kind == "plant" else 0.0
-    if sl.kind == "plant" and suc != 0.0:
-        # on/off dynamic programme over the episode: start-up cost when dispatched after
-        # an hour without dispatch (the state before the first hour from the record)
-        on_val = np.where(on, profit, -np.inf)
-        off_val = np.where(on, -np.inf, profit)
-        b_on, b_off = _prefer_first(on_val, dist), _prefer_first(off_val, dist)
-        rec_on = dispatched(record, i)
-        on0 = bool(record.agent_prev_dispatch[0, i] > 0)
-        if cold_prices is None:
-            path = _on_off_path(on_val[rows, b_on], off_val[rows, b_off], suc, on0, rec_on)
-            best = np.where(path, b_on, b_off)
-            best_profit = profit[rows, best] - suc * _start_hours(path, on0)
-        else:
-            # after an hour without dispatch the plant bids the cold prices: a second set
-            # of outcomes, and the programme reads each hour's values in the state it is in
-            own_c = _mapped_rows(own, record, cold_prices)
-            profit_c, on_c = _outcomes(record, sl, own_c)
-            dist_c = np.abs(own_c - c[:, None, :]).sum(axis=2) if dist is not None else None
-            on_val_c = np.where(on_c, profit_c, -np.inf)
-            off_val_c = np.where(on_c, -np.inf, profit_c)
-            b_on_c, b_off_c = _prefer_first(on_val_c, dist_c), _prefer_first(off_val_c, dist_c)
-            path = _on_off_path(np.stack([on_val_c[rows, b_on_c], on_val[rows, b_on]], axis=1),
-                                np.stack([off_val_c[rows, b_off_c], off_val[rows, b_off]], axis=1),
-                                suc, on0, rec_on)
-            warm = np.concatenate([[on0], path[:-1]])
-            best = np.where(path, np.where(warm, b_on, b_on_c), np.where(warm, b_off, b_off_c))
-            own = np.where(warm[:, None, None], own, own_c)
-            profit = np.where(warm[:, None], profit, profit_c)
-            best_profit = profit[rows, best] - suc * _start_hours(path, on0)
-        best_on = path
+    if sl.kind == "plant":
+        choices = _plant_choices(record, sl, tick, rec_price, plant_prices, cold_prices, ties)
+        best_profit, bp, best_on = _plant_assemble(record, i, choices)
+        P = choices["P"]
     else:
+        own = _own_price_vectors(record, sl, tick, rec_price, plant_prices)
+        P = own.shape[1]
+        profit, on = _outcomes(record, sl, own)
+        dist = None
+        if ties == "cost" and sl.kind != "storage":
+            cost = record.supply_cost[:, sl.s_cols]  # (H, own supply columns)
+            c = cost if own.shape[2] == cost.shape[1] else cost[:, :1]
+            dist = np.abs(own - c[:, None, :]).sum(axis=2)  # (H, P)
         best = _prefer_first(profit, dist)
         best_profit = profit[rows, best]
-        best_on = on[rows, best] if sl.kind == "plant" else None
-    bp = own[rows, best]  # (H, k)
+        best_on = None
+        bp = own[rows, best]  # (H, k)
     best_price = np.full((H, 2), np.nan)
     best_action = np.full((H, 2), np.nan)
     if sl.kind == "plant":
