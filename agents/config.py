@@ -611,10 +611,11 @@ class LearningConfig:
     it changed and the exact best responses (in the hours it changed) of the learners
     whose opponents' bids it changed, unless a bound drops it first or it scores no
     better with the storage units' best responses taken as before (a heuristic that
-    skips their slow exact best response for most proposals); with two usable cores
-    every other proposal is scored in a helper process, with the same result (`default`:
-    about 0.04 s a proposal), so it is off by default; see benchmarks/RESULTS.md,
-    thirty-seventh to thirty-ninth rounds, for what it does on `default`. The actors then
+    skips their slow exact best response for most proposals); proposals are decided in
+    order, each with its own generator, and with two usable cores a helper process
+    scores some of them ahead, with the same result (`default`: about 0.025-0.04 s a
+    proposal), so it is off by default; see benchmarks/RESULTS.md, thirty-seventh to
+    fortieth rounds, for what it does on `default`. The actors then
     bid the searched profile on the episode they were fitted to; elsewhere they are what
     the fit left of them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.

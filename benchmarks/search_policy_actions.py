@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         elif it % 100 == 0:
             print(json.dumps({"it": it, "kept": kept, "seconds": round(time.perf_counter() - t0)}), flush=True)
 
-    helper = start_search_helper(replay, best, a.iterations)  # a second core scores every other proposal
+    helper = start_search_helper(replay, best, a.iterations)  # a second core scores proposals ahead
     try:
         best, kept = search(replay, best, a.iterations, np.random.default_rng(a.seed), objective=a.objective,
                             focus=a.focus, on_step=step, helper=helper, stop_at=a.stop_at)
