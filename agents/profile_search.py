@@ -440,9 +440,9 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     iterations = int(iterations)
     base = int(rng.integers(0, 2 ** 62))
     best, kept, done, version = start, 0, 0, 0
-    ready: dict[int, tuple] = {}  # proposal -> (score, profile here or None, actions, what, whose), this version
+    # proposal -> (score, profile or None, scored here, actions, what, whose), this version
+    ready: dict[int, tuple] = {}
     sent: dict[int, tuple] = {}  # proposals at the helper, this version: (actions, what, whose)
-    mine: set[int] = set()  # proposals scored here, this version
     nxt = 0  # the next proposal not yet handed out
     if helper is not None and helper.alive:
         helper.start(objective)
@@ -457,10 +457,10 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
         if stop_at is not None and score(best, objective)[0] <= stop_at:
             break
         if done in ready:  # decide the next proposal
-            sc, cand, actions, what, k = ready.pop(done)
+            sc, cand, here, actions, what, k = ready.pop(done)
             new = None
             if sc is not None:
-                if done not in mine:  # the helper's profile, sent with its score
+                if not here:  # the helper's profile, sent with its score
                     cand = _adopted(cand, replay)
                     if helper is not None:
                         helper.adopt(done)
@@ -469,7 +469,6 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
                 best, kept, version, new = cand, kept + 1, version + 1, cand
                 ready.clear()  # drawn from the profile before: drawn again
                 sent.clear()
-                mine.clear()
                 nxt = done + 1
             done += 1
             if on_step is not None:
@@ -488,8 +487,7 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
         wait = nxt >= limit  # every proposal up to the window's end is out: wait for the helper
         if not wait:
             actions, what, k = _draw(replay, best, base, nxt, focus)
-            ready[nxt] = _score(replay, best, actions, objective) + (actions, what, k)
-            mine.add(nxt)
+            ready[nxt] = _score(replay, best, actions, objective) + (True, actions, what, k)
             nxt += 1
         if helper is not None:
             for got in helper.results(block=wait):
@@ -498,8 +496,7 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
                     break
                 i, v, sc, cand = got
                 if v == version and i in sent:
-                    ready[i] = (sc, cand) + sent.pop(i)
-                    mine.discard(i)
+                    ready[i] = (sc, cand, False) + sent.pop(i)
     return best, kept
 
 

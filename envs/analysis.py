@@ -1743,7 +1743,7 @@ def plant_response_prices(record: EpisodeRecord, agent: int | str, *, tick: floa
         if hours is None:
             ch = fresh
         else:
-            ch = {"P": max(keep["choices"]["P"], fresh["P"])}
+            ch = {}
             for state in ("warm", "cold"):
                 if fresh[state] is None:
                     ch[state] = None
