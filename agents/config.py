@@ -601,12 +601,15 @@ class LearningConfig:
     the kept policy's evaluation episode, read as a profile of open-loop env actions
     (:mod:`agents.profile_search`: one learner's prices changed in a window of hours
     around the hours where the worst-off learner gains, or a plant's run or shutdown
-    bridged; each change kept only where the larger of two figures falls: the largest
-    gain from deviating alone as a share of that learner's exact best-response profit,
-    and the exploitability). Then the actors are fitted to the best profile found
+    bridged; each change kept only where a smooth maximum (the 10-norm) of these figures
+    falls: each learner's gain from deviating alone as a share of its exact
+    best-response profit, and the exploitability; a plain maximum, which only credits a
+    change that lowers every figure tied at the top, stalled on some seeds). Then the
+    actors are fitted to the best profile found
     (:mod:`agents.distil`: each bid at the middle of the range of actions the env reads as
     its price, so that the closed-loop evaluation bids it again exactly) and, where their
-    evaluation scores better by the same figure than `policies/best`, they replace it (its
+    evaluation scores better than `policies/best` by the larger of the largest gain share
+    and the exploitability, they replace it (its
     manifest records `trainer.profile_search`). Each proposal costs a replay of the hours
     it changed and the exact best responses (in the hours it changed) of the learners
     whose opponents' bids it changed, unless a bound drops it first or it scores no
@@ -615,7 +618,7 @@ class LearningConfig:
     order, each with its own generator, and with two usable cores a helper process
     scores some of them ahead, with the same result (`default`: about 0.025-0.04 s a
     proposal), so it is off by default; see benchmarks/RESULTS.md, thirty-seventh to
-    fortieth rounds, for what it does on `default`. The actors then
+    forty-first rounds, for what it does on `default`. The actors then
     bid the searched profile on the episode they were fitted to; elsewhere they are what
     the fit left of them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.

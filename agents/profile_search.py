@@ -6,7 +6,8 @@ A trained policy's deterministic evaluation episode is a profile of bids. Starti
 it, :func:`search` proposes changes (a learner's prices in a window of hours) and keeps
 one only where the objective falls: by default the largest gain from
 deviating alone as a share of that learner's best-response profit, ties broken by the
-total gain (``objective="total"``: the reverse). Gains are scored as training scores its
+total gain (``objective="total"``: the reverse; "both" and "smooth" add the exploitability,
+:func:`score`; the trainer's ``profile_search`` lowers "smooth"). Gains are scored as training scores its
 evaluations (:func:`envs.analysis.exploitability`). A learner is drawn with weight (its
 gain share)^2 and a window of 1-48 hours; with ``focus="gain"`` (the default) the window
 is placed around an hour drawn by that learner's gain in it, and the change is made by
@@ -256,21 +257,33 @@ class Replay:
         return core.episode_record(0), {"log": list(core._log), "state": states}
 
 
-OBJECTIVES = ("worst", "both", "total")
+OBJECTIVES = ("worst", "both", "total", "smooth")
+
+SMOOTH_POWER = 10.0
+"""The power of objective "smooth"'s norm (:func:`score`)."""
 
 
 def score(p: dict, objective: str) -> tuple[float, float]:
     """What the search lowers, compared as a tuple: "worst", ``(largest gain share, total
     gain)``; "both", ``(max(largest gain share, exploitability), total gain)`` (how far
     the profile is from a goal such as "every learner >= 0.90 of its best response and
-    exploitability <= 0.10" on both counts); "total", ``(total gain, largest gain share)``."""
+    exploitability <= 0.10" on both counts); "smooth", the same with the maximum replaced
+    by the :data:`SMOOTH_POWER`-norm of the learners' gain shares and the exploitability
+    (it also credits a change that lowers some of the figures near the top by more than
+    it raises others, where the plain maximum only credits one that lowers them all);
+    "total", ``(total gain, largest gain share)``."""
     gain = p["br"] - p["profit"]
     worst = float(np.max(gain / np.maximum(np.abs(p["br"]), 1.0)))
     total = float(np.clip(gain, 0.0, None).sum())
     if objective == "worst":
         return worst, total
-    if objective == "both":
-        return max(worst, float(gain.sum() / max(float(np.abs(p["profit"]).sum()), 1e-9))), total
+    if objective in ("both", "smooth"):
+        expl = float(gain.sum() / max(float(np.abs(p["profit"]).sum()), 1e-9))
+        if objective == "both":
+            return max(worst, expl), total
+        x = np.append(np.clip(gain / np.maximum(np.abs(p["br"]), 1.0), 0.0, None), max(expl, 0.0))
+        m = float(x.max())
+        return (m * float(((x / m) ** SMOOTH_POWER).sum()) ** (1.0 / SMOOTH_POWER) if m > 0 else 0.0), total
     return total, worst
 
 
@@ -431,7 +444,7 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     proposal, those drawn from the profile before it are drawn again from the new one.
     Each proposal is thus the same as in one process, and so are the figures.
     ``stop_at``: stop before the next proposal once the profile's score (its first
-    figure) is at most this; the proposals made until then are those of the search
+    figure; "both"'s for objective "smooth") is at most this; the proposals made until then are those of the search
     without it."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -454,7 +467,7 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
         nxt = min([i for i in range(done, nxt) if i not in ready] + [nxt])
 
     while done < iterations:
-        if stop_at is not None and score(best, objective)[0] <= stop_at:
+        if stop_at is not None and score(best, "both" if objective == "smooth" else objective)[0] <= stop_at:
             break
         if done in ready:  # decide the next proposal
             sc, cand, here, actions, what, k = ready.pop(done)

@@ -819,16 +819,18 @@ def actor_mix_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenar
 
 
 def _search_score(ev: EvalResult) -> tuple[float, float]:
-    """An evaluation scored as the profile search scores a profile (objective "both"):
-    ``(max(largest gain share, exploitability), total gain)``."""
+    """An evaluation scored by the figure that ``profile_search_tolerance`` reads and that
+    decides whether the searched policy is kept (:func:`agents.profile_search.score`,
+    objective "both"): ``(max(largest gain share, exploitability), total gain)``."""
     from .profile_search import score
 
     return score({"br": np.asarray(ev.br_profit, dtype=float), "profit": np.asarray(ev.agent_profit, dtype=float)},
-                 SEARCH_OBJECTIVE)
+                 "both")
 
 
-#: what ``profile_search`` lowers (:func:`agents.profile_search.score`)
-SEARCH_OBJECTIVE = "both"
+#: what ``profile_search`` lowers step by step (:func:`agents.profile_search.score`): a
+#: smooth maximum of the learners' gain shares and the exploitability (RESULTS.md, round 41)
+SEARCH_OBJECTIVE = "smooth"
 
 
 def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: Scenario, eval_core: MarketCore, *,
@@ -838,9 +840,10 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
     :func:`agents.profile_search.search` over its evaluation episode for
     ``profile_search`` proposals (generator seeded by the run's seed; the analysis on two
     cores where the learner has a pool), fit the actors to the best profile found
-    (:func:`agents.distil.distil`) and evaluate them; where they score better by the
-    search's objective (:data:`SEARCH_OBJECTIVE`: the larger of the largest gain share and
-    the exploitability) than ``policies/best``, save them as ``policies/best`` (manifest:
+    (:func:`agents.distil.distil`) and evaluate them; where they score better than
+    ``policies/best`` by the larger of the largest gain share and the exploitability
+    (:func:`_search_score`; the search itself lowers a smooth maximum of the same figures,
+    :data:`SEARCH_OBJECTIVE`), save them as ``policies/best`` (manifest:
     ``trainer.profile_search``, with the readings kept). The learner's own actors and
     their optimizer are left as they were. Returns what was kept (``None``: nothing) and
     a one-line report (``None`` when nothing was tried: the key is 0, no analysis, no run

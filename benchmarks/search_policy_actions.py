@@ -2,7 +2,7 @@
 exact best response; optionally distilled into the policy's actors.
 
     PYTHONPATH=$PWD python benchmarks/search_policy_actions.py --policy RUN/policies/best
-        [--scenario default] [--iterations 1500] [--seed 0] [--objective worst|both|total]
+        [--scenario default] [--iterations 1500] [--seed 0] [--objective worst|both|total|smooth]
         [--focus gain|uniform] [--hours N] [--out actions.npz] [--start actions.npz]
         [--distil NEW_POLICY_FOLDER]
 
@@ -23,7 +23,9 @@ solver: it can show that such a profile exists near the policy, not that none do
 2. Each step proposes one change and keeps it only where the objective falls:
    ``--objective worst`` (default) the largest gain from deviating alone as a share of that
    learner's best-response profit, ties broken by the total gain; ``both`` the larger of
-   that and the exploitability; ``total`` the total gain, ties broken by the largest
+   that and the exploitability; ``smooth`` a smooth maximum (10-norm) of each learner's gain
+   share and the exploitability (what the trainer's ``profile_search`` lowers); ``total``
+   the total gain, ties broken by the largest
    share. Gains are scored as training scores its evaluations
    (``envs.analysis.exploitability``; a best response whose opponents bid as before is
    reused). A learner is drawn with weight (its gain share)^2, a window of 1–48 hours
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--study-case", default=None)
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0, help="seed of the proposals")
-    ap.add_argument("--objective", choices=("worst", "both", "total"), default="worst")
+    ap.add_argument("--objective", choices=("worst", "both", "total", "smooth"), default="worst")
     ap.add_argument("--focus", choices=("gain", "uniform"), default="gain",
                     help="where windows go: around the hours where the drawn learner gains, or anywhere")
     ap.add_argument("--hours", type=int, default=None, help="episode length (the env's max_cycles), as the policy ran")

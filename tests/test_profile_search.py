@@ -124,8 +124,8 @@ def test_the_search_after_training_keeps_a_better_policy(searched):
     m = read_manifest(run / "policies" / "best")
     info = m["trainer"]["profile_search"]
     assert info["proposals"] == 30 and 1 <= info["kept"] <= 30 and info["reproduced"] is True
-    assert info["objective"] == "both"
-    w0, w1 = info["score"]
+    assert info["objective"] == "smooth"
+    w0, w1 = info["score"]  # the larger of the largest gain share and the exploitability
     assert w1 < w0
     # the saved policy evaluates to what the manifest and the report say
     ev, core = evaluate_policy(sc, LearningConfig.from_dict(sc.learning_config), run / "policies" / "best",
@@ -158,6 +158,15 @@ def test_the_search_is_off_at_zero_and_scores_as_documented(tmp_path):
     assert score(p, "both") == pytest.approx((0.2, 20.0))  # max(0.2, 20 / 130)
     assert score({"br": np.array([100.0, 100.0]), "profit": np.array([80.0, 80.0])}, "both")[0] == pytest.approx(0.25)
     assert score(p, "total") == pytest.approx((20.0, 0.2))
+    # "smooth": the 10-norm of the gain shares (0.1, 0.2) and the exploitability (20 / 130)
+    assert score(p, "smooth") == pytest.approx((0.201424, 20.0), rel=1e-5)
+    # it credits a change that lowers one of two figures tied at the top by more than it
+    # raises the other, which the plain maximum ("both") does not: gain shares 0.1 / 0.1
+    # -> 0.101 / 0.095 (the third learner's 0.05 and the exploitability stay below)
+    tied = {"br": np.array([100.0, 100.0, 100.0]), "profit": np.array([90.0, 90.0, 95.0])}
+    moved = {"br": np.array([100.0, 100.0, 100.0]), "profit": np.array([89.9, 90.5, 95.0])}
+    assert score(moved, "both") > score(tied, "both")
+    assert score(moved, "smooth") < score(tied, "smooth")
 
 
 def test_the_script_distils_into_a_checkpoint(searched, tmp_path, capsys):
@@ -215,7 +224,7 @@ def test_reused_best_responses_score_as_a_full_analysis(searched):
     assert reused > 0  # some proposals left a learner's opponents as they were
 
 
-@pytest.mark.parametrize("objective", ["worst", "both", "total"])
+@pytest.mark.parametrize("objective", ["worst", "both", "total", "smooth"])
 def test_a_bound_drops_only_profiles_that_score_no_better(searched, objective):
     """With a bound, a replay stops before the best responses that cannot change the
     verdict: where it returns None the full analysis scores the profile no better than
@@ -408,33 +417,36 @@ def test_plant_targets_kept_over_records_equal_the_best_response(searched):
         assert partial > 0  # some hours were kept
 
 
-def test_the_search_stops_at_its_tolerance_as_the_full_search_was_then(searched):
-    """``stop_at``: the search ends before the first proposal drawn from a profile that
-    scores at or below it, with the proposals and the profile the full search had then."""
+@pytest.mark.parametrize("objective", ["both", "smooth"])
+def test_the_search_stops_at_its_tolerance_as_the_full_search_was_then(searched, objective):
+    """``stop_at``: the search ends before the first proposal drawn from a profile whose
+    larger of the largest gain share and the exploitability (objective "both"'s figure,
+    whichever objective the search lowers) is at or below it, with the proposals and the
+    profile the full search had then."""
     from agents.profile_search import search
 
     sc, core, learner, rep, p = _start(searched)
-    seen = []  # (proposals made, the best profile's actions and score after them)
-    state = {"best": p}
+    seen = []  # (proposals made, steps kept, the best profile's actions and figure after them)
+    state = {"best": p, "kept": 0}
 
     def step(it, new, what, k):
         if new is not None:
-            state["best"] = new
-        seen.append((it, state["best"]["actions"].copy(), score(state["best"], "both")[0]))
+            state["best"], state["kept"] = new, state["kept"] + 1
+        seen.append((it, state["kept"], state["best"]["actions"].copy(), score(state["best"], "both")[0]))
 
-    full = search(rep, p, 24, np.random.default_rng(4), objective="both", on_step=step)
+    full = search(rep, p, 24, np.random.default_rng(4), objective=objective, on_step=step)
     assert full[1] >= 2
     first = score(p, "both")[0]
-    i = next(j for j, (_, _, s) in enumerate(seen) if s < first)  # the first kept step
-    stop = seen[i][2]
+    i = next(j for j, (*_, s) in enumerate(seen) if s < first)  # the first step below the start
+    stop = seen[i][3]
     made = []
-    got, kept = search(rep, p, 24, np.random.default_rng(4), objective="both", stop_at=stop,
+    got, kept = search(rep, p, 24, np.random.default_rng(4), objective=objective, stop_at=stop,
                        on_step=lambda it, new, what, k: made.append(it))
-    assert kept == 1 and made[-1] == seen[i][0] < 24
-    np.testing.assert_array_equal(got["actions"], seen[i][1])
+    assert kept == seen[i][1] >= 1 and made[-1] == seen[i][0] < 24
+    np.testing.assert_array_equal(got["actions"], seen[i][2])
     assert score(got, "both")[0] == stop
     # a start already within the tolerance: no proposal at all
-    same, kept0 = search(rep, p, 24, np.random.default_rng(4), objective="both", stop_at=first,
+    same, kept0 = search(rep, p, 24, np.random.default_rng(4), objective=objective, stop_at=first,
                          on_step=lambda *a: pytest.fail("a proposal was made"))
     assert same is p and kept0 == 0
 
