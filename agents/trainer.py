@@ -911,8 +911,9 @@ def profile_search_fallback(learner: Learner, recorder: RunRecorder, scenario: S
                 print(f"profile_search: stopped after {made} of {cfg.profile_search} proposals, at or below "
                       f"profile_search_tolerance {tol:g}", flush=True)
             if kept == 0:
-                report = (f"profile_search: no change of {made} proposals lowered the larger of the "
-                          f"largest share of gain and the exploitability ({w0[0]:.3f}), kept as it was")
+                report = (f"profile_search: no change of {made} proposals lowered the search's smooth maximum of "
+                          f"the learners' gain shares and the exploitability (the larger of the largest share of "
+                          f"gain and the exploitability: {w0[0]:.3f}), kept as it was")
             else:
                 ev, loss, same = distil_profile(learner, eval_core, scenario, found, learning_rate=cfg.learning_rate,
                                                 seed=learner.seed)

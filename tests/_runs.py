@@ -16,8 +16,10 @@ H = 48
 TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
         "validation_episodes_interval=10", "equilibrium_reference=false", "stay_out_fallback=false",
-        "start_up_markup_fallback=[]", "tie_below_cost_fallback=false", "actor_mix_fallback=0"]
-"""A run of two 48-hour episodes on small networks, every fallback off."""
+        "start_up_markup_fallback=[]", "tie_below_cost_fallback=false", "actor_mix_fallback=0",
+        "profile_search=0"]
+"""A run of two 48-hour episodes on small networks, every fallback and the profile search
+off (`default`'s config turns the search on)."""
 
 
 def plant_constant(tr: Trainer, name: str, pre: float) -> None:

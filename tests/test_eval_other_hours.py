@@ -20,7 +20,8 @@ from _examples import load_benchmark
 
 TINY = ["training_episodes=1", "episodes_collecting_initial_experience=1", "gradient_steps=1", "batch_size=16",
         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-        "equilibrium_reference=false", "stay_out_fallback=false", "start_up_markup_fallback=[]"]
+        "equilibrium_reference=false", "stay_out_fallback=false", "start_up_markup_fallback=[]",
+        "profile_search=0"]
 
 
 def _script():

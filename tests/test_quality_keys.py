@@ -17,7 +17,7 @@ from envs import load_scenario
 SMALL = [
     "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "train_freq=12h", "gradient_steps=2", "batch_size=16",
     "episodes_collecting_initial_experience=1", "validation_episodes_interval=1", "training_episodes=4",
-    "replay_buffer_size=10000", "torch_threads=1",
+    "replay_buffer_size=10000", "torch_threads=1", "profile_search=0",
 ]
 
 

@@ -15,7 +15,7 @@ from agents.trainer import Trainer, evaluate_policy, losing_plants
 
 TINY = ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
         "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-        "validation_episodes_interval=10", "equilibrium_reference=false"]
+        "validation_episodes_interval=10", "equilibrium_reference=false", "profile_search=0"]
 H = 48
 
 

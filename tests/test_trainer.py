@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     "actor_hidden_sizes=[32, 32]", "critic_hidden_sizes=[32, 32]", "train_freq=12h", "gradient_steps=4",
     "batch_size=16", "episodes_collecting_initial_experience=1", "validation_episodes_interval=1",
-    "training_episodes=3", "replay_buffer_size=10000",
+    "training_episodes=3", "replay_buffer_size=10000", "profile_search=0",
 ]
 
 
