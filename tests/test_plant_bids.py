@@ -175,7 +175,7 @@ def test_checkpoints_record_how_the_plants_bid_and_evaluate_so(tmp_path):
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
          "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-         "validation_episodes_interval=10", "equilibrium_reference=false"])
+         "validation_episodes_interval=10", "equilibrium_reference=false", "profile_search=0"])
     tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
                  env_options={"max_cycles": 48})
     tr.train()
@@ -243,7 +243,8 @@ def test_storage_prices_key_reaches_the_env_and_the_checkpoint(tmp_path):
     cfg = LearningConfig.from_dict(sc.learning_config).with_overrides(
         ["training_episodes=2", "episodes_collecting_initial_experience=1", "gradient_steps=2", "batch_size=16",
          "actor_hidden_sizes=[16]", "critic_hidden_sizes=[16]", "torch_threads=1", "best_policy_interval=null",
-         "validation_episodes_interval=10", "equilibrium_reference=false", "plant_bids=free"])
+         "validation_episodes_interval=10", "equilibrium_reference=false", "plant_bids=free",
+         "profile_search=0"])
     tr = Trainer(sc, cfg, run_dir=tmp_path / "run", seed=0, progress=False, tensorboard=False,
                  env_options={"max_cycles": 48})
     assert tr.core.storage_prices == tr.eval_core.storage_prices == "undercut"
