@@ -617,9 +617,10 @@ class LearningConfig:
     skips their slow exact best response for most proposals); proposals are decided in
     order, each with its own generator, and with two usable cores a helper process
     scores some of them ahead, with the same result (`default`: about 0.025-0.04 s a
-    proposal), so it is off by default (the built-in `default` scenario's `base` study case
-    turns it on: 4000 with `profile_search_tolerance` 0.1); see benchmarks/RESULTS.md, thirty-seventh to
-    forty-first rounds, for what it does on `default`. The actors then
+    proposal), so it is off by default (the built-in `default` scenario's `base` study
+    case turns it on: 4000 with `profile_search_tolerance` 0.1); see
+    benchmarks/RESULTS.md, thirty-seventh to forty-first rounds, for what it does on
+    `default`. The actors then
     bid the searched profile on the episode they were fitted to; elsewhere they are what
     the fit left of them. Needs the per-evaluation analysis, a run folder, and units whose bids can be
     rebuilt as actions (two-sided storage); both runtimes. 0: off. Must be >= 0.

@@ -4,14 +4,15 @@ with their exact analysis, the proposals.
 
 A trained policy's deterministic evaluation episode is a profile of bids. Starting from
 it, :func:`search` proposes changes (a learner's prices in a window of hours) and keeps
-one only where the objective falls: by default the largest gain from
-deviating alone as a share of that learner's best-response profit, ties broken by the
-total gain (``objective="total"``: the reverse; "both" and "smooth" add the exploitability,
-:func:`score`; the trainer's ``profile_search`` lowers "smooth"). Gains are scored as training scores its
-evaluations (:func:`envs.analysis.exploitability`). A learner is drawn with weight (its
-gain share)^2 and a window of 1-48 hours; with ``focus="gain"`` (the default) the window
-is placed around an hour drawn by that learner's gain in it, and the change is made by
-that learner or (half the time) another one; with ``focus="uniform"`` anywhere, by it.
+one only where the objective falls: by default the largest gain from deviating alone as
+a share of that learner's best-response profit, ties broken by the total gain
+(``objective="total"``: the reverse; "both" and "smooth" add the exploitability, see
+:func:`score`; the trainer's ``profile_search`` lowers "smooth"). Gains are scored as
+training scores its evaluations (:func:`envs.analysis.exploitability`). A learner is
+drawn with weight (its gain share)^2 and a window of 1-48 hours; with ``focus="gain"``
+(the default) the window is placed around an hour drawn by that learner's gain in it, and
+the change is made by that learner or (half the time) another one; with
+``focus="uniform"`` anywhere, by it.
 The changes:
 
 * a plant adopts its best response within the env's offer grid in the window (the
@@ -444,8 +445,8 @@ def search(replay: Replay, start: dict, iterations: int, rng: np.random.Generato
     proposal, those drawn from the profile before it are drawn again from the new one.
     Each proposal is thus the same as in one process, and so are the figures.
     ``stop_at``: stop before the next proposal once the profile's score (its first
-    figure; "both"'s for objective "smooth") is at most this; the proposals made until then are those of the search
-    without it."""
+    figure; "both"'s for objective "smooth") is at most this; the proposals made until
+    then are those of the search without it."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if focus not in ("gain", "uniform"):
