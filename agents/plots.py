@@ -25,7 +25,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: list[dict[str, Any]], path: Path) -> Path:
+def learning_curves(history: list[dict[str, Any]], path: Path, final: float | None = None) -> Path:
+    """Training and evaluation rewards, and the evaluations' share of the best-response
+    profit; ``final``: the share of the policy the run keeps and summarises
+    (``policies/best`` after the fallbacks and the profile search, which may be none of
+    the evaluations plotted), marked after the last episode."""
+    return _save(_learning_figure(history, final), path)
+
+
+def _learning_figure(history: list[dict[str, Any]], final: float | None = None):
     fig = _figure()
     ax1, ax2 = fig.subplots(1, 2)
     ep = [r["episode"] for r in history]
@@ -39,8 +47,12 @@ def learning_curves(history: list[dict[str, Any]], path: Path) -> Path:
     ax1.set_title("learning curve")
     br = [(r["episode"], r["eval/br_share"]) for r in history if "eval/br_share" in r]
     if br:
-        ax2.plot(*zip(*br), "o-", color="tab:green")
+        ax2.plot(*zip(*br), "o-", color="tab:green", label="evaluations")
         ax2.axhline(1.0, color="k", lw=0.8, ls=":")
+        if final is not None and np.isfinite(final):
+            ax2.plot([br[-1][0] + 1], [final], "*", color="tab:red", ms=12,
+                     label=f"kept policy (summary): {final:.3f}")
+            ax2.legend(loc="lower right")
         ax2.set_ylabel("share of best-response profit")
         ax2.set_title("profit / best-response profit (evaluation)")
     else:
@@ -49,7 +61,7 @@ def learning_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ax2.set_title("mean clearing price (training)")
     ax2.set_xlabel("episode")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def bids_vs_cost(ev, agents: list[str], path: Path, hours: int = 336) -> Path:
@@ -228,7 +240,7 @@ def make_plots(run_dir: str | os.PathLike, history, ev, agents: list[str], rows:
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     paths = [
-        learning_curves(history, out / "learning_curves.png"),
+        learning_curves(history, out / "learning_curves.png", final=ev.metrics().get("br_share")),
         bids_vs_cost(ev, agents, out / "bids_vs_marginal_cost.png"),
         price_duration(ev, out / "price_duration_curve.png"),
         profit_vs_best_response(ev, agents, out / "profit_vs_best_response.png"),
