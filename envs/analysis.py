@@ -551,6 +551,27 @@ def _evaluate(
     return profit * record.dt, q > 0
 
 
+def _count_below(rows: np.ndarray, q: np.ndarray, *, inclusive: bool = False) -> np.ndarray:
+    """Per row, how many of ``rows`` ``(R, n)`` (each row ascending) lie below
+    (``inclusive``: at or below) each value of ``q`` ``(R, X)``: ``np.searchsorted`` of
+    every row at once, one comparison per column of these short rows (counted in
+    ``uint8`` while ``n < 256``: a quarter of the memory traffic of ``intp``)."""
+    op = np.less_equal if inclusive else np.less
+    n = rows.shape[1]
+    if n == 0:
+        return np.zeros(np.shape(q), dtype=np.intp)
+    out = op(rows[:, :1], q)
+    out = out.astype(np.uint8) if n < 256 else out.astype(np.intp)
+    for j in range(1, n):
+        out += op(rows[:, j:j + 1], q)
+    return out
+
+
+def _gather(a: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``a`` ``(R, n)`` at column ``j[r, x]`` of each row ``r``: ``(R, X)``."""
+    return a[np.arange(a.shape[0])[:, None], j]
+
+
 def _evaluate_residual(
     record: EpisodeRecord, sl: _Slots, h0: int, h1: int, s_price: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -558,128 +579,146 @@ def _evaluate_residual(
     supply bids only (a plant or renewable): the others' merit order and their demand
     curve are sorted once per hour and every own price vector is placed on them, instead
     of clearing ``h * P`` whole markets (the 24 learners of ``many``: 8 s instead of 70 s
-    for one evaluation; each CCGT of ``default``, whose storage also bids on the demand
-    side, 0.19 s instead of 0.27 s inside a training run). Same rules as :func:`envs.market.clear_market`
-    (bids clipped to the price limits, bids of at most ``VOLUME_TOL`` MW ignored; the
-    first supply price ``p`` at which the supply offered at or below it covers the demand
-    willing to pay ``p`` sets the price, unless that demand is already covered by the
-    supply below ``p``, when the next lower offer sets it and the supply below ``p`` is
-    traded; the bids at the price share the rest pro rata; scarcity at the cap); the tests
-    compare the two on random markets with ties and demand bids."""
-    h, P, k = s_price.shape
+    for one evaluation). All hours at once: each hour's bids sorted in a row of its own
+    (bids without volume last, at +inf), a search in them a count over the row's columns
+    (:func:`_count_below`); the sums are taken in the order of a one-hour computation, so
+    the figures do not depend on which hours are computed together (a CCGT of
+    ``default``: 0.06 s for 336 hours and 497 price vectors, 0.14 s hour by hour). Same
+    rules as :func:`envs.market.clear_market` (bids clipped to the price limits, bids of at
+    most ``VOLUME_TOL`` MW ignored; the first supply price ``p`` at which the supply
+    offered at or below it covers the demand willing to pay ``p`` sets the price, unless
+    that demand is already covered by the supply below ``p``, when the next lower offer
+    sets it and the supply below ``p`` is traded; the bids at the price share the rest pro
+    rata; scarcity at the cap); the tests compare the two on random markets with ties and
+    demand bids."""
+    R, P, k = s_price.shape
     cap, floor = record.price_cap, record.price_floor
+    tol = VOLUME_TOL
     s_cols = np.asarray(sl.s_cols)
     others = np.ones(record.supply_price.shape[1], dtype=bool)
     others[s_cols] = False
-    profit = np.zeros((h, P))
-    on = np.zeros((h, P), dtype=bool)
-    tol = VOLUME_TOL
+    fixed = np.asarray(record.fixed_demand[h0:h1], dtype=float)[:, None]  # (R, 1)
+    # the demand bids ascending and the demand willing to pay at least each: fixed + a suffix sum
+    dv = record.demand_volume[h0:h1]
+    m = dv.shape[1]
+    d_live = dv > tol
+    dkey = np.where(d_live, np.minimum(np.maximum(record.demand_price[h0:h1], floor), cap), np.inf)
+    d_order = dkey.argsort(axis=1, kind="stable")
+    dps = np.take_along_axis(dkey, d_order, axis=1)
+    tail = np.zeros((R, m + 1))
+    if m:
+        d_sorted = np.take_along_axis(np.where(d_live, dv, 0.0), d_order, axis=1)
+        tail[:, :m] = np.cumsum(d_sorted[:, ::-1], axis=1)[:, ::-1]
+    elastic = d_live.any(axis=1)  # (R,) hours with demand bids
+    idle = fixed[:, 0] + tail[:, 0] <= tol  # no demand at any price: nothing is traded, no profit
+
+    def demand_at(q: np.ndarray) -> np.ndarray:
+        return fixed + _gather(tail, _count_below(dps, q)) if m else np.broadcast_to(fixed, np.shape(q))
+
+    # the others' offers ascending; the supply offered before index j
+    ov = record.supply_volume[h0:h1][:, others]
+    n = ov.shape[1]
+    live = ov > tol
+    okey = np.where(live, np.minimum(np.maximum(record.supply_price[h0:h1][:, others], floor), cap), np.inf)
+    order = okey.argsort(axis=1, kind="stable")
+    lv = np.take_along_axis(okey, order, axis=1)  # (R, n)
+    n_lv = live.sum(axis=1)[:, None]
+    cum = np.zeros((R, n + 1))
+    np.cumsum(np.take_along_axis(np.where(live, ov, 0.0), order, axis=1), axis=1, out=cum[:, 1:])
+    # supply through each of the others' steps minus the demand at its price: non-
+    # decreasing, so the first step covering the demand is a count of those below
+    g = np.where(lv < np.inf, cum[:, 1:] - demand_at(lv), np.inf)
+    av = record.supply_volume[h0:h1][:, s_cols]
+    a_live = av > tol
+    av = np.where(a_live, av, 0.0)
+    # the own prices column by column, (R, P) each; a bid without volume is no offer
+    A = [np.where(a_live[:, i:i + 1], np.minimum(np.maximum(s_price[:, :, i], floor), cap), np.inf) for i in range(k)]
+    avc = [av[:, i:i + 1] for i in range(k)]
+    none = np.full((R, P), np.inf)
+
+    def own_below(q: np.ndarray, inclusive: bool = False):
+        op, out = (np.less_equal if inclusive else np.less), 0.0
+        for a, v in zip(A, avc):
+            out = out + op(a, q) * v
+        return out
+
+    def offered_below(q: np.ndarray) -> np.ndarray:
+        return _gather(cum, _count_below(lv, q)) + own_below(q)
+
+    def offered_at_or_below(q: np.ndarray) -> np.ndarray:
+        return _gather(cum, _count_below(lv, q, inclusive=True)) + own_below(q, True)
+
+    def lv_at(j: np.ndarray) -> np.ndarray:
+        return np.where(j < n_lv, _gather(lv, np.minimum(j, n - 1)), np.inf) if n else none
+
+    # the first price level covering demand: in each interval between own prices the
+    # first of the others' steps that does (with the own volume below it), and each own price
+    A3 = np.stack(A, axis=2) if k else np.zeros((R, P, 0))
+    srt = np.argsort(A3, axis=2)
+    As = np.take_along_axis(A3, srt, axis=2)
+    added = np.cumsum(np.take_along_axis(np.broadcast_to(av[:, None, :], A3.shape), srt, axis=2), axis=2)
+    level = none
+    for i in range(k + 1):
+        j = _count_below(g, np.broadcast_to(-tol - (added[:, :, i - 1] if i else 0.0), (R, P)))
+        if i:
+            j = np.maximum(j, _count_below(lv, As[:, :, i - 1]))
+        q = lv_at(j)
+        level = np.where((q < (As[:, :, i] if i < k else none)) & (q < level), q, level)
+    for a in A:
+        fin = np.isfinite(a)
+        a0 = np.where(fin, a, 0.0)
+        ok = fin & (offered_at_or_below(a0) >= demand_at(a0) - tol)
+        level = np.where(ok & (a < level), a, level)
+    cross = np.isfinite(level)
+    total = cum[:, -1:] + av.sum(axis=1)[:, None]
+    # fixed demand only: the supply below the first covering level never covers the
+    # demand (a lower level would have), so that level sets the price; without one,
+    # everything offered is sold and the price is the cap (scarcity)
+    price = np.where(cross, level, cap)
+    volume = np.where(cross, fixed, total)
+    if elastic.any():  # the hours with demand bids
+        lev0 = np.where(cross, level, 0.0)
+        jl = _count_below(lv, lev0)
+        below_lev = _gather(cum, jl) + own_below(lev0)
+        d_lev = demand_at(lev0)
+        marginal = d_lev > below_lev + tol  # the level's own bids are (partly) needed
+        # the next lower offer (others' or own) where the level's bids are not needed
+        prev = np.where(jl > 0, _gather(lv, np.maximum(jl, 1) - 1), -np.inf) if n else -none
+        top = (np.where(n_lv > 0, _gather(lv, np.maximum(n_lv, 1) - 1), -np.inf) if n else -none[:, :1])
+        for a in A:
+            prev = np.maximum(prev, np.where(a < lev0, a, -np.inf))
+            top = np.maximum(top, np.where(np.isfinite(a), a, -np.inf))
+        e_vol = np.where(marginal, d_lev, below_lev)
+        e_price = np.where(marginal, lev0, prev)
+        # nothing below the level: no trade (the price is the cheapest offer, the level)
+        traded = e_vol > tol
+        e_price = np.where(traded, e_price, lev0)
+        e_vol = e_vol * traded
+        # no crossing: everything offered is sold at the dearest offer
+        e_price = np.where(cross, e_price, np.where(np.isfinite(top), top, cap))
+        e_vol = np.where(cross, e_vol, total)
+        scarce = demand_at(np.full((R, 1), cap)) - e_vol > tol
+        e_price = np.where(scarce, cap, e_price)
+        price = np.where(elastic[:, None], e_price, price)
+        volume = np.where(elastic[:, None], e_vol, volume)
+    below = offered_below(price)
+    v_at = offered_at_or_below(price) - below
+    share = np.clip((volume - below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
+    cost = record.supply_cost[h0:h1][:, s_cols]
+    q, profit = 0.0, 0.0
+    for i, (a, v) in enumerate(zip(A, avc)):
+        acc = (a < price) * v + (a == price) * (v * share)
+        q = q + acc
+        profit = profit + acc * (price - cost[:, i:i + 1])
+    profit = profit * record.dt
     floor_cost = _min_output(record, sl, h0, h1)
-    n_dem = record.demand_price.shape[1]
-    for r, t in enumerate(range(h0, h1)):
-        fixed = float(record.fixed_demand[t])
-        if n_dem:  # the demand willing to pay at least q: fixed + a suffix sum of the bids
-            dv = record.demand_volume[t]
-            d_live = dv > tol
-            dps = np.minimum(np.maximum(record.demand_price[t][d_live], floor), cap)
-            d_order = dps.argsort(kind="stable")
-            dps = dps[d_order]
-            tail = np.concatenate([np.cumsum(dv[d_live][d_order][::-1])[::-1], [0.0]])
-        else:
-            dps, tail = np.zeros(0), np.zeros(1)
-        if fixed + tail[0] <= tol:
-            continue  # no demand at any price: nothing is traded, no acceptance, no profit
-
-        elastic = len(dps) > 0
-
-        def demand_at(q: np.ndarray) -> np.ndarray:
-            return fixed + tail[np.searchsorted(dps, q, side="left")] if elastic else np.full(np.shape(q), fixed)
-
-        ov = record.supply_volume[t, others]
-        live = ov > tol
-        op = np.minimum(np.maximum(record.supply_price[t, others][live], floor), cap)
-        order = op.argsort(kind="stable")
-        lv = op[order]  # others' offered prices, ascending
-        n_lv = len(lv)
-        cum = np.concatenate([[0.0], np.cumsum(ov[live][order])])  # offered before index j
-        # supply through each of the others' steps minus the demand at its price: non-
-        # decreasing, so the first step covering the demand is found by bisection
-        g = cum[1:] - demand_at(lv)
-        av = record.supply_volume[t, s_cols]
-        a_live = av > tol
-        av = np.where(a_live, av, 0.0)
-        A = np.minimum(np.maximum(s_price[r], floor), cap)  # (P, k)
-        A = np.where(a_live[None, :], A, np.inf)  # a bid without volume is no offer
-
-        def offered_below(q: np.ndarray) -> np.ndarray:
-            return cum[np.searchsorted(lv, q, side="left")] + ((A < q[:, None]) * av).sum(axis=1)
-
-        def offered_at_or_below(q: np.ndarray) -> np.ndarray:
-            return cum[np.searchsorted(lv, q, side="right")] + ((A <= q[:, None]) * av).sum(axis=1)
-
-        # the first price level covering demand: in each interval between own prices the
-        # first of the others' steps that does (with the own volume below it), and each own price
-        srt = np.argsort(A, axis=1)
-        As = np.take_along_axis(A, srt, axis=1)
-        w_sorted = np.take_along_axis(np.broadcast_to(av, A.shape), srt, axis=1)
-        bounds_lo = np.concatenate([np.full((P, 1), -np.inf), As], axis=1)  # (P, k+1)
-        bounds_hi = np.concatenate([As, np.full((P, 1), np.inf)], axis=1)
-        added = np.concatenate([np.zeros((P, 1)), np.cumsum(w_sorted, axis=1)], axis=1)
-        level = np.full(P, np.inf)
-        for i in range(k + 1):
-            j = np.searchsorted(g, -tol - added[:, i], side="left")
-            j = np.maximum(j, np.searchsorted(lv, bounds_lo[:, i], side="left"))
-            q = lv[np.minimum(j, n_lv - 1)] if n_lv else np.full(P, np.inf)
-            q = np.where(j < n_lv, q, np.inf)
-            level = np.where((q < bounds_hi[:, i]) & (q < level), q, level)
-        for i in range(k):
-            a = A[:, i]
-            fin = np.isfinite(a)
-            a0 = np.where(fin, a, 0.0)
-            ok = fin & (offered_at_or_below(a0) >= demand_at(a0) - tol)
-            level = np.where(ok & (a < level), a, level)
-        cross = np.isfinite(level)
-        total = cum[-1] + av.sum()
-        if elastic:
-            lev0 = np.where(cross, level, 0.0)
-            below_lev = offered_below(lev0)
-            d_lev = demand_at(lev0)
-            marginal = d_lev > below_lev + tol  # the level's own bids are (partly) needed
-            # the next lower offer (others' or own) where the level's bids are not needed
-            jl = np.searchsorted(lv, lev0, side="left")
-            prev_o = np.where(jl > 0, lv[np.maximum(jl - 1, 0)] if n_lv else -np.inf, -np.inf)
-            prev_a = np.where(A < lev0[:, None], A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
-            prev = np.maximum(prev_o, prev_a)
-            volume = np.where(marginal, d_lev, below_lev)
-            price = np.where(marginal, lev0, prev)
-            # nothing below the level: no trade (the price is the cheapest offer, the level)
-            traded = volume > tol
-            price = np.where(traded, price, lev0)
-            volume = volume * traded
-            # no crossing: everything offered is sold at the dearest offer
-            fin_a = np.where(np.isfinite(A), A, -np.inf).max(axis=1) if k else np.full(P, -np.inf)
-            top = np.maximum(lv[-1] if n_lv else -np.inf, fin_a)
-            price = np.where(cross, price, np.where(np.isfinite(top), top, cap))
-            volume = np.where(cross, volume, total)
-            scarce = demand_at(np.full(1, cap))[0] - volume > tol
-            price = np.where(scarce, cap, price)
-        else:
-            # fixed demand only: the supply below the first covering level never covers the
-            # demand (a lower level would have), so that level sets the price; without one,
-            # everything offered is sold and the price is the cap (scarcity)
-            price = np.where(cross, level, cap)
-            volume = np.where(cross, fixed, total)
-        below = offered_below(price)
-        v_at = offered_at_or_below(price) - below
-        share = np.clip((volume - below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
-        acc = (A < price[:, None]) * av + (A == price[:, None]) * (av * share[:, None])
-        cost = record.supply_cost[t, s_cols]
-        q = acc.sum(axis=1)
-        profit[r] = (acc * (price[:, None] - cost)).sum(axis=1) * record.dt
-        if floor_cost is not None:  # min_power_rule="raise": the unpaid output up to the floor
-            fl, mc = floor_cost[0][r], floor_cost[1][r]
-            profit[r] -= np.maximum(fl - q, 0.0) * (q > 0) * mc * record.dt
-        on[r] = q > 0
+    if floor_cost is not None:  # min_power_rule="raise": the unpaid output up to the floor
+        fl, mc = floor_cost
+        profit = profit - np.maximum(fl[:, None] - q, 0.0) * (q > 0) * mc[:, None] * record.dt
+    profit = np.array(np.broadcast_to(profit, (R, P)), dtype=float)
+    on = np.array(np.broadcast_to(np.greater(q, 0), (R, P)))
+    profit[idle] = 0.0
+    on[idle] = False
     return profit, on
 
 
