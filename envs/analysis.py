@@ -1067,8 +1067,8 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
     # supply covers demand" is a count of the steps below a threshold
     g = np.where(ks < np.inf, cpad[:, 1:] - dem_o, np.inf)
     p = np.clip(C[h0:h1], floor, cap)  # (H, Cn) own prices
-    nlt = (ks[:, None, :] < p[:, :, None]).sum(axis=2)  # (H, Cn) others' steps below the own price
-    nle = (ks[:, None, :] <= p[:, :, None]).sum(axis=2)
+    nlt = _count_below(ks, p).astype(np.intp)  # (H, Cn) others' steps below the own price
+    nle = _count_below(ks, p, inclusive=True).astype(np.intp)
     hh = np.arange(H)[:, None]
 
     def at(a, j):  # a (H, m) gathered at indices j (H, ...) (clipped into range)
@@ -1082,7 +1082,7 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
     cap_dem = fixed + ((dp >= cap) * dvol).sum(axis=1)  # (H,)
 
     def first_at_least(x):  # first step j with g_j >= x; x (H, U, Cn) -> (H, U, Cn)
-        return (g[:, None, None, :] < x[..., None]).sum(axis=3)
+        return _count_below(g, np.broadcast_to(x, shape).reshape(H, -1)).reshape(shape).astype(np.intp)
 
     fin = n_fin[:, None, None]
     f0 = (g < -tol).sum(axis=1)  # (H,) first others' step where supply covers demand without the own bid
@@ -1139,11 +1139,9 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         below = P3 < price
         tie = P3 == price
         # supply below / at the clearing price (others by their merit order, plus the own offer)
-        n_lt = np.empty(shape, dtype=np.int64)
-        n_le = np.empty(shape, dtype=np.int64)
-        for r in range(H):  # ks rows are sorted: one bisection per hour
-            n_lt[r] = np.searchsorted(ks[r], price[r], side="left")
-            n_le[r] = np.searchsorted(ks[r], price[r], side="right")
+        flat = np.broadcast_to(price, shape).reshape(H, -1)  # ks rows are sorted: counts are bisections
+        n_lt = _count_below(ks, flat).reshape(shape).astype(np.intp)
+        n_le = _count_below(ks, flat, inclusive=True).reshape(shape).astype(np.intp)
         v_below = at(cpad, n_lt) + np.where(below, v, 0.0)
         v_at = at(cpad, n_le) - at(cpad, n_lt) + np.where(tie, v, 0.0)
         share = np.clip((volume - v_below) / np.maximum(v_at, tol), 0.0, 1.0) * (v_at > tol)
@@ -1152,21 +1150,32 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         # demand: the fixed demand at the cap, the others' bids and the own bid; the
         # marginal price group shares what the supply leaves it
         m = dp.shape[1]
-        a_p = np.empty(shape + (m + 2,))
-        a_v = np.empty(shape + (m + 2,))
-        a_p[..., 0] = cap
-        a_v[..., 0] = fixed[:, None, None]
-        a_p[..., 1:m + 1] = np.where(dv > tol, dp, -np.inf)[:, None, None, :]
-        a_v[..., 1:m + 1] = dvol[:, None, None, :]
-        a_p[..., m + 1] = np.where(own_live, P3, -np.inf)
-        a_v[..., m + 1] = np.broadcast_to(v, shape)
-        ge = ((a_p[..., None, :] >= a_p[..., :, None]) * a_v[..., None, :]).sum(axis=-1)
-        reach = (ge >= volume[..., None] - tol) & (a_v > tol)
-        pd_marg = np.where(reach, a_p, -np.inf).max(axis=-1)
-        v_above = ((a_p > pd_marg[..., None]) * a_v).sum(axis=-1)
-        v_dat = ((a_p == pd_marg[..., None]) * a_v).sum(axis=-1)
+        # (price, volume) of each: broadcasting to (H, U, Cn)
+        bids = ([(cap, fixed[:, None, None])]
+                + [(np.where(dv[:, j] > tol, dp[:, j], -np.inf)[:, None, None], dvol[:, j, None, None]) for j in range(m)]
+                + [(np.where(own_live, P3, -np.inf), v)])
+        if len(bids) < 8:  # one array per bid, each sum in the bids' order (as .sum adds fewer than 8)
+            def total(terms):
+                out = 0.0
+                for t in terms:
+                    out = out + t
+                return out
+            pd_marg = np.full(shape, -np.inf)
+            for pi, vi in bids:
+                ge = total((pj >= pi) * vj for pj, vj in bids)  # the demand willing at pi or above
+                pd_marg = np.maximum(pd_marg, np.where((ge >= volume - tol) & (vi > tol), pi, -np.inf))
+            v_above = total((pi > pd_marg) * vi for pi, vi in bids)
+            v_dat = total((pi == pd_marg) * vi for pi, vi in bids)
+        else:
+            a_p = np.stack([np.broadcast_to(pi, shape) for pi, _ in bids], axis=-1)
+            a_v = np.stack([np.broadcast_to(vi, shape) for _, vi in bids], axis=-1)
+            ge = ((a_p[..., None, :] >= a_p[..., :, None]) * a_v[..., None, :]).sum(axis=-1)
+            reach = (ge >= volume[..., None] - tol) & (a_v > tol)
+            pd_marg = np.where(reach, a_p, -np.inf).max(axis=-1)
+            v_above = ((a_p > pd_marg[..., None]) * a_v).sum(axis=-1)
+            v_dat = ((a_p == pd_marg[..., None]) * a_v).sum(axis=-1)
         d_share = np.clip((volume - v_above) / np.maximum(v_dat, tol), 0.0, 1.0) * (v_dat > tol)
-        own_p = a_p[..., m + 1]
+        own_p = bids[-1][0]
         acc = np.where(own_p > pd_marg, v, np.where(own_p == pd_marg, v * d_share, 0.0))
     acc = np.where(own_live, acc, 0.0)
     pay = P3 if record.mechanism == "pay_as_bid" else price
