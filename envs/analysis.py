@@ -950,14 +950,26 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
     charge (see the module docstring); ``moves="full"`` allows only idling, the largest
     charge or discharge move of the grid and moves onto the grid's end levels. With
     ``off_grid`` the off-grid schedule of :class:`_OffGridDP` (``moves="full"``: its
-    whole-volume moves only, no withholding) replaces the grid's when it earns more."""
+    whole-volume moves only, no withholding) replaces the grid's when it earns more.
+    The two programmes are independent: :func:`_storage_grid_part`,
+    :func:`_storage_off_grid_part` and :func:`_storage_join` (two processes may compute
+    the parts, :class:`agents.analysis_pool.AnalysisPool`)."""
+    if tables is not None:
+        tables.begin(record, sl.i)
+    grid = _storage_grid_part(record, sl, params, tick, soc_points, moves, tables)
+    off = _storage_off_grid_part(record, sl, params, tick, soc_points, moves, tables) if off_grid else None
+    return _storage_join(record, sl, params, tick, grid, off)
+
+
+def _storage_grid_part(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float, soc_points: int,
+                       moves: str = "any", tables: "StorageTables | None" = None) -> dict:
+    """The state-of-charge grid's programme of :func:`_storage_best_response`: its
+    schedule (profit, accepted volume, price, bid volume, state of charge), break-even
+    thresholds and number of moves, as a dict for :func:`_storage_join`."""
     H = record.n_hours
-    mbp = float(record.max_bid_price)
     levels, g0 = soc_grid(params, soc_points)
     G = len(levels)
     ks, qs = _storage_moves(params, levels, record.dt)
-    if tables is not None:
-        tables.begin(record, sl.i)
     r, pr = _storage_hour_values(record, sl, qs, tick, tables)  # (H, K)
     # V[h, g]: best profit from hour h on, starting hour h at level g
     nxt = np.arange(G)[:, None] - ks[None, :]  # (G, K) level after the move
@@ -987,23 +999,43 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         m[h] = choice[h, g]
         g = int(nxt[g, m[h]])
         soc[h + 1] = levels[g]
-    offer_thr, bid_thr = _storage_thresholds(record, sl, ks, qs, Vs)
     hours_idx = np.arange(H)
-    best_profit = r[hours_idx, m]
     q = qs[m]
-    p = np.where(q != 0, pr[hours_idx, m], np.nan)
-    searched, off_grid, bid = off_grid, False, q
-    if searched and G > 1:
-        # the env's action (whole volumes); "any" also with withholding, and the better of
-        # the two forward passes (interpolated values do not make a larger move set
-        # always find more)
-        dps = [_whole_volume_dp(record, sl, params, levels, tick, tables)]
-        if moves == "any":
-            dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole,
-                                  tables=tables))
-        offer_thr, bid_thr = dps[0].thresholds()
-        for dp in dps:
-            profit_o, q_o, p_o, bid_o, soc_o = dp.forward()
+    return {"profit": r[hours_idx, m], "q": q, "price": np.where(q != 0, pr[hours_idx, m], np.nan), "bid": q,
+            "soc": soc, "thresholds": _storage_thresholds(record, sl, ks, qs, Vs), "moves": int(len(qs)),
+            "levels": levels}
+
+
+def _storage_off_grid_part(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float, soc_points: int,
+                           moves: str = "any", tables: "StorageTables | None" = None) -> dict | None:
+    """The off-grid programmes of :func:`_storage_best_response` (None on a one-level
+    grid): the env's action (whole volumes) and, with ``moves="any"``, also with
+    withholding; their forward schedules (the better one is taken: interpolated values
+    do not make a larger move set always find more) and the whole-volume programme's
+    thresholds, as a dict for :func:`_storage_join`."""
+    levels, _ = soc_grid(params, soc_points)
+    if len(levels) <= 1:
+        return None
+    dps = [_whole_volume_dp(record, sl, params, levels, tick, tables)]
+    if moves == "any":
+        dps.append(_OffGridDP(record, sl, params, levels, tick, OFF_GRID_VOLUME_STEPS, whole=dps[0].whole,
+                              tables=tables))
+    return {"thresholds": dps[0].thresholds(), "forward": [dp.forward() for dp in dps]}
+
+
+def _storage_join(record: EpisodeRecord, sl: _Slots, params: StorageParams, tick: float, grid: dict,
+                  off: dict | None) -> BestResponse:
+    """The storage best response from its programmes' parts (:func:`_storage_grid_part`,
+    :func:`_storage_off_grid_part` or None): an off-grid schedule replaces the grid's
+    where it earns more, in the parts' order."""
+    H = record.n_hours
+    mbp = float(record.max_bid_price)
+    best_profit, q, p, bid, soc = grid["profit"], grid["q"], grid["price"], grid["bid"], grid["soc"]
+    offer_thr, bid_thr = grid["thresholds"]
+    off_grid = False
+    if off is not None:
+        offer_thr, bid_thr = off["thresholds"]
+        for profit_o, q_o, p_o, bid_o, soc_o in off["forward"]:
             if profit_o.sum() > best_profit.sum() + 1e-9 * (1.0 + abs(best_profit.sum())):
                 best_profit, q, soc, off_grid = profit_o, q_o, soc_o, True
                 bid = np.where(q_o != 0, bid_o, 0.0)
@@ -1018,9 +1050,10 @@ def _storage_best_response(record: EpisodeRecord, sl: _Slots, params: StoragePar
         agent=record.agents[sl.i], agent_index=sl.i, kind="storage", exact=True, tick=float(tick),
         mechanism=record.mechanism, hours=np.asarray(record.hours), best_profit_per_hour=best_profit,
         best_price=best_price, best_action=best_action, recorded_profit_per_hour=recorded_profit(record, sl.i),
-        recorded_price=_rec_prices(record, sl, rec_dir), direction=direction, n_candidates=int(len(qs)),
-        best_volume=q, bid_volume=bid, soc=soc, soc_points=G, soc_levels=levels, off_grid=off_grid,
-        offer_threshold=offer_thr, bid_threshold=bid_thr, recorded_soc=_recorded_soc(record, sl, params),
+        recorded_price=_rec_prices(record, sl, rec_dir), direction=direction, n_candidates=grid["moves"],
+        best_volume=q, bid_volume=bid, soc=soc, soc_points=len(grid["levels"]), soc_levels=grid["levels"],
+        off_grid=off_grid, offer_threshold=offer_thr, bid_threshold=bid_thr,
+        recorded_soc=_recorded_soc(record, sl, params),
     )
 
 
@@ -2033,16 +2066,60 @@ def _best_responses_server(conn) -> None:
         conn.close()
 
 
-def best_responses(record: EpisodeRecord, agents, **kw) -> tuple[dict[str, BestResponse], dict[str, float]]:
+def storage_parts_apply(record: EpisodeRecord, agent: int | str, *, scenario=None, storage=None,
+                        storage_off_grid: bool = True, **_ignored) -> bool:
+    """Whether :func:`best_response` of ``agent`` with these keywords is an exact storage
+    best response with off-grid programmes, whose two parts (:func:`storage_response_part`)
+    two processes can compute at the same time."""
+    i = _agent_index(record, agent)
+    return (record.agent_kind[i] == "storage" and bool(storage_off_grid)
+            and _storage_params(record, i, scenario, storage) is not None)
+
+
+def storage_response_part(record: EpisodeRecord, agent: int | str, part: str, *, tick: float = 0.01, scenario=None,
+                          storage=None, soc_points: int = 201, storage_moves: str = "any",
+                          storage_off_grid: bool = True, **_ignored) -> dict | None:
+    """One part of a storage agent's exact best response (:func:`best_response` with the
+    same keywords; see :func:`storage_parts_apply`): ``"grid"``, the programme on the
+    state-of-charge grid, or ``"off_grid"``, the off-grid programmes (None without them).
+    :func:`storage_response_join` makes the best response of the two, the same as
+    :func:`best_response` computes in one go."""
+    i = _agent_index(record, agent)
+    sl = _slots(record, i)
+    params = _storage_params(record, i, scenario, storage)
+    if sl.kind != "storage" or params is None:
+        raise ValueError(f"agent {record.agents[i]!r} has no exact storage best response to split (a storage unit "
+                         "with its unit data, from scenario= or storage=)")
+    if part == "grid":
+        return _storage_grid_part(record, sl, params, tick, soc_points, storage_moves)
+    if part == "off_grid":
+        return _storage_off_grid_part(record, sl, params, tick, soc_points, storage_moves) if storage_off_grid else None
+    raise ValueError(f"part must be 'grid' or 'off_grid', got {part!r}")
+
+
+def storage_response_join(record: EpisodeRecord, agent: int | str, grid: dict, off: dict | None, *,
+                          tick: float = 0.01, scenario=None, storage=None, **_ignored) -> BestResponse:
+    """The storage best response from its parts (:func:`storage_response_part`), as
+    :func:`best_response` with the same keywords returns it."""
+    i = _agent_index(record, agent)
+    return _storage_join(record, _slots(record, i), _storage_params(record, i, scenario, storage), tick, grid, off)
+
+
+def best_responses(record: EpisodeRecord, agents, *, parts: dict | None = None,
+                   **kw) -> tuple[dict[str, BestResponse], dict[str, float]]:
     """:func:`best_response` (with keywords ``kw``) of each of ``agents`` (names or indices)
     to the same record, and the seconds each took, both by agent name. The unit of work
     that :class:`agents.analysis_pool.AnalysisPool` hands to its worker process (a
-    function of this module, so that the process imports NumPy and ``envs`` only)."""
+    function of this module, so that the process imports NumPy and ``envs`` only).
+    ``parts``, ``{name: "grid" | "off_grid"}``: for these storage agents only that part of
+    the best response (:func:`storage_response_part`) in place of it."""
     out, seconds = {}, {}
     for a in agents:
         i = _agent_index(record, a)
         t0 = time.perf_counter()
-        out[record.agents[i]] = best_response(record, i, **kw)
+        part = (parts or {}).get(record.agents[i])
+        out[record.agents[i]] = (storage_response_part(record, i, part, **kw) if part is not None
+                                 else best_response(record, i, **kw))
         seconds[record.agents[i]] = time.perf_counter() - t0
     return out, seconds
 

@@ -72,6 +72,63 @@ def test_split_analysis_equals_the_one_in_one_process(default_record, monkeypatc
     _assert_same(pool.exploitability(rec, sc), want)  # closed: here again
 
 
+def test_storage_parts_join_to_the_best_response(default_record):
+    """A storage unit's best response from its two parts (the grid's programme and the
+    off-grid ones, which two processes compute) is the one computed in one go, field by
+    field; also without the off-grid search and on a coarse grid."""
+    from envs import analysis as A
+
+    sc, rec, want = default_record
+    st = next(a for a, k in zip(rec.agents, rec.agent_kind) if k == "storage")
+    assert A.storage_parts_apply(rec, st, scenario=sc) and not A.storage_parts_apply(rec, st)  # needs the unit data
+    assert not A.storage_parts_apply(rec, rec.agents[0], scenario=sc)  # a plant
+    for kw in ({}, {"storage_off_grid": False}, {"soc_points": 5}):
+        whole = A.best_response(rec, st, scenario=sc, **kw)
+        grid = A.storage_response_part(rec, st, "grid", scenario=sc, **kw)
+        off = A.storage_response_part(rec, st, "off_grid", scenario=sc, **kw)
+        assert (off is None) == (kw.get("storage_off_grid") is False)
+        joined = A.storage_response_join(rec, st, grid, off, scenario=sc, **kw)
+        for f in ("best_profit_per_hour", "best_price", "best_action", "best_volume", "bid_volume", "soc",
+                  "offer_threshold", "bid_threshold", "soc_levels"):
+            np.testing.assert_array_equal(getattr(joined, f), getattr(whole, f), err_msg=f"{kw} {f}")
+        assert (joined.off_grid, joined.n_candidates, joined.soc_points) == (whole.off_grid, whole.n_candidates,
+                                                                               whole.soc_points)
+    assert A.best_response(rec, st, scenario=sc).off_grid  # the off-grid part decides on this record
+    with pytest.raises(ValueError, match="no exact storage best response"):
+        A.storage_response_part(rec, st, "grid")
+    with pytest.raises(ValueError, match="part must be"):
+        A.storage_response_part(rec, st, "both", scenario=sc)
+
+
+def test_the_workers_storage_unit_is_split_with_this_process(default_record, monkeypatch):
+    """With the storage unit on the worker's side, this process computes its grid
+    programme while the worker computes the off-grid ones: the same numbers."""
+    from envs import analysis as A
+
+    monkeypatch.setattr(P, "_usable_cores", lambda: 2)
+    sc, rec, want = default_record
+    here: list = []
+    part = A.storage_response_part
+
+    def counting(record, agent, which, **kw):
+        here.append((agent, which))
+        return part(record, agent, which, **kw)
+
+    monkeypatch.setattr(A, "storage_response_part", counting)
+    pool = AnalysisPool(min_seconds=0.0)
+    try:
+        pool.exploitability(rec, sc)  # starts the worker
+        st = next(a for a, k in zip(rec.agents, rec.agent_kind) if k == "storage")
+        monkeypatch.setattr(pool, "_split", lambda agents, record: ([a for a in agents if a != st], [st]))
+        ex = pool.exploitability(rec, sc)
+        assert here == [(st, "grid")] and pool.used == 1
+        _assert_same(ex, want)
+        np.testing.assert_array_equal(ex.responses[st].offer_threshold, want.responses[st].offer_threshold)
+        assert pool._seconds[st] > 0
+    finally:
+        pool.close()
+
+
 def test_a_dead_worker_falls_back_to_this_process(default_record, monkeypatch):
     monkeypatch.setattr(P, "_usable_cores", lambda: 2)
     sc, rec, want = default_record
