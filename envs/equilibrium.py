@@ -44,6 +44,7 @@ the best response relies on); ``EquilibriumResult.actions`` holds the nearest ac
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -485,7 +486,16 @@ def _equilibrium_in_process(conn, scenario, kwargs: dict) -> None:
     :func:`equilibrium` and send ``("ok", result)``, ``("value_error", message)`` or
     ``("error", message)`` through the pipe end ``conn``. Lives here, not in ``agents``,
     so that the process imports NumPy only, not torch. It starts with Ctrl-C ignored
-    (:func:`agents.reference.start_process`): the parent stops it."""
+    (:func:`agents.reference.start_process`): the parent stops it.
+
+    It runs at the lowest CPU priority (``nice`` 19, where the system has it): it fills
+    the time the training run leaves a core idle and never slows the run's own work (the
+    trainer, its analysis worker and its search helper), which the final summary waits
+    for first anyway."""
+    try:
+        os.nice(19)
+    except (AttributeError, OSError):  # no nice (Windows) or not allowed: as it is
+        pass
     try:
         msg = ("ok", equilibrium(scenario, **kwargs))
     except ValueError as exc:
