@@ -484,6 +484,9 @@ class MarketCore:
             self.grid_ladder = np.sort(np.concatenate([self.static_sorted_price, costs], axis=1), axis=1)
         else:
             self.grid_ladder = self.static_sorted_price
+        # which points of the ladder are rule offers (tie_below_cost ties only with those)
+        self.grid_ladder_rule = np.array([np.isin(g, s) for g, s in zip(self.grid_ladder, self.static_sorted_price)],
+                                         dtype=bool).reshape(self.grid_ladder.shape)
         fx = self.fixed_demand_units
         self.fixed_demand = sc.demands.volume[:, fx].sum(axis=1) if len(fx) else np.zeros(self.T)
 
@@ -802,9 +805,8 @@ class MarketCore:
         rule = ladder[np.minimum(k, ladder.size - 1)]
         nxt = rule - tick
         ok = (k < ladder.size) & (nxt <= self.max_bid_price)
-        if tie_below is not None:
-            st = self.static_sorted_price[t]  # a tie only with a rule offer
-            is_rule = np.isin(rule, st)
+        if tie_below is not None:  # a tie only with a rule offer
+            is_rule = self.grid_ladder_rule[t][np.minimum(k, ladder.size - 1)]
             nxt = np.where((rule < tie_below) & is_rule, rule, nxt)
         return np.where(ok, nxt, price)
 

@@ -123,3 +123,26 @@ def test_the_key_is_validated_and_carried_by_training_the_manifest_and_evaluate(
                  tensorboard=False, env_options={"max_cycles": H})
     assert not tr.core.grid_learner_costs and tr.core.grid_ladder is tr.core.static_sorted_price
     tr.close()
+
+
+@pytest.mark.parametrize("costs", [False, True])
+def test_undercut_ties_only_with_rule_offers_at_every_point_of_the_ladder(costs):
+    """``undercut`` with ``tie_below`` reads whether a ladder point is a rule offer from a
+    table built once per hour; it moves every price as the definition does (a tie where
+    the point above it is a rule offer below the cost, else a tick under the point)."""
+    core = _core(costs)
+    rng = np.random.default_rng(11)
+    T = core.grid_ladder.shape[0]
+    for t in rng.integers(0, T, 40):
+        t = int(t)
+        ladder, rules = core.grid_ladder[t], core.static_sorted_price[t]
+        price = np.concatenate([ladder[np.isfinite(ladder)], rng.uniform(-core.max_bid_price, core.max_bid_price, 30)])
+        cost = float(rng.uniform(0.0, 90.0))
+        k = np.searchsorted(ladder, price, side="left")
+        point = ladder[np.minimum(k, ladder.size - 1)]
+        moved = (k < ladder.size) & (point - 0.01 <= core.max_bid_price)
+        tie = (point < cost) & np.array([p in set(rules.tolist()) for p in point])
+        want = np.where(moved, np.where(tie, point, point - 0.01), price)
+        np.testing.assert_array_equal(core.undercut(price, t, tie_below=cost), want)
+    if costs:  # a learner's cost is a point of the ladder but no rule offer
+        assert not core.grid_ladder_rule.all() and core.grid_ladder_rule.any()
