@@ -551,15 +551,24 @@ def _evaluate(
     return profit * record.dt, q > 0
 
 
+COUNT_COLUMNS_MAX = 24
+"""Longest rows that :func:`_count_below` counts column by column (longer ones: one
+bisection per row). Measured: `default`'s 16 other offers per hour, 336 hours at once,
+columns 2x faster than hour-by-hour bisections; `many`'s 55, bisections 1.2x faster."""
+
+
 def _count_below(rows: np.ndarray, q: np.ndarray, *, inclusive: bool = False) -> np.ndarray:
     """Per row, how many of ``rows`` ``(R, n)`` (each row ascending) lie below
     (``inclusive``: at or below) each value of ``q`` ``(R, X)``: ``np.searchsorted`` of
-    every row at once, one comparison per column of these short rows (counted in
-    ``uint8`` while ``n < 256``: a quarter of the memory traffic of ``intp``)."""
-    op = np.less_equal if inclusive else np.less
+    every row, for short rows as one comparison per column of all rows at once (counted in
+    ``uint8``: a quarter of the memory traffic of ``intp``)."""
     n = rows.shape[1]
     if n == 0:
         return np.zeros(np.shape(q), dtype=np.intp)
+    if n > COUNT_COLUMNS_MAX:  # long rows: a bisection per row (e.g. the 55 offers of `many`)
+        side = "right" if inclusive else "left"
+        return np.stack([np.searchsorted(r, x, side=side) for r, x in zip(rows, q)]).reshape(np.shape(q))
+    op = np.less_equal if inclusive else np.less
     out = op(rows[:, :1], q)
     out = out.astype(np.uint8) if n < 256 else out.astype(np.intp)
     for j in range(1, n):

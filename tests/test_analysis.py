@@ -990,3 +990,24 @@ def test_plant_hour_values_give_the_best_response_to_the_bit(mechanism):
     assert 0 < starts < 60
     with pytest.raises(ValueError, match="not a plant"):
         plant_hour_values(random_record(rng, "renewable"), 0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 24, 25, 40])
+def test_count_below_is_a_bisection_of_every_row(n):
+    """``_count_below`` (the residual path's search in each hour's sorted bids, column by
+    column for short rows, a bisection per row for long ones) counts as
+    ``np.searchsorted`` does, with ties, +inf padding and values beyond both ends (the
+    analysis never searches NaN)."""
+    from envs.analysis import _count_below
+
+    rng = np.random.default_rng(40 + n)
+    R, X = 7, 33
+    rows = np.sort(rng.integers(-5, 6, (R, n)).astype(float), axis=1)
+    if n:
+        rows[:, -min(n, 3):] = np.inf  # bids without volume, sorted last
+    q = rng.integers(-7, 8, (R, X)).astype(float)
+    q[0, :2] = (-np.inf, np.inf)
+    for inclusive, side in ((False, "left"), (True, "right")):
+        got = _count_below(rows, q, inclusive=inclusive)
+        want = np.stack([np.searchsorted(r, x, side=side) for r, x in zip(rows, q)])
+        np.testing.assert_array_equal(got, want, err_msg=f"inclusive={inclusive}")
