@@ -17,10 +17,11 @@ to the side with less work so far). A storage unit on the worker's side is itsel
 two (:func:`envs.analysis.storage_response_part`): the worker computes its off-grid
 programmes (and keeps the whole-volume one for the teacher's storage targets), this
 process its programme on the state-of-charge grid, and the two are joined into the same
-best response (``default``'s pumped storage: 0.63 s of work, about 0.2 s of it here). :meth:`AnalysisPool.call` hands the worker one other
-function of ``envs.analysis`` (the best-response teacher's storage targets) to compute
-while the caller goes on. Where the worker cannot start or fails, its agents
-are computed here and the pool stops using it (:attr:`AnalysisPool.failure` says why).
+best response (``default``'s pumped storage: 0.63 s of work, about 0.2 s of it here).
+:meth:`AnalysisPool.call` hands the worker one other function of ``envs.analysis`` (the
+best-response teacher's storage targets) to compute while the caller goes on. Where the
+worker cannot start or fails, its agents are computed here and the pool stops using it
+(:attr:`AnalysisPool.failure` says why).
 """
 
 from __future__ import annotations

@@ -1194,7 +1194,8 @@ def _own_bid_outcomes(record: EpisodeRecord, sl: _Slots, side: int, vols: np.nda
         m = dp.shape[1]
         # (price, volume) of each: broadcasting to (H, U, Cn)
         bids = ([(cap, fixed[:, None, None])]
-                + [(np.where(dv[:, j] > tol, dp[:, j], -np.inf)[:, None, None], dvol[:, j, None, None]) for j in range(m)]
+                + [(np.where(dv[:, j] > tol, dp[:, j], -np.inf)[:, None, None], dvol[:, j, None, None])
+                   for j in range(m)]
                 + [(np.where(own_live, P3, -np.inf), v)])
         if len(bids) < 8:  # one array per bid, each sum in the bids' order (as .sum adds fewer than 8)
             def total(terms):
